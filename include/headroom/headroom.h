@@ -1,0 +1,185 @@
+/* headroom: see where GPU and host memory go, decide what to release before it
+ * runs out, and release it.
+ *
+ * This is the one header a user includes. It holds what every part shares
+ * (errors, version, logging, the option table) and includes the header of each
+ * part: probe (machine snapshot), pool (caching device allocator), and the
+ * others as they land.
+ *
+ * Conventions: functions return 0 or a negative HR_E* code and give results
+ * through out-parameters. Sizes are bytes (uint64_t), times are seconds
+ * (double). The library never prints, exits or aborts in a release build;
+ * messages go to the log callback set with hr_set_log(). */
+#ifndef HEADROOM_H
+#define HEADROOM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(HR_BUILDING)
+#define HR_API __attribute__((visibility("default")))
+#else
+#define HR_API
+#endif
+
+#define HR_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+
+/* ---- version ------------------------------------------------------------ */
+
+#define HR_VERSION_MAJOR 0
+#define HR_VERSION_MINOR 1
+#define HR_VERSION_PATCH 0
+
+/* Returns the library's version as "MAJOR.MINOR.PATCH"; a static string. */
+HR_API const char *hr_version(void);
+
+/* ---- errors ------------------------------------------------------------- */
+
+/* One list gives the enum, hr_strerror() and hr_err_name(). Codes are
+ * negative; 0 is success. Append only: the numbers are part of the ABI. */
+#define HR_ERRORS(X)                                                                               \
+  X(HR_EINVAL, -1, "invalid argument")                                                            \
+  X(HR_ENOMEM, -2, "out of memory")                                                               \
+  X(HR_ENOSPC, -3, "does not fit in the budget")                                                  \
+  X(HR_ENOENT, -4, "not found")                                                                   \
+  X(HR_EIO, -5, "input/output error")                                                             \
+  X(HR_EPARSE, -6, "malformed input")                                                             \
+  X(HR_ENOTSUP, -7, "not supported")                                                              \
+  X(HR_ENODRIVER, -8, "driver not found")                                                         \
+  X(HR_EPERM, -9, "permission denied")                                                            \
+  X(HR_ERANGE, -10, "value out of range")                                                         \
+  X(HR_EBUSY, -11, "resource busy")                                                               \
+  X(HR_ETIMEDOUT, -12, "timed out")                                                               \
+  X(HR_EEXIST, -13, "already exists")                                                             \
+  X(HR_ESTATE, -14, "not allowed in the current state")                                           \
+  X(HR_EDEVICE, -15, "device error")                                                              \
+  X(HR_EVERSION, -16, "version mismatch")
+
+typedef enum hr_err {
+  HR_OK = 0,
+#define HR_ERR_ENUM_(name, code, text) name = code,
+  HR_ERRORS(HR_ERR_ENUM_)
+#undef HR_ERR_ENUM_
+} hr_err_t;
+
+/* Returns a short text for `code` ("out of memory"); "success" for 0 and
+ * "unknown error" for codes not in the list. Static strings. */
+HR_API const char *hr_strerror(int code);
+/* Returns the code's name ("HR_ENOMEM"), or "HR_E?" for an unknown code. */
+HR_API const char *hr_err_name(int code);
+
+/* ---- logging ------------------------------------------------------------ */
+
+typedef enum hr_log_level {
+  HR_LOG_DEBUG = 0,
+  HR_LOG_INFO = 1,
+  HR_LOG_WARN = 2,
+  HR_LOG_ERROR = 3,
+} hr_log_level_t;
+
+/* Receives one message, without a trailing newline. May be called from any
+ * thread that calls into the library; it must not call back into it. */
+typedef void (*hr_log_fn)(hr_log_level_t level, const char *msg, void *arg);
+
+/* Sets the process-wide log callback and the lowest level it receives.
+ * NULL silences the library (the default). Thread-safe. */
+HR_API void hr_set_log(hr_log_fn fn, void *arg, hr_log_level_t min_level);
+/* Returns "debug", "info", "warn" or "error". */
+HR_API const char *hr_log_level_name(hr_log_level_t level);
+
+/* ---- options ------------------------------------------------------------ */
+
+/* One table of options (src/util/options_table.h) with a type, a default, a
+ * range and a description each. Values come, each overriding the one before,
+ * from the default, the config file, the environment (HEADROOM_<NAME>) and the
+ * command line or the API. Sizes take K/M/G/T suffixes (powers of 1024),
+ * durations take ms/s/m/h/d, booleans 1/0, true/false, yes/no, on/off. A bad
+ * value is an error naming the option and the accepted range. */
+
+typedef enum hr_opt_type {
+  HR_OPT_BOOL,
+  HR_OPT_INT,      /* int64_t within [min, max] */
+  HR_OPT_SIZE,     /* bytes, uint64_t within [min, max] */
+  HR_OPT_DURATION, /* seconds, double within [min, max] */
+  HR_OPT_PERCENT,  /* double within [min, max], in percent */
+  HR_OPT_STRING,
+  HR_OPT_ENUM, /* one of the '|'-separated choices */
+} hr_opt_type_t;
+
+typedef enum hr_opt_source {
+  HR_SRC_DEFAULT = 0,
+  HR_SRC_FILE = 1,
+  HR_SRC_ENV = 2,
+  HR_SRC_CLI = 3,
+} hr_opt_source_t;
+
+typedef struct hr_option_info {
+  const char *name;    /* "vram_warn" */
+  const char *env;     /* "HEADROOM_VRAM_WARN" */
+  hr_opt_type_t type;
+  const char *deflt;   /* default, as text */
+  double min, max;     /* range for numbers; unused otherwise */
+  const char *choices; /* "conservative|balanced|aggressive" for enums */
+  const char *help;
+} hr_option_info_t;
+
+typedef struct hr_options hr_options_t;
+
+/* Creates a set of options holding every default. */
+HR_API int hr_options_create(hr_options_t **out);
+HR_API void hr_options_destroy(hr_options_t *o);
+
+/* Sets `name` (dashes and underscores are the same) from text at `source`.
+ * A value from a lower source never overrides one from a higher source.
+ * On error returns HR_ENOENT (unknown option) or HR_EINVAL/HR_ERANGE and
+ * writes a message naming the option and the accepted values into err. */
+HR_API int hr_options_set(hr_options_t *o, const char *name, const char *value,
+                          hr_opt_source_t source, char *err, size_t errlen);
+
+/* Reads a config file: `name = value` lines, '#' comments, blank lines.
+ * A missing file is HR_ENOENT (callers decide whether that matters); a bad
+ * line is HR_EPARSE or the value's error, with "path:line:" in err. */
+HR_API int hr_options_load_file(hr_options_t *o, const char *path, char *err, size_t errlen);
+
+/* Reads every HEADROOM_<NAME> variable of the table from the environment. */
+HR_API int hr_options_load_env(hr_options_t *o, char *err, size_t errlen);
+
+/* The standard chain: defaults, then the file at `path` (or, when NULL,
+ * $HEADROOM_CONFIG, else $XDG_CONFIG_HOME/headroom/headroom.conf, else
+ * ~/.config/headroom/headroom.conf; a default path that is missing is fine,
+ * an explicit one is not), then the environment. */
+HR_API int hr_options_load_defaults(hr_options_t *o, const char *path, char *err, size_t errlen);
+
+/* Typed reads. The name must be in the table with that type; otherwise the
+ * call returns a zero value (and asserts in debug builds). */
+HR_API bool hr_options_get_bool(const hr_options_t *o, const char *name);
+HR_API int64_t hr_options_get_int(const hr_options_t *o, const char *name);
+HR_API uint64_t hr_options_get_size(const hr_options_t *o, const char *name);
+HR_API double hr_options_get_double(const hr_options_t *o, const char *name);
+HR_API const char *hr_options_get_str(const hr_options_t *o, const char *name);
+HR_API hr_opt_source_t hr_options_source(const hr_options_t *o, const char *name);
+
+/* The table itself, for --help and docs: `*n` entries. */
+HR_API const hr_option_info_t *hr_options_table(size_t *n);
+
+/* Parsers the option table uses, exported for the CLI and the parts that take
+ * sizes and durations elsewhere (workflow files, config strings). Each returns
+ * 0 or HR_EINVAL. */
+HR_API int hr_parse_size(const char *s, uint64_t *out);
+HR_API int hr_parse_duration(const char *s, double *out);
+HR_API int hr_parse_bool(const char *s, bool *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#include "headroom/probe.h"
+#include "headroom/pool.h"
+
+#endif /* HEADROOM_H */

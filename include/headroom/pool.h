@@ -1,0 +1,149 @@
+/* pool: a caching device-memory allocator over a backend (cuda, host, sim).
+ *
+ * Blocks are carved from segments the backend provides, cached when freed,
+ * and reused by the stream that freed them at once, by other streams after
+ * an event recorded on every stream that used them has completed. A failed
+ * allocation releases cache, then asks the registered reclaimers (residency),
+ * then fails with HR_ENOMEM and a diagnosis. Statistics follow the names and
+ * meanings of torch.cuda.memory_stats().
+ * Included by headroom/headroom.h; do not include it alone. */
+#ifndef HEADROOM_POOL_H
+#define HEADROOM_POOL_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- backends ----------------------------------------------------------- */
+
+typedef struct hr_backend hr_backend_t;
+
+/* Creates a backend: "sim" (address space only, `capacity` bytes), "host"
+ * (mmap'd memory, at most `capacity` bytes) or "cuda" (device `device` through
+ * the driver loaded with dlopen; `capacity` 0 means the device's memory).
+ * "cuda" without a driver returns HR_ENODRIVER. The caller destroys the
+ * backend after every pool on it. */
+HR_API int hr_backend_create(const char *kind, int device, uint64_t capacity, hr_backend_t **out);
+HR_API void hr_backend_destroy(hr_backend_t *b);
+/* The backend's own idea of free and total memory (cuMemGetInfo for cuda). */
+HR_API int hr_backend_mem_info(hr_backend_t *b, uint64_t *free_bytes, uint64_t *total_bytes);
+
+/* ---- configuration ------------------------------------------------------ */
+
+#define HR_ROUNDUP_INTERVALS 64
+
+typedef struct hr_pool_config {
+  uint64_t max_split_size;      /* blocks above this are never split; UINT64_MAX: no limit */
+  double gc_threshold;          /* 0: off; else reclaim cache by age above this fraction */
+  bool expandable_segments;
+  /* roundup_power2_divisions per power-of-two interval of the size in MiB
+   * (index 0: [0,1) MiB ... ); 0 means no extra rounding. */
+  unsigned roundup_divisions[HR_ROUNDUP_INTERVALS];
+  double memory_fraction;       /* of the backend's total, in (0, 1] */
+  uint64_t reserve_bytes;       /* never reserve into the last reserve_bytes */
+  bool pytorch_compat;          /* mimic PyTorch's policy exactly */
+} hr_pool_config_t;
+
+/* Fills `out` with headroom's default configuration. */
+HR_API void hr_pool_config_default(hr_pool_config_t *out);
+
+/* Parses PYTORCH_CUDA_ALLOC_CONF syntax ("key:value,key:value") into `out`,
+ * starting from the default. Unknown keys, bad numbers and out-of-range values
+ * return HR_EINVAL with a message naming the key and the accepted range. */
+HR_API int hr_pool_config_parse(const char *conf, hr_pool_config_t *out, char *err, size_t errlen);
+
+/* ---- the pool ----------------------------------------------------------- */
+
+typedef struct hr_pool hr_pool_t;
+
+HR_API int hr_pool_create(const hr_pool_config_t *config, hr_backend_t *backend, int device,
+                          hr_pool_t **out);
+/* Frees every segment back to the backend. Live blocks are lost. */
+HR_API void hr_pool_destroy(hr_pool_t *pool);
+
+HR_API int hr_pool_alloc(hr_pool_t *pool, uint64_t size, void *stream, void **ptr);
+HR_API int hr_pool_free(hr_pool_t *pool, void *ptr, void *stream);
+/* Marks `ptr` as used by `stream` too: its reuse waits for that stream. */
+HR_API int hr_pool_record_stream(hr_pool_t *pool, void *ptr, void *stream);
+/* Returns every fully free cached segment to the backend (empty_cache). */
+HR_API int hr_pool_release_cached(hr_pool_t *pool);
+
+typedef struct hr_stat {
+  int64_t current;
+  int64_t peak;
+  uint64_t total; /* cumulative amount added */
+} hr_stat_t;
+
+/* {current, peak, total} triples, named as in torch.cuda.memory_stats(). */
+#define HR_POOL_STATS(X)                                                                           \
+  X(allocated_bytes)                                                                               \
+  X(reserved_bytes)                                                                                \
+  X(active_bytes)                                                                                  \
+  X(inactive_split_bytes)                                                                          \
+  X(requested_bytes)                                                                               \
+  X(allocation)                                                                                    \
+  X(segment)                                                                                       \
+  X(active)                                                                                        \
+  X(inactive_split)
+
+#define HR_POOL_STATS_VERSION 1
+
+typedef struct hr_pool_stats {
+  uint32_t size;    /* sizeof(hr_pool_stats_t) as the caller compiled it */
+  uint32_t version; /* HR_POOL_STATS_VERSION */
+#define HR_POOL_STAT_FIELD_(name) hr_stat_t name;
+  HR_POOL_STATS(HR_POOL_STAT_FIELD_)
+#undef HR_POOL_STAT_FIELD_
+  uint64_t num_alloc_retries, num_ooms, num_device_alloc, num_device_free;
+  uint64_t reserved_[16];
+} hr_pool_stats_t;
+
+/* Copies the statistics. Set stats->size before the call. */
+HR_API int hr_pool_stats(hr_pool_t *pool, hr_pool_stats_t *stats);
+HR_API int hr_pool_reset_peak(hr_pool_t *pool);
+/* Verifies every invariant; returns 0 or HR_ESTATE and logs what broke. */
+HR_API int hr_pool_check(hr_pool_t *pool);
+
+typedef struct hr_block_info {
+  uint64_t addr, size, requested;
+  bool allocated;
+  void *stream;
+  const char *tag;
+} hr_block_info_t;
+
+typedef struct hr_segment_info {
+  uint64_t addr, size;
+  void *stream;
+  bool small_pool, expandable;
+} hr_segment_info_t;
+
+/* Calls `visit` once per segment, blocks in address order, under the pool
+ * lock: the visitor must not call the pool. A non-zero return stops. */
+typedef int (*hr_segment_visit_fn)(const hr_segment_info_t *seg, const hr_block_info_t *blocks,
+                                   size_t n, void *arg);
+HR_API int hr_pool_segments(hr_pool_t *pool, hr_segment_visit_fn visit, void *arg);
+
+/* Sets the calling thread's ownership tag (a model or stage name; copied).
+ * NULL clears it. Live bytes are kept per tag. */
+HR_API void hr_pool_set_tag(const char *tag);
+
+/* Called when an allocation would fail: free what you can (at least `needed`
+ * bytes if possible) by calling hr_pool_free and set *freed. Runs under no
+ * pool lock. */
+typedef int (*hr_reclaim_fn)(hr_pool_t *pool, uint64_t needed, uint64_t *freed, void *arg);
+HR_API int hr_pool_add_reclaimer(hr_pool_t *pool, hr_reclaim_fn fn, void *arg);
+
+/* The text of the last HR_ENOMEM diagnosis (requested, allocated, reserved,
+ * cached but unusable, largest free block, device free/total, top tags). */
+HR_API int hr_pool_last_diagnosis(hr_pool_t *pool, char *buf, size_t len);
+
+/* ---- PyTorch entry points (CUDAPluggableAllocator) ---------------------- */
+
+HR_API void *hr_torch_malloc(ssize_t size, int device, void *stream);
+HR_API void hr_torch_free(void *ptr, ssize_t size, int device, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* HEADROOM_POOL_H */

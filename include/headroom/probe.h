@@ -1,0 +1,138 @@
+/* probe: one snapshot of the machine's memory, read from a root directory.
+ *
+ * hr_snapshot_take() reads host memory (/proc/meminfo), this process's cgroup
+ * (v1 or v2), every process under /proc, and the GPUs through NVML loaded with
+ * dlopen. Everything is read under `root` ("/" normally; a fixture tree in
+ * tests). A part that cannot be read (no cgroup mount, no NVML, no
+ * permission) is a state the snapshot reports, not a failed snapshot.
+ * Included by headroom/headroom.h; do not include it alone. */
+#ifndef HEADROOM_PROBE_H
+#define HEADROOM_PROBE_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A size that could not be read. */
+#define HR_UNKNOWN UINT64_MAX
+/* A limit that is not set ("max" in cgroup v2, the huge value in v1). */
+#define HR_UNLIMITED (UINT64_MAX - 1)
+
+typedef struct hr_host_mem {
+  uint64_t total_bytes, available_bytes, free_bytes, buffers_bytes, cached_bytes;
+  uint64_t swap_total_bytes, swap_free_bytes, shmem_bytes;
+} hr_host_mem_t;
+
+typedef struct hr_pressure {
+  double avg10, avg60, avg300; /* percent */
+  uint64_t total_us;
+} hr_pressure_t;
+
+typedef enum hr_probe_state {
+  HR_PROBE_OK = 0,
+  HR_PROBE_ABSENT = 1,     /* not there: no cgroup mount, no NVML library */
+  HR_PROBE_DENIED = 2,     /* there but not readable */
+  HR_PROBE_ERROR = 3,      /* there but broken: see the message */
+} hr_probe_state_t;
+
+typedef struct hr_cgroup_mem {
+  hr_probe_state_t state;
+  char message[160];   /* why, when state is not OK */
+  int version;         /* 1 or 2; 0 when there is none */
+  char path[512];      /* the cgroup's path inside its hierarchy, "/..." */
+  uint64_t limit_bytes;      /* effective: smallest along the path; HR_UNLIMITED */
+  uint64_t own_limit_bytes;  /* this cgroup's own limit */
+  uint64_t high_bytes;       /* v2 memory.high; HR_UNLIMITED or HR_UNKNOWN */
+  uint64_t current_bytes;    /* memory.current / usage_in_bytes */
+  uint64_t usage_bytes;      /* current minus inactive_file, as container tools show */
+  uint64_t anon_bytes, file_bytes, inactive_file_bytes, shmem_bytes;
+  uint64_t oom_events, oom_kill_events;
+  bool has_pressure;
+  hr_pressure_t pressure_some, pressure_full;
+} hr_cgroup_mem_t;
+
+typedef struct hr_proc {
+  int pid, ppid;
+  int nspid;             /* innermost pid (NSpid's last field); = pid outside containers */
+  uint32_t uid;
+  uint64_t start_ticks;  /* start time in clock ticks after boot: (pid, start) is unique */
+  char state;            /* 'R', 'S', 'Z', ... */
+  bool kernel_thread;
+  char name[64];         /* comm */
+  char cmdline[512];     /* arguments joined by spaces, truncated */
+  uint64_t rss_bytes, rss_anon_bytes, rss_file_bytes, rss_shmem_bytes, swap_bytes;
+  uint64_t pss_bytes;    /* HR_UNKNOWN when smaps_rollup is not readable */
+  uint64_t gpu_bytes;    /* summed over GPUs; 0 when none or unknown */
+  char container_id[80]; /* empty when not in a container */
+} hr_proc_t;
+
+typedef struct hr_gpu {
+  unsigned index;
+  char name[96], uuid[96], pci_bus_id[32];
+  uint64_t total_bytes, reserved_bytes, free_bytes, used_bytes;
+  int util_gpu, util_mem; /* percent; -1 when unknown */
+  int temperature_c;      /* -1 when unknown */
+  int power_mw;           /* -1 when unknown */
+  hr_probe_state_t state; /* a lost GPU is reported, not dropped */
+  char message[96];
+} hr_gpu_t;
+
+typedef struct hr_gpu_proc {
+  unsigned gpu;        /* index into gpus */
+  int pid;             /* as NVML reports it: a host pid */
+  int local_pid;       /* the pid in our /proc, or 0 when not visible here */
+  uint64_t used_bytes; /* HR_UNKNOWN when the driver does not say */
+} hr_gpu_proc_t;
+
+typedef struct hr_snapshot {
+  double time;           /* seconds since the epoch */
+  hr_probe_state_t host_state;
+  char host_message[160];
+  hr_host_mem_t host;
+  hr_cgroup_mem_t cgroup;
+  hr_probe_state_t gpu_state;
+  char gpu_message[160]; /* "nvml: library not found" */
+  char driver_version[32];
+  size_t n_gpus;
+  hr_gpu_t *gpus;
+  size_t n_gpu_procs;
+  hr_gpu_proc_t *gpu_procs;
+  size_t n_procs;
+  hr_proc_t *procs;      /* sorted by pid */
+} hr_snapshot_t;
+
+/* What to read. */
+enum {
+  HR_PROBE_HOST = 1u << 0,
+  HR_PROBE_CGROUP = 1u << 1,
+  HR_PROBE_PROCS = 1u << 2,
+  HR_PROBE_GPUS = 1u << 3,
+  HR_PROBE_PSS = 1u << 4, /* smaps_rollup per process: slower */
+  HR_PROBE_ALL = 0x1f,
+};
+
+typedef struct hr_probe_options {
+  const char *root; /* NULL or "" means "/" */
+  unsigned what;    /* HR_PROBE_* bits; 0 means HR_PROBE_ALL */
+  /* The NVML library to dlopen instead of libnvidia-ml.so.1 (tests); NULL for
+   * the default search. */
+  const char *nvml_path;
+} hr_probe_options_t;
+
+/* Takes a snapshot. Returns 0 and a snapshot the caller frees with
+ * hr_snapshot_free(), even when parts are absent (see their states); fails
+ * only when the host memory cannot be read at all (HR_EIO, HR_EPARSE) or on
+ * HR_ENOMEM. Thread-safe: holds no global state besides the NVML handle,
+ * which is loaded once. */
+HR_API int hr_snapshot_take(const hr_probe_options_t *opts, hr_snapshot_t **out);
+HR_API void hr_snapshot_free(hr_snapshot_t *s);
+
+/* Writes the snapshot as one JSON object (the schema is docs/status-schema.json)
+ * into a malloc'd string the caller frees. */
+HR_API int hr_snapshot_json(const hr_snapshot_t *s, char **out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* HEADROOM_PROBE_H */

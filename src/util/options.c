@@ -1,0 +1,366 @@
+/* The option table (options_table.h) and its layered values: a value set from
+ * a source replaces the current one only when that source ranks at least as
+ * high (default < file < environment < command line), so the chain can be
+ * loaded in any order. Values are parsed and range-checked when set, never
+ * when read, so a read cannot fail. */
+#include "util/util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <strings.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/options_table.h"
+
+#define HR_OPT_ROW_(name, type, deflt, min, max, choices, help)                                    \
+  {#name, "HEADROOM_" #name, type, deflt, min, max, choices, help},
+static hr_option_info_t table[] = {HR_OPTION_TABLE(HR_OPT_ROW_)};
+#undef HR_OPT_ROW_
+#define N_OPTIONS HR_ARRAY_LEN(table)
+
+typedef struct opt_value {
+  hr_opt_source_t src;
+  union {
+    bool b;
+    int64_t i;
+    uint64_t u;
+    double d;
+  } v;
+  char *s; /* strings and enums */
+} opt_value_t;
+
+struct hr_options {
+  opt_value_t values[N_OPTIONS];
+};
+
+/* The environment names are built once: "HEADROOM_" followed by the upper-
+ * case name. Static storage keeps hr_option_info_t plain const strings. */
+static char env_names[N_OPTIONS][64];
+static pthread_once_t env_once = PTHREAD_ONCE_INIT;
+
+static void env_names_init(void) {
+  for (size_t i = 0; i < N_OPTIONS; i++) {
+    snprintf(env_names[i], sizeof env_names[i], "HEADROOM_%s", table[i].name);
+    for (char *c = env_names[i]; *c; c++) *c = (char)toupper((unsigned char)*c);
+    table[i].env = env_names[i];
+  }
+}
+
+const hr_option_info_t *hr_options_table(size_t *n) {
+  pthread_once(&env_once, env_names_init);
+  if (n) *n = N_OPTIONS;
+  return table;
+}
+
+static int find(const char *name) {
+  for (size_t i = 0; i < N_OPTIONS; i++) {
+    const char *a = table[i].name, *b = name;
+    while (*a && *b && (*a == *b || (*a == '_' && *b == '-'))) a++, b++;
+    if (*a == '\0' && *b == '\0') return (int)i;
+  }
+  return -1;
+}
+
+int hr_parse_bool(const char *s, bool *out) {
+  static const char *yes[] = {"1", "true", "yes", "on"}, *no[] = {"0", "false", "no", "off"};
+  for (size_t i = 0; i < 4; i++) {
+    if (strcasecmp(s, yes[i]) == 0) return *out = true, 0;
+    if (strcasecmp(s, no[i]) == 0) return *out = false, 0;
+  }
+  return HR_EINVAL;
+}
+
+/* Parses a non-negative decimal number with an optional fraction; sets *end. */
+static int parse_number(const char *s, double *out, const char **end) {
+  while (isspace((unsigned char)*s)) s++;
+  if (!isdigit((unsigned char)*s) && *s != '.') return HR_EINVAL;
+  char *e;
+  errno = 0;
+  double v = strtod(s, &e);
+  if (e == s || errno || !isfinite(v) || v < 0) return HR_EINVAL;
+  *out = v;
+  *end = e;
+  return 0;
+}
+
+int hr_parse_size(const char *s, uint64_t *out) {
+  double v;
+  const char *e;
+  if (parse_number(s, &v, &e)) return HR_EINVAL;
+  double mult = 1;
+  switch (toupper((unsigned char)*e)) {
+  case 'K':
+    mult = 1024.0, e++;
+    break;
+  case 'M':
+    mult = 1024.0 * 1024, e++;
+    break;
+  case 'G':
+    mult = 1024.0 * 1024 * 1024, e++;
+    break;
+  case 'T':
+    mult = 1024.0 * 1024 * 1024 * 1024, e++;
+    break;
+  default:
+    break;
+  }
+  if (mult > 1 && (*e == 'i' || *e == 'I')) e++;
+  if (*e == 'B' || *e == 'b') e++;
+  while (isspace((unsigned char)*e)) e++;
+  if (*e != '\0') return HR_EINVAL;
+  double bytes = v * mult;
+  if (bytes >= 18446744073709551616.0) return HR_EINVAL;
+  *out = (uint64_t)bytes;
+  return 0;
+}
+
+int hr_parse_duration(const char *s, double *out) {
+  double v;
+  const char *e;
+  if (parse_number(s, &v, &e)) return HR_EINVAL;
+  double mult = 1;
+  if (strncmp(e, "ms", 2) == 0) mult = 1e-3, e += 2;
+  else if (strncmp(e, "us", 2) == 0) mult = 1e-6, e += 2;
+  else if (*e == 's') e++;
+  else if (*e == 'm') mult = 60, e++;
+  else if (*e == 'h') mult = 3600, e++;
+  else if (*e == 'd') mult = 86400, e++;
+  while (isspace((unsigned char)*e)) e++;
+  if (*e != '\0') return HR_EINVAL;
+  *out = v * mult;
+  return 0;
+}
+
+static const char *type_word(hr_opt_type_t t) {
+  switch (t) {
+  case HR_OPT_BOOL:
+    return "a boolean (true/false, yes/no, on/off, 1/0)";
+  case HR_OPT_INT:
+    return "an integer";
+  case HR_OPT_SIZE:
+    return "a size (bytes, or with K/M/G/T)";
+  case HR_OPT_DURATION:
+    return "a duration (with ms/s/m/h/d)";
+  case HR_OPT_PERCENT:
+    return "a percentage";
+  case HR_OPT_STRING:
+    return "a string";
+  case HR_OPT_ENUM:
+    return "one of";
+  }
+  return "?";
+}
+
+/* True when `s` is one of the '|'-separated choices. */
+static bool enum_has(const char *choices, const char *s) {
+  size_t n = strlen(s);
+  for (const char *c = choices; *c;) {
+    const char *bar = strchr(c, '|');
+    size_t len = bar ? (size_t)(bar - c) : strlen(c);
+    if (len == n && strncmp(c, s, n) == 0) return true;
+    if (!bar) break;
+    c = bar + 1;
+  }
+  return false;
+}
+
+static int range_err(const hr_option_info_t *t, const char *value, char *err, size_t errlen) {
+  if (t->type == HR_OPT_SIZE)
+    return hr__err(err, errlen, HR_ERANGE, "option %s: '%s' is out of range [%.0f, %.0f] bytes",
+                   t->name, value, t->min, t->max);
+  return hr__err(err, errlen, HR_ERANGE, "option %s: '%s' is out of range [%g, %g]%s", t->name,
+                 value, t->min, t->max, t->type == HR_OPT_DURATION ? " seconds" : "");
+}
+
+int hr_options_set(hr_options_t *o, const char *name, const char *value, hr_opt_source_t source,
+                   char *err, size_t errlen) {
+  if (!o || !name || !value) return hr__err(err, errlen, HR_EINVAL, "option: missing name or value");
+  int i = find(name);
+  if (i < 0) return hr__err(err, errlen, HR_ENOENT, "unknown option '%s'", name);
+  const hr_option_info_t *t = &table[i];
+  opt_value_t *ov = &o->values[i];
+  if (source < ov->src) return 0;
+  opt_value_t nv = {.src = source};
+  int rc = 0;
+  switch (t->type) {
+  case HR_OPT_BOOL:
+    rc = hr_parse_bool(value, &nv.v.b);
+    break;
+  case HR_OPT_INT: {
+    char *e;
+    errno = 0;
+    long long v = strtoll(value, &e, 10);
+    if (e == value || *e || errno) rc = HR_EINVAL;
+    else if ((double)v < t->min || (double)v > t->max) return range_err(t, value, err, errlen);
+    nv.v.i = v;
+    break;
+  }
+  case HR_OPT_SIZE:
+    rc = hr_parse_size(value, &nv.v.u);
+    if (!rc && ((double)nv.v.u < t->min || (double)nv.v.u > t->max))
+      return range_err(t, value, err, errlen);
+    break;
+  case HR_OPT_DURATION:
+  case HR_OPT_PERCENT: {
+    const char *e = NULL;
+    if (t->type == HR_OPT_DURATION) {
+      rc = hr_parse_duration(value, &nv.v.d);
+    } else {
+      rc = parse_number(value, &nv.v.d, &e);
+      if (!rc && *e == '%') e++;
+      if (!rc && *e) rc = HR_EINVAL;
+    }
+    if (!rc && (nv.v.d < t->min || nv.v.d > t->max)) return range_err(t, value, err, errlen);
+    break;
+  }
+  case HR_OPT_ENUM:
+    if (!enum_has(t->choices, value))
+      return hr__err(err, errlen, HR_EINVAL, "option %s: '%s' is not one of %s", t->name, value,
+                     t->choices);
+    /* fall through */
+  case HR_OPT_STRING:
+    nv.s = strdup(value);
+    if (!nv.s) return hr__err(err, errlen, HR_ENOMEM, "option %s: out of memory", t->name);
+    break;
+  }
+  if (rc)
+    return hr__err(err, errlen, HR_EINVAL, "option %s: '%s' is not %s", t->name, value,
+                   type_word(t->type));
+  free(ov->s);
+  *ov = nv;
+  return 0;
+}
+
+int hr_options_create(hr_options_t **out) {
+  pthread_once(&env_once, env_names_init);
+  hr_options_t *o = calloc(1, sizeof *o);
+  if (!o) return HR_ENOMEM;
+  for (size_t i = 0; i < N_OPTIONS; i++) {
+    int rc = hr_options_set(o, table[i].name, table[i].deflt, HR_SRC_DEFAULT, NULL, 0);
+    HR_ASSERT(rc == 0); /* a default outside its own range is a table bug */
+    (void)rc;
+  }
+  *out = o;
+  return 0;
+}
+
+void hr_options_destroy(hr_options_t *o) {
+  if (!o) return;
+  for (size_t i = 0; i < N_OPTIONS; i++) free(o->values[i].s);
+  free(o);
+}
+
+static char *trim(char *s) {
+  while (isspace((unsigned char)*s)) s++;
+  char *e = s + strlen(s);
+  while (e > s && isspace((unsigned char)e[-1])) *--e = '\0';
+  return s;
+}
+
+int hr_options_load_file(hr_options_t *o, const char *path, char *err, size_t errlen) {
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return hr__err(err, errlen, errno == ENOENT ? HR_ENOENT : HR_EIO, "%s: %s", path,
+                   strerror(errno));
+  char line[4096], msg[512];
+  int rc = 0, lineno = 0;
+  while (fgets(line, sizeof line, f)) {
+    lineno++;
+    char *hash = strchr(line, '#');
+    if (hash) *hash = '\0';
+    char *s = trim(line);
+    if (!*s) continue;
+    char *eq = strchr(s, '=');
+    if (!eq) {
+      rc = hr__err(err, errlen, HR_EPARSE, "%s:%d: expected 'name = value'", path, lineno);
+      goto out;
+    }
+    *eq = '\0';
+    char *name = trim(s), *value = trim(eq + 1);
+    size_t vl = strlen(value);
+    if (vl >= 2 && value[0] == '"' && value[vl - 1] == '"') value[vl - 1] = '\0', value++;
+    rc = hr_options_set(o, name, value, HR_SRC_FILE, msg, sizeof msg);
+    if (rc) {
+      hr__err(err, errlen, rc, "%s:%d: %s", path, lineno, msg);
+      goto out;
+    }
+  }
+  if (ferror(f)) rc = hr__err(err, errlen, HR_EIO, "%s: read error", path);
+out:
+  fclose(f);
+  return rc;
+}
+
+int hr_options_load_env(hr_options_t *o, char *err, size_t errlen) {
+  pthread_once(&env_once, env_names_init);
+  char msg[512];
+  for (size_t i = 0; i < N_OPTIONS; i++) {
+    const char *v = getenv(table[i].env);
+    if (!v) continue;
+    int rc = hr_options_set(o, table[i].name, v, HR_SRC_ENV, msg, sizeof msg);
+    if (rc) return hr__err(err, errlen, rc, "%s: %s", table[i].env, msg);
+  }
+  return 0;
+}
+
+int hr_options_load_defaults(hr_options_t *o, const char *path, char *err, size_t errlen) {
+  char buf[1024];
+  bool explicit_path = path != NULL;
+  if (!path) path = getenv("HEADROOM_CONFIG"), explicit_path = path != NULL;
+  if (!path) {
+    const char *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
+    if (xdg && *xdg) snprintf(buf, sizeof buf, "%s/headroom/headroom.conf", xdg);
+    else if (home && *home) snprintf(buf, sizeof buf, "%s/.config/headroom/headroom.conf", home);
+    else buf[0] = '\0';
+    path = buf;
+  }
+  if (*path) {
+    int rc = hr_options_load_file(o, path, err, errlen);
+    if (rc && !(rc == HR_ENOENT && !explicit_path)) return rc;
+  }
+  return hr_options_load_env(o, err, errlen);
+}
+
+static const opt_value_t *get(const hr_options_t *o, const char *name, hr_opt_type_t type) {
+  int i = find(name);
+  HR_ASSERT(i >= 0);
+  if (i < 0) return NULL;
+  bool ok = table[i].type == type ||
+            (type == HR_OPT_STRING && table[i].type == HR_OPT_ENUM) ||
+            (type == HR_OPT_DURATION && table[i].type == HR_OPT_PERCENT);
+  HR_ASSERT(ok);
+  return ok ? &o->values[i] : NULL;
+}
+
+bool hr_options_get_bool(const hr_options_t *o, const char *name) {
+  const opt_value_t *v = get(o, name, HR_OPT_BOOL);
+  return v ? v->v.b : false;
+}
+
+int64_t hr_options_get_int(const hr_options_t *o, const char *name) {
+  const opt_value_t *v = get(o, name, HR_OPT_INT);
+  return v ? v->v.i : 0;
+}
+
+uint64_t hr_options_get_size(const hr_options_t *o, const char *name) {
+  const opt_value_t *v = get(o, name, HR_OPT_SIZE);
+  return v ? v->v.u : 0;
+}
+
+double hr_options_get_double(const hr_options_t *o, const char *name) {
+  const opt_value_t *v = get(o, name, HR_OPT_DURATION);
+  return v ? v->v.d : 0;
+}
+
+const char *hr_options_get_str(const hr_options_t *o, const char *name) {
+  const opt_value_t *v = get(o, name, HR_OPT_STRING);
+  return v && v->s ? v->s : "";
+}
+
+hr_opt_source_t hr_options_source(const hr_options_t *o, const char *name) {
+  int i = find(name);
+  return i < 0 ? HR_SRC_DEFAULT : o->values[i].src;
+}

@@ -1,0 +1,31 @@
+/* The one table of options. Each row: name, type, default (text), min, max,
+ * choices (enums), help. The environment variable is HEADROOM_<NAME> in upper
+ * case. Ranges of sizes are in bytes, of durations in seconds. Keep rows
+ * grouped by the part that reads them. */
+#define HR_OPTION_TABLE(X)                                                                         \
+  /* general */                                                                                    \
+  X(root, HR_OPT_STRING, "/", 0, 0, NULL, "root directory that /proc and /sys are read under")   \
+  X(log_level, HR_OPT_ENUM, "warn", 0, 0, "debug|info|warn|error", "lowest log level shown")      \
+  X(color, HR_OPT_ENUM, "auto", 0, 0, "auto|always|never", "colour on a terminal")               \
+  /* status and watch */                                                                           \
+  X(top, HR_OPT_INT, "10", 1, 100000, NULL, "processes shown, largest first")                     \
+  X(filter, HR_OPT_STRING, "", 0, 0, NULL, "comma-separated names matched in name or cmdline")   \
+  X(interval, HR_OPT_DURATION, "1s", 0.01, 86400, NULL, "time between samples")                  \
+  X(mode, HR_OPT_ENUM, "conservative", 0, 0, "conservative|balanced|aggressive",                   \
+    "what watch does at a warning or critical level")                                             \
+  X(ram_warn, HR_OPT_PERCENT, "80", 1, 100, NULL, "host or cgroup memory use that warns")         \
+  X(ram_critical, HR_OPT_PERCENT, "90", 1, 100, NULL, "host or cgroup memory use that is critical") \
+  X(vram_warn, HR_OPT_PERCENT, "85", 1, 100, NULL, "GPU memory use that warns")                   \
+  X(vram_critical, HR_OPT_PERCENT, "95", 1, 100, NULL, "GPU memory use that is critical")         \
+  X(leak_window, HR_OPT_DURATION, "10m", 1, 7 * 86400, NULL, "window of the leak trend test")     \
+  X(cooldown, HR_OPT_DURATION, "60s", 0, 86400, NULL, "least time between two actions")          \
+  X(on_warning, HR_OPT_STRING, "", 0, 0, NULL, "command run at a warning (balanced mode)")       \
+  X(on_critical, HR_OPT_STRING, "", 0, 0, NULL, "command run at a critical level")               \
+  X(listen, HR_OPT_STRING, "127.0.0.1:9835", 0, 0, NULL, "exporter address, or none")            \
+  X(db, HR_OPT_STRING, "", 0, 0, NULL, "history database (default under $XDG_STATE_HOME)")       \
+  X(retain, HR_OPT_DURATION, "7d", 60, 3650.0 * 86400, NULL, "history kept")                     \
+  /* pool */                                                                                       \
+  X(alloc_conf, HR_OPT_STRING, "", 0, 0, NULL, "pool configuration, PYTORCH_CUDA_ALLOC_CONF syntax") \
+  /* residency */                                                                                  \
+  X(reserve, HR_OPT_SIZE, "400M", 0, 1099511627776.0, NULL, "device memory residency keeps free") \
+  X(patience, HR_OPT_DURATION, "5s", 0, 600, NULL, "wait for offloaded memory to show as free")

@@ -1,0 +1,48 @@
+/* Internal helpers shared by every room: logging, asserts, small string and
+ * file utilities. Not part of the public API (names start with hr__). */
+#ifndef HR_UTIL_H
+#define HR_UTIL_H
+
+#include "headroom/headroom.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+#define HR_INTERNAL __attribute__((visibility("hidden")))
+#define HR_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define HR_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define HR_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* Sends a message to the log callback, if one is set and the level passes. */
+HR_INTERNAL void hr__log(hr_log_level_t level, const char *fmt, ...) HR_PRINTF(2, 3);
+HR_INTERNAL bool hr__log_enabled(hr_log_level_t level);
+
+#ifdef HR_DEBUG
+HR_INTERNAL void hr__assert_fail(const char *expr, const char *file, int line);
+#define HR_ASSERT(e) ((e) ? (void)0 : hr__assert_fail(#e, __FILE__, __LINE__))
+#else
+#define HR_ASSERT(e) ((void)0)
+#endif
+
+/* snprintf into err when err is not NULL; returns `code` for tail calls. */
+HR_INTERNAL int hr__err(char *err, size_t errlen, int code, const char *fmt, ...) HR_PRINTF(4, 5);
+
+/* Copies src into dst of size n, always terminated; returns dst. */
+HR_INTERNAL char *hr__strlcpy(char *dst, const char *src, size_t n);
+
+/* Reads a whole (small) file into buf, terminated; returns the length, or a
+ * negative HR_E* code: HR_ENOENT, HR_EPERM, HR_EIO. Truncates at n-1 bytes. */
+HR_INTERNAL ssize_t hr__read_file(const char *path, char *buf, size_t n);
+
+/* Joins root and an absolute path ("/proc/meminfo") into out. */
+HR_INTERNAL int hr__path(char *out, size_t n, const char *root, const char *path);
+
+/* Parses a decimal uint64 that ends at a space, a newline or the end; sets
+ * *end past it. Returns 0 or HR_EPARSE/HR_ERANGE. */
+HR_INTERNAL int hr__parse_u64(const char *s, uint64_t *out, const char **end);
+
+/* Monotonic and wall clocks in seconds. */
+HR_INTERNAL double hr__now_mono(void);
+HR_INTERNAL double hr__now_wall(void);
+
+#endif /* HR_UTIL_H */

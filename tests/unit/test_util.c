@@ -1,0 +1,204 @@
+/* Errors, the option table and its layering, and the parsers it uses. */
+#include "hr_test.h"
+#include "util/util.h"
+
+#include <unistd.h>
+
+static void test_errors(void) {
+  CHECK_STR(hr_strerror(0), "success");
+  CHECK_STR(hr_strerror(HR_ENOMEM), "out of memory");
+  CHECK_STR(hr_err_name(HR_ENOSPC), "HR_ENOSPC");
+  CHECK_STR(hr_strerror(-9999), "unknown error");
+  CHECK_STR(hr_err_name(12345), "HR_E?");
+  /* Every code in the list has a distinct name and a text. */
+#define ONE_(name, code, text) CHECK_STR(hr_err_name(code), #name); CHECK_STR(hr_strerror(code), text);
+  HR_ERRORS(ONE_)
+#undef ONE_
+}
+
+static void test_version(void) {
+  char want[32];
+  snprintf(want, sizeof want, "%d.%d.%d", HR_VERSION_MAJOR, HR_VERSION_MINOR, HR_VERSION_PATCH);
+  CHECK_STR(hr_version(), want);
+}
+
+static void test_parse_size(void) {
+  uint64_t v;
+  CHECK_OK(hr_parse_size("0", &v));
+  CHECK_EQ_U64(v, 0);
+  CHECK_OK(hr_parse_size("512", &v));
+  CHECK_EQ_U64(v, 512);
+  CHECK_OK(hr_parse_size("4K", &v));
+  CHECK_EQ_U64(v, 4096);
+  CHECK_OK(hr_parse_size("400M", &v));
+  CHECK_EQ_U64(v, 400ull << 20);
+  CHECK_OK(hr_parse_size("1.5GiB", &v));
+  CHECK_EQ_U64(v, 3ull << 29);
+  CHECK_OK(hr_parse_size("2t", &v));
+  CHECK_EQ_U64(v, 2ull << 40);
+  CHECK_RC(hr_parse_size("", &v), HR_EINVAL);
+  CHECK_RC(hr_parse_size("-1", &v), HR_EINVAL);
+  CHECK_RC(hr_parse_size("12Q", &v), HR_EINVAL);
+  CHECK_RC(hr_parse_size("abc", &v), HR_EINVAL);
+  CHECK_RC(hr_parse_size("99999999999999999999999", &v), HR_EINVAL);
+}
+
+static void test_parse_duration_bool(void) {
+  double d;
+  bool b;
+  CHECK_OK(hr_parse_duration("1", &d));
+  CHECK_NEAR(d, 1, 1e-12);
+  CHECK_OK(hr_parse_duration("250ms", &d));
+  CHECK_NEAR(d, 0.25, 1e-12);
+  CHECK_OK(hr_parse_duration("10m", &d));
+  CHECK_NEAR(d, 600, 1e-9);
+  CHECK_OK(hr_parse_duration("7d", &d));
+  CHECK_NEAR(d, 7 * 86400, 1e-6);
+  CHECK_RC(hr_parse_duration("5 minutes", &d), HR_EINVAL);
+  CHECK_RC(hr_parse_duration("nan", &d), HR_EINVAL);
+  const char *yes[] = {"1", "true", "YES", "on"}, *no[] = {"0", "False", "no", "OFF"};
+  for (int i = 0; i < 4; i++) {
+    CHECK_OK(hr_parse_bool(yes[i], &b));
+    CHECK(b);
+    CHECK_OK(hr_parse_bool(no[i], &b));
+    CHECK(!b);
+  }
+  CHECK_RC(hr_parse_bool("maybe", &b), HR_EINVAL);
+}
+
+static void test_options_defaults_and_errors(void) {
+  hr_options_t *o;
+  char err[256];
+  CHECK_OK(hr_options_create(&o));
+  CHECK_STR(hr_options_get_str(o, "root"), "/");
+  CHECK_NEAR(hr_options_get_double(o, "vram_warn"), 85, 0);
+  CHECK_NEAR(hr_options_get_double(o, "interval"), 1, 0);
+  CHECK_EQ_U64(hr_options_get_size(o, "reserve"), 400ull << 20);
+  CHECK_EQ_INT(hr_options_source(o, "top"), HR_SRC_DEFAULT);
+
+  CHECK_RC(hr_options_set(o, "nope", "1", HR_SRC_CLI, err, sizeof err), HR_ENOENT);
+  CHECK_CONTAINS(err, "unknown option 'nope'");
+  CHECK_RC(hr_options_set(o, "vram-warn", "120", HR_SRC_CLI, err, sizeof err), HR_ERANGE);
+  CHECK_CONTAINS(err, "vram_warn");
+  CHECK_CONTAINS(err, "[1, 100]");
+  CHECK_RC(hr_options_set(o, "top", "ten", HR_SRC_CLI, err, sizeof err), HR_EINVAL);
+  CHECK_CONTAINS(err, "top");
+  CHECK_RC(hr_options_set(o, "mode", "reckless", HR_SRC_CLI, err, sizeof err), HR_EINVAL);
+  CHECK_CONTAINS(err, "conservative|balanced|aggressive");
+  CHECK_RC(hr_options_set(o, "interval", "0", HR_SRC_CLI, err, sizeof err), HR_ERANGE);
+  /* A failed set leaves the old value. */
+  CHECK_NEAR(hr_options_get_double(o, "vram_warn"), 85, 0);
+  CHECK_OK(hr_options_set(o, "vram-warn", "90%", HR_SRC_CLI, err, sizeof err));
+  CHECK_NEAR(hr_options_get_double(o, "vram_warn"), 90, 0);
+  hr_options_destroy(o);
+}
+
+static void test_options_layering(void) {
+  char path[] = "/tmp/hr_test_conf_XXXXXX", err[256];
+  int fd = mkstemp(path);
+  CHECK(fd >= 0);
+  const char *text = "# comment\n\ntop = 5\nmode = balanced  # trailing\nvram_warn=70\n"
+                     "db = \"/tmp/x.db\"\n";
+  CHECK(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+  close(fd);
+
+  hr_options_t *o;
+  CHECK_OK(hr_options_create(&o));
+  /* The command line first: a later, lower source must not override it. */
+  CHECK_OK(hr_options_set(o, "top", "7", HR_SRC_CLI, err, sizeof err));
+  setenv("HEADROOM_VRAM_WARN", "75", 1);
+  setenv("HEADROOM_MODE", "aggressive", 1);
+  unsetenv("HEADROOM_CONFIG");
+  int rc = hr_options_load_defaults(o, path, err, sizeof err);
+  unsetenv("HEADROOM_VRAM_WARN");
+  unsetenv("HEADROOM_MODE");
+  unlink(path);
+  CHECK_OK(rc);
+  CHECK_EQ_INT(hr_options_get_int(o, "top"), 7); /* cli beats file */
+  CHECK_EQ_INT(hr_options_source(o, "top"), HR_SRC_CLI);
+  CHECK_STR(hr_options_get_str(o, "mode"), "aggressive"); /* env beats file */
+  CHECK_NEAR(hr_options_get_double(o, "vram_warn"), 75, 0);
+  CHECK_STR(hr_options_get_str(o, "db"), "/tmp/x.db"); /* file beats default */
+  CHECK_EQ_INT(hr_options_source(o, "db"), HR_SRC_FILE);
+  hr_options_destroy(o);
+}
+
+static void test_options_bad_file_and_env(void) {
+  char path[] = "/tmp/hr_test_conf_XXXXXX", err[256];
+  int fd = mkstemp(path);
+  const char *text = "top = 3\nthis line has no equals\n";
+  CHECK(write(fd, text, strlen(text)) > 0);
+  close(fd);
+  hr_options_t *o;
+  CHECK_OK(hr_options_create(&o));
+  CHECK_RC(hr_options_load_file(o, path, err, sizeof err), HR_EPARSE);
+  CHECK_CONTAINS(err, ":2:");
+  unlink(path);
+  /* An explicit config path that is missing is an error; the default one is not. */
+  CHECK_RC(hr_options_load_defaults(o, "/nonexistent/headroom.conf", err, sizeof err), HR_ENOENT);
+  setenv("HEADROOM_RAM_CRITICAL", "lots", 1);
+  CHECK_RC(hr_options_load_env(o, err, sizeof err), HR_EINVAL);
+  unsetenv("HEADROOM_RAM_CRITICAL");
+  CHECK_CONTAINS(err, "HEADROOM_RAM_CRITICAL");
+  hr_options_destroy(o);
+}
+
+static void test_option_table_env_names(void) {
+  size_t n;
+  const hr_option_info_t *t = hr_options_table(&n);
+  CHECK(n > 10);
+  for (size_t i = 0; i < n; i++) {
+    CHECK(strncmp(t[i].env, "HEADROOM_", 9) == 0);
+    CHECK(t[i].help && *t[i].help);
+  }
+}
+
+static int log_count;
+static char log_last[256];
+static void capture(hr_log_level_t level, const char *msg, void *arg) {
+  (void)level;
+  *(int *)arg += 1;
+  snprintf(log_last, sizeof log_last, "%s", msg);
+}
+
+static void test_log(void) {
+  hr_set_log(capture, &log_count, HR_LOG_WARN);
+  hr__log(HR_LOG_INFO, "quiet %d", 1);
+  CHECK_EQ_INT(log_count, 0);
+  hr__log(HR_LOG_ERROR, "loud %d", 2);
+  CHECK_EQ_INT(log_count, 1);
+  CHECK_STR(log_last, "loud 2");
+  hr_set_log(NULL, NULL, HR_LOG_DEBUG);
+  hr__log(HR_LOG_ERROR, "nobody");
+  CHECK_EQ_INT(log_count, 1);
+}
+
+static void test_read_file(void) {
+  char buf[64];
+  CHECK_RC((int)hr__read_file("/nonexistent/file", buf, sizeof buf), HR_ENOENT);
+  char p[128];
+  CHECK_OK(hr__path(p, sizeof p, "/tmp/root/", "/proc/meminfo"));
+  CHECK_STR(p, "/tmp/root/proc/meminfo");
+  CHECK_OK(hr__path(p, sizeof p, "/", "/proc/meminfo"));
+  CHECK_STR(p, "/proc/meminfo");
+  uint64_t v;
+  const char *end;
+  CHECK_OK(hr__parse_u64("  1234 kB", &v, &end));
+  CHECK_EQ_U64(v, 1234);
+  CHECK_RC(hr__parse_u64("18446744073709551616", &v, &end), HR_ERANGE);
+  CHECK_RC(hr__parse_u64("12x", &v, &end), HR_EPARSE);
+}
+
+int main(void) {
+  HR_RUN(test_errors);
+  HR_RUN(test_version);
+  HR_RUN(test_parse_size);
+  HR_RUN(test_parse_duration_bool);
+  HR_RUN(test_options_defaults_and_errors);
+  HR_RUN(test_options_layering);
+  HR_RUN(test_options_bad_file_and_env);
+  HR_RUN(test_option_table_env_names);
+  HR_RUN(test_log);
+  HR_RUN(test_read_file);
+  return hr_test_finish("test_util");
+}

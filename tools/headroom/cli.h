@@ -1,0 +1,47 @@
+/* The headroom CLI: one binary, one file per subcommand. Commands use only
+ * the public API plus the helpers here (formatting, colour, options). */
+#ifndef HR_CLI_H
+#define HR_CLI_H
+
+#include <headroom/headroom.h>
+
+#include <stdio.h>
+
+/* What every command gets: the option chain already loaded (defaults, the
+ * config file, the environment and the global flags). */
+typedef struct hr_cli {
+  hr_options_t *opts;
+  bool color; /* stdout is a terminal and colour is not turned off */
+  bool tty;   /* stdout is a terminal */
+  const char *prog;
+} hr_cli_t;
+
+typedef struct hr_cli_command {
+  const char *name;
+  const char *summary;
+  int (*run)(hr_cli_t *cli, int argc, char **argv); /* returns the exit status */
+  void (*usage)(FILE *f);
+} hr_cli_command_t;
+
+/* Each subcommand file defines one of these. */
+extern const hr_cli_command_t hr_cmd_config;
+
+/* Sets an option from the command line; on error prints "headroom: <msg>" and
+ * returns 2 (the usage-error status), else 0. */
+int hr_cli_set(hr_cli_t *cli, const char *name, const char *value);
+
+/* Formats bytes in binary units ("11.2 GiB", "512 MiB", "0 B") into buf. */
+const char *hr_cli_size(char *buf, size_t n, uint64_t bytes);
+
+/* Wraps text in an ANSI colour when cli->color ("red", "yellow", "green",
+ * "bold", "dim"); returns buf. */
+const char *hr_cli_paint(const hr_cli_t *cli, char *buf, size_t n, const char *color,
+                         const char *text);
+
+/* Prints "headroom: <msg>" to stderr. */
+void hr_cli_error(const char *fmt, ...) HR_PRINTF(1, 2);
+
+/* Writes a JSON string literal (with quotes, escaped) to f. */
+void hr_cli_json_str(FILE *f, const char *s);
+
+#endif /* HR_CLI_H */
