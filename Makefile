@@ -5,6 +5,7 @@
 #   make bench     build Release and write bench/results/*.md
 #   make sanitize  the sanitizer builds and their tests only
 #   make format    clang-format every C file in place
+MAKEFLAGS += --no-print-directory
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE ?= cmake
 PYTHON ?= /usr/bin/python3
