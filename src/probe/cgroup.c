@@ -167,6 +167,10 @@ static void read_v2(hr_cgroup_mem_t *cg, const char *dir, const char *top) {
   else if (rc)
     cg_fail(cg, HR_PROBE_ERROR, "%s/memory.max: %s", dir, hr_strerror(rc));
   cg->limit_bytes = HR_MIN(cg->own_limit_bytes, walk_limit(dir, top, "memory.max"));
+  /* An unreadable own limit with no parent limit above it is unknown, not
+   * "no limit". */
+  if (cg->own_limit_bytes == HR_UNKNOWN && cg->limit_bytes == HR_UNLIMITED)
+    cg->limit_bytes = HR_UNKNOWN;
   if (read_value(dir, "memory.high", &cg->high_bytes)) cg->high_bytes = HR_UNKNOWN;
   rc = read_value(dir, "memory.current", &cg->current_bytes);
   if (rc || cg->current_bytes == HR_UNLIMITED) {
@@ -195,6 +199,8 @@ static void read_v1(hr_cgroup_mem_t *cg, const char *dir, const char *top) {
     cg_fail(cg, HR_PROBE_ERROR, "%s/memory.limit_in_bytes: %s", dir, hr_strerror(rc));
   }
   cg->limit_bytes = walk_limit(dir, top, "memory.limit_in_bytes");
+  if (cg->own_limit_bytes == HR_UNKNOWN && cg->limit_bytes == HR_UNLIMITED)
+    cg->limit_bytes = HR_UNKNOWN;
   cg->high_bytes = HR_UNKNOWN; /* v1 has soft limits, not memory.high */
   rc = read_value(dir, "memory.usage_in_bytes", &cg->current_bytes);
   if (rc || cg->current_bytes == HR_UNLIMITED) {

@@ -60,7 +60,7 @@ int hr_snapshot_take(const hr_probe_options_t *opts, hr_snapshot_t **out) {
     rc = hr__meminfo_read(root, &s->host, s->host_message, sizeof s->host_message);
     if (rc) {
       hr__err(opts->err, opts->errlen, rc, "%s", s->host_message);
-      hr__log(HR_LOG_ERROR, "%s", s->host_message);
+      hr__log(HR_LOG_DEBUG, "snapshot: %s", s->host_message);
       goto out;
     }
     s->host_state = HR_PROBE_OK;
