@@ -98,7 +98,8 @@ static void find_mounts(const char *text, mount_pt_t *v1, mount_pt_t *v2) {
  * file. */
 static int read_value(const char *dir, const char *file, uint64_t *out) {
   char path[1200], buf[128];
-  snprintf(path, sizeof path, "%s/%s", dir, file);
+  int w = snprintf(path, sizeof path, "%s/%s", dir, file);
+  if (w < 0 || (size_t)w >= sizeof path) return HR_ERANGE;
   ssize_t len = hr__read_file(path, buf, sizeof buf);
   if (len < 0) return (int)len;
   while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == ' ')) buf[--len] = '\0';
@@ -115,7 +116,8 @@ static int read_value(const char *dir, const char *file, uint64_t *out) {
 /* Reads a whole cgroup file into buf; returns its length or an HR_E* code. */
 static ssize_t read_text(const char *dir, const char *file, char *buf, size_t n) {
   char path[1200];
-  snprintf(path, sizeof path, "%s/%s", dir, file);
+  int w = snprintf(path, sizeof path, "%s/%s", dir, file);
+  if (w < 0 || (size_t)w >= sizeof path) return HR_ERANGE;
   return hr__read_file(path, buf, n);
 }
 

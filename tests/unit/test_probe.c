@@ -8,6 +8,7 @@
 #include <cjson/cJSON.h>
 #include <dlfcn.h>
 #include <math.h>
+#include <stdarg.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -520,6 +521,16 @@ static void test_nvml_absent_here(void) {
 static bool schema_check(const cJSON *root, const cJSON *sch, const cJSON *v, const char *at,
                          char *err, size_t errlen);
 
+/* Writes a violation into err; returns false for tail calls. */
+static bool violation(char *err, size_t errlen, const char *fmt, ...) HR_PRINTF(3, 4);
+static bool violation(char *err, size_t errlen, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+  return false;
+}
+
 static bool type_is(const cJSON *v, const char *t) {
   if (strcmp(t, "object") == 0) return cJSON_IsObject(v);
   if (strcmp(t, "array") == 0) return cJSON_IsArray(v);
@@ -540,14 +551,14 @@ static bool schema_check(const cJSON *root, const cJSON *sch, const cJSON *v, co
     const char *ref = k->valuestring; /* "#/$defs/name" */
     const cJSON *defs = cJSON_GetObjectItemCaseSensitive(root, "$defs");
     const cJSON *target = defs ? cJSON_GetObjectItemCaseSensitive(defs, ref + 8) : NULL;
-    if (!target) return snprintf(err, errlen, "%s: bad $ref %s", at, ref), false;
+    if (!target) return violation(err, errlen, "%s: bad $ref %s", at, ref);
     if (!schema_check(root, target, v, at, err, errlen)) return false;
   }
   if ((k = cJSON_GetObjectItemCaseSensitive(sch, "anyOf"))) {
     const cJSON *alt;
     bool any = false;
     cJSON_ArrayForEach(alt, k) any = any || schema_check(root, alt, v, at, err, errlen);
-    if (!any) return snprintf(err, errlen, "%s: matches no anyOf branch", at), false;
+    if (!any) return violation(err, errlen, "%s: matches no anyOf branch", at);
   }
   if ((k = cJSON_GetObjectItemCaseSensitive(sch, "type"))) {
     bool ok = false;
@@ -557,22 +568,22 @@ static bool schema_check(const cJSON *root, const cJSON *sch, const cJSON *v, co
       const cJSON *t;
       cJSON_ArrayForEach(t, k) ok = ok || type_is(v, t->valuestring);
     }
-    if (!ok) return snprintf(err, errlen, "%s: wrong type", at), false;
+    if (!ok) return violation(err, errlen, "%s: wrong type", at);
   }
   if ((k = cJSON_GetObjectItemCaseSensitive(sch, "enum"))) {
     const cJSON *e;
     bool ok = false;
     cJSON_ArrayForEach(e, k) ok = ok || cJSON_Compare(e, v, true);
-    if (!ok) return snprintf(err, errlen, "%s: not in enum", at), false;
+    if (!ok) return violation(err, errlen, "%s: not in enum", at);
   }
   if ((k = cJSON_GetObjectItemCaseSensitive(sch, "minimum")) && cJSON_IsNumber(v) &&
       v->valuedouble < k->valuedouble)
-    return snprintf(err, errlen, "%s: below minimum", at), false;
+    return violation(err, errlen, "%s: below minimum", at);
   if (cJSON_IsObject(v)) {
     const cJSON *props = cJSON_GetObjectItemCaseSensitive(sch, "properties"), *r;
     cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(sch, "required")) {
       if (!cJSON_GetObjectItemCaseSensitive(v, r->valuestring))
-        return snprintf(err, errlen, "%s: required key '%s' missing", at, r->valuestring), false;
+        return violation(err, errlen, "%s: required key '%s' missing", at, r->valuestring);
     }
     const cJSON *add = cJSON_GetObjectItemCaseSensitive(sch, "additionalProperties");
     const cJSON *m;
@@ -580,7 +591,7 @@ static bool schema_check(const cJSON *root, const cJSON *sch, const cJSON *v, co
       const cJSON *ps = props ? cJSON_GetObjectItemCaseSensitive(props, m->string) : NULL;
       snprintf(sub, sizeof sub, "%s.%s", at, m->string);
       if (!ps) {
-        if (cJSON_IsFalse(add)) return snprintf(err, errlen, "%s: undocumented key", sub), false;
+        if (cJSON_IsFalse(add)) return violation(err, errlen, "%s: undocumented key", sub);
         continue;
       }
       if (!schema_check(root, ps, m, sub, err, errlen)) return false;

@@ -65,7 +65,7 @@ static long pick_rows(const hr_snapshot_t *s, const char *filter, int64_t top,
   size_t n = 0;
   for (size_t i = 0; i < s->n_procs; i++)
     if (matches(&s->procs[i], filter)) rows[n++] = &s->procs[i];
-  qsort(rows, n, sizeof *rows, cmp_rows);
+  if (n > 1) qsort(rows, n, sizeof *rows, cmp_rows);
   size_t gpu = 0;
   while (gpu < n && rows[gpu]->gpu_bytes > 0) gpu++;
   if (n > gpu + (uint64_t)top) n = gpu + (size_t)top;
