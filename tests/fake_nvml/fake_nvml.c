@@ -85,6 +85,9 @@ static unsigned long long used_of(unsigned gpu) {
 }
 
 EXPORT ret_t nvmlInit_v2(void) {
+  /* Handles are set up here, once, so that threads asking for them later
+   * only read. */
+  for (unsigned i = 0; i < 16; i++) devs[i].index = i;
   return (ret_t)env_uint("FAKE_NVML_INIT", 0);
 }
 EXPORT ret_t nvmlShutdown(void) {
@@ -107,7 +110,6 @@ EXPORT ret_t nvmlDeviceGetCount_v2(unsigned *n) {
 
 EXPORT ret_t nvmlDeviceGetHandleByIndex_v2(unsigned i, void **dev) {
   if (i >= n_devs()) return 2; /* NVML_ERROR_INVALID_ARGUMENT */
-  devs[i].index = i;
   *dev = &devs[i];
   return 0;
 }
