@@ -45,7 +45,7 @@ static bool list_has(const char *list, size_t len, const char *item) {
 static void unescape(char *dst, size_t n, const char *src, size_t len) {
   size_t o = 0;
   for (size_t i = 0; i < len && o + 1 < n; i++) {
-    if (src[i] == '\\' && i + 3 < len + 1 && src[i + 1] >= '0' && src[i + 1] <= '3') {
+    if (src[i] == '\\' && i + 3 < len && src[i + 1] >= '0' && src[i + 1] <= '3') {
       dst[o++] = (char)((src[i + 1] - '0') * 64 + (src[i + 2] - '0') * 8 + (src[i + 3] - '0'));
       i += 3;
     } else {

@@ -57,8 +57,9 @@ void hr__proc_parse_status(const char *text, hr_proc_t *p) {
   /* Uid: real effective saved fs; NSpid: outermost ... innermost. */
   const char *uid = strstr(text, "\nUid:");
   if (uid) {
-    unsigned long long u;
-    if (sscanf(uid + 5, "%llu", &u) == 1 && u <= UINT32_MAX) p->uid = (uint32_t)u;
+    char *end;
+    unsigned long long u = strtoull(uid + 5, &end, 10);
+    if (end != uid + 5 && u <= UINT32_MAX) p->uid = (uint32_t)u;
   }
   const char *ns = strstr(text, "\nNSpid:");
   if (ns) {

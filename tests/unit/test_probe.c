@@ -707,6 +707,34 @@ static void test_json_fixtures(void) {
   clear_fake_env();
 }
 
+static void test_json_strings(void) {
+  /* Names and command lines are bytes: quotes, control characters, UTF-8
+   * and bytes that are not UTF-8 must all come out as valid JSON. */
+  hr_proc_t p = {.pid = 7, .nspid = 7, .state = 'S', .pss_bytes = HR_UNKNOWN};
+  hr__strlcpy(p.name, "a\"b\\c\n\x01", sizeof p.name);
+  hr__strlcpy(p.cmdline, "caf\xc3\xa9 \xff\xfe x \xe2\x82", sizeof p.cmdline);
+  hr_snapshot_t s = {.n_procs = 1, .procs = &p, .cgroup = {.state = HR_PROBE_ABSENT}};
+  memset(&s.host, 0xff, sizeof s.host);
+  s.cgroup.limit_bytes = s.cgroup.own_limit_bytes = s.cgroup.high_bytes = HR_UNKNOWN;
+  char *json = NULL, err[512];
+  CHECK_OK(hr_snapshot_json(&s, &json));
+  const char *bad = validate(json, err, sizeof err);
+  cJSON *j = cJSON_Parse(json);
+  free(json);
+  CHECK_MSG(!bad, "%s", bad);
+  CHECK(j);
+  const cJSON *pj = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "processes"), 0);
+  char name[64], cmd[128];
+  hr__strlcpy(name, cJSON_GetObjectItem(pj, "name")->valuestring, sizeof name);
+  hr__strlcpy(cmd, cJSON_GetObjectItem(pj, "cmdline")->valuestring, sizeof cmd);
+  bool null_rss = cJSON_IsNull(cJSON_GetObjectItem(pj, "pss_bytes"));
+  cJSON_Delete(j);
+  CHECK_STR(name, "a\"b\\c\n\x01");
+  CHECK_STR(cmd, "caf\xc3\xa9 \xef\xbf\xbd\xef\xbf\xbd x \xef\xbf\xbd\xef\xbf\xbd");
+  CHECK(null_rss);
+  CHECK_RC(hr_snapshot_json(NULL, &json), HR_EINVAL);
+}
+
 /* ---- the live machine and the CLI ------------------------------------------ */
 
 static const hr_proc_t *self_in(const hr_snapshot_t *s) {
@@ -879,6 +907,7 @@ int main(void) {
   HR_RUN(test_nvml_absent_here);
   HR_RUN(test_schema_checker_can_fail);
   HR_RUN(test_json_fixtures);
+  HR_RUN(test_json_strings);
   HR_RUN(test_live_rss_anon_grows);
   HR_RUN(test_cli_live_json);
   HR_RUN(test_cli_table_and_errors);
