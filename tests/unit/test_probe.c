@@ -423,6 +423,25 @@ static void test_nvml_v2_and_v1_fallbacks(void) {
   clear_fake_env();
 }
 
+static void test_nvml_without_procs(void) {
+  /* GPUs alone: the GPU processes are listed, none can be matched. */
+  char lib[1024];
+  setenv("FAKE_NVML_PROCS", FAKE_PROCS, 1);
+  setenv("FAKE_NVML_GPUS", "2", 1);
+  hr_probe_options_t o = {.root = fixture("v2_limited"),
+                          .what = HR_PROBE_GPUS,
+                          .nvml_path = fake_nvml(lib, sizeof lib, "3")};
+  hr_snapshot_t *s = NULL;
+  CHECK_OK(hr_snapshot_take(&o, &s));
+  CHECK_EQ_INT(s->host_state, HR_PROBE_ABSENT);
+  CHECK_EQ_U64(s->host.total_bytes, HR_UNKNOWN);
+  CHECK_EQ_U64(s->n_procs, 0);
+  CHECK_EQ_U64(s->n_gpu_procs, 4);
+  CHECK_EQ_INT(s->gpu_procs[0].local_pid, 0);
+  hr_snapshot_free(s);
+  clear_fake_env();
+}
+
 static void test_nvml_missing_symbol(void) {
   hr_snapshot_t *s = NULL;
   CHECK_OK(take_gpu("0", "1", "", &s));
@@ -901,6 +920,7 @@ int main(void) {
   HR_RUN(test_nvml_v3);
   HR_RUN(test_nvml_v3_wide_records);
   HR_RUN(test_nvml_v2_and_v1_fallbacks);
+  HR_RUN(test_nvml_without_procs);
   HR_RUN(test_nvml_missing_symbol);
   HR_RUN(test_nvml_list_grows);
   HR_RUN(test_nvml_lost_gpu_and_init);
