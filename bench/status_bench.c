@@ -187,6 +187,8 @@ int main(int argc, char **argv) {
   char *a_ps[] = {"ps", "-eo", "pid,rss,comm", NULL};
   char *a_fix[] = {(char *)cli, "--root", (char *)fix, "status", NULL};
   size_t n_fix = 0, n_live = 0;
+  double load0[1] = {-1}, load1[1] = {-1};
+  getloadavg(load0, 1);
   /* One warm-up round, then the measured ones, each method once per round in
    * the same order, so drift in machine load hits them alike. */
   for (int r = -1; r < rounds; r++) {
@@ -206,6 +208,7 @@ int main(int argc, char **argv) {
       if (r >= 0) t[m][r] = v[m];
     }
   }
+  getloadavg(load1, 1);
   if (n_fix != N_FIXTURE_PROCS) {
     fprintf(stderr, "status_bench: fixture parsed %zu processes, want %d\n", n_fix,
             N_FIXTURE_PROCS);
@@ -230,8 +233,11 @@ int main(int argc, char **argv) {
   fprintf(f,
           "Measured %s on %s %s (%ld CPUs online), %d rounds after one warm-up round; each "
           "round runs every line once, in the order below. Release build. Live processes on "
-          "the machine: %zu.\n\n",
-          when, u.sysname, u.release, sysconf(_SC_NPROCESSORS_ONLN), rounds, n_live);
+          "the machine: %zu. Load average (1 min): %.2f before, %.2f after; the machine is "
+          "shared, so absolute times move with the load, while the ratios are measured side by "
+          "side.\n\n",
+          when, u.sysname, u.release, sysconf(_SC_NPROCESSORS_ONLN), rounds, n_live, load0[0],
+          load1[0]);
   fprintf(f, "| what | median (ms) | p90 (ms) | median / ps |\n| --- | ---: | ---: | ---: |\n");
   for (int m = 0; m < M_N; m++)
     fprintf(f, "| %s | %.2f | %.2f | %.2f |\n", names[m], med[m] * 1e3, p90[m] * 1e3,
