@@ -177,9 +177,9 @@ int main(int argc, char **argv) {
       "`headroom status --json` (live, process)",
       "`ps -eo pid,rss,comm` (live, process)",
       "`headroom --root FIXTURE status` (1,000 processes, process)",
-      "`hr_snapshot_take` on the fixture (1,000 processes, in process)",
+      "`hr_snapshot_take` on the fixture with PSS (1,000 processes, in process)",
       "`hr_snapshot_take` on the fixture without PSS (in process)",
-      "`hr_snapshot_take` live (in process)"};
+      "`hr_snapshot_take` live, with PSS (in process)"};
   double *t[M_N];
   for (int m = 0; m < M_N; m++) t[m] = calloc((size_t)rounds, sizeof(double));
   char *a_status[] = {(char *)cli, "status", NULL};
@@ -246,10 +246,12 @@ int main(int argc, char **argv) {
           "\nTarget: `headroom status` at most 20 ms: %s (median %.2f ms).\n\n"
           "The fixture (built at bench time under build/, 1,000 processes with stat, status, "
           "cmdline, cgroup and smaps_rollup each) is read per process the same way as /proc; "
-          "PSS (smaps_rollup) is on by default in `status`. A process run includes fork, exec "
-          "and dynamic loading; `ps` reads fewer files per process (stat, status, cmdline) than "
-          "`headroom status` (adds cgroup and smaps_rollup, meminfo, the cgroup tree and the "
-          "NVML lookup).\n\nReproduce: `bench/status.sh` (writes this file).\n",
+          "`headroom status` reads stat, status, cmdline and cgroup for every process and "
+          "smaps_rollup (PSS) only for the rows it shows; the in-process lines read PSS for all "
+          "1,000 or for none. A process run includes fork, exec and dynamic loading; `ps` reads "
+          "stat, status and cmdline per process, `headroom status` also meminfo, the cgroup "
+          "tree and the NVML lookup (no driver here).\n\nReproduce: `bench/status.sh "
+          "[ROUNDS]` (writes this file).\n",
           med[M_STATUS] <= 0.020 ? "met" : "NOT met", med[M_STATUS] * 1e3);
   fclose(f);
   for (int m = 0; m < M_N; m++) {
