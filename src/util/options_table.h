@@ -7,9 +7,14 @@
   X(root, HR_OPT_STRING, "/", 0, 0, NULL, "root directory that /proc and /sys are read under")   \
   X(log_level, HR_OPT_ENUM, "warn", 0, 0, "debug|info|warn|error", "lowest log level shown")      \
   X(color, HR_OPT_ENUM, "auto", 0, 0, "auto|always|never", "colour on a terminal")               \
+  /* probe */                                                                                       \
+  X(nvml_library, HR_OPT_STRING, "", 0, 0, NULL,                                                   \
+    "NVML library to load (default libnvidia-ml.so.1, then libnvidia-ml.so)")                     \
   /* status and watch */                                                                           \
   X(top, HR_OPT_INT, "10", 1, 100000, NULL, "processes shown, largest first")                     \
   X(filter, HR_OPT_STRING, "", 0, 0, NULL, "comma-separated names matched in name or cmdline")   \
+  X(pss, HR_OPT_BOOL, "false", 0, 0, NULL,                                                         \
+    "read PSS (smaps_rollup) of the processes shown; costs ms per large process")                 \
   X(interval, HR_OPT_DURATION, "1s", 0.01, 86400, NULL, "time between samples")                  \
   X(mode, HR_OPT_ENUM, "conservative", 0, 0, "conservative|balanced|aggressive",                   \
     "what watch does at a warning or critical level")                                             \
