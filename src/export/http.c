@@ -19,9 +19,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define MEMORY_LIMIT (16 * 1024)
+#define MEMORY_LIMIT    (16 * 1024)
 #define MAX_CONNECTIONS 32
-#define TIMEOUT_S 10
+#define TIMEOUT_S       10
 
 struct hr_exporter {
   struct MHD_Daemon *daemon;
@@ -63,7 +63,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
   pthread_mutex_lock(&e->lock);
   const char *doc = metrics ? e->metrics : e->snapshot;
   enum MHD_Result ret;
-  if (!doc) ret = reply_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "no sample yet\n");
+  if (!doc)
+    ret = reply_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "no sample yet\n");
   else
     ret = reply(c, MHD_HTTP_OK,
                 metrics ? "text/plain; version=0.0.4; charset=utf-8" : "application/json", doc,
@@ -96,17 +97,17 @@ static int split_addr(const char *listen, char *host, size_t hn, char *port, siz
 }
 
 /* Binds and listens on `listen`; returns the socket or a negative code. */
-static int open_listener(const char *listen, int *port_out, char *err, size_t errlen) {
+static int open_listener(const char *addr, int *port_out, char *err, size_t errlen) {
   char host[256], port[16];
-  if (split_addr(listen, host, sizeof host, port, sizeof port) != 0)
+  if (split_addr(addr, host, sizeof host, port, sizeof port) != 0)
     return hr__err(err, errlen, HR_EINVAL,
-                   "listen: '%s' is not HOST:PORT (e.g. 127.0.0.1:9835), or none", listen);
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                   "listen: '%s' is not HOST:PORT (e.g. 127.0.0.1:9835), or none", addr);
+  struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                           .ai_socktype = SOCK_STREAM,
                            .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
                   *res = NULL;
   int g = getaddrinfo(*host ? host : NULL, port, &hints, &res);
-  if (g != 0)
-    return hr__err(err, errlen, HR_EINVAL, "listen: %s: %s", listen, gai_strerror(g));
+  if (g != 0) return hr__err(err, errlen, HR_EINVAL, "listen: %s: %s", addr, gai_strerror(g));
   int fd = -1, e = 0;
   for (struct addrinfo *a = res; a; a = a->ai_next) {
     fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
@@ -127,8 +128,8 @@ static int open_listener(const char *listen, int *port_out, char *err, size_t er
       return hr__err(err, errlen, HR_EBUSY,
                      "listen: %s: address already in use (is another headroom watch running? "
                      "choose another with --listen HOST:PORT, or --listen none)",
-                     listen);
-    return hr__err(err, errlen, e == EACCES ? HR_EPERM : HR_EIO, "listen: %s: %s", listen,
+                     addr);
+    return hr__err(err, errlen, e == EACCES ? HR_EPERM : HR_EIO, "listen: %s: %s", addr,
                    strerror(e));
   }
   struct sockaddr_storage ss;
@@ -152,11 +153,11 @@ int hr_exporter_start(const char *listen, hr_exporter_t **out, char *err, size_t
     free(e);
     return rc;
   }
-  e->daemon = MHD_start_daemon(
-      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL, 0, NULL, NULL, handle, e,
-      MHD_OPTION_LISTEN_SOCKET, (MHD_socket)e->fd, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-      (size_t)MEMORY_LIMIT, MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
-      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)TIMEOUT_S, MHD_OPTION_END);
+  e->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL, 0, NULL, NULL,
+                               handle, e, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)e->fd,
+                               MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)MEMORY_LIMIT,
+                               MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
+                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)TIMEOUT_S, MHD_OPTION_END);
   if (!e->daemon) {
     close(e->fd);
     pthread_mutex_destroy(&e->lock);
@@ -176,7 +177,9 @@ void hr_exporter_stop(hr_exporter_t *e) {
   free(e);
 }
 
-int hr_exporter_port(const hr_exporter_t *e) { return e ? e->port : -1; }
+int hr_exporter_port(const hr_exporter_t *e) {
+  return e ? e->port : -1;
+}
 
 int hr_exporter_publish(hr_exporter_t *e, const char *metrics, const char *snapshot_json) {
   if (!e) return HR_EINVAL;

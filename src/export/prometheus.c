@@ -43,10 +43,14 @@ void hr__buf_printf(hr__buf_t *b, const char *fmt, ...) {
 void hr__buf_json_str(hr__buf_t *b, const char *s) {
   hr__buf_printf(b, "\"");
   for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    if (*p == '"' || *p == '\\') hr__buf_printf(b, "\\%c", *p);
-    else if (*p == '\n') hr__buf_printf(b, "\\n");
-    else if (*p < 0x20) hr__buf_printf(b, "\\u%04x", *p);
-    else hr__buf_printf(b, "%c", *p);
+    if (*p == '"' || *p == '\\')
+      hr__buf_printf(b, "\\%c", *p);
+    else if (*p == '\n')
+      hr__buf_printf(b, "\\n");
+    else if (*p < 0x20)
+      hr__buf_printf(b, "\\u%04x", *p);
+    else
+      hr__buf_printf(b, "%c", *p);
   }
   hr__buf_printf(b, "\"");
 }
@@ -54,10 +58,14 @@ void hr__buf_json_str(hr__buf_t *b, const char *s) {
 /* Appends a label value, escaped for the text format. */
 static void label(hr__buf_t *b, const char *s) {
   for (const char *p = s; *p; p++) {
-    if (*p == '\\') hr__buf_printf(b, "\\\\");
-    else if (*p == '"') hr__buf_printf(b, "\\\"");
-    else if (*p == '\n') hr__buf_printf(b, "\\n");
-    else hr__buf_printf(b, "%c", *p);
+    if (*p == '\\')
+      hr__buf_printf(b, "\\\\");
+    else if (*p == '"')
+      hr__buf_printf(b, "\\\"");
+    else if (*p == '\n')
+      hr__buf_printf(b, "\\n");
+    else
+      hr__buf_printf(b, "%c", *p);
   }
 }
 
@@ -80,8 +88,10 @@ static void proc_sample(hr__buf_t *b, const char *name, const hr_proc_t *p, uint
 }
 
 static const char *u64s(char *buf, size_t n, uint64_t v) {
-  if (v == HR_UNLIMITED) snprintf(buf, n, "+Inf");
-  else snprintf(buf, n, "%" PRIu64, v);
+  if (v == HR_UNLIMITED)
+    snprintf(buf, n, "+Inf");
+  else
+    snprintf(buf, n, "%" PRIu64, v);
   return buf;
 }
 
@@ -142,14 +152,16 @@ int hr__prom_render(const hr__prom_input_t *in, char **out) {
       proc_sample(&b, "headroom_process_rss_bytes", in->top[i].proc, in->top[i].proc->rss_bytes);
 
   family(&b, "headroom_level", "gauge", "0 ok, 1 warning, 2 critical");
-  if (s->host_state == HR_PROBE_OK) hr__buf_printf(&b, "headroom_level{scope=\"host\"} %d\n", in->host);
+  if (s->host_state == HR_PROBE_OK)
+    hr__buf_printf(&b, "headroom_level{scope=\"host\"} %d\n", in->host);
   if (s->cgroup.state == HR_PROBE_OK)
     hr__buf_printf(&b, "headroom_level{scope=\"cgroup\"} %d\n", in->cgroup);
   for (size_t i = 0; i < s->n_gpus && in->gpus; i++)
     hr__buf_printf(&b, "headroom_level{scope=\"gpu%u\"} %d\n", s->gpus[i].index, in->gpus[i]);
 
   family(&b, "headroom_leak_suspected", "gauge", "1 while a leak is suspected in a process");
-  for (size_t i = 0; i < in->n_leaks; i++) proc_sample(&b, "headroom_leak_suspected", in->leaks[i].proc, 1);
+  for (size_t i = 0; i < in->n_leaks; i++)
+    proc_sample(&b, "headroom_leak_suspected", in->leaks[i].proc, 1);
 
   family(&b, "headroom_events_total", "counter", "events since watch started, by kind");
   for (int k = 0; k < HR_EVENT_KINDS_; k++)

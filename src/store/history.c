@@ -228,12 +228,12 @@ static uint64_t proc_weight(const hr_proc_t *p) {
   return (p->rss_bytes == HR_UNKNOWN ? 0 : p->rss_bytes) + p->gpu_bytes;
 }
 
-int hr__top_procs(const hr_snapshot_t *s, size_t top, size_t *idx) {
+int hr__top_procs(const hr_snapshot_t *s, size_t top, const bool *keep, size_t *idx) {
   /* Partial selection: top is small (tens), procs are up to thousands. */
   size_t k = 0;
   for (size_t i = 0; i < s->n_procs; i++) {
     const hr_proc_t *p = &s->procs[i];
-    if (p->kernel_thread || proc_weight(p) == 0) continue;
+    if (p->kernel_thread || proc_weight(p) == 0 || (keep && !keep[i])) continue;
     uint64_t w = proc_weight(p);
     size_t pos = k < top ? k++ : top;
     if (pos == top && (top == 0 || w <= proc_weight(&s->procs[idx[top - 1]]))) continue;
@@ -271,7 +271,7 @@ int hr_history_add_snapshot(hr_history_t *h, const hr_snapshot_t *s, size_t top,
   }
   size_t *idx = top ? malloc(top * sizeof *idx) : NULL;
   if (top && !idx) return HR_ENOMEM;
-  int k = hr__top_procs(s, top, idx);
+  int k = hr__top_procs(s, top, NULL, idx);
   for (int j = 0; j < k && rc == 0; j++) {
     const hr_proc_t *p = &s->procs[idx[j]];
     sqlite3_stmt *st = h->ins_proc;
