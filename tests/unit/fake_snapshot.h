@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define GiB (1024ULL * 1024 * 1024)
 #define MiB (1024ULL * 1024)
@@ -73,6 +74,13 @@ static inline int fake_gpu_proc(hr_snapshot_t *s, size_t i, unsigned gpu, uint64
   s->n_gpu_procs++;
   s->procs[i].gpu_bytes += bytes;
   return 0;
+}
+
+/* Monotonic seconds. */
+static inline double hr_test_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 #endif /* HR_FAKE_SNAPSHOT_H */
