@@ -101,13 +101,13 @@ static const char *clock_text(char *buf, size_t n, double t, bool date) {
 
 static void print_text(const hr_cli_t *cli, const char *path, double since, set_t *scopes,
                        set_t *procs, const hr_history_event_t *ev, size_t ne) {
-  char a[32], b[32], c[32], d[32], t1[32], t2[32], lab[160];
+  char a[32], b[32], c[32], d[32], t1[32], t2[32], lab[200], head[160];
   printf("%s %s since %s\n\n", hr_cli_paint(cli, lab, sizeof lab, "bold", "history"), path,
          clock_text(t1, sizeof t1, since, true));
   if (scopes->n) {
-    snprintf(lab, sizeof lab, "%-8s %8s  %-8s  %-8s  %10s %10s %10s %10s", "SCOPE", "SAMPLES",
+    snprintf(head, sizeof head, "%-8s %8s  %-8s  %-8s  %10s %10s %10s %10s", "SCOPE", "SAMPLES",
              "FIRST", "LAST", "MIN", "MEAN", "MAX", "OF");
-    printf("%s\n", hr_cli_paint(cli, lab, sizeof lab, "bold", lab));
+    printf("%s\n", hr_cli_paint(cli, lab, sizeof lab, "bold", head));
   }
   for (size_t i = 0; i < scopes->n; i++) {
     series_t *s = &scopes->s[i];
@@ -128,9 +128,9 @@ static void print_text(const hr_cli_t *cli, const char *path, double since, set_
   }
   qsort(procs->s, procs->n, sizeof *procs->s, cmp_weight);
   if (procs->n) {
-    snprintf(lab, sizeof lab, "%8s %-16s %8s %10s %10s %12s %10s", "PID", "NAME", "SAMPLES",
+    snprintf(head, sizeof head, "%8s %-16s %8s %10s %10s %12s %10s", "PID", "NAME", "SAMPLES",
              "RSS FIRST", "RSS LAST", "PER MIN", "GPU MAX");
-    printf("\n%s\n", hr_cli_paint(cli, lab, sizeof lab, "bold", lab));
+    printf("\n%s\n", hr_cli_paint(cli, lab, sizeof lab, "bold", head));
   }
   for (size_t i = 0; i < procs->n && i < 15; i++) {
     series_t *s = &procs->s[i];
