@@ -10,8 +10,9 @@
  * sample event; and last renders the exporter's documents. Each event goes to
  * the callback, to history, and into a per-kind counter.
  *
- * Watched processes: those matching --filter when one is given; otherwise
- * the top N, those on a GPU and those with a leak suspected. Every
+ * Watched processes (an exit event when they go): those matching --filter
+ * when one is given; otherwise those on a GPU and those with a leak
+ * suspected (the top N by size churn too much on a busy host). Every
  * non-kernel process (after the filter) goes to the leak detector: its
  * cheap gate keeps flat processes nearly free.
  *
@@ -439,10 +440,7 @@ static int feed_exits(hr_watch_t *w) {
   bool filtered = *w->filter != '\0';
   for (size_t i = 0; i < s->n_procs; i++) {
     const hr_proc_t *p = &s->procs[i];
-    bool top = false;
-    for (size_t k = 0; k < w->n_top && !top; k++) top = w->top[k].proc == p;
-    bool watch =
-        filtered ? w->keep[i] && !p->kernel_thread : top || p->gpu_bytes > 0 || w->leak_flag[i];
+    bool watch = filtered ? w->keep[i] && !p->kernel_thread : p->gpu_bytes > 0 || w->leak_flag[i];
     if (!watch || p->state == 'Z') continue;
     if (w->n_watched == w->cap_watched) {
       size_t nc = w->cap_watched ? w->cap_watched * 2 : 64;

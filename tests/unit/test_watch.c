@@ -93,13 +93,13 @@ static void test_gpu_level_and_idle_hog(void) {
 
 static void test_oom_kill_and_exit(void) {
   rec_t r;
-  hr_watch_t *w = make(&r, (const char *const[]){"top", "2", NULL});
+  hr_watch_t *w = make(&r, (const char *const[]){"filter", "proc2,proc3", NULL});
   CHECK(w);
   hr_snapshot_t *s = fake_snapshot(100, 8 * GiB, 0, 4);
   s->cgroup.oom_kill_events = 3;
   CHECK_OK(hr_watch_feed(w, s));
   CHECK_EQ_INT(r.n[HR_EVENT_OOM_KILL], 0); /* the count before watch started is history */
-  s = fake_snapshot(101, 8 * GiB, 0, 3);   /* proc3 (the largest, watched) is gone */
+  s = fake_snapshot(101, 8 * GiB, 0, 3);   /* proc3 (watched) is gone */
   s->cgroup.oom_kill_events = 5;
   CHECK_OK(hr_watch_feed(w, s));
   CHECK_EQ_INT(r.n[HR_EVENT_OOM_KILL], 1);
@@ -115,6 +115,20 @@ static void test_oom_kill_and_exit(void) {
   CHECK_CONTAINS(r.last[HR_EVENT_EXIT], "\"pid\":1002");
   CHECK_EQ_INT(r.n[HR_EVENT_OOM_KILL], 1);
   CHECK_EQ_INT(r.bad_json, 0);
+  hr_watch_destroy(w);
+
+  /* Without a filter, processes on a GPU are watched; others are not. */
+  w = make(&r, NULL);
+  CHECK(w);
+  s = fake_snapshot(100, 8 * GiB, 1, 4);
+  CHECK_OK(fake_gpu_proc(s, 0, 0, GiB));
+  CHECK_OK(hr_watch_feed(w, s));
+  s = fake_snapshot(101, 8 * GiB, 1, 4);
+  memmove(&s->procs[0], &s->procs[2], 2 * sizeof *s->procs); /* proc0 and proc1 gone */
+  s->n_procs = 2;
+  CHECK_OK(hr_watch_feed(w, s));
+  CHECK_EQ_INT(r.n[HR_EVENT_EXIT], 1);
+  CHECK_CONTAINS(r.last[HR_EVENT_EXIT], "\"pid\":1000,\"name\":\"proc0\"");
   hr_watch_destroy(w);
 }
 
