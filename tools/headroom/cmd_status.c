@@ -3,7 +3,10 @@
  *
  * Processes are chosen the same way for both: every process that holds GPU
  * memory (largest first), then the --top N largest by RSS among the others,
- * after --filter. The JSON's "processes" array is that list in that order. */
+ * after --filter. The JSON's "processes" array is that list in that order.
+ * The snapshot is taken without PSS, which is then read for the chosen
+ * processes only: smaps_rollup of one large inference process can cost more
+ * than the whole rest of the snapshot. */
 #include "cli.h"
 
 #include <getopt.h>
@@ -58,14 +61,13 @@ static int cmp_rows(const void *a, const void *b) {
 
 /* Picks the rows: GPU holders, then the top N others, into a malloc'd array
  * of pointers. Returns the count, or -1 when out of memory. */
-static long pick_rows(const hr_snapshot_t *s, const char *filter, int64_t top,
-                      const hr_proc_t ***out) {
-  const hr_proc_t **rows = malloc((s->n_procs ? s->n_procs : 1) * sizeof *rows);
+static long pick_rows(hr_snapshot_t *s, const char *filter, int64_t top, hr_proc_t ***out) {
+  hr_proc_t **rows = malloc((s->n_procs ? s->n_procs : 1) * sizeof *rows);
   if (!rows) return -1;
   size_t n = 0;
   for (size_t i = 0; i < s->n_procs; i++)
     if (matches(&s->procs[i], filter)) rows[n++] = &s->procs[i];
-  qsort(rows, n, sizeof *rows, cmp_rows);
+  if (n > 1) qsort(rows, n, sizeof *rows, cmp_rows);
   size_t gpu = 0;
   while (gpu < n && rows[gpu]->gpu_bytes > 0) gpu++;
   if (n > gpu + (uint64_t)top) n = gpu + (size_t)top;
@@ -73,7 +75,7 @@ static long pick_rows(const hr_snapshot_t *s, const char *filter, int64_t top,
   return (long)n;
 }
 
-static int print_json(const hr_snapshot_t *s, const hr_proc_t **rows, size_t n) {
+static int print_json(const hr_snapshot_t *s, hr_proc_t **rows, size_t n) {
   hr_snapshot_t view = *s;
   view.procs = malloc((n ? n : 1) * sizeof *view.procs);
   if (!view.procs) return HR_ENOMEM;
@@ -183,7 +185,7 @@ static void print_gpus(const hr_cli_t *cli, const hr_snapshot_t *s) {
   }
 }
 
-static void print_procs(const hr_cli_t *cli, const hr_proc_t **rows, size_t n) {
+static void print_procs(const hr_cli_t *cli, hr_proc_t **rows, size_t n) {
   int width = 0;
   struct winsize ws;
   if (cli->tty && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) width = ws.ws_col;
@@ -241,6 +243,7 @@ static int status_run(hr_cli_t *cli, int argc, char **argv) {
   char err[512] = "";
   const char *nvml = hr_options_get_str(cli->opts, "nvml_library");
   hr_probe_options_t po = {.root = hr_options_get_str(cli->opts, "root"),
+                           .what = HR_PROBE_ALL & ~(unsigned)HR_PROBE_PSS,
                            .nvml_path = *nvml ? nvml : NULL,
                            .err = err,
                            .errlen = sizeof err};
@@ -250,9 +253,13 @@ static int status_run(hr_cli_t *cli, int argc, char **argv) {
     hr_cli_error("status: snapshot failed: %s", err[0] ? err : hr_strerror(rc));
     return 1;
   }
-  const hr_proc_t **rows = NULL;
+  hr_proc_t **rows = NULL;
   long n = pick_rows(s, hr_options_get_str(cli->opts, "filter"),
                      hr_options_get_int(cli->opts, "top"), &rows);
+  /* PSS stays unknown where it cannot be read (another user's process). */
+  for (long i = 0; i < n; i++)
+    if (!rows[i]->kernel_thread && rows[i]->state != 'Z')
+      hr_proc_read_pss(po.root, rows[i]->pid, &rows[i]->pss_bytes);
   status = 0;
   if (n < 0) {
     hr_cli_error("status: out of memory");
@@ -267,6 +274,15 @@ static int status_run(hr_cli_t *cli, int argc, char **argv) {
     print_cgroup(cli, &s->cgroup);
     print_gpus(cli, s);
     print_procs(cli, rows, (size_t)n);
+    /* NVML's pids are host pids: through a container's own /proc some are
+     * not visible, and they are listed rather than dropped. */
+    for (size_t i = 0; i < s->n_gpu_procs; i++) {
+      const hr_gpu_proc_t *g = &s->gpu_procs[i];
+      char b[32];
+      if (!g->local_pid)
+        printf("%8d %9s  (gpu %u; host pid not visible under %s)\n", g->pid,
+               size_or(b, sizeof b, g->used_bytes), g->gpu, po.root);
+    }
     if (s->n_procs_unreadable)
       printf("(%zu processes left out: malformed /proc files)\n", s->n_procs_unreadable);
   }
