@@ -713,8 +713,11 @@ int hr_watch_feed(hr_watch_t *w, hr_snapshot_t *s) {
   bool *flag = keep ? realloc(w->leak_flag, n * sizeof *flag) : NULL;
   if (flag) w->leak_flag = flag;
   if (!keep || !flag) return HR_ENOMEM;
+  /* Like pgrep, a filter never matches watch itself: its own command line
+   * holds the filter's words. */
+  int self = *w->filter ? (int)getpid() : 0;
   for (size_t i = 0; i < s->n_procs; i++) {
-    w->keep[i] = matches(&s->procs[i], w->filter);
+    w->keep[i] = s->procs[i].pid != self && matches(&s->procs[i], w->filter);
     w->leak_flag[i] = false;
   }
   int rc;
