@@ -595,8 +595,18 @@ static void write_history(hr_watch_t *w) {
   if (!w->history) return;
   char err[512];
   double now = hr__now_mono();
-  if (hr_history_add_snapshot(w->history, w->snap, w->top_n, err, sizeof err) != 0)
+  /* The processes recorded are the ones shown: the top N after the filter. */
+  hr_snapshot_t view = *w->snap;
+  view.procs = malloc((w->n_top ? w->n_top : 1) * sizeof *view.procs);
+  if (!view.procs) {
+    history_error(w, "history: out of memory");
+    return;
+  }
+  for (size_t i = 0; i < w->n_top; i++) view.procs[i] = *w->top[i].proc;
+  view.n_procs = w->n_top;
+  if (hr_history_add_snapshot(w->history, &view, w->top_n, err, sizeof err) != 0)
     history_error(w, err);
+  free(view.procs);
   if (w->last_prune == 0 || now - w->last_prune >= 3600) {
     w->last_prune = now;
     if (hr_history_prune(w->history, w->snap->time - w->retain, err, sizeof err) != 0)

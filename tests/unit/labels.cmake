@@ -3,3 +3,4 @@
 # Add a line per such test: set_tests_properties(test_x PROPERTIES LABELS threads)
 set_tests_properties(test_export PROPERTIES LABELS threads)
 set_tests_properties(test_probe_threads PROPERTIES LABELS threads)
+set_tests_properties(test_watch_live PROPERTIES LABELS threads)

@@ -224,8 +224,10 @@ typedef struct panel {
   size_t n;
 } panel_t;
 
+/* Draws one chart; `labels` writes each event's kind and pid above its line
+ * (the first 40), on the topmost chart only. */
 static void draw_panel(FILE *f, const panel_t *p, int y0, double t0, double t1,
-                       const hr_history_event_t *ev, size_t ne) {
+                       const hr_history_event_t *ev, size_t ne, bool labels) {
   int x0 = SVG_LEFT, w = SVG_W - SVG_LEFT - SVG_RIGHT, h = PANEL_H;
   double ymax = 0;
   for (size_t i = 0; i < p->n; i++)
@@ -264,6 +266,17 @@ static void draw_panel(FILE *f, const panel_t *p, int y0, double t0, double t1,
             "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"%s\" "
             "stroke-width=\"1.5\" stroke-dasharray=\"4,3\" opacity=\"0.8\"/>\n",
             x, y0, x, y0 + h, event_color(ev[i].kind));
+    if (labels && i < 40) {
+      char lab[96];
+      if (ev[i].pid)
+        snprintf(lab, sizeof lab, "%s %d", ev[i].kind, ev[i].pid);
+      else
+        snprintf(lab, sizeof lab, "%s", ev[i].kind);
+      fprintf(f, "<text x=\"%.1f\" y=\"%d\" font-size=\"10\" fill=\"%s\">", x + 3,
+              y0 + 12 + (int)(i % 3) * 12, event_color(ev[i].kind));
+      xml_text(f, lab);
+      fprintf(f, "</text>\n");
+    }
   }
   for (size_t i = 0; i < p->n; i++) {
     const series_t *s = p->lines[i];
@@ -331,7 +344,8 @@ static int write_svg(const char *file, set_t *scopes, set_t *procs, const hr_his
   }
   FILE *f = fopen(file, "w");
   if (!f) return -1;
-  int height = SVG_TOP + 3 * (PANEL_H + PANEL_GAP) + 30;
+  int drawn = (panels[0].n > 0) + (panels[1].n > 0) + (panels[2].n > 0);
+  int height = SVG_TOP + 25 + drawn * (PANEL_H + PANEL_GAP) + (3 - drawn) * 30 + 20;
   fprintf(f,
           "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
           "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
@@ -356,8 +370,22 @@ static int write_svg(const char *file, set_t *scopes, set_t *procs, const hr_his
             lx, lx, event_color(kinds[k]), lx + 5, kinds[k], cnt);
     lx += 105;
   }
-  for (int i = 0; i < 3; i++)
-    draw_panel(f, &panels[i], SVG_TOP + 25 + i * (PANEL_H + PANEL_GAP), t0, t1, ev, ne);
+  /* Panels without samples (no GPU on the machine) are left out, and say
+   * so in one line rather than as an empty chart. */
+  int y = SVG_TOP + 25;
+  bool labelled = false;
+  for (int i = 0; i < 3; i++) {
+    if (panels[i].n == 0) {
+      fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"13\" fill=\"#777\">", SVG_LEFT, y);
+      xml_text(f, panels[i].title);
+      fprintf(f, ": no samples</text>\n");
+      y += 30;
+      continue;
+    }
+    draw_panel(f, &panels[i], y + 10, t0, t1, ev, ne, !labelled);
+    labelled = true;
+    y += PANEL_H + PANEL_GAP;
+  }
   fprintf(f, "</svg>\n");
   return fclose(f) == 0 ? 0 : -1;
 }
