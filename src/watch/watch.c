@@ -51,6 +51,7 @@ struct hr_watch {
   int mode;
   double ram_warn, ram_crit, vram_warn, vram_crit, hyst;
   double idle_share, idle_util;
+  double proc_budget; /* fraction of a core */
   uint64_t idle_samples;
   bool allow_drop_caches;
   size_t top_n;
@@ -87,7 +88,17 @@ struct hr_watch {
   hr__hooks_t hooks;
   double last_flush, last_prune, last_history_error;
   double cpu_s_last;
-  hr__buf_t ev; /* the event being built */
+  /* Process reading (the default sampler): the process table costs about
+   * 40 us of CPU per process, so on a large host it is read less often than
+   * the interval, keeping its cost under proc_budget; between reads the
+   * last table is carried over and the per-process tests skip the sample. */
+  bool procs_stale;       /* the next snapshot's processes were carried over */
+  bool sample_fresh;      /* the current snapshot's processes were read */
+  double proc_cpu;        /* CPU seconds of the last snapshot with processes */
+  double proc_read_mono;  /* when it was taken */
+  double proc_gap;        /* seconds between the last two process reads */
+  double last_fresh_time; /* snapshot time of the last process read */
+  hr__buf_t ev;           /* the event being built */
 };
 
 static const char *const kind_names[HR_EVENT_KINDS_] = {"sample",   "level", "leak",   "idle_hog",
@@ -121,6 +132,7 @@ int hr_watch_create(const hr_options_t *o, hr_watch_t **out, char *err, size_t e
   w->vram_crit = hr_options_get_double(o, "vram_critical");
   w->hyst = hr_options_get_double(o, "hysteresis");
   w->idle_share = hr_options_get_double(o, "idle_share");
+  w->proc_budget = hr_options_get_double(o, "proc_budget") / 100;
   w->idle_util = hr_options_get_double(o, "idle_util");
   w->idle_samples = (uint64_t)hr_options_get_int(o, "idle_samples");
   w->allow_drop_caches = hr_options_get_bool(o, "allow_drop_caches");
@@ -346,8 +358,8 @@ static int feed_leaks(hr_watch_t *w) {
       w->leak_flag[i] |= r.suspected;
     }
   }
-  /* Series of processes gone for two intervals are dropped. */
-  hr_leak_prune(w->leak, s->time - 2 * w->interval - 1);
+  /* Series of processes gone for two process reads are dropped. */
+  hr_leak_prune(w->leak, s->time - 2 * HR_MAX(w->interval, w->proc_gap) - 1);
   return 0;
 }
 
@@ -603,7 +615,8 @@ static void write_history(hr_watch_t *w) {
     return;
   }
   for (size_t i = 0; i < w->n_top; i++) view.procs[i] = *w->top[i].proc;
-  view.n_procs = w->n_top;
+  /* A carried-over process table is not a new measurement. */
+  view.n_procs = w->sample_fresh ? w->n_top : 0;
   if (hr_history_add_snapshot(w->history, &view, w->top_n, err, sizeof err) != 0)
     history_error(w, err);
   free(view.procs);
@@ -702,7 +715,8 @@ static void sample_event(hr_watch_t *w) {
         (unsigned long long)v->proc->rss_bytes, (unsigned long long)v->proc->rss_anon_bytes,
         (unsigned long long)v->proc->gpu_bytes, v->rss_per_min, v->leak ? "true" : "false");
   }
-  hr__buf_printf(&w->ev, "],\"processes\":%zu,\"cpu_ms\":%.3f", s->n_procs, w->cpu_s_last * 1000);
+  hr__buf_printf(&w->ev, "],\"processes\":%zu,\"processes_read\":%s,\"cpu_ms\":%.3f", s->n_procs,
+                 w->sample_fresh ? "true" : "false", w->cpu_s_last * 1000);
   ev_emit(w, &e);
 }
 
@@ -726,17 +740,25 @@ int hr_watch_feed(hr_watch_t *w, hr_snapshot_t *s) {
   /* Like pgrep, a filter never matches watch itself: its own command line
    * holds the filter's words. */
   int self = *w->filter ? (int)getpid() : 0;
+  /* A carried-over table is the last one in the same order, so the leak
+   * flags stay as they were. */
+  bool fresh = w->sample_fresh = !w->procs_stale;
+  w->procs_stale = false;
   for (size_t i = 0; i < s->n_procs; i++) {
     w->keep[i] = s->procs[i].pid != self && matches(&s->procs[i], w->filter);
-    w->leak_flag[i] = false;
+    if (fresh) w->leak_flag[i] = false;
+  }
+  if (fresh) {
+    if (w->last_fresh_time > 0) w->proc_gap = s->time - w->last_fresh_time;
+    w->last_fresh_time = s->time;
   }
   int rc;
   if ((rc = update_levels(w)) != 0) return rc;
-  if ((rc = feed_leaks(w)) != 0) return rc;
+  if (fresh && (rc = feed_leaks(w)) != 0) return rc;
   if ((rc = feed_idle(w)) != 0) return rc;
   feed_oom(w);
   if ((rc = build_views(w)) != 0) return rc;
-  if ((rc = feed_exits(w)) != 0) return rc;
+  if (fresh && (rc = feed_exits(w)) != 0) return rc;
   run_actions(w);
   write_history(w);
   w->cpu_s_last = cpu_now() - c0;
@@ -760,17 +782,44 @@ void hr_watch_get_view(const hr_watch_t *w, hr_watch_view_t *out) {
 
 /* ---- the loop ----------------------------------------------------------- */
 
+/* Takes a snapshot; reads the processes only when the time since the last
+ * read covers their cost within the budget (proc_cpu / proc_budget), and
+ * otherwise carries the last table over. */
 static int default_sampler(void *arg, hr_snapshot_t **out) {
   hr_watch_t *w = arg;
   char err[256] = "";
+  double now = hr__now_mono();
+  bool procs =
+      !w->snap || w->proc_read_mono == 0 || now - w->proc_read_mono >= w->proc_cpu / w->proc_budget;
   hr_probe_options_t po = {.root = w->root,
-                           .what = HR_PROBE_HOST | HR_PROBE_CGROUP | HR_PROBE_PROCS | HR_PROBE_GPUS,
+                           .what = HR_PROBE_HOST | HR_PROBE_CGROUP | HR_PROBE_GPUS |
+                                   (procs ? HR_PROBE_PROCS : 0u),
                            .nvml_path = *w->nvml_path ? w->nvml_path : NULL,
                            .err = err,
                            .errlen = sizeof err};
+  double c0 = cpu_now();
   int rc = hr_snapshot_take(&po, out);
-  if (rc && *err) hr__log(HR_LOG_ERROR, "%s", err);
-  return rc;
+  if (rc) {
+    if (*err) hr__log(HR_LOG_ERROR, "%s", err);
+    return rc;
+  }
+  if (procs) {
+    w->proc_cpu = cpu_now() - c0;
+    w->proc_read_mono = now;
+    return 0;
+  }
+  hr_snapshot_t *s = *out;
+  free(s->procs);
+  s->procs = malloc((w->snap->n_procs ? w->snap->n_procs : 1) * sizeof *s->procs);
+  if (!s->procs) {
+    hr_snapshot_free(s);
+    *out = NULL;
+    return HR_ENOMEM;
+  }
+  memcpy(s->procs, w->snap->procs, w->snap->n_procs * sizeof *s->procs);
+  s->n_procs = w->snap->n_procs;
+  w->procs_stale = true;
+  return 0;
 }
 
 /* Sleeps until the monotonic time `until`, in slices, so a stop request

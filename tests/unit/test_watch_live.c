@@ -51,7 +51,7 @@ static void test_only_the_leak_is_reported(void) {
   snprintf(cmd, sizeof cmd,
            "'%s' watch --json --interval 100ms --count 120 --leak-window 6s "
            "--leak-min-samples 20 --leak-min-rate 20M --filter mem_pattern --listen none "
-           "--db none --top 8",
+           "--db none --top 8 --proc-budget 100",
            cli);
   FILE *p = popen(cmd, "r");
   CHECK(p);
@@ -138,6 +138,23 @@ static void test_sigterm_and_port_in_use(void) {
       strcmp(cJSON_GetObjectItem(it, "scope")->valuestring, "host") == 0;
   cJSON_Delete(j);
   CHECK_MSG(hosts >= 5, "%d host samples in history", hosts);
+
+  /* A tiny budget: processes are read on the first sample, then carried
+   * over while their cost is being paid back. */
+  snprintf(cmd, sizeof cmd,
+           "'%s' watch --json --count 6 --interval 20ms --proc-budget 0.01 --db none "
+           "--listen none",
+           cli);
+  p = popen(cmd, "r");
+  CHECK(p);
+  int read = 0, carried = 0;
+  while (fgets(json, sizeof json, p)) {
+    read += strstr(json, "\"processes_read\":true") != NULL;
+    carried += strstr(json, "\"processes_read\":false") != NULL;
+  }
+  pclose(p);
+  CHECK_EQ_INT(read, 1);
+  CHECK_EQ_INT(carried, 5);
 
   /* Port in use: a listener of our own, then watch on the same port. */
   int fd = socket(AF_INET, SOCK_STREAM, 0);

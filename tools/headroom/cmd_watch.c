@@ -42,6 +42,9 @@ static void watch_usage(FILE *f) {
           "  --idle-share P, --idle-util P, --idle-samples N\n"
           "                       idle hog: holds P%% of a GPU whose utilisation stays under\n"
           "                       P%% for N samples (20, 10, 60)\n"
+          "  --proc-budget P      share of a core that reading processes may take (0.8%%):\n"
+          "                       with many processes they are read less often than the\n"
+          "                       interval, and leaks need as many process reads\n"
           "  --listen ADDR        Prometheus /metrics and /api/snapshot (none: off)\n"
           "  --db PATH            history database ($XDG_STATE_HOME/headroom/history.db;\n"
           "                       none: off)\n"
@@ -253,18 +256,12 @@ static void on_event(const hr_watch_event_t *e, void *arg) {
 }
 
 /* Long options that map one to one onto option-table names. */
-static const char *const table_opts[] = {"interval",      "filter",
-                                         "mode",          "ram-warn",
-                                         "ram-critical",  "vram-warn",
-                                         "vram-critical", "leak-window",
-                                         "leak-min-rate", "leak-min-samples",
-                                         "on-warning",    "on-critical",
-                                         "cooldown",      "action-timeout",
-                                         "listen",        "db",
-                                         "retain",        "top",
-                                         "idle-share",    "idle-util",
-                                         "idle-samples",  "hysteresis",
-                                         "history-flush", NULL};
+static const char *const table_opts[] = {
+    "interval",     "filter",        "mode",          "ram-warn",       "ram-critical",
+    "vram-warn",    "vram-critical", "leak-window",   "leak-min-rate",  "leak-min-samples",
+    "on-warning",   "on-critical",   "cooldown",      "action-timeout", "listen",
+    "db",           "retain",        "top",           "idle-share",     "idle-util",
+    "idle-samples", "hysteresis",    "history-flush", "proc-budget",    NULL};
 
 static int watch_run(hr_cli_t *cli, int argc, char **argv) {
   enum { OPT_JSON = 1000, OPT_ONCE, OPT_COUNT, OPT_DROP, OPT_HELP };
