@@ -132,6 +132,22 @@ static void test_oom_kill_and_exit(void) {
   hr_watch_destroy(w);
 }
 
+static void test_filter_skips_self(void) {
+  /* Our own command line holds the filter's word, as `headroom watch
+   * --filter W` does: we are not watched, so our "exit" is no event. */
+  rec_t r;
+  hr_watch_t *w = make(&r, (const char *const[]){"filter", "proc", NULL});
+  CHECK(w);
+  hr_snapshot_t *s = fake_snapshot(100, 8 * GiB, 0, 2);
+  s->procs[1].pid = (int)getpid();
+  snprintf(s->procs[1].name, sizeof s->procs[1].name, "headroom");
+  snprintf(s->procs[1].cmdline, sizeof s->procs[1].cmdline, "headroom watch --filter proc");
+  CHECK_OK(hr_watch_feed(w, s));
+  CHECK_OK(hr_watch_feed(w, fake_snapshot(101, 8 * GiB, 0, 1)));
+  CHECK_EQ_INT(r.n[HR_EVENT_EXIT], 0);
+  hr_watch_destroy(w);
+}
+
 static void test_leak_event(void) {
   rec_t r;
   static const char *const kv[] = {"leak_window", "60s", "leak_min_samples", "20", "interval",
@@ -312,6 +328,7 @@ int main(void) {
   HR_RUN(test_level_events);
   HR_RUN(test_gpu_level_and_idle_hog);
   HR_RUN(test_oom_kill_and_exit);
+  HR_RUN(test_filter_skips_self);
   HR_RUN(test_leak_event);
   HR_RUN(test_actions_balanced);
   HR_RUN(test_action_timeout_and_conservative);
