@@ -139,6 +139,32 @@ static void test_sigterm_and_port_in_use(void) {
   cJSON_Delete(j);
   CHECK_MSG(hosts >= 5, "%d host samples in history", hosts);
 
+  /* The picture: an SVG with the host's line and the top processes'. */
+  char svg[300];
+  snprintf(svg, sizeof svg, "%s/h.svg", dir);
+  snprintf(cmd, sizeof cmd, "'%s' history --db '%s' --svg '%s' 2>/dev/null", cli, db, svg);
+  CHECK_EQ_INT(system(cmd), 0);
+  FILE *f = fopen(svg, "r");
+  CHECK(f);
+  n = fread(json, 1, sizeof json - 1, f);
+  json[n] = '\0';
+  fclose(f);
+  CHECK_CONTAINS(json, "<svg xmlns=\"http://www.w3.org/2000/svg\"");
+  CHECK_CONTAINS(json, "host used");
+  CHECK_CONTAINS(json, "<polyline");
+  CHECK_CONTAINS(json, "</svg>");
+  /* No database: a clear error, and no file made. */
+  snprintf(cmd, sizeof cmd, "'%s' history --db '%s/none.db' 2>&1", cli, dir);
+  p = popen(cmd, "r");
+  CHECK(p);
+  n = fread(json, 1, sizeof json - 1, p);
+  json[n] = '\0';
+  st = pclose(p);
+  CHECK_CONTAINS(json, "no history at");
+  CHECK_EQ_INT(WEXITSTATUS(st), 1);
+  snprintf(svg, sizeof svg, "%s/none.db", dir);
+  CHECK(access(svg, F_OK) != 0);
+
   /* A tiny budget: processes are read on the first sample, then carried
    * over while their cost is being paid back. */
   snprintf(cmd, sizeof cmd,
