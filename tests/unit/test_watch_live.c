@@ -202,8 +202,42 @@ static void test_sigterm_and_port_in_use(void) {
   CHECK(system(cmd) == 0);
 }
 
+/* GPUs through the probe's stand-in NVML library: a GPU at 87.5 % gives a
+ * warning for gpu0, and the process holding it is on the metrics. */
+static void test_gpu_levels_through_fake_nvml(void) {
+  const char *bin = getenv("HR_BINARY_DIR"), *cli = getenv("HR_CLI");
+  if (!bin || !cli) SKIP("HR_BINARY_DIR and HR_CLI are set by CTest");
+  char lib[512], procs[64], cmd[1024];
+  snprintf(lib, sizeof lib, "%s/helpers/libfake-nvml-v3.so", bin);
+  if (access(lib, R_OK) != 0) SKIP("%s is not built", lib);
+  snprintf(procs, sizeof procs, "0:%d:21000", (int)getpid());
+  setenv("FAKE_NVML_GPUS", "2", 1);
+  setenv("FAKE_NVML_PROCS", procs, 1);
+  snprintf(cmd, sizeof cmd,
+           "HEADROOM_NVML_LIBRARY='%s' '%s' watch --json --once --db none --listen none", lib, cli);
+  FILE *p = popen(cmd, "r");
+  CHECK(p);
+  static char line[1 << 16];
+  bool level = false, sample = false;
+  while (fgets(line, sizeof line, p)) {
+    if (strstr(line, "\"event\":\"level\"") && strstr(line, "\"scope\":\"gpu0\"") &&
+        strstr(line, "\"level\":\"warning\""))
+      level = true;
+    if (strstr(line, "\"event\":\"sample\"") && strstr(line, "\"index\":1,") &&
+        strstr(line, "\"gpu_bytes\":22020096000"))
+      sample = true;
+  }
+  int st = pclose(p);
+  unsetenv("FAKE_NVML_GPUS");
+  unsetenv("FAKE_NVML_PROCS");
+  CHECK_EQ_INT(WEXITSTATUS(st), 0);
+  CHECK_MSG(level, "no warning for gpu0");
+  CHECK_MSG(sample, "the sample lacks GPU 1 or this process's 21000 MiB");
+}
+
 int main(void) {
   HR_RUN(test_only_the_leak_is_reported);
   HR_RUN(test_sigterm_and_port_in_use);
+  HR_RUN(test_gpu_levels_through_fake_nvml);
   return hr_test_finish("test_watch_live");
 }
