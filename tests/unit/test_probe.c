@@ -886,8 +886,18 @@ static void test_cli_table_and_errors(void) {
   snprintf(args, sizeof args, "--root '%s' status --json --top 1", fixture("v2_limited"));
   CHECK_EQ_INT(run_cli(args, false, &out), 0);
   CHECK_CONTAINS(out, "\"processes\":[{\"pid\":100,");
-  CHECK_CONTAINS(out, "\"pss_bytes\":4198400000,"); /* read for the rows shown */
+  CHECK_CONTAINS(out, "\"pss_bytes\":null,"); /* PSS only when asked for */
   CHECK(!strstr(out, "\"pid\":200,"));
+  free(out);
+  snprintf(args, sizeof args, "--root '%s' status --json --top 1 --pss", fixture("v2_limited"));
+  CHECK_EQ_INT(run_cli(args, false, &out), 0);
+  CHECK_CONTAINS(out, "\"pss_bytes\":4198400000,");
+  free(out);
+  snprintf(args, sizeof args, "--root '%s' status --pss", fixture("procs_odd"));
+  CHECK_EQ_INT(run_cli(args, false, &out), 0);
+  CHECK_CONTAINS(out, "  5.86 MiB ");      /* pid 1's PSS column */
+  CHECK_CONTAINS(out, "kworker/0:0-eve "); /* names cut to their column */
+  CHECK_CONTAINS(out, "(2 processes left out: malformed /proc files)");
   free(out);
   snprintf(args, sizeof args, "--root '%s' status --filter OLLAMA,nothing", fixture("v2_limited"));
   CHECK_EQ_INT(run_cli(args, false, &out), 0);
