@@ -1,5 +1,6 @@
 # Thin wrapper over CMake. Each build type has its own folder under build/.
-#   make run       install what is missing, build, run headroom's main job
+#   make run       install what is missing, build, run headroom watch (its
+#                  embedded defaults; Ctrl-C ends it)
 #   make test      install, build, run every test (debug, address+undefined
 #                  sanitizers, thread sanitizer on threaded tests, pytest)
 #   make bench     build Release and write bench/results/*.md
@@ -38,8 +39,10 @@ asan: deps build/asan/Makefile
 tsan: deps build/tsan/Makefile
 	$(CMAKE) --build build/tsan -j $(JOBS)
 
+# The live view on a terminal (JSON lines when piped); Ctrl-C ends it,
+# committing history and giving the terminal back.
 run: build
-	./build/release/headroom status
+	./build/release/headroom watch
 
 test-debug: debug
 	cd build/debug && ctest --output-on-failure -j $(JOBS)

@@ -29,6 +29,19 @@
   X(listen, HR_OPT_STRING, "127.0.0.1:9835", 0, 0, NULL, "exporter address, or none")            \
   X(db, HR_OPT_STRING, "", 0, 0, NULL, "history database (default under $XDG_STATE_HOME)")       \
   X(retain, HR_OPT_DURATION, "7d", 60, 3650.0 * 86400, NULL, "history kept")                     \
+  X(hysteresis, HR_OPT_PERCENT, "3", 0, 50, NULL, "points under a threshold before a level clears") \
+  X(leak_min_rate, HR_OPT_SIZE, "2M", 1, 1099511627776.0, NULL,                                    \
+    "growth per minute a leak must exceed to alarm")                                                \
+  X(leak_min_samples, HR_OPT_INT, "30", 8, 100000, NULL, "samples a leak alarm needs at least")  \
+  X(idle_share, HR_OPT_PERCENT, "20", 0, 100, NULL, "GPU memory share an idle hog holds at least") \
+  X(idle_util, HR_OPT_PERCENT, "10", 0, 100, NULL, "GPU utilisation under which a GPU is idle")   \
+  X(idle_samples, HR_OPT_INT, "60", 1, 1000000, NULL, "idle samples in a row before an idle hog")  \
+  X(action_timeout, HR_OPT_DURATION, "10s", 0.1, 3600, NULL, "time a hook command may run")      \
+  X(allow_drop_caches, HR_OPT_BOOL, "false", 0, 0, NULL,                                          \
+    "aggressive mode may write /proc/sys/vm/drop_caches (root only)")                              \
+  X(history_flush, HR_OPT_DURATION, "5s", 0, 3600, NULL, "time between history commits")         \
+  X(proc_budget, HR_OPT_PERCENT, "0.8", 0.01, 100, NULL,                                           \
+    "share of a core reading processes may take; many processes are read less often")            \
   /* pool */                                                                                       \
   X(alloc_conf, HR_OPT_STRING, "", 0, 0, NULL, "pool configuration, PYTORCH_CUDA_ALLOC_CONF syntax") \
   /* residency */                                                                                  \

@@ -11,7 +11,9 @@ static void test_errors(void) {
   CHECK_STR(hr_strerror(-9999), "unknown error");
   CHECK_STR(hr_err_name(12345), "HR_E?");
   /* Every code in the list has a distinct name and a text. */
-#define ONE_(name, code, text) CHECK_STR(hr_err_name(code), #name); CHECK_STR(hr_strerror(code), text);
+#define ONE_(name, code, text)                                                                     \
+  CHECK_STR(hr_err_name(code), #name);                                                             \
+  CHECK_STR(hr_strerror(code), text);
   HR_ERRORS(ONE_)
 #undef ONE_
 }

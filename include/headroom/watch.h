@@ -1,0 +1,267 @@
+/* watch: the monitoring loop and what it decides and records.
+ *
+ * Levels (ok / warning / critical with hysteresis) for each GPU, the host and
+ * the cgroup; a per-process leak detector (Mann-Kendall trend test with a
+ * Theil-Sen slope over a window); idle-hog detection; actions by mode with a
+ * cooldown; a SQLite history; a Prometheus exporter over HTTP.
+ *
+ * hr_watch_feed() is the whole decision engine and takes snapshots from any
+ * source, so tests drive it with hand-built hr_snapshot_t values;
+ * hr_watch_run() is the loop that feeds it from hr_snapshot_take().
+ * Included by headroom/headroom.h; do not include it alone. */
+#ifndef HEADROOM_WATCH_H
+#define HEADROOM_WATCH_H
+
+#include <signal.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- levels ------------------------------------------------------------- */
+
+typedef enum hr_level {
+  HR_LEVEL_OK = 0,
+  HR_LEVEL_WARNING = 1,
+  HR_LEVEL_CRITICAL = 2,
+} hr_level_t;
+
+/* Returns "ok", "warning" or "critical". */
+HR_API const char *hr_level_name(hr_level_t level);
+
+/* Returns the level after `cur` given a use of `pct` percent. A level rises
+ * as soon as pct reaches its threshold, and falls only when pct is more than
+ * `hyst` points under it, so a value hovering at a threshold does not flap.
+ * A NaN pct (unknown) keeps the current level. */
+HR_API hr_level_t hr_level_update(hr_level_t cur, double pct, double warn, double crit,
+                                  double hyst);
+
+/* ---- leak detector ------------------------------------------------------ */
+
+/* Mann-Kendall trend test on y (n values in time order), with the variance
+ * corrected for ties. Writes the statistic S, the normal score z and the
+ * one-sided p-value of an increasing trend. Needs n >= 3; O(n^2). */
+HR_API int hr_mann_kendall(const double *y, size_t n, double *s, double *z, double *p_up);
+
+/* Theil-Sen slope: the median of the slopes over every pair (i < j) with
+ * t[j] > t[i]. Needs scratch room for n*(n-1)/2 doubles, or NULL to allocate.
+ * Returns 0, HR_EINVAL (fewer than 2 distinct times) or HR_ENOMEM. */
+HR_API int hr_theil_sen(const double *t, const double *y, size_t n, double *scratch, double *slope);
+
+typedef struct hr_leak_config {
+  double window_s;    /* samples older than this are dropped */
+  size_t min_samples; /* an alarm needs at least this many points */
+  double min_rate;    /* bytes per minute the slope must exceed */
+  double alpha;       /* one-sided significance of the trend; 0 means 0.0001 */
+  size_t max_points;  /* points kept per series (older ones merged); 0 means 120 */
+} hr_leak_config_t;
+
+typedef struct hr_leak_result {
+  bool suspected;
+  size_t n;             /* points in the window */
+  double span_s;        /* time the points cover */
+  double slope_per_min; /* Theil-Sen, bytes per minute */
+  double z, p;          /* Mann-Kendall */
+  double confidence;    /* 1 - p */
+  bool raised;          /* hr_leak_add: the alarm started with this sample */
+} hr_leak_result_t;
+
+/* Evaluates one series (times in seconds, values in bytes, time order)
+ * against the config. A trend alarms only when every test holds: enough
+ * points, a significant Mann-Kendall trend, a Theil-Sen slope over min_rate,
+ * each half of the window rising at a third of the slope at least, and the later
+ * half's median above the earlier half's by a share of the slope, and the
+ * growth over the window four times the residuals' median absolute
+ * deviation (noise) at least. The halves keep a step or load ramp followed by a plateau and a
+ * sawtooth quiet; the price is that a leak starting in a long flat history is found once it fills
+ * about half the window. */
+HR_API int hr_leak_evaluate(const hr_leak_config_t *cfg, const double *t, const double *y, size_t n,
+                            hr_leak_result_t *out);
+
+typedef struct hr_leak hr_leak_t;
+
+/* Series per (pid, start time, series number); a pid that comes back with
+ * another start time is a new process and starts a new series. */
+HR_API int hr_leak_create(const hr_leak_config_t *cfg, hr_leak_t **out);
+HR_API void hr_leak_destroy(hr_leak_t *d);
+
+/* Adds one sample and evaluates the series; `out` (may be NULL) gets the
+ * result. Only a series whose later points stand above its earlier ones is
+ * put through the tests, which keeps a sample of a thousand flat processes
+ * cheap. An alarm stays raised until the slope falls under half of min_rate
+ * or the process goes. Values of HR_UNKNOWN are skipped. Returns 0 or
+ * HR_ENOMEM. */
+HR_API int hr_leak_add(hr_leak_t *d, int pid, uint64_t start_ticks, int series, double t,
+                       uint64_t bytes, hr_leak_result_t *out);
+/* The Theil-Sen slope (bytes per minute) of a series over its window, for
+ * display; HR_ENOENT when there is no such series or too few points. */
+HR_API int hr_leak_slope(hr_leak_t *d, int pid, uint64_t start_ticks, int series, double *per_min);
+/* Forgets series not updated since `before` (processes that exited). */
+HR_API void hr_leak_prune(hr_leak_t *d, double before);
+/* Number of series held. */
+HR_API size_t hr_leak_count(const hr_leak_t *d);
+
+/* ---- history (SQLite) --------------------------------------------------- */
+
+typedef struct hr_history hr_history_t;
+
+/* The schema version this library writes; older files are migrated. */
+#define HR_HISTORY_SCHEMA 2
+
+/* Opens or creates the database at `path` (WAL mode), creating its folder,
+ * and migrates an older schema. A path that cannot be written is HR_EPERM or
+ * HR_EIO with the path and SQLite's reason in err. A newer schema than this
+ * library knows is HR_EVERSION. */
+HR_API int hr_history_open(const char *path, hr_history_t **out, char *err, size_t errlen);
+/* Commits what is pending and closes. */
+HR_API void hr_history_close(hr_history_t *h);
+
+/* The default path: $XDG_STATE_HOME/headroom/history.db, else
+ * ~/.local/state/headroom/history.db. */
+HR_API int hr_history_default_path(char *buf, size_t n);
+
+/* Queues a sample: host, cgroup, each GPU, and the `top` processes with the
+ * most RSS plus GPU memory. Writes go into an open transaction that
+ * hr_history_flush() commits. */
+HR_API int hr_history_add_snapshot(hr_history_t *h, const hr_snapshot_t *s, size_t top, char *err,
+                                   size_t errlen);
+/* Queues an event (kind as in the event JSON, pid 0 when none). */
+HR_API int hr_history_add_event(hr_history_t *h, double time, const char *kind, int pid,
+                                const char *name, const char *json, char *err, size_t errlen);
+/* Commits the open batch. A full disk is HR_ENOSPC, other failures HR_EIO;
+ * the batch is dropped and the next one starts afresh. */
+HR_API int hr_history_flush(hr_history_t *h, char *err, size_t errlen);
+/* Deletes samples and events older than `before` (seconds since the epoch). */
+HR_API int hr_history_prune(hr_history_t *h, double before, char *err, size_t errlen);
+/* Rows queued since the last successful flush. */
+HR_API size_t hr_history_pending(const hr_history_t *h);
+
+/* One row of a query. For scope samples, pid is 0 and name the scope
+ * ("host", "cgroup", "gpu0"); for processes, scope is "proc". */
+typedef struct hr_history_row {
+  double time;
+  char scope[16];
+  int pid;
+  char name[64];
+  uint64_t used_bytes, total_bytes; /* proc: used = rss, total = gpu bytes */
+} hr_history_row_t;
+
+typedef struct hr_history_event {
+  double time;
+  char kind[16];
+  int pid;
+  char name[64];
+  char *json; /* owned by the array */
+} hr_history_event_t;
+
+/* Reads samples (pid 0: every scope and process; pid > 0: only that process)
+ * and events from `since` on. Arrays are malloc'd; free them with
+ * hr_history_free_rows(). */
+HR_API int hr_history_query(hr_history_t *h, double since, int pid, hr_history_row_t **rows,
+                            size_t *n_rows, hr_history_event_t **events, size_t *n_events,
+                            char *err, size_t errlen);
+HR_API void hr_history_free_rows(hr_history_row_t *rows, hr_history_event_t *events,
+                                 size_t n_events);
+
+/* ---- exporter (HTTP) ---------------------------------------------------- */
+
+typedef struct hr_exporter hr_exporter_t;
+
+/* Serves GET /metrics and GET /api/snapshot on `listen` ("HOST:PORT"; port 0
+ * picks a free one) from a thread of its own. A port in use is HR_EBUSY, a
+ * bad address HR_EINVAL, each with a message in err. */
+HR_API int hr_exporter_start(const char *listen, hr_exporter_t **out, char *err, size_t errlen);
+HR_API void hr_exporter_stop(hr_exporter_t *e);
+/* The port it listens on. */
+HR_API int hr_exporter_port(const hr_exporter_t *e);
+/* Replaces the documents it serves (copied). Thread-safe. */
+HR_API int hr_exporter_publish(hr_exporter_t *e, const char *metrics, const char *snapshot_json);
+
+/* ---- watch -------------------------------------------------------------- */
+
+typedef enum hr_event_kind {
+  HR_EVENT_SAMPLE = 0,
+  HR_EVENT_LEVEL,
+  HR_EVENT_LEAK,
+  HR_EVENT_IDLE_HOG,
+  HR_EVENT_OOM_KILL,
+  HR_EVENT_EXIT,
+  HR_EVENT_ACTION,
+  HR_EVENT_ERROR,
+  HR_EVENT_KINDS_
+} hr_event_kind_t;
+
+/* Returns "sample", "level", "leak", "idle_hog", "oom_kill", "exit",
+ * "action" or "error". */
+HR_API const char *hr_event_kind_name(hr_event_kind_t k);
+
+typedef struct hr_watch_event {
+  hr_event_kind_t kind;
+  double time;
+  int pid;        /* 0 when no process is concerned */
+  char name[64];  /* process name, or empty */
+  char scope[16]; /* "host", "cgroup", "gpu0" for levels */
+  hr_level_t level, prev_level;
+  const char *json; /* the whole event as one JSON object; valid during the callback */
+} hr_watch_event_t;
+
+typedef void (*hr_watch_event_fn)(const hr_watch_event_t *ev, void *arg);
+
+typedef struct hr_watch hr_watch_t;
+
+/* Takes a snapshot for the loop; hr_snapshot_take() by default. Tests and
+ * benchmarks set another. */
+typedef int (*hr_watch_sampler_fn)(void *arg, hr_snapshot_t **out);
+
+/* Creates the engine from options (interval, mode, thresholds, leak_*, idle_*,
+ * cooldown, on_warning, on_critical, action_timeout, allow_drop_caches,
+ * filter, top). Does not open history or the exporter: see
+ * hr_watch_attach_history() and hr_watch_attach_exporter(). */
+HR_API int hr_watch_create(const hr_options_t *opts, hr_watch_t **out, char *err, size_t errlen);
+HR_API void hr_watch_destroy(hr_watch_t *w);
+
+HR_API void hr_watch_on_event(hr_watch_t *w, hr_watch_event_fn fn, void *arg);
+HR_API void hr_watch_set_sampler(hr_watch_t *w, hr_watch_sampler_fn fn, void *arg);
+/* The watch does not own these; they must outlive it or be detached (NULL). */
+HR_API void hr_watch_attach_history(hr_watch_t *w, hr_history_t *h);
+HR_API void hr_watch_attach_exporter(hr_watch_t *w, hr_exporter_t *e);
+
+/* Processes one snapshot: levels, leaks, idle hogs, OOM kills, exits,
+ * actions, history, exporter documents; events go to the callback, the sample
+ * event last. Takes ownership of `s` (freed on the next feed or at destroy). */
+HR_API int hr_watch_feed(hr_watch_t *w, hr_snapshot_t *s);
+
+/* Samples every interval until *stop becomes non-zero or `count` samples are
+ * taken (0: no limit). A sampler failure is an error event and the loop goes
+ * on; returns 0, or the sampler's code when the first sample fails. */
+HR_API int hr_watch_run(hr_watch_t *w, volatile sig_atomic_t *stop, uint64_t count);
+
+/* What the live view needs, valid until the next feed. */
+typedef struct hr_watch_proc_view {
+  const hr_proc_t *proc;
+  double rss_per_min, gpu_per_min; /* Theil-Sen over the window; 0 when too few points */
+  bool leak;
+} hr_watch_proc_view_t;
+
+typedef struct hr_watch_view {
+  const hr_snapshot_t *snap; /* NULL before the first feed */
+  hr_level_t host, cgroup;
+  const hr_level_t *gpus; /* one per snapshot GPU */
+  size_t n_top;
+  const hr_watch_proc_view_t *top; /* largest RSS + GPU first */
+  uint64_t events_total[HR_EVENT_KINDS_];
+  double cpu_s_last; /* CPU time the last feed took, seconds */
+} hr_watch_view_t;
+
+HR_API void hr_watch_get_view(const hr_watch_t *w, hr_watch_view_t *out);
+
+/* The Prometheus text (format 0.0.4) and status JSON of the last feed, as
+ * malloc'd strings the caller frees. */
+HR_API int hr_watch_metrics(const hr_watch_t *w, char **out);
+HR_API int hr_watch_status_json(const hr_watch_t *w, char **out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* HEADROOM_WATCH_H */

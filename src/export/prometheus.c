@@ -1,0 +1,177 @@
+/* Prometheus text exposition (format 0.0.4) of the last sample.
+ *
+ * Each metric family gets its HELP and TYPE lines once, then its samples.
+ * Names follow Prometheus conventions: base units (bytes, ratios), `_total`
+ * for counters. Per-process series are limited to the top N processes and
+ * those with a leak suspected, so the number of series stays bounded however
+ * many processes the host runs. Label values are escaped as the format
+ * requires (backslash, double quote, newline). */
+#include "export/export.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+void hr__buf_printf(hr__buf_t *b, const char *fmt, ...) {
+  if (b->failed) return;
+  for (;;) {
+    size_t room = b->cap - b->len;
+    va_list ap;
+    va_start(ap, fmt);
+    int w = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? room : 0, fmt, ap);
+    va_end(ap);
+    if (w < 0) {
+      b->failed = true;
+      return;
+    }
+    if (b->s && (size_t)w < room) {
+      b->len += (size_t)w;
+      return;
+    }
+    size_t nc = b->cap ? b->cap : 4096;
+    while (nc < b->len + (size_t)w + 1) nc *= 2;
+    char *p = realloc(b->s, nc);
+    if (!p) {
+      b->failed = true;
+      return;
+    }
+    b->s = p, b->cap = nc;
+  }
+}
+
+void hr__buf_json_str(hr__buf_t *b, const char *s) {
+  hr__buf_printf(b, "\"");
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (*p == '"' || *p == '\\')
+      hr__buf_printf(b, "\\%c", *p);
+    else if (*p == '\n')
+      hr__buf_printf(b, "\\n");
+    else if (*p < 0x20)
+      hr__buf_printf(b, "\\u%04x", *p);
+    else
+      hr__buf_printf(b, "%c", *p);
+  }
+  hr__buf_printf(b, "\"");
+}
+
+/* Appends a label value, escaped for the text format. */
+static void label(hr__buf_t *b, const char *s) {
+  for (const char *p = s; *p; p++) {
+    if (*p == '\\')
+      hr__buf_printf(b, "\\\\");
+    else if (*p == '"')
+      hr__buf_printf(b, "\\\"");
+    else if (*p == '\n')
+      hr__buf_printf(b, "\\n");
+    else
+      hr__buf_printf(b, "%c", *p);
+  }
+}
+
+static void family(hr__buf_t *b, const char *name, const char *type, const char *help) {
+  hr__buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void gpu_sample(hr__buf_t *b, const char *name, const hr_gpu_t *g, const char *value) {
+  hr__buf_printf(b, "%s{gpu=\"%u\",uuid=\"", name, g->index);
+  label(b, g->uuid);
+  hr__buf_printf(b, "\",name=\"");
+  label(b, g->name);
+  hr__buf_printf(b, "\"} %s\n", value);
+}
+
+static void proc_sample(hr__buf_t *b, const char *name, const hr_proc_t *p, uint64_t v) {
+  hr__buf_printf(b, "%s{pid=\"%d\",name=\"", name, p->pid);
+  label(b, p->name);
+  hr__buf_printf(b, "\"} %" PRIu64 "\n", v);
+}
+
+static const char *u64s(char *buf, size_t n, uint64_t v) {
+  if (v == HR_UNLIMITED)
+    snprintf(buf, n, "+Inf");
+  else
+    snprintf(buf, n, "%" PRIu64, v);
+  return buf;
+}
+
+int hr__prom_render(const hr__prom_input_t *in, char **out) {
+  if (!in || !in->snap || !out) return HR_EINVAL;
+  const hr_snapshot_t *s = in->snap;
+  hr__buf_t b = {0};
+  char v[32];
+
+  family(&b, "headroom_build_info", "gauge", "headroom version; always 1");
+  hr__buf_printf(&b, "headroom_build_info{version=\"%s\"} 1\n", hr_version());
+
+  family(&b, "headroom_gpu_memory_used_bytes", "gauge", "GPU memory in use");
+  for (size_t i = 0; i < s->n_gpus; i++)
+    if (s->gpus[i].used_bytes != HR_UNKNOWN)
+      gpu_sample(&b, "headroom_gpu_memory_used_bytes", &s->gpus[i],
+                 u64s(v, sizeof v, s->gpus[i].used_bytes));
+  family(&b, "headroom_gpu_memory_total_bytes", "gauge", "GPU memory in all");
+  for (size_t i = 0; i < s->n_gpus; i++)
+    if (s->gpus[i].total_bytes != HR_UNKNOWN)
+      gpu_sample(&b, "headroom_gpu_memory_total_bytes", &s->gpus[i],
+                 u64s(v, sizeof v, s->gpus[i].total_bytes));
+  family(&b, "headroom_gpu_utilization_ratio", "gauge", "GPU busy share over the last period");
+  for (size_t i = 0; i < s->n_gpus; i++)
+    if (s->gpus[i].util_gpu >= 0) {
+      snprintf(v, sizeof v, "%g", s->gpus[i].util_gpu / 100.0);
+      gpu_sample(&b, "headroom_gpu_utilization_ratio", &s->gpus[i], v);
+    }
+
+  if (s->host_state == HR_PROBE_OK) {
+    family(&b, "headroom_host_memory_available_bytes", "gauge",
+           "host memory available for new work (MemAvailable)");
+    hr__buf_printf(&b, "headroom_host_memory_available_bytes %s\n",
+                   u64s(v, sizeof v, s->host.available_bytes));
+    family(&b, "headroom_host_memory_total_bytes", "gauge", "host memory in all (MemTotal)");
+    hr__buf_printf(&b, "headroom_host_memory_total_bytes %s\n",
+                   u64s(v, sizeof v, s->host.total_bytes));
+  }
+  if (s->cgroup.state == HR_PROBE_OK) {
+    family(&b, "headroom_cgroup_memory_limit_bytes", "gauge",
+           "effective memory limit of headroom's cgroup; +Inf when unlimited");
+    hr__buf_printf(&b, "headroom_cgroup_memory_limit_bytes %s\n",
+                   u64s(v, sizeof v, s->cgroup.limit_bytes));
+    family(&b, "headroom_cgroup_memory_usage_bytes", "gauge",
+           "memory use of headroom's cgroup, without inactive file cache");
+    hr__buf_printf(&b, "headroom_cgroup_memory_usage_bytes %s\n",
+                   u64s(v, sizeof v, s->cgroup.usage_bytes));
+  }
+
+  family(&b, "headroom_process_gpu_memory_bytes", "gauge",
+         "GPU memory held by a process (top processes only)");
+  for (size_t i = 0; i < in->n_top; i++)
+    proc_sample(&b, "headroom_process_gpu_memory_bytes", in->top[i].proc,
+                in->top[i].proc->gpu_bytes);
+  family(&b, "headroom_process_rss_bytes", "gauge", "resident memory of a process (top only)");
+  for (size_t i = 0; i < in->n_top; i++)
+    if (in->top[i].proc->rss_bytes != HR_UNKNOWN)
+      proc_sample(&b, "headroom_process_rss_bytes", in->top[i].proc, in->top[i].proc->rss_bytes);
+
+  family(&b, "headroom_level", "gauge", "0 ok, 1 warning, 2 critical");
+  if (s->host_state == HR_PROBE_OK)
+    hr__buf_printf(&b, "headroom_level{scope=\"host\"} %d\n", in->host);
+  if (s->cgroup.state == HR_PROBE_OK)
+    hr__buf_printf(&b, "headroom_level{scope=\"cgroup\"} %d\n", in->cgroup);
+  for (size_t i = 0; i < s->n_gpus && in->gpus; i++)
+    hr__buf_printf(&b, "headroom_level{scope=\"gpu%u\"} %d\n", s->gpus[i].index, in->gpus[i]);
+
+  family(&b, "headroom_leak_suspected", "gauge", "1 while a leak is suspected in a process");
+  for (size_t i = 0; i < in->n_leaks; i++)
+    proc_sample(&b, "headroom_leak_suspected", in->leaks[i].proc, 1);
+
+  family(&b, "headroom_events_total", "counter", "events since watch started, by kind");
+  for (int k = 0; k < HR_EVENT_KINDS_; k++)
+    hr__buf_printf(&b, "headroom_events_total{kind=\"%s\"} %" PRIu64 "\n",
+                   hr_event_kind_name((hr_event_kind_t)k),
+                   in->events_total ? in->events_total[k] : 0);
+  if (b.failed) {
+    free(b.s);
+    return HR_ENOMEM;
+  }
+  *out = b.s;
+  return 0;
+}

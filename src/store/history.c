@@ -1,0 +1,432 @@
+/* History: samples and events in one SQLite file.
+ *
+ * WAL mode with synchronous=NORMAL: a killed writer loses at most the open
+ * transaction and never corrupts the file (SQLite's own guarantee; power loss
+ * may also lose the last commits). Writes go into one open transaction that
+ * hr_history_flush() commits, so a sample costs no fsync. The schema version
+ * is PRAGMA user_version; each step in `migrations` takes a file from one
+ * version to the next inside a transaction, so a failed migration leaves the
+ * old version whole.
+ *
+ * Version 1 had samples and events (without the process name); version 2
+ * adds events.name and the per-process table proc_samples. */
+#include "store/store.h"
+
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct hr_history {
+  sqlite3 *db;
+  char path[1024];
+  bool in_tx;
+  size_t pending;
+  sqlite3_stmt *ins_sample, *ins_proc, *ins_event;
+};
+
+/* The schema at version 1, kept to test migrations from it. */
+const char hr__history_schema_v1[] =
+    "CREATE TABLE samples(time REAL NOT NULL, scope TEXT NOT NULL, used_bytes INTEGER,"
+    " total_bytes INTEGER);"
+    "CREATE INDEX samples_time ON samples(time);"
+    "CREATE TABLE events(time REAL NOT NULL, kind TEXT NOT NULL, pid INTEGER, json TEXT);"
+    "CREATE INDEX events_time ON events(time);"
+    "PRAGMA user_version = 1;";
+
+/* migrations[v] takes a file from version v to v + 1. */
+static const char *const migrations[] = {
+    /* 0 -> 1: a new file. */
+    hr__history_schema_v1,
+    /* 1 -> 2 */
+    "ALTER TABLE events ADD COLUMN name TEXT;"
+    "CREATE TABLE proc_samples(time REAL NOT NULL, pid INTEGER NOT NULL, start_ticks INTEGER,"
+    " name TEXT, rss_bytes INTEGER, rss_anon_bytes INTEGER, gpu_bytes INTEGER);"
+    "CREATE INDEX proc_samples_time ON proc_samples(time);"
+    "CREATE INDEX proc_samples_pid ON proc_samples(pid, time);"
+    "PRAGMA user_version = 2;",
+};
+_Static_assert(sizeof migrations / sizeof migrations[0] == HR_HISTORY_SCHEMA,
+               "one migration per schema version");
+
+/* Maps an SQLite result to an HR_E* code and writes "what: path: reason". */
+static int db_err(hr_history_t *h, int src, char *err, size_t errlen, const char *what) {
+  int code = src & 0xff;
+  int rc = code == SQLITE_FULL                               ? HR_ENOSPC
+           : code == SQLITE_READONLY || code == SQLITE_PERM  ? HR_EPERM
+           : code == SQLITE_CANTOPEN || code == SQLITE_AUTH  ? HR_EPERM
+           : code == SQLITE_BUSY || code == SQLITE_LOCKED    ? HR_EBUSY
+           : code == SQLITE_CORRUPT || code == SQLITE_NOTADB ? HR_EPARSE
+           : code == SQLITE_NOMEM                            ? HR_ENOMEM
+                                                             : HR_EIO;
+  const char *why = h && h->db ? sqlite3_errmsg(h->db) : sqlite3_errstr(src);
+  if (code == SQLITE_FULL) why = "disk full (or the database reached its size limit)";
+  return hr__err(err, errlen, rc, "history %s: %s: %s", what, h ? h->path : "?", why);
+}
+
+int hr__history_exec(hr_history_t *h, const char *sql, char *err, size_t errlen) {
+  int rc = sqlite3_exec(h->db, sql, NULL, NULL, NULL);
+  return rc == SQLITE_OK ? 0 : db_err(h, rc, err, errlen, "exec");
+}
+
+/* Creates the folders above `path` (like mkdir -p), leaving the last part. */
+static int make_parents(const char *path, char *err, size_t errlen) {
+  char buf[1024];
+  hr__strlcpy(buf, path, sizeof buf);
+  for (char *p = buf + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = '\0';
+    if (mkdir(buf, 0700) != 0 && errno != EEXIST) {
+      int e = errno;
+      return hr__err(err, errlen, e == EACCES || e == EROFS || e == EPERM ? HR_EPERM : HR_EIO,
+                     "history: cannot create folder %s: %s", buf, strerror(e));
+    }
+    *p = '/';
+  }
+  return 0;
+}
+
+int hr_history_default_path(char *buf, size_t n) {
+  const char *state = getenv("XDG_STATE_HOME");
+  int w;
+  if (state && *state)
+    w = snprintf(buf, n, "%s/headroom/history.db", state);
+  else {
+    const char *home = getenv("HOME");
+    if (!home || !*home) return HR_ENOENT;
+    w = snprintf(buf, n, "%s/.local/state/headroom/history.db", home);
+  }
+  return w < 0 || (size_t)w >= n ? HR_ERANGE : 0;
+}
+
+static int migrate(hr_history_t *h, char *err, size_t errlen) {
+  sqlite3_stmt *st = NULL;
+  int version = 0, rc = sqlite3_prepare_v2(h->db, "PRAGMA user_version", -1, &st, NULL);
+  if (rc != SQLITE_OK) return db_err(h, rc, err, errlen, "open");
+  if ((rc = sqlite3_step(st)) == SQLITE_ROW) version = sqlite3_column_int(st, 0);
+  sqlite3_finalize(st);
+  if (rc != SQLITE_ROW) return db_err(h, rc, err, errlen, "open");
+  if (version > HR_HISTORY_SCHEMA)
+    return hr__err(err, errlen, HR_EVERSION,
+                   "history: %s: schema version %d is newer than this headroom (%d)", h->path,
+                   version, HR_HISTORY_SCHEMA);
+  for (int v = version; v < HR_HISTORY_SCHEMA; v++) {
+    if ((rc = sqlite3_exec(h->db, "BEGIN IMMEDIATE", NULL, NULL, NULL)) != SQLITE_OK)
+      return db_err(h, rc, err, errlen, "migrate");
+    rc = sqlite3_exec(h->db, migrations[v], NULL, NULL, NULL);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(h->db, "COMMIT", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+      int r = db_err(h, rc, err, errlen, "migrate");
+      sqlite3_exec(h->db, "ROLLBACK", NULL, NULL, NULL);
+      return r;
+    }
+    if (v > 0) hr__log(HR_LOG_INFO, "history: %s: schema %d -> %d", h->path, v, v + 1);
+  }
+  return 0;
+}
+
+int hr_history_open(const char *path, hr_history_t **out, char *err, size_t errlen) {
+  if (!path || !*path || !out) return hr__err(err, errlen, HR_EINVAL, "history: no path");
+  *out = NULL;
+  hr_history_t *h = calloc(1, sizeof *h);
+  if (!h) return HR_ENOMEM;
+  hr__strlcpy(h->path, path, sizeof h->path);
+  int rc = make_parents(path, err, errlen);
+  if (rc) goto out;
+  int src = sqlite3_open_v2(path, &h->db,
+                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+  if (src != SQLITE_OK) {
+    rc = db_err(h, src, err, errlen, "open");
+    goto out;
+  }
+  sqlite3_busy_timeout(h->db, 2000);
+  /* journal_mode answers with the mode it got; a read-only file answers
+   * without switching, which the write in migrate() or the check below
+   * turns into a clear error. */
+  sqlite3_stmt *st = NULL;
+  if ((src = sqlite3_prepare_v2(h->db, "PRAGMA journal_mode=WAL", -1, &st, NULL)) != SQLITE_OK ||
+      (src = sqlite3_step(st)) != SQLITE_ROW) {
+    sqlite3_finalize(st);
+    rc = db_err(h, src, err, errlen, "open");
+    goto out;
+  }
+  bool wal = strcmp((const char *)sqlite3_column_text(st, 0), "wal") == 0;
+  sqlite3_finalize(st);
+  if ((rc = hr__history_exec(h, "PRAGMA synchronous=NORMAL", err, errlen)) != 0) goto out;
+  if ((rc = migrate(h, err, errlen)) != 0) goto out;
+  if (!wal || sqlite3_db_readonly(h->db, "main") == 1) {
+    rc = hr__err(err, errlen, HR_EPERM, "history open: %s: the database is read-only", path);
+    goto out;
+  }
+  if ((src = sqlite3_prepare_v2(h->db, "INSERT INTO samples VALUES(?,?,?,?)", -1, &h->ins_sample,
+                                NULL)) != SQLITE_OK ||
+      (src = sqlite3_prepare_v2(h->db, "INSERT INTO proc_samples VALUES(?,?,?,?,?,?,?)", -1,
+                                &h->ins_proc, NULL)) != SQLITE_OK ||
+      (src = sqlite3_prepare_v2(h->db,
+                                "INSERT INTO events(time,kind,pid,name,json) VALUES(?,?,?,?,?)", -1,
+                                &h->ins_event, NULL)) != SQLITE_OK) {
+    rc = db_err(h, src, err, errlen, "open");
+    goto out;
+  }
+out:
+  if (rc) {
+    hr_history_close(h);
+    return rc;
+  }
+  *out = h;
+  return 0;
+}
+
+void hr_history_close(hr_history_t *h) {
+  if (!h) return;
+  if (h->in_tx) hr_history_flush(h, NULL, 0);
+  sqlite3_finalize(h->ins_sample);
+  sqlite3_finalize(h->ins_proc);
+  sqlite3_finalize(h->ins_event);
+  sqlite3_close(h->db);
+  free(h);
+}
+
+size_t hr_history_pending(const hr_history_t *h) {
+  return h ? h->pending : 0;
+}
+
+static int begin(hr_history_t *h, char *err, size_t errlen) {
+  if (h->in_tx) return 0;
+  int rc = sqlite3_exec(h->db, "BEGIN", NULL, NULL, NULL);
+  if (rc != SQLITE_OK) return db_err(h, rc, err, errlen, "write");
+  h->in_tx = true;
+  return 0;
+}
+
+/* Steps an INSERT and resets it for the next use. */
+static int step_insert(hr_history_t *h, sqlite3_stmt *st, char *err, size_t errlen) {
+  int rc = sqlite3_step(st);
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  if (rc != SQLITE_DONE) return db_err(h, rc, err, errlen, "write");
+  h->pending++;
+  return 0;
+}
+
+static int64_t i64(uint64_t v) {
+  return v == HR_UNKNOWN || v > INT64_MAX ? -1 : (int64_t)v;
+}
+
+static int add_scope(hr_history_t *h, double t, const char *scope, uint64_t used, uint64_t total,
+                     char *err, size_t errlen) {
+  sqlite3_bind_double(h->ins_sample, 1, t);
+  sqlite3_bind_text(h->ins_sample, 2, scope, -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int64(h->ins_sample, 3, i64(used));
+  sqlite3_bind_int64(h->ins_sample, 4, i64(total));
+  return step_insert(h, h->ins_sample, err, errlen);
+}
+
+/* Process weight for "top": what it holds in RAM and on GPUs. */
+static uint64_t proc_weight(const hr_proc_t *p) {
+  return (p->rss_bytes == HR_UNKNOWN ? 0 : p->rss_bytes) + p->gpu_bytes;
+}
+
+int hr__top_procs(const hr_snapshot_t *s, size_t top, const bool *keep, size_t *idx) {
+  /* Partial selection: top is small (tens), procs are up to thousands. */
+  size_t k = 0;
+  for (size_t i = 0; i < s->n_procs; i++) {
+    const hr_proc_t *p = &s->procs[i];
+    if (p->kernel_thread || proc_weight(p) == 0 || (keep && !keep[i])) continue;
+    uint64_t w = proc_weight(p);
+    size_t pos = k < top ? k++ : top;
+    if (pos == top && (top == 0 || w <= proc_weight(&s->procs[idx[top - 1]]))) continue;
+    if (pos == top) pos = top - 1;
+    while (pos > 0 && proc_weight(&s->procs[idx[pos - 1]]) < w) {
+      idx[pos] = idx[pos - 1];
+      pos--;
+    }
+    idx[pos] = i;
+  }
+  return (int)k;
+}
+
+int hr_history_add_snapshot(hr_history_t *h, const hr_snapshot_t *s, size_t top, char *err,
+                            size_t errlen) {
+  if (!h || !s) return HR_EINVAL;
+  int rc = begin(h, err, errlen);
+  if (rc) return rc;
+  if (s->host_state == HR_PROBE_OK && s->host.total_bytes != HR_UNKNOWN &&
+      s->host.available_bytes != HR_UNKNOWN &&
+      (rc = add_scope(h, s->time, "host", s->host.total_bytes - s->host.available_bytes,
+                      s->host.total_bytes, err, errlen)) != 0)
+    return rc;
+  if (s->cgroup.state == HR_PROBE_OK &&
+      (rc = add_scope(h, s->time, "cgroup", s->cgroup.usage_bytes,
+                      s->cgroup.limit_bytes == HR_UNLIMITED ? HR_UNKNOWN : s->cgroup.limit_bytes,
+                      err, errlen)) != 0)
+    return rc;
+  for (size_t i = 0; i < s->n_gpus; i++) {
+    char scope[16];
+    snprintf(scope, sizeof scope, "gpu%u", s->gpus[i].index);
+    if ((rc = add_scope(h, s->time, scope, s->gpus[i].used_bytes, s->gpus[i].total_bytes, err,
+                        errlen)) != 0)
+      return rc;
+  }
+  size_t *idx = top ? malloc(top * sizeof *idx) : NULL;
+  if (top && !idx) return HR_ENOMEM;
+  int k = hr__top_procs(s, top, NULL, idx);
+  for (int j = 0; j < k && rc == 0; j++) {
+    const hr_proc_t *p = &s->procs[idx[j]];
+    sqlite3_stmt *st = h->ins_proc;
+    sqlite3_bind_double(st, 1, s->time);
+    sqlite3_bind_int(st, 2, p->pid);
+    sqlite3_bind_int64(st, 3, i64(p->start_ticks));
+    sqlite3_bind_text(st, 4, p->name, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 5, i64(p->rss_bytes));
+    sqlite3_bind_int64(st, 6, i64(p->rss_anon_bytes));
+    sqlite3_bind_int64(st, 7, i64(p->gpu_bytes));
+    rc = step_insert(h, st, err, errlen);
+  }
+  free(idx);
+  return rc;
+}
+
+int hr_history_add_event(hr_history_t *h, double time, const char *kind, int pid, const char *name,
+                         const char *json, char *err, size_t errlen) {
+  if (!h || !kind) return HR_EINVAL;
+  int rc = begin(h, err, errlen);
+  if (rc) return rc;
+  sqlite3_stmt *st = h->ins_event;
+  sqlite3_bind_double(st, 1, time);
+  sqlite3_bind_text(st, 2, kind, -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int(st, 3, pid);
+  sqlite3_bind_text(st, 4, name ? name : "", -1, SQLITE_TRANSIENT);
+  sqlite3_bind_text(st, 5, json ? json : "{}", -1, SQLITE_TRANSIENT);
+  return step_insert(h, st, err, errlen);
+}
+
+int hr_history_flush(hr_history_t *h, char *err, size_t errlen) {
+  if (!h) return HR_EINVAL;
+  if (!h->in_tx) return 0;
+  int rc = sqlite3_exec(h->db, "COMMIT", NULL, NULL, NULL);
+  if (rc == SQLITE_OK) {
+    h->in_tx = false;
+    h->pending = 0;
+    return 0;
+  }
+  int r = db_err(h, rc, err, errlen, "commit");
+  /* The batch is lost; roll back so the next batch starts from a clean
+   * state instead of piling onto a transaction that cannot commit. */
+  sqlite3_exec(h->db, "ROLLBACK", NULL, NULL, NULL);
+  h->in_tx = false;
+  h->pending = 0;
+  return r;
+}
+
+int hr_history_prune(hr_history_t *h, double before, char *err, size_t errlen) {
+  if (!h) return HR_EINVAL;
+  int rc = begin(h, err, errlen);
+  if (rc) return rc;
+  static const char *const sql[] = {"DELETE FROM samples WHERE time < ?",
+                                    "DELETE FROM proc_samples WHERE time < ?",
+                                    "DELETE FROM events WHERE time < ?"};
+  for (size_t i = 0; i < HR_ARRAY_LEN(sql); i++) {
+    sqlite3_stmt *st = NULL;
+    int src = sqlite3_prepare_v2(h->db, sql[i], -1, &st, NULL);
+    if (src == SQLITE_OK) {
+      sqlite3_bind_double(st, 1, before);
+      src = sqlite3_step(st);
+    }
+    sqlite3_finalize(st);
+    if (src != SQLITE_DONE) return db_err(h, src, err, errlen, "prune");
+  }
+  return 0;
+}
+
+/* Grows *arr by one element of `size` bytes; returns the new element. */
+static void *push(void **arr, size_t *n, size_t *cap, size_t size) {
+  if (*n == *cap) {
+    size_t nc = *cap ? *cap * 2 : 256;
+    void *p = realloc(*arr, nc * size);
+    if (!p) return NULL;
+    *arr = p, *cap = nc;
+  }
+  void *e = (char *)*arr + (*n)++ * size;
+  memset(e, 0, size);
+  return e;
+}
+
+static uint64_t u64(sqlite3_stmt *st, int col) {
+  int64_t v = sqlite3_column_int64(st, col);
+  return v < 0 ? HR_UNKNOWN : (uint64_t)v;
+}
+
+static const char *text(sqlite3_stmt *st, int col) {
+  const char *s = (const char *)sqlite3_column_text(st, col);
+  return s ? s : "";
+}
+
+int hr_history_query(hr_history_t *h, double since, int pid, hr_history_row_t **rows,
+                     size_t *n_rows, hr_history_event_t **events, size_t *n_events, char *err,
+                     size_t errlen) {
+  if (!h || !rows || !n_rows || !events || !n_events) return HR_EINVAL;
+  *rows = NULL, *events = NULL, *n_rows = *n_events = 0;
+  size_t cap_r = 0, cap_e = 0;
+  sqlite3_stmt *st = NULL;
+  int rc = 0, src;
+  const char *q_rows = pid > 0 ? "SELECT time,'proc',pid,name,rss_bytes,gpu_bytes FROM proc_samples"
+                                 " WHERE time >= ?1 AND pid = ?2 ORDER BY time"
+                               : "SELECT time,scope,0,scope,used_bytes,total_bytes FROM samples"
+                                 " WHERE time >= ?1 UNION ALL"
+                                 " SELECT time,'proc',pid,name,rss_bytes,gpu_bytes FROM"
+                                 " proc_samples WHERE time >= ?1 ORDER BY 1";
+  const char *q_events = pid > 0 ? "SELECT time,kind,pid,name,json FROM events WHERE time >= ?1"
+                                   " AND pid = ?2 ORDER BY time"
+                                 : "SELECT time,kind,pid,name,json FROM events WHERE time >= ?1"
+                                   " ORDER BY time";
+  if ((src = sqlite3_prepare_v2(h->db, q_rows, -1, &st, NULL)) != SQLITE_OK) goto fail;
+  sqlite3_bind_double(st, 1, since);
+  if (pid > 0) sqlite3_bind_int(st, 2, pid);
+  while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+    hr_history_row_t *r = push((void **)rows, n_rows, &cap_r, sizeof *r);
+    if (!r) {
+      rc = HR_ENOMEM;
+      goto out;
+    }
+    r->time = sqlite3_column_double(st, 0);
+    hr__strlcpy(r->scope, text(st, 1), sizeof r->scope);
+    r->pid = sqlite3_column_int(st, 2);
+    hr__strlcpy(r->name, text(st, 3), sizeof r->name);
+    r->used_bytes = u64(st, 4);
+    r->total_bytes = u64(st, 5);
+  }
+  if (src != SQLITE_DONE) goto fail;
+  sqlite3_finalize(st);
+  if ((src = sqlite3_prepare_v2(h->db, q_events, -1, &st, NULL)) != SQLITE_OK) goto fail;
+  sqlite3_bind_double(st, 1, since);
+  if (pid > 0) sqlite3_bind_int(st, 2, pid);
+  while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+    hr_history_event_t *e = push((void **)events, n_events, &cap_e, sizeof *e);
+    if (!e || !(e->json = strdup(text(st, 4)))) {
+      rc = HR_ENOMEM;
+      goto out;
+    }
+    e->time = sqlite3_column_double(st, 0);
+    hr__strlcpy(e->kind, text(st, 1), sizeof e->kind);
+    e->pid = sqlite3_column_int(st, 2);
+    hr__strlcpy(e->name, text(st, 3), sizeof e->name);
+  }
+  if (src == SQLITE_DONE) goto out;
+fail:
+  rc = db_err(h, src, err, errlen, "query");
+out:
+  sqlite3_finalize(st);
+  if (rc) {
+    hr_history_free_rows(*rows, *events, *n_events);
+    *rows = NULL, *events = NULL, *n_rows = *n_events = 0;
+  }
+  return rc;
+}
+
+void hr_history_free_rows(hr_history_row_t *rows, hr_history_event_t *events, size_t n_events) {
+  free(rows);
+  for (size_t i = 0; events && i < n_events; i++) free(events[i].json);
+  free(events);
+}

@@ -1,0 +1,311 @@
+/* Exporter: the Prometheus text checked line by line against the 0.0.4
+ * format (names, labels, escaping, HELP/TYPE once per family, bounded
+ * process series), then served over loopback and scraped with curl as a
+ * real HTTP client: /metrics, /api/snapshot (parsed as JSON), 404 on other
+ * paths, 405 on other methods, oversized requests refused without harm, a
+ * port in use and a bad address as clear errors. */
+#include "hr_test.h"
+
+#include "fake_snapshot.h"
+
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <unistd.h>
+
+static bool have_curl(void) {
+  return system("curl --version >/dev/null 2>&1") == 0;
+}
+
+/* Runs curl; the body goes to `body` (malloc'd), the status code is
+ * returned (0 when curl itself failed). */
+static int curl(const char *args, char **body, char *ctype, size_t ctn) {
+  char cmd[1024], path[] = "/tmp/hr-test-export-XXXXXX";
+  int fd = mkstemp(path);
+  if (fd < 0) return 0;
+  close(fd);
+  snprintf(cmd, sizeof cmd, "curl -s -m 10 -o %s -w '%%{http_code} %%{content_type}' %s", path,
+           args);
+  FILE *p = popen(cmd, "r");
+  int code = 0;
+  char ct[256] = "";
+  if (p) {
+    if (fscanf(p, "%d %255[^\n]", &code, ct) < 1) code = 0;
+    pclose(p);
+  }
+  if (ctype) snprintf(ctype, ctn, "%s", ct);
+  if (body) {
+    FILE *f = fopen(path, "rb");
+    *body = NULL;
+    if (f) {
+      fseek(f, 0, SEEK_END);
+      long n = ftell(f);
+      fseek(f, 0, SEEK_SET);
+      *body = calloc(1, (size_t)n + 1);
+      if (*body && fread(*body, 1, (size_t)n, f) != (size_t)n) (*body)[0] = '\0';
+      fclose(f);
+    }
+  }
+  unlink(path);
+  return code;
+}
+
+/* Checks one exposition in text format 0.0.4. Returns NULL when it is
+ * valid, else a static message naming the line. */
+static const char *check_format(const char *text, int *n_samples) {
+  static char msg[512];
+  char typed[64][80];
+  size_t n_typed = 0;
+  *n_samples = 0;
+  size_t len = strlen(text);
+  if (len == 0 || text[len - 1] != '\n') return "does not end with a newline";
+  for (const char *line = text; *line;) {
+    const char *end = strchr(line, '\n');
+    int ll = (int)(end - line);
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%.*s", ll, line);
+    line = end + 1;
+    if (buf[0] == '#') {
+      char kw[8], name[80], rest[256];
+      if (sscanf(buf, "# %7s %79s %255[^\n]", kw, name, rest) != 3) goto bad;
+      if (strcmp(kw, "TYPE") == 0) {
+        if (strcmp(rest, "gauge") && strcmp(rest, "counter")) goto bad;
+        for (size_t i = 0; i < n_typed; i++)
+          if (strcmp(typed[i], name) == 0) goto bad; /* a family typed twice */
+        if (n_typed < 64) snprintf(typed[n_typed++], sizeof typed[0], "%s", name);
+      } else if (strcmp(kw, "HELP") != 0)
+        goto bad;
+      continue;
+    }
+    const char *c = buf;
+    if (!(isalpha((unsigned char)*c) || *c == '_' || *c == ':')) goto bad;
+    while (isalnum((unsigned char)*c) || *c == '_' || *c == ':') c++;
+    char name[80];
+    snprintf(name, sizeof name, "%.*s", (int)(c - buf), buf);
+    bool known = false;
+    for (size_t i = 0; i < n_typed; i++) known |= strcmp(typed[i], name) == 0;
+    if (!known) goto bad; /* a sample before its TYPE line */
+    if (*c == '{') {
+      c++;
+      while (*c != '}') {
+        if (!(isalpha((unsigned char)*c) || *c == '_')) goto bad;
+        while (isalnum((unsigned char)*c) || *c == '_') c++;
+        if (*c++ != '=' || *c++ != '"') goto bad;
+        while (*c && *c != '"') {
+          if (*c == '\\') {
+            c++;
+            if (*c != '\\' && *c != '"' && *c != 'n') goto bad;
+          }
+          c++;
+        }
+        if (*c++ != '"') goto bad;
+        if (*c == ',')
+          c++;
+        else if (*c != '}')
+          goto bad;
+      }
+      c++;
+    }
+    if (*c++ != ' ') goto bad;
+    if (strcmp(c, "+Inf") && strcmp(c, "-Inf") && strcmp(c, "NaN")) {
+      char *e;
+      strtod(c, &e);
+      if (e == c || *e) goto bad;
+    }
+    (*n_samples)++;
+    continue;
+  bad:
+    snprintf(msg, sizeof msg, "bad line: %.400s", buf);
+    return msg;
+  }
+  return NULL;
+}
+
+static hr_options_t *opts_with(const char *top) {
+  hr_options_t *o;
+  if (hr_options_create(&o) != 0) return NULL;
+  char err[256];
+  if (top) hr_options_set(o, "top", top, HR_SRC_CLI, err, sizeof err);
+  return o;
+}
+
+/* A watch fed one snapshot with two GPUs and 5 processes, one with a name
+ * that needs escaping. */
+static hr_watch_t *fed_watch(const char *top) {
+  hr_options_t *o = opts_with(top);
+  hr_watch_t *w = NULL;
+  char err[256];
+  if (o && hr_watch_create(o, &w, err, sizeof err) == 0) {
+    hr_snapshot_t *s = fake_snapshot(1700000000.0, 60 * GiB, 2, 5);
+    snprintf(s->procs[4].name, sizeof s->procs[4].name, "we\"ird\\na\nme");
+    fake_gpu_proc(s, 1, 0, 3 * GiB);
+    s->gpus[0].used_bytes = 23 * GiB;
+    s->cgroup.limit_bytes = HR_UNLIMITED;
+    if (hr_watch_feed(w, s) != 0) hr_watch_destroy(w), w = NULL;
+  }
+  hr_options_destroy(o);
+  return w;
+}
+
+static void test_metrics_format(void) {
+  hr_watch_t *w = fed_watch("2");
+  CHECK(w);
+  char *m = NULL;
+  CHECK_OK(hr_watch_metrics(w, &m));
+  int n;
+  const char *bad = check_format(m, &n);
+  if (bad) fprintf(stderr, "%s\n", m);
+  CHECK_MSG(!bad, "%s", bad ? bad : "");
+  CHECK(n > 20);
+  static const char *names[] = {
+      "headroom_gpu_memory_used_bytes{gpu=\"0\",uuid=\"GPU-0000-0000\",name=\"Test GPU 0\"} "
+      "24696061952",
+      "headroom_gpu_memory_total_bytes{gpu=\"1\",uuid=\"GPU-0000-0001\",name=\"Test GPU 1\"} "
+      "25769803776",
+      "headroom_gpu_utilization_ratio{gpu=\"0\",uuid=\"GPU-0000-0000\",name=\"Test GPU 0\"} 0.5",
+      "headroom_host_memory_available_bytes 4294967296",
+      "headroom_cgroup_memory_limit_bytes +Inf",
+      "headroom_cgroup_memory_usage_bytes 4294967296",
+      "headroom_process_gpu_memory_bytes{pid=\"1001\",name=\"proc1\"} 3221225472",
+      "headroom_process_rss_bytes{pid=\"1004\",name=\"we\\\"ird\\\\na\\nme\"} 524288000",
+      "headroom_level{scope=\"host\"} 2",
+      "headroom_level{scope=\"gpu0\"} 2",
+      "headroom_level{scope=\"gpu1\"} 0",
+      "headroom_level{scope=\"cgroup\"} 0",
+      "# TYPE headroom_leak_suspected gauge",
+      "# TYPE headroom_events_total counter",
+      "headroom_events_total{kind=\"level\"} 2",
+      "headroom_events_total{kind=\"leak\"} 0",
+      "headroom_build_info{version=\"",
+  };
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) CHECK_CONTAINS(m, names[i]);
+  /* Top 2 processes only: bounded cardinality. */
+  int rss = 0;
+  for (const char *p = m; (p = strstr(p, "\nheadroom_process_rss_bytes{")); p++) rss++;
+  CHECK_EQ_INT(rss, 2);
+  free(m);
+  char *j = NULL;
+  CHECK_OK(hr_watch_status_json(w, &j));
+  cJSON *doc = cJSON_Parse(j);
+  CHECK(doc);
+  cJSON_Delete(doc);
+  free(j);
+  hr_watch_destroy(w);
+}
+
+static void test_scrape_over_loopback(void) {
+  if (!have_curl()) SKIP("curl is not installed");
+  char err[256], url[256], ct[256];
+  hr_exporter_t *e = NULL;
+  CHECK_OK(hr_exporter_start("127.0.0.1:0", &e, err, sizeof err));
+  int port = hr_exporter_port(e);
+  CHECK(port > 0);
+  char *body = NULL;
+  /* Before the first sample: a clear "not yet". */
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port);
+  CHECK_EQ_INT(curl(url, &body, ct, sizeof ct), 503);
+  free(body);
+
+  hr_watch_t *w = fed_watch("3");
+  CHECK(w);
+  hr_watch_attach_exporter(w, e);
+  hr_snapshot_t *s = fake_snapshot(1700000001.0, 10 * GiB, 1, 4);
+  CHECK_OK(hr_watch_feed(w, s));
+  char *want = NULL;
+  CHECK_OK(hr_watch_metrics(w, &want));
+
+  CHECK_EQ_INT(curl(url, &body, ct, sizeof ct), 200);
+  CHECK_CONTAINS(ct, "text/plain; version=0.0.4");
+  CHECK_STR(body, want);
+  int n;
+  const char *bad = check_format(body, &n);
+  CHECK_MSG(!bad, "%s", bad ? bad : "");
+  free(body);
+  free(want);
+
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/api/snapshot", port);
+  CHECK_EQ_INT(curl(url, &body, ct, sizeof ct), 200);
+  CHECK_CONTAINS(ct, "application/json");
+  cJSON *doc = cJSON_Parse(body);
+  CHECK_MSG(doc, "snapshot is not JSON: %.200s", body);
+  cJSON_Delete(doc);
+  free(body);
+
+  /* Everything else is 404; other methods 405; nothing changes. */
+  static const char *paths[] = {
+      "/", "/metrics/", "/api", "/api/snapshot/x", "/../etc/passwd", "/metrics?x=1%00"};
+  for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+    snprintf(url, sizeof url, "'http://127.0.0.1:%d%s'", port, paths[i]);
+    int code = curl(url, NULL, NULL, 0);
+    /* A query string leaves the path /metrics: that one is served. */
+    if (strncmp(paths[i], "/metrics?", 9) == 0)
+      CHECK_EQ_INT(code, 200);
+    else
+      CHECK_MSG(code == 404, "%s gave %d", paths[i], code);
+  }
+  snprintf(url, sizeof url, "-X POST -d x=1 http://127.0.0.1:%d/metrics", port);
+  CHECK_EQ_INT(curl(url, NULL, NULL, 0), 405);
+  snprintf(url, sizeof url, "-X DELETE http://127.0.0.1:%d/api/snapshot", port);
+  CHECK_EQ_INT(curl(url, NULL, NULL, 0), 405);
+
+  /* Oversized requests: 64 KiB of headers, then a 4 MiB body. Neither is
+   * answered 200, and the server goes on serving. */
+  char big[] = "/tmp/hr-test-export-big-XXXXXX";
+  int fd = mkstemp(big);
+  CHECK(fd >= 0);
+  FILE *f = fdopen(fd, "w");
+  fputs("X-Big: ", f);
+  for (int i = 0; i < 65536; i++) fputc('a', f);
+  fputc('\n', f);
+  fclose(f);
+  snprintf(url, sizeof url, "-H @%s http://127.0.0.1:%d/metrics", big, port);
+  int code = curl(url, NULL, NULL, 0);
+  CHECK_MSG(code != 200, "64 KiB of headers were accepted");
+  f = fopen(big, "w");
+  for (int i = 0; i < 4 << 20; i++) fputc('b', f);
+  fclose(f);
+  snprintf(url, sizeof url, "-X POST --data-binary @%s http://127.0.0.1:%d/metrics", big, port);
+  code = curl(url, NULL, NULL, 0);
+  CHECK_MSG(code != 200, "a 4 MiB body was answered %d", code);
+  unlink(big);
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", port);
+  CHECK_EQ_INT(curl(url, NULL, NULL, 0), 200);
+
+  hr_watch_destroy(w);
+  hr_exporter_stop(e);
+}
+
+static void test_port_in_use(void) {
+  char err[256], addr[64];
+  hr_exporter_t *a = NULL, *b = NULL;
+  CHECK_OK(hr_exporter_start("127.0.0.1:0", &a, err, sizeof err));
+  snprintf(addr, sizeof addr, "127.0.0.1:%d", hr_exporter_port(a));
+  CHECK_RC(hr_exporter_start(addr, &b, err, sizeof err), HR_EBUSY);
+  CHECK(b == NULL);
+  CHECK_CONTAINS(err, "already in use");
+  CHECK_CONTAINS(err, addr);
+  hr_exporter_stop(a);
+  /* Freed: the port can be taken again. */
+  CHECK_OK(hr_exporter_start(addr, &b, err, sizeof err));
+  hr_exporter_stop(b);
+}
+
+static void test_bad_addresses(void) {
+  static const char *bad[] = {"nonsense",      "127.0.0.1", "127.0.0.1:",  "127.0.0.1:99999",
+                              "127.0.0.1:80x", "[::1",      "300.1.2.3:80"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    char err[256] = "";
+    hr_exporter_t *e = NULL;
+    int rc = hr_exporter_start(bad[i], &e, err, sizeof err);
+    CHECK_MSG(rc == HR_EINVAL, "%s gave %d", bad[i], rc);
+    CHECK(e == NULL);
+    CHECK_CONTAINS(err, bad[i]);
+  }
+}
+
+int main(void) {
+  HR_RUN(test_metrics_format);
+  HR_RUN(test_scrape_over_loopback);
+  HR_RUN(test_port_in_use);
+  HR_RUN(test_bad_addresses);
+  return hr_test_finish("test_export");
+}

@@ -1,0 +1,345 @@
+/* History store: round trip, a real kill -9 of a writing child process (at
+ * most the open batch lost, PRAGMA integrity_check clean), retention,
+ * migration from schema version 1, a newer schema refused, unwritable paths
+ * and a full "disk" as clear errors that leave the store usable. */
+#include "hr_test.h"
+
+#include "store/store.h"
+
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char dir[256];
+
+static const char *db_path(char *buf, size_t n, const char *name) {
+  snprintf(buf, n, "%s/%s", dir, name);
+  return buf;
+}
+
+/* A hand-built snapshot: host, one GPU, three processes. */
+typedef struct fake {
+  hr_snapshot_t s;
+  hr_gpu_t gpu;
+  hr_proc_t procs[3];
+} fake_t;
+
+static void fake_init(fake_t *f, double t, uint64_t grow) {
+  memset(f, 0, sizeof *f);
+  f->s.time = t;
+  f->s.host.total_bytes = 64ULL << 30;
+  f->s.host.available_bytes = (40ULL << 30) - grow;
+  f->s.cgroup.state = HR_PROBE_ABSENT;
+  f->s.gpu_state = HR_PROBE_OK;
+  f->gpu.index = 0;
+  f->gpu.total_bytes = 24ULL << 30;
+  f->gpu.used_bytes = (10ULL << 30) + grow;
+  snprintf(f->gpu.name, sizeof f->gpu.name, "Fake GPU");
+  f->s.n_gpus = 1, f->s.gpus = &f->gpu;
+  for (int i = 0; i < 3; i++) {
+    hr_proc_t *p = &f->procs[i];
+    p->pid = 100 + i, p->start_ticks = 5;
+    snprintf(p->name, sizeof p->name, "proc%d", i);
+    p->rss_bytes = p->rss_anon_bytes = (uint64_t)(i + 1) << 28;
+    p->gpu_bytes = i == 2 ? 4ULL << 30 : 0;
+  }
+  f->procs[0].rss_bytes += grow;
+  f->s.n_procs = 3, f->s.procs = f->procs;
+}
+
+static int64_t scalar(const char *path, const char *sql) {
+  sqlite3 *db;
+  int64_t v = -1;
+  if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+      v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+  }
+  sqlite3_close(db);
+  return v;
+}
+
+static bool integrity_ok(const char *path) {
+  sqlite3 *db;
+  bool ok = false;
+  if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+      ok = strcmp((const char *)sqlite3_column_text(st, 0), "ok") == 0;
+    sqlite3_finalize(st);
+  }
+  sqlite3_close(db);
+  return ok;
+}
+
+static void test_round_trip(void) {
+  char path[512], err[512];
+  hr_history_t *h;
+  CHECK_OK(hr_history_open(db_path(path, sizeof path, "sub/dir/rt.db"), &h, err, sizeof err));
+  fake_t f;
+  for (int i = 0; i < 10; i++) {
+    fake_init(&f, 1000 + i, (uint64_t)i << 20);
+    CHECK_OK(hr_history_add_snapshot(h, &f.s, 2, err, sizeof err));
+  }
+  CHECK_OK(
+      hr_history_add_event(h, 1005, "leak", 100, "proc0", "{\"event\":\"leak\"}", err, sizeof err));
+  CHECK(hr_history_pending(h) > 0);
+  CHECK_OK(hr_history_flush(h, err, sizeof err));
+  CHECK_EQ_U64(hr_history_pending(h), 0);
+  hr_history_row_t *rows;
+  hr_history_event_t *ev;
+  size_t nr, ne;
+  CHECK_OK(hr_history_query(h, 1003, 0, &rows, &nr, &ev, &ne, err, sizeof err));
+  /* 7 samples x (host + gpu0 + 2 top processes) */
+  CHECK_EQ_U64(nr, 7 * 4);
+  CHECK_EQ_U64(ne, 1);
+  CHECK_STR(ev[0].kind, "leak");
+  CHECK_STR(ev[0].name, "proc0");
+  CHECK_EQ_INT(ev[0].pid, 100);
+  int gpu_rows = 0, procs = 0;
+  for (size_t i = 0; i < nr; i++) {
+    if (strcmp(rows[i].scope, "gpu0") == 0) {
+      gpu_rows++;
+      CHECK_EQ_U64(rows[i].total_bytes, 24ULL << 30);
+    }
+    /* Top 2 by RSS + GPU: proc2 (768 MiB + 4 GiB) and proc1 (512 MiB). */
+    if (strcmp(rows[i].scope, "proc") == 0) {
+      procs++;
+      CHECK(rows[i].pid == 102 || rows[i].pid == 101);
+    }
+  }
+  CHECK_EQ_INT(gpu_rows, 7);
+  CHECK_EQ_INT(procs, 14);
+  hr_history_free_rows(rows, ev, ne);
+  CHECK_OK(hr_history_query(h, 0, 102, &rows, &nr, &ev, &ne, err, sizeof err));
+  CHECK_EQ_U64(nr, 10);
+  CHECK_EQ_U64(rows[0].total_bytes, 4ULL << 30);
+  CHECK_EQ_U64(ne, 0);
+  hr_history_free_rows(rows, ev, ne);
+  /* WAL mode: the write-ahead log sits beside the file while it is open. */
+  char wal[520];
+  snprintf(wal, sizeof wal, "%s-wal", path);
+  CHECK(access(wal, F_OK) == 0);
+  hr_history_close(h);
+  CHECK(integrity_ok(path));
+  CHECK_EQ_INT(scalar(path, "PRAGMA user_version"), HR_HISTORY_SCHEMA);
+}
+
+/* Child: writes batches of `batch` samples as fast as it can, telling the
+ * parent through `fd` how many samples are committed after each commit. */
+static void writer_child(const char *path, int fd, int batch) {
+  char err[512];
+  hr_history_t *h;
+  if (hr_history_open(path, &h, err, sizeof err) != 0) _exit(3);
+  fake_t f;
+  for (int64_t n = 0;;) {
+    for (int i = 0; i < batch; i++, n++) {
+      fake_init(&f, (double)n, (uint64_t)n);
+      if (hr_history_add_snapshot(h, &f.s, 3, err, sizeof err) != 0) _exit(4);
+    }
+    if (hr_history_flush(h, err, sizeof err) != 0) _exit(5);
+    if (write(fd, &n, sizeof n) != sizeof n) _exit(6);
+  }
+}
+
+static void test_kill9_mid_write(void) {
+  for (int round = 0; round < 3; round++) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/kill%d.db", dir, round);
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    const int batch = 50;
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+      close(fds[0]);
+      writer_child(path, fds[1], batch);
+    }
+    close(fds[1]);
+    /* Wait for a number of commits that differs per round, then kill
+     * without warning while the child is deep in its next batch. */
+    int64_t committed = 0, v;
+    int want = 5 + round * 7;
+    for (int got = 0; got < want && read(fds[0], &v, sizeof v) == sizeof v; got++) committed = v;
+    usleep(1000 * (unsigned)(round + 1));
+    kill(pid, SIGKILL);
+    int status;
+    waitpid(pid, &status, 0);
+    /* Commits the child made after our last read still count. */
+    while (read(fds[0], &v, sizeof v) == sizeof v) committed = v;
+    close(fds[0]);
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    CHECK_MSG(committed >= 5 * batch, "child committed only %lld samples", (long long)committed);
+
+    char err[512];
+    hr_history_t *h;
+    CHECK_OK(hr_history_open(path, &h, err, sizeof err));
+    hr_history_close(h);
+    CHECK(integrity_ok(path));
+    int64_t host = scalar(path, "SELECT count(*) FROM samples WHERE scope = 'host'");
+    /* Every committed sample is there; at most the open batch is gone. */
+    CHECK_MSG(host >= committed && host <= committed + batch,
+              "round %d: %lld host samples, %lld committed", round, (long long)host,
+              (long long)committed);
+    CHECK_EQ_INT(host % batch, 0);
+    CHECK_EQ_INT(scalar(path, "SELECT count(*) FROM proc_samples"), host * 3);
+  }
+}
+
+static void test_retention(void) {
+  char path[512], err[512];
+  hr_history_t *h;
+  CHECK_OK(hr_history_open(db_path(path, sizeof path, "retain.db"), &h, err, sizeof err));
+  fake_t f;
+  for (int i = 0; i < 100; i++) {
+    fake_init(&f, 1000 + i, 0);
+    CHECK_OK(hr_history_add_snapshot(h, &f.s, 3, err, sizeof err));
+    CHECK_OK(hr_history_add_event(h, 1000 + i, "sample", 0, "", "{}", err, sizeof err));
+  }
+  CHECK_OK(hr_history_flush(h, err, sizeof err));
+  CHECK_OK(hr_history_prune(h, 1060, err, sizeof err));
+  CHECK_OK(hr_history_flush(h, err, sizeof err));
+  hr_history_close(h);
+  CHECK_EQ_INT(scalar(path, "SELECT count(*) FROM samples"), 40 * 2);
+  CHECK_EQ_INT(scalar(path, "SELECT count(*) FROM proc_samples"), 40 * 3);
+  CHECK_EQ_INT(scalar(path, "SELECT count(*) FROM events"), 40);
+  CHECK_EQ_INT(scalar(path, "SELECT min(time) FROM events"), 1060);
+}
+
+static void test_migration_from_v1(void) {
+  char path[512], err[512];
+  db_path(path, sizeof path, "v1.db");
+  sqlite3 *db;
+  CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+  CHECK(sqlite3_exec(db, hr__history_schema_v1, NULL, NULL, NULL) == SQLITE_OK);
+  CHECK(sqlite3_exec(db,
+                     "INSERT INTO samples VALUES(10, 'host', 5, 10);"
+                     "INSERT INTO samples VALUES(11, 'gpu0', 6, 12);"
+                     "INSERT INTO events VALUES(10.5, 'level', 0, '{\"old\":1}');",
+                     NULL, NULL, NULL) == SQLITE_OK);
+  sqlite3_close(db);
+  CHECK_EQ_INT(scalar(path, "PRAGMA user_version"), 1);
+
+  hr_history_t *h;
+  CHECK_OK(hr_history_open(path, &h, err, sizeof err));
+  fake_t f;
+  fake_init(&f, 20, 0);
+  CHECK_OK(hr_history_add_snapshot(h, &f.s, 3, err, sizeof err));
+  CHECK_OK(hr_history_add_event(h, 20, "exit", 101, "proc1", "{}", err, sizeof err));
+  CHECK_OK(hr_history_flush(h, err, sizeof err));
+  hr_history_row_t *rows;
+  hr_history_event_t *ev;
+  size_t nr, ne;
+  CHECK_OK(hr_history_query(h, 0, 0, &rows, &nr, &ev, &ne, err, sizeof err));
+  CHECK_EQ_U64(nr, 2 + 2 + 3);
+  CHECK_EQ_U64(ne, 2);
+  CHECK_STR(ev[0].kind, "level");
+  CHECK_STR(ev[0].json, "{\"old\":1}");
+  CHECK_STR(ev[0].name, "");
+  CHECK_STR(ev[1].name, "proc1");
+  CHECK_EQ_U64(rows[0].used_bytes, 5);
+  hr_history_free_rows(rows, ev, ne);
+  hr_history_close(h);
+  CHECK_EQ_INT(scalar(path, "PRAGMA user_version"), 2);
+  CHECK(integrity_ok(path));
+}
+
+static void test_newer_schema_refused(void) {
+  char path[512], err[512];
+  db_path(path, sizeof path, "v99.db");
+  sqlite3 *db;
+  CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+  CHECK(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL) == SQLITE_OK);
+  sqlite3_close(db);
+  hr_history_t *h = NULL;
+  CHECK_RC(hr_history_open(path, &h, err, sizeof err), HR_EVERSION);
+  CHECK(h == NULL);
+  CHECK_CONTAINS(err, "newer");
+}
+
+static void test_unwritable_paths(void) {
+  char err[512];
+  hr_history_t *h = NULL;
+  /* procfs takes no new files, even from root. */
+  int rc = hr_history_open("/proc/headroom-no-such/history.db", &h, err, sizeof err);
+  CHECK(rc == HR_EPERM || rc == HR_EIO);
+  CHECK(h == NULL);
+  CHECK_CONTAINS(err, "/proc/headroom-no-such");
+  /* A file where a folder should be. */
+  char path[512];
+  snprintf(path, sizeof path, "%s/plain/history.db", dir);
+  char plain[512];
+  FILE *fp = fopen(db_path(plain, sizeof plain, "plain"), "w");
+  CHECK(fp);
+  fclose(fp);
+  rc = hr_history_open(path, &h, err, sizeof err);
+  CHECK(rc < 0);
+  CHECK_CONTAINS(err, "plain");
+  /* A database file opened read-only by the file system: /proc/self/... is
+   * not a database; the error must say so rather than crash. */
+  rc = hr_history_open("/proc/self/status", &h, err, sizeof err);
+  CHECK(rc < 0);
+  CHECK_CONTAINS(err, "/proc/self/status");
+}
+
+static void test_full_disk_keeps_going(void) {
+  char path[512], err[512];
+  hr_history_t *h;
+  CHECK_OK(hr_history_open(db_path(path, sizeof path, "full.db"), &h, err, sizeof err));
+  char sql[128];
+  int64_t pages = scalar(path, "PRAGMA page_count");
+  CHECK(pages > 0);
+  snprintf(sql, sizeof sql, "PRAGMA max_page_count = %lld", (long long)pages + 2);
+  CHECK_OK(hr__history_exec(h, sql, err, sizeof err));
+  fake_t f;
+  int rc = 0;
+  for (int i = 0; i < 5000 && rc == 0; i++) {
+    fake_init(&f, i, 0);
+    rc = hr_history_add_snapshot(h, &f.s, 3, err, sizeof err);
+    if (rc == 0 && i % 100 == 99) rc = hr_history_flush(h, err, sizeof err);
+  }
+  CHECK_RC(rc, HR_ENOSPC);
+  CHECK_CONTAINS(err, "disk full");
+  CHECK_CONTAINS(err, "full.db");
+  /* The failed batch is dropped; once there is room again, writing goes on. */
+  hr_history_flush(h, err, sizeof err);
+  CHECK_OK(hr__history_exec(h, "PRAGMA max_page_count = 1000000", err, sizeof err));
+  fake_init(&f, 99999, 0);
+  CHECK_OK(hr_history_add_snapshot(h, &f.s, 3, err, sizeof err));
+  CHECK_OK(hr_history_flush(h, err, sizeof err));
+  hr_history_close(h);
+  CHECK(integrity_ok(path));
+  CHECK_EQ_INT(scalar(path, "SELECT count(*) FROM samples WHERE time = 99999"), 2);
+}
+
+static void test_default_path(void) {
+  char buf[512];
+  setenv("XDG_STATE_HOME", "/tmp/state-x", 1);
+  CHECK_OK(hr_history_default_path(buf, sizeof buf));
+  CHECK_STR(buf, "/tmp/state-x/headroom/history.db");
+  unsetenv("XDG_STATE_HOME");
+  setenv("HOME", "/home/u", 1);
+  CHECK_OK(hr_history_default_path(buf, sizeof buf));
+  CHECK_STR(buf, "/home/u/.local/state/headroom/history.db");
+}
+
+int main(void) {
+  snprintf(dir, sizeof dir, "/tmp/hr-test-history-XXXXXX");
+  if (!mkdtemp(dir)) return 1;
+  HR_RUN(test_round_trip);
+  HR_RUN(test_kill9_mid_write);
+  HR_RUN(test_retention);
+  HR_RUN(test_migration_from_v1);
+  HR_RUN(test_newer_schema_refused);
+  HR_RUN(test_unwritable_paths);
+  HR_RUN(test_full_disk_keeps_going);
+  HR_RUN(test_default_path);
+  int rc = hr_test_finish("test_history");
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+  return rc;
+}

@@ -1,0 +1,343 @@
+/* The watch engine driven with hand-built snapshots: level events with
+ * hysteresis, idle hogs, cgroup OOM kills, exits of watched processes, a
+ * leak event with pid and slope, actions by mode (a real hook command that
+ * gets HEADROOM_EVENT, its timeout, the cooldown, conservative mode running
+ * nothing), history written while monitoring, and a history failure that
+ * does not stop monitoring. Also the loop with a sampler and --once style
+ * counts. */
+#include "hr_test.h"
+
+#include "fake_snapshot.h"
+#include "store/store.h"
+
+#include <cjson/cJSON.h>
+#include <unistd.h>
+
+typedef struct rec {
+  int n[HR_EVENT_KINDS_];
+  char last[HR_EVENT_KINDS_][2048];
+  int bad_json;
+} rec_t;
+
+static void on_event(const hr_watch_event_t *e, void *arg) {
+  rec_t *r = arg;
+  r->n[e->kind]++;
+  snprintf(r->last[e->kind], sizeof r->last[0], "%s", e->json);
+  cJSON *j = cJSON_Parse(e->json);
+  if (!j || !cJSON_IsString(cJSON_GetObjectItem(j, "event")) ||
+      strcmp(cJSON_GetObjectItem(j, "event")->valuestring, hr_event_kind_name(e->kind)) != 0 ||
+      !cJSON_IsNumber(cJSON_GetObjectItem(j, "time")))
+    r->bad_json++;
+  cJSON_Delete(j);
+}
+
+static hr_watch_t *make(rec_t *r, const char *const *kv) {
+  hr_options_t *o;
+  if (hr_options_create(&o) != 0) return NULL;
+  char err[256];
+  for (; kv && kv[0]; kv += 2)
+    if (hr_options_set(o, kv[0], kv[1], HR_SRC_CLI, err, sizeof err) != 0) {
+      fprintf(stderr, "%s\n", err);
+      hr_options_destroy(o);
+      return NULL;
+    }
+  hr_watch_t *w = NULL;
+  if (hr_watch_create(o, &w, err, sizeof err) != 0) fprintf(stderr, "%s\n", err);
+  hr_options_destroy(o);
+  memset(r, 0, sizeof *r);
+  if (w) hr_watch_on_event(w, on_event, r);
+  return w;
+}
+
+static void test_level_events(void) {
+  rec_t r;
+  hr_watch_t *w = make(&r, NULL);
+  CHECK(w);
+  /* Host use 50%, 81%, 79% (in the band), 76%, 95%. */
+  static const double use[] = {50, 81, 79, 76, 95};
+  static const int levels[] = {0, 1, 1, 0, 2};
+  for (int i = 0; i < 5; i++) {
+    hr_snapshot_t *s = fake_snapshot(100 + i, (uint64_t)(use[i] / 100 * 64 * GiB), 0, 3);
+    CHECK_OK(hr_watch_feed(w, s));
+    hr_watch_view_t v;
+    hr_watch_get_view(w, &v);
+    CHECK_EQ_INT(v.host, levels[i]);
+  }
+  CHECK_EQ_INT(r.n[HR_EVENT_LEVEL], 3);
+  CHECK_EQ_INT(r.n[HR_EVENT_SAMPLE], 5);
+  CHECK_CONTAINS(r.last[HR_EVENT_LEVEL], "\"scope\":\"host\",\"level\":\"critical\"");
+  CHECK_CONTAINS(r.last[HR_EVENT_LEVEL], "\"previous\":\"ok\"");
+  CHECK_EQ_INT(r.bad_json, 0);
+  hr_watch_destroy(w);
+}
+
+static void test_gpu_level_and_idle_hog(void) {
+  rec_t r;
+  static const char *const kv[] = {"idle_samples", "3", "idle_share", "20", NULL};
+  hr_watch_t *w = make(&r, kv);
+  CHECK(w);
+  for (int i = 0; i < 6; i++) {
+    hr_snapshot_t *s = fake_snapshot(100 + i, 8 * GiB, 1, 3);
+    CHECK_OK(fake_gpu_proc(s, 2, 0, 20 * GiB)); /* 83% of the GPU */
+    s->gpus[0].used_bytes = 21 * GiB;           /* 87.5%: warning */
+    s->gpus[0].util_gpu = i < 4 ? 3 : 60;       /* idle, then busy */
+    CHECK_OK(hr_watch_feed(w, s));
+  }
+  CHECK_EQ_INT(r.n[HR_EVENT_IDLE_HOG], 1); /* once, not every sample */
+  CHECK_CONTAINS(r.last[HR_EVENT_IDLE_HOG], "\"pid\":1002,\"name\":\"proc2\",\"gpu\":0");
+  CHECK_CONTAINS(r.last[HR_EVENT_IDLE_HOG], "\"samples\":3");
+  CHECK_EQ_INT(r.n[HR_EVENT_LEVEL], 1);
+  CHECK_CONTAINS(r.last[HR_EVENT_LEVEL], "\"scope\":\"gpu0\",\"level\":\"warning\"");
+  hr_watch_destroy(w);
+}
+
+static void test_oom_kill_and_exit(void) {
+  rec_t r;
+  hr_watch_t *w = make(&r, (const char *const[]){"filter", "proc2,proc3", NULL});
+  CHECK(w);
+  hr_snapshot_t *s = fake_snapshot(100, 8 * GiB, 0, 4);
+  s->cgroup.oom_kill_events = 3;
+  CHECK_OK(hr_watch_feed(w, s));
+  CHECK_EQ_INT(r.n[HR_EVENT_OOM_KILL], 0); /* the count before watch started is history */
+  s = fake_snapshot(101, 8 * GiB, 0, 3);   /* proc3 (watched) is gone */
+  s->cgroup.oom_kill_events = 5;
+  CHECK_OK(hr_watch_feed(w, s));
+  CHECK_EQ_INT(r.n[HR_EVENT_OOM_KILL], 1);
+  CHECK_CONTAINS(r.last[HR_EVENT_OOM_KILL], "\"kills\":2,\"total\":5");
+  CHECK_EQ_INT(r.n[HR_EVENT_EXIT], 1);
+  CHECK_CONTAINS(r.last[HR_EVENT_EXIT], "\"pid\":1003,\"name\":\"proc3\"");
+  /* A reused pid is another process: the old one exited. */
+  s = fake_snapshot(102, 8 * GiB, 0, 3);
+  s->procs[2].start_ticks = 999;
+  s->cgroup.oom_kill_events = 5;
+  CHECK_OK(hr_watch_feed(w, s));
+  CHECK_EQ_INT(r.n[HR_EVENT_EXIT], 2);
+  CHECK_CONTAINS(r.last[HR_EVENT_EXIT], "\"pid\":1002");
+  CHECK_EQ_INT(r.n[HR_EVENT_OOM_KILL], 1);
+  CHECK_EQ_INT(r.bad_json, 0);
+  hr_watch_destroy(w);
+
+  /* Without a filter, processes on a GPU are watched; others are not. */
+  w = make(&r, NULL);
+  CHECK(w);
+  s = fake_snapshot(100, 8 * GiB, 1, 4);
+  CHECK_OK(fake_gpu_proc(s, 0, 0, GiB));
+  CHECK_OK(hr_watch_feed(w, s));
+  s = fake_snapshot(101, 8 * GiB, 1, 4);
+  memmove(&s->procs[0], &s->procs[2], 2 * sizeof *s->procs); /* proc0 and proc1 gone */
+  s->n_procs = 2;
+  CHECK_OK(hr_watch_feed(w, s));
+  CHECK_EQ_INT(r.n[HR_EVENT_EXIT], 1);
+  CHECK_CONTAINS(r.last[HR_EVENT_EXIT], "\"pid\":1000,\"name\":\"proc0\"");
+  hr_watch_destroy(w);
+}
+
+static void test_filter_skips_self(void) {
+  /* Our own command line holds the filter's word, as `headroom watch
+   * --filter W` does: we are not watched, so our "exit" is no event. */
+  rec_t r;
+  hr_watch_t *w = make(&r, (const char *const[]){"filter", "proc", NULL});
+  CHECK(w);
+  hr_snapshot_t *s = fake_snapshot(100, 8 * GiB, 0, 2);
+  s->procs[1].pid = (int)getpid();
+  snprintf(s->procs[1].name, sizeof s->procs[1].name, "headroom");
+  snprintf(s->procs[1].cmdline, sizeof s->procs[1].cmdline, "headroom watch --filter proc");
+  CHECK_OK(hr_watch_feed(w, s));
+  CHECK_OK(hr_watch_feed(w, fake_snapshot(101, 8 * GiB, 0, 1)));
+  CHECK_EQ_INT(r.n[HR_EVENT_EXIT], 0);
+  hr_watch_destroy(w);
+}
+
+static void test_leak_event(void) {
+  rec_t r;
+  static const char *const kv[] = {"leak_window", "60s", "leak_min_samples", "20", "interval",
+                                   "1s",          NULL};
+  hr_watch_t *w = make(&r, kv);
+  CHECK(w);
+  for (int i = 0; i < 40; i++) {
+    hr_snapshot_t *s = fake_snapshot(100 + i, 8 * GiB, 0, 4);
+    s->procs[1].rss_anon_bytes += (uint64_t)i * 2 * MiB; /* 120 MiB/min */
+    CHECK_OK(hr_watch_feed(w, s));
+  }
+  CHECK_EQ_INT(r.n[HR_EVENT_LEAK], 1);
+  CHECK_CONTAINS(r.last[HR_EVENT_LEAK], "\"pid\":1001,\"name\":\"proc1\",\"series\":\"rss_anon\"");
+  cJSON *j = cJSON_Parse(r.last[HR_EVENT_LEAK]);
+  CHECK(j);
+  double slope = cJSON_GetObjectItem(j, "slope_bytes_per_min")->valuedouble;
+  CHECK_NEAR(slope, 120.0 * MiB, 1.0 * MiB);
+  CHECK(cJSON_GetObjectItem(j, "confidence")->valuedouble > 0.999);
+  cJSON_Delete(j);
+  char *m = NULL;
+  CHECK_OK(hr_watch_metrics(w, &m));
+  CHECK_CONTAINS(m, "headroom_leak_suspected{pid=\"1001\",name=\"proc1\"} 1");
+  CHECK_CONTAINS(m, "headroom_events_total{kind=\"leak\"} 1");
+  free(m);
+  hr_watch_destroy(w);
+}
+
+static char tmp[128];
+
+static bool wait_file(const char *path, double secs) {
+  for (double t = 0; t < secs; t += 0.02) {
+    if (access(path, F_OK) == 0) return true;
+    usleep(20000);
+  }
+  return false;
+}
+
+static void test_actions_balanced(void) {
+  char out[200], cmd[1024];
+  snprintf(out, sizeof out, "%s/hook.json", tmp);
+  snprintf(cmd, sizeof cmd, "printf '%%s' \"$HEADROOM_EVENT\" > %s.part && mv %s.part %s", out, out,
+           out);
+  rec_t r;
+  const char *const kv[] = {"mode", "balanced", "on_critical", cmd, "cooldown", "1h", NULL};
+  hr_watch_t *w = make(&r, kv);
+  CHECK(w);
+  hr_snapshot_t *s = fake_snapshot(100, 62 * GiB, 0, 2); /* 97%: critical */
+  CHECK_OK(hr_watch_feed(w, s));
+  CHECK_EQ_INT(r.n[HR_EVENT_ACTION], 1);
+  CHECK_CONTAINS(r.last[HR_EVENT_ACTION], "\"action\":\"on_critical\",\"result\":\"started\"");
+  CHECK(wait_file(out, 10));
+  FILE *f = fopen(out, "r");
+  CHECK(f);
+  char buf[1024] = "";
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  buf[n] = '\0';
+  fclose(f);
+  CHECK_CONTAINS(buf, "\"event\":\"level\"");
+  CHECK_CONTAINS(buf, "\"scope\":\"host\",\"level\":\"critical\"");
+  /* Within the cooldown nothing runs again; the finished hook is reaped. */
+  usleep(200000);
+  s = fake_snapshot(101, 62 * GiB, 0, 2);
+  CHECK_OK(hr_watch_feed(w, s));
+  CHECK_EQ_INT(r.n[HR_EVENT_ACTION], 2);
+  CHECK_CONTAINS(r.last[HR_EVENT_ACTION], "\"result\":\"done\"");
+  hr_watch_destroy(w);
+}
+
+static void test_action_timeout_and_conservative(void) {
+  rec_t r;
+  const char *const kv[] = {"mode", "balanced", "on_warning", "sleep 30", "action_timeout",
+                            "0.2s", "cooldown", "0",          NULL};
+  hr_watch_t *w = make(&r, kv);
+  CHECK(w);
+  hr_snapshot_t *s = fake_snapshot(100, 54 * GiB, 0, 2); /* 84%: warning */
+  CHECK_OK(hr_watch_feed(w, s));
+  usleep(400000);
+  s = fake_snapshot(101, 54 * GiB, 0, 2);
+  double t0 = hr_test_now();
+  CHECK_OK(hr_watch_feed(w, s));
+  CHECK(hr_test_now() - t0 < 2); /* killed, not waited for */
+  CHECK_CONTAINS(r.last[HR_EVENT_ACTION], "\"action\":\"on_warning\"");
+  CHECK_EQ_INT(r.n[HR_EVENT_ACTION], 3); /* started, timeout, started again */
+  hr_watch_destroy(w);
+
+  const char *const kv2[] = {"mode", "conservative", "on_warning", "true", NULL};
+  w = make(&r, kv2);
+  CHECK(w);
+  CHECK_OK(hr_watch_feed(w, fake_snapshot(100, 54 * GiB, 0, 2)));
+  CHECK_EQ_INT(r.n[HR_EVENT_LEVEL], 1);
+  CHECK_EQ_INT(r.n[HR_EVENT_ACTION], 0);
+  hr_watch_destroy(w);
+
+  /* Aggressive without --allow-drop-caches: the hook runs, drop_caches
+   * is not touched. */
+  const char *const kv3[] = {"mode", "aggressive", NULL};
+  w = make(&r, kv3);
+  CHECK(w);
+  CHECK_OK(hr_watch_feed(w, fake_snapshot(100, 63 * GiB, 0, 2)));
+  CHECK_EQ_INT(r.n[HR_EVENT_ACTION], 0);
+  hr_watch_destroy(w);
+}
+
+static void test_bad_thresholds(void) {
+  hr_options_t *o;
+  CHECK_OK(hr_options_create(&o));
+  char err[256];
+  CHECK_OK(hr_options_set(o, "ram_warn", "95", HR_SRC_CLI, err, sizeof err));
+  hr_watch_t *w = NULL;
+  CHECK_RC(hr_watch_create(o, &w, err, sizeof err), HR_EINVAL);
+  CHECK_CONTAINS(err, "ram_warn 95");
+  CHECK_RC(hr_options_set(o, "vram_warn", "150", HR_SRC_CLI, err, sizeof err), HR_ERANGE);
+  CHECK_CONTAINS(err, "vram_warn");
+  hr_options_destroy(o);
+}
+
+static void test_history_while_watching(void) {
+  char path[256], err[256];
+  snprintf(path, sizeof path, "%s/w.db", tmp);
+  hr_history_t *h;
+  CHECK_OK(hr_history_open(path, &h, err, sizeof err));
+  rec_t r;
+  const char *const kv[] = {"history_flush", "0", "top", "2", NULL};
+  hr_watch_t *w = make(&r, kv);
+  CHECK(w);
+  hr_watch_attach_history(w, h);
+  CHECK_OK(hr_watch_feed(w, fake_snapshot(100, 60 * GiB, 1, 3)));
+  CHECK_OK(hr_watch_feed(w, fake_snapshot(101, 60 * GiB, 1, 3)));
+  hr_history_row_t *rows;
+  hr_history_event_t *ev;
+  size_t nr, ne;
+  CHECK_OK(hr_history_query(h, 0, 0, &rows, &nr, &ev, &ne, err, sizeof err));
+  CHECK_EQ_U64(nr, 2 * (3 + 2)); /* host, cgroup, gpu0, 2 processes */
+  CHECK_EQ_U64(ne, 1);           /* the host level; samples are not events in history */
+  CHECK_STR(ev[0].kind, "level");
+  hr_history_free_rows(rows, ev, ne);
+  /* Fill the "disk": an error event, and monitoring goes on. */
+  CHECK_OK(hr__history_exec(h, "PRAGMA max_page_count = 1", err, sizeof err));
+  for (int i = 0; i < 100; i++) CHECK_OK(hr_watch_feed(w, fake_snapshot(102 + i, 60 * GiB, 1, 3)));
+  CHECK_EQ_INT(r.n[HR_EVENT_SAMPLE], 102);
+  CHECK_EQ_INT(r.n[HR_EVENT_ERROR], 1); /* rate-limited, not one per sample */
+  CHECK_CONTAINS(r.last[HR_EVENT_ERROR], "monitoring goes on");
+  hr_watch_destroy(w);
+  hr_history_close(h);
+}
+
+typedef struct seq {
+  int i;
+} seq_t;
+
+static int sampler(void *arg, hr_snapshot_t **out) {
+  seq_t *q = arg;
+  *out = fake_snapshot(200 + q->i++, 10 * GiB, 0, 2);
+  return *out ? 0 : HR_ENOMEM;
+}
+
+static void test_loop_count_and_stop(void) {
+  rec_t r;
+  const char *const kv[] = {"interval", "20ms", NULL};
+  hr_watch_t *w = make(&r, kv);
+  CHECK(w);
+  seq_t q = {0};
+  hr_watch_set_sampler(w, sampler, &q);
+  double t0 = hr_test_now();
+  CHECK_OK(hr_watch_run(w, NULL, 5));
+  double dt = hr_test_now() - t0;
+  CHECK_EQ_INT(r.n[HR_EVENT_SAMPLE], 5);
+  CHECK_MSG(dt >= 0.07 && dt < 2, "5 samples at 20 ms took %.3f s", dt);
+  volatile sig_atomic_t stop = 1;
+  CHECK_OK(hr_watch_run(w, &stop, 0));
+  CHECK_EQ_INT(r.n[HR_EVENT_SAMPLE], 5);
+  hr_watch_destroy(w);
+}
+
+int main(void) {
+  snprintf(tmp, sizeof tmp, "/tmp/hr-test-watch-XXXXXX");
+  if (!mkdtemp(tmp)) return 1;
+  HR_RUN(test_level_events);
+  HR_RUN(test_gpu_level_and_idle_hog);
+  HR_RUN(test_oom_kill_and_exit);
+  HR_RUN(test_filter_skips_self);
+  HR_RUN(test_leak_event);
+  HR_RUN(test_actions_balanced);
+  HR_RUN(test_action_timeout_and_conservative);
+  HR_RUN(test_bad_thresholds);
+  HR_RUN(test_history_while_watching);
+  HR_RUN(test_loop_count_and_stop);
+  int rc = hr_test_finish("test_watch");
+  char cmd[256];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
+  return rc;
+}
