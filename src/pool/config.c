@@ -51,7 +51,7 @@ static bool pow2(uint64_t v) {
 }
 
 static int div_value(const char *v, unsigned *out, char *err, size_t errlen) {
-  uint64_t d;
+  uint64_t d = 0;
   if (parse_uint(v, &d) || (d && !pow2(d)) || d > 1024)
     return hr__err(err, errlen, HR_EINVAL,
                    "roundup_power2_divisions: '%s' is not 0 or a power of two up to 1024", v);
@@ -62,7 +62,7 @@ static int div_value(const char *v, unsigned *out, char *err, size_t errlen) {
 /* roundup_power2_divisions: "4" or "[256:1,512:2,>:8]" (boundaries in MiB,
  * powers of two; ">" is every interval after the last boundary). */
 static int parse_divisions(char *v, hr_pool_config_t *c, char *err, size_t errlen) {
-  unsigned d;
+  unsigned d = 0;
   if (*v != '[') {
     int rc = div_value(v, &d, err, errlen);
     if (rc) return rc;
