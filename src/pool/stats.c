@@ -81,30 +81,43 @@ int hr_pool_reset_peak(hr_pool_t *p) {
 
 static int check_expandable(hr__segment_t *s) {
   uint64_t mapped = 0;
-  uint32_t *used = calloc(s->ngran ? s->ngran : 1, sizeof *used);
-  if (!used) return HR_ENOMEM;
+  uint32_t *ends = calloc(s->ngran ? s->ngran : 1, sizeof *ends);
+  uint8_t *inner = calloc(s->ngran ? s->ngran : 1, 1);
+  int rc = 0;
+  if (!ends || !inner) {
+    rc = HR_ENOMEM;
+    goto out;
+  }
   for (hr__block_t *b = s->first; b; b = b->next) {
     if (!b->allocated) continue;
     uint64_t g0, g1;
     hr__gran_range(s, b->addr, b->size, &g0, &g1);
-    for (uint64_t g = g0; g <= g1; g++) used[g]++;
+    ends[g0]++;
+    if (g1 != g0) ends[g1]++;
+    for (uint64_t g = g0 + 1; g < g1; g++) inner[g]++;
   }
-  int rc = 0;
   for (uint64_t g = 0; g < s->ngran && !rc; g++) {
-    if (used[g] != s->used[g]) {
-      hr__log(HR_LOG_ERROR, "pool check: granule %" PRIu64 " count %u, blocks say %u", g,
-              s->used[g], used[g]);
+    bool busy = (s->busy_bm[g / 64] >> (g % 64)) & 1;
+    if (ends[g] != s->used[g] || inner[g] > 1 || (inner[g] && ends[g]) || busy != (inner[g] == 1)) {
+      hr__log(HR_LOG_ERROR,
+              "pool check: granule %" PRIu64 " counts %u ends and %d inside, blocks say %u and %u",
+              g, s->used[g], busy, ends[g], inner[g]);
       rc = HR_ESTATE;
     }
-    if (used[g] && !(s->gstate[g] & HR__G_MAPPED)) {
+    if ((ends[g] || inner[g]) && !hr__gran_is_mapped(s, g)) {
       hr__log(HR_LOG_ERROR, "pool check: granule %" PRIu64 " in use but not mapped", g);
       rc = HR_ESTATE;
     }
-    if (s->gstate[g] & HR__G_MAPPED) mapped += s->gran;
+    if (hr__gran_is_mapped(s, g)) mapped += s->gran;
   }
-  free(used);
-  if (!rc && mapped != s->mapped)
-    FAIL_("segment maps %" PRIu64 ", granules say %" PRIu64, s->mapped, mapped);
+  if (!rc && mapped != s->mapped) {
+    hr__log(HR_LOG_ERROR, "pool check: segment maps %" PRIu64 ", granules say %" PRIu64, s->mapped,
+            mapped);
+    rc = HR_ESTATE;
+  }
+out:
+  free(ends);
+  free(inner);
   return rc;
 }
 
@@ -147,9 +160,9 @@ int hr__check_locked(hr_pool_t *p) {
       if (rc) return rc;
     }
   }
-  if (!hr__tree_valid(p->tree[0]) || !hr__tree_valid(p->tree[1])) FAIL_("free index out of order");
-  if (hr__tree_count(p->tree[0]) + hr__tree_count(p->tree[1]) != nfree)
-    FAIL_("free index holds other blocks than the free ones");
+  size_t nindexed;
+  if (!hr__index_valid(p, &nindexed)) FAIL_("free index out of order");
+  if (nindexed != nfree) FAIL_("free index holds other blocks than the free ones");
   if (p->table_count != (uint64_t)nalloc)
     FAIL_("address table holds %" PRIu64 ", %" PRId64 " allocated", p->table_count, nalloc);
   for (unsigned i = 0; i < HR__MAX_TAGS; i++)
@@ -240,7 +253,7 @@ static uint64_t largest_free_locked(hr_pool_t *p) {
         /* Count only the mapped run at the block's start. */
         uint64_t g0, g1, run = 0;
         hr__gran_range(s, b->addr, b->size, &g0, &g1);
-        for (uint64_t g = g0; g <= g1 && (s->gstate[g] & HR__G_MAPPED); g++) run++;
+        for (uint64_t g = g0; g <= g1 && hr__gran_is_mapped(s, g); g++) run++;
         uint64_t end = s->base + (g0 + run) * s->gran;
         sz = run ? HR_MIN(b->addr + b->size, end) - b->addr : 0;
       }
