@@ -75,11 +75,12 @@ HR_API void hr_trace_progress(const hr_trace_reader_t *r, uint64_t *done, uint64
 
 /* ---- replay ------------------------------------------------------------- */
 
-/* One point of the timeline, given to the sample callback after each event:
- * the event's index among the section's events, live and reserved bytes in
- * the pool, and PyTorch's reserved bytes at the same point. */
+/* One point of the timeline, given to the sample callback after each event of
+ * the recorded window (not after L lines): how many of the section's `total`
+ * A and F lines were replayed, live and reserved bytes in the pool, and
+ * PyTorch's reserved bytes at the same point. */
 typedef struct hr_replay_point {
-  uint64_t index;
+  uint64_t index, total;
   uint64_t live, reserved, pytorch_reserved;
 } hr_replay_point_t;
 

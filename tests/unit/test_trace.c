@@ -4,6 +4,7 @@
 #include "util/util.h"
 
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static char tmpdir[256];
@@ -184,6 +185,177 @@ static void test_read_bounded_memory(void) {
   unlink(path);
 }
 
+/* ---- replay ------------------------------------------------------------- */
+
+#define MIB (1024ull * 1024ull)
+
+/* Skips a replay test in a build without the pool (see replay.c). */
+#define NEED_POOL()                                                                                \
+  do {                                                                                             \
+    size_t n_;                                                                                     \
+    char e_[256];                                                                                  \
+    if (hr_replay_file("/nonexistent", NULL, NULL, 0, &n_, e_, sizeof e_) == HR_ENOTSUP)           \
+      SKIP("%s", e_);                                                                              \
+  } while (0)
+
+/* A small trace whose peaks follow from PyTorch's documented policy alone:
+ * a 1000-byte request takes a 2 MiB small-pool segment; 5 MiB takes a 20 MiB
+ * segment and 4 MiB fits in the rest of it; once both are free they coalesce,
+ * and 30 MiB (over 10 MiB: rounded to 2 MiB) needs a segment of its own. */
+static const char *SMALL = "headroom-trace 1\n"
+                           "source hand-written\n"
+                           "device 0 slots=4 initial=1 ops=6 pytorch_reserved_start=0 "
+                           "pytorch_peak_reserved=54525952 pytorch_peak_live=31458280 "
+                           "pytorch_ooms=0\n"
+                           "L 0 1000 0\n"
+                           "A 1 5242880 0\n"
+                           "R +2097152\n"
+                           "R +20971520\n"
+                           "A 2 4194304 0\n"
+                           "F 1\n"
+                           "F 2\n"
+                           "R +31457280\n"
+                           "A 3 31457280 0\n"
+                           "F 3\n"
+                           "end\n";
+
+static void test_replay_exact_peaks(void) {
+  NEED_POOL();
+  char err[512] = "";
+  const char *p = write_trace("small.hrt", SMALL);
+  hr_replay_opts_t o = {.conf = "pytorch"};
+  hr_replay_result_t res[2];
+  size_t n = 0;
+  CHECK_OK(hr_replay_file(p, &o, res, 2, &n, err, sizeof err));
+  CHECK_EQ_U64(n, 1);
+  CHECK_EQ_U64(res[0].events, 7);
+  CHECK_EQ_U64(res[0].peak_live_bytes, 1000 + 30 * MIB);
+  CHECK_EQ_U64(res[0].peak_reserved_bytes, 52 * MIB);
+  CHECK_EQ_U64(res[0].ooms, 0);
+  CHECK_EQ_U64(res[0].capacity, 52 * MIB); /* PyTorch's recorded peak reserved */
+  CHECK(res[0].has_pytorch);
+  CHECK_NEAR(res[0].ratio, 52.0 * MIB / (1000 + 30 * MIB), 1e-9);
+  CHECK_NEAR(res[0].pytorch_ratio, res[0].ratio, 1e-9);
+  CHECK(res[0].ns_per_op_median > 0 && res[0].ns_per_op_p99 >= res[0].ns_per_op_median);
+}
+
+/* At 40 MiB the 30 MiB request fits only once the free 20 MiB segment goes
+ * back (peak 22, then 2 + 30 = 32 MiB); a further 20 MiB cannot fit at all. */
+static void test_replay_capacity_and_oom(void) {
+  NEED_POOL();
+  char err[512] = "";
+  const char *p = write_trace("oom.hrt", "headroom-trace 1\n"
+                                         "device 0 slots=5 initial=1 ops=6\n"
+                                         "L 0 1000 0\n"
+                                         "A 1 5242880 0\n"
+                                         "A 2 4194304 0\n"
+                                         "F 1\n"
+                                         "F 2\n"
+                                         "A 3 31457280 0\n"
+                                         "A 4 20971520 0\n"
+                                         "end\n");
+  hr_replay_opts_t o = {.conf = "pytorch", .capacity = 40 * MIB};
+  hr_replay_result_t res;
+  size_t n = 0;
+  CHECK_OK(hr_replay_file(p, &o, &res, 1, &n, err, sizeof err));
+  CHECK(!res.has_pytorch);
+  CHECK_EQ_U64(res.capacity, 40 * MIB);
+  CHECK_EQ_U64(res.ooms, 1);
+  CHECK_EQ_U64(res.peak_reserved_bytes, 32 * MIB);
+  CHECK_EQ_U64(res.peak_live_bytes, 1000 + 30 * MIB);
+}
+
+/* The default configuration on the same trace: whatever its policy, it must
+ * reserve at least what is live and fail nothing at PyTorch's capacity. */
+static void test_replay_default(void) {
+  NEED_POOL();
+  char err[512] = "";
+  hr_replay_result_t res;
+  size_t n = 0;
+  CHECK_OK(hr_replay_file(write_trace("small.hrt", SMALL), NULL, &res, 1, &n, err, sizeof err));
+  CHECK_EQ_U64(res.peak_live_bytes, 1000 + 30 * MIB);
+  CHECK(res.peak_reserved_bytes >= res.peak_live_bytes);
+  CHECK_EQ_U64(res.ooms, 0);
+}
+
+static void test_replay_errors(void) {
+  NEED_POOL();
+  char err[512] = "";
+  hr_replay_result_t res;
+  size_t n = 0;
+  const char *p = write_trace("e1.hrt", "headroom-trace 1\ndevice 0 slots=2 initial=0 ops=2\n"
+                                        "A 0 100 0\nF 1\nend\n");
+  CHECK_RC(hr_replay_file(p, NULL, &res, 1, &n, err, sizeof err), HR_EPARSE);
+  CHECK_CONTAINS(err, "e1.hrt:4: free of slot 1, which is not live");
+  p = write_trace("e2.hrt", "headroom-trace 1\ndevice 0 slots=1 initial=0 ops=2\n"
+                            "A 0 100 0\nA 0 100 0\nend\n");
+  CHECK_RC(hr_replay_file(p, NULL, &res, 1, &n, err, sizeof err), HR_EPARSE);
+  CHECK_CONTAINS(err, "e2.hrt:4: slot 0 is allocated while live");
+  hr_replay_opts_t o = {.conf = "no_such_key:1"};
+  CHECK_RC(hr_replay_file(write_trace("small.hrt", SMALL), &o, &res, 1, &n, err, sizeof err),
+           HR_EINVAL);
+  CHECK_CONTAINS(err, "no_such_key");
+}
+
+/* The command line: JSON keys, side-by-side configurations, the chart. */
+static void test_replay_cli(void) {
+  NEED_POOL();
+  const char *cli = getenv("HR_CLI");
+  if (!cli) SKIP("HR_CLI is not set");
+  char cmd[1024], out[8192] = "";
+  const char *p = write_trace("small.hrt", SMALL);
+  snprintf(cmd, sizeof cmd, "%s replay %s --conf default --conf pytorch --json --svg %s/c.svg", cli,
+           p, tmpdir);
+  FILE *f = popen(cmd, "r");
+  CHECK(f != NULL);
+  size_t len = fread(out, 1, sizeof out - 1, f);
+  out[len] = '\0';
+  CHECK_EQ_INT(pclose(f), 0);
+  static const char *keys[] = {"\"trace\": \"small.hrt\"",
+                               "\"device\": 0",
+                               "\"config\": \"default\"",
+                               "\"config\": \"pytorch\"",
+                               "\"events\": 7",
+                               "\"peak_live_bytes\": 31458280",
+                               "\"peak_reserved_bytes\": 54525952",
+                               "\"ratio\": ",
+                               "\"pytorch_peak_reserved_bytes\": 54525952",
+                               "\"pytorch_ratio\": ",
+                               "\"ooms\": 0",
+                               "\"ns_per_op_median\": ",
+                               "\"ns_per_op_p99\": "};
+  for (size_t i = 0; i < HR_ARRAY_LEN(keys); i++) CHECK_CONTAINS(out, keys[i]);
+  size_t lines = 0;
+  for (char *q = out; (q = strchr(q, '\n')); q++) lines++;
+  CHECK_EQ_U64(lines, 2);
+  char svg[512], buf[16384];
+  snprintf(svg, sizeof svg, "%s/c.svg", tmpdir);
+  f = fopen(svg, "r");
+  CHECK(f != NULL);
+  len = fread(buf, 1, sizeof buf - 1, f);
+  buf[len] = '\0';
+  fclose(f);
+  CHECK_CONTAINS(buf, "<svg");
+  CHECK_CONTAINS(buf, ">GiB<");
+  CHECK_CONTAINS(buf, "PyTorch reserved (recorded)");
+  CHECK_CONTAINS(buf, "headroom reserved, pytorch");
+  CHECK_CONTAINS(buf, "</svg>");
+  /* The table, and a clean failure for a missing trace. */
+  snprintf(cmd, sizeof cmd, "%s replay %s --conf default --conf pytorch", cli, p);
+  f = popen(cmd, "r");
+  len = fread(out, 1, sizeof out - 1, f);
+  out[len] = '\0';
+  CHECK_EQ_INT(pclose(f), 0);
+  CHECK_CONTAINS(out, "PyTorch (recorded)");
+  CHECK_CONTAINS(out, "small.hrt");
+  snprintf(cmd, sizeof cmd, "%s replay %s/missing.hrt 2>&1", cli, tmpdir);
+  f = popen(cmd, "r");
+  len = fread(out, 1, sizeof out - 1, f);
+  out[len] = '\0';
+  CHECK(WEXITSTATUS(pclose(f)) == 1);
+  CHECK_CONTAINS(out, "missing.hrt: cannot open");
+}
+
 int main(void) {
   snprintf(tmpdir, sizeof tmpdir, "/tmp/hr_test_trace.XXXXXX");
   if (!mkdtemp(tmpdir)) return 1;
@@ -191,6 +363,11 @@ int main(void) {
   HR_RUN(test_read_errors);
   HR_RUN(test_read_long_line);
   HR_RUN(test_read_bounded_memory);
+  HR_RUN(test_replay_exact_peaks);
+  HR_RUN(test_replay_capacity_and_oom);
+  HR_RUN(test_replay_default);
+  HR_RUN(test_replay_errors);
+  HR_RUN(test_replay_cli);
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
