@@ -108,6 +108,24 @@ if misses:
 else:
     w("The PyTorch-like configuration lands within 3% of PyTorch's recorded peak reserved on every trace.")
 w("")
+oom_notes = []
+for (trace, dev), c in sorted(by.items()):
+    for conf in ("default", "pytorch"):
+        r = c.get(conf)
+        if r and r["ooms"]:
+            oom_notes.append(
+                "- %s device %d, %s configuration: %d allocation(s) that PyTorch satisfied failed at "
+                "the capacity (PyTorch's own %d OOM(s) are requests the trace never allocates, so "
+                "they are not replayed); peak live is therefore %.2f GiB instead of PyTorch's %.2f "
+                "GiB." % (trace[:-4] if trace.endswith(".hrt") else trace, dev, conf, r["ooms"],
+                          r["pytorch_ooms"] or 0, r["peak_live_bytes"] / G,
+                          (r.get("pytorch_peak_live_bytes") or 0) / G))
+if oom_notes:
+    w("")
+    w("Out-of-memory failures in the replay:")
+    w("")
+    lines.extend(oom_notes)
+w("")
 w("## Default configuration against the targets")
 w("")
 w("- ratio ≤ PyTorch's on every trace: %s" % ("yes" if not worse else "no: " + ", ".join(worse)))

@@ -15,19 +15,6 @@
 #include <string.h>
 #include <time.h>
 
-/* The pool is built in parallel with the replay. Until src/pool is in the
- * build, its functions are weak references: the replay then says that this
- * build has no pool, instead of the library failing to link. */
-#pragma weak hr_pool_config_default
-#pragma weak hr_pool_config_parse
-#pragma weak hr_pool_create
-#pragma weak hr_pool_destroy
-#pragma weak hr_pool_alloc
-#pragma weak hr_pool_free
-#pragma weak hr_pool_stats
-#pragma weak hr_backend_create
-#pragma weak hr_backend_destroy
-
 /* Nanosecond histogram: exact below EXACT_NS, then power-of-two buckets. */
 #define EXACT_NS    4096
 #define LOG_BUCKETS 48
@@ -75,30 +62,12 @@ typedef struct slot {
   uint8_t state;
 } slot_t;
 
-/* PyTorch's policy with the settings the trace was recorded with: PyTorch's
- * defaults (no split limit, no GC, no expandable segments, no extra rounding)
- * and then each key that `alloc_conf` names. Keys are taken from the parsed
- * string only where the string mentions them, so headroom's own defaults
- * never leak into the PyTorch-like configuration. */
+/* PyTorch's policy with the settings the trace was recorded with: the pool's
+ * "pytorch" preset amended by the trace's PYTORCH_CUDA_ALLOC_CONF. */
 static int config_pytorch(const char *alloc_conf, hr_pool_config_t *out, char *err, size_t errlen) {
-  hr_pool_config_t parsed;
-  int rc = hr_pool_config_parse(alloc_conf, &parsed, err, errlen);
-  if (rc) return rc;
-  hr_pool_config_default(out);
-  out->max_split_size = UINT64_MAX;
-  out->gc_threshold = 0;
-  out->expandable_segments = false;
-  memset(out->roundup_divisions, 0, sizeof out->roundup_divisions);
-  out->memory_fraction = 1.0;
-  out->reserve_bytes = 0;
-  if (strstr(alloc_conf, "max_split_size_mb")) out->max_split_size = parsed.max_split_size;
-  if (strstr(alloc_conf, "garbage_collection_threshold")) out->gc_threshold = parsed.gc_threshold;
-  if (strstr(alloc_conf, "expandable_segments"))
-    out->expandable_segments = parsed.expandable_segments;
-  if (strstr(alloc_conf, "roundup_power2_divisions"))
-    memcpy(out->roundup_divisions, parsed.roundup_divisions, sizeof out->roundup_divisions);
-  out->pytorch_compat = true;
-  return 0;
+  char conf[HR_TRACE_MAX_LINE + 16];
+  snprintf(conf, sizeof conf, "pytorch%s%s", *alloc_conf ? "," : "", alloc_conf);
+  return hr_pool_config_parse(conf, out, err, errlen);
 }
 
 static int config_for(const char *conf, const char *alloc_conf, hr_pool_config_t *out, char *err,
@@ -253,8 +222,6 @@ int hr_replay_file(const char *path, const hr_replay_opts_t *opts, hr_replay_res
   bool open_section = false;
 
   *n = 0;
-  if (!hr_pool_create || !hr_backend_create)
-    return hr__err(err, errlen, HR_ENOTSUP, "this build of headroom has no pool to replay into");
   s.hist = malloc(sizeof *s.hist);
   if (!s.hist) return hr__err(err, errlen, HR_ENOMEM, "out of memory");
   if ((rc = hr_trace_open(path, &r, err, errlen)) != 0) goto out;

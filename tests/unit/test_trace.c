@@ -189,15 +189,6 @@ static void test_read_bounded_memory(void) {
 
 #define MIB (1024ull * 1024ull)
 
-/* Skips a replay test in a build without the pool (see replay.c). */
-#define NEED_POOL()                                                                                \
-  do {                                                                                             \
-    size_t n_;                                                                                     \
-    char e_[256];                                                                                  \
-    if (hr_replay_file("/nonexistent", NULL, NULL, 0, &n_, e_, sizeof e_) == HR_ENOTSUP)           \
-      SKIP("%s", e_);                                                                              \
-  } while (0)
-
 /* A small trace whose peaks follow from PyTorch's documented policy alone:
  * a 1000-byte request takes a 2 MiB small-pool segment; 5 MiB takes a 20 MiB
  * segment and 4 MiB fits in the rest of it; once both are free they coalesce,
@@ -220,7 +211,6 @@ static const char *SMALL = "headroom-trace 1\n"
                            "end\n";
 
 static void test_replay_exact_peaks(void) {
-  NEED_POOL();
   char err[512] = "";
   const char *p = write_trace("small.hrt", SMALL);
   hr_replay_opts_t o = {.conf = "pytorch"};
@@ -242,7 +232,6 @@ static void test_replay_exact_peaks(void) {
 /* At 40 MiB the 30 MiB request fits only once the free 20 MiB segment goes
  * back (peak 22, then 2 + 30 = 32 MiB); a further 20 MiB cannot fit at all. */
 static void test_replay_capacity_and_oom(void) {
-  NEED_POOL();
   char err[512] = "";
   const char *p = write_trace("oom.hrt", "headroom-trace 1\n"
                                          "device 0 slots=5 initial=1 ops=6\n"
@@ -268,7 +257,6 @@ static void test_replay_capacity_and_oom(void) {
 /* The default configuration on the same trace: whatever its policy, it must
  * reserve at least what is live and fail nothing at PyTorch's capacity. */
 static void test_replay_default(void) {
-  NEED_POOL();
   char err[512] = "";
   hr_replay_result_t res;
   size_t n = 0;
@@ -279,7 +267,6 @@ static void test_replay_default(void) {
 }
 
 static void test_replay_errors(void) {
-  NEED_POOL();
   char err[512] = "";
   hr_replay_result_t res;
   size_t n = 0;
@@ -299,7 +286,6 @@ static void test_replay_errors(void) {
 
 /* The command line: JSON keys, side-by-side configurations, the chart. */
 static void test_replay_cli(void) {
-  NEED_POOL();
   const char *cli = getenv("HR_CLI");
   if (!cli) SKIP("HR_CLI is not set");
   char cmd[1024], out[8192] = "";

@@ -51,7 +51,8 @@ static void replay_usage(FILE *f) {
              "  --backend KIND    sim (address space only; default) or host (real memory)\n"
              "  --json            one JSON object per line: trace, device, config, events,\n"
              "                    peak_live_bytes, peak_reserved_bytes, ratio,\n"
-             "                    pytorch_peak_reserved_bytes, pytorch_ratio, ooms,\n"
+             "                    pytorch_peak_reserved_bytes, pytorch_peak_live_bytes,\n"
+             "                    pytorch_ratio, ooms,\n"
              "                    pytorch_ooms, capacity_bytes, ns_per_op_median,\n"
              "                    ns_per_op_p99, seconds, events_per_second\n"
              "  --svg FILE        chart of live and reserved GiB over each trace, ours and\n"
@@ -131,9 +132,11 @@ static void print_json(const char *trace, const char *conf, const hr_replay_resu
          ", \"peak_reserved_bytes\": %" PRIu64 ", \"ratio\": %.6f",
          r->events, r->peak_live_bytes, r->peak_reserved_bytes, r->ratio);
   if (r->has_pytorch)
-    printf(", \"pytorch_peak_reserved_bytes\": %" PRIu64 ", \"pytorch_ratio\": %.6f"
+    printf(", \"pytorch_peak_reserved_bytes\": %" PRIu64 ", \"pytorch_peak_live_bytes\": %" PRIu64
+           ", \"pytorch_ratio\": %.6f"
            ", \"pytorch_ooms\": %" PRIu64,
-           r->pytorch_peak_reserved_bytes, r->pytorch_ratio, r->pytorch_ooms);
+           r->pytorch_peak_reserved_bytes, r->pytorch_peak_live_bytes, r->pytorch_ratio,
+           r->pytorch_ooms);
   else
     printf(", \"pytorch_peak_reserved_bytes\": null, \"pytorch_ratio\": null"
            ", \"pytorch_ooms\": null");
