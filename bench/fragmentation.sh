@@ -5,7 +5,8 @@
 # and writes bench/results/fragmentation.md: one row per trace and device,
 # PyTorch's recorded numbers beside ours, the mean, whether the PyTorch-like
 # replay lands within 3% of PyTorch's recorded peak reserved, and the replay
-# speed on the largest trace (median of 5 runs).
+# speed on the largest trace (median of 5 runs), and draws
+# bench/results/fragmentation.svg.
 #
 # Usage: bench/fragmentation.sh   (from the repository root, after a Release
 # build; HEADROOM_CLI and TRACES override the binary and the trace folder)
@@ -30,8 +31,9 @@ for p in "$TRACES"/*.pickle; do
   name=$(basename "$p" .pickle)
   PYTHONPATH=python "$PY" -m headroom.trace import "$p" -o "$WORK/$name.hrt" -q
 done
-HEADROOM_NO_PROGRESS=1 "$CLI" replay "$WORK"/*.hrt --conf default --conf pytorch --json \
-  > "$WORK/replay.jsonl"
+mkdir -p bench/results
+HEADROOM_NO_PROGRESS=1 "$CLI" --log-level error replay "$WORK"/*.hrt --conf default \
+  --conf pytorch --json --svg bench/results/fragmentation.svg > "$WORK/replay.jsonl"
 # Speed: the largest trace (most events over all its devices), default
 # configuration, 5 runs.
 largest="$WORK/$("$PY" -c '
@@ -43,7 +45,8 @@ for l in open(sys.argv[1]):
         ev[r["trace"]] = ev.get(r["trace"], 0) + r["events"]
 print(max(ev, key=ev.get))' "$WORK/replay.jsonl")"
 for i in 1 2 3 4 5; do
-  HEADROOM_NO_PROGRESS=1 "$CLI" replay "$largest" --conf default --json >> "$WORK/speed.jsonl"
+  HEADROOM_NO_PROGRESS=1 "$CLI" --log-level error replay "$largest" --conf default --json \
+    >> "$WORK/speed.jsonl"
 done
 mkdir -p bench/results
 "$PY" - "$WORK/replay.jsonl" "$WORK/speed.jsonl" "$OUT" "$(uname -m) $(nproc) cores" <<'PYEOF'
@@ -99,6 +102,9 @@ if def_ratios:
     w("Mean ratio: PyTorch (recorded) %.3f, headroom pytorch-config %.3f, headroom default %.3f "
       "(target ≤ 1.02)." % (statistics.mean(pt_ratios), statistics.mean(pc_ratios),
                              statistics.mean(def_ratios)))
+w("")
+w("Live and reserved memory over each trace, ours beside PyTorch's: "
+  "[fragmentation.svg](fragmentation.svg).")
 w("")
 w("## Validation of the replay")
 w("")

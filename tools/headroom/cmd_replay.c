@@ -285,14 +285,15 @@ static int write_svg(const char *path, replay_ctx_t *c, char **trace_names, cons
       fprintf(f, "%.1f,%.1f %.1f,%.1f", x0 + w * (last + 0.5) / BINS, y0 + h,
               x0 + w * (first + 0.5) / BINS, y0 + h);
     fprintf(f, "\"/>\n");
-    svg_polyline(f, s0->pytorch, s0->used, x0, w, y0, h, ymax,
-                 "stroke=\"#ff7f0e\" stroke-width=\"2\" stroke-dasharray=\"6,4\"");
     for (int k = 0; k < n_confs; k++) {
       if (!all[k]) continue;
       char style[96];
       snprintf(style, sizeof style, "stroke=\"%s\" stroke-width=\"1.6\"", conf_colors[k]);
       svg_polyline(f, all[k]->reserved, all[k]->used, x0, w, y0, h, ymax, style);
     }
+    /* PyTorch's line last: dashed, it stays visible where ours lies on it. */
+    svg_polyline(f, s0->pytorch, s0->used, x0, w, y0, h, ymax,
+                 "stroke=\"#ff7f0e\" stroke-width=\"2\" stroke-dasharray=\"6,4\"");
     /* The legend, in one row under the axis title, where it hides no data. */
     double lx = x0, ly = y0 + h + 62;
     fprintf(f,
