@@ -326,3 +326,31 @@ def test_rmm_errors(tmp_path, text, what):
     p.write_text(text)
     with pytest.raises(trace.TraceError, match=what):
         trace.import_file(str(p))
+
+
+# ---- import then replay (needs the CLI) -----------------------------------
+
+
+@pytest.mark.parametrize("name", real_traces() or ["(none)"])
+def test_replay_pytorch_config_matches_recorded(name, tmp_path):
+    """The replay's own validation: PyTorch's policy, replayed, reserves within
+    3% of what PyTorch recorded, on every device of every trace."""
+    import json
+    if name == "(none)":
+        pytest.skip("no traces: %s is absent or empty" % TRACES)
+    cli = os.environ.get("HEADROOM_CLI")
+    if not cli or not os.access(cli, os.X_OK):
+        pytest.skip("HEADROOM_CLI is not set to the headroom binary")
+    out = tmp_path / "t.hrt"
+    assert trace.main(["import", os.path.join(TRACES, name), "-o", str(out), "-q"]) == 0
+    r = subprocess.run([cli, "--log-level", "error", "replay", str(out), "--conf", "pytorch",
+                        "--conf", "default", "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(l) for l in r.stdout.splitlines()]
+    assert {row["config"] for row in rows} == {"pytorch", "default"}
+    for row in rows:
+        assert row["trace"] == "t.hrt"
+        assert row["peak_reserved_bytes"] >= row["peak_live_bytes"] > 0
+        if row["config"] == "pytorch":
+            rec = row["pytorch_peak_reserved_bytes"]
+            assert abs(row["peak_reserved_bytes"] - rec) <= 0.03 * rec, row
