@@ -153,6 +153,11 @@ w("| median events/s | min | max | target |")
 w("| ---: | ---: | ---: | ---: |")
 w("| %.2f M | %.2f M | %.2f M | ≥ 5 M |" % (statistics.median(rates) / 1e6, min(rates) / 1e6,
                                          max(rates) / 1e6))
+w("")
+w("Events/s is events over the wall time of the whole replay (opening the file, parsing every line, "
+  "the pool calls and the timing of each). ns/op p50 / p99 in the table above is measured around each "
+  "hr_pool_alloc / hr_pool_free with CLOCK_MONOTONIC, so it includes a clock read. The machine may be "
+  "shared with other work: min and max show the spread.")
 open(out, "w").write("\n".join(lines) + "\n")
 print("fragmentation: wrote %s" % out)
 PYEOF
