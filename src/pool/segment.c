@@ -204,9 +204,11 @@ int hr__segment_new_locked(hr_pool_t *p, uint64_t size, void *stream, bool small
 int hr__segment_new_expandable_locked(hr_pool_t *p, void *stream, bool small, hr__segment_t **out) {
   hr_backend_t *be = p->backend;
   uint64_t g = be->granularity, addr;
-  /* The reservation spans what the pool may ever hold, so the segment never
-   * has to move. */
-  uint64_t size = (p->allowed + g - 1) / g * g;
+  /* The reservation spans four times what the pool may ever hold. Address
+   * space costs nothing, and with only 1x a segment whose live blocks sit
+   * far apart can run out of addresses while memory is still free (one
+   * real trace failed a 4.9 GiB request that way with 5 GiB free). */
+  uint64_t size = (p->allowed + g - 1) / g * g * HR__VA_FACTOR;
   if (!be->ops->va_reserve || !g || !size) return HR_ENOTSUP;
   hr__bins_t *bins;
   if (hr__index_get(p, stream, small, &bins)) return HR_ENOMEM;

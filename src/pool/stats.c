@@ -80,10 +80,23 @@ int hr_pool_reset_peak(hr_pool_t *p) {
   } while (0)
 
 static int check_expandable(hr__segment_t *s) {
-  uint64_t mapped = 0;
-  uint32_t *ends = calloc(s->ngran ? s->ngran : 1, sizeof *ends);
-  uint8_t *inner = calloc(s->ngran ? s->ngran : 1, 1);
+  uint64_t mapped = 0, n = 0;
   int rc = 0;
+  /* Only the granules up to the last mapped or used one can hold anything;
+   * past them every bitmap word must be zero. */
+  for (uint64_t w = 0; w < (s->ngran + 63) / 64; w++)
+    if (s->mapped_bm[w] | s->busy_bm[w]) n = (w + 1) * 64;
+  for (hr__block_t *b = s->first; b; b = b->next)
+    if (b->allocated) {
+      uint64_t g0, g1;
+      hr__gran_range(s, b->addr, b->size, &g0, &g1);
+      if (g1 + 1 > n) n = g1 + 1;
+    }
+  for (uint64_t g = n; g < s->ngran; g++)
+    if (s->used[g]) FAIL_("granule %" PRIu64 " past the last block counts %u", g, s->used[g]);
+  if (n > s->ngran) n = s->ngran;
+  uint32_t *ends = calloc(n ? n : 1, sizeof *ends);
+  uint8_t *inner = calloc(n ? n : 1, 1);
   if (!ends || !inner) {
     rc = HR_ENOMEM;
     goto out;
@@ -96,7 +109,7 @@ static int check_expandable(hr__segment_t *s) {
     if (g1 != g0) ends[g1]++;
     for (uint64_t g = g0 + 1; g < g1; g++) inner[g]++;
   }
-  for (uint64_t g = 0; g < s->ngran && !rc; g++) {
+  for (uint64_t g = 0; g < n && !rc; g++) {
     bool busy = (s->busy_bm[g / 64] >> (g % 64)) & 1;
     if (ends[g] != s->used[g] || inner[g] > 1 || (inner[g] && ends[g]) || busy != (inner[g] == 1)) {
       hr__log(HR_LOG_ERROR,
