@@ -15,7 +15,7 @@
 /* ---- tags ---------------------------------------------------------------- */
 
 static pthread_mutex_t tag_lock = PTHREAD_MUTEX_INITIALIZER;
-static char tag_names[HR__MAX_TAGS][64];
+static char tag_names[HR__MAX_TAGS][64] = {[HR__MAX_TAGS - 1] = "(other)"};
 static unsigned tag_count = 1; /* 0 is "no tag" */
 static _Thread_local uint16_t tag_current;
 
@@ -32,10 +32,7 @@ void hr_pool_set_tag(const char *tag) {
     id = tag_count++;
     hr__strlcpy(tag_names[id], tag, sizeof tag_names[id]);
   }
-  if (!id) {
-    id = HR__MAX_TAGS - 1;
-    hr__strlcpy(tag_names[id], "(other)", sizeof tag_names[id]);
-  }
+  if (!id) id = HR__MAX_TAGS - 1; /* named "(other)" from the start */
   pthread_mutex_unlock(&tag_lock);
   tag_current = (uint16_t)id;
 }
