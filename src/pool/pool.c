@@ -226,10 +226,14 @@ static uint64_t release_cached_locked(hr_pool_t *p) {
 
 /* The GC: above garbage_collection_threshold of the allowed memory, frees
  * whole cached segments that have waited at least the average age, oldest
- * first in effect, until under the threshold. */
+ * first in effect, until under the threshold. Like PyTorch's, the
+ * PyTorch-like configuration collects only with a memory fraction set;
+ * headroom's own collects whenever a threshold is set. */
 static void garbage_collect_locked(hr_pool_t *p) {
   double limit = p->cfg.gc_threshold * (double)p->allowed;
   if (p->cfg.gc_threshold <= 0 || (double)p->st.reserved_bytes.current <= limit) return;
+  /* PyTorch collects only once a memory fraction has been set. */
+  if (p->cfg.pytorch_compat && p->cfg.memory_fraction >= 1.0) return;
   uint64_t target = (uint64_t)((double)p->st.reserved_bytes.current - limit), freed = 0;
   while (freed < target) {
     uint64_t n = 0, age_sum = 0;
