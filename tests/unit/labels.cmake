@@ -4,3 +4,4 @@
 set_tests_properties(test_export PROPERTIES LABELS threads)
 set_tests_properties(test_probe_threads PROPERTIES LABELS threads)
 set_tests_properties(test_watch_live PROPERTIES LABELS threads)
+set_tests_properties(test_pool_threads PROPERTIES LABELS threads)
