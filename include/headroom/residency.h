@@ -85,7 +85,10 @@ typedef struct hr_residency hr_residency_t;
 HR_API void hr_residency_options_default(const hr_options_t *table, hr_residency_options_t *out);
 
 /* Creates a registry. With budget_bytes 0 a free memory source is needed
- * (mem_info or backend), else HR_EINVAL. The options are copied. */
+ * (mem_info or backend), else HR_EINVAL. The options are copied. With a
+ * pool, the registry registers itself as the pool's reclaimer
+ * (hr_residency_reclaim): the pool has no way to unregister one, so destroy
+ * the pool before the registry. */
 HR_API int hr_residency_create(const hr_residency_options_t *options, hr_residency_t **out);
 /* Frees the registry without calling any callback: assets stay where they are. */
 HR_API void hr_residency_destroy(hr_residency_t *r);
