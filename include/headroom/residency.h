@@ -198,8 +198,9 @@ typedef struct hr_lookahead {
 /* Makes every asset of ids[0..n) and its group resident with working_bytes
  * free, offloading other unpinned assets as the policy chooses (lookahead
  * may be NULL). Partial assets of the set are loaded in part when the whole
- * set cannot fit. On success returns 0 and `plan` (may be NULL; overwritten,
- * free it with hr_plan_free) lists the actions taken. When it cannot fit,
+ * set cannot fit. On success returns 0 and `plan` (may be NULL; it must be
+ * zeroed or hold an earlier result, which is freed; free the last one with
+ * hr_plan_free) lists the actions taken. When it cannot fit,
  * returns HR_ENOSPC, changes nothing, and the plan's message and suggestions
  * say what would fit. HR_ETIMEDOUT when offloaded memory did not show as free
  * within the patience (the message names the assets), HR_ENOENT for an

@@ -428,10 +428,11 @@ static int execute_locked(hr_residency_t *r, uint64_t working, hr_plan_t *p) {
 
 int hr_residency_require(hr_residency_t *r, const hr_asset_id_t *ids, size_t n,
                          uint64_t working_bytes, const hr_lookahead_t *la, hr_plan_t *plan) {
-  hr_plan_t local;
+  hr_plan_t local = {0};
   hr_plan_t *p = plan ? plan : &local;
   int rc;
-  memset(p, 0, sizeof *p);
+  /* A plan holds the previous result or zeroes: reusing one is fine. */
+  hr_plan_free(p);
   if (!r || (!ids && n)) return HR_EINVAL;
   pthread_mutex_lock(&r->mu);
   p->policy = hr__policy_resolve(r->o.policy, la);
