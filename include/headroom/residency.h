@@ -188,12 +188,18 @@ HR_API void hr_plan_free(hr_plan_t *plan);
 HR_API const char *hr_action_kind_name(hr_action_kind_t kind);
 
 /* Upcoming uses, as a workflow engine knows them: ids[i] is used steps[i]
- * steps from now (non-decreasing; 1 is the next step). */
+ * steps from now (non-decreasing; 1 is the next step), and that step needs
+ * working[i] bytes of working memory (NULL: as much as this one). With a few
+ * candidates the lookahead policy tries each minimal set of victims against
+ * the next HR_LOOKAHEAD_ROLLOUT steps and keeps the cheapest. */
 typedef struct hr_lookahead {
   const hr_asset_id_t *ids;
   const uint32_t *steps;
   size_t n;
+  const uint64_t *working;
 } hr_lookahead_t;
+
+#define HR_LOOKAHEAD_ROLLOUT 24
 
 /* Makes every asset of ids[0..n) and its group resident with working_bytes
  * free, offloading other unpinned assets as the policy chooses (lookahead
