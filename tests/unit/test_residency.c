@@ -5,6 +5,7 @@
 #include "hr_test.h"
 #include "residency/workflow_internal.h"
 
+#include <pthread.h>
 #include <unistd.h>
 
 #define GiB (1ull << 30)
@@ -575,6 +576,81 @@ static void test_reclaim_pool(void) {
   hr_backend_destroy(be);
 }
 
+/* Threads requiring, touching, estimating and reclaiming at once: every
+ * successful plan fits the budget, and in the end the bytes loaded minus the
+ * bytes offloaded are what the assets hold. */
+typedef struct stress {
+  hr_residency_t *r;
+  hr_asset_id_t ids[8];
+  uint64_t seed;
+  int bad;
+} stress_t;
+
+static void *stress_requirer(void *arg) {
+  stress_t *s = arg;
+  uint64_t st = s->seed;
+  hr_plan_t p = {0};
+  for (int i = 0; i < 2000; i++) {
+    hr_asset_id_t set[2] = {s->ids[hr_test_rand(&st) % 8], s->ids[hr_test_rand(&st) % 8]};
+    hr_asset_id_t up[4] = {s->ids[hr_test_rand(&st) % 8], s->ids[hr_test_rand(&st) % 8],
+                           s->ids[hr_test_rand(&st) % 8], s->ids[hr_test_rand(&st) % 8]};
+    uint32_t steps[4] = {1, 2, 3, 4};
+    hr_lookahead_t la = {up, steps, 4, NULL};
+    uint64_t work = (hr_test_rand(&st) % 4) * GiB;
+    int rc = hr_residency_require(s->r, set, 2, work, i % 2 ? &la : NULL, &p);
+    if (rc == 0 && p.used_bytes > p.capacity_bytes) s->bad++;
+    if (rc != 0 && rc != HR_ENOSPC) s->bad++;
+  }
+  hr_plan_free(&p);
+  return NULL;
+}
+
+static void *stress_other(void *arg) {
+  stress_t *s = arg;
+  uint64_t st = s->seed, need, can_free, freed;
+  for (int i = 0; i < 2000; i++) {
+    hr_asset_id_t id = s->ids[hr_test_rand(&st) % 8];
+    switch (hr_test_rand(&st) % 3) {
+    case 0:
+      if (hr_asset_touch(s->r, id) != 0) s->bad++;
+      break;
+    case 1:
+      if (hr_residency_estimate(s->r, &id, 1, GiB, &need, &can_free) != 0) s->bad++;
+      break;
+    default:
+      (void)hr_residency_reclaim(NULL, GiB, &freed, s->r);
+    }
+  }
+  return NULL;
+}
+
+static void test_threads(void) {
+  fake_t f = {0};
+  hr_residency_t *r = make_fixed(16 * GiB, HR_POLICY_AUTO);
+  stress_t s[4];
+  pthread_t th[4];
+  for (int t = 0; t < 4; t++) s[t] = (stress_t){.r = r, .seed = hr_test_seed() + (uint64_t)t};
+  for (int i = 0; i < 8; i++) {
+    char name[8];
+    snprintf(name, sizeof name, "m%d", i);
+    s[0].ids[i] = add(r, &f, name, NULL, (uint64_t)(1 + i % 4) * GiB, 0, false, i % 2);
+    CHECK(s[0].ids[i]);
+  }
+  for (int t = 1; t < 4; t++) memcpy(s[t].ids, s[0].ids, sizeof s[0].ids);
+  for (int t = 0; t < 4; t++)
+    CHECK(pthread_create(&th[t], NULL, t < 2 ? stress_requirer : stress_other, &s[t]) == 0);
+  for (int t = 0; t < 4; t++) pthread_join(th[t], NULL);
+  for (int t = 0; t < 4; t++) CHECK_EQ_INT(s[t].bad, 0);
+  hr_residency_stats_t st;
+  CHECK_OK(hr_residency_stats(r, &st));
+  CHECK(st.resident_bytes <= 16 * GiB);
+  CHECK_EQ_U64(st.bytes_loaded - st.bytes_offloaded, st.resident_bytes);
+  uint64_t held = 0;
+  for (int i = 0; i < 8; i++) held += f.held[s[0].ids[i]];
+  CHECK_EQ_U64(held, st.resident_bytes);
+  hr_residency_destroy(r);
+}
+
 /* ---- workflows ---------------------------------------------------------- */
 
 static int parse(const char *json, hr_workflow_t **w, char *err, size_t n) {
@@ -796,6 +872,7 @@ int main(void) {
   HR_RUN(test_device_budget);
   HR_RUN(test_reclaim_direct);
   HR_RUN(test_reclaim_pool);
+  HR_RUN(test_threads);
   HR_RUN(test_workflow_bad);
   HR_RUN(test_workflow_repeat);
   HR_RUN(test_examples);
