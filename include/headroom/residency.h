@@ -209,8 +209,9 @@ typedef struct hr_lookahead {
  * hr_plan_free) lists the actions taken. When it cannot fit,
  * returns HR_ENOSPC, changes nothing, and the plan's message and suggestions
  * say what would fit. HR_ETIMEDOUT when offloaded memory did not show as free
- * within the patience (the message names the assets), HR_ENOENT for an
- * unknown id, or a callback's error. */
+ * within the patience (the message names the assets; the offloads stay done,
+ * nothing was loaded), HR_ENOENT for an unknown id, or a callback's error
+ * (the plan lists what was done before it). */
 HR_API int hr_residency_require(hr_residency_t *r, const hr_asset_id_t *ids, size_t n,
                                 uint64_t working_bytes, const hr_lookahead_t *lookahead,
                                 hr_plan_t *plan);
