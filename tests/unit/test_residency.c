@@ -6,6 +6,7 @@
 #include "residency/workflow_internal.h"
 
 #include <pthread.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define GiB (1ull << 30)
@@ -858,6 +859,54 @@ static void test_reference_random(void) {
   }
 }
 
+/* Runs `headroom ARGS` with stderr into stdout; returns the exit status. */
+static int run_cli(const char *args, char *out, size_t n) {
+  const char *cli = getenv("HR_CLI");
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", cli, args);
+  FILE *f = popen(cmd, "r");
+  if (!f) return -1;
+  size_t len = fread(out, 1, n - 1, f);
+  out[len] = 0;
+  char drain[4096]; /* the rest, so the command does not die of SIGPIPE */
+  while (fread(drain, 1, sizeof drain, f) > 0) continue;
+  int st = pclose(f);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_cli_plan(void) {
+  char args[1200], path[1024], out[1 << 16];
+  if (!getenv("HR_CLI")) SKIP("HR_CLI is not set (run under ctest)");
+  hr_test_src(path, sizeof path, "examples/face-swap-video.json");
+  snprintf(args, sizeof args, "plan '%s' --json --policy lru", path);
+  CHECK_EQ_INT(run_cli(args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "\"policy\": \"lru\"");
+  CHECK_CONTAINS(out, "\"failed_steps\": 0");
+  CHECK_CONTAINS(out, "\"reference\": \"exact\"");
+  CHECK_CONTAINS(out, "\"peak_device_bytes\": ");
+  CHECK_CONTAINS(out, "\"bytes_offloaded\": ");
+  /* Too small a budget: steps cannot run, exit 1, suggestions printed. */
+  snprintf(args, sizeof args, "plan '%s' --budget 500M", path);
+  CHECK_EQ_INT(run_cli(args, out, sizeof out), 1);
+  CHECK_CONTAINS(out, "cannot run");
+  CHECK_CONTAINS(out, "'gfpgan' v1.4");
+  /* A bad file: exit 2 and the place of the error. */
+  char tmp[] = "/tmp/hr-wf-XXXXXX";
+  int fd = mkstemp(tmp);
+  CHECK(fd >= 0);
+  const char *bad = "{\"assets\": [{\"name\": \"a\", \"bytes\": 1}],\n \"steps\": [{\"use\": "
+                    "[\"a\"], \"working_bytes\": \"lots\"}]}";
+  CHECK(write(fd, bad, strlen(bad)) == (ssize_t)strlen(bad));
+  close(fd);
+  snprintf(args, sizeof args, "plan %s", tmp);
+  int rc = run_cli(args, out, sizeof out);
+  unlink(tmp);
+  CHECK_EQ_INT(rc, 2);
+  CHECK_CONTAINS(out, "steps[0].working_bytes: expected a size");
+  CHECK_EQ_INT(run_cli("plan", out, sizeof out), 2);
+  CHECK_CONTAINS(out, "a workflow file is needed");
+}
+
 int main(void) {
   HR_RUN(test_register);
   HR_RUN(test_lru);
@@ -877,5 +926,6 @@ int main(void) {
   HR_RUN(test_workflow_repeat);
   HR_RUN(test_examples);
   HR_RUN(test_reference_random);
+  HR_RUN(test_cli_plan);
   return hr_test_finish("residency");
 }
