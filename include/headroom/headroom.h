@@ -183,5 +183,6 @@ HR_API int hr_parse_bool(const char *s, bool *out);
 #include "headroom/pool.h"
 #include "headroom/watch.h"
 #include "headroom/trace.h"
+#include "headroom/residency.h"
 
 #endif /* HEADROOM_H */

@@ -14,6 +14,7 @@ static const hr_cli_command_t *commands[] = {
     &hr_cmd_watch,
     &hr_cmd_history,
     &hr_cmd_replay,
+    &hr_cmd_plan,
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
