@@ -70,8 +70,8 @@ w("configuration with the trace's recorded `PYTORCH_CUDA_ALLOC_CONF`; *default* 
 w("")
 w("| trace | dev | events | peak live GiB | PyTorch reserved GiB | PyTorch ratio | PyTorch OOMs "
   "| pytorch-config reserved GiB | vs PyTorch | within 3% | default reserved GiB | default ratio "
-  "| default ≤ PyTorch | default OOMs | ns/op p50 / p99 |")
-w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: | ---: | ---: | :---: | ---: | ---: |")
+  "| default ≤ PyTorch | default OOMs | device calls pytorch / default | ns/op p50 / p99 |")
+w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: | ---: | ---: | :---: | ---: | ---: | ---: |")
 pt_ratios, def_ratios, pc_ratios = [], [], []
 misses, worse, oom_bad = [], [], []
 for (trace, dev), c in sorted(by.items()):
@@ -90,13 +90,13 @@ for (trace, dev), c in sorted(by.items()):
     if d["ooms"] and not d["pytorch_ooms"]:
         oom_bad.append("%s dev %d (%d)" % (name, dev, d["ooms"]))
     pt_ratios.append(d["pytorch_ratio"]); def_ratios.append(d["ratio"]); pc_ratios.append(p["ratio"])
-    w("| %s | %d | %d | %.2f | %.2f | %.3f | %d | %.2f | %+.1f%% | %s | %.2f | %.3f | %s | %d | %.0f / %.0f |" % (
+    w("| %s | %d | %d | %.2f | %.2f | %.3f | %d | %.2f | %+.1f%% | %s | %.2f | %.3f | %s | %d | %d / %d | %.0f / %.0f |" % (
         name, dev, d["events"], d["peak_live_bytes"] / G, rec / G, d["pytorch_ratio"],
         d["pytorch_ooms"], p["peak_reserved_bytes"] / G, diff, "yes" if within else "**no**",
         d["peak_reserved_bytes"] / G, d["ratio"], "yes" if better else "**no**", d["ooms"],
-        d["ns_per_op_median"], d["ns_per_op_p99"]))
+        p["device_calls"], d["device_calls"], d["ns_per_op_median"], d["ns_per_op_p99"]))
 if def_ratios:
-    w("| **mean** | | | | | %.3f | | | | | | %.3f | | | |" % (
+    w("| **mean** | | | | | %.3f | | | | | | %.3f | | | | |" % (
         statistics.mean(pt_ratios), statistics.mean(def_ratios)))
     w("")
     w("Mean ratio: PyTorch (recorded) %.3f, headroom pytorch-config %.3f, headroom default %.3f "

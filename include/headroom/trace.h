@@ -108,6 +108,10 @@ typedef struct hr_replay_result {
   double ratio; /* peak reserved / peak live; 0 when nothing was live */
   uint64_t capacity;
   uint64_t ooms; /* allocations that failed at `capacity` */
+  /* Calls into the backend: segment allocs and frees, granule maps and unmaps.
+   * On a real device each costs microseconds, so a low ratio bought with many
+   * calls is not free. */
+  uint64_t device_calls;
   bool has_pytorch;
   uint64_t pytorch_peak_reserved_bytes, pytorch_peak_live_bytes, pytorch_ooms;
   double pytorch_ratio;

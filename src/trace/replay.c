@@ -111,6 +111,7 @@ static int section_finish(section_t *s, char *err, size_t errlen) {
   res->peak_live_bytes = s->peak_live;
   res->peak_reserved_bytes = (uint64_t)st.reserved_bytes.peak;
   res->ratio = s->peak_live ? (double)res->peak_reserved_bytes / (double)s->peak_live : 0;
+  res->device_calls = st.num_device_alloc + st.num_device_free;
   res->ns_per_op_median = hist_quantile(s->hist, 0.5);
   res->ns_per_op_p99 = hist_quantile(s->hist, 0.99);
   res->seconds = (double)(now_ns() - s->t0) / 1e9;

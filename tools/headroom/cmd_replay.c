@@ -52,7 +52,7 @@ static void replay_usage(FILE *f) {
              "  --json            one JSON object per line: trace, device, config, events,\n"
              "                    peak_live_bytes, peak_reserved_bytes, ratio,\n"
              "                    pytorch_peak_reserved_bytes, pytorch_peak_live_bytes,\n"
-             "                    pytorch_ratio, ooms,\n"
+             "                    pytorch_ratio, ooms, device_calls,\n"
              "                    pytorch_ooms, capacity_bytes, ns_per_op_median,\n"
              "                    ns_per_op_p99, seconds, events_per_second\n"
              "  --svg FILE        chart of live and reserved GiB over each trace, ours and\n"
@@ -140,10 +140,10 @@ static void print_json(const char *trace, const char *conf, const hr_replay_resu
   else
     printf(", \"pytorch_peak_reserved_bytes\": null, \"pytorch_ratio\": null"
            ", \"pytorch_ooms\": null");
-  printf(", \"ooms\": %" PRIu64 ", \"capacity_bytes\": %" PRIu64
+  printf(", \"ooms\": %" PRIu64 ", \"device_calls\": %" PRIu64 ", \"capacity_bytes\": %" PRIu64
          ", \"ns_per_op_median\": %.1f, \"ns_per_op_p99\": %.1f, \"seconds\": %.6f"
          ", \"events_per_second\": %.0f}\n",
-         r->ooms, r->capacity, r->ns_per_op_median, r->ns_per_op_p99, r->seconds,
+         r->ooms, r->device_calls, r->capacity, r->ns_per_op_median, r->ns_per_op_p99, r->seconds,
          r->seconds > 0 ? (double)r->events / r->seconds : 0);
 }
 
