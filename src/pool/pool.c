@@ -9,8 +9,9 @@
  * max_split_size are never split nor handed to much smaller requests.
  *
  * headroom's default differs in one place: segments are expandable (one
- * address reservation per stream and pool, mapped 2 MiB at a time) and
- * compact, so the pool unmaps granules nobody uses before it maps new ones.
+ * address reservation per stream and pool, mapped in 2 MiB granules, up to
+ * 8 of them per backend call) and compact, so the pool unmaps granules
+ * nobody uses before it maps new ones.
  *
  * On a miss the order is: the GC (by age, above garbage_collection_threshold),
  * a new segment, releasing oversize cached blocks, releasing every cached
