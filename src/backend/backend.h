@@ -36,14 +36,17 @@ typedef struct hr_backend_ops {
   int (*va_reserve)(hr_backend_t *b, uint64_t size, uint64_t *addr);
   /* Releases a reservation; every granule in it has been unmapped. */
   int (*va_release)(hr_backend_t *b, uint64_t addr, uint64_t size);
-  /* Maps one granule of fresh device memory at `addr` (granule aligned,
-   * inside a reservation, not mapped) readable and writable by the device,
-   * and sets *handle to what unmap needs. Returns 0, HR_ENOMEM or
-   * HR_EDEVICE. */
-  int (*map)(hr_backend_t *b, uint64_t addr, uint64_t *handle);
-  /* Unmaps the granule at `addr` and returns its memory to the device. The
-   * caller has synchronized: no queued work uses it. */
-  int (*unmap)(hr_backend_t *b, uint64_t addr, uint64_t handle);
+  /* Maps `size` bytes (a multiple of the granularity) of fresh device
+   * memory, one allocation, at `addr` (granule aligned, inside a
+   * reservation, not mapped) readable and writable by the device, and sets
+   * *handle to what unmap needs. One call of this hook is one device
+   * allocation: the pool counts it once whatever the size. Returns 0,
+   * HR_ENOMEM or HR_EDEVICE. */
+  int (*map)(hr_backend_t *b, uint64_t addr, uint64_t size, uint64_t *handle);
+  /* Unmaps exactly a range that one map call mapped (the driver cannot
+   * unmap part of one) and returns its memory to the device. The caller
+   * has synchronized: no queued work uses it. */
+  int (*unmap)(hr_backend_t *b, uint64_t addr, uint64_t size, uint64_t handle);
 
   /* ---- ordering between streams ----------------------------------------- */
   /* Records an event on `stream` after the work queued so far; sets *ev.

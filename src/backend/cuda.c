@@ -81,32 +81,32 @@ static int cuda_va_release(hr_backend_t *b, uint64_t addr, uint64_t size) {
   return rc ? rc : cu_err(c->cuMemAddressFree(addr, size));
 }
 
-static int cuda_map(hr_backend_t *b, uint64_t addr, uint64_t *handle) {
+static int cuda_map(hr_backend_t *b, uint64_t addr, uint64_t size, uint64_t *handle) {
   cuda_t *c = b->priv;
   hr_cu_mem_handle h = 0;
   hr_cu_mem_access acc = {{HR_CU_MEM_LOCATION_TYPE_DEVICE, c->dev},
                           HR_CU_MEM_ACCESS_FLAGS_PROT_READWRITE};
   int rc = cu_enter(c);
   if (rc) return rc;
-  rc = cu_err(c->cuMemCreate(&h, b->granularity, &c->prop, 0));
+  rc = cu_err(c->cuMemCreate(&h, size, &c->prop, 0));
   if (rc) return rc;
-  rc = cu_err(c->cuMemMap(addr, b->granularity, 0, h, 0));
+  rc = cu_err(c->cuMemMap(addr, size, 0, h, 0));
   if (rc) goto out_release;
-  rc = cu_err(c->cuMemSetAccess(addr, b->granularity, &acc, 1));
+  rc = cu_err(c->cuMemSetAccess(addr, size, &acc, 1));
   if (rc) goto out_unmap;
   *handle = h;
   return 0;
 out_unmap:
-  c->cuMemUnmap(addr, b->granularity);
+  c->cuMemUnmap(addr, size);
 out_release:
   c->cuMemRelease(h);
   return rc;
 }
 
-static int cuda_unmap(hr_backend_t *b, uint64_t addr, uint64_t handle) {
+static int cuda_unmap(hr_backend_t *b, uint64_t addr, uint64_t size, uint64_t handle) {
   cuda_t *c = b->priv;
   int rc = cu_enter(c);
-  if (!rc) rc = cu_err(c->cuMemUnmap(addr, b->granularity));
+  if (!rc) rc = cu_err(c->cuMemUnmap(addr, size));
   if (!rc) rc = cu_err(c->cuMemRelease(handle));
   return rc;
 }

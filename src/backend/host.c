@@ -72,23 +72,23 @@ static int host_va_release(hr_backend_t *b, uint64_t addr, uint64_t size) {
   return munmap((void *)(uintptr_t)addr, size) ? HR_EDEVICE : 0;
 }
 
-static int host_map(hr_backend_t *b, uint64_t addr, uint64_t *handle) {
-  int rc = host_take(b, HOST_GRANULE);
+static int host_map(hr_backend_t *b, uint64_t addr, uint64_t size, uint64_t *handle) {
+  int rc = host_take(b, size);
   if (rc) return rc;
-  if (mprotect((void *)(uintptr_t)addr, HOST_GRANULE, PROT_READ | PROT_WRITE)) {
-    host_give(b, HOST_GRANULE);
+  if (mprotect((void *)(uintptr_t)addr, size, PROT_READ | PROT_WRITE)) {
+    host_give(b, size);
     return HR_EDEVICE;
   }
   *handle = addr;
   return 0;
 }
 
-static int host_unmap(hr_backend_t *b, uint64_t addr, uint64_t handle) {
+static int host_unmap(hr_backend_t *b, uint64_t addr, uint64_t size, uint64_t handle) {
   void *p = (void *)(uintptr_t)addr;
-  host_give(b, HOST_GRANULE);
+  if (handle != addr) return HR_EINVAL; /* not the start of a mapping */
+  host_give(b, size);
   /* Dropping the pages makes a later map see fresh memory, as on a device. */
-  if (madvise(p, HOST_GRANULE, MADV_DONTNEED) || mprotect(p, HOST_GRANULE, PROT_NONE))
-    return HR_EDEVICE;
+  if (madvise(p, size, MADV_DONTNEED) || mprotect(p, size, PROT_NONE)) return HR_EDEVICE;
   return 0;
 }
 

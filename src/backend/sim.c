@@ -69,16 +69,16 @@ static int sim_va_release(hr_backend_t *b, uint64_t addr, uint64_t size) {
   return 0;
 }
 
-static int sim_map(hr_backend_t *b, uint64_t addr, uint64_t *handle) {
-  int rc = sim_take(b, SIM_GRANULE);
+static int sim_map(hr_backend_t *b, uint64_t addr, uint64_t size, uint64_t *handle) {
+  int rc = sim_take(b, size);
   if (rc) return rc;
   *handle = addr;
   return 0;
 }
 
-static int sim_unmap(hr_backend_t *b, uint64_t addr, uint64_t handle) {
+static int sim_unmap(hr_backend_t *b, uint64_t addr, uint64_t size, uint64_t handle) {
   sim_t *s = b->priv;
-  atomic_fetch_sub(&s->used, SIM_GRANULE);
+  atomic_fetch_sub(&s->used, size);
   return 0;
 }
 

@@ -9,8 +9,9 @@
  * max_split_size are never split nor handed to much smaller requests.
  *
  * headroom's default differs in one place: segments are expandable (one
- * address reservation per stream and pool, mapped 2 MiB at a time) and
- * compact, so the pool unmaps granules nobody uses before it maps new ones.
+ * address reservation per stream and pool, mapped in 2 MiB granules, up to
+ * 8 of them per backend call) and compact, so the pool unmaps granules
+ * nobody uses before it maps new ones.
  *
  * On a miss the order is: the GC (by age, above garbage_collection_threshold),
  * a new segment, releasing oversize cached blocks, releasing every cached
@@ -481,8 +482,11 @@ void hr_pool_destroy(hr_pool_t *p) {
     }
     if (s->expandable) {
       for (uint64_t g = 0; g < s->ngran; g++)
-        if (hr__gran_is_mapped(s, g)) be->ops->unmap(be, s->base + g * s->gran, s->handle[g]);
+        if (hr__gran_is_mapped(s, g) && s->ext_head[g] == g)
+          be->ops->unmap(be, s->base + g * s->gran, s->ext_len[g] * s->gran, s->handle[g]);
       be->ops->va_release(be, s->base, s->size);
+      free(s->ext_head);
+      free(s->ext_len);
       free(s->used);
       free(s->mapped_bm);
       free(s->queued_bm);

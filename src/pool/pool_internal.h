@@ -26,6 +26,7 @@
 #define HR__MAX_TAGS    256
 #define HR__VA_FACTOR   4   /* address reserved per expandable segment / allowed */
 #define HR__NBINS       256 /* size bins of the free index, 8 per power of two */
+#define HR__MAX_EXTENT  8   /* most granules one map call covers (default policy) */
 
 typedef struct hr__segment hr__segment_t;
 typedef struct hr__block hr__block_t;
@@ -64,8 +65,14 @@ struct hr__segment {
   uint64_t *busy_bm;   /* bitmap: granule inside an allocated block */
   uint64_t *mapped_bm; /* bitmap: granule mapped */
   uint64_t *queued_bm; /* bitmap: granule named by an entry of the pool's queue */
-  uint64_t *handle;    /* backend handle of each mapped granule */
-  uint64_t mapped;     /* bytes mapped */
+  /* Granules are mapped in extents: runs mapped by one backend call over
+   * one allocation, which can only be unmapped whole (cuMemUnmap takes the
+   * exact range cuMemMap mapped). Each mapped granule names its extent's
+   * first granule; the first holds the length and the handle. */
+  uint32_t *ext_head; /* first granule of the extent of each mapped granule */
+  uint32_t *ext_len;  /* at an extent's first granule: its granules */
+  uint64_t *handle;   /* at an extent's first granule: the backend handle */
+  uint64_t mapped;    /* bytes mapped */
 };
 
 /* The free blocks of one stream in one pool (small or large). */

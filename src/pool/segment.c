@@ -225,7 +225,11 @@ int hr__segment_new_expandable_locked(hr_pool_t *p, void *stream, bool small, hr
   s->queued_bm = calloc((s->ngran + 63) / 64, sizeof *s->queued_bm);
   s->busy_bm = calloc((s->ngran + 63) / 64, sizeof *s->busy_bm);
   s->handle = calloc(s->ngran, sizeof *s->handle);
-  if (!s->used || !s->mapped_bm || !s->queued_bm || !s->busy_bm || !s->handle) goto fail;
+  s->ext_head = calloc(s->ngran, sizeof *s->ext_head);
+  s->ext_len = calloc(s->ngran, sizeof *s->ext_len);
+  if (!s->used || !s->mapped_bm || !s->queued_bm || !s->busy_bm || !s->handle || !s->ext_head ||
+      !s->ext_len || s->ngran > UINT32_MAX)
+    goto fail;
   rc = be->ops->va_reserve(be, size, &addr);
   if (rc) goto fail;
   s->base = addr;
@@ -243,6 +247,8 @@ int hr__segment_new_expandable_locked(hr_pool_t *p, void *stream, bool small, hr
   *out = s;
   return 0;
 fail:
+  free(s->ext_head);
+  free(s->ext_len);
   free(s->used);
   free(s->mapped_bm);
   free(s->queued_bm);
@@ -267,6 +273,8 @@ void hr__segment_free_locked(hr_pool_t *p, hr__segment_t *s) {
   if (s->expandable) {
     hr__gran_release_all_locked(p, s);
     be->ops->va_release(be, s->base, s->size);
+    free(s->ext_head);
+    free(s->ext_len);
     free(s->used);
     free(s->mapped_bm);
     free(s->queued_bm);
@@ -345,26 +353,42 @@ static uint64_t bm_zeros(const uint64_t *bm, uint64_t a, uint64_t b) {
   return n;
 }
 
-static int gran_map(hr_pool_t *p, hr__segment_t *s, uint64_t g) {
+/* Maps granules [g, g + n) as one extent: one backend call, one handle. */
+static int gran_map(hr_pool_t *p, hr__segment_t *s, uint64_t g, uint64_t n) {
   hr_backend_t *be = p->backend;
-  if (p->st.reserved_bytes.current + (int64_t)s->gran > (int64_t)p->allowed) return HR_ENOMEM;
-  int rc = be->ops->map(be, s->base + g * s->gran, &s->handle[g]);
+  uint64_t bytes = n * s->gran;
+  if (p->st.reserved_bytes.current + (int64_t)bytes > (int64_t)p->allowed) return HR_ENOMEM;
+  int rc = be->ops->map(be, s->base + g * s->gran, bytes, &s->handle[g]);
   if (rc) return rc;
-  bm_set(s->mapped_bm, g);
-  s->mapped += s->gran;
+  bm_set_range(s->mapped_bm, g, g + n - 1);
+  for (uint64_t i = g; i < g + n; i++) s->ext_head[i] = (uint32_t)g;
+  s->ext_len[g] = (uint32_t)n;
+  s->mapped += bytes;
   p->st.num_device_alloc++;
-  hr__stat_add(&p->st.reserved_bytes, (int64_t)s->gran);
+  hr__stat_add(&p->st.reserved_bytes, (int64_t)bytes);
   return 0;
 }
 
-static void gran_unmap(hr_pool_t *p, hr__segment_t *s, uint64_t g) {
+/* Unmaps the extent that starts at granule h. */
+static void gran_unmap(hr_pool_t *p, hr__segment_t *s, uint64_t h) {
   hr_backend_t *be = p->backend;
-  be->ops->unmap(be, s->base + g * s->gran, s->handle[g]);
-  bm_clr(s->mapped_bm, g);
-  s->handle[g] = 0;
-  s->mapped -= s->gran;
+  uint64_t n = s->ext_len[h], bytes = n * s->gran;
+  be->ops->unmap(be, s->base + h * s->gran, bytes, s->handle[h]);
+  bm_clr_range(s->mapped_bm, h, h + n - 1);
+  s->handle[h] = 0;
+  s->ext_len[h] = 0;
+  s->mapped -= bytes;
   p->st.num_device_free++;
-  hr__stat_add(&p->st.reserved_bytes, -(int64_t)s->gran);
+  hr__stat_add(&p->st.reserved_bytes, -(int64_t)bytes);
+}
+
+/* Whether no allocated block touches the extent that starts at h. */
+static bool ext_free(const hr__segment_t *s, uint64_t h) {
+  uint64_t n = s->ext_len[h];
+  if (bm_zeros(s->busy_bm, h, h + n - 1) != n) return false;
+  for (uint64_t g = h; g < h + n; g++)
+    if (s->used[g]) return false;
+  return true;
 }
 
 /* Remembers that granules [a, b] may be free now. One entry per call, and
@@ -382,7 +406,10 @@ static void gran_queue(hr_pool_t *p, hr__segment_t *s, uint64_t a, uint64_t b) {
   p->freeg[p->nfreeg++] = (hr__gref_t){s, a, b};
 }
 
-/* Unmaps up to `want` queued free granules; returns how many. */
+/* Unmaps extents with queued free granules until `want` granules are
+ * unmapped; returns how many were. An extent some block still touches
+ * stays: its queue bits are dropped, and the free of that block queues its
+ * granules again. */
 static uint64_t gran_unmap_queued(hr_pool_t *p, uint64_t want) {
   uint64_t done = 0;
   bool synced = false;
@@ -394,11 +421,14 @@ static uint64_t gran_unmap_queued(hr_pool_t *p, uint64_t want) {
       if (!((s->queued_bm[g / 64] >> (g % 64)) & 1)) continue; /* another entry took it */
       bm_clr(s->queued_bm, g);
       if (!hr__gran_is_free(s, g) || !hr__gran_is_mapped(s, g)) continue;
-      /* Work queued before the free may still touch the granule. */
+      uint64_t h = s->ext_head[g], n = s->ext_len[h];
+      bm_clr_range(s->queued_bm, h, h + n - 1);
+      if (!ext_free(s, h)) continue;
+      /* Work queued before the free may still touch the granules. */
       if (!synced && p->backend->ops->synchronize(p->backend)) return done;
       synced = true;
-      gran_unmap(p, s, g);
-      done++;
+      gran_unmap(p, s, h);
+      done += n;
     }
     if (g > r->end)
       p->nfreeg--;
@@ -431,15 +461,26 @@ int hr__gran_take_locked(hr_pool_t *p, hr__block_t *b) {
       gran_unmap_queued(p, over < need ? over : need);
     }
   }
-  for (uint64_t g = m0; g <= m1; g++) {
-    if (hr__gran_is_mapped(s, g)) continue;
-    int rc = gran_map(p, s, g);
+  /* Each run of unmapped granules is mapped by one call: a page in the
+   * PyTorch-like policy (PyTorch maps page by page), else up to
+   * HR__MAX_EXTENT granules (a bigger extent is fewer calls, but frees its
+   * memory only once all of it is free). */
+  uint64_t cap = per > 1 ? per : HR__MAX_EXTENT;
+  for (uint64_t g = m0; g <= m1;) {
+    if (hr__gran_is_mapped(s, g)) {
+      g++;
+      continue;
+    }
+    uint64_t n = 1;
+    while (g + n <= m1 && n < cap && !hr__gran_is_mapped(s, g + n)) n++;
+    int rc = gran_map(p, s, g, n);
     if (rc) {
       /* Undo: uncount the block; what this call mapped is free again. */
       gran_count(s, g0, g1, -1);
       if (g > m0) gran_queue(p, s, m0, g - 1);
       return rc;
     }
+    g += n;
   }
   /* The page's granules beyond the block are mapped but unused. */
   if (m0 < g0) gran_queue(p, s, m0, g0 - 1);
@@ -461,11 +502,15 @@ uint64_t hr__gran_release_all_locked(hr_pool_t *p, hr__segment_t *only) {
   for (hr__segment_t *s = only ? only : p->segs; s; s = only ? NULL : s->next) {
     if (!s->expandable || !s->mapped) continue;
     for (uint64_t g = 0; g < s->ngran && s->mapped; g++) {
-      if (!hr__gran_is_free(s, g) || !hr__gran_is_mapped(s, g)) continue;
-      if (!synced && p->backend->ops->synchronize(p->backend)) return freed;
-      synced = true;
-      gran_unmap(p, s, g);
-      freed += s->gran;
+      if (!hr__gran_is_mapped(s, g)) continue;
+      uint64_t n = s->ext_len[g]; /* g starts an extent: earlier ones were skipped whole */
+      if (ext_free(s, g)) {
+        if (!synced && p->backend->ops->synchronize(p->backend)) return freed;
+        synced = true;
+        gran_unmap(p, s, g);
+        freed += n * s->gran;
+      }
+      g += n - 1;
     }
   }
   /* Drop queue entries for granules of a segment about to go away. */

@@ -76,6 +76,13 @@ int hr_pool_reset_peak(hr_pool_t *p) {
     return HR_ESTATE;                                                                              \
   } while (0)
 
+/* Counts the set bits of bm in [a, b]. */
+static uint64_t bm_ones(const uint64_t *bm, uint64_t a, uint64_t b) {
+  uint64_t n = 0;
+  for (uint64_t g = a; g <= b; g++) n += (bm[g / 64] >> (g % 64)) & 1;
+  return n;
+}
+
 static int check_expandable(hr__segment_t *s) {
   uint64_t mapped = 0, n = 0;
   int rc = 0;
@@ -118,7 +125,16 @@ static int check_expandable(hr__segment_t *s) {
       hr__log(HR_LOG_ERROR, "pool check: granule %" PRIu64 " in use but not mapped", g);
       rc = HR_ESTATE;
     }
-    if (hr__gran_is_mapped(s, g)) mapped += s->gran;
+    if (hr__gran_is_mapped(s, g)) {
+      mapped += s->gran;
+      /* Every mapped granule lies in one extent, all of it mapped. */
+      uint64_t h = s->ext_head[g];
+      if (h > g || !s->ext_len[h] || g >= h + s->ext_len[h] || s->ext_head[h] != h ||
+          (g == h && bm_ones(s->mapped_bm, h, h + s->ext_len[h] - 1) != s->ext_len[h])) {
+        hr__log(HR_LOG_ERROR, "pool check: granule %" PRIu64 " outside its extent %" PRIu64, g, h);
+        rc = HR_ESTATE;
+      }
+    }
   }
   if (!rc && mapped != s->mapped) {
     hr__log(HR_LOG_ERROR, "pool check: segment maps %" PRIu64 ", granules say %" PRIu64, s->mapped,

@@ -429,6 +429,73 @@ static void test_expandable_compact(void) {
   rm();
 }
 
+/* Granules are mapped in extents of up to HR__MAX_EXTENT (8) by one
+ * backend call each, and an extent is unmapped whole, only once no block
+ * touches any of its granules. */
+static void test_map_extents(void) {
+  CHECK_OK(mk("default", 4 * GiB));
+  void *a = A(30 * MiB, NULL); /* granules 0-14: extents of 8 and 7 */
+  hr_pool_stats_t s = stats();
+  CHECK_EQ_U64(s.num_device_alloc, 2);
+  CHECK_EQ_U64(s.reserved_bytes.current, 30 * MiB);
+  void *b = A(4 * MiB, NULL); /* granules 15-16: one extent */
+  CHECK(a && b);
+  CHECK_EQ_U64(stats().num_device_alloc, 3);
+  CHECK_OK(hr_pool_free(pool, a, NULL));
+  /* 40 MiB fits no hole: compaction unmaps a's two extents (two calls),
+   * then granules 17-36 are mapped as 8 + 8 + 4 (three calls). */
+  void *c = A(40 * MiB, NULL);
+  CHECK(c);
+  s = stats();
+  CHECK_EQ_U64(s.num_device_alloc, 6);
+  CHECK_EQ_U64(s.num_device_free, 2);
+  CHECK_EQ_U64(s.reserved_bytes.current, 44 * MiB);
+  CHECK_OK(hr_pool_check(pool));
+  /* d maps granules 0-7 as one extent; once d is freed, e reuses granule 0. */
+  void *d = A(16 * MiB, NULL);
+  CHECK(d == a);
+  CHECK_EQ_U64(stats().num_device_alloc, 7);
+  CHECK_OK(hr_pool_free(pool, d, NULL));
+  void *e = A(2 * MiB, NULL);
+  CHECK(e == a);
+  s = stats();
+  CHECK_EQ_U64(s.num_device_alloc, 7);
+  CHECK_EQ_U64(s.reserved_bytes.current, 60 * MiB);
+  /* g needs 20 new granules and compaction would unmap 7 free ones of d's
+   * extent, but e still uses its first granule: the extent stays, and
+   * reserved passes allocated (86 MiB) by those 14 MiB. */
+  void *g = A(40 * MiB, NULL);
+  CHECK(g);
+  s = stats();
+  CHECK_EQ_U64(s.num_device_alloc, 10);
+  CHECK_EQ_U64(s.num_device_free, 2);
+  CHECK_EQ_U64(s.allocated_bytes.current, 86 * MiB);
+  CHECK_EQ_U64(s.reserved_bytes.current, 100 * MiB);
+  CHECK_OK(hr_pool_check(pool));
+  /* Once e is gone the whole extent goes in one call. */
+  CHECK_OK(hr_pool_free(pool, e, NULL));
+  CHECK_OK(hr_pool_release_cached(pool));
+  s = stats();
+  CHECK_EQ_U64(s.num_device_free, 3);
+  CHECK_EQ_U64(s.reserved_bytes.current, 84 * MiB);
+  CHECK_OK(hr_pool_check(pool));
+  rm();
+  /* The PyTorch-like policy maps its large pool one 20 MiB page per call. */
+  CHECK_OK(mk("pytorch,expandable_segments:True", 4 * GiB));
+  a = A(30 * MiB, NULL);
+  CHECK(a);
+  s = stats();
+  CHECK_EQ_U64(s.num_device_alloc, 2);
+  CHECK_EQ_U64(s.reserved_bytes.current, 40 * MiB);
+  CHECK_OK(hr_pool_release_cached(pool));
+  CHECK_EQ_U64(stats().num_device_free, 0); /* a still holds both pages */
+  CHECK_OK(hr_pool_free(pool, a, NULL));
+  CHECK_OK(hr_pool_release_cached(pool));
+  CHECK_EQ_U64(stats().num_device_free, 2);
+  CHECK_OK(hr_pool_check(pool));
+  rm();
+}
+
 static void test_peak_and_reset(void) {
   CHECK_OK(mk("pytorch", 4 * GiB));
   void *a = A(100 * MiB, NULL);
@@ -528,6 +595,7 @@ int main(void) {
   HR_RUN(test_reclaimer_order);
   HR_RUN(test_oom_diagnosis);
   HR_RUN(test_expandable_compact);
+  HR_RUN(test_map_extents);
   HR_RUN(test_peak_and_reset);
   HR_RUN(test_tags);
   HR_RUN(test_torch_entry_points);
