@@ -138,21 +138,25 @@ HR_API void hr_snapshot_free(hr_snapshot_t *s);
 
 /* A probe context: for a caller that takes snapshots again and again (watch),
  * it remembers each process from one snapshot to the next, keyed by (pid,
- * start time), so a process that was already seen costs two small reads
- * (stat, statm) instead of four larger ones. What each snapshot taken through
- * a context holds:
- *   - fresh every snapshot: pid, ppid, state, name (comm), start_ticks,
- *     kernel_thread, rss_bytes and rss_anon_bytes (statm's resident and
- *     resident minus shared: the same counters status shows as VmRSS and
- *     RssAnon), pss_bytes (with HR_PROBE_PSS), gpu_bytes, and every
- *     non-process part (host, cgroup, GPUs);
+ * start time), so a process that was already seen costs one or two small
+ * reads (statm; stat) instead of four larger ones. What each snapshot taken
+ * through a context holds:
+ *   - fresh every snapshot: pid, rss_bytes and rss_anon_bytes (statm's
+ *     resident and resident minus shared: the same counters status shows as
+ *     VmRSS and RssAnon), pss_bytes (with HR_PROBE_PSS), gpu_bytes, which
+ *     processes exist, and every non-process part (host, cgroup, GPUs);
+ *   - fresh whenever resident or shared pages moved, and otherwise at most
+ *     16 snapshots old: ppid, state, name (comm), rss_file_bytes,
+ *     rss_shmem_bytes, swap_bytes. On the host's procfs a known process
+ *     whose /proc/PID inode and memory are unchanged is read through statm
+ *     alone (the inode is replaced when a process is reaped, before its pid
+ *     can be reused); elsewhere (a fixture tree) stat is read every snapshot
+ *     and ppid, state and name are fresh. A process turning zombie frees its
+ *     memory, so its state is read at once;
  *   - read once per process lifetime, when (pid, start time) is first seen:
  *     uid, nspid, cmdline and container_id (a process that changes its
  *     command line or its uid afterwards keeps the first ones; a new process
  *     on a reused pid has another start time and is read afresh);
- *   - fresh whenever resident or shared pages moved, and otherwise at most
- *     16 snapshots old: rss_file_bytes, rss_shmem_bytes, swap_bytes (a
- *     process whose resident memory does not move rarely moves these).
  * Where statm cannot be read, status is read every snapshot. The context
  * holds only the processes of its last snapshot (bounded by the process
  * table), and is emptied when a snapshot names another root. A context is

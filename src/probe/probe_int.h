@@ -41,6 +41,7 @@ typedef struct hr__pcache_ent {
    * status's VmRSS and RssFile + RssShmem); HR_UNKNOWN: read status next. */
   uint64_t res_pages, shared_pages;
   unsigned since_status; /* samples since status was read */
+  uint64_t ino;          /* d_ino of /proc/PID on procfs; 0 elsewhere */
 } hr__pcache_ent_t;
 
 /* What hr__procs_read() read last time under `root`, sorted by pid: only the

@@ -90,10 +90,10 @@ struct hr_watch {
   double last_flush, last_prune, last_history_error;
   double cpu_s_last;
   /* Process reading (the default sampler): through the probe context a known
-   * process costs about 15 us of CPU (40 us when first seen), so on a large
-   * host the table is read less often than the interval, keeping its cost
-   * under proc_budget; between reads the
-   * last table is carried over and the per-process tests skip the sample. */
+   * process costs about 8 us of CPU (35 us when first seen); should a large
+   * host's table cost more than proc_budget allows, it is read less often
+   * than the interval; between reads the last table is carried over and the
+   * per-process tests skip the sample. */
   bool procs_stale;       /* the next snapshot's processes were carried over */
   bool sample_fresh;      /* the current snapshot's processes were read */
   double proc_cpu;        /* CPU seconds of the last snapshot with processes */

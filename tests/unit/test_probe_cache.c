@@ -314,8 +314,8 @@ static uint64_t status_bytes(int pid, const char *key) {
 }
 
 static void test_live_statm_is_status(void) {
-  int fds[2];
-  CHECK(pipe(fds) == 0);
+  int fds[2], go[2];
+  CHECK(pipe(fds) == 0 && pipe(go) == 0);
   pid_t kid = fork();
   if (kid == 0) {
     /* A failed check returns early: the child must not outlive the test. */
@@ -325,15 +325,27 @@ static void test_live_statm_is_status(void) {
     if (m == MAP_FAILED) _exit(1);
     memset(m, 1, n);
     if (write(fds[1], "x", 1) != 1) _exit(1);
+    /* Each byte on `go`: 16 MiB more anonymous memory, then a byte back. */
+    char b;
+    while (read(go[0], &b, 1) == 1) {
+      char *more = mmap(NULL, 16 * MIB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (more == MAP_FAILED) _exit(1);
+      memset(more, 2, 16 * MIB);
+      if (write(fds[1], "y", 1) != 1) _exit(1);
+    }
     for (;;) pause();
   }
   char c;
   CHECK(read(fds[0], &c, 1) == 1);
-  close(fds[0]), close(fds[1]);
   hr_probe_t *ctx = NULL;
   CHECK_OK(hr_probe_create(&ctx));
   hr_probe_options_t o = {.root = "/", .what = HR_PROBE_PROCS | HR_PROBE_HOST};
-  for (int round = 0; round < 3; round++) {
+  uint64_t want = 48 * MIB;
+  for (int round = 0; round < 6; round++) {
+    if (round == 2 || round == 4) { /* the memory moves between snapshots */
+      CHECK(write(go[1], "g", 1) == 1 && read(fds[0], &c, 1) == 1);
+      want += 16 * MIB;
+    }
     hr_snapshot_t *s = NULL;
     CHECK_OK(hr_probe_snapshot(ctx, &o, &s));
     const hr_proc_t *p = NULL;
@@ -342,7 +354,7 @@ static void test_live_statm_is_status(void) {
     CHECK(p != NULL);
     if (p) {
       /* The child sits still: statm's numbers are status's, to the page. */
-      CHECK(p->rss_anon_bytes >= 48 * MIB);
+      CHECK(p->rss_anon_bytes >= want);
       CHECK_EQ_U64(p->rss_anon_bytes, status_bytes(kid, "RssAnon"));
       CHECK_EQ_U64(p->rss_bytes, status_bytes(kid, "VmRSS"));
       CHECK(p->cmdline[0] != '\0');
@@ -350,7 +362,31 @@ static void test_live_statm_is_status(void) {
     CHECK(hr_probe_cached(ctx) == (s ? s->n_procs : 0));
     hr_snapshot_free(s);
   }
+  close(fds[0]), close(fds[1]), close(go[0]), close(go[1]);
+  /* Killed but not reaped: a zombie frees its memory, so its state is read
+   * at once even where the inode is unchanged. */
   kill(kid, SIGKILL);
+  char st = 0;
+  for (int i = 0; i < 200 && st != 'Z'; i++) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)kid);
+    const char *close_paren = hr__read_file(path, buf, sizeof buf) > 0 ? strrchr(buf, ')') : NULL;
+    st = close_paren ? close_paren[2] : 0;
+    if (st != 'Z') usleep(10000);
+  }
+  CHECK_EQ_INT(st, 'Z');
+  hr_snapshot_t *z = NULL;
+  CHECK_OK(hr_probe_snapshot(ctx, &o, &z));
+  const hr_proc_t *zp = NULL;
+  for (size_t i = 0; z && i < z->n_procs; i++)
+    if (z->procs[i].pid == kid) zp = &z->procs[i];
+  CHECK(zp != NULL);
+  if (zp) {
+    CHECK_EQ_INT(zp->state, 'Z');
+    CHECK_EQ_U64(zp->rss_anon_bytes, 0);
+    CHECK(zp->cmdline[0] != '\0'); /* kept from the live process */
+  }
+  hr_snapshot_free(z);
   waitpid(kid, NULL, 0);
   /* The child is gone from the next snapshot and from the cache. */
   hr_snapshot_t *s = NULL;
