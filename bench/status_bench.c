@@ -286,7 +286,8 @@ int main(int argc, char **argv) {
       "stat, status and cmdline per process, `headroom status` also meminfo, the cgroup "
       "tree and the NVML lookup (no driver here). The last two lines read the live /proc "
       "side by side without PSS: once in full, and through a probe context kept across "
-      "rounds, where a known process costs stat and statm (see include/headroom/probe.h); "
+      "rounds, where a known process whose memory did not move costs one statm read (see "
+      "include/headroom/probe.h); "
       "`headroom status` is one snapshot per run and reads in full.\n\nReproduce: `bench/status.sh "
       "[ROUNDS]` (writes this file).\n",
       med[M_STATUS] <= 0.020 ? "met" : "NOT met", med[M_STATUS] * 1e3);

@@ -9,7 +9,7 @@
  * hr_watch_feed(); ps's is its user + system time from wait4().
  *
  * Then the loop as `headroom watch` runs it, at 1 Hz for --loop seconds:
- * with proc_budget (0.8 % of a core) processes are read less often than
+ * with proc_budget (1 % of a core) processes are read less often than
  * every second when reading them costs more, and the table says how often.
  *
  *   watch_bench [--samples N] [--loop S] [--out FILE]
@@ -334,7 +334,7 @@ int main(int argc, char **argv) {
           "1 Hz).\n\n"
           "## The loop at 1 Hz, as `headroom watch` runs\n\n"
           "`hr_watch_run()` with the default sampler for %d samples at `--interval 1s`; CPU "
-          "of the whole process over the wall time. With `--proc-budget 0.8` (the default) "
+          "of the whole process over the wall time. With `--proc-budget 1` (the default) "
           "the process table is read only as often as its cost allows; between reads the "
           "host, cgroup and GPUs are still sampled every second and the last process "
           "table is carried over.\n\n"
@@ -350,15 +350,18 @@ int main(int argc, char **argv) {
    * proc_budget default could be lifted; the text follows the numbers. */
   if (many.watch_ms <= 10)
     fprintf(f,
-            "\nWith the context a read at %zu live processes costs %.2f ms, within the target: "
-            "reading every second would fit in 1 %% of a core.\n",
-            many.procs, many.watch_ms);
+            "\nWith the context a read at %zu live processes costs %.2f ms, within the target, "
+            "so `proc_budget` defaults to the target itself (1 %% of a core). That is close to "
+            "the edge: in the loop above processes were read in %d of %d samples at this size "
+            "(the first read is a full one, and a read that costs just over 10 ms postpones "
+            "the next by a second).\n",
+            many.procs, many.watch_ms, many.loop_reads, many.loop_samples);
   else
     fprintf(f,
             "\nWith the context a read at %zu live processes still costs %.2f ms, over the "
-            "10 ms target, so `proc_budget` keeps its default (0.8 %% of a core): on such a "
+            "10 ms target: with `proc_budget` at its default (1 %% of a core), on such a "
             "host processes are read about every %.1f s instead of every second.\n",
-            many.procs, many.watch_ms, many.watch_ms / 1e3 / 0.008);
+            many.procs, many.watch_ms, many.watch_ms / 1e3 / 0.01);
   fclose(f);
   fprintf(stderr, "watch_bench: wrote %s\n", out);
   return 0;
