@@ -136,6 +136,42 @@ typedef struct hr_probe_options {
 HR_API int hr_snapshot_take(const hr_probe_options_t *opts, hr_snapshot_t **out);
 HR_API void hr_snapshot_free(hr_snapshot_t *s);
 
+/* A probe context: for a caller that takes snapshots again and again (watch),
+ * it remembers each process from one snapshot to the next, keyed by (pid,
+ * start time), so a process that was already seen costs one or two small
+ * reads (statm; stat) instead of four larger ones. What each snapshot taken
+ * through a context holds:
+ *   - fresh every snapshot: pid, rss_bytes and rss_anon_bytes (statm's
+ *     resident and resident minus shared: the same counters status shows as
+ *     VmRSS and RssAnon), pss_bytes (with HR_PROBE_PSS), gpu_bytes, which
+ *     processes exist, and every non-process part (host, cgroup, GPUs);
+ *   - fresh whenever resident or shared pages moved, and otherwise at most
+ *     16 snapshots old: ppid, state, name (comm), rss_file_bytes,
+ *     rss_shmem_bytes, swap_bytes. On the host's procfs a known process
+ *     whose /proc/PID inode and memory are unchanged is read through statm
+ *     alone (the inode is replaced when a process is reaped, before its pid
+ *     can be reused); elsewhere (a fixture tree) stat is read every snapshot
+ *     and ppid, state and name are fresh. A process turning zombie frees its
+ *     memory, so its state is read at once;
+ *   - read once per process lifetime, when (pid, start time) is first seen:
+ *     uid, nspid, cmdline and container_id (a process that changes its
+ *     command line or its uid afterwards keeps the first ones; a new process
+ *     on a reused pid has another start time and is read afresh);
+ * Where statm cannot be read, status is read every snapshot. The context
+ * holds only the processes of its last snapshot (bounded by the process
+ * table), and is emptied when a snapshot names another root. A context is
+ * not thread-safe: one per thread; different contexts are independent.
+ * hr_probe_create returns 0, HR_EINVAL or HR_ENOMEM. */
+typedef struct hr_probe hr_probe_t;
+HR_API int hr_probe_create(hr_probe_t **out);
+HR_API void hr_probe_destroy(hr_probe_t *ctx);
+/* hr_snapshot_take() through ctx (NULL: no context, every process is read in
+ * full); the same options, results and errors. */
+HR_API int hr_probe_snapshot(hr_probe_t *ctx, const hr_probe_options_t *opts, hr_snapshot_t **out);
+/* How many processes ctx remembers: those of its last snapshot that read
+ * processes. */
+HR_API size_t hr_probe_cached(const hr_probe_t *ctx);
+
 /* Reads one process's PSS from root/proc/PID/smaps_rollup into *pss_bytes
  * (HR_UNKNOWN on failure). smaps_rollup walks the process's page tables, so
  * it costs milliseconds for a large process: a caller that shows a few

@@ -34,12 +34,41 @@ HR_INTERNAL int hr__meminfo_read(const char *root, hr_host_mem_t *m, char *err, 
  * each with cg->message. */
 HR_INTERNAL void hr__cgroup_read(const char *root, hr_cgroup_mem_t *cg);
 
+/* A known process and what its next read is compared with. */
+typedef struct hr__pcache_ent {
+  hr_proc_t p;
+  /* statm's resident and shared pages when status was last read (from
+   * status's VmRSS and RssFile + RssShmem); HR_UNKNOWN: read status next. */
+  uint64_t res_pages, shared_pages;
+  unsigned since_status; /* samples since status was read */
+  uint64_t ino;          /* d_ino of /proc/PID on procfs; 0 elsewhere */
+} hr__pcache_ent_t;
+
+/* What hr__procs_read() read last time under `root`, sorted by pid: only the
+ * processes of the last read, so an exited process drops out at the next. */
+typedef struct hr__pcache {
+  char *root;
+  hr__pcache_ent_t *ents, *spare; /* spare: the array before, reused */
+  size_t n, cap, cap_spare;
+} hr__pcache_t;
+
+/* status is read at least this often (in samples) for a known process
+ * whose statm did not move, so RssFile, RssShmem and VmSwap are never older. */
+#define HR__STATUS_EVERY 16u
+/* One read buffer for every /proc file of a read (cmdline is cut to fit). */
+#define HR__PROC_BUF 8192
+
 /* Reads every process under root/proc into a malloc'd array sorted by pid.
  * `pss` reads smaps_rollup too. Processes that vanish are skipped; those
- * whose stat is malformed are skipped and counted in *unreadable. Returns 0,
- * HR_ENOENT/HR_EPERM (no root/proc directory) or HR_ENOMEM. */
-HR_INTERNAL int hr__procs_read(const char *root, bool pss, hr_proc_t **procs, size_t *n,
-                               size_t *unreadable);
+ * whose stat is malformed are skipped and counted in *unreadable. With a
+ * cache (NULL: none), known processes are read the short way (see procs.c)
+ * and the cache then holds this read; a cache of another root is emptied
+ * first. Returns 0, HR_ENOENT/HR_EPERM (no root/proc directory) or
+ * HR_ENOMEM (the cache is then left as it was). */
+HR_INTERNAL int hr__procs_read(hr__pcache_t *cache, const char *root, bool pss, hr_proc_t **procs,
+                               size_t *n, size_t *unreadable);
+/* Frees what the cache holds and zeroes it. */
+HR_INTERNAL void hr__pcache_clear(hr__pcache_t *c);
 
 /* Parses the text of /proc/PID/stat and /proc/PID/status into p (tests feed
  * them directly). Returns 0 or HR_EPARSE. */

@@ -43,7 +43,33 @@ static void map_gpu_procs(hr_snapshot_t *s) {
   }
 }
 
+struct hr_probe {
+  hr__pcache_t procs;
+};
+
+int hr_probe_create(hr_probe_t **out) {
+  if (!out) return HR_EINVAL;
+  *out = calloc(1, sizeof **out);
+  return *out ? 0 : HR_ENOMEM;
+}
+
+void hr_probe_destroy(hr_probe_t *ctx) {
+  if (!ctx) return;
+  hr__pcache_clear(&ctx->procs);
+  free(ctx);
+}
+
+size_t hr_probe_cached(const hr_probe_t *ctx) {
+  return ctx ? ctx->procs.n : 0;
+}
+
 int hr_snapshot_take(const hr_probe_options_t *opts, hr_snapshot_t **out) {
+  /* Without a context every process is read in full, which is what a
+   * context's first snapshot does too. */
+  return hr_probe_snapshot(NULL, opts, out);
+}
+
+int hr_probe_snapshot(hr_probe_t *ctx, const hr_probe_options_t *opts, hr_snapshot_t **out) {
   static const hr_probe_options_t none = {0};
   if (!out) return HR_EINVAL;
   *out = NULL;
@@ -74,8 +100,8 @@ int hr_snapshot_take(const hr_probe_options_t *opts, hr_snapshot_t **out) {
     snprintf(s->cgroup.message, sizeof s->cgroup.message, "not read");
 
   if (what & HR_PROBE_PROCS) {
-    rc = hr__procs_read(root, (what & HR_PROBE_PSS) != 0, &s->procs, &s->n_procs,
-                        &s->n_procs_unreadable);
+    rc = hr__procs_read(ctx ? &ctx->procs : NULL, root, (what & HR_PROBE_PSS) != 0, &s->procs,
+                        &s->n_procs, &s->n_procs_unreadable);
     if (rc == HR_ENOMEM) {
       hr__err(opts->err, opts->errlen, rc, "processes: out of memory");
       goto out;

@@ -40,7 +40,7 @@
   X(allow_drop_caches, HR_OPT_BOOL, "false", 0, 0, NULL,                                          \
     "aggressive mode may write /proc/sys/vm/drop_caches (root only)")                              \
   X(history_flush, HR_OPT_DURATION, "5s", 0, 3600, NULL, "time between history commits")         \
-  X(proc_budget, HR_OPT_PERCENT, "0.8", 0.01, 100, NULL,                                           \
+  X(proc_budget, HR_OPT_PERCENT, "1",   0.01, 100, NULL,                                           \
     "share of a core reading processes may take; many processes are read less often")            \
   /* pool */                                                                                       \
   X(alloc_conf, HR_OPT_STRING, "", 0, 0, NULL, "pool configuration, PYTORCH_CUDA_ALLOC_CONF syntax") \

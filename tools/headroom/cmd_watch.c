@@ -42,7 +42,7 @@ static void watch_usage(FILE *f) {
           "  --idle-share P, --idle-util P, --idle-samples N\n"
           "                       idle hog: holds P%% of a GPU whose utilisation stays under\n"
           "                       P%% for N samples (20, 10, 60)\n"
-          "  --proc-budget P      share of a core that reading processes may take (0.8%%):\n"
+          "  --proc-budget P      share of a core that reading processes may take (1%%):\n"
           "                       with many processes they are read less often than the\n"
           "                       interval, and leaks need as many process reads\n"
           "  --listen ADDR        Prometheus /metrics and /api/snapshot (none: off)\n"
