@@ -38,7 +38,7 @@ tsan: deps build/tsan/Makefile
 	$(CMAKE) --build build/tsan -j $(JOBS)
 
 run: build
-	./build/release/headroom config
+	./build/release/headroom status
 
 test-debug: debug
 	cd build/debug && ctest --output-on-failure -j $(JOBS)

@@ -30,21 +30,21 @@ typedef struct hr_pressure {
 
 typedef enum hr_probe_state {
   HR_PROBE_OK = 0,
-  HR_PROBE_ABSENT = 1,     /* not there: no cgroup mount, no NVML library */
-  HR_PROBE_DENIED = 2,     /* there but not readable */
-  HR_PROBE_ERROR = 3,      /* there but broken: see the message */
+  HR_PROBE_ABSENT = 1, /* not there: no cgroup mount, no NVML library */
+  HR_PROBE_DENIED = 2, /* there but not readable */
+  HR_PROBE_ERROR = 3,  /* there but broken: see the message */
 } hr_probe_state_t;
 
 typedef struct hr_cgroup_mem {
   hr_probe_state_t state;
-  char message[160];   /* why, when state is not OK */
-  int version;         /* 1 or 2; 0 when there is none */
-  char path[512];      /* the cgroup's path inside its hierarchy, "/..." */
-  uint64_t limit_bytes;      /* effective: smallest along the path; HR_UNLIMITED */
-  uint64_t own_limit_bytes;  /* this cgroup's own limit */
-  uint64_t high_bytes;       /* v2 memory.high; HR_UNLIMITED or HR_UNKNOWN */
-  uint64_t current_bytes;    /* memory.current / usage_in_bytes */
-  uint64_t usage_bytes;      /* current minus inactive_file, as container tools show */
+  char message[160];        /* why, when state is not OK */
+  int version;              /* 1 or 2; 0 when there is none */
+  char path[512];           /* the cgroup's path inside its hierarchy, "/..." */
+  uint64_t limit_bytes;     /* effective: smallest along the path; HR_UNLIMITED */
+  uint64_t own_limit_bytes; /* this cgroup's own limit */
+  uint64_t high_bytes;      /* v2 memory.high; HR_UNLIMITED or HR_UNKNOWN */
+  uint64_t current_bytes;   /* memory.current / usage_in_bytes */
+  uint64_t usage_bytes;     /* current minus inactive_file, as container tools show */
   uint64_t anon_bytes, file_bytes, inactive_file_bytes, shmem_bytes;
   uint64_t oom_events, oom_kill_events;
   bool has_pressure;
@@ -53,13 +53,13 @@ typedef struct hr_cgroup_mem {
 
 typedef struct hr_proc {
   int pid, ppid;
-  int nspid;             /* innermost pid (NSpid's last field); = pid outside containers */
+  int nspid; /* innermost pid (NSpid's last field); = pid outside containers */
   uint32_t uid;
-  uint64_t start_ticks;  /* start time in clock ticks after boot: (pid, start) is unique */
-  char state;            /* 'R', 'S', 'Z', ... */
+  uint64_t start_ticks; /* start time in clock ticks after boot: (pid, start) is unique */
+  char state;           /* 'R', 'S', 'Z', ... */
   bool kernel_thread;
-  char name[64];         /* comm */
-  char cmdline[512];     /* arguments joined by spaces, truncated */
+  char name[64];     /* comm */
+  char cmdline[512]; /* arguments joined by spaces, truncated */
   uint64_t rss_bytes, rss_anon_bytes, rss_file_bytes, rss_shmem_bytes, swap_bytes;
   uint64_t pss_bytes;    /* HR_UNKNOWN when smaps_rollup is not readable */
   uint64_t gpu_bytes;    /* summed over GPUs; 0 when none or unknown */
@@ -85,7 +85,7 @@ typedef struct hr_gpu_proc {
 } hr_gpu_proc_t;
 
 typedef struct hr_snapshot {
-  double time;           /* seconds since the epoch */
+  double time; /* seconds since the epoch */
   hr_probe_state_t host_state;
   char host_message[160];
   hr_host_mem_t host;
@@ -98,7 +98,10 @@ typedef struct hr_snapshot {
   size_t n_gpu_procs;
   hr_gpu_proc_t *gpu_procs;
   size_t n_procs;
-  hr_proc_t *procs;      /* sorted by pid */
+  hr_proc_t *procs; /* sorted by pid */
+  /* Processes left out because their /proc files were malformed (a process
+   * that exited mid-read is left out without being counted). */
+  size_t n_procs_unreadable;
 } hr_snapshot_t;
 
 /* What to read. */
@@ -117,18 +120,29 @@ typedef struct hr_probe_options {
   /* The NVML library to dlopen instead of libnvidia-ml.so.1 (tests); NULL for
    * the default search. */
   const char *nvml_path;
+  /* Optional: receives why hr_snapshot_take() failed ("/proc/meminfo: MemTotal
+   * is not a number"). The pointer is copied, the buffer is written. */
+  char *err;
+  size_t errlen;
 } hr_probe_options_t;
 
 /* Takes a snapshot. Returns 0 and a snapshot the caller frees with
  * hr_snapshot_free(), even when parts are absent (see their states); fails
- * only when the host memory cannot be read at all (HR_EIO, HR_EPARSE) or on
- * HR_ENOMEM. Thread-safe: holds no global state besides the NVML handle,
- * which is loaded once. */
+ * only when the host memory cannot be read (HR_ENOENT, HR_EPERM, HR_EIO: the
+ * file; HR_EPARSE, HR_ERANGE: MemTotal or MemFree missing, malformed or over
+ * 64 bits) or on HR_ENOMEM, with the reason in opts->err. Thread-safe: holds
+ * no global state besides the NVML libraries, each loaded and initialised
+ * once per path and kept for the life of the process. */
 HR_API int hr_snapshot_take(const hr_probe_options_t *opts, hr_snapshot_t **out);
 HR_API void hr_snapshot_free(hr_snapshot_t *s);
 
+/* Returns "ok", "absent", "denied" or "error"; a static string. */
+HR_API const char *hr_probe_state_name(hr_probe_state_t state);
+
 /* Writes the snapshot as one JSON object (the schema is docs/status-schema.json)
- * into a malloc'd string the caller frees. */
+ * into a malloc'd string the caller frees. Sizes are bytes in keys ending in
+ * _bytes; an unknown size is null, an unset limit is the string "max".
+ * Returns 0, HR_EINVAL or HR_ENOMEM. */
 HR_API int hr_snapshot_json(const hr_snapshot_t *s, char **out);
 
 #ifdef __cplusplus

@@ -7,6 +7,9 @@
   X(root, HR_OPT_STRING, "/", 0, 0, NULL, "root directory that /proc and /sys are read under")   \
   X(log_level, HR_OPT_ENUM, "warn", 0, 0, "debug|info|warn|error", "lowest log level shown")      \
   X(color, HR_OPT_ENUM, "auto", 0, 0, "auto|always|never", "colour on a terminal")               \
+  /* probe */                                                                                       \
+  X(nvml_library, HR_OPT_STRING, "", 0, 0, NULL,                                                   \
+    "NVML library to load (default libnvidia-ml.so.1, then libnvidia-ml.so)")                     \
   /* status and watch */                                                                           \
   X(top, HR_OPT_INT, "10", 1, 100000, NULL, "processes shown, largest first")                     \
   X(filter, HR_OPT_STRING, "", 0, 0, NULL, "comma-separated names matched in name or cmdline")   \

@@ -10,6 +10,7 @@
 
 static const hr_cli_command_t *commands[] = {
     &hr_cmd_config,
+    &hr_cmd_status,
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

@@ -1,0 +1,60 @@
+/* Internal contract between the probe's readers (meminfo.c, cgroup.c,
+ * procs.c, nvml.c) and snapshot.c, which calls them in turn and owns the
+ * result. Each reader takes the root directory that /proc and /sys are read
+ * under, so tests point it at a fixture tree. Not part of the public API. */
+#ifndef HR_PROBE_INT_H
+#define HR_PROBE_INT_H
+
+#include "util/util.h"
+
+/* One key of a "Key: value [kB]" or "key value" file. hr__kv_scan() sets
+ * *out to the value in bytes (times 1024 when the value ends in "kB") and rc
+ * to 0; a key that is not there keeps rc HR_ENOENT and *out HR_UNKNOWN; a
+ * malformed or overflowing value gets rc HR_EPARSE or HR_ERANGE and *out
+ * HR_UNKNOWN. */
+typedef struct hr__kv {
+  const char *key;
+  uint64_t *out;
+  int rc;
+} hr__kv_t;
+
+/* Scans `text` once, line by line, for the keys. `sep` is ':' for /proc
+ * files ("VmRSS:  12 kB") and ' ' for cgroup files ("anon 4096"). */
+HR_INTERNAL void hr__kv_scan(const char *text, char sep, hr__kv_t *keys, size_t n);
+
+/* Parses /proc/meminfo text. MemTotal and MemFree are required: without them
+ * returns HR_EPARSE or HR_ERANGE with a message naming the key; the other
+ * fields are HR_UNKNOWN when missing or malformed. */
+HR_INTERNAL int hr__meminfo_parse(const char *text, hr_host_mem_t *m, char *err, size_t errlen);
+/* Reads root/proc/meminfo; errors name the file. */
+HR_INTERNAL int hr__meminfo_read(const char *root, hr_host_mem_t *m, char *err, size_t errlen);
+
+/* Fills *cg for the cgroup of the process reading root/proc/self. Never
+ * fails: a missing mount is HR_PROBE_ABSENT, a broken file HR_PROBE_ERROR,
+ * each with cg->message. */
+HR_INTERNAL void hr__cgroup_read(const char *root, hr_cgroup_mem_t *cg);
+
+/* Reads every process under root/proc into a malloc'd array sorted by pid.
+ * `pss` reads smaps_rollup too. Processes that vanish are skipped; those
+ * whose stat is malformed are skipped and counted in *unreadable. Returns 0,
+ * HR_ENOENT/HR_EPERM (no root/proc directory) or HR_ENOMEM. */
+HR_INTERNAL int hr__procs_read(const char *root, bool pss, hr_proc_t **procs, size_t *n,
+                               size_t *unreadable);
+
+/* Parses the text of /proc/PID/stat and /proc/PID/status into p (tests feed
+ * them directly). Returns 0 or HR_EPARSE. */
+HR_INTERNAL int hr__proc_parse_stat(const char *text, hr_proc_t *p, uint64_t *flags);
+HR_INTERNAL void hr__proc_parse_status(const char *text, hr_proc_t *p);
+
+/* Fills the GPU part of s (gpu_state, gpu_message, driver_version, gpus,
+ * gpu_procs) through the NVML library at `path` (NULL: libnvidia-ml.so.1,
+ * then libnvidia-ml.so). A missing library or symbol, no permission or a
+ * lost GPU is a state, not a failure: returns 0, or HR_ENOMEM. */
+HR_INTERNAL int hr__nvml_read(const char *path, hr_snapshot_t *s);
+
+/* The value that cgroup v1 writes for "no limit" is LONG_MAX rounded down to
+ * a page; anything at or above 2^62 is taken as unlimited, which also keeps
+ * huge values clear of the HR_UNKNOWN and HR_UNLIMITED sentinels. */
+#define HR__LIMIT_HUGE (UINT64_C(1) << 62)
+
+#endif /* HR_PROBE_INT_H */

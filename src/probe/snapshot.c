@@ -1,0 +1,112 @@
+/* hr_snapshot_take: host memory, cgroup, processes and GPUs, read in that
+ * order, then GPU processes are matched to /proc entries. The snapshot is one
+ * allocation for the struct plus one array per list; hr_snapshot_free
+ * releases them all. */
+#include "probe/probe_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+const char *hr_probe_state_name(hr_probe_state_t state) {
+  switch (state) {
+  case HR_PROBE_OK:
+    return "ok";
+  case HR_PROBE_ABSENT:
+    return "absent";
+  case HR_PROBE_DENIED:
+    return "denied";
+  case HR_PROBE_ERROR:
+    return "error";
+  }
+  return "error";
+}
+
+static int cmp_pid_key(const void *key, const void *elem) {
+  int pid = *(const int *)key;
+  const hr_proc_t *p = elem;
+  return (pid > p->pid) - (pid < p->pid);
+}
+
+/* NVML names processes by their pid in the host's namespace. Read through the
+ * host's /proc (headroom on the host, or a container given the host's /proc
+ * as its root) that is the pid of a /proc entry, whose NSpid then tells the
+ * pid the process sees inside its container. Through a container's own
+ * /proc, host pids are not visible and local_pid stays 0. */
+static void map_gpu_procs(hr_snapshot_t *s) {
+  for (size_t i = 0; i < s->n_gpu_procs; i++) {
+    hr_gpu_proc_t *g = &s->gpu_procs[i];
+    hr_proc_t *p = bsearch(&g->pid, s->procs, s->n_procs, sizeof *s->procs, cmp_pid_key);
+    if (!p) continue;
+    g->local_pid = p->pid;
+    if (g->used_bytes != HR_UNKNOWN) p->gpu_bytes += g->used_bytes;
+  }
+}
+
+int hr_snapshot_take(const hr_probe_options_t *opts, hr_snapshot_t **out) {
+  static const hr_probe_options_t none = {0};
+  if (!out) return HR_EINVAL;
+  *out = NULL;
+  if (!opts) opts = &none;
+  const char *root = opts->root && *opts->root ? opts->root : "/";
+  unsigned what = opts->what ? opts->what : HR_PROBE_ALL;
+  int rc = 0;
+  hr_snapshot_t *s = calloc(1, sizeof *s);
+  if (!s) return hr__err(opts->err, opts->errlen, HR_ENOMEM, "snapshot: out of memory");
+  s->time = hr__now_wall();
+
+  s->host_state = HR_PROBE_ABSENT;
+  memset(&s->host, 0xff, sizeof s->host); /* every field HR_UNKNOWN */
+  if (what & HR_PROBE_HOST) {
+    rc = hr__meminfo_read(root, &s->host, s->host_message, sizeof s->host_message);
+    if (rc) {
+      hr__err(opts->err, opts->errlen, rc, "%s", s->host_message);
+      hr__log(HR_LOG_ERROR, "%s", s->host_message);
+      goto out;
+    }
+    s->host_state = HR_PROBE_OK;
+  }
+
+  s->cgroup.state = HR_PROBE_ABSENT;
+  if (what & HR_PROBE_CGROUP)
+    hr__cgroup_read(root, &s->cgroup);
+  else
+    snprintf(s->cgroup.message, sizeof s->cgroup.message, "not read");
+
+  if (what & HR_PROBE_PROCS) {
+    rc = hr__procs_read(root, (what & HR_PROBE_PSS) != 0, &s->procs, &s->n_procs,
+                        &s->n_procs_unreadable);
+    if (rc == HR_ENOMEM) {
+      hr__err(opts->err, opts->errlen, rc, "processes: out of memory");
+      goto out;
+    }
+    if (rc) hr__log(HR_LOG_WARN, "%s/proc: cannot list processes: %s", root, hr_strerror(rc));
+    rc = 0;
+  }
+
+  s->gpu_state = HR_PROBE_ABSENT;
+  if (what & HR_PROBE_GPUS) {
+    rc = hr__nvml_read(opts->nvml_path, s);
+    if (rc) {
+      hr__err(opts->err, opts->errlen, rc, "gpus: %s", hr_strerror(rc));
+      goto out;
+    }
+    map_gpu_procs(s);
+  } else {
+    snprintf(s->gpu_message, sizeof s->gpu_message, "not read");
+  }
+out:
+  if (rc) {
+    hr_snapshot_free(s);
+    return rc;
+  }
+  *out = s;
+  return 0;
+}
+
+void hr_snapshot_free(hr_snapshot_t *s) {
+  if (!s) return;
+  free(s->gpus);
+  free(s->gpu_procs);
+  free(s->procs);
+  free(s);
+}

@@ -1,0 +1,283 @@
+/* headroom status: one snapshot as a table a person reads in two seconds
+ * (host, cgroup, GPUs, then processes), or as one JSON object.
+ *
+ * Processes are chosen the same way for both: every process that holds GPU
+ * memory (largest first), then the --top N largest by RSS among the others,
+ * after --filter. The JSON's "processes" array is that list in that order. */
+#include "cli.h"
+
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+static void status_usage(FILE *f) {
+  fprintf(f, "usage: headroom status [--json] [--top N] [--filter NAMES]\n\n"
+             "Shows host memory, the cgroup's limit and usage, each GPU, and the processes\n"
+             "that hold GPU memory followed by the largest by resident memory.\n\n"
+             "  --json          one JSON object (schema: docs/status-schema.json); sizes in\n"
+             "                  bytes under keys ending in _bytes\n"
+             "  --top N         processes shown besides those on a GPU (HEADROOM_TOP; 10)\n"
+             "  --filter NAMES  comma-separated words; only processes whose name or command\n"
+             "                  line contains one of them (HEADROOM_FILTER)\n\n"
+             "Exit status: 0 when the snapshot was taken (with or without a GPU), 1 when it\n"
+             "could not be, 2 on a usage error.\n");
+}
+
+static uint64_t known(uint64_t v) {
+  return v == HR_UNKNOWN || v == HR_UNLIMITED ? 0 : v;
+}
+
+/* True when p's name or command line contains one of the comma-separated
+ * words of `filter` (case-insensitive); an empty filter matches all. */
+static bool matches(const hr_proc_t *p, const char *filter) {
+  if (!*filter) return true;
+  char word[128];
+  for (const char *s = filter; *s;) {
+    size_t n = strcspn(s, ",");
+    if (n > 0 && n < sizeof word) {
+      memcpy(word, s, n);
+      word[n] = '\0';
+      if (strcasestr(p->name, word) || strcasestr(p->cmdline, word)) return true;
+    }
+    s += n;
+    if (*s == ',') s++;
+  }
+  return false;
+}
+
+static int cmp_rows(const void *a, const void *b) {
+  const hr_proc_t *x = *(const hr_proc_t *const *)a, *y = *(const hr_proc_t *const *)b;
+  if (x->gpu_bytes != y->gpu_bytes) return x->gpu_bytes < y->gpu_bytes ? 1 : -1;
+  uint64_t rx = known(x->rss_bytes), ry = known(y->rss_bytes);
+  if (rx != ry) return rx < ry ? 1 : -1;
+  return (x->pid > y->pid) - (x->pid < y->pid);
+}
+
+/* Picks the rows: GPU holders, then the top N others, into a malloc'd array
+ * of pointers. Returns the count, or -1 when out of memory. */
+static long pick_rows(const hr_snapshot_t *s, const char *filter, int64_t top,
+                      const hr_proc_t ***out) {
+  const hr_proc_t **rows = malloc((s->n_procs ? s->n_procs : 1) * sizeof *rows);
+  if (!rows) return -1;
+  size_t n = 0;
+  for (size_t i = 0; i < s->n_procs; i++)
+    if (matches(&s->procs[i], filter)) rows[n++] = &s->procs[i];
+  qsort(rows, n, sizeof *rows, cmp_rows);
+  size_t gpu = 0;
+  while (gpu < n && rows[gpu]->gpu_bytes > 0) gpu++;
+  if (n > gpu + (uint64_t)top) n = gpu + (size_t)top;
+  *out = rows;
+  return (long)n;
+}
+
+static int print_json(const hr_snapshot_t *s, const hr_proc_t **rows, size_t n) {
+  hr_snapshot_t view = *s;
+  view.procs = malloc((n ? n : 1) * sizeof *view.procs);
+  if (!view.procs) return HR_ENOMEM;
+  for (size_t i = 0; i < n; i++) view.procs[i] = *rows[i];
+  view.n_procs = n;
+  char *json = NULL;
+  int rc = hr_snapshot_json(&view, &json);
+  free(view.procs);
+  if (rc) return rc;
+  puts(json);
+  free(json);
+  return 0;
+}
+
+/* Percent of `part` in `whole`, or -1 when either is not known. */
+static double pct(uint64_t part, uint64_t whole) {
+  if (part == HR_UNKNOWN || whole == HR_UNKNOWN || whole == HR_UNLIMITED || whole == 0) return -1;
+  return 100.0 * (double)part / (double)whole;
+}
+
+/* Formats a size, "-" when unknown, "unlimited" when not set. */
+static const char *size_or(char *buf, size_t n, uint64_t v) {
+  if (v == HR_UNKNOWN) return snprintf(buf, n, "-"), buf;
+  if (v == HR_UNLIMITED) return snprintf(buf, n, "unlimited"), buf;
+  return hr_cli_size(buf, n, v);
+}
+
+/* A percentage coloured by the warn and critical thresholds. */
+static const char *level_pct(const hr_cli_t *cli, char *buf, size_t n, double p, const char *warn,
+                             const char *crit) {
+  char t[32];
+  if (p < 0) return snprintf(buf, n, "-"), buf;
+  snprintf(t, sizeof t, "%.0f%%", p);
+  const char *color = p >= hr_options_get_double(cli->opts, crit)   ? "red"
+                      : p >= hr_options_get_double(cli->opts, warn) ? "yellow"
+                                                                    : "green";
+  return hr_cli_paint(cli, buf, n, color, t);
+}
+
+static void print_host(const hr_cli_t *cli, const hr_snapshot_t *s) {
+  const hr_host_mem_t *h = &s->host;
+  char a[32], b[32], c[32], d[32], e[32], lab[32], p[64];
+  uint64_t used = h->available_bytes != HR_UNKNOWN && h->available_bytes <= h->total_bytes
+                      ? h->total_bytes - h->available_bytes
+                      : HR_UNKNOWN;
+  uint64_t swap_used = h->swap_total_bytes != HR_UNKNOWN && h->swap_free_bytes != HR_UNKNOWN &&
+                               h->swap_free_bytes <= h->swap_total_bytes
+                           ? h->swap_total_bytes - h->swap_free_bytes
+                           : HR_UNKNOWN;
+  printf("%s used %s of %s (%s)  available %s  swap %s of %s\n",
+         hr_cli_paint(cli, lab, sizeof lab, "bold", "host    "), size_or(a, sizeof a, used),
+         size_or(b, sizeof b, h->total_bytes),
+         level_pct(cli, p, sizeof p, pct(used, h->total_bytes), "ram_warn", "ram_critical"),
+         size_or(c, sizeof c, h->available_bytes), size_or(d, sizeof d, swap_used),
+         size_or(e, sizeof e, h->swap_total_bytes));
+}
+
+static void print_cgroup(const hr_cli_t *cli, const hr_cgroup_mem_t *cg) {
+  char a[32], b[32], lab[32], p[64], msg[256];
+  hr_cli_paint(cli, lab, sizeof lab, "bold", "cgroup  ");
+  if (cg->state != HR_PROBE_OK && cg->version == 0) {
+    printf("%s %s\n", lab, hr_cli_paint(cli, msg, sizeof msg, "dim", cg->message));
+    return;
+  }
+  printf("%s v%d %s  usage %s of %s", lab, cg->version, cg->path,
+         size_or(a, sizeof a, cg->usage_bytes), size_or(b, sizeof b, cg->limit_bytes));
+  double up = pct(cg->usage_bytes, cg->limit_bytes);
+  if (up >= 0) printf(" (%s)", level_pct(cli, p, sizeof p, up, "ram_warn", "ram_critical"));
+  if (cg->oom_kill_events != HR_UNKNOWN) {
+    char n[32];
+    snprintf(n, sizeof n, "%" PRIu64, cg->oom_kill_events);
+    printf("  oom kills %s",
+           hr_cli_paint(cli, p, sizeof p, cg->oom_kill_events ? "red" : "green", n));
+  }
+  if (cg->has_pressure)
+    printf("  pressure some %.2f full %.2f", cg->pressure_some.avg10, cg->pressure_full.avg10);
+  if (cg->state != HR_PROBE_OK)
+    printf("  %s", hr_cli_paint(cli, msg, sizeof msg, "yellow", cg->message));
+  printf("\n");
+}
+
+static void print_gpus(const hr_cli_t *cli, const hr_snapshot_t *s) {
+  char lab[32], msg[256];
+  if (s->gpu_state != HR_PROBE_OK || s->n_gpus == 0) {
+    printf("%s %s\n", hr_cli_paint(cli, lab, sizeof lab, "bold", "gpu     "),
+           hr_cli_paint(cli, msg, sizeof msg, "dim",
+                        s->gpu_state != HR_PROBE_OK ? s->gpu_message : "nvml: no GPUs"));
+    return;
+  }
+  for (size_t i = 0; i < s->n_gpus; i++) {
+    const hr_gpu_t *g = &s->gpus[i];
+    char head[16], a[32], b[32], p[64];
+    snprintf(head, sizeof head, "gpu %-4u", g->index);
+    printf("%s %s", hr_cli_paint(cli, lab, sizeof lab, "bold", head), g->name);
+    if (g->state != HR_PROBE_OK) {
+      printf("  %s\n", hr_cli_paint(cli, msg, sizeof msg, "red", g->message));
+      continue;
+    }
+    printf("  %s of %s (%s)", size_or(a, sizeof a, g->used_bytes),
+           size_or(b, sizeof b, g->total_bytes),
+           level_pct(cli, p, sizeof p, pct(g->used_bytes, g->total_bytes), "vram_warn",
+                     "vram_critical"));
+    if (g->util_gpu >= 0) printf("  util %d%%", g->util_gpu);
+    if (g->temperature_c >= 0) printf("  %d C", g->temperature_c);
+    if (g->power_mw >= 0) printf("  %.0f W", g->power_mw / 1000.0);
+    printf("\n");
+  }
+}
+
+static void print_procs(const hr_cli_t *cli, const hr_proc_t **rows, size_t n) {
+  int width = 0;
+  struct winsize ws;
+  if (cli->tty && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) width = ws.ws_col;
+  char head[160];
+  snprintf(head, sizeof head, "%8s %9s %9s %9s %9s %9s  %-15s %s", "PID", "GPU", "RSS", "ANON",
+           "PSS", "SWAP", "NAME", "COMMAND");
+  char buf[256];
+  printf("\n%s\n", hr_cli_paint(cli, buf, sizeof buf, "bold", head));
+  for (size_t i = 0; i < n; i++) {
+    const hr_proc_t *p = rows[i];
+    char g[32], r[32], a[32], s[32], w[32];
+    if (p->gpu_bytes)
+      hr_cli_size(g, sizeof g, p->gpu_bytes);
+    else
+      snprintf(g, sizeof g, "-");
+    int col =
+        printf("%8d %9s %9s %9s %9s %9s  %-15s ", p->pid, g, size_or(r, sizeof r, p->rss_bytes),
+               size_or(a, sizeof a, p->rss_anon_bytes), size_or(s, sizeof s, p->pss_bytes),
+               size_or(w, sizeof w, p->swap_bytes), p->name);
+    const char *cmd = p->cmdline[0] ? p->cmdline : (p->kernel_thread ? "[kernel]" : "");
+    int room = width > col ? width - col : (width ? 0 : (int)strlen(cmd));
+    printf("%.*s\n", room, cmd);
+  }
+}
+
+static int status_run(hr_cli_t *cli, int argc, char **argv) {
+  static const struct option longopts[] = {{"json", no_argument, NULL, 'j'},
+                                           {"top", required_argument, NULL, 't'},
+                                           {"filter", required_argument, NULL, 'f'},
+                                           {"help", no_argument, NULL, 'h'},
+                                           {NULL, 0, NULL, 0}};
+  bool json = false;
+  int c, status;
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    switch (c) {
+    case 'j':
+      json = true;
+      break;
+    case 't':
+      if ((status = hr_cli_set(cli, "top", optarg)) != 0) return status;
+      break;
+    case 'f':
+      if ((status = hr_cli_set(cli, "filter", optarg)) != 0) return status;
+      break;
+    case 'h':
+      return status_usage(stdout), 0;
+    default:
+      return status_usage(stderr), 2;
+    }
+  }
+  if (optind < argc) {
+    hr_cli_error("status: unexpected argument '%s'", argv[optind]);
+    return 2;
+  }
+  char err[512] = "";
+  const char *nvml = hr_options_get_str(cli->opts, "nvml_library");
+  hr_probe_options_t po = {.root = hr_options_get_str(cli->opts, "root"),
+                           .nvml_path = *nvml ? nvml : NULL,
+                           .err = err,
+                           .errlen = sizeof err};
+  hr_snapshot_t *s = NULL;
+  int rc = hr_snapshot_take(&po, &s);
+  if (rc) {
+    hr_cli_error("status: snapshot failed: %s", err[0] ? err : hr_strerror(rc));
+    return 1;
+  }
+  const hr_proc_t **rows = NULL;
+  long n = pick_rows(s, hr_options_get_str(cli->opts, "filter"),
+                     hr_options_get_int(cli->opts, "top"), &rows);
+  status = 0;
+  if (n < 0) {
+    hr_cli_error("status: out of memory");
+    status = 1;
+  } else if (json) {
+    if ((rc = print_json(s, rows, (size_t)n)) != 0) {
+      hr_cli_error("status: %s", hr_strerror(rc));
+      status = 1;
+    }
+  } else {
+    print_host(cli, s);
+    print_cgroup(cli, &s->cgroup);
+    print_gpus(cli, s);
+    print_procs(cli, rows, (size_t)n);
+    if (s->n_procs_unreadable)
+      printf("(%zu processes left out: malformed /proc files)\n", s->n_procs_unreadable);
+  }
+  if (fflush(stdout) != 0 && status == 0) {
+    hr_cli_error("status: cannot write the output");
+    status = 1;
+  }
+  free(rows);
+  hr_snapshot_free(s);
+  return status;
+}
+
+const hr_cli_command_t hr_cmd_status = {"status", "memory of the host, cgroup, GPUs and processes",
+                                        status_run, status_usage};
