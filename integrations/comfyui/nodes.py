@@ -61,6 +61,22 @@ def _always_run(cls):
     return cls
 
 
+def _cgroup():
+    """This process's cgroup through libheadroom's probe, when the library is
+    there and the cgroup has a memory limit; else None."""
+    if not headroom.library_available():
+        return None
+    try:
+        cg = headroom.snapshot(what=["cgroup"])["cgroup"]
+    except headroom.HeadroomError:
+        return None
+    if cg.get("state") != "ok" or not isinstance(cg.get("limit_bytes"), int):
+        return None
+    if not isinstance(cg.get("usage_bytes"), int) or cg["limit_bytes"] <= 0:
+        return None
+    return cg
+
+
 def monitor_report(ram_threshold, vram_threshold, process_filter=""):
     """The Memory Monitor's text: host RAM, this process, VRAM, matching processes."""
     f = _readings.fmt_bytes
@@ -70,6 +86,12 @@ def monitor_report(ram_threshold, vram_threshold, process_filter=""):
     lines.append("%sRAM: %s of %s used (%.1f%%), %s available" % (
         "WARNING " if warn else "", f(host["used_bytes"]), f(host["total_bytes"]),
         host["used_percent"], f(host["available_bytes"])))
+    cg = _cgroup()
+    if cg is not None:
+        lines.append("%scontainer (cgroup v%d): %s of %s limit (%.1f%%)" % (
+            "WARNING " if 100.0 * cg["usage_bytes"] / cg["limit_bytes"] >= ram_threshold else "",
+            cg["version"], f(cg["usage_bytes"]), f(cg["limit_bytes"]),
+            100.0 * cg["usage_bytes"] / cg["limit_bytes"]))
     lines.append("this process: RSS %s" % f(_readings.rss_bytes()))
     devs = _readings.vram_devices()
     if not devs:

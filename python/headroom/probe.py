@@ -14,7 +14,8 @@ _NAMES = {"host": HOST, "cgroup": CGROUP, "procs": PROCS, "gpus": GPUS, "pss": P
 
 
 class _ProbeOptions(ctypes.Structure):
-    _fields_ = [("root", ctypes.c_char_p), ("what", ctypes.c_uint), ("nvml_path", ctypes.c_char_p)]
+    _fields_ = [("root", ctypes.c_char_p), ("what", ctypes.c_uint), ("nvml_path", ctypes.c_char_p),
+                ("err", ctypes.c_char_p), ("errlen", ctypes.c_size_t)]
 
 
 _libc = None
@@ -58,10 +59,13 @@ def snapshot(root=None, what=None, nvml_path=None):
         raise _lib.HeadroomError(-7, "snapshot",
                                  "this libheadroom (%s) has no probe: hr_snapshot_json is missing"
                                  % _lib.loaded_path())
+    err = ctypes.create_string_buffer(512)
     opts = _ProbeOptions(root.encode() if root else None, _what_bits(what),
-                         nvml_path.encode() if nvml_path else None)
+                         nvml_path.encode() if nvml_path else None,
+                         ctypes.cast(err, ctypes.c_char_p), len(err))
     snap = ctypes.c_void_p()
-    _lib.check(lib.hr_snapshot_take(ctypes.byref(opts), ctypes.byref(snap)), "hr_snapshot_take")
+    _lib.check(lib.hr_snapshot_take(ctypes.byref(opts), ctypes.byref(snap)), "hr_snapshot_take",
+               err)
     text = ctypes.c_void_p()
     try:
         _lib.check(lib.hr_snapshot_json(snap, ctypes.byref(text)), "hr_snapshot_json")

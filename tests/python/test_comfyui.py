@@ -150,3 +150,12 @@ def test_stage_nodes_and_memory_report():
     with pytest.raises(ValueError, match="non-empty"):
         call("HeadroomStageBegin", value=1, stage="  ")
     del kept
+
+
+def test_memory_monitor_cgroup_line(monkeypatch):
+    # The cgroup numbers are the test's: this machine's cgroup has no limit.
+    monkeypatch.setattr(nodes, "_cgroup", lambda: {"version": 2, "usage_bytes": 3 << 30,
+                                                   "limit_bytes": 4 << 30})
+    text = call("HeadroomMemoryMonitor", value=1, ram_threshold=70.0, vram_threshold=90.0,
+                process_filter="")["result"][1]
+    assert "WARNING container (cgroup v2): 3.0 GiB of 4.0 GiB limit (75.0%)" in text
