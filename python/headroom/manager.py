@@ -12,21 +12,12 @@ settings instead of starting a second thread.
 import threading
 import time
 
-from . import _readings, memory
+from . import _readings, memory, watch
 
 LEVELS = ("ok", "warning", "critical")
+#: Percentage points under a threshold that a level must fall before it drops.
+HYSTERESIS = 2.0
 _MIB = 1 << 20
-
-
-def classify(percent, warn, critical):
-    """"ok", "warning" or "critical" for a used percentage; "n/a" for None."""
-    if percent is None:
-        return "n/a"
-    if percent >= critical:
-        return "critical"
-    if percent >= warn:
-        return "warning"
-    return "ok"
 
 
 def check_thresholds(warn, critical, what):
@@ -62,7 +53,12 @@ def default_read():
 
 
 class SmartMemoryManager:
-    def __init__(self, read=default_read, free=memory.free_memory, clock=time.monotonic):
+    def __init__(self, read=default_read, free=memory.free_memory, clock=time.monotonic,
+                 native=None):
+        """read, free and clock replace the readings, free_memory and the
+        monotonic clock (tests); native=False uses the pure-Python level and
+        leak logic even when libheadroom has the watch functions."""
+        self._native = watch.native() if native is None else native
         self._read = read
         self._free = free
         self._clock = clock
@@ -77,6 +73,7 @@ class SmartMemoryManager:
         self._events = []
         self._last = {}
         self._level = "n/a"
+        self._ram_level = self._vram_level = "ok"
         self._leak = ""
         self._frees = 0
         self._last_free = None
@@ -141,8 +138,15 @@ class SmartMemoryManager:
             cfg = dict(self._cfg)
         s = self._read()
         now = self._clock()
-        ram = classify(s.get("ram_percent"), cfg["ram_warn"], cfg["ram_critical"])
-        vram = classify(s.get("vram_percent"), cfg["vram_warn"], cfg["vram_critical"])
+        with self._lock:
+            ram = self._ram_level = watch.level_update(
+                self._ram_level, s.get("ram_percent"), cfg["ram_warn"], cfg["ram_critical"],
+                HYSTERESIS, self._native)
+            vram = self._vram_level = watch.level_update(
+                self._vram_level, s.get("vram_percent"), cfg["vram_warn"], cfg["vram_critical"],
+                HYSTERESIS, self._native)
+        if s.get("vram_percent") is None:
+            vram = "n/a"
         order = {"n/a": -1, "ok": 0, "warning": 1, "critical": 2}
         level = max(ram, vram, key=order.get)
         with self._lock:
@@ -157,12 +161,7 @@ class SmartMemoryManager:
                                            or now - self._last_free >= cfg["cooldown"])
             if due:
                 self._last_free = now
-        slope = slope_per_second(pts)
-        leak = ""
-        if (slope is not None and len(pts) >= 5 and pts[-1][0] - pts[0][0] >= cfg["window"] / 2
-                and cfg["leak_mib_per_min"] > 0 and slope * 60 >= cfg["leak_mib_per_min"] * _MIB):
-            leak = "RSS growing %s/min over the last %.0f s" % (
-                _readings.fmt_bytes(slope * 60, signed=True), pts[-1][0] - pts[0][0])
+        leak = self._leak_text(pts, cfg) if cfg["leak_mib_per_min"] > 0 else ""
         res = self._free(cfg["mode"]) if due else None
         with self._lock:
             if leak and not self._leak:
@@ -172,6 +171,23 @@ class SmartMemoryManager:
                 self._frees += 1
                 self._event("critical: " + str(res))
         return level
+
+    def _leak_text(self, pts, cfg):
+        """The leak warning for the RSS points in the window, or ""."""
+        rate = cfg["leak_mib_per_min"] * _MIB
+        if self._native:
+            r = watch.leak_evaluate(pts, cfg["window"], rate)
+            if r is None or not r["suspected"]:
+                return ""
+            return "RSS growing %s/min over the last %.0f s (trend confidence %.4f)" % (
+                _readings.fmt_bytes(r["slope_per_min"], signed=True), r["span_s"],
+                r["confidence"])
+        slope = slope_per_second(pts)
+        if (slope is None or len(pts) < 5 or pts[-1][0] - pts[0][0] < cfg["window"] / 2
+                or slope * 60 < rate):
+            return ""
+        return "RSS growing %s/min over the last %.0f s" % (
+            _readings.fmt_bytes(slope * 60, signed=True), pts[-1][0] - pts[0][0])
 
     def _run(self):
         while not self._stop.is_set():
@@ -188,6 +204,7 @@ class SmartMemoryManager:
         """A dict: running, level, last sample, leak text, frees, recent events."""
         with self._lock:
             return {"running": self._thread is not None and self._thread.is_alive(),
+                    "logic": "libheadroom" if self._native else "python",
                     "level": self._level, "last": dict(self._last), "leak": self._leak,
                     "frees": self._frees, "events": list(self._events),
                     "settings": dict(self._cfg)}
