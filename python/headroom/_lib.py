@@ -73,6 +73,10 @@ class VersionMismatchError(HeadroomError):
 _lock = threading.Lock()
 _lib = None
 _path = None
+# The error of a failed search, kept so that callers that only ask whether
+# the library is there (free_memory on every frame) do not search again:
+# find_library() runs ldconfig, which costs milliseconds.
+_failure = None
 
 
 def _candidates():
@@ -152,39 +156,51 @@ def load():
     """Returns the loaded library (a ctypes.CDLL), loading it on the first call.
     Raises LibraryNotFoundError listing every place it looked, or
     VersionMismatchError when the version is wrong."""
-    global _lib, _path
+    global _lib, _path, _failure
     if _lib is not None:
         return _lib
     with _lock:
         if _lib is not None:
             return _lib
-        tried = []
-        for path, explicit in _candidates():
-            if not explicit and os.sep in path and not os.path.exists(path):
-                tried.append("%s (no such file)" % path)
-                continue
-            try:
-                lib = ctypes.CDLL(path)
-            except OSError as e:
-                if explicit:
-                    raise LibraryNotFoundError(
-                        "libheadroom: HEADROOM_LIB=%s cannot be loaded: %s" % (path, e)) from None
-                tried.append("%s (%s)" % (path, e))
-                continue
-            if not hasattr(lib, "hr_version"):
-                if explicit:
-                    raise LibraryNotFoundError(
-                        "libheadroom: HEADROOM_LIB=%s is not libheadroom (no hr_version)" % path)
-                tried.append("%s (not libheadroom: no hr_version)" % path)
-                continue
-            _declare(lib)
-            _check_version(lib, path)
-            _lib, _path = lib, path
-            return lib
-        raise LibraryNotFoundError(
-            "libheadroom not found; build it (cmake -S . -B build/release && cmake --build "
-            "build/release) and set HEADROOM_LIB to build/release/libheadroom.so, or install "
-            "the package with pip. Looked in: " + "; ".join(tried))
+        if _failure is not None:
+            raise _failure
+        try:
+            _lib, _path = _search()
+        except HeadroomError as e:
+            _failure = e
+            raise
+        return _lib
+
+
+def _search():
+    """Returns (library, path) from the first candidate that loads; raises
+    LibraryNotFoundError listing every place tried, or VersionMismatchError."""
+    tried = []
+    for path, explicit in _candidates():
+        if not explicit and os.sep in path and not os.path.exists(path):
+            tried.append("%s (no such file)" % path)
+            continue
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError as e:
+            if explicit:
+                raise LibraryNotFoundError(
+                    "libheadroom: HEADROOM_LIB=%s cannot be loaded: %s" % (path, e)) from None
+            tried.append("%s (%s)" % (path, e))
+            continue
+        if not hasattr(lib, "hr_version"):
+            if explicit:
+                raise LibraryNotFoundError(
+                    "libheadroom: HEADROOM_LIB=%s is not libheadroom (no hr_version)" % path)
+            tried.append("%s (not libheadroom: no hr_version)" % path)
+            continue
+        _declare(lib)
+        _check_version(lib, path)
+        return lib, path
+    raise LibraryNotFoundError(
+        "libheadroom not found; build it (cmake -S . -B build/release && cmake --build "
+        "build/release) and set HEADROOM_LIB to build/release/libheadroom.so, or install "
+        "the package with pip. Looked in: " + "; ".join(tried))
 
 
 def loaded_path():
@@ -230,7 +246,8 @@ def check(rc, where, err=None):
 
 
 def reset_for_tests():
-    """Forgets the loaded library so a test can load another one."""
-    global _lib, _path
+    """Forgets the loaded library (or the failed search) so that a test can
+    load another one."""
+    global _lib, _path, _failure
     with _lock:
-        _lib, _path = None, None
+        _lib, _path, _failure = None, None, None

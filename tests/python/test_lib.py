@@ -146,3 +146,16 @@ def test_parse_size_and_duration(fresh_loader, libpath):
     assert options.parse_duration("250ms") == 0.25
     with pytest.raises(headroom.HeadroomError, match="HR_EINVAL"):
         options.parse_size("12Q")
+
+
+def test_a_failed_search_is_remembered(fresh_loader, tmp_path):
+    fresh_loader.setenv("HEADROOM_LIB", str(tmp_path / "missing.so"))
+    with pytest.raises(headroom.LibraryNotFoundError) as first:
+        _lib.load()
+    # Even once the variable changes, the process keeps its answer: callers on
+    # a hot path ask available() every frame and must not search each time.
+    fresh_loader.setenv("HEADROOM_LIB", "/elsewhere/libheadroom.so")
+    with pytest.raises(headroom.LibraryNotFoundError) as second:
+        _lib.load()
+    assert second.value is first.value
+    assert not _lib.available()
