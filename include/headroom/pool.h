@@ -30,38 +30,64 @@ HR_API int hr_backend_mem_info(hr_backend_t *b, uint64_t *free_bytes, uint64_t *
 
 /* ---- configuration ------------------------------------------------------ */
 
-#define HR_ROUNDUP_INTERVALS 64
+#define HR_ROUNDUP_INTERVALS 16
 
 typedef struct hr_pool_config {
-  uint64_t max_split_size;      /* blocks above this are never split; UINT64_MAX: no limit */
-  double gc_threshold;          /* 0: off; else reclaim cache by age above this fraction */
+  uint64_t max_split_size; /* blocks above this are never split; UINT64_MAX: no limit */
+  double gc_threshold;     /* 0: off; else reclaim cache by age above this fraction */
   bool expandable_segments;
-  /* roundup_power2_divisions per power-of-two interval of the size in MiB
-   * (index 0: [0,1) MiB ... ); 0 means no extra rounding. */
+  /* roundup_power2_divisions per power-of-two interval of the size, as in
+   * PyTorch: index 0 is below 2 MiB, index i is [2^(20+i), 2^(21+i)), the
+   * last one everything from 32 GiB; 0 or 1 means no extra rounding. */
   unsigned roundup_divisions[HR_ROUNDUP_INTERVALS];
-  double memory_fraction;       /* of the backend's total, in (0, 1] */
-  uint64_t reserve_bytes;       /* never reserve into the last reserve_bytes */
-  bool pytorch_compat;          /* mimic PyTorch's policy exactly */
+  double memory_fraction; /* of the backend's total, in (0, 1] */
+  uint64_t reserve_bytes; /* never reserve into the last reserve_bytes */
+  bool pytorch_compat;    /* mimic PyTorch's policy exactly */
+  /* Expandable segments only: before mapping new granules, unmap granules
+   * that no block uses (after a device synchronize), so reserved memory
+   * follows live memory instead of its history. */
+  bool compact_mapping;
 } hr_pool_config_t;
 
-/* Fills `out` with headroom's default configuration. */
+/* Fills `out` with headroom's default configuration: expandable segments
+ * with compact mapping where the backend can map, no split limit, no GC. */
 HR_API void hr_pool_config_default(hr_pool_config_t *out);
+/* Fills `out` with the configuration that mimics PyTorch's
+ * CUDACachingAllocator with an empty PYTORCH_CUDA_ALLOC_CONF. */
+HR_API void hr_pool_config_pytorch(hr_pool_config_t *out);
 
-/* Parses PYTORCH_CUDA_ALLOC_CONF syntax ("key:value,key:value") into `out`,
- * starting from the default. Unknown keys, bad numbers and out-of-range values
- * return HR_EINVAL with a message naming the key and the accepted range. */
+/* Parses PYTORCH_CUDA_ALLOC_CONF syntax ("key:value,key:value") into `out`.
+ * The string may start with a preset, "default" or "pytorch", that the keys
+ * after it amend; without one it starts from the default. PyTorch's keys:
+ * max_split_size_mb, garbage_collection_threshold, expandable_segments,
+ * roundup_power2_divisions (N or [256:1,512:2,>:8]); the pinned-memory keys
+ * are accepted and ignored; backend is refused. headroom's keys:
+ * memory_fraction, reserve_mb, pytorch_compat, compact_mapping. Unknown keys,
+ * bad numbers and out-of-range values return HR_EINVAL with a message naming
+ * the key and the accepted range. NULL or "" gives the default. */
 HR_API int hr_pool_config_parse(const char *conf, hr_pool_config_t *out, char *err, size_t errlen);
 
 /* ---- the pool ----------------------------------------------------------- */
 
 typedef struct hr_pool hr_pool_t;
 
+/* Creates a pool on `backend` (NULL config: the default). Expandable
+ * segments fall back to plain ones when the backend cannot map. The pool
+ * may reserve at most memory_fraction of the backend's total, less
+ * reserve_bytes. One lock per pool; every call is thread-safe. */
 HR_API int hr_pool_create(const hr_pool_config_t *config, hr_backend_t *backend, int device,
                           hr_pool_t **out);
 /* Frees every segment back to the backend. Live blocks are lost. */
 HR_API void hr_pool_destroy(hr_pool_t *pool);
 
+/* Allocates `size` bytes for use on `stream` and sets *ptr (NULL for size
+ * 0). On failure releases cache, calls the reclaimers without the lock and
+ * retries; then returns HR_ENOMEM and keeps a diagnosis
+ * (hr_pool_last_diagnosis), also logged at warn level. */
 HR_API int hr_pool_alloc(hr_pool_t *pool, uint64_t size, void *stream, void **ptr);
+/* Frees a block from hr_pool_alloc. A `stream` other than the one it was
+ * allocated on counts as hr_pool_record_stream(ptr, stream) first. Returns
+ * HR_EINVAL for a pointer the pool did not hand out (or freed twice). */
 HR_API int hr_pool_free(hr_pool_t *pool, void *ptr, void *stream);
 /* Marks `ptr` as used by `stream` too: its reuse waits for that stream. */
 HR_API int hr_pool_record_stream(hr_pool_t *pool, void *ptr, void *stream);
@@ -112,7 +138,8 @@ typedef struct hr_block_info {
 } hr_block_info_t;
 
 typedef struct hr_segment_info {
-  uint64_t addr, size;
+  uint64_t addr, size; /* for an expandable segment, its address reservation */
+  uint64_t mapped;     /* bytes backed by memory (== size unless expandable) */
   void *stream;
   bool small_pool, expandable;
 } hr_segment_info_t;

@@ -1,0 +1,292 @@
+/* Statistics, invariants, ownership tags and the out-of-memory diagnosis.
+ *
+ * Statistics are kept incrementally by the policy (pool.c, segment.c);
+ * hr_pool_check recomputes every one of them from the blocks and compares,
+ * along with the structure: blocks tile their segments, free blocks are
+ * coalesced and indexed, allocated ones are in the address table, granule
+ * counts match. Tags are interned process-wide (at most 255 names; the
+ * rest share "(other)"), and each pool keeps live bytes per tag. */
+#include "pool/pool_internal.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- tags ---------------------------------------------------------------- */
+
+static pthread_mutex_t tag_lock = PTHREAD_MUTEX_INITIALIZER;
+static char tag_names[HR__MAX_TAGS][64];
+static unsigned tag_count = 1; /* 0 is "no tag" */
+static _Thread_local uint16_t tag_current;
+
+void hr_pool_set_tag(const char *tag) {
+  if (!tag || !*tag) {
+    tag_current = 0;
+    return;
+  }
+  pthread_mutex_lock(&tag_lock);
+  unsigned id = 0;
+  for (unsigned i = 1; i < tag_count; i++)
+    if (!strncmp(tag_names[i], tag, sizeof tag_names[i] - 1)) id = i;
+  if (!id && tag_count < HR__MAX_TAGS - 1) {
+    id = tag_count++;
+    hr__strlcpy(tag_names[id], tag, sizeof tag_names[id]);
+  }
+  if (!id) {
+    id = HR__MAX_TAGS - 1;
+    hr__strlcpy(tag_names[id], "(other)", sizeof tag_names[id]);
+  }
+  pthread_mutex_unlock(&tag_lock);
+  tag_current = (uint16_t)id;
+}
+
+uint16_t hr__tag_current(void) {
+  return tag_current;
+}
+
+const char *hr__tag_name(uint16_t id) {
+  return id ? tag_names[id] : "(untagged)";
+}
+
+/* ---- statistics ---------------------------------------------------------- */
+
+int hr_pool_stats(hr_pool_t *p, hr_pool_stats_t *out) {
+  if (!p || !out || out->size < offsetof(hr_pool_stats_t, reserved_)) return HR_EINVAL;
+  uint32_t size = out->size < sizeof *out ? out->size : (uint32_t)sizeof *out;
+  pthread_mutex_lock(&p->lock);
+  memcpy(out, &p->st, size);
+  pthread_mutex_unlock(&p->lock);
+  out->size = size;
+  out->version = HR_POOL_STATS_VERSION;
+  return 0;
+}
+
+int hr_pool_reset_peak(hr_pool_t *p) {
+  if (!p) return HR_EINVAL;
+  pthread_mutex_lock(&p->lock);
+#define HR_RESET_PEAK_(name) p->st.name.peak = p->st.name.current;
+  HR_POOL_STATS(HR_RESET_PEAK_)
+#undef HR_RESET_PEAK_
+  pthread_mutex_unlock(&p->lock);
+  return 0;
+}
+
+/* ---- invariants ---------------------------------------------------------- */
+
+#define FAIL_(...)                                                                                 \
+  do {                                                                                             \
+    hr__log(HR_LOG_ERROR, "pool check: " __VA_ARGS__);                                             \
+    return HR_ESTATE;                                                                              \
+  } while (0)
+
+static int check_expandable(hr__segment_t *s) {
+  uint64_t mapped = 0;
+  uint32_t *used = calloc(s->ngran ? s->ngran : 1, sizeof *used);
+  if (!used) return HR_ENOMEM;
+  for (hr__block_t *b = s->first; b; b = b->next) {
+    if (!b->allocated) continue;
+    uint64_t g0, g1;
+    hr__gran_range(s, b->addr, b->size, &g0, &g1);
+    for (uint64_t g = g0; g <= g1; g++) used[g]++;
+  }
+  int rc = 0;
+  for (uint64_t g = 0; g < s->ngran && !rc; g++) {
+    if (used[g] != s->used[g]) {
+      hr__log(HR_LOG_ERROR, "pool check: granule %" PRIu64 " count %u, blocks say %u", g,
+              s->used[g], used[g]);
+      rc = HR_ESTATE;
+    }
+    if (used[g] && !(s->gstate[g] & HR__G_MAPPED)) {
+      hr__log(HR_LOG_ERROR, "pool check: granule %" PRIu64 " in use but not mapped", g);
+      rc = HR_ESTATE;
+    }
+    if (s->gstate[g] & HR__G_MAPPED) mapped += s->gran;
+  }
+  free(used);
+  if (!rc && mapped != s->mapped)
+    FAIL_("segment maps %" PRIu64 ", granules say %" PRIu64, s->mapped, mapped);
+  return rc;
+}
+
+int hr__check_locked(hr_pool_t *p) {
+  int64_t alloc_b = 0, req_b = 0, active_b = 0, split_b = 0, reserved = 0;
+  int64_t nalloc = 0, nactive = 0, nsplit = 0, nseg = 0;
+  uint64_t nfree = 0, tags[HR__MAX_TAGS] = {0};
+  for (hr__segment_t *s = p->segs; s; s = s->next) {
+    nseg++;
+    reserved += (int64_t)(s->expandable ? s->mapped : s->size);
+    if (!s->first || s->first->prev || s->first->addr != s->base)
+      FAIL_("segment %#" PRIx64 " does not start with its first block", s->base);
+    uint64_t end = s->base;
+    for (hr__block_t *b = s->first; b; b = b->next) {
+      if (b->addr != end) FAIL_("block %#" PRIx64 " leaves a gap or overlaps", b->addr);
+      if (b->seg != s || b->stream != s->stream)
+        FAIL_("block %#" PRIx64 " points elsewhere", b->addr);
+      if (b->next && b->next->prev != b) FAIL_("block %#" PRIx64 ": broken links", b->addr);
+      if (!b->size || b->size % HR__MIN_BLOCK) FAIL_("block %#" PRIx64 ": bad size", b->addr);
+      end += b->size;
+      bool is_free = !b->allocated && !b->event_count;
+      if (b->allocated) {
+        alloc_b += (int64_t)b->size, req_b += (int64_t)b->requested, nalloc++;
+        tags[b->tag] += b->size;
+        if (hr__table_find_locked(p, b->addr) != b)
+          FAIL_("block %#" PRIx64 " not in table", b->addr);
+      }
+      if (!is_free) active_b += (int64_t)b->size, nactive++;
+      if (is_free != b->in_tree) FAIL_("block %#" PRIx64 ": free but not indexed", b->addr);
+      if (is_free) {
+        nfree++;
+        if (b->next && !b->next->allocated && !b->next->event_count)
+          FAIL_("blocks %#" PRIx64 " and its next are free but not merged", b->addr);
+        if (b->split_counted) split_b += (int64_t)b->size, nsplit++;
+      }
+    }
+    if (end != s->base + s->size) FAIL_("segment %#" PRIx64 " not tiled to its end", s->base);
+    if (s->expandable) {
+      int rc = check_expandable(s);
+      if (rc) return rc;
+    }
+  }
+  if (!hr__tree_valid(p->tree[0]) || !hr__tree_valid(p->tree[1])) FAIL_("free index out of order");
+  if (hr__tree_count(p->tree[0]) + hr__tree_count(p->tree[1]) != nfree)
+    FAIL_("free index holds other blocks than the free ones");
+  if (p->table_count != (uint64_t)nalloc)
+    FAIL_("address table holds %" PRIu64 ", %" PRId64 " allocated", p->table_count, nalloc);
+  for (unsigned i = 0; i < HR__MAX_TAGS; i++)
+    if (tags[i] != p->tag_live[i])
+      FAIL_("tag %s: %" PRIu64 " live, blocks say %" PRIu64, hr__tag_name((uint16_t)i),
+            p->tag_live[i], tags[i]);
+#define CMP_(field, v)                                                                             \
+  if (p->st.field.current != (v))                                                                  \
+    FAIL_(#field " is %" PRId64 ", blocks say %" PRId64, p->st.field.current, (int64_t)(v));
+  CMP_(allocated_bytes, alloc_b)
+  CMP_(requested_bytes, req_b)
+  CMP_(active_bytes, active_b)
+  CMP_(inactive_split_bytes, split_b)
+  CMP_(reserved_bytes, reserved)
+  CMP_(allocation, nalloc)
+  CMP_(active, nactive)
+  CMP_(inactive_split, nsplit)
+  CMP_(segment, nseg)
+#undef CMP_
+#define PEAK_(name)                                                                                \
+  if (p->st.name.peak < p->st.name.current) FAIL_(#name " peak below current");
+  HR_POOL_STATS(PEAK_)
+#undef PEAK_
+  return 0;
+}
+
+int hr_pool_check(hr_pool_t *p) {
+  if (!p) return HR_EINVAL;
+  pthread_mutex_lock(&p->lock);
+  int rc = hr__check_locked(p);
+  pthread_mutex_unlock(&p->lock);
+  return rc;
+}
+
+/* ---- segments ------------------------------------------------------------ */
+
+int hr_pool_segments(hr_pool_t *p, hr_segment_visit_fn visit, void *arg) {
+  if (!p || !visit) return HR_EINVAL;
+  int rc = 0;
+  size_t cap = 0;
+  hr_block_info_t *bi = NULL;
+  pthread_mutex_lock(&p->lock);
+  for (hr__segment_t *s = p->segs; s && !rc; s = s->next) {
+    size_t n = 0;
+    for (hr__block_t *b = s->first; b; b = b->next) n++;
+    if (n > cap) {
+      hr_block_info_t *nb = realloc(bi, n * sizeof *nb);
+      if (!nb) {
+        rc = HR_ENOMEM;
+        break;
+      }
+      bi = nb;
+      cap = n;
+    }
+    n = 0;
+    for (hr__block_t *b = s->first; b; b = b->next, n++)
+      bi[n] = (hr_block_info_t){b->addr,      b->size,
+                                b->requested, b->allocated || b->event_count,
+                                b->stream,    b->allocated ? hr__tag_name(b->tag) : NULL};
+    hr_segment_info_t si = {s->base,   s->size,  s->expandable ? s->mapped : s->size,
+                            s->stream, s->small, s->expandable};
+    rc = visit(&si, bi, n, arg);
+  }
+  pthread_mutex_unlock(&p->lock);
+  free(bi);
+  return rc > 0 ? 0 : rc;
+}
+
+/* ---- diagnosis ----------------------------------------------------------- */
+
+static void human(char *buf, size_t n, uint64_t v) {
+  if (v >= (1ull << 30))
+    snprintf(buf, n, "%.2f GiB", (double)v / (1ull << 30));
+  else if (v >= (1ull << 20))
+    snprintf(buf, n, "%.2f MiB", (double)v / (1ull << 20));
+  else
+    snprintf(buf, n, "%" PRIu64 " B", v);
+}
+
+/* The largest free block that is backed by memory. */
+static uint64_t largest_free_locked(hr_pool_t *p) {
+  uint64_t best = 0;
+  for (hr__segment_t *s = p->segs; s; s = s->next)
+    for (hr__block_t *b = s->first; b; b = b->next) {
+      if (!b->in_tree) continue;
+      uint64_t sz = b->size;
+      if (s->expandable) {
+        /* Count only the mapped run at the block's start. */
+        uint64_t g0, g1, run = 0;
+        hr__gran_range(s, b->addr, b->size, &g0, &g1);
+        for (uint64_t g = g0; g <= g1 && (s->gstate[g] & HR__G_MAPPED); g++) run++;
+        uint64_t end = s->base + (g0 + run) * s->gran;
+        sz = run ? HR_MIN(b->addr + b->size, end) - b->addr : 0;
+      }
+      if (sz > best) best = sz;
+    }
+  return best;
+}
+
+void hr__diagnose_locked(hr_pool_t *p, uint64_t size, void *stream) {
+  char a[32], b[32], c[32], d[32], e[32], f[32], g[32], lim[32];
+  uint64_t dfree = 0, dtotal = 0;
+  p->backend->ops->mem_info(p->backend, &dfree, &dtotal);
+  uint64_t alloc = (uint64_t)p->st.allocated_bytes.current;
+  uint64_t res = (uint64_t)p->st.reserved_bytes.current;
+  human(a, sizeof a, size);
+  human(b, sizeof b, alloc);
+  human(c, sizeof c, res);
+  human(d, sizeof d, res > alloc ? res - alloc : 0);
+  human(e, sizeof e, largest_free_locked(p));
+  human(f, sizeof f, dfree);
+  human(g, sizeof g, dtotal);
+  human(lim, sizeof lim, p->allowed);
+  int n = snprintf(p->diag, sizeof p->diag,
+                   "out of memory on device %d: tried to allocate %s on stream %p; allocated %s, "
+                   "reserved %s (limit %s), cached but unusable %s, largest free block %s, "
+                   "device free %s of %s",
+                   p->device, a, stream, b, c, lim, d, e, f, g);
+  /* Top tags by live bytes, largest first. */
+  bool shown[HR__MAX_TAGS] = {false};
+  for (int k = 0; k < 5 && n > 0 && (size_t)n < sizeof p->diag; k++) {
+    int best = -1;
+    for (int i = 0; i < HR__MAX_TAGS; i++)
+      if (!shown[i] && p->tag_live[i] && (best < 0 || p->tag_live[i] > p->tag_live[best])) best = i;
+    if (best < 0) break;
+    shown[best] = true;
+    human(a, sizeof a, p->tag_live[best]);
+    n += snprintf(p->diag + n, sizeof p->diag - (size_t)n, "%s %s %s",
+                  k ? "," : "; live by tag:", hr__tag_name((uint16_t)best), a);
+  }
+}
+
+int hr_pool_last_diagnosis(hr_pool_t *p, char *buf, size_t len) {
+  if (!p || !buf || !len) return HR_EINVAL;
+  pthread_mutex_lock(&p->lock);
+  hr__strlcpy(buf, p->diag, len);
+  int rc = p->diag[0] ? 0 : HR_ENOENT;
+  pthread_mutex_unlock(&p->lock);
+  return rc;
+}

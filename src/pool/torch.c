@@ -1,0 +1,70 @@
+/* PyTorch entry points: the two functions that
+ * torch.cuda.memory.CUDAPluggableAllocator loads from libheadroom. Each
+ * device gets one pool on first use, configured by HEADROOM_ALLOC_CONF, on
+ * the cuda backend (HEADROOM_POOL_BACKEND=sim or host picks another, for
+ * tests). A device whose pool cannot be made is not retried: every later
+ * call returns NULL at once, and the reason was logged the first time. */
+#include "pool/pool_internal.h"
+
+#include <stdlib.h>
+
+#define TORCH_MAX_DEVICES 64
+
+static pthread_mutex_t torch_lock = PTHREAD_MUTEX_INITIALIZER;
+static hr_pool_t *_Atomic torch_pools[TORCH_MAX_DEVICES];
+static hr_backend_t *torch_backends[TORCH_MAX_DEVICES];
+static int torch_failed[TORCH_MAX_DEVICES];
+
+static hr_pool_t *torch_pool(int device) {
+  if (device < 0 || device >= TORCH_MAX_DEVICES) return NULL;
+  hr_pool_t *p = torch_pools[device];
+  if (p) return p;
+  pthread_mutex_lock(&torch_lock);
+  p = torch_pools[device];
+  if (!p && !torch_failed[device]) {
+    hr_pool_config_t cfg;
+    char err[256];
+    const char *conf = getenv("HEADROOM_ALLOC_CONF");
+    const char *kind = getenv("HEADROOM_POOL_BACKEND");
+    int rc = hr_pool_config_parse(conf, &cfg, err, sizeof err);
+    if (rc) {
+      hr__log(HR_LOG_ERROR, "HEADROOM_ALLOC_CONF: %s", err);
+    } else {
+      rc = hr_backend_create(kind && *kind ? kind : "cuda", device, 0, &torch_backends[device]);
+      if (!rc) rc = hr_pool_create(&cfg, torch_backends[device], device, &p);
+      if (rc) hr__log(HR_LOG_ERROR, "pool for device %d: %s", device, hr_strerror(rc));
+    }
+    if (rc) {
+      hr_backend_destroy(torch_backends[device]);
+      torch_backends[device] = NULL;
+      torch_failed[device] = rc;
+      p = NULL;
+    } else {
+      torch_pools[device] = p;
+    }
+  }
+  pthread_mutex_unlock(&torch_lock);
+  return p;
+}
+
+void *hr_torch_malloc(ssize_t size, int device, void *stream) {
+  void *ptr = NULL;
+  if (size < 0) return NULL;
+  hr_pool_t *p = torch_pool(device);
+  if (!p) return NULL;
+  if (hr_pool_alloc(p, (uint64_t)size, stream, &ptr)) return NULL;
+  return ptr;
+}
+
+void hr_torch_free(void *ptr, ssize_t size, int device, void *stream) {
+  if (!ptr || device < 0 || device >= TORCH_MAX_DEVICES) return;
+  hr_pool_t *p = torch_pools[device];
+  if (p) hr_pool_free(p, ptr, stream);
+}
+
+/* The pool behind hr_torch_malloc for `device`, or NULL; for tests and the
+ * Python layer's statistics. */
+HR_INTERNAL hr_pool_t *hr__torch_pool(int device);
+hr_pool_t *hr__torch_pool(int device) {
+  return device >= 0 && device < TORCH_MAX_DEVICES ? torch_pools[device] : NULL;
+}
