@@ -91,7 +91,7 @@ def vram_process():
 
     if hr_torch.installed():
         st = hr_torch.pool_stats()
-        return st["allocated_bytes.all.current"], st["reserved_bytes.all.current"]
+        return st.get("allocated_bytes.all.current", 0), st.get("reserved_bytes.all.current", 0)
     torch = torch_cuda()
     if torch is None:
         return None, None

@@ -32,16 +32,14 @@ def _check_conf(conf):
         return None
     if not isinstance(conf, str):
         raise TypeError("conf must be a string like 'max_split_size_mb:128'; got %r" % (conf,))
-    lib = _lib.load()
-    if not hasattr(lib, "hr_pool_config_parse"):
-        raise AllocatorError("this libheadroom (%s) has no pool: hr_pool_config_parse is missing"
-                             % _lib.loaded_path())
-    import ctypes
+    from . import pool
 
-    cfg = ctypes.create_string_buffer(4096)  # larger than hr_pool_config_t
-    err = ctypes.create_string_buffer(512)
-    _lib.check(lib.hr_pool_config_parse(conf.encode(), cfg, err, len(err)),
-               "hr_pool_config_parse", err)
+    try:
+        pool.parse_config(conf)
+    except _lib.HeadroomError as e:
+        if e.code == -7:  # no pool in this library
+            raise AllocatorError(e.detail) from None
+        raise
     return conf
 
 
@@ -90,17 +88,60 @@ def install_allocator(conf=None):
     _installed = True
 
 
+def _torch_pools():
+    """Handles of the pools behind hr_torch_malloc, one per device that has
+    allocated, through the library's hr_torch_pool(device)."""
+    from . import pool
+
+    lib = pool.lib()
+    if not hasattr(lib, "hr_torch_pool"):
+        raise AllocatorError(
+            "this libheadroom (%s) does not export hr_torch_pool(device), so the pool behind "
+            "PyTorch's allocator cannot be reached for statistics or release"
+            % _lib.loaded_path())
+    out = {}
+    for d in range(64):
+        h = lib.hr_torch_pool(d)
+        if h:
+            out[d] = h
+    return out
+
+
 def release_cached():
-    """Returns the pool's cached free segments to the driver; returns the bytes
-    released. Raises AllocatorError when the pool is not installed."""
-    raise AllocatorError("headroom's allocator is not installed in this process")
+    """Returns the pool's cached free segments to the driver on every device;
+    returns the bytes released. Raises AllocatorError when not installed."""
+    if not _installed:
+        raise AllocatorError("headroom's allocator is not installed in this process")
+    from . import pool
+
+    freed = 0
+    lib = pool.lib()
+    for h in _torch_pools().values():
+        before = pool.read_stats(h)["reserved_bytes.all.current"]
+        _lib.check(lib.hr_pool_release_cached(h), "hr_pool_release_cached")
+        freed += before - pool.read_stats(h)["reserved_bytes.all.current"]
+    return freed
 
 
-def pool_stats():
+def pool_stats(device=None):
     """The pool's statistics as a dict named like torch.cuda.memory_stats()
-    ("allocated_bytes.all.current", ...). PyTorch's own memory_stats() does
-    not see a pluggable allocator. Raises AllocatorError when not installed."""
-    raise AllocatorError("headroom's allocator is not installed in this process; call "
-                         "headroom.torch.install_allocator() first")
+    ("allocated_bytes.all.current", ...), for one device or (None) summed
+    over devices. PyTorch's own memory_stats() does not see a pluggable
+    allocator. Raises AllocatorError when the allocator is not installed."""
+    if not _installed:
+        raise AllocatorError("headroom's allocator is not installed in this process; call "
+                             "headroom.torch.install_allocator() first")
+    from . import pool
 
-
+    pools = _torch_pools()
+    if device is not None:
+        if device not in pools:
+            raise AllocatorError("no pool on device %r: nothing was allocated there" % (device,))
+        return pool.read_stats(pools[device])
+    total = {}
+    for h in pools.values():
+        for k, v in pool.read_stats(h).items():
+            # Peaks of different devices do not add up to a peak, but for one
+            # device (the common case) the sum is exact.
+            total[k] = total.get(k, 0) + v
+    return total
