@@ -181,5 +181,6 @@ HR_API int hr_parse_bool(const char *s, bool *out);
 
 #include "headroom/probe.h"
 #include "headroom/pool.h"
+#include "headroom/residency.h"
 
 #endif /* HEADROOM_H */

@@ -31,4 +31,6 @@
   X(alloc_conf, HR_OPT_STRING, "", 0, 0, NULL, "pool configuration, PYTORCH_CUDA_ALLOC_CONF syntax") \
   /* residency */                                                                                  \
   X(reserve, HR_OPT_SIZE, "400M", 0, 1099511627776.0, NULL, "device memory residency keeps free") \
-  X(patience, HR_OPT_DURATION, "5s", 0, 600, NULL, "wait for offloaded memory to show as free")
+  X(patience, HR_OPT_DURATION, "5s", 0, 600, NULL, "wait for offloaded memory to show as free") \
+  X(residency_policy, HR_OPT_ENUM, "auto", 0, 0, "auto|comfy|lru|lookahead",                       \
+    "which assets residency offloads first")

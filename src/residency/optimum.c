@@ -1,0 +1,216 @@
+/* The reference a residency policy is measured against: the fewest bytes
+ * any plan could move for a workflow.
+ *
+ * Exact, for small workflows whose assets move whole: a search over every
+ * resident set after every step. Each step must hold its required set R
+ * (groups included) within capacity C = budget - reserve - working; what
+ * else stays is any subset of what was resident before (loading an asset
+ * before it is needed never saves bytes, so only required assets are
+ * loaded), pinned assets stay once loaded, and the cost of a step is the
+ * size of R minus what was already resident. Dynamic programming over the
+ * 2^n sets keeps the cheapest way to reach each; a step enumerates the
+ * subsets of each reachable set, 3^n per step in all.
+ *
+ * Lower bound, for everything else: relax the problem so that any byte of
+ * any asset may be offloaded alone (and ignore pins, which only constrain).
+ * Each byte is then a page of a uniform-size paging problem whose requests
+ * are the steps that require its asset, and offloading the byte whose next
+ * request is furthest away (Belady) is optimal for it: the exchange argument
+ * holds with several pages requested at once and with a capacity that varies
+ * per step. No plan of the real problem moves fewer bytes, since every such
+ * plan is a plan of the relaxed one. */
+#include "residency/workflow_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* What every step requires of every asset (groups included): its size, or
+ * 0 when not required. A partial asset of a set that cannot fit whole is
+ * required only as far as it fits, largest first, as require() loads it. */
+typedef struct steps_view {
+  size_t n_assets, n_steps;
+  uint64_t *req; /* n_steps x n_assets */
+  uint64_t *cap; /* per step: capacity for assets */
+} steps_view_t;
+
+static int root_of(const hr_workflow_t *w, size_t i) {
+  while (w->assets[i].parent >= 0) i = (size_t)w->assets[i].parent;
+  return (int)i;
+}
+
+static int build_view(const hr_workflow_t *w, uint64_t budget, steps_view_t *v) {
+  size_t n = w->n_assets;
+  v->n_assets = n;
+  v->n_steps = w->n_seq;
+  v->req = calloc(n * w->n_seq + 1, sizeof *v->req);
+  v->cap = calloc(w->n_seq + 1, sizeof *v->cap);
+  int *root = calloc(n + 1, sizeof *root);
+  if (!v->req || !v->cap || !root) {
+    free(root);
+    return HR_ENOMEM;
+  }
+  for (size_t i = 0; i < n; i++) root[i] = root_of(w, i);
+  uint64_t total = budget > w->reserve_bytes ? budget - w->reserve_bytes : 0;
+  int rc = 0;
+  for (size_t k = 0; k < w->n_seq; k++) {
+    const wf_step_t *t = &w->tmpl[w->seq[k]];
+    uint64_t *rq = &v->req[k * n];
+    for (size_t j = 0; j < t->n_use; j++)
+      for (size_t i = 0; i < n; i++)
+        if (root[i] == root[t->use[j]]) rq[i] = w->assets[i].bytes;
+    uint64_t need = 0;
+    for (size_t i = 0; i < n; i++) need += rq[i];
+    v->cap[k] = total > t->working ? total - t->working : 0;
+    while (need > v->cap[k]) {
+      size_t big = n;
+      for (size_t i = 0; i < n; i++)
+        if (w->assets[i].partial && rq[i] > 0 && (big == n || rq[i] > rq[big])) big = i;
+      if (big == n) {
+        rc = HR_ENOSPC;
+        break;
+      }
+      uint64_t cut = HR_MIN(rq[big], need - v->cap[k]);
+      rq[big] -= cut;
+      need -= cut;
+    }
+  }
+  free(root);
+  return rc;
+}
+
+static void free_view(steps_view_t *v) {
+  free(v->req);
+  free(v->cap);
+}
+
+/* Furthest-next-use per byte on the relaxed problem. */
+static int lower_bound(const hr_workflow_t *w, const steps_view_t *v, uint64_t *bytes) {
+  size_t n = v->n_assets, T = v->n_steps;
+  uint64_t *res = calloc(n + 1, sizeof *res);
+  uint64_t cost = 0;
+  if (!res) return HR_ENOMEM;
+  for (size_t k = 0; k < T; k++) {
+    const uint64_t *rq = &v->req[k * n];
+    uint64_t used = 0;
+    for (size_t i = 0; i < n; i++) {
+      if (rq[i] > res[i]) {
+        cost += rq[i] - res[i];
+        res[i] = rq[i];
+      }
+      used += res[i];
+    }
+    if (used <= v->cap[k]) continue;
+    /* An asset's resident bytes are a prefix (loads fill it, offloads cut
+     * its top), and step j requests the prefix of its required amount. The
+     * top segment of asset i, above every amount requested before its next
+     * full-height request nu, is next requested at nu: cut the segment with
+     * the furthest nu, and repeat. */
+    uint64_t excess = used - v->cap[k];
+    while (excess > 0) {
+      size_t best = n, best_nu = 0;
+      uint64_t best_floor = 0;
+      for (size_t i = 0; i < n; i++) {
+        if (res[i] <= rq[i]) continue;
+        size_t nu = T + 1;
+        uint64_t floor_b = rq[i];
+        for (size_t j = k + 1; j < T; j++) {
+          uint64_t amt = v->req[j * n + i];
+          if (amt >= res[i]) {
+            nu = j;
+            break;
+          }
+          floor_b = HR_MAX(floor_b, amt);
+        }
+        if (best == n || nu > best_nu) best = i, best_nu = nu, best_floor = floor_b;
+      }
+      HR_ASSERT(best < n);
+      if (best == n) break;
+      uint64_t cut = HR_MIN(res[best] - best_floor, excess);
+      res[best] -= cut;
+      excess -= cut;
+    }
+    HR_ASSERT(excess == 0);
+  }
+  free(res);
+  *bytes = cost;
+  return 0;
+}
+
+/* Dynamic programming over resident sets for whole assets. */
+static int exact(const hr_workflow_t *w, const steps_view_t *v, uint64_t *bytes) {
+  if (v->n_assets > HR_OPTIMUM_MAX_ASSETS) return HR_ERANGE;
+  size_t n = v->n_assets, S = (size_t)1 << n;
+  uint64_t *size = malloc(S * sizeof *size), *dp = malloc(S * sizeof *dp),
+           *nx = malloc(S * sizeof *nx);
+  uint64_t pinned = 0;
+  int rc = 0;
+  if (!size || !dp || !nx) {
+    rc = HR_ENOMEM;
+    goto out;
+  }
+  size[0] = 0;
+  for (size_t m = 1; m < S; m++) {
+    size_t low = (size_t)__builtin_ctzll(m);
+    size[m] = size[m & (m - 1)] + w->assets[low].bytes;
+  }
+  for (size_t i = 0; i < n; i++)
+    if (w->assets[i].pinned) pinned |= 1ull << i;
+  for (size_t m = 0; m < S; m++) dp[m] = UINT64_MAX;
+  dp[0] = 0;
+  for (size_t k = 0; k < v->n_steps; k++) {
+    uint64_t R = 0;
+    for (size_t i = 0; i < n; i++)
+      if (v->req[k * n + i]) R |= 1ull << i;
+    for (size_t m = 0; m < S; m++) nx[m] = UINT64_MAX;
+    for (size_t s = 0; s < S; s++) {
+      if (dp[s] == UINT64_MAX) continue;
+      uint64_t must = R | (s & pinned);
+      if (size[must] > v->cap[k]) continue;
+      uint64_t c = dp[s] + size[R & ~(uint64_t)s];
+      uint64_t opt = s & ~must;
+      /* Every subset of the optional assets, including none. */
+      for (uint64_t sub = opt;; sub = (sub - 1) & opt) {
+        uint64_t t = must | sub;
+        if (size[t] <= v->cap[k] && c < nx[t]) nx[t] = c;
+        if (sub == 0) break;
+      }
+    }
+    uint64_t *tmp = dp;
+    dp = nx;
+    nx = tmp;
+  }
+  uint64_t best = UINT64_MAX;
+  for (size_t m = 0; m < S; m++) best = HR_MIN(best, dp[m]);
+  if (best == UINT64_MAX)
+    rc = HR_ENOSPC; /* pinned assets left no room */
+  else
+    *bytes = best;
+out:
+  free(size), free(dp), free(nx);
+  return rc;
+}
+
+int hr__workflow_bound(const hr_workflow_t *w, uint64_t budget, bool want_exact, uint64_t *bytes) {
+  steps_view_t v = {0};
+  int rc = build_view(w, budget ? budget : w->budget_bytes, &v);
+  if (rc == 0) rc = want_exact ? exact(w, &v, bytes) : lower_bound(w, &v, bytes);
+  free_view(&v);
+  return rc;
+}
+
+int hr_workflow_reference(const hr_workflow_t *w, uint64_t budget_bytes, uint64_t *bytes,
+                          bool *exact_out) {
+  steps_view_t v = {0};
+  int rc;
+  if (!w || !bytes || !exact_out) return HR_EINVAL;
+  uint64_t budget = budget_bytes ? budget_bytes : w->budget_bytes;
+  if (budget == 0) return HR_EINVAL;
+  if ((rc = build_view(w, budget, &v)) != 0) goto out;
+  bool any_partial = false;
+  for (size_t i = 0; i < w->n_assets; i++) any_partial = any_partial || w->assets[i].partial;
+  *exact_out = !any_partial && w->n_assets <= HR_OPTIMUM_MAX_ASSETS;
+  rc = *exact_out ? exact(w, &v, bytes) : lower_bound(w, &v, bytes);
+out:
+  free_view(&v);
+  return rc;
+}

@@ -1,0 +1,269 @@
+/* The residency registry: assets, their groups, uses, and the numbers the
+ * planner works from. Planning and carrying out a require is in plan.c, the
+ * victim order of each policy in policy.c, the device budget in device.c. */
+#include "residency/residency_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+const char *hr_policy_name(hr_policy_t policy) {
+  switch (policy) {
+  case HR_POLICY_AUTO:
+    return "auto";
+  case HR_POLICY_COMFY:
+    return "comfy";
+  case HR_POLICY_LRU:
+    return "lru";
+  case HR_POLICY_LOOKAHEAD:
+    return "lookahead";
+  }
+  return "?";
+}
+
+int hr_policy_parse(const char *s, hr_policy_t *out) {
+  static const hr_policy_t all[] = {HR_POLICY_AUTO, HR_POLICY_COMFY, HR_POLICY_LRU,
+                                    HR_POLICY_LOOKAHEAD};
+  if (!s || !out) return HR_EINVAL;
+  for (size_t i = 0; i < HR_ARRAY_LEN(all); i++) {
+    if (strcmp(s, hr_policy_name(all[i])) == 0) {
+      *out = all[i];
+      return 0;
+    }
+  }
+  return HR_EINVAL;
+}
+
+void hr_residency_options_default(const hr_options_t *table, hr_residency_options_t *out) {
+  memset(out, 0, sizeof *out);
+  out->reserve_bytes = 400ull << 20;
+  out->patience_s = 5;
+  out->poll_interval_s = 0.01;
+  out->policy = HR_POLICY_AUTO;
+  if (table) {
+    out->reserve_bytes = hr_options_get_size(table, "reserve");
+    out->patience_s = hr_options_get_double(table, "patience");
+    /* The table only holds valid choices, so the parse cannot fail. */
+    (void)hr_policy_parse(hr_options_get_str(table, "residency_policy"), &out->policy);
+  }
+}
+
+int hr_residency_create(const hr_residency_options_t *options, hr_residency_t **out) {
+  int rc = 0;
+  hr_residency_t *r = NULL;
+  pthread_mutexattr_t attr;
+  if (!options || !out) return HR_EINVAL;
+  *out = NULL;
+  if (options->budget_bytes == 0 && !options->mem_info && !options->backend) return HR_EINVAL;
+  if (options->patience_s < 0 || options->poll_interval_s < 0) return HR_EINVAL;
+  if ((unsigned)options->policy > HR_POLICY_LOOKAHEAD) return HR_EINVAL;
+  r = calloc(1, sizeof *r);
+  if (!r) return HR_ENOMEM;
+  r->o = *options;
+  if (r->o.poll_interval_s == 0) r->o.poll_interval_s = 0.01;
+  pthread_mutexattr_init(&attr);
+  pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+  if (pthread_mutex_init(&r->mu, &attr) != 0) rc = HR_ENOMEM;
+  pthread_mutexattr_destroy(&attr);
+  if (rc) {
+    free(r);
+    return rc;
+  }
+  *out = r;
+  return 0;
+}
+
+void hr_residency_destroy(hr_residency_t *r) {
+  if (!r) return;
+  pthread_mutex_destroy(&r->mu);
+  free(r->a);
+  free(r);
+}
+
+hr__asset_t *hr__asset_get_locked(hr_residency_t *r, hr_asset_id_t id) {
+  if (id == HR_ASSET_NONE || id > r->n) return NULL;
+  hr__asset_t *a = &r->a[id - 1];
+  return a->live ? a : NULL;
+}
+
+hr_asset_id_t hr__group_root_locked(hr_residency_t *r, hr_asset_id_t id) {
+  /* Parents exist when a child registers and unregistering clears the
+   * children's link, so the chain ends; the bound guards the invariant. */
+  for (size_t hops = 0; hops <= r->n; hops++) {
+    hr__asset_t *a = hr__asset_get_locked(r, id);
+    if (!a || a->parent == HR_ASSET_NONE) return id;
+    id = a->parent;
+  }
+  HR_ASSERT(!"cycle in asset groups");
+  return id;
+}
+
+uint64_t hr__resident_total_locked(hr_residency_t *r) {
+  uint64_t sum = 0;
+  for (size_t i = 0; i < r->n; i++)
+    if (r->a[i].live) sum += r->a[i].resident;
+  return sum;
+}
+
+static const char *variant_or_empty(const char *v) {
+  return v ? v : "";
+}
+
+int hr_asset_register(hr_residency_t *r, const hr_asset_desc_t *d, hr_asset_id_t *id) {
+  int rc = 0;
+  if (!r || !d || !id || !d->name || !d->name[0] || d->device_bytes == 0 || !d->load || !d->offload)
+    return HR_EINVAL;
+  if (strlen(d->name) >= sizeof r->a->name ||
+      strlen(variant_or_empty(d->variant)) >= sizeof r->a->variant)
+    return HR_ERANGE;
+  pthread_mutex_lock(&r->mu);
+  hr_asset_id_t found;
+  if (hr_asset_find(r, d->name, d->variant, &found) == 0) {
+    rc = HR_EEXIST;
+    goto out;
+  }
+  if (d->parent != HR_ASSET_NONE && !hr__asset_get_locked(r, d->parent)) {
+    rc = HR_ENOENT;
+    goto out;
+  }
+  if (r->n == r->cap) {
+    size_t cap = r->cap ? r->cap * 2 : 16;
+    hr__asset_t *a = realloc(r->a, cap * sizeof *a);
+    if (!a) {
+      rc = HR_ENOMEM;
+      goto out;
+    }
+    r->a = a;
+    r->cap = cap;
+  }
+  hr__asset_t *a = &r->a[r->n];
+  memset(a, 0, sizeof *a);
+  a->live = true;
+  hr__strlcpy(a->name, d->name, sizeof a->name);
+  hr__strlcpy(a->variant, variant_or_empty(d->variant), sizeof a->variant);
+  a->device_bytes = d->device_bytes;
+  a->host_bytes = d->host_bytes;
+  a->resident = HR_MIN(d->resident_bytes, d->device_bytes);
+  a->parent = d->parent;
+  a->pinned = d->pinned;
+  a->partial = d->partial;
+  a->priority = d->priority;
+  a->load = d->load;
+  a->offload = d->offload;
+  a->drop = d->drop;
+  a->arg = d->arg;
+  a->loaded_at = a->resident ? ++r->clock : 0;
+  *id = (hr_asset_id_t)++r->n;
+  r->st.assets++;
+out:
+  pthread_mutex_unlock(&r->mu);
+  return rc;
+}
+
+int hr_asset_unregister(hr_residency_t *r, hr_asset_id_t id) {
+  int rc = 0;
+  if (!r) return HR_EINVAL;
+  pthread_mutex_lock(&r->mu);
+  hr__asset_t *a = hr__asset_get_locked(r, id);
+  if (!a) {
+    rc = HR_ENOENT;
+    goto out;
+  }
+  if (a->drop) a->drop(id, a->arg);
+  a->live = false;
+  a->resident = 0;
+  for (size_t i = 0; i < r->n; i++)
+    if (r->a[i].live && r->a[i].parent == id) r->a[i].parent = HR_ASSET_NONE;
+  r->st.assets--;
+out:
+  pthread_mutex_unlock(&r->mu);
+  return rc;
+}
+
+int hr_asset_touch(hr_residency_t *r, hr_asset_id_t id) {
+  int rc = 0;
+  if (!r) return HR_EINVAL;
+  pthread_mutex_lock(&r->mu);
+  if (!hr__asset_get_locked(r, id)) {
+    rc = HR_ENOENT;
+    goto out;
+  }
+  hr_asset_id_t root = hr__group_root_locked(r, id);
+  uint64_t now = ++r->clock;
+  for (size_t i = 0; i < r->n; i++) {
+    if (r->a[i].live && hr__group_root_locked(r, (hr_asset_id_t)(i + 1)) == root) {
+      r->a[i].uses++;
+      r->a[i].last_use = now;
+    }
+  }
+out:
+  pthread_mutex_unlock(&r->mu);
+  return rc;
+}
+
+int hr_asset_find(hr_residency_t *r, const char *name, const char *variant, hr_asset_id_t *id) {
+  int rc = HR_ENOENT;
+  if (!r || !name || !id) return HR_EINVAL;
+  variant = variant_or_empty(variant);
+  pthread_mutex_lock(&r->mu);
+  for (size_t i = 0; i < r->n; i++) {
+    if (r->a[i].live && strcmp(r->a[i].name, name) == 0 && strcmp(r->a[i].variant, variant) == 0) {
+      *id = (hr_asset_id_t)(i + 1);
+      rc = 0;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&r->mu);
+  return rc;
+}
+
+int hr_asset_info(hr_residency_t *r, hr_asset_id_t id, hr_asset_info_t *out) {
+  int rc = 0;
+  if (!r || !out) return HR_EINVAL;
+  pthread_mutex_lock(&r->mu);
+  hr__asset_t *a = hr__asset_get_locked(r, id);
+  if (!a) {
+    rc = HR_ENOENT;
+    goto out;
+  }
+  memset(out, 0, sizeof *out);
+  out->id = id;
+  out->parent = a->parent;
+  out->group = hr__group_root_locked(r, id);
+  hr__strlcpy(out->name, a->name, sizeof out->name);
+  hr__strlcpy(out->variant, a->variant, sizeof out->variant);
+  out->device_bytes = a->device_bytes;
+  out->host_bytes = a->host_bytes;
+  out->resident_bytes = a->resident;
+  out->pinned = a->pinned;
+  out->partial = a->partial;
+  out->priority = a->priority;
+  out->uses = a->uses;
+  out->last_use = a->last_use;
+out:
+  pthread_mutex_unlock(&r->mu);
+  return rc;
+}
+
+int hr_residency_stats(hr_residency_t *r, hr_residency_stats_t *out) {
+  if (!r || !out) return HR_EINVAL;
+  pthread_mutex_lock(&r->mu);
+  *out = r->st;
+  out->resident_bytes = hr__resident_total_locked(r);
+  uint64_t cap = 0;
+  int rc = hr__capacity_locked(r, &cap);
+  out->capacity_bytes = rc == 0 ? cap : 0;
+  pthread_mutex_unlock(&r->mu);
+  return rc;
+}
+
+const char *hr__size_text(char *buf, size_t n, uint64_t bytes) {
+  static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = (double)bytes;
+  size_t u = 0;
+  while (v >= 1024 && u + 1 < HR_ARRAY_LEN(units)) v /= 1024, u++;
+  if (u == 0)
+    snprintf(buf, n, "%llu B", (unsigned long long)bytes);
+  else
+    snprintf(buf, n, "%.2f %s", v, units[u]);
+  return buf;
+}
