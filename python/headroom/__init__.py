@@ -21,13 +21,14 @@ from ._lib import available as library_available
 from ._lib import load as load_library
 from .device import DeviceChoice, select_device
 from .memory import MODES, FreeResult, free_memory
+from .registry import Registry, ResidencyError
 from .stages import stage
 
 __version__ = "%d.%d.0" % API_VERSION
 
 __all__ = [
     "API_VERSION", "DeviceChoice", "FreeResult", "HeadroomError", "LibraryNotFoundError",
-    "MODES", "VersionMismatchError", "free_memory", "library_available", "library_version",
+    "MODES", "Registry", "ResidencyError", "VersionMismatchError", "free_memory", "library_available", "library_version",
     "load_library", "select_device", "snapshot", "stage", "stages",
 ]
 
