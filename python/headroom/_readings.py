@@ -90,7 +90,12 @@ def vram_process():
     from . import torch as hr_torch  # headroom.torch; imports no torch itself
 
     if hr_torch.installed():
-        st = hr_torch.pool_stats()
+        # PyTorch's own counters do not see a pluggable allocator: the pool's
+        # statistics are the only reading, and without them there is none.
+        try:
+            st = hr_torch.pool_stats()
+        except hr_torch.AllocatorError:
+            return None, None
         return st.get("allocated_bytes.all.current", 0), st.get("reserved_bytes.all.current", 0)
     torch = torch_cuda()
     if torch is None:

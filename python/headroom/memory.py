@@ -121,8 +121,11 @@ def _one_pass(mode, actions):
         torch.cuda.ipc_collect()
         actions.append("torch.cuda synchronize/empty_cache/ipc_collect")
     if hr_torch.installed():
-        freed = hr_torch.release_cached()
-        actions.append("headroom pool release (%s)" % _readings.fmt_bytes(freed))
+        try:
+            freed = hr_torch.release_cached()
+            actions.append("headroom pool release (%s)" % _readings.fmt_bytes(freed))
+        except hr_torch.AllocatorError as e:
+            actions.append("headroom pool release unavailable: %s" % e)
     how = malloc_trim()
     if how:
         actions.append(how)

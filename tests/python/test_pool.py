@@ -137,3 +137,15 @@ def test_pytorch_entry_points_refuse_a_bad_conf(lib, libpath):
                                      "HEADROOM_ALLOC_CONF": "max_split_size_mb:oops"})
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("ptrs False")  # every allocation fails: NULL, not a crash
+
+
+def test_free_memory_with_the_allocator_installed_but_unreachable(lib, monkeypatch):
+    # The state after install_allocator() with a library that does not export
+    # hr_torch_pool: free_memory must say so, not fail.
+    if _lib.has("hr_torch_pool"):
+        pytest.skip("this libheadroom exports hr_torch_pool")
+    monkeypatch.setattr(hr_torch, "_installed", True)
+    res = headroom.free_memory("conservative")
+    assert any(a.startswith("headroom pool release unavailable: this libheadroom")
+               for a in res.actions)
+    assert res.vram_before is None
