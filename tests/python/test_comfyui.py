@@ -4,6 +4,7 @@ inputs of the types ComfyUI would pass."""
 import importlib.util
 import os
 import sys
+import threading
 
 import pytest
 
@@ -124,7 +125,7 @@ def test_smart_memory_manager_node_starts_and_stops_the_thread():
     assert mgr.manager().running()
     # Enabled again: same thread, new settings.
     call("HeadroomSmartMemoryManager", enabled=True, interval=0.05, cooldown=10.0)
-    assert [t.name for t in __import__("threading").enumerate()].count(
+    assert [t.name for t in threading.enumerate()].count(
         "headroom-smart-manager") == 1
     assert mgr.manager().status()["settings"]["cooldown"] == 10.0
     out = call("HeadroomSmartMemoryManager", enabled=False)

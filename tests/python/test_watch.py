@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from headroom import _lib, manager as mgr, watch
+from headroom import manager as mgr, watch
 
 MIB = 1 << 20
 
