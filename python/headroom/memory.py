@@ -13,7 +13,6 @@ the driver, which is what a release can give back); RAM is its resident set.
 """
 
 import ctypes
-import ctypes.util
 import gc
 import threading
 import time
@@ -98,7 +97,7 @@ def malloc_trim():
         _lib.load().hr_malloc_trim()
         return "malloc_trim(0) via libheadroom"
     if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        _libc = ctypes.CDLL(None)  # the process's malloc_trim, matching its malloc
     fn = getattr(_libc, "malloc_trim", None)
     if fn is None:
         return None

@@ -3,7 +3,6 @@ probe (hr_snapshot_take + hr_snapshot_json), as the dict that
 ``headroom status --json`` prints."""
 
 import ctypes
-import ctypes.util
 import json
 
 from . import _lib
@@ -22,9 +21,13 @@ _libc = None
 
 
 def _free(ptr):
+    """Frees memory the library malloc'd. `free` is looked up in the process's
+    global namespace, not in libc by name, so that it is the same free the
+    library's malloc pairs with when an allocator is interposed (a
+    sanitizer, jemalloc through LD_PRELOAD)."""
     global _libc
     if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        _libc = ctypes.CDLL(None)
         _libc.free.argtypes = [ctypes.c_void_p]
         _libc.free.restype = None
     _libc.free(ptr)
