@@ -45,7 +45,7 @@ static bool list_has(const char *list, size_t len, const char *item) {
 static void unescape(char *dst, size_t n, const char *src, size_t len) {
   size_t o = 0;
   for (size_t i = 0; i < len && o + 1 < n; i++) {
-    if (src[i] == '\\' && i + 3 < len + 1 && src[i + 1] >= '0' && src[i + 1] <= '3') {
+    if (src[i] == '\\' && i + 3 < len && src[i + 1] >= '0' && src[i + 1] <= '3') {
       dst[o++] = (char)((src[i + 1] - '0') * 64 + (src[i + 2] - '0') * 8 + (src[i + 3] - '0'));
       i += 3;
     } else {
@@ -98,7 +98,8 @@ static void find_mounts(const char *text, mount_pt_t *v1, mount_pt_t *v2) {
  * file. */
 static int read_value(const char *dir, const char *file, uint64_t *out) {
   char path[1200], buf[128];
-  snprintf(path, sizeof path, "%s/%s", dir, file);
+  int w = snprintf(path, sizeof path, "%s/%s", dir, file);
+  if (w < 0 || (size_t)w >= sizeof path) return HR_ERANGE;
   ssize_t len = hr__read_file(path, buf, sizeof buf);
   if (len < 0) return (int)len;
   while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == ' ')) buf[--len] = '\0';
@@ -115,7 +116,8 @@ static int read_value(const char *dir, const char *file, uint64_t *out) {
 /* Reads a whole cgroup file into buf; returns its length or an HR_E* code. */
 static ssize_t read_text(const char *dir, const char *file, char *buf, size_t n) {
   char path[1200];
-  snprintf(path, sizeof path, "%s/%s", dir, file);
+  int w = snprintf(path, sizeof path, "%s/%s", dir, file);
+  if (w < 0 || (size_t)w >= sizeof path) return HR_ERANGE;
   return hr__read_file(path, buf, n);
 }
 
@@ -167,6 +169,10 @@ static void read_v2(hr_cgroup_mem_t *cg, const char *dir, const char *top) {
   else if (rc)
     cg_fail(cg, HR_PROBE_ERROR, "%s/memory.max: %s", dir, hr_strerror(rc));
   cg->limit_bytes = HR_MIN(cg->own_limit_bytes, walk_limit(dir, top, "memory.max"));
+  /* An unreadable own limit with no parent limit above it is unknown, not
+   * "no limit". */
+  if (cg->own_limit_bytes == HR_UNKNOWN && cg->limit_bytes == HR_UNLIMITED)
+    cg->limit_bytes = HR_UNKNOWN;
   if (read_value(dir, "memory.high", &cg->high_bytes)) cg->high_bytes = HR_UNKNOWN;
   rc = read_value(dir, "memory.current", &cg->current_bytes);
   if (rc || cg->current_bytes == HR_UNLIMITED) {
@@ -195,6 +201,8 @@ static void read_v1(hr_cgroup_mem_t *cg, const char *dir, const char *top) {
     cg_fail(cg, HR_PROBE_ERROR, "%s/memory.limit_in_bytes: %s", dir, hr_strerror(rc));
   }
   cg->limit_bytes = walk_limit(dir, top, "memory.limit_in_bytes");
+  if (cg->own_limit_bytes == HR_UNKNOWN && cg->limit_bytes == HR_UNLIMITED)
+    cg->limit_bytes = HR_UNKNOWN;
   cg->high_bytes = HR_UNKNOWN; /* v1 has soft limits, not memory.high */
   rc = read_value(dir, "memory.usage_in_bytes", &cg->current_bytes);
   if (rc || cg->current_bytes == HR_UNLIMITED) {

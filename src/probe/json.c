@@ -19,20 +19,50 @@ typedef struct jbuf {
 static void put(jbuf_t *b, const char *fmt, ...) HR_PRINTF(2, 3);
 static void put(jbuf_t *b, const char *fmt, ...) {
   if (b->oom) return;
-  for (;;) {
-    va_list ap;
-    va_start(ap, fmt);
-    int w = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-    if (w < 0) {
-      b->oom = true;
-      return;
-    }
-    if ((size_t)w < b->cap - b->len) {
-      b->len += (size_t)w;
-      return;
-    }
+  va_list ap, again;
+  va_start(ap, fmt);
+  va_copy(again, ap);
+  int w = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+  if (w >= 0 && (size_t)w >= b->cap - b->len) {
     size_t nc = (b->cap + (size_t)w + 1) * 2;
+    char *np = realloc(b->p, nc);
+    if (np) {
+      b->p = np, b->cap = nc;
+      w = vsnprintf(b->p + b->len, b->cap - b->len, fmt, again);
+    } else {
+      w = -1;
+    }
+  }
+  va_end(again);
+  va_end(ap);
+  if (w < 0)
+    b->oom = true;
+  else
+    b->len += (size_t)w;
+}
+
+/* Length of the valid UTF-8 sequence at s (1 to 4), or 0 when it is not
+ * one (a stray continuation byte, an overlong or truncated sequence). */
+static size_t utf8_len(const unsigned char *s) {
+  size_t n = s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 ? 2 : 0;
+  if (s[0] >= 0xf5) return 0;
+  for (size_t i = 1; i < n; i++)
+    if ((s[i] & 0xc0) != 0x80) return 0;
+  if (n == 3 && s[0] == 0xe0 && s[1] < 0xa0) return 0;  /* overlong */
+  if (n == 3 && s[0] == 0xed && s[1] >= 0xa0) return 0; /* surrogate */
+  if (n == 4 && s[0] == 0xf0 && s[1] < 0x90) return 0;  /* overlong */
+  if (n == 4 && s[0] == 0xf4 && s[1] >= 0x90) return 0; /* above U+10FFFF */
+  return n;
+}
+
+/* A JSON string. Command lines and names are bytes, not always UTF-8: a byte
+ * that does not start a valid sequence becomes U+FFFD, so the output is
+ * always valid JSON text. */
+/* Appends n bytes as they are. */
+static void put_raw(jbuf_t *b, const char *s, size_t n) {
+  if (b->oom) return;
+  if (b->cap - b->len <= n) {
+    size_t nc = (b->cap + n + 1) * 2;
     char *np = realloc(b->p, nc);
     if (!np) {
       b->oom = true;
@@ -40,23 +70,43 @@ static void put(jbuf_t *b, const char *fmt, ...) {
     }
     b->p = np, b->cap = nc;
   }
+  memcpy(b->p + b->len, s, n);
+  b->len += n;
+  b->p[b->len] = '\0';
 }
 
 static void put_str(jbuf_t *b, const char *s) {
-  put(b, "\"");
-  for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+  put_raw(b, "\"", 1);
+  const unsigned char *c = (const unsigned char *)s;
+  while (*c) {
+    /* A run of bytes that need no escaping goes in one copy. */
+    size_t run = 0;
+    while (c[run] >= 0x20 && c[run] < 0x7f && c[run] != '"' && c[run] != '\\') run++;
+    if (run) {
+      put_raw(b, (const char *)c, run);
+      c += run;
+      continue;
+    }
     if (*c == '"' || *c == '\\')
       put(b, "\\%c", *c);
     else if (*c == '\n')
-      put(b, "\\n");
+      put_raw(b, "\\n", 2);
     else if (*c == '\t')
-      put(b, "\\t");
-    else if (*c < 0x20 || *c == 0x7f)
+      put_raw(b, "\\t", 2);
+    else if (*c < 0x80)
       put(b, "\\u%04x", *c);
-    else
-      put(b, "%c", *c);
+    else {
+      size_t n = utf8_len(c);
+      if (n == 0)
+        put_raw(b, "\\ufffd", 6);
+      else
+        put_raw(b, (const char *)c, n);
+      c += n ? n : 1;
+      continue;
+    }
+    c++;
   }
-  put(b, "\"");
+  put_raw(b, "\"", 1);
 }
 
 /* "key": "value", */
@@ -215,7 +265,10 @@ static void put_proc(jbuf_t *b, const hr_proc_t *p) {
 int hr_snapshot_json(const hr_snapshot_t *s, char **out) {
   if (!s || !out) return HR_EINVAL;
   *out = NULL;
-  jbuf_t b = {0};
+  /* About 600 bytes per process; start with room for a typical machine. */
+  jbuf_t b = {.cap = 4096 + 640 * (s->n_procs + s->n_gpus)};
+  b.p = malloc(b.cap);
+  if (!b.p) return HR_ENOMEM;
   put(&b, "{\"schema_version\":1,\"time\":%.3f,", s->time);
   put_host(&b, s);
   put_cgroup(&b, &s->cgroup);

@@ -9,6 +9,9 @@
 #include "probe/probe_int.h"
 
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,8 +57,9 @@ void hr__proc_parse_status(const char *text, hr_proc_t *p) {
   /* Uid: real effective saved fs; NSpid: outermost ... innermost. */
   const char *uid = strstr(text, "\nUid:");
   if (uid) {
-    unsigned long long u;
-    if (sscanf(uid + 5, "%llu", &u) == 1 && u <= UINT32_MAX) p->uid = (uint32_t)u;
+    char *end;
+    unsigned long long u = strtoull(uid + 5, &end, 10);
+    if (end != uid + 5 && u <= UINT32_MAX) p->uid = (uint32_t)u;
   }
   const char *ns = strstr(text, "\nNSpid:");
   if (ns) {
@@ -92,30 +96,67 @@ static void container_id(const char *text, char *out, size_t n) {
   out[0] = '\0';
 }
 
-/* Reads root/proc/<pid>/<file> into buf. */
-static ssize_t read_pid_file(const char *dir, const char *file, char *buf, size_t n) {
-  char path[4200];
-  snprintf(path, sizeof path, "%s/%s", dir, file);
-  return hr__read_file(path, buf, n);
+/* Reads <pid dir>/<file> into buf, terminated; returns the length or
+ * HR_ENOENT (gone), HR_EPERM, HR_EIO. Files are opened relative to the pid's
+ * directory: resolving a full path for each of five files per process costs
+ * more than reading them. */
+static ssize_t read_at(int dirfd, const char *file, char *buf, size_t n) {
+  int fd = openat(dirfd, file, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    buf[0] = '\0';
+    return errno == EACCES || errno == EPERM   ? HR_EPERM
+           : errno == ENOENT || errno == ESRCH ? HR_ENOENT
+                                               : HR_EIO;
+  }
+  size_t len = 0;
+  ssize_t r = 0;
+  while (len < n - 1) {
+    size_t want = n - 1 - len;
+    r = read(fd, buf + len, want);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    len += (size_t)r;
+    /* /proc/PID files are generated whole on each read, and a regular file
+     * (a fixture) gives less than asked only at its end: a short read is the
+     * end, and the second read(2) that would return 0 is saved. */
+    if ((size_t)r < want) break;
+  }
+  int e = errno;
+  close(fd);
+  buf[len] = '\0';
+  /* A process that exits mid-read gives ESRCH: it is gone. */
+  if (r < 0) return e == ESRCH ? HR_ENOENT : e == EACCES || e == EPERM ? HR_EPERM : HR_EIO;
+  return (ssize_t)len;
 }
 
-/* Reads one process. Returns 0, HR_ENOENT (gone: skip) or HR_EPARSE
- * (malformed stat: skip and count). */
-static int read_proc(const char *procdir, int pid, bool pss, hr_proc_t *p) {
-  char dir[4096], buf[8192];
+/* Reads one process from its directory `name` under procfd. Returns 0,
+ * HR_ENOENT (gone: skip) or HR_EPARSE (malformed stat: skip and count). */
+static int read_proc(int procfd, const char *name, int pid, bool pss, hr_proc_t *p) {
+  char buf[8192];
   uint64_t flags = 0;
-  snprintf(dir, sizeof dir, "%s/%d", procdir, pid);
+  int rc = 0;
   memset(p, 0, sizeof *p);
   p->pid = pid;
   p->nspid = pid;
   p->pss_bytes = HR_UNKNOWN;
-  ssize_t len = read_pid_file(dir, "stat", buf, sizeof buf);
-  if (len < 0) return HR_ENOENT;
-  if (hr__proc_parse_stat(buf, p, &flags)) return HR_EPARSE;
+  int dfd = openat(procfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return HR_ENOENT;
+  ssize_t len = read_at(dfd, "stat", buf, sizeof buf);
+  if (len < 0) {
+    rc = HR_ENOENT;
+    goto out;
+  }
+  if (hr__proc_parse_stat(buf, p, &flags)) {
+    rc = HR_EPARSE;
+    goto out;
+  }
   p->kernel_thread = (flags & PF_KTHREAD_) || pid == 2 || p->ppid == 2;
 
-  len = read_pid_file(dir, "status", buf, sizeof buf);
-  if (len == HR_ENOENT) return HR_ENOENT;
+  len = read_at(dfd, "status", buf, sizeof buf);
+  if (len == HR_ENOENT) {
+    rc = HR_ENOENT;
+    goto out;
+  }
   hr__proc_parse_status(len > 0 ? buf : "", p);
   /* Kernel threads and zombies have no memory of their own: their status has
    * no Vm lines, and that is a zero, not an unknown. */
@@ -126,24 +167,26 @@ static int read_proc(const char *procdir, int pid, bool pss, hr_proc_t *p) {
       if (*f[i] == HR_UNKNOWN && len >= 0) *f[i] = 0;
   }
 
-  len = read_pid_file(dir, "cmdline", buf, sizeof buf);
+  len = read_at(dfd, "cmdline", buf, sizeof buf);
   if (len > 0) {
     for (ssize_t i = 0; i < len; i++)
       if (buf[i] == '\0' || buf[i] == '\n') buf[i] = ' ';
     while (len > 0 && buf[len - 1] == ' ') buf[--len] = '\0';
     hr__strlcpy(p->cmdline, buf, sizeof p->cmdline);
   }
-  len = read_pid_file(dir, "cgroup", buf, sizeof buf);
+  len = read_at(dfd, "cgroup", buf, sizeof buf);
   if (len > 0) container_id(buf, p->container_id, sizeof p->container_id);
 
   if (pss && !p->kernel_thread && p->state != 'Z') {
-    len = read_pid_file(dir, "smaps_rollup", buf, sizeof buf);
+    len = read_at(dfd, "smaps_rollup", buf, sizeof buf);
     if (len > 0) {
       hr__kv_t k = {"Pss", &p->pss_bytes, 0};
       hr__kv_scan(buf, ':', &k, 1);
     }
   }
-  return 0;
+out:
+  close(dfd);
+  return rc;
 }
 
 static int cmp_pid(const void *a, const void *b) {
@@ -177,7 +220,7 @@ int hr__procs_read(const char *root, bool pss, hr_proc_t **procs, size_t *n, siz
       }
       arr = na, cap = ncap;
     }
-    int r = read_proc(procdir, (int)pid, pss, &arr[len]);
+    int r = read_proc(dirfd(d), name, (int)pid, pss, &arr[len]);
     if (r == 0)
       len++;
     else if (r == HR_EPARSE) {
@@ -185,7 +228,7 @@ int hr__procs_read(const char *root, bool pss, hr_proc_t **procs, size_t *n, siz
       hr__log(HR_LOG_DEBUG, "%s/%ld/stat is malformed; process skipped", procdir, pid);
     }
   }
-  qsort(arr, len, sizeof *arr, cmp_pid);
+  if (len > 1) qsort(arr, len, sizeof *arr, cmp_pid);
 out:
   closedir(d);
   if (rc) {

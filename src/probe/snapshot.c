@@ -33,6 +33,7 @@ static int cmp_pid_key(const void *key, const void *elem) {
  * pid the process sees inside its container. Through a container's own
  * /proc, host pids are not visible and local_pid stays 0. */
 static void map_gpu_procs(hr_snapshot_t *s) {
+  if (s->n_procs == 0) return; /* processes not read */
   for (size_t i = 0; i < s->n_gpu_procs; i++) {
     hr_gpu_proc_t *g = &s->gpu_procs[i];
     hr_proc_t *p = bsearch(&g->pid, s->procs, s->n_procs, sizeof *s->procs, cmp_pid_key);
@@ -60,7 +61,7 @@ int hr_snapshot_take(const hr_probe_options_t *opts, hr_snapshot_t **out) {
     rc = hr__meminfo_read(root, &s->host, s->host_message, sizeof s->host_message);
     if (rc) {
       hr__err(opts->err, opts->errlen, rc, "%s", s->host_message);
-      hr__log(HR_LOG_ERROR, "%s", s->host_message);
+      hr__log(HR_LOG_DEBUG, "snapshot: %s", s->host_message);
       goto out;
     }
     s->host_state = HR_PROBE_OK;

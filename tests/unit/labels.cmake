@@ -1,3 +1,4 @@
 # Labels for tests that start threads: the thread-sanitizer build
 # (`make sanitize`, `make test`) runs the tests labelled "threads".
 # Add a line per such test: set_tests_properties(test_x PROPERTIES LABELS threads)
+set_tests_properties(test_probe_threads PROPERTIES LABELS threads)

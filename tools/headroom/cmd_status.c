@@ -65,7 +65,7 @@ static long pick_rows(const hr_snapshot_t *s, const char *filter, int64_t top,
   size_t n = 0;
   for (size_t i = 0; i < s->n_procs; i++)
     if (matches(&s->procs[i], filter)) rows[n++] = &s->procs[i];
-  qsort(rows, n, sizeof *rows, cmp_rows);
+  if (n > 1) qsort(rows, n, sizeof *rows, cmp_rows);
   size_t gpu = 0;
   while (gpu < n && rows[gpu]->gpu_bytes > 0) gpu++;
   if (n > gpu + (uint64_t)top) n = gpu + (size_t)top;
@@ -267,6 +267,15 @@ static int status_run(hr_cli_t *cli, int argc, char **argv) {
     print_cgroup(cli, &s->cgroup);
     print_gpus(cli, s);
     print_procs(cli, rows, (size_t)n);
+    /* NVML's pids are host pids: through a container's own /proc some are
+     * not visible, and they are listed rather than dropped. */
+    for (size_t i = 0; i < s->n_gpu_procs; i++) {
+      const hr_gpu_proc_t *g = &s->gpu_procs[i];
+      char b[32];
+      if (!g->local_pid)
+        printf("%8d %9s  (gpu %u; host pid not visible under %s)\n", g->pid,
+               size_or(b, sizeof b, g->used_bytes), g->gpu, po.root);
+    }
     if (s->n_procs_unreadable)
       printf("(%zu processes left out: malformed /proc files)\n", s->n_procs_unreadable);
   }
