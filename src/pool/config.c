@@ -51,7 +51,7 @@ static bool pow2(uint64_t v) {
 }
 
 static int div_value(const char *v, unsigned *out, char *err, size_t errlen) {
-  uint64_t d;
+  uint64_t d = 0;
   if (parse_uint(v, &d) || (d && !pow2(d)) || d > 1024)
     return hr__err(err, errlen, HR_EINVAL,
                    "roundup_power2_divisions: '%s' is not 0 or a power of two up to 1024", v);
@@ -60,9 +60,10 @@ static int div_value(const char *v, unsigned *out, char *err, size_t errlen) {
 }
 
 /* roundup_power2_divisions: "4" or "[256:1,512:2,>:8]" (boundaries in MiB,
- * powers of two; ">" is every interval after the last boundary). */
+ * powers of two; ">" is every interval from the last boundary's own on, as
+ * PyTorch reads it). */
 static int parse_divisions(char *v, hr_pool_config_t *c, char *err, size_t errlen) {
-  unsigned d;
+  unsigned d = 0;
   if (*v != '[') {
     int rc = div_value(v, &d, err, errlen);
     if (rc) return rc;
@@ -75,7 +76,7 @@ static int parse_divisions(char *v, hr_pool_config_t *c, char *err, size_t errle
                    v);
   v[n - 1] = '\0';
   int last = 0;
-  bool any = false;
+  bool any = false, first = true;
   for (char *save = NULL, *tok = strtok_r(v + 1, ",", &save); tok;
        tok = strtok_r(NULL, ",", &save)) {
     char *colon = strchr(tok, ':');
@@ -96,8 +97,10 @@ static int parse_divisions(char *v, hr_pool_config_t *c, char *err, size_t errle
                      "roundup_power2_divisions: interval '%s' is not a power of two (MiB)", tok);
     int idx = 63 - __builtin_clzll(mb);
     if (idx >= HR_ROUNDUP_INTERVALS) idx = HR_ROUNDUP_INTERVALS - 1;
-    if (last == 0)
+    /* The first boundary also covers every interval below it. */
+    if (first)
       for (int i = 0; i < idx; i++) c->roundup_divisions[i] = d;
+    first = false;
     c->roundup_divisions[idx] = d;
     last = idx;
   }

@@ -144,6 +144,9 @@ static int take_block_locked(hr_pool_t *p, hr__block_t *b, uint64_t size, uint64
     b->size = size;
   }
   if (b->seg->expandable) {
+    /* The mark counts this block, so compacting never waits for the next. */
+    int64_t cur = p->st.allocated_bytes.current + (int64_t)b->size;
+    if (cur > p->alloc_hwm) p->alloc_hwm = cur;
     int rc = hr__gran_take_locked(p, b);
     if (rc) {
       if (rest) {

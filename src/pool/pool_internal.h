@@ -111,7 +111,8 @@ struct hr_pool {
   hr__reclaimer_t reclaimers[16];
   size_t nreclaimers;
 
-  uint64_t tick; /* best-fit searches so far (the GC's clock) */
+  uint64_t tick;     /* best-fit searches so far (the GC's clock) */
+  int64_t alloc_hwm; /* highest allocated bytes ever (reset_peak leaves it) */
   hr_pool_stats_t st;
   uint64_t tag_live[HR__MAX_TAGS];
   char diag[2048];

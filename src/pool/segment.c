@@ -343,7 +343,18 @@ int hr__gran_take_locked(hr_pool_t *p, hr__block_t *b) {
     need = 0;
     for (uint64_t g = m0; g <= m1; g++) need += !(s->gstate[g] & HR__G_MAPPED);
   }
-  if (p->cfg.compact_mapping) gran_unmap_queued(p, need);
+  if (p->cfg.compact_mapping) {
+    /* Unmap only what keeps reserved memory under the high-water mark of
+     * allocated memory: compacting costs a synchronize and device calls,
+     * and below the mark it cannot lower the peak. (A slack above the mark
+     * saved few calls and cost ratio; bench/results/pool-ideas.md.) */
+    uint64_t hwm = (uint64_t)p->alloc_hwm;
+    uint64_t after = (uint64_t)p->st.reserved_bytes.current + need * s->gran;
+    if (after > hwm) {
+      uint64_t over = (after - hwm + s->gran - 1) / s->gran;
+      gran_unmap_queued(p, over < need ? over : need);
+    }
+  }
   for (uint64_t g = m0; g <= m1; g++) {
     if (s->gstate[g] & HR__G_MAPPED) continue;
     int rc = gran_map(p, s, g);

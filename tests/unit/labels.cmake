@@ -2,3 +2,4 @@
 # (`make sanitize`, `make test`) runs the tests labelled "threads".
 # Add a line per such test: set_tests_properties(test_x PROPERTIES LABELS threads)
 set_tests_properties(test_probe_threads PROPERTIES LABELS threads)
+set_tests_properties(test_pool_threads PROPERTIES LABELS threads)
