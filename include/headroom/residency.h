@@ -85,7 +85,10 @@ typedef struct hr_residency hr_residency_t;
 HR_API void hr_residency_options_default(const hr_options_t *table, hr_residency_options_t *out);
 
 /* Creates a registry. With budget_bytes 0 a free memory source is needed
- * (mem_info or backend), else HR_EINVAL. The options are copied. */
+ * (mem_info or backend), else HR_EINVAL. The options are copied. With a
+ * pool, the registry registers itself as the pool's reclaimer
+ * (hr_residency_reclaim): the pool has no way to unregister one, so destroy
+ * the pool before the registry. */
 HR_API int hr_residency_create(const hr_residency_options_t *options, hr_residency_t **out);
 /* Frees the registry without calling any callback: assets stay where they are. */
 HR_API void hr_residency_destroy(hr_residency_t *r);
@@ -195,8 +198,9 @@ typedef struct hr_lookahead {
 /* Makes every asset of ids[0..n) and its group resident with working_bytes
  * free, offloading other unpinned assets as the policy chooses (lookahead
  * may be NULL). Partial assets of the set are loaded in part when the whole
- * set cannot fit. On success returns 0 and `plan` (may be NULL; overwritten,
- * free it with hr_plan_free) lists the actions taken. When it cannot fit,
+ * set cannot fit. On success returns 0 and `plan` (may be NULL; it must be
+ * zeroed or hold an earlier result, which is freed; free the last one with
+ * hr_plan_free) lists the actions taken. When it cannot fit,
  * returns HR_ENOSPC, changes nothing, and the plan's message and suggestions
  * say what would fit. HR_ETIMEDOUT when offloaded memory did not show as free
  * within the patience (the message names the assets), HR_ENOENT for an

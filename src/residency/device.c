@@ -7,15 +7,30 @@
 #include "residency/residency_internal.h"
 
 int hr__device_available(hr_residency_t *r, uint64_t *avail) {
-  uint64_t free_b = 0, total_b = 0;
+  uint64_t free_b = 0, total_b = 0, idle = 0;
   int rc;
   if (r->o.mem_info)
     rc = r->o.mem_info(r->o.mem_info_arg, &free_b, &total_b);
+  else if (r->o.backend)
+    rc = hr_backend_mem_info(r->o.backend, &free_b, &total_b);
   else
     rc = HR_ENOTSUP;
   if (rc) return rc;
-  *avail = free_b;
+  if (r->o.pool) {
+    hr_pool_stats_t st = {.size = sizeof st};
+    /* Reserved but not allocated: cached blocks the pool hands out again
+     * before it asks the device for more. */
+    if (hr_pool_stats(r->o.pool, &st) == 0 &&
+        st.reserved_bytes.current > st.allocated_bytes.current)
+      idle = (uint64_t)(st.reserved_bytes.current - st.allocated_bytes.current);
+  }
+  *avail = free_b + idle;
   return 0;
+}
+
+int hr__residency_attach_pool(hr_residency_t *r) {
+  if (!r->o.pool) return 0;
+  return hr_pool_add_reclaimer(r->o.pool, hr_residency_reclaim, r);
 }
 
 int hr__capacity_locked(hr_residency_t *r, uint64_t *cap) {

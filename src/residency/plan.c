@@ -245,6 +245,39 @@ static bool shrink_partial_locked(hr_residency_t *r, totals_t *t) {
   return true;
 }
 
+/* Furthest-next-use with whole assets can offload a large asset to win a
+ * few bytes, and reload all of it soon after. Compares what the marked
+ * victims will cost to reload (bytes of assets used again) with the best
+ * single fit: every asset never used again, then the one asset that covers
+ * the rest at the least reload cost (the later used on a tie). Keeps the
+ * cheaper of the two. idx[0..n) holds the candidates. */
+static void best_fit_locked(hr_residency_t *r, const size_t *idx, size_t n, uint64_t deficit) {
+  uint64_t cost_marked = 0, free_bytes = 0;
+  for (size_t k = 0; k < n; k++) {
+    const hr__asset_t *a = &r->a[idx[k]];
+    if (a->next_use == UINT64_MAX)
+      free_bytes += a->resident;
+    else
+      cost_marked += a->evict;
+  }
+  if (free_bytes >= deficit || cost_marked == 0) return;
+  uint64_t rest = deficit - free_bytes, best_cost = UINT64_MAX;
+  const hr__asset_t *best = NULL;
+  for (size_t k = 0; k < n; k++) {
+    const hr__asset_t *a = &r->a[idx[k]];
+    if (a->next_use == UINT64_MAX || a->resident < rest) continue;
+    uint64_t cost = a->partial ? rest : a->resident;
+    if (cost < best_cost || (cost == best_cost && a->next_use > best->next_use))
+      best = a, best_cost = cost;
+  }
+  if (!best || best_cost >= cost_marked) return;
+  for (size_t k = 0; k < n; k++) {
+    hr__asset_t *a = &r->a[idx[k]];
+    a->evict = a->next_use == UINT64_MAX ? a->resident : 0;
+  }
+  r->a[best - r->a].evict = best_cost;
+}
+
 /* Marks victims (evict > 0) to free `deficit` bytes under `policy`. */
 static int choose_victims_locked(hr_residency_t *r, hr_policy_t policy, uint64_t deficit,
                                  bool skip_active) {
@@ -276,6 +309,7 @@ static int choose_victims_locked(hr_residency_t *r, hr_policy_t policy, uint64_t
         a->evict = 0;
       }
     }
+    best_fit_locked(r, idx, n, deficit);
   }
   free(idx);
   return 0;
@@ -394,10 +428,11 @@ static int execute_locked(hr_residency_t *r, uint64_t working, hr_plan_t *p) {
 
 int hr_residency_require(hr_residency_t *r, const hr_asset_id_t *ids, size_t n,
                          uint64_t working_bytes, const hr_lookahead_t *la, hr_plan_t *plan) {
-  hr_plan_t local;
+  hr_plan_t local = {0};
   hr_plan_t *p = plan ? plan : &local;
   int rc;
-  memset(p, 0, sizeof *p);
+  /* A plan holds the previous result or zeroes: reusing one is fine. */
+  hr_plan_free(p);
   if (!r || (!ids && n)) return HR_EINVAL;
   pthread_mutex_lock(&r->mu);
   p->policy = hr__policy_resolve(r->o.policy, la);

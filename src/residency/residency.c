@@ -54,6 +54,8 @@ int hr_residency_create(const hr_residency_options_t *options, hr_residency_t **
   if (!options || !out) return HR_EINVAL;
   *out = NULL;
   if (options->budget_bytes == 0 && !options->mem_info && !options->backend) return HR_EINVAL;
+  if (options->pool && !options->budget_bytes && !options->mem_info && !options->backend)
+    return HR_EINVAL;
   if (options->patience_s < 0 || options->poll_interval_s < 0) return HR_EINVAL;
   if ((unsigned)options->policy > HR_POLICY_LOOKAHEAD) return HR_EINVAL;
   r = calloc(1, sizeof *r);
@@ -64,6 +66,7 @@ int hr_residency_create(const hr_residency_options_t *options, hr_residency_t **
   pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
   if (pthread_mutex_init(&r->mu, &attr) != 0) rc = HR_ENOMEM;
   pthread_mutexattr_destroy(&attr);
+  if (rc == 0 && (rc = hr__residency_attach_pool(r)) != 0) pthread_mutex_destroy(&r->mu);
   if (rc) {
     free(r);
     return rc;

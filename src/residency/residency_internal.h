@@ -50,6 +50,8 @@ HR_INTERNAL uint64_t hr__resident_total_locked(hr_residency_t *r);
 /* Reads the device's free bytes plus the attached pool's idle cached bytes.
  * HR_ENOTSUP when there is no source. */
 HR_INTERNAL int hr__device_available(hr_residency_t *r, uint64_t *avail);
+/* Registers the registry as a reclaimer of its pool, if it has one. */
+HR_INTERNAL int hr__residency_attach_pool(hr_residency_t *r);
 /* The budget for assets and working memory now, reserve taken off. Needs the
  * lock. */
 HR_INTERNAL int hr__capacity_locked(hr_residency_t *r, uint64_t *cap);

@@ -14,6 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Places in messages are cut at the end of their buffer by design. */
+#pragma GCC diagnostic ignored "-Wformat-truncation"
+
 #define WF_MAX_STEPS 1000000u /* after repetition */
 #define WF_MAX_DEPTH 8        /* nested step blocks */
 

@@ -26,6 +26,7 @@ typedef struct hr_cli_command {
 /* Each subcommand file defines one of these. */
 extern const hr_cli_command_t hr_cmd_config;
 extern const hr_cli_command_t hr_cmd_status;
+extern const hr_cli_command_t hr_cmd_plan;
 
 /* Sets an option from the command line; on error prints "headroom: <msg>" and
  * returns 2 (the usage-error status), else 0. */

@@ -11,6 +11,7 @@
 static const hr_cli_command_t *commands[] = {
     &hr_cmd_config,
     &hr_cmd_status,
+    &hr_cmd_plan,
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
