@@ -149,3 +149,29 @@ def test_free_memory_with_the_allocator_installed_but_unreachable(lib, monkeypat
     assert any(a.startswith("headroom pool release unavailable: this libheadroom")
                for a in res.actions)
     assert res.vram_before is None
+
+
+TORCH_STATS = r"""
+import ctypes, os
+import headroom
+from headroom import torch as hr_torch, _lib
+lib = _lib.load()
+# install_allocator() needs CUDA; the entry points and the statistics do not:
+# drive them on the host backend and mark the allocator as installed.
+hr_torch._installed = True
+a = lib.hr_torch_malloc(3 << 20, 0, None)
+ctypes.memset(a, 1, 3 << 20)
+st = hr_torch.pool_stats()
+print("alloc", st["allocated_bytes.all.current"] >= 3 << 20, st["allocation.all.current"])
+lib.hr_torch_free(a, 3 << 20, 0, None)
+print("freed", hr_torch.release_cached() > 0,
+      hr_torch.pool_stats(0)["reserved_bytes.all.current"])
+"""
+
+
+def test_pool_stats_of_the_pytorch_pool(lib, libpath):
+    if not _lib.has("hr_torch_pool"):
+        pytest.skip("this libheadroom does not export hr_torch_pool(device) yet")
+    r = run_python(TORCH_STATS, env={"HEADROOM_LIB": libpath, "HEADROOM_POOL_BACKEND": "host"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:2] == ["alloc True 1", "freed True 0"]
