@@ -106,11 +106,31 @@ def monitor_report(ram_threshold, vram_threshold, process_filter=""):
         lines.append("this process: VRAM allocated %s, reserved %s" % (f(alloc), f(res)))
     terms = [t.strip() for t in process_filter.split(",") if t.strip()]
     if terms:
-        procs = _readings.processes(terms)
-        lines.append("processes matching %s: %d" % (", ".join(terms), len(procs)))
+        procs, source = matching_processes(terms)
+        lines.append("processes matching %s: %d (%s)" % (", ".join(terms), len(procs), source))
         for p in procs:
-            lines.append("  %7d %-16s %10s" % (p["pid"], p["name"][:16], f(p["rss_bytes"])))
+            gpu = p.get("gpu_bytes")
+            lines.append("  %7d %-16s RSS %10s%s" % (p["pid"], p["name"][:16], f(p["rss_bytes"]),
+                                                   "  GPU %s" % f(gpu) if gpu else ""))
     return "\n".join(lines)
+
+
+def matching_processes(terms, top=10):
+    """Processes whose name or command line contains one of `terms`, largest
+    (GPU + RSS) first, and where the list came from: libheadroom's probe,
+    which also knows each process's GPU memory, or /proc read here."""
+    if headroom.library_available():
+        try:
+            snap = headroom.snapshot(what=["procs", "gpus"])
+        except headroom.HeadroomError:
+            snap = None
+        if snap is not None:
+            low = [t.lower() for t in terms]
+            procs = [p for p in snap["processes"]
+                     if any(t in p["name"].lower() or t in p["cmdline"].lower() for t in low)]
+            procs.sort(key=lambda p: -((p.get("gpu_bytes") or 0) + (p.get("rss_bytes") or 0)))
+            return procs[:top], "libheadroom probe"
+    return _readings.processes(terms, top=top), "/proc"
 
 
 @_always_run
