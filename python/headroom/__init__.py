@@ -28,8 +28,9 @@ __version__ = "%d.%d.0" % API_VERSION
 
 __all__ = [
     "API_VERSION", "DeviceChoice", "FreeResult", "HeadroomError", "LibraryNotFoundError",
-    "MODES", "Registry", "ResidencyError", "VersionMismatchError", "free_memory", "library_available", "library_version",
-    "load_library", "select_device", "snapshot", "stage", "stages",
+    "MODES", "Registry", "ResidencyError", "VersionMismatchError", "free_memory",
+    "library_available", "library_version", "load_library", "select_device", "snapshot",
+    "stage", "stages",
 ]
 
 
@@ -38,8 +39,9 @@ def library_version():
     return load_library().hr_version().decode()
 
 
-def snapshot(root=None, what=None):
-    """The status snapshot as a dict; see headroom.probe.snapshot."""
+def snapshot(root=None, what=None, nvml_path=None):
+    """The status snapshot as a dict with the keys of `headroom status --json`;
+    see headroom.probe.snapshot."""
     from . import probe
 
-    return probe.snapshot(root=root, what=what)
+    return probe.snapshot(root=root, what=what, nvml_path=nvml_path)

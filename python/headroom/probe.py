@@ -53,11 +53,24 @@ def snapshot(root=None, what=None, nvml_path=None):
     """Takes a snapshot and returns it as a dict.
 
     root: directory that /proc and /sys are read under (a fixture tree in
-    tests; None for "/"). what: None for everything, or names from "host",
-    "cgroup", "procs", "gpus", "pss" (or the bits). No GPU or NVML is a state
-    in the dict, not an error. Raises HeadroomError when the host memory
+    tests); nvml_path: the NVML library to load. When None, each comes from
+    the option table like the CLI's (config file, then HEADROOM_ROOT and
+    HEADROOM_NVML_LIBRARY), else "/" and the driver's library. what: None for
+    everything, or names from "host", "cgroup", "procs", "gpus", "pss" (or
+    the bits). No GPU or NVML is a state in the dict, not an error. Raises HeadroomError when the host memory
     cannot be read, LibraryNotFoundError without the library."""
     lib = _lib.load()
+    if root is None or nvml_path is None:
+        # The same chain as the CLI: default < config file < HEADROOM_ROOT /
+        # HEADROOM_NVML_LIBRARY < the arguments.
+        from .options import Options
+
+        with Options() as o:
+            o.load_defaults()
+            if root is None:
+                root = o.get("root")
+            if nvml_path is None:
+                nvml_path = o.get("nvml_library") or None
     if not hasattr(lib, "hr_snapshot_json"):
         raise _lib.HeadroomError(-7, "snapshot",
                                  "this libheadroom (%s) has no probe: hr_snapshot_json is missing"

@@ -87,3 +87,37 @@ def test_bad_what(lib):
         headroom.snapshot(what=["host", "disks"])
     with pytest.raises(ValueError, match="combination of the probe bits"):
         headroom.snapshot(what=1 << 9)
+
+
+def fake_nvml(libpath):
+    p = os.path.join(os.path.dirname(libpath), "helpers", "libfake-nvml-v3.so")
+    if not os.path.exists(p):
+        pytest.skip("the probe's stand-in NVML is not built at %s" % p)
+    return p
+
+
+def test_gpus_through_the_stand_in_nvml(lib, libpath, monkeypatch):
+    # tests/fake_nvml is the project's stand-in for libnvidia-ml: it exercises
+    # the NVML path through dlopen; it says nothing about a real GPU.
+    nvml = fake_nvml(libpath)
+    monkeypatch.setenv("FAKE_NVML_GPUS", "2")
+    monkeypatch.setenv("FAKE_NVML_PROCS", "1:%d:512" % os.getpid())
+    snap = headroom.snapshot(what=["gpus", "procs"], nvml_path=nvml)
+    assert snap["gpu"]["state"] == "ok" and len(snap["gpu"]["devices"]) == 2
+    me = [p for p in snap["processes"] if p["pid"] == os.getpid()][0]
+    assert me["gpu_bytes"] == 512 << 20
+
+
+def test_options_chain_picks_root_and_nvml(lib, libpath, monkeypatch, tmp_path):
+    nvml = fake_nvml(libpath)
+    root = _fixture_root(tmp_path, "MemTotal: 2048 kB\nMemFree: 1024 kB\n")
+    monkeypatch.setenv("HEADROOM_ROOT", root)
+    monkeypatch.setenv("HEADROOM_NVML_LIBRARY", nvml)
+    monkeypatch.setenv("HEADROOM_CONFIG", str(tmp_path / "none.conf"))
+    with pytest.raises(headroom.HeadroomError, match="none.conf"):
+        headroom.snapshot(what=["host"])  # an explicit config file that is missing
+    monkeypatch.delenv("HEADROOM_CONFIG")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    snap = headroom.snapshot(what=["host", "gpus"])
+    assert snap["host"]["total_bytes"] == 2048 * 1024
+    assert snap["gpu"]["state"] == "ok"
