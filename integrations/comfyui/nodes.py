@@ -95,12 +95,12 @@ def monitor_report(ram_threshold, vram_threshold, process_filter=""):
     lines.append("this process: RSS %s" % f(_readings.rss_bytes()))
     devs = _readings.vram_devices()
     if not devs:
-        lines.append("VRAM: n/a (%s)" % _readings.cuda_status())
+        lines.append("VRAM: n/a (%s)" % _readings.vram_status())
     for d in devs:
         used = d["total_bytes"] - d["free_bytes"]
-        lines.append("%sVRAM cuda:%d %s: %s of %s used (%.1f%%)" % (
+        lines.append("%sVRAM cuda:%d %s: %s of %s used (%.1f%%, %s)" % (
             "WARNING " if d["used_percent"] >= vram_threshold else "", d["index"], d["name"],
-            f(used), f(d["total_bytes"]), d["used_percent"]))
+            f(used), f(d["total_bytes"]), d["used_percent"], d["source"]))
     alloc, res = _readings.vram_process()
     if alloc is not None:
         lines.append("this process: VRAM allocated %s, reserved %s" % (f(alloc), f(res)))
@@ -228,7 +228,7 @@ class VRAMOptimizer:
         used = _readings.vram_usage_percent()
         if used is None:
             return (value, "VRAM optimizer: no VRAM reading (%s); nothing done"
-                    % _readings.cuda_status())
+                    % _readings.vram_status())
         if used <= threshold:
             return (value, "VRAM optimizer: VRAM %.1f%% <= threshold %.1f%%; nothing done"
                     % (used, threshold))

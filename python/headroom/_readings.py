@@ -108,17 +108,52 @@ def vram_process():
 
 
 def vram_devices():
-    """Per device: dict(index, name, free_bytes, total_bytes, used_percent) from
-    cudaMemGetInfo; [] without CUDA."""
+    """Per device: dict(index, name, free_bytes, total_bytes, used_percent,
+    source). From cudaMemGetInfo when PyTorch has initialised CUDA here, else
+    from NVML through libheadroom's probe when the library is there (this
+    process need not touch CUDA to see the device's memory); [] otherwise."""
     torch = torch_cuda()
     if torch is None:
-        return []
+        return _nvml_devices()[0]
     out = []
     for d in range(torch.cuda.device_count()):
         free, total = torch.cuda.mem_get_info(d)
         out.append({"index": d, "name": torch.cuda.get_device_name(d), "free_bytes": free,
-                    "total_bytes": total, "used_percent": 100.0 * (total - free) / total})
+                    "total_bytes": total, "used_percent": 100.0 * (total - free) / total,
+                    "source": "torch"})
     return out
+
+
+def _nvml_devices():
+    """(devices, why) from the probe's GPU part; ([], reason) when there are none."""
+    from . import _lib
+
+    if not _lib.available():
+        return [], "libheadroom not loaded"
+    if not _lib.has("hr_snapshot_json"):
+        return [], "libheadroom has no probe"
+    from . import probe
+
+    try:
+        gpu = probe.snapshot(what=["gpus"])["gpu"]
+    except _lib.HeadroomError as e:
+        return [], str(e)
+    out = []
+    for d in gpu.get("devices", []):
+        total, free = d.get("total_bytes"), d.get("free_bytes")
+        if d.get("state") != "ok" or not isinstance(total, int) or not total \
+                or not isinstance(free, int):
+            continue
+        out.append({"index": d["index"], "name": d["name"], "free_bytes": free,
+                    "total_bytes": total, "used_percent": 100.0 * (total - free) / total,
+                    "source": "nvml"})
+    return out, gpu.get("message") or gpu.get("state", "")
+
+
+def vram_status():
+    """Why there is no VRAM reading, in words (for reports)."""
+    why = _nvml_devices()[1]
+    return "%s; NVML: %s" % (cuda_status(), why or "no devices")
 
 
 def vram_usage_percent():

@@ -175,3 +175,33 @@ def test_process_list_through_the_probe(fresh_loader, libpath):
     fresh_loader.setenv("HEADROOM_LIB", libpath)
     procs, source = nodes.matching_processes(["python"], top=100000)
     assert source == "libheadroom probe" and os.getpid() in [p["pid"] for p in procs]
+
+
+def test_vram_through_the_stand_in_nvml(fresh_loader, libpath):
+    # The project's stand-in NVML (tests/fake_nvml) gives device readings
+    # without a GPU: the thresholds and the optimizer's decision run on them.
+    nvml = os.path.join(os.path.dirname(libpath), "helpers", "libfake-nvml-v3.so")
+    if not os.path.exists(nvml):
+        pytest.skip("the probe's stand-in NVML is not built at %s" % nvml)
+    if _readings.torch_cuda() is not None:
+        pytest.skip("CUDA is in use in this process: readings come from torch")
+    fresh_loader.setenv("HEADROOM_LIB", libpath)
+    fresh_loader.setenv("HEADROOM_NVML_LIBRARY", nvml)
+    fresh_loader.setenv("FAKE_NVML_GPUS", "2")
+    devs = _readings.vram_devices()
+    assert [d["source"] for d in devs] == ["nvml", "nvml"]
+    pct = devs[0]["used_percent"]
+    assert 0 < pct < 100
+    text = call("HeadroomMemoryMonitor", value=1, ram_threshold=100.0,
+                vram_threshold=pct - 0.5, process_filter="")["result"][1]
+    assert "WARNING VRAM cuda:0 Fake GPU 0" in text and "WARNING VRAM cuda:1" in text
+    calm = call("HeadroomMemoryMonitor", value=1, ram_threshold=100.0,
+                vram_threshold=pct + 0.5, process_filter="")["result"][1]
+    assert "WARNING VRAM" not in calm and "VRAM cuda:1 Fake GPU 1" in calm
+    acted = call("HeadroomVRAMOptimizer", value=1, mode="conservative", threshold=pct - 0.5,
+                 cooldown=0.0)[1]
+    assert "> threshold" in acted and "free_memory(conservative)" in acted
+    idle = call("HeadroomVRAMOptimizer", value=1, mode="conservative", threshold=pct + 0.5,
+                cooldown=0.0)[1]
+    assert "<= threshold" in idle and "nothing done" in idle
+    assert mgr.default_read()["vram_percent"] == pytest.approx(pct)
