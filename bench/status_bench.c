@@ -158,7 +158,17 @@ static double quantile(double *v, int n, double q) {
   return v[i];
 }
 
-enum { M_STATUS, M_STATUS_JSON, M_PS, M_FIX_CLI, M_FIX_LIB, M_FIX_LIB_NOPSS, M_LIVE_LIB, M_N };
+enum {
+  M_STATUS,
+  M_STATUS_JSON,
+  M_STATUS_PSS,
+  M_PS,
+  M_FIX_CLI,
+  M_FIX_LIB,
+  M_FIX_LIB_NOPSS,
+  M_LIVE_LIB,
+  M_N
+};
 
 int main(int argc, char **argv) {
   if (argc < 4) {
@@ -175,24 +185,29 @@ int main(int argc, char **argv) {
   static const char *names[M_N] = {
       "`headroom status` (live, process)",
       "`headroom status --json` (live, process)",
+      "`headroom status --pss` (live, process)",
       "`ps -eo pid,rss,comm` (live, process)",
       "`headroom --root FIXTURE status` (1,000 processes, process)",
-      "`hr_snapshot_take` on the fixture (1,000 processes, in process)",
+      "`hr_snapshot_take` on the fixture with PSS (1,000 processes, in process)",
       "`hr_snapshot_take` on the fixture without PSS (in process)",
-      "`hr_snapshot_take` live (in process)"};
+      "`hr_snapshot_take` live, with PSS (in process)"};
   double *t[M_N];
   for (int m = 0; m < M_N; m++) t[m] = calloc((size_t)rounds, sizeof(double));
   char *a_status[] = {(char *)cli, "status", NULL};
   char *a_json[] = {(char *)cli, "status", "--json", NULL};
+  char *a_pss[] = {(char *)cli, "status", "--pss", NULL};
   char *a_ps[] = {"ps", "-eo", "pid,rss,comm", NULL};
   char *a_fix[] = {(char *)cli, "--root", (char *)fix, "status", NULL};
   size_t n_fix = 0, n_live = 0;
+  double load0[1] = {-1}, load1[1] = {-1};
+  getloadavg(load0, 1);
   /* One warm-up round, then the measured ones, each method once per round in
    * the same order, so drift in machine load hits them alike. */
   for (int r = -1; r < rounds; r++) {
     double v[M_N];
     v[M_STATUS] = run(a_status);
     v[M_STATUS_JSON] = run(a_json);
+    v[M_STATUS_PSS] = run(a_pss);
     v[M_PS] = run(a_ps);
     v[M_FIX_CLI] = run(a_fix);
     v[M_FIX_LIB] = snap(fix, HR_PROBE_ALL, &n_fix);
@@ -206,6 +221,7 @@ int main(int argc, char **argv) {
       if (r >= 0) t[m][r] = v[m];
     }
   }
+  getloadavg(load1, 1);
   if (n_fix != N_FIXTURE_PROCS) {
     fprintf(stderr, "status_bench: fixture parsed %zu processes, want %d\n", n_fix,
             N_FIXTURE_PROCS);
@@ -230,8 +246,11 @@ int main(int argc, char **argv) {
   fprintf(f,
           "Measured %s on %s %s (%ld CPUs online), %d rounds after one warm-up round; each "
           "round runs every line once, in the order below. Release build. Live processes on "
-          "the machine: %zu.\n\n",
-          when, u.sysname, u.release, sysconf(_SC_NPROCESSORS_ONLN), rounds, n_live);
+          "the machine: %zu. Load average (1 min): %.2f before, %.2f after; the machine is "
+          "shared, so absolute times move with the load, while the ratios are measured side by "
+          "side.\n\n",
+          when, u.sysname, u.release, sysconf(_SC_NPROCESSORS_ONLN), rounds, n_live, load0[0],
+          load1[0]);
   fprintf(f, "| what | median (ms) | p90 (ms) | median / ps |\n| --- | ---: | ---: | ---: |\n");
   for (int m = 0; m < M_N; m++)
     fprintf(f, "| %s | %.2f | %.2f | %.2f |\n", names[m], med[m] * 1e3, p90[m] * 1e3,
@@ -240,10 +259,12 @@ int main(int argc, char **argv) {
           "\nTarget: `headroom status` at most 20 ms: %s (median %.2f ms).\n\n"
           "The fixture (built at bench time under build/, 1,000 processes with stat, status, "
           "cmdline, cgroup and smaps_rollup each) is read per process the same way as /proc; "
-          "PSS (smaps_rollup) is on by default in `status`. A process run includes fork, exec "
-          "and dynamic loading; `ps` reads fewer files per process (stat, status, cmdline) than "
-          "`headroom status` (adds cgroup and smaps_rollup, meminfo, the cgroup tree and the "
-          "NVML lookup).\n\nReproduce: `bench/status.sh` (writes this file).\n",
+          "`headroom status` reads stat, status, cmdline and cgroup for every process, and "
+          "with --pss smaps_rollup for the rows it shows; the in-process lines read PSS for all "
+          "1,000 or for none. A process run includes fork, exec and dynamic loading; `ps` reads "
+          "stat, status and cmdline per process, `headroom status` also meminfo, the cgroup "
+          "tree and the NVML lookup (no driver here).\n\nReproduce: `bench/status.sh "
+          "[ROUNDS]` (writes this file).\n",
           med[M_STATUS] <= 0.020 ? "met" : "NOT met", med[M_STATUS] * 1e3);
   fclose(f);
   for (int m = 0; m < M_N; m++) {

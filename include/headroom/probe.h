@@ -136,6 +136,14 @@ typedef struct hr_probe_options {
 HR_API int hr_snapshot_take(const hr_probe_options_t *opts, hr_snapshot_t **out);
 HR_API void hr_snapshot_free(hr_snapshot_t *s);
 
+/* Reads one process's PSS from root/proc/PID/smaps_rollup into *pss_bytes
+ * (HR_UNKNOWN on failure). smaps_rollup walks the process's page tables, so
+ * it costs milliseconds for a large process: a caller that shows a few
+ * processes takes a snapshot without HR_PROBE_PSS and reads PSS for those.
+ * Returns 0, HR_ENOENT (gone), HR_EPERM (another user's process), HR_EIO,
+ * HR_EPARSE (no Pss line: a kernel thread or a malformed file), HR_ERANGE. */
+HR_API int hr_proc_read_pss(const char *root, int pid, uint64_t *pss_bytes);
+
 /* Returns "ok", "absent", "denied" or "error"; a static string. */
 HR_API const char *hr_probe_state_name(hr_probe_state_t state);
 

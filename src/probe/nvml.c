@@ -12,8 +12,8 @@
  * nvmlDeviceGetMemoryInfo; nvmlDeviceGetComputeRunningProcesses_v3, _v2,
  * then the plain name. Some drivers fill _v3 with 32-byte records (an extra
  * 64-bit field) where the documented record is 24 bytes; the buffer is sized
- * for 32 and the stride is chosen by checking which layout gives sane
- * records. */
+ * for 32, filled with a sentinel byte, and the stride is read from how far
+ * the driver wrote, checked against which layout gives sane records. */
 #include "probe/probe_int.h"
 
 #include <dlfcn.h>
@@ -211,16 +211,26 @@ static bool record_sane(const unsigned char *p) {
          (gi == 0xFFFFFFFFu || gi < 1024) && (ci == 0xFFFFFFFFu || ci < 1024);
 }
 
-/* Picks the stride of n v3 records in buf: 24 when every record is sane at
- * 24 bytes, else 32 when every record is sane at 32. */
-static size_t v3_stride(const unsigned char *buf, unsigned n) {
-  static const size_t strides[2] = {24, 32};
-  for (int k = 0; k < 2; k++) {
-    bool ok = true;
-    for (unsigned i = 0; i < n && ok; i++) ok = record_sane(buf + i * strides[k]);
-    if (ok) return strides[k];
-  }
-  return 24;
+#define SENTINEL 0xA5 /* the buffer's bytes before the call */
+
+/* True when the n records at `stride` are all sane. */
+static bool records_sane(const unsigned char *buf, unsigned n, size_t stride) {
+  for (unsigned i = 0; i < n; i++)
+    if (!record_sane(buf + i * stride)) return false;
+  return true;
+}
+
+/* Picks the stride of n v3 records in buf (of `bytes`, filled with SENTINEL
+ * before the call). First guess: how far the driver wrote. A 32-byte record
+ * ends in a 64-bit field that is written (usually 0), so a driver that wrote
+ * past 24 * n bytes uses 32. The guess is kept when its records are sane,
+ * else the other stride is taken when its records are. */
+static size_t v3_stride(const unsigned char *buf, size_t bytes, unsigned n) {
+  size_t end = bytes;
+  while (end > 0 && buf[end - 1] == SENTINEL) end--;
+  size_t guess = end > (size_t)n * 24 ? 32 : 24, other = guess == 24 ? 32 : 24;
+  if (records_sane(buf, n, guess) || !records_sane(buf, n, other)) return guess;
+  return other;
 }
 
 /* Appends one GPU process to s. */
@@ -254,13 +264,14 @@ static int read_procs(const nvml_lib_t *l, nvml_device_t dev, unsigned gpu, hr_s
     for (int tries = 0; tries < 8; tries++) {
       /* Room for 32-byte records whatever the call, for the wide-v3 drivers. */
       size_t bytes = (size_t)(count ? count : 1) * 32;
-      unsigned char *buf = calloc(1, bytes);
+      unsigned char *buf = malloc(bytes);
       if (!buf) return HR_ENOMEM;
+      memset(buf, SENTINEL, bytes);
       unsigned got = count;
       r = l->procs[v](dev, &got, buf);
       if (r == NVML_SUCCESS) {
         if (got > count) got = count;
-        size_t stride = v == 0 ? v3_stride(buf, got) : proc_stride[v];
+        size_t stride = v == 0 ? v3_stride(buf, bytes, got) : proc_stride[v];
         int rc = 0;
         for (unsigned i = 0; i < got && rc == 0; i++) {
           unsigned int pid;

@@ -189,6 +189,19 @@ out:
   return rc;
 }
 
+int hr_proc_read_pss(const char *root, int pid, uint64_t *pss_bytes) {
+  char rel[64], path[4096], buf[4096];
+  if (!pss_bytes || pid <= 0) return HR_EINVAL;
+  *pss_bytes = HR_UNKNOWN;
+  snprintf(rel, sizeof rel, "/proc/%d/smaps_rollup", pid);
+  if (hr__path(path, sizeof path, root, rel)) return HR_ERANGE;
+  ssize_t len = hr__read_file(path, buf, sizeof buf);
+  if (len < 0) return (int)len;
+  hr__kv_t k = {"Pss", pss_bytes, 0};
+  hr__kv_scan(buf, ':', &k, 1);
+  return k.rc == HR_ENOENT ? HR_EPARSE : k.rc;
+}
+
 static int cmp_pid(const void *a, const void *b) {
   const hr_proc_t *x = a, *y = b;
   return (x->pid > y->pid) - (x->pid < y->pid);

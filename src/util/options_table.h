@@ -13,6 +13,8 @@
   /* status and watch */                                                                           \
   X(top, HR_OPT_INT, "10", 1, 100000, NULL, "processes shown, largest first")                     \
   X(filter, HR_OPT_STRING, "", 0, 0, NULL, "comma-separated names matched in name or cmdline")   \
+  X(pss, HR_OPT_BOOL, "false", 0, 0, NULL,                                                         \
+    "read PSS (smaps_rollup) of the processes shown; costs ms per large process")                 \
   X(interval, HR_OPT_DURATION, "1s", 0.01, 86400, NULL, "time between samples")                  \
   X(mode, HR_OPT_ENUM, "conservative", 0, 0, "conservative|balanced|aggressive",                   \
     "what watch does at a warning or critical level")                                             \

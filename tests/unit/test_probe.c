@@ -163,6 +163,20 @@ static void test_fixture_v2_limited(void) {
   hr_snapshot_free(s);
 }
 
+static void test_read_pss(void) {
+  uint64_t pss = 0;
+  const char *root = fixture("procs_odd");
+  CHECK_OK(hr_proc_read_pss(root, 1, &pss));
+  CHECK_EQ_U64(pss, 6000 * KIB);
+  CHECK_RC(hr_proc_read_pss(root, 60, &pss), HR_ENOENT); /* no smaps_rollup */
+  CHECK_EQ_U64(pss, HR_UNKNOWN);
+  CHECK_RC(hr_proc_read_pss(root, 81, &pss), HR_EPARSE); /* "Pss: -5 kB" */
+  CHECK_RC(hr_proc_read_pss(root, 0, &pss), HR_EINVAL);
+  /* This process, live: its PSS is known and not zero. */
+  CHECK_OK(hr_proc_read_pss("/", (int)getpid(), &pss));
+  CHECK(pss > 0 && pss != HR_UNKNOWN);
+}
+
 static void test_fixture_v2_max(void) {
   hr_snapshot_t *s = NULL;
   CHECK_OK(take("v2_max", 0, &s, NULL, 0));
@@ -872,7 +886,18 @@ static void test_cli_table_and_errors(void) {
   snprintf(args, sizeof args, "--root '%s' status --json --top 1", fixture("v2_limited"));
   CHECK_EQ_INT(run_cli(args, false, &out), 0);
   CHECK_CONTAINS(out, "\"processes\":[{\"pid\":100,");
+  CHECK_CONTAINS(out, "\"pss_bytes\":null,"); /* PSS only when asked for */
   CHECK(!strstr(out, "\"pid\":200,"));
+  free(out);
+  snprintf(args, sizeof args, "--root '%s' status --json --top 1 --pss", fixture("v2_limited"));
+  CHECK_EQ_INT(run_cli(args, false, &out), 0);
+  CHECK_CONTAINS(out, "\"pss_bytes\":4198400000,");
+  free(out);
+  snprintf(args, sizeof args, "--root '%s' status --pss", fixture("procs_odd"));
+  CHECK_EQ_INT(run_cli(args, false, &out), 0);
+  CHECK_CONTAINS(out, "  5.86 MiB ");      /* pid 1's PSS column */
+  CHECK_CONTAINS(out, "kworker/0:0-eve "); /* names cut to their column */
+  CHECK_CONTAINS(out, "(2 processes left out: malformed /proc files)");
   free(out);
   snprintf(args, sizeof args, "--root '%s' status --filter OLLAMA,nothing", fixture("v2_limited"));
   CHECK_EQ_INT(run_cli(args, false, &out), 0);
@@ -910,6 +935,7 @@ int main(void) {
   HR_RUN(test_meminfo_parse);
   HR_RUN(test_stat_parse);
   HR_RUN(test_fixture_v2_limited);
+  HR_RUN(test_read_pss);
   HR_RUN(test_fixture_v2_max);
   HR_RUN(test_fixture_v1);
   HR_RUN(test_fixture_v2_nested);

@@ -3,7 +3,11 @@
  *
  * Processes are chosen the same way for both: every process that holds GPU
  * memory (largest first), then the --top N largest by RSS among the others,
- * after --filter. The JSON's "processes" array is that list in that order. */
+ * after --filter. The JSON's "processes" array is that list in that order.
+ * The snapshot is taken without PSS. With --pss it is then read for the
+ * chosen processes only: smaps_rollup walks a process's page tables, and for
+ * one large inference process that costs more than the whole rest of the
+ * snapshot, so it is not done by default. */
 #include "cli.h"
 
 #include <getopt.h>
@@ -14,14 +18,16 @@
 #include <unistd.h>
 
 static void status_usage(FILE *f) {
-  fprintf(f, "usage: headroom status [--json] [--top N] [--filter NAMES]\n\n"
+  fprintf(f, "usage: headroom status [--json] [--top N] [--filter NAMES] [--pss]\n\n"
              "Shows host memory, the cgroup's limit and usage, each GPU, and the processes\n"
              "that hold GPU memory followed by the largest by resident memory.\n\n"
              "  --json          one JSON object (schema: docs/status-schema.json); sizes in\n"
              "                  bytes under keys ending in _bytes\n"
              "  --top N         processes shown besides those on a GPU (HEADROOM_TOP; 10)\n"
              "  --filter NAMES  comma-separated words; only processes whose name or command\n"
-             "                  line contains one of them (HEADROOM_FILTER)\n\n"
+             "                  line contains one of them (HEADROOM_FILTER)\n"
+             "  --pss           read each shown process's PSS from smaps_rollup (HEADROOM_PSS;\n"
+             "                  costs milliseconds per large process)\n\n"
              "Exit status: 0 when the snapshot was taken (with or without a GPU), 1 when it\n"
              "could not be, 2 on a usage error.\n");
 }
@@ -58,9 +64,8 @@ static int cmp_rows(const void *a, const void *b) {
 
 /* Picks the rows: GPU holders, then the top N others, into a malloc'd array
  * of pointers. Returns the count, or -1 when out of memory. */
-static long pick_rows(const hr_snapshot_t *s, const char *filter, int64_t top,
-                      const hr_proc_t ***out) {
-  const hr_proc_t **rows = malloc((s->n_procs ? s->n_procs : 1) * sizeof *rows);
+static long pick_rows(hr_snapshot_t *s, const char *filter, int64_t top, hr_proc_t ***out) {
+  hr_proc_t **rows = malloc((s->n_procs ? s->n_procs : 1) * sizeof *rows);
   if (!rows) return -1;
   size_t n = 0;
   for (size_t i = 0; i < s->n_procs; i++)
@@ -73,7 +78,7 @@ static long pick_rows(const hr_snapshot_t *s, const char *filter, int64_t top,
   return (long)n;
 }
 
-static int print_json(const hr_snapshot_t *s, const hr_proc_t **rows, size_t n) {
+static int print_json(const hr_snapshot_t *s, hr_proc_t **rows, size_t n) {
   hr_snapshot_t view = *s;
   view.procs = malloc((n ? n : 1) * sizeof *view.procs);
   if (!view.procs) return HR_ENOMEM;
@@ -183,26 +188,29 @@ static void print_gpus(const hr_cli_t *cli, const hr_snapshot_t *s) {
   }
 }
 
-static void print_procs(const hr_cli_t *cli, const hr_proc_t **rows, size_t n) {
+/* The process table; the PSS column only when PSS was read. */
+static void print_procs(const hr_cli_t *cli, hr_proc_t **rows, size_t n, bool pss) {
   int width = 0;
   struct winsize ws;
   if (cli->tty && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) width = ws.ws_col;
-  char head[160];
-  snprintf(head, sizeof head, "%8s %9s %9s %9s %9s %9s  %-15s %s", "PID", "GPU", "RSS", "ANON",
-           "PSS", "SWAP", "NAME", "COMMAND");
-  char buf[256];
+  char head[160], buf[256];
+  snprintf(head, sizeof head, "%8s %9s %9s %9s%s %9s  %-15s %s", "PID", "GPU", "RSS", "ANON",
+           pss ? "       PSS" : "", "SWAP", "NAME", "COMMAND");
   printf("\n%s\n", hr_cli_paint(cli, buf, sizeof buf, "bold", head));
   for (size_t i = 0; i < n; i++) {
     const hr_proc_t *p = rows[i];
-    char g[32], r[32], a[32], s[32], w[32];
+    char g[32], r[32], a[32], s[32] = "", w[32];
     if (p->gpu_bytes)
       hr_cli_size(g, sizeof g, p->gpu_bytes);
     else
       snprintf(g, sizeof g, "-");
-    int col =
-        printf("%8d %9s %9s %9s %9s %9s  %-15s ", p->pid, g, size_or(r, sizeof r, p->rss_bytes),
-               size_or(a, sizeof a, p->rss_anon_bytes), size_or(s, sizeof s, p->pss_bytes),
-               size_or(w, sizeof w, p->swap_bytes), p->name);
+    if (pss) {
+      char v[24];
+      snprintf(s, sizeof s, " %9s", size_or(v, sizeof v, p->pss_bytes));
+    }
+    int col = printf("%8d %9s %9s %9s%s %9s  %-15.15s ", p->pid, g,
+                     size_or(r, sizeof r, p->rss_bytes), size_or(a, sizeof a, p->rss_anon_bytes), s,
+                     size_or(w, sizeof w, p->swap_bytes), p->name);
     const char *cmd = p->cmdline[0] ? p->cmdline : (p->kernel_thread ? "[kernel]" : "");
     int room = width > col ? width - col : (width ? 0 : (int)strlen(cmd));
     printf("%.*s\n", room, cmd);
@@ -210,11 +218,10 @@ static void print_procs(const hr_cli_t *cli, const hr_proc_t **rows, size_t n) {
 }
 
 static int status_run(hr_cli_t *cli, int argc, char **argv) {
-  static const struct option longopts[] = {{"json", no_argument, NULL, 'j'},
-                                           {"top", required_argument, NULL, 't'},
-                                           {"filter", required_argument, NULL, 'f'},
-                                           {"help", no_argument, NULL, 'h'},
-                                           {NULL, 0, NULL, 0}};
+  static const struct option longopts[] = {
+      {"json", no_argument, NULL, 'j'},         {"top", required_argument, NULL, 't'},
+      {"filter", required_argument, NULL, 'f'}, {"pss", no_argument, NULL, 'p'},
+      {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
   bool json = false;
   int c, status;
   while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -227,6 +234,9 @@ static int status_run(hr_cli_t *cli, int argc, char **argv) {
       break;
     case 'f':
       if ((status = hr_cli_set(cli, "filter", optarg)) != 0) return status;
+      break;
+    case 'p':
+      if ((status = hr_cli_set(cli, "pss", "true")) != 0) return status;
       break;
     case 'h':
       return status_usage(stdout), 0;
@@ -241,6 +251,7 @@ static int status_run(hr_cli_t *cli, int argc, char **argv) {
   char err[512] = "";
   const char *nvml = hr_options_get_str(cli->opts, "nvml_library");
   hr_probe_options_t po = {.root = hr_options_get_str(cli->opts, "root"),
+                           .what = HR_PROBE_ALL & ~(unsigned)HR_PROBE_PSS,
                            .nvml_path = *nvml ? nvml : NULL,
                            .err = err,
                            .errlen = sizeof err};
@@ -250,9 +261,14 @@ static int status_run(hr_cli_t *cli, int argc, char **argv) {
     hr_cli_error("status: snapshot failed: %s", err[0] ? err : hr_strerror(rc));
     return 1;
   }
-  const hr_proc_t **rows = NULL;
+  hr_proc_t **rows = NULL;
   long n = pick_rows(s, hr_options_get_str(cli->opts, "filter"),
                      hr_options_get_int(cli->opts, "top"), &rows);
+  /* PSS stays unknown where it cannot be read (another user's process). */
+  bool pss = hr_options_get_bool(cli->opts, "pss");
+  for (long i = 0; pss && i < n; i++)
+    if (!rows[i]->kernel_thread && rows[i]->state != 'Z')
+      hr_proc_read_pss(po.root, rows[i]->pid, &rows[i]->pss_bytes);
   status = 0;
   if (n < 0) {
     hr_cli_error("status: out of memory");
@@ -266,7 +282,7 @@ static int status_run(hr_cli_t *cli, int argc, char **argv) {
     print_host(cli, s);
     print_cgroup(cli, &s->cgroup);
     print_gpus(cli, s);
-    print_procs(cli, rows, (size_t)n);
+    print_procs(cli, rows, (size_t)n, pss);
     /* NVML's pids are host pids: through a container's own /proc some are
      * not visible, and they are listed rather than dropped. */
     for (size_t i = 0; i < s->n_gpu_procs; i++) {
