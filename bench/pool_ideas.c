@@ -75,8 +75,13 @@ static int replay_section(FILE *f, const char *conf, uint64_t slots, uint64_t ca
   return 0;
 }
 
+static void log_stderr(hr_log_level_t level, const char *msg, void *arg) {
+  fprintf(stderr, "%s: %s\n", hr_log_level_name(level), msg);
+}
+
 int main(int argc, char **argv) {
   int i = 1, nconf = 0;
+  if (getenv("HR_VERBOSE")) hr_set_log(log_stderr, NULL, HR_LOG_WARN);
   double scale = 1.0;
   const char *traces[64], *confs[32];
   int ntr = 0;

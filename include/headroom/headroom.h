@@ -182,5 +182,6 @@ HR_API int hr_parse_bool(const char *s, bool *out);
 #include "headroom/probe.h"
 #include "headroom/pool.h"
 #include "headroom/residency.h"
+#include "headroom/trace.h"
 
 #endif /* HEADROOM_H */

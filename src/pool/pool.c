@@ -114,8 +114,9 @@ static bool should_split(const hr_pool_t *p, const hr__block_t *b, uint64_t size
 /* The best cached block for (stream, size) under PyTorch's rules, or NULL. */
 static hr__block_t *get_free_block_locked(hr_pool_t *p, uint64_t size, void *stream, bool small) {
   p->tick++;
-  hr__block_t *b = hr__tree_lower_bound(p->tree[!small], stream, size);
-  if (!b || b->stream != stream) return NULL;
+  hr__bins_t *x = hr__index_find(p, stream, small);
+  hr__block_t *b = x ? hr__index_best(x, size) : NULL;
+  if (!b) return NULL;
   if (!b->seg->expandable) {
     uint64_t msz = p->cfg.max_split_size;
     /* An oversize block serves neither small requests nor much smaller
@@ -188,18 +189,18 @@ static bool release_oversize_locked(hr_pool_t *p, uint64_t size, void *stream) {
   uint64_t msz = p->cfg.max_split_size;
   if (msz == UINT64_MAX) return false;
   uint64_t want = size > msz ? size : msz;
-  hr__block_t *b = hr__tree_lower_bound(p->tree[1], stream, want);
-  while (b && b->stream == stream && !(whole_free_segment(b) && !b->seg->expandable))
-    b = hr__tree_next(p->tree[1], b);
-  if (b && b->stream == stream) {
+  hr__bins_t *x = hr__index_find(p, stream, false);
+  if (!x) return false;
+  hr__block_t *b = hr__index_best(x, want);
+  while (b && !(whole_free_segment(b) && !b->seg->expandable)) b = hr__index_next(x, b);
+  if (b) {
     hr__segment_free_locked(p, b->seg);
     return true;
   }
   uint64_t freed = 0;
   while (freed < size) {
     hr__block_t *best = NULL;
-    for (b = hr__tree_lower_bound(p->tree[1], stream, msz); b && b->stream == stream;
-         b = hr__tree_next(p->tree[1], b))
+    for (b = hr__index_best(x, msz); b; b = hr__index_next(x, b))
       if (whole_free_segment(b) && !b->seg->expandable) best = b;
     if (!best) break;
     freed += best->size;
@@ -225,10 +226,14 @@ static uint64_t release_cached_locked(hr_pool_t *p) {
 
 /* The GC: above garbage_collection_threshold of the allowed memory, frees
  * whole cached segments that have waited at least the average age, oldest
- * first in effect, until under the threshold. */
+ * first in effect, until under the threshold. Like PyTorch's, the
+ * PyTorch-like configuration collects only with a memory fraction set;
+ * headroom's own collects whenever a threshold is set. */
 static void garbage_collect_locked(hr_pool_t *p) {
   double limit = p->cfg.gc_threshold * (double)p->allowed;
   if (p->cfg.gc_threshold <= 0 || (double)p->st.reserved_bytes.current <= limit) return;
+  /* PyTorch collects only once a memory fraction has been set. */
+  if (p->cfg.pytorch_compat && p->cfg.memory_fraction >= 1.0) return;
   uint64_t target = (uint64_t)((double)p->st.reserved_bytes.current - limit), freed = 0;
   while (freed < target) {
     uint64_t n = 0, age_sum = 0;
@@ -476,10 +481,12 @@ void hr_pool_destroy(hr_pool_t *p) {
     }
     if (s->expandable) {
       for (uint64_t g = 0; g < s->ngran; g++)
-        if (s->gstate[g] & HR__G_MAPPED) be->ops->unmap(be, s->base + g * s->gran, s->handle[g]);
+        if (hr__gran_is_mapped(s, g)) be->ops->unmap(be, s->base + g * s->gran, s->handle[g]);
       be->ops->va_release(be, s->base, s->size);
       free(s->used);
-      free(s->gstate);
+      free(s->mapped_bm);
+      free(s->queued_bm);
+      free(s->busy_bm);
       free(s->handle);
     } else {
       be->ops->seg_free(be, s->base, s->size);
@@ -487,6 +494,7 @@ void hr_pool_destroy(hr_pool_t *p) {
     free(s);
   }
   hr__slabs_free(p);
+  hr__index_free_all(p);
   free(p->table);
   free(p->pending);
   free(p->freeg);

@@ -1,13 +1,13 @@
 /* pool internals shared by pool.c (policy), segment.c (segments, granules,
- * block records), tree.c (the free-block index), stats.c (statistics,
+ * block records), index.c (the free-block index), stats.c (statistics,
  * invariants, diagnosis, tags) and torch.c (PyTorch entry points).
  *
  * A segment is a range of device addresses tiled by blocks in address order
  * (prev/next). A plain segment is all backed by memory; an expandable one is
  * a reservation of address space whose granules are mapped only while some
  * allocated block touches them (or until the cache is released). Free
- * blocks sit in one of two ordered indexes, small and large, keyed by
- * (stream, size, address), so the best fit for a stream is one lower_bound.
+ * blocks sit in an index per stream and pool (small or large), in size
+ * bins ordered by (size, address), so the best fit is a short search.
  * Allocated blocks are found by address in an open-addressing table. Block
  * records come from a slab, so the hot path calls no heap allocator. */
 #ifndef HR_POOL_INTERNAL_H
@@ -24,9 +24,12 @@
 #define HR__MIN_LARGE   (10ull << 20) /* requests from here get their own segment */
 #define HR__ROUND_LARGE (2ull << 20)  /* rounding of such segments */
 #define HR__MAX_TAGS    256
+#define HR__VA_FACTOR   4   /* address reserved per expandable segment / allowed */
+#define HR__NBINS       256 /* size bins of the free index, 8 per power of two */
 
 typedef struct hr__segment hr__segment_t;
 typedef struct hr__block hr__block_t;
+typedef struct hr__bins hr__bins_t;
 
 struct hr__block {
   uint64_t addr, size, requested;
@@ -43,24 +46,35 @@ struct hr__block {
   uint32_t nuses, cap_uses;
 };
 
-/* Granule state bits of an expandable segment. */
-#define HR__G_MAPPED 1u
-#define HR__G_QUEUED 2u
-
 struct hr__segment {
   uint64_t base, size; /* address range; for expandable ones, the reservation */
   void *stream;
   bool small, expandable;
   hr__block_t *first;
   hr__segment_t *prev, *next; /* the pool's list */
+  hr__bins_t *bins;           /* where its free blocks are indexed */
   /* expandable only */
   uint64_t gran; /* granule size */
   uint64_t page; /* mapping unit, a multiple of gran */
   uint64_t ngran;
-  uint32_t *used;   /* allocated blocks touching each granule */
-  uint8_t *gstate;  /* HR__G_* */
-  uint64_t *handle; /* backend handle of each mapped granule */
-  uint64_t mapped;  /* bytes mapped */
+  /* A granule inside an allocated block (not at its ends) belongs to that
+   * block alone: a bit says so. Granules at the ends of blocks may be
+   * shared: a count says by how many. Free means neither. */
+  uint32_t *used;      /* allocated blocks that start or end in the granule */
+  uint64_t *busy_bm;   /* bitmap: granule inside an allocated block */
+  uint64_t *mapped_bm; /* bitmap: granule mapped */
+  uint64_t *queued_bm; /* bitmap: granule named by an entry of the pool's queue */
+  uint64_t *handle;    /* backend handle of each mapped granule */
+  uint64_t mapped;     /* bytes mapped */
+};
+
+/* The free blocks of one stream in one pool (small or large). */
+struct hr__bins {
+  struct hr__bins *next;
+  void *stream;
+  bool small;
+  uint64_t map[HR__NBINS / 64];
+  hr__block_t *bin[HR__NBINS];
 };
 
 typedef struct hr__pending {
@@ -68,9 +82,10 @@ typedef struct hr__pending {
   hr__block_t *block;
 } hr__pending_t;
 
+/* Granules [g, end] of a segment that may have become free while mapped. */
 typedef struct hr__gref {
   hr__segment_t *seg;
-  uint64_t g;
+  uint64_t g, end;
 } hr__gref_t;
 
 typedef struct hr__reclaimer {
@@ -91,7 +106,7 @@ struct hr_pool {
   uint64_t allowed; /* most bytes the pool may reserve */
   uint64_t total;   /* the backend's total at creation */
 
-  hr__block_t *tree[2]; /* free blocks: [0] small, [1] large */
+  hr__bins_t *bins; /* free blocks, per stream and pool */
   uint64_t rng;
   hr__segment_t *segs;
 
@@ -118,15 +133,20 @@ struct hr_pool {
   char diag[2048];
 };
 
-/* ---- tree.c: the free index ---------------------------------------------- */
-HR_INTERNAL void hr__tree_insert(hr__block_t **root, hr__block_t *b);
-HR_INTERNAL void hr__tree_remove(hr__block_t **root, hr__block_t *b);
-/* The first block not less than (stream, size, 0), or NULL. */
-HR_INTERNAL hr__block_t *hr__tree_lower_bound(hr__block_t *root, void *stream, uint64_t size);
-/* The next block in key order after b, or NULL (walks from the root). */
-HR_INTERNAL hr__block_t *hr__tree_next(hr__block_t *root, const hr__block_t *b);
-HR_INTERNAL size_t hr__tree_count(const hr__block_t *root);
-HR_INTERNAL bool hr__tree_valid(const hr__block_t *root);
+/* ---- index.c: the free index --------------------------------------------- */
+HR_INTERNAL void hr__index_insert(hr__bins_t *x, hr__block_t *b);
+HR_INTERNAL void hr__index_remove(hr__bins_t *x, hr__block_t *b);
+/* The best fit: the smallest block of at least `size`, lowest address
+ * among equals; NULL when none. */
+HR_INTERNAL hr__block_t *hr__index_best(const hr__bins_t *x, uint64_t size);
+/* The block after b in (size, address) order, or NULL. */
+HR_INTERNAL hr__block_t *hr__index_next(const hr__bins_t *x, const hr__block_t *b);
+/* The index of (stream, small), NULL when it has none yet / made on demand. */
+HR_INTERNAL hr__bins_t *hr__index_find(hr_pool_t *p, void *stream, bool small);
+HR_INTERNAL int hr__index_get(hr_pool_t *p, void *stream, bool small, hr__bins_t **out);
+/* Checks order, heap and bitmap; counts the indexed blocks into *n. */
+HR_INTERNAL bool hr__index_valid(const hr_pool_t *p, size_t *n);
+HR_INTERNAL void hr__index_free_all(hr_pool_t *p);
 
 /* ---- segment.c ----------------------------------------------------------- */
 HR_INTERNAL hr__block_t *hr__block_new_locked(hr_pool_t *p);
@@ -151,6 +171,14 @@ HR_INTERNAL int hr__segment_new_expandable_locked(hr_pool_t *p, void *stream, bo
 HR_INTERNAL void hr__segment_free_locked(hr_pool_t *p, hr__segment_t *s);
 HR_INTERNAL hr__segment_t *hr__segment_find_expandable_locked(hr_pool_t *p, void *stream,
                                                               bool small);
+
+static inline bool hr__gran_is_mapped(const hr__segment_t *s, uint64_t g) {
+  return (s->mapped_bm[g / 64] >> (g % 64)) & 1;
+}
+
+static inline bool hr__gran_is_free(const hr__segment_t *s, uint64_t g) {
+  return !s->used[g] && !((s->busy_bm[g / 64] >> (g % 64)) & 1);
+}
 
 /* Expandable segments: the granules [first, last] of a byte range. */
 HR_INTERNAL void hr__gran_range(const hr__segment_t *s, uint64_t addr, uint64_t size,

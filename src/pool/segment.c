@@ -5,8 +5,9 @@
  * address table of allocated blocks is open addressing with linear probing
  * and backward-shift deletion, doubled (amortised, rarely) past half full.
  * Expandable segments count, per granule, the allocated blocks that touch
- * it; a granule whose count drops to zero while mapped is queued, so that
- * the pool can unmap it later without searching. */
+ * it, and which are mapped; the granules of a freed block are queued as
+ * one range, so that the pool can find free mapped granules to unmap later
+ * without searching every segment. */
 #include "pool/pool_internal.h"
 
 #include <stdlib.h>
@@ -125,12 +126,12 @@ void hr__free_insert_locked(hr_pool_t *p, hr__block_t *b) {
     hr__stat_add(&p->st.inactive_split_bytes, (int64_t)b->size);
     hr__stat_add(&p->st.inactive_split, 1);
   }
-  hr__tree_insert(&p->tree[!b->seg->small], b);
+  hr__index_insert(b->seg->bins, b);
 }
 
 void hr__free_remove_locked(hr_pool_t *p, hr__block_t *b) {
   HR_ASSERT(b->in_tree);
-  hr__tree_remove(&p->tree[!b->seg->small], b);
+  hr__index_remove(b->seg->bins, b);
   b->in_tree = false;
   if (b->split_counted) {
     hr__stat_add(&p->st.inactive_split_bytes, -(int64_t)b->size);
@@ -172,8 +173,11 @@ int hr__segment_new_locked(hr_pool_t *p, uint64_t size, void *stream, bool small
   hr_backend_t *be = p->backend;
   uint64_t addr;
   if (p->st.reserved_bytes.current + (int64_t)size > (int64_t)p->allowed) return HR_ENOMEM;
+  hr__bins_t *bins;
+  if (hr__index_get(p, stream, small, &bins)) return HR_ENOMEM;
   hr__segment_t *s = calloc(1, sizeof *s);
   if (!s) return HR_ENOMEM;
+  s->bins = bins;
   int rc = be->ops->seg_alloc(be, size, stream, &addr);
   if (rc) {
     free(s);
@@ -200,21 +204,28 @@ int hr__segment_new_locked(hr_pool_t *p, uint64_t size, void *stream, bool small
 int hr__segment_new_expandable_locked(hr_pool_t *p, void *stream, bool small, hr__segment_t **out) {
   hr_backend_t *be = p->backend;
   uint64_t g = be->granularity, addr;
-  /* The reservation spans what the pool may ever hold, so the segment never
-   * has to move. */
-  uint64_t size = (p->allowed + g - 1) / g * g;
+  /* The reservation spans four times what the pool may ever hold. Address
+   * space costs nothing, and with only 1x a segment whose live blocks sit
+   * far apart can run out of addresses while memory is still free (one
+   * real trace failed a 4.9 GiB request that way with 5 GiB free). */
+  uint64_t size = (p->allowed + g - 1) / g * g * HR__VA_FACTOR;
   if (!be->ops->va_reserve || !g || !size) return HR_ENOTSUP;
+  hr__bins_t *bins;
+  if (hr__index_get(p, stream, small, &bins)) return HR_ENOMEM;
   hr__segment_t *s = calloc(1, sizeof *s);
   int rc = HR_ENOMEM;
   if (!s) return HR_ENOMEM;
+  s->bins = bins;
   s->gran = g;
   s->ngran = size / g;
   /* PyTorch maps the large pool's expandable segments 20 MiB at a time. */
   s->page = (p->cfg.pytorch_compat && !small) ? (HR__LARGE_SEG + g - 1) / g * g : g;
   s->used = calloc(s->ngran, sizeof *s->used);
-  s->gstate = calloc(s->ngran, sizeof *s->gstate);
+  s->mapped_bm = calloc((s->ngran + 63) / 64, sizeof *s->mapped_bm);
+  s->queued_bm = calloc((s->ngran + 63) / 64, sizeof *s->queued_bm);
+  s->busy_bm = calloc((s->ngran + 63) / 64, sizeof *s->busy_bm);
   s->handle = calloc(s->ngran, sizeof *s->handle);
-  if (!s->used || !s->gstate || !s->handle) goto fail;
+  if (!s->used || !s->mapped_bm || !s->queued_bm || !s->busy_bm || !s->handle) goto fail;
   rc = be->ops->va_reserve(be, size, &addr);
   if (rc) goto fail;
   s->base = addr;
@@ -233,7 +244,9 @@ int hr__segment_new_expandable_locked(hr_pool_t *p, void *stream, bool small, hr
   return 0;
 fail:
   free(s->used);
-  free(s->gstate);
+  free(s->mapped_bm);
+  free(s->queued_bm);
+  free(s->busy_bm);
   free(s->handle);
   free(s);
   return rc;
@@ -255,7 +268,9 @@ void hr__segment_free_locked(hr_pool_t *p, hr__segment_t *s) {
     hr__gran_release_all_locked(p, s);
     be->ops->va_release(be, s->base, s->size);
     free(s->used);
-    free(s->gstate);
+    free(s->mapped_bm);
+    free(s->queued_bm);
+    free(s->busy_bm);
     free(s->handle);
   } else {
     be->ops->seg_free(be, s->base, s->size);
@@ -275,12 +290,67 @@ void hr__gran_range(const hr__segment_t *s, uint64_t addr, uint64_t size, uint64
   *last = (addr + size - 1 - s->base) / s->gran;
 }
 
+static inline void bm_set(uint64_t *bm, uint64_t g) {
+  bm[g / 64] |= 1ull << (g % 64);
+}
+
+static inline void bm_clr(uint64_t *bm, uint64_t g) {
+  bm[g / 64] &= ~(1ull << (g % 64));
+}
+
+/* Sets bits [a, b] of bm; returns whether any was clear before. */
+static bool bm_set_range(uint64_t *bm, uint64_t a, uint64_t b) {
+  bool any = false;
+  for (uint64_t w = a / 64; w <= b / 64; w++) {
+    uint64_t m = ~0ull;
+    if (w == a / 64) m &= ~0ull << (a % 64);
+    if (w == b / 64) m &= ~0ull >> (63 - b % 64);
+    any |= (bm[w] & m) != m;
+    bm[w] |= m;
+  }
+  return any;
+}
+
+/* Clears bits [a, b] of bm. */
+static void bm_clr_range(uint64_t *bm, uint64_t a, uint64_t b) {
+  for (uint64_t w = a / 64; w <= b / 64; w++) {
+    uint64_t m = ~0ull;
+    if (w == a / 64) m &= ~0ull << (a % 64);
+    if (w == b / 64) m &= ~0ull >> (63 - b % 64);
+    bm[w] &= ~m;
+  }
+}
+
+/* Counts a block on its granules (d = 1) or uncounts it (d = -1). */
+static void gran_count(hr__segment_t *s, uint64_t g0, uint64_t g1, int d) {
+  s->used[g0] += (uint32_t)d;
+  if (g1 != g0) s->used[g1] += (uint32_t)d;
+  if (g1 > g0 + 1) {
+    if (d > 0)
+      bm_set_range(s->busy_bm, g0 + 1, g1 - 1);
+    else
+      bm_clr_range(s->busy_bm, g0 + 1, g1 - 1);
+  }
+}
+
+/* Counts the clear bits of bm in [a, b]. */
+static uint64_t bm_zeros(const uint64_t *bm, uint64_t a, uint64_t b) {
+  uint64_t n = 0;
+  for (uint64_t w = a / 64; w <= b / 64; w++) {
+    uint64_t m = ~0ull;
+    if (w == a / 64) m &= ~0ull << (a % 64);
+    if (w == b / 64) m &= ~0ull >> (63 - b % 64);
+    n += (uint64_t)__builtin_popcountll(~bm[w] & m);
+  }
+  return n;
+}
+
 static int gran_map(hr_pool_t *p, hr__segment_t *s, uint64_t g) {
   hr_backend_t *be = p->backend;
   if (p->st.reserved_bytes.current + (int64_t)s->gran > (int64_t)p->allowed) return HR_ENOMEM;
   int rc = be->ops->map(be, s->base + g * s->gran, &s->handle[g]);
   if (rc) return rc;
-  s->gstate[g] |= HR__G_MAPPED;
+  bm_set(s->mapped_bm, g);
   s->mapped += s->gran;
   p->st.num_device_alloc++;
   hr__stat_add(&p->st.reserved_bytes, (int64_t)s->gran);
@@ -290,24 +360,26 @@ static int gran_map(hr_pool_t *p, hr__segment_t *s, uint64_t g) {
 static void gran_unmap(hr_pool_t *p, hr__segment_t *s, uint64_t g) {
   hr_backend_t *be = p->backend;
   be->ops->unmap(be, s->base + g * s->gran, s->handle[g]);
-  s->gstate[g] &= (uint8_t)~HR__G_MAPPED;
+  bm_clr(s->mapped_bm, g);
   s->handle[g] = 0;
   s->mapped -= s->gran;
   p->st.num_device_free++;
   hr__stat_add(&p->st.reserved_bytes, -(int64_t)s->gran);
 }
 
-static void gran_queue(hr_pool_t *p, hr__segment_t *s, uint64_t g) {
-  if (s->gstate[g] & HR__G_QUEUED) return;
+/* Remembers that granules [a, b] may be free now. One entry per call, and
+ * none when every granule is already named by an entry, so the queue stays
+ * no longer than the number of granules. */
+static void gran_queue(hr_pool_t *p, hr__segment_t *s, uint64_t a, uint64_t b) {
+  if (!bm_set_range(s->queued_bm, a, b)) return;
   if (p->nfreeg == p->cap_freeg) {
     size_t cap = p->cap_freeg ? p->cap_freeg * 2 : 1024;
     hr__gref_t *n = realloc(p->freeg, cap * sizeof *n);
-    if (!n) return; /* only a lost hint: release_all still finds it */
+    if (!n) return; /* only a lost hint: release_all still finds them */
     p->freeg = n;
     p->cap_freeg = cap;
   }
-  p->freeg[p->nfreeg++] = (hr__gref_t){s, g};
-  s->gstate[g] |= HR__G_QUEUED;
+  p->freeg[p->nfreeg++] = (hr__gref_t){s, a, b};
 }
 
 /* Unmaps up to `want` queued free granules; returns how many. */
@@ -315,34 +387,38 @@ static uint64_t gran_unmap_queued(hr_pool_t *p, uint64_t want) {
   uint64_t done = 0;
   bool synced = false;
   while (done < want && p->nfreeg) {
-    hr__gref_t r = p->freeg[--p->nfreeg];
-    r.seg->gstate[r.g] &= (uint8_t)~HR__G_QUEUED;
-    if (r.seg->used[r.g] || !(r.seg->gstate[r.g] & HR__G_MAPPED)) continue;
-    /* Work queued before the free may still touch the granule. */
-    if (!synced && p->backend->ops->synchronize(p->backend)) break;
-    synced = true;
-    gran_unmap(p, r.seg, r.g);
-    done++;
+    hr__gref_t *r = &p->freeg[p->nfreeg - 1];
+    hr__segment_t *s = r->seg;
+    uint64_t g = r->g;
+    for (; g <= r->end && done < want; g++) {
+      if (!((s->queued_bm[g / 64] >> (g % 64)) & 1)) continue; /* another entry took it */
+      bm_clr(s->queued_bm, g);
+      if (!hr__gran_is_free(s, g) || !hr__gran_is_mapped(s, g)) continue;
+      /* Work queued before the free may still touch the granule. */
+      if (!synced && p->backend->ops->synchronize(p->backend)) return done;
+      synced = true;
+      gran_unmap(p, s, g);
+      done++;
+    }
+    if (g > r->end)
+      p->nfreeg--;
+    else
+      r->g = g;
   }
   return done;
 }
 
 int hr__gran_take_locked(hr_pool_t *p, hr__block_t *b) {
   hr__segment_t *s = b->seg;
-  uint64_t g0, g1, need = 0;
+  uint64_t g0, g1;
   hr__gran_range(s, b->addr, b->size, &g0, &g1);
-  for (uint64_t g = g0; g <= g1; g++) {
-    s->used[g]++;
-    if (!(s->gstate[g] & HR__G_MAPPED)) need++;
-  }
+  gran_count(s, g0, g1, 1);
+  uint64_t need = bm_zeros(s->mapped_bm, g0, g1);
   if (!need) return 0;
   /* Map whole pages (PyTorch's 20 MiB for its large pool): widen the range. */
   uint64_t per = s->page / s->gran, m0 = g0 / per * per, m1 = (g1 / per + 1) * per - 1;
   if (m1 >= s->ngran) m1 = s->ngran - 1;
-  if (per > 1) {
-    need = 0;
-    for (uint64_t g = m0; g <= m1; g++) need += !(s->gstate[g] & HR__G_MAPPED);
-  }
+  if (per > 1) need = bm_zeros(s->mapped_bm, m0, m1);
   if (p->cfg.compact_mapping) {
     /* Unmap only what keeps reserved memory under the high-water mark of
      * allocated memory: compacting costs a synchronize and device calls,
@@ -356,18 +432,18 @@ int hr__gran_take_locked(hr_pool_t *p, hr__block_t *b) {
     }
   }
   for (uint64_t g = m0; g <= m1; g++) {
-    if (s->gstate[g] & HR__G_MAPPED) continue;
+    if (hr__gran_is_mapped(s, g)) continue;
     int rc = gran_map(p, s, g);
     if (rc) {
-      /* Undo: unmap what this call mapped, uncount the block. */
-      for (uint64_t u = g0; u <= g1; u++) s->used[u]--;
-      for (uint64_t u = m0; u < g; u++)
-        if (!s->used[u] && (s->gstate[u] & HR__G_MAPPED)) gran_queue(p, s, u);
+      /* Undo: uncount the block; what this call mapped is free again. */
+      gran_count(s, g0, g1, -1);
+      if (g > m0) gran_queue(p, s, m0, g - 1);
       return rc;
     }
   }
-  for (uint64_t g = m0; g <= m1; g++)
-    if (!s->used[g]) gran_queue(p, s, g);
+  /* The page's granules beyond the block are mapped but unused. */
+  if (m0 < g0) gran_queue(p, s, m0, g0 - 1);
+  if (m1 > g1) gran_queue(p, s, g1 + 1, m1);
   return 0;
 }
 
@@ -375,8 +451,8 @@ void hr__gran_drop_locked(hr_pool_t *p, hr__block_t *b) {
   hr__segment_t *s = b->seg;
   uint64_t g0, g1;
   hr__gran_range(s, b->addr, b->size, &g0, &g1);
-  for (uint64_t g = g0; g <= g1; g++)
-    if (--s->used[g] == 0) gran_queue(p, s, g);
+  gran_count(s, g0, g1, -1);
+  gran_queue(p, s, g0, g1);
 }
 
 uint64_t hr__gran_release_all_locked(hr_pool_t *p, hr__segment_t *only) {
@@ -385,7 +461,7 @@ uint64_t hr__gran_release_all_locked(hr_pool_t *p, hr__segment_t *only) {
   for (hr__segment_t *s = only ? only : p->segs; s; s = only ? NULL : s->next) {
     if (!s->expandable || !s->mapped) continue;
     for (uint64_t g = 0; g < s->ngran && s->mapped; g++) {
-      if (s->used[g] || !(s->gstate[g] & HR__G_MAPPED)) continue;
+      if (!hr__gran_is_free(s, g) || !hr__gran_is_mapped(s, g)) continue;
       if (!synced && p->backend->ops->synchronize(p->backend)) return freed;
       synced = true;
       gran_unmap(p, s, g);

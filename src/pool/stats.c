@@ -15,7 +15,7 @@
 /* ---- tags ---------------------------------------------------------------- */
 
 static pthread_mutex_t tag_lock = PTHREAD_MUTEX_INITIALIZER;
-static char tag_names[HR__MAX_TAGS][64];
+static char tag_names[HR__MAX_TAGS][64] = {[HR__MAX_TAGS - 1] = "(other)"};
 static unsigned tag_count = 1; /* 0 is "no tag" */
 static _Thread_local uint16_t tag_current;
 
@@ -32,10 +32,7 @@ void hr_pool_set_tag(const char *tag) {
     id = tag_count++;
     hr__strlcpy(tag_names[id], tag, sizeof tag_names[id]);
   }
-  if (!id) {
-    id = HR__MAX_TAGS - 1;
-    hr__strlcpy(tag_names[id], "(other)", sizeof tag_names[id]);
-  }
+  if (!id) id = HR__MAX_TAGS - 1; /* named "(other)" from the start */
   pthread_mutex_unlock(&tag_lock);
   tag_current = (uint16_t)id;
 }
@@ -80,31 +77,57 @@ int hr_pool_reset_peak(hr_pool_t *p) {
   } while (0)
 
 static int check_expandable(hr__segment_t *s) {
-  uint64_t mapped = 0;
-  uint32_t *used = calloc(s->ngran ? s->ngran : 1, sizeof *used);
-  if (!used) return HR_ENOMEM;
+  uint64_t mapped = 0, n = 0;
+  int rc = 0;
+  /* Only the granules up to the last mapped or used one can hold anything;
+   * past them every bitmap word must be zero. */
+  for (uint64_t w = 0; w < (s->ngran + 63) / 64; w++)
+    if (s->mapped_bm[w] | s->busy_bm[w]) n = (w + 1) * 64;
+  for (hr__block_t *b = s->first; b; b = b->next)
+    if (b->allocated) {
+      uint64_t g0, g1;
+      hr__gran_range(s, b->addr, b->size, &g0, &g1);
+      if (g1 + 1 > n) n = g1 + 1;
+    }
+  for (uint64_t g = n; g < s->ngran; g++)
+    if (s->used[g]) FAIL_("granule %" PRIu64 " past the last block counts %u", g, s->used[g]);
+  if (n > s->ngran) n = s->ngran;
+  uint32_t *ends = calloc(n ? n : 1, sizeof *ends);
+  uint8_t *inner = calloc(n ? n : 1, 1);
+  if (!ends || !inner) {
+    rc = HR_ENOMEM;
+    goto out;
+  }
   for (hr__block_t *b = s->first; b; b = b->next) {
     if (!b->allocated) continue;
     uint64_t g0, g1;
     hr__gran_range(s, b->addr, b->size, &g0, &g1);
-    for (uint64_t g = g0; g <= g1; g++) used[g]++;
+    ends[g0]++;
+    if (g1 != g0) ends[g1]++;
+    for (uint64_t g = g0 + 1; g < g1; g++) inner[g]++;
   }
-  int rc = 0;
-  for (uint64_t g = 0; g < s->ngran && !rc; g++) {
-    if (used[g] != s->used[g]) {
-      hr__log(HR_LOG_ERROR, "pool check: granule %" PRIu64 " count %u, blocks say %u", g,
-              s->used[g], used[g]);
+  for (uint64_t g = 0; g < n && !rc; g++) {
+    bool busy = (s->busy_bm[g / 64] >> (g % 64)) & 1;
+    if (ends[g] != s->used[g] || inner[g] > 1 || (inner[g] && ends[g]) || busy != (inner[g] == 1)) {
+      hr__log(HR_LOG_ERROR,
+              "pool check: granule %" PRIu64 " counts %u ends and %d inside, blocks say %u and %u",
+              g, s->used[g], busy, ends[g], inner[g]);
       rc = HR_ESTATE;
     }
-    if (used[g] && !(s->gstate[g] & HR__G_MAPPED)) {
+    if ((ends[g] || inner[g]) && !hr__gran_is_mapped(s, g)) {
       hr__log(HR_LOG_ERROR, "pool check: granule %" PRIu64 " in use but not mapped", g);
       rc = HR_ESTATE;
     }
-    if (s->gstate[g] & HR__G_MAPPED) mapped += s->gran;
+    if (hr__gran_is_mapped(s, g)) mapped += s->gran;
   }
-  free(used);
-  if (!rc && mapped != s->mapped)
-    FAIL_("segment maps %" PRIu64 ", granules say %" PRIu64, s->mapped, mapped);
+  if (!rc && mapped != s->mapped) {
+    hr__log(HR_LOG_ERROR, "pool check: segment maps %" PRIu64 ", granules say %" PRIu64, s->mapped,
+            mapped);
+    rc = HR_ESTATE;
+  }
+out:
+  free(ends);
+  free(inner);
   return rc;
 }
 
@@ -147,9 +170,9 @@ int hr__check_locked(hr_pool_t *p) {
       if (rc) return rc;
     }
   }
-  if (!hr__tree_valid(p->tree[0]) || !hr__tree_valid(p->tree[1])) FAIL_("free index out of order");
-  if (hr__tree_count(p->tree[0]) + hr__tree_count(p->tree[1]) != nfree)
-    FAIL_("free index holds other blocks than the free ones");
+  size_t nindexed;
+  if (!hr__index_valid(p, &nindexed)) FAIL_("free index out of order");
+  if (nindexed != nfree) FAIL_("free index holds other blocks than the free ones");
   if (p->table_count != (uint64_t)nalloc)
     FAIL_("address table holds %" PRIu64 ", %" PRId64 " allocated", p->table_count, nalloc);
   for (unsigned i = 0; i < HR__MAX_TAGS; i++)
@@ -240,7 +263,7 @@ static uint64_t largest_free_locked(hr_pool_t *p) {
         /* Count only the mapped run at the block's start. */
         uint64_t g0, g1, run = 0;
         hr__gran_range(s, b->addr, b->size, &g0, &g1);
-        for (uint64_t g = g0; g <= g1 && (s->gstate[g] & HR__G_MAPPED); g++) run++;
+        for (uint64_t g = g0; g <= g1 && hr__gran_is_mapped(s, g); g++) run++;
         uint64_t end = s->base + (g0 + run) * s->gran;
         sz = run ? HR_MIN(b->addr + b->size, end) - b->addr : 0;
       }

@@ -1,6 +1,7 @@
 /* PyTorch entry points: the two functions that
  * torch.cuda.memory.CUDAPluggableAllocator loads from libheadroom. Each
- * device gets one pool on first use, configured by HEADROOM_ALLOC_CONF, on
+ * device gets one pool on first use, configured by the option alloc_conf
+ * (HEADROOM_ALLOC_CONF, or alloc_conf in the config file), on
  * the cuda backend (HEADROOM_POOL_BACKEND=sim or host picks another, for
  * tests). A device whose pool cannot be made is not retried: every later
  * call returns NULL at once, and the reason was logged the first time. */
@@ -15,6 +16,24 @@ static hr_pool_t *_Atomic torch_pools[TORCH_MAX_DEVICES];
 static hr_backend_t *torch_backends[TORCH_MAX_DEVICES];
 static int torch_failed[TORCH_MAX_DEVICES];
 
+/* The process-wide pool configuration: the option alloc_conf, from the
+ * config file or HEADROOM_ALLOC_CONF (the environment wins). When the
+ * option chain cannot be read (a bad unrelated option), the variable alone.
+ * Copies into buf. */
+static const char *torch_conf(char *buf, size_t n) {
+  hr_options_t *o = NULL;
+  char err[256];
+  const char *env = getenv("HEADROOM_ALLOC_CONF");
+  hr__strlcpy(buf, env ? env : "", n);
+  if (hr_options_create(&o)) return buf;
+  if (hr_options_load_defaults(o, NULL, err, sizeof err))
+    hr__log(HR_LOG_WARN, "pool: options not read (%s); using HEADROOM_ALLOC_CONF alone", err);
+  else
+    hr__strlcpy(buf, hr_options_get_str(o, "alloc_conf"), n);
+  hr_options_destroy(o);
+  return buf;
+}
+
 static hr_pool_t *torch_pool(int device) {
   if (device < 0 || device >= TORCH_MAX_DEVICES) return NULL;
   hr_pool_t *p = torch_pools[device];
@@ -23,12 +42,12 @@ static hr_pool_t *torch_pool(int device) {
   p = torch_pools[device];
   if (!p && !torch_failed[device]) {
     hr_pool_config_t cfg;
-    char err[256];
-    const char *conf = getenv("HEADROOM_ALLOC_CONF");
+    char err[256], confbuf[1024];
+    const char *conf = torch_conf(confbuf, sizeof confbuf);
     const char *kind = getenv("HEADROOM_POOL_BACKEND");
     int rc = hr_pool_config_parse(conf, &cfg, err, sizeof err);
     if (rc) {
-      hr__log(HR_LOG_ERROR, "HEADROOM_ALLOC_CONF: %s", err);
+      hr__log(HR_LOG_ERROR, "HEADROOM_ALLOC_CONF / alloc_conf: %s", err);
     } else {
       rc = hr_backend_create(kind && *kind ? kind : "cuda", device, 0, &torch_backends[device]);
       if (!rc) rc = hr_pool_create(&cfg, torch_backends[device], device, &p);

@@ -195,7 +195,7 @@ static int seg_addrs(const hr_segment_info_t *s, const hr_block_info_t *b, size_
 static void test_gc(void) {
   /* Threshold 0.5 of 1 GiB: above 512 MiB reserved, a miss frees old
    * cached segments first. */
-  CHECK_OK(mk("pytorch,garbage_collection_threshold:0.5", GiB));
+  CHECK_OK(mk("pytorch,garbage_collection_threshold:0.5,memory_fraction:0.99", GiB));
   void *p[6];
   for (int i = 0; i < 6; i++) p[i] = A(100 * MiB, NULL);
   for (int i = 0; i < 6; i++) CHECK(p[i]);
@@ -225,6 +225,19 @@ static void test_gc(void) {
   CHECK_EQ_U64(s.num_ooms, 0);
   CHECK_OK(hr_pool_check(pool));
   rm();
+  /* PyTorch collects only with a memory fraction set: without one, the
+   * same miss just adds a segment. Headroom's own configuration collects. */
+  const char *confs[] = {"pytorch,garbage_collection_threshold:0.5",
+                         "expandable_segments:False,garbage_collection_threshold:0.5"};
+  const int64_t want[] = {750, 650};
+  for (int c = 0; c < 2; c++) {
+    CHECK_OK(mk(confs[c], GiB));
+    for (int i = 0; i < 6; i++) p[i] = A(100 * MiB, NULL);
+    for (int i = 0; i < 6; i++) CHECK_OK(hr_pool_free(pool, p[i], NULL));
+    CHECK(A(150 * MiB, NULL));
+    CHECK_EQ_U64(stats().reserved_bytes.current, want[c] * (int64_t)MiB);
+    rm();
+  }
 }
 
 static void test_streams_and_events(void) {

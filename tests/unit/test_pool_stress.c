@@ -69,14 +69,19 @@ static bool tail_ok(const slot_t *s) {
 static void fill(slot_t *s) {
   volatile uint64_t *w = s->p;
   for (uint64_t off = 0; off + 8 <= s->size; off += 512) w[off / 8] = s->stamp ^ off;
-  if (tail_ok(s)) *(volatile uint64_t *)((char *)s->p + s->size - 8) = ~s->stamp;
+  uint64_t t = ~s->stamp;
+  if (tail_ok(s)) memcpy((char *)s->p + s->size - 8, &t, 8); /* may be unaligned */
 }
 
 static int verify(const slot_t *s) {
   volatile uint64_t *w = s->p;
   for (uint64_t off = 0; off + 8 <= s->size; off += 512)
     if (w[off / 8] != (s->stamp ^ off)) return 0;
-  if (tail_ok(s) && *(volatile uint64_t *)((char *)s->p + s->size - 8) != ~s->stamp) return 0;
+  uint64_t t;
+  if (tail_ok(s)) {
+    memcpy(&t, (char *)s->p + s->size - 8, 8);
+    if (t != ~s->stamp) return 0;
+  }
   return 1;
 }
 

@@ -9,7 +9,7 @@
 #include <pthread.h>
 
 #define NTHREADS 4
-#define OPS      20000
+#define OPS      50000
 #define MiB      (1ull << 20)
 
 static hr_pool_t *pool;

@@ -27,6 +27,7 @@ typedef struct hr_cli_command {
 extern const hr_cli_command_t hr_cmd_config;
 extern const hr_cli_command_t hr_cmd_status;
 extern const hr_cli_command_t hr_cmd_plan;
+extern const hr_cli_command_t hr_cmd_replay;
 
 /* Sets an option from the command line; on error prints "headroom: <msg>" and
  * returns 2 (the usage-error status), else 0. */

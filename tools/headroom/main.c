@@ -12,6 +12,7 @@ static const hr_cli_command_t *commands[] = {
     &hr_cmd_config,
     &hr_cmd_status,
     &hr_cmd_plan,
+    &hr_cmd_replay,
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

@@ -1,0 +1,278 @@
+/* Replay of a trace through the pool: each device section gets a fresh
+ * backend (capacity: PyTorch's own recorded peak reserved unless told) and a
+ * fresh pool, the section's L and A lines become hr_pool_alloc calls and its
+ * F lines hr_pool_free, and the replay measures peak live bytes (requested
+ * sizes, as PyTorch's snapshot counts them), peak reserved bytes from the
+ * pool's statistics, failed allocations, and the time of each pool call.
+ *
+ * Slots index a flat array of pointers (the importer made them dense), so
+ * the loop does no hashing and no allocation. Times go into a fixed
+ * histogram, so the median and p99 cost no memory per event either. */
+#include "util/util.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Nanosecond histogram: exact below EXACT_NS, then power-of-two buckets. */
+#define EXACT_NS    4096
+#define LOG_BUCKETS 48
+
+typedef struct hist {
+  uint64_t exact[EXACT_NS];
+  uint64_t log2[LOG_BUCKETS];
+  uint64_t n;
+} hist_t;
+
+static inline uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static inline void hist_add(hist_t *h, uint64_t ns) {
+  h->n++;
+  if (ns < EXACT_NS) {
+    h->exact[ns]++;
+    return;
+  }
+  unsigned b = 63u - (unsigned)__builtin_clzll(ns);
+  h->log2[b < LOG_BUCKETS ? b : LOG_BUCKETS - 1]++;
+}
+
+/* The value below which a fraction `q` of the samples lie; for the
+ * power-of-two buckets, the bucket's middle. */
+static double hist_quantile(const hist_t *h, double q) {
+  if (h->n == 0) return 0;
+  uint64_t want = (uint64_t)(q * (double)(h->n - 1)) + 1, seen = 0;
+  for (uint64_t i = 0; i < EXACT_NS; i++)
+    if ((seen += h->exact[i]) >= want) return (double)i;
+  for (unsigned b = 0; b < LOG_BUCKETS; b++)
+    if ((seen += h->log2[b]) >= want) return 1.5 * (double)(1ull << b);
+  return 0;
+}
+
+enum { SLOT_FREE = 0, SLOT_LIVE = 1, SLOT_FAILED = 2 };
+
+typedef struct slot {
+  void *ptr;
+  uint64_t size;
+  uint64_t stream;
+  uint8_t state;
+} slot_t;
+
+/* PyTorch's policy with the settings the trace was recorded with: the pool's
+ * "pytorch" preset amended by the trace's PYTORCH_CUDA_ALLOC_CONF. */
+static int config_pytorch(const char *alloc_conf, hr_pool_config_t *out, char *err, size_t errlen) {
+  char conf[HR_TRACE_MAX_LINE + 16];
+  snprintf(conf, sizeof conf, "pytorch%s%s", *alloc_conf ? "," : "", alloc_conf);
+  return hr_pool_config_parse(conf, out, err, errlen);
+}
+
+static int config_for(const char *conf, const char *alloc_conf, hr_pool_config_t *out, char *err,
+                      size_t errlen) {
+  if (!conf || strcmp(conf, "default") == 0) {
+    hr_pool_config_default(out);
+    return 0;
+  }
+  if (strcmp(conf, "pytorch") == 0) return config_pytorch(alloc_conf, out, err, errlen);
+  return hr_pool_config_parse(conf, out, err, errlen);
+}
+
+typedef struct section {
+  hr_backend_t *backend;
+  hr_pool_t *pool;
+  slot_t *slots;
+  hist_t *hist;
+  uint64_t index, live, peak_live, pytorch_reserved;
+  uint64_t t0;
+  hr_replay_result_t *res; /* NULL past `max`: measured, not stored */
+  hr_replay_result_t scratch;
+} section_t;
+
+static void section_end(section_t *s) {
+  if (s->pool) hr_pool_destroy(s->pool);
+  if (s->backend) hr_backend_destroy(s->backend);
+  free(s->slots);
+  s->pool = NULL, s->backend = NULL, s->slots = NULL;
+}
+
+/* Closes the measurement of a section and fills its result. */
+static int section_finish(section_t *s, char *err, size_t errlen) {
+  hr_replay_result_t *res = s->res;
+  hr_pool_stats_t st;
+  memset(&st, 0, sizeof st);
+  st.size = sizeof st;
+  st.version = HR_POOL_STATS_VERSION;
+  int rc = hr_pool_stats(s->pool, &st);
+  if (rc)
+    return hr__err(err, errlen, rc, "device %d: pool statistics: %s", res->device, hr_strerror(rc));
+  res->peak_live_bytes = s->peak_live;
+  res->peak_reserved_bytes = (uint64_t)st.reserved_bytes.peak;
+  res->ratio = s->peak_live ? (double)res->peak_reserved_bytes / (double)s->peak_live : 0;
+  res->ns_per_op_median = hist_quantile(s->hist, 0.5);
+  res->ns_per_op_p99 = hist_quantile(s->hist, 0.99);
+  res->seconds = (double)(now_ns() - s->t0) / 1e9;
+  return 0;
+}
+
+static int section_start(section_t *s, const hr_trace_device_t *d, const char *alloc_conf,
+                         const hr_replay_opts_t *o, char *err, size_t errlen) {
+  hr_pool_config_t cfg;
+  int rc = config_for(o->conf, alloc_conf, &cfg, err, errlen);
+  if (rc) return rc;
+  memset(s->res, 0, sizeof *s->res);
+  memset(s->hist, 0, sizeof *s->hist);
+  hr_replay_result_t *res = s->res;
+  res->device = d->device;
+  res->has_pytorch = d->has_pytorch;
+  if (d->has_pytorch) {
+    res->pytorch_peak_reserved_bytes = d->pytorch_peak_reserved;
+    res->pytorch_peak_live_bytes = d->pytorch_peak_live;
+    res->pytorch_ooms = d->pytorch_ooms;
+    res->pytorch_ratio =
+        d->pytorch_peak_live ? (double)d->pytorch_peak_reserved / (double)d->pytorch_peak_live : 0;
+  }
+  /* Without a recorded peak (an RMM log), the capacity is effectively
+   * unlimited: 1 PiB of address space. */
+  res->capacity = o->capacity                                  ? o->capacity
+                  : d->has_pytorch && d->pytorch_peak_reserved ? d->pytorch_peak_reserved
+                                                               : 1ull << 50;
+  s->index = s->live = s->peak_live = 0;
+  s->pytorch_reserved = d->pytorch_reserved_start;
+  s->slots = calloc(d->slots ? d->slots : 1, sizeof *s->slots);
+  if (!s->slots)
+    return hr__err(err, errlen, HR_ENOMEM, "out of memory for %" PRIu64 " slots", d->slots);
+  const char *kind = o->backend ? o->backend : "sim";
+  if ((rc = hr_backend_create(kind, d->device, res->capacity, &s->backend)) != 0)
+    return hr__err(err, errlen, rc, "backend '%s' for device %d: %s", kind, d->device,
+                   hr_strerror(rc));
+  if ((rc = hr_pool_create(&cfg, s->backend, d->device, &s->pool)) != 0)
+    return hr__err(err, errlen, rc, "pool for device %d: %s", d->device, hr_strerror(rc));
+  s->t0 = now_ns();
+  return 0;
+}
+
+static int do_alloc(section_t *s, const hr_trace_event_t *ev, uint64_t line, const char *path,
+                    char *err, size_t errlen) {
+  slot_t *sl = &s->slots[ev->slot];
+  if (sl->state == SLOT_LIVE)
+    return hr__err(err, errlen, HR_EPARSE, "%s:%" PRIu64 ": slot %u is allocated while live", path,
+                   line, ev->slot);
+  void *ptr = NULL;
+  uint64_t t = now_ns();
+  int rc = hr_pool_alloc(s->pool, ev->size, (void *)(uintptr_t)ev->stream, &ptr);
+  hist_add(s->hist, now_ns() - t);
+  if (rc == HR_ENOMEM) {
+    s->res->ooms++;
+    sl->state = SLOT_FAILED;
+    return 0;
+  }
+  if (rc)
+    return hr__err(err, errlen, rc, "%s:%" PRIu64 ": allocating %" PRIu64 " bytes: %s", path, line,
+                   ev->size, hr_strerror(rc));
+  sl->ptr = ptr, sl->size = ev->size, sl->stream = ev->stream, sl->state = SLOT_LIVE;
+  s->live += ev->size;
+  if (s->live > s->peak_live) s->peak_live = s->live;
+  return 0;
+}
+
+static int do_free(section_t *s, const hr_trace_event_t *ev, uint64_t line, const char *path,
+                   char *err, size_t errlen) {
+  slot_t *sl = &s->slots[ev->slot];
+  if (sl->state == SLOT_FAILED) { /* its allocation failed: nothing to free */
+    sl->state = SLOT_FREE;
+    return 0;
+  }
+  if (sl->state != SLOT_LIVE)
+    return hr__err(err, errlen, HR_EPARSE, "%s:%" PRIu64 ": free of slot %u, which is not live",
+                   path, line, ev->slot);
+  uint64_t t = now_ns();
+  int rc = hr_pool_free(s->pool, sl->ptr, (void *)(uintptr_t)sl->stream);
+  hist_add(s->hist, now_ns() - t);
+  if (rc)
+    return hr__err(err, errlen, rc, "%s:%" PRIu64 ": freeing slot %u: %s", path, line, ev->slot,
+                   hr_strerror(rc));
+  sl->state = SLOT_FREE;
+  s->live -= sl->size;
+  return 0;
+}
+
+static void sample(section_t *s, const hr_replay_opts_t *o, const hr_trace_device_t *d) {
+  hr_pool_stats_t st;
+  memset(&st, 0, sizeof st);
+  st.size = sizeof st;
+  st.version = HR_POOL_STATS_VERSION;
+  if (hr_pool_stats(s->pool, &st) != 0) return;
+  hr_replay_point_t pt = {s->index - d->initial, d->ops, s->live,
+                          (uint64_t)st.reserved_bytes.current, s->pytorch_reserved};
+  o->sample(d->device, &pt, o->sample_arg);
+}
+
+int hr_replay_file(const char *path, const hr_replay_opts_t *opts, hr_replay_result_t *res,
+                   size_t max, size_t *n, char *err, size_t errlen) {
+  static const hr_replay_opts_t no_opts;
+  const hr_replay_opts_t *o = opts ? opts : &no_opts;
+  hr_trace_reader_t *r = NULL;
+  section_t s = {0};
+  hr_trace_event_t ev;
+  uint64_t since_progress = 0, done, total;
+  int rc;
+  bool open_section = false;
+
+  *n = 0;
+  s.hist = malloc(sizeof *s.hist);
+  if (!s.hist) return hr__err(err, errlen, HR_ENOMEM, "out of memory");
+  if ((rc = hr_trace_open(path, &r, err, errlen)) != 0) goto out;
+  for (;;) {
+    if ((rc = hr_trace_next(r, &ev, err, errlen)) != 0) goto out;
+    if (ev.op == HR_TRACE_DEVICE || ev.op == HR_TRACE_END) {
+      if (open_section) {
+        if ((rc = section_finish(&s, err, errlen)) != 0) goto out;
+        section_end(&s);
+        open_section = false;
+        (*n)++;
+      }
+      if (ev.op == HR_TRACE_END) break;
+      s.res = *n < max ? &res[*n] : &s.scratch;
+      if ((rc = section_start(&s, hr_trace_device(r), hr_trace_alloc_conf(r), o, err, errlen)))
+        goto out;
+      open_section = true;
+      continue;
+    }
+    switch (ev.op) {
+    case HR_TRACE_LIVE:
+    case HR_TRACE_ALLOC:
+      rc = do_alloc(&s, &ev, hr_trace_line(r), path, err, errlen);
+      s.index++, s.res->events++;
+      break;
+    case HR_TRACE_FREE:
+      rc = do_free(&s, &ev, hr_trace_line(r), path, err, errlen);
+      s.index++, s.res->events++;
+      break;
+    case HR_TRACE_RESERVED:
+      s.pytorch_reserved = (uint64_t)((int64_t)s.pytorch_reserved + ev.delta);
+      break;
+    default: /* PyTorch's own OOMs are in the device header already */
+      break;
+    }
+    if (rc) goto out;
+    /* The chart starts where the recorded window does, after the L lines. */
+    if (o->sample && ev.op != HR_TRACE_LIVE) sample(&s, o, hr_trace_device(r));
+    if (o->progress && ++since_progress == 65536) {
+      since_progress = 0;
+      hr_trace_progress(r, &done, &total);
+      o->progress(done, total, o->progress_arg);
+    }
+  }
+  if (o->progress) {
+    hr_trace_progress(r, &done, &total);
+    o->progress(done, total, o->progress_arg);
+  }
+out:
+  section_end(&s);
+  free(s.hist);
+  hr_trace_close(r);
+  return rc;
+}
