@@ -188,12 +188,18 @@ HR_API void hr_plan_free(hr_plan_t *plan);
 HR_API const char *hr_action_kind_name(hr_action_kind_t kind);
 
 /* Upcoming uses, as a workflow engine knows them: ids[i] is used steps[i]
- * steps from now (non-decreasing; 1 is the next step). */
+ * steps from now (non-decreasing; 1 is the next step), and that step needs
+ * working[i] bytes of working memory (NULL: as much as this one). With a few
+ * candidates the lookahead policy tries each minimal set of victims against
+ * the next HR_LOOKAHEAD_ROLLOUT steps and keeps the cheapest. */
 typedef struct hr_lookahead {
   const hr_asset_id_t *ids;
   const uint32_t *steps;
   size_t n;
+  const uint64_t *working;
 } hr_lookahead_t;
+
+#define HR_LOOKAHEAD_ROLLOUT 24
 
 /* Makes every asset of ids[0..n) and its group resident with working_bytes
  * free, offloading other unpinned assets as the policy chooses (lookahead
@@ -203,8 +209,9 @@ typedef struct hr_lookahead {
  * hr_plan_free) lists the actions taken. When it cannot fit,
  * returns HR_ENOSPC, changes nothing, and the plan's message and suggestions
  * say what would fit. HR_ETIMEDOUT when offloaded memory did not show as free
- * within the patience (the message names the assets), HR_ENOENT for an
- * unknown id, or a callback's error. */
+ * within the patience (the message names the assets; the offloads stay done,
+ * nothing was loaded), HR_ENOENT for an unknown id, or a callback's error
+ * (the plan lists what was done before it). */
 HR_API int hr_residency_require(hr_residency_t *r, const hr_asset_id_t *ids, size_t n,
                                 uint64_t working_bytes, const hr_lookahead_t *lookahead,
                                 hr_plan_t *plan);

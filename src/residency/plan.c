@@ -280,7 +280,8 @@ static void best_fit_locked(hr_residency_t *r, const size_t *idx, size_t n, uint
 
 /* Marks victims (evict > 0) to free `deficit` bytes under `policy`. */
 static int choose_victims_locked(hr_residency_t *r, hr_policy_t policy, uint64_t deficit,
-                                 bool skip_active) {
+                                 bool skip_active, const hr_lookahead_t *la, uint64_t working,
+                                 uint64_t cap) {
   size_t *idx = malloc((r->n ? r->n : 1) * sizeof *idx), n = 0;
   if (!idx) return HR_ENOMEM;
   for (size_t i = 0; i < r->n; i++) {
@@ -310,6 +311,7 @@ static int choose_victims_locked(hr_residency_t *r, hr_policy_t policy, uint64_t
       }
     }
     best_fit_locked(r, idx, n, deficit);
+    if (la) hr__rollout_locked(r, la, idx, n, deficit, working, cap);
   }
   free(idx);
   return 0;
@@ -456,7 +458,8 @@ int hr_residency_require(hr_residency_t *r, const hr_asset_id_t *ids, size_t n,
   }
   if (t.fixed + t.evictable > t.cap) {
     if (p->policy == HR_POLICY_LOOKAHEAD) hr__policy_next_use_locked(r, la);
-    if ((rc = choose_victims_locked(r, p->policy, t.fixed + t.evictable - t.cap, false)) != 0)
+    if ((rc = choose_victims_locked(r, p->policy, t.fixed + t.evictable - t.cap, false, la,
+                                    working_bytes, t.cap)) != 0)
       goto out;
   }
   r->in_require++;
@@ -518,7 +521,7 @@ int hr_residency_reclaim(hr_pool_t *pool, uint64_t needed, uint64_t *freed, void
   if (policy == HR_POLICY_LOOKAHEAD) policy = HR_POLICY_LRU;
   /* The set of a require under way (req) and of the last one (active) are in
    * use by the computation that is allocating: only idle assets go. */
-  if ((rc = choose_victims_locked(r, policy, needed, true)) != 0) goto out;
+  if ((rc = choose_victims_locked(r, policy, needed, true, NULL, 0, 0)) != 0) goto out;
   for (size_t i = 0; i < r->n; i++) {
     hr__asset_t *a = &r->a[i];
     if (!a->live || a->evict == 0) continue;

@@ -67,6 +67,14 @@ HR_INTERNAL void hr__policy_next_use_locked(hr_residency_t *r, const hr_lookahea
 /* The policy that runs: AUTO resolved by whether a lookahead is given. */
 HR_INTERNAL hr_policy_t hr__policy_resolve(hr_policy_t policy, const hr_lookahead_t *la);
 
+/* Lookahead only: with at most 12 candidates (idx[0..n)) and a lookahead,
+ * replaces the marked victims (evict) by the minimal victim set that moves
+ * the fewest bytes over the next steps when they are played out with
+ * furthest-next-use, if one moves fewer than the marked set. `working` is
+ * this step's working memory, `cap` the budget. Needs the lock. */
+HR_INTERNAL void hr__rollout_locked(hr_residency_t *r, const hr_lookahead_t *la, const size_t *idx,
+                                    size_t n, uint64_t deficit, uint64_t working, uint64_t cap);
+
 /* Formats bytes as "6.31 GiB" for messages. */
 HR_INTERNAL const char *hr__size_text(char *buf, size_t n, uint64_t bytes);
 

@@ -449,6 +449,7 @@ int hr_workflow_simulate(const hr_workflow_t *w, hr_policy_t policy, uint64_t bu
   sim_t s = {.w = w};
   hr_asset_id_t *ids = NULL, *la_ids = NULL;
   uint32_t *la_steps = NULL;
+  uint64_t *la_work = NULL;
   size_t max_use = 0, la_cap = 0;
   hr_plan_t plan;
   int rc = 0;
@@ -512,14 +513,21 @@ int hr_workflow_simulate(const hr_workflow_t *w, hr_policy_t policy, uint64_t bu
             goto out;
           }
           la_steps = b;
+          uint64_t *c = realloc(la_work, cap * sizeof *c);
+          if (!c) {
+            rc = HR_ENOMEM;
+            goto out;
+          }
+          la_work = c;
           la_cap = cap;
         }
         for (size_t j = 0; j < u->n_use; j++) {
           la_ids[n] = u->use[j] + 1;
+          la_work[n] = u->working;
           la_steps[n++] = (uint32_t)d;
         }
       }
-      la = (hr_lookahead_t){la_ids, la_steps, n};
+      la = (hr_lookahead_t){la_ids, la_steps, n, la_work};
     }
     int src = hr_residency_require(r, ids, t->n_use, t->working, use_la ? &la : NULL, &plan);
     if (src != 0 && src != HR_ENOSPC) {
@@ -546,5 +554,6 @@ out:
   free(ids);
   free(la_ids);
   free(la_steps);
+  free(la_work);
   return rc;
 }

@@ -3,3 +3,4 @@
 # Add a line per such test: set_tests_properties(test_x PROPERTIES LABELS threads)
 set_tests_properties(test_probe_threads PROPERTIES LABELS threads)
 set_tests_properties(test_pool_threads PROPERTIES LABELS threads)
+set_tests_properties(test_residency PROPERTIES LABELS threads)

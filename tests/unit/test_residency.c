@@ -5,6 +5,8 @@
 #include "hr_test.h"
 #include "residency/workflow_internal.h"
 
+#include <pthread.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define GiB (1ull << 30)
@@ -234,7 +236,7 @@ static void test_lookahead(void) {
   /* a is least recently used, but is needed next; c after; b never. */
   hr_asset_id_t ids[] = {a, c};
   uint32_t steps[] = {1, 4};
-  hr_lookahead_t la = {ids, steps, 2};
+  hr_lookahead_t la = {ids, steps, 2, NULL};
   CHECK_OK(hr_residency_require(r, &d, 1, 0, &la, &p));
   CHECK_EQ_INT(p.policy, HR_POLICY_LOOKAHEAD);
   CHECK_EQ_U64(resident(r, b), 0);
@@ -248,9 +250,11 @@ static void test_lookahead(void) {
   hr_residency_destroy(r);
 }
 
-/* Furthest-next-use takes a small far asset, then a large near one that
- * alone is enough: the small one is given back. */
-static void test_lookahead_prune(void) {
+/* Sizes matter once assets move whole: furthest-next-use would offload y
+ * (5 GiB, used at step 5; x alone is too small and is given back), but x and
+ * z (3 GiB, reloaded at steps 9 and 1) cost less to bring back, and the
+ * rollout over the upcoming steps finds that. */
+static void test_lookahead_sizes(void) {
   fake_t f = {0};
   hr_residency_t *r = make_fixed(10 * GiB, HR_POLICY_LOOKAHEAD);
   hr_asset_id_t x = add(r, &f, "x", NULL, 1 * GiB, 0, false, false);
@@ -262,12 +266,12 @@ static void test_lookahead_prune(void) {
   CHECK_OK(hr_residency_require(r, all, 3, 0, NULL, &p)); /* 8 of 10 */
   hr_asset_id_t ids[] = {z, y, x};
   uint32_t steps[] = {1, 5, 9};
-  hr_lookahead_t la = {ids, steps, 3};
+  hr_lookahead_t la = {ids, steps, 3, NULL};
   CHECK_OK(hr_residency_require(r, &q, 1, 0, &la, &p)); /* needs 3 GiB */
-  CHECK_EQ_U64(resident(r, x), 1 * GiB);
-  CHECK_EQ_U64(resident(r, y), 0);
-  CHECK_EQ_U64(resident(r, z), 2 * GiB);
-  CHECK_EQ_U64(p.bytes_offloaded, 5 * GiB);
+  CHECK_EQ_U64(resident(r, x), 0);
+  CHECK_EQ_U64(resident(r, y), 5 * GiB);
+  CHECK_EQ_U64(resident(r, z), 0);
+  CHECK_EQ_U64(p.bytes_offloaded, 3 * GiB);
   hr_plan_free(&p);
   hr_residency_destroy(r);
 }
@@ -573,6 +577,81 @@ static void test_reclaim_pool(void) {
   hr_backend_destroy(be);
 }
 
+/* Threads requiring, touching, estimating and reclaiming at once: every
+ * successful plan fits the budget, and in the end the bytes loaded minus the
+ * bytes offloaded are what the assets hold. */
+typedef struct stress {
+  hr_residency_t *r;
+  hr_asset_id_t ids[8];
+  uint64_t seed;
+  int bad;
+} stress_t;
+
+static void *stress_requirer(void *arg) {
+  stress_t *s = arg;
+  uint64_t st = s->seed;
+  hr_plan_t p = {0};
+  for (int i = 0; i < 2000; i++) {
+    hr_asset_id_t set[2] = {s->ids[hr_test_rand(&st) % 8], s->ids[hr_test_rand(&st) % 8]};
+    hr_asset_id_t up[4] = {s->ids[hr_test_rand(&st) % 8], s->ids[hr_test_rand(&st) % 8],
+                           s->ids[hr_test_rand(&st) % 8], s->ids[hr_test_rand(&st) % 8]};
+    uint32_t steps[4] = {1, 2, 3, 4};
+    hr_lookahead_t la = {up, steps, 4, NULL};
+    uint64_t work = (hr_test_rand(&st) % 4) * GiB;
+    int rc = hr_residency_require(s->r, set, 2, work, i % 2 ? &la : NULL, &p);
+    if (rc == 0 && p.used_bytes > p.capacity_bytes) s->bad++;
+    if (rc != 0 && rc != HR_ENOSPC) s->bad++;
+  }
+  hr_plan_free(&p);
+  return NULL;
+}
+
+static void *stress_other(void *arg) {
+  stress_t *s = arg;
+  uint64_t st = s->seed, need, can_free, freed;
+  for (int i = 0; i < 2000; i++) {
+    hr_asset_id_t id = s->ids[hr_test_rand(&st) % 8];
+    switch (hr_test_rand(&st) % 3) {
+    case 0:
+      if (hr_asset_touch(s->r, id) != 0) s->bad++;
+      break;
+    case 1:
+      if (hr_residency_estimate(s->r, &id, 1, GiB, &need, &can_free) != 0) s->bad++;
+      break;
+    default:
+      (void)hr_residency_reclaim(NULL, GiB, &freed, s->r);
+    }
+  }
+  return NULL;
+}
+
+static void test_threads(void) {
+  fake_t f = {0};
+  hr_residency_t *r = make_fixed(16 * GiB, HR_POLICY_AUTO);
+  stress_t s[4];
+  pthread_t th[4];
+  for (int t = 0; t < 4; t++) s[t] = (stress_t){.r = r, .seed = hr_test_seed() + (uint64_t)t};
+  for (int i = 0; i < 8; i++) {
+    char name[8];
+    snprintf(name, sizeof name, "m%d", i);
+    s[0].ids[i] = add(r, &f, name, NULL, (uint64_t)(1 + i % 4) * GiB, 0, false, i % 2);
+    CHECK(s[0].ids[i]);
+  }
+  for (int t = 1; t < 4; t++) memcpy(s[t].ids, s[0].ids, sizeof s[0].ids);
+  for (int t = 0; t < 4; t++)
+    CHECK(pthread_create(&th[t], NULL, t < 2 ? stress_requirer : stress_other, &s[t]) == 0);
+  for (int t = 0; t < 4; t++) pthread_join(th[t], NULL);
+  for (int t = 0; t < 4; t++) CHECK_EQ_INT(s[t].bad, 0);
+  hr_residency_stats_t st;
+  CHECK_OK(hr_residency_stats(r, &st));
+  CHECK(st.resident_bytes <= 16 * GiB);
+  CHECK_EQ_U64(st.bytes_loaded - st.bytes_offloaded, st.resident_bytes);
+  uint64_t held = 0;
+  for (int i = 0; i < 8; i++) held += f.held[s[0].ids[i]];
+  CHECK_EQ_U64(held, st.resident_bytes);
+  hr_residency_destroy(r);
+}
+
 /* ---- workflows ---------------------------------------------------------- */
 
 static int parse(const char *json, hr_workflow_t **w, char *err, size_t n) {
@@ -665,6 +744,8 @@ static void test_workflow_repeat(void) {
   uint64_t lb;
   CHECK_OK(hr__workflow_bound(w, 0, false, &lb));
   CHECK(lb <= ref);
+  CHECK_MSG(res[2].bytes_moved * 10 <= ref * 11, "lookahead %" PRIu64 " vs optimum %" PRIu64,
+            res[2].bytes_moved, ref);
   CHECK_MSG(res[2].bytes_moved < res[1].bytes_moved, "lookahead %" PRIu64 " vs lru %" PRIu64,
             res[2].bytes_moved, res[1].bytes_moved);
   /* A budget too small for one step fails that step, with suggestions. */
@@ -778,12 +859,60 @@ static void test_reference_random(void) {
   }
 }
 
+/* Runs `headroom ARGS` with stderr into stdout; returns the exit status. */
+static int run_cli(const char *args, char *out, size_t n) {
+  const char *cli = getenv("HR_CLI");
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", cli, args);
+  FILE *f = popen(cmd, "r");
+  if (!f) return -1;
+  size_t len = fread(out, 1, n - 1, f);
+  out[len] = 0;
+  char drain[4096]; /* the rest, so the command does not die of SIGPIPE */
+  while (fread(drain, 1, sizeof drain, f) > 0) continue;
+  int st = pclose(f);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_cli_plan(void) {
+  char args[1200], path[1024], out[1 << 16];
+  if (!getenv("HR_CLI")) SKIP("HR_CLI is not set (run under ctest)");
+  hr_test_src(path, sizeof path, "examples/face-swap-video.json");
+  snprintf(args, sizeof args, "plan '%s' --json --policy lru", path);
+  CHECK_EQ_INT(run_cli(args, out, sizeof out), 0);
+  CHECK_CONTAINS(out, "\"policy\": \"lru\"");
+  CHECK_CONTAINS(out, "\"failed_steps\": 0");
+  CHECK_CONTAINS(out, "\"reference\": \"exact\"");
+  CHECK_CONTAINS(out, "\"peak_device_bytes\": ");
+  CHECK_CONTAINS(out, "\"bytes_offloaded\": ");
+  /* Too small a budget: steps cannot run, exit 1, suggestions printed. */
+  snprintf(args, sizeof args, "plan '%s' --budget 500M", path);
+  CHECK_EQ_INT(run_cli(args, out, sizeof out), 1);
+  CHECK_CONTAINS(out, "cannot run");
+  CHECK_CONTAINS(out, "'gfpgan' v1.4");
+  /* A bad file: exit 2 and the place of the error. */
+  char tmp[] = "/tmp/hr-wf-XXXXXX";
+  int fd = mkstemp(tmp);
+  CHECK(fd >= 0);
+  const char *bad = "{\"assets\": [{\"name\": \"a\", \"bytes\": 1}],\n \"steps\": [{\"use\": "
+                    "[\"a\"], \"working_bytes\": \"lots\"}]}";
+  CHECK(write(fd, bad, strlen(bad)) == (ssize_t)strlen(bad));
+  close(fd);
+  snprintf(args, sizeof args, "plan %s", tmp);
+  int rc = run_cli(args, out, sizeof out);
+  unlink(tmp);
+  CHECK_EQ_INT(rc, 2);
+  CHECK_CONTAINS(out, "steps[0].working_bytes: expected a size");
+  CHECK_EQ_INT(run_cli("plan", out, sizeof out), 2);
+  CHECK_CONTAINS(out, "a workflow file is needed");
+}
+
 int main(void) {
   HR_RUN(test_register);
   HR_RUN(test_lru);
   HR_RUN(test_comfy);
   HR_RUN(test_lookahead);
-  HR_RUN(test_lookahead_prune);
+  HR_RUN(test_lookahead_sizes);
   HR_RUN(test_group);
   HR_RUN(test_pinning);
   HR_RUN(test_partial);
@@ -792,9 +921,11 @@ int main(void) {
   HR_RUN(test_device_budget);
   HR_RUN(test_reclaim_direct);
   HR_RUN(test_reclaim_pool);
+  HR_RUN(test_threads);
   HR_RUN(test_workflow_bad);
   HR_RUN(test_workflow_repeat);
   HR_RUN(test_examples);
   HR_RUN(test_reference_random);
+  HR_RUN(test_cli_plan);
   return hr_test_finish("residency");
 }

@@ -51,13 +51,13 @@ static void on_step(size_t step, const char *name, int rc, const hr_plan_t *p, h
     for (size_t i = 0; i < p->n_actions; i++) {
       asset_name(r, p->actions[i].id, an, sizeof an);
       fprintf(o->actions,
-              "%s{\"step\": %zu, \"kind\": \"%s\", \"asset\": ", o->n_actions++ ? ", " : "", step,
-              hr_action_kind_name(p->actions[i].kind));
+              "%s{\"step\": %zu, \"kind\": \"%s\", \"asset\": ", o->n_actions++ ? ", " : "",
+              step + 1, hr_action_kind_name(p->actions[i].kind));
       hr_cli_json_str(o->actions, an);
       fprintf(o->actions, ", \"bytes\": %" PRIu64 "}", p->actions[i].bytes);
     }
     if (rc) {
-      fprintf(o->failures, "%s{\"step\": %zu, \"name\": ", o->n_failures++ ? ", " : "", step);
+      fprintf(o->failures, "%s{\"step\": %zu, \"name\": ", o->n_failures++ ? ", " : "", step + 1);
       hr_cli_json_str(o->failures, name);
       fprintf(o->failures, ", \"error\": \"%s\", \"message\": ", hr_err_name(rc));
       hr_cli_json_str(o->failures, p->message);
