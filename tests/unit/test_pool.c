@@ -452,6 +452,52 @@ static void test_peak_and_reset(void) {
   rm();
 }
 
+static int find_tags(const hr_segment_info_t *s, const hr_block_info_t *b, size_t n, void *arg) {
+  int *seen = arg;
+  for (size_t i = 0; i < n; i++) {
+    if (!b[i].allocated) continue;
+    if (b[i].tag && !strcmp(b[i].tag, "text-encoder")) seen[0]++;
+    if (b[i].tag && !strcmp(b[i].tag, "(other)")) seen[1]++;
+    if (b[i].tag && !strcmp(b[i].tag, "(untagged)")) seen[2]++;
+  }
+  return 0;
+}
+
+static int stop_at_first(const hr_segment_info_t *s, const hr_block_info_t *b, size_t n,
+                         void *arg) {
+  (*(int *)arg)++;
+  return 1;
+}
+
+static void test_tags(void) {
+  CHECK_OK(mk("pytorch", 4 * GiB));
+  hr_pool_set_tag("text-encoder");
+  void *a = A(3 * MiB, NULL);
+  hr_pool_set_tag(NULL);
+  void *b = A(3 * MiB, NULL);
+  /* Past the table's 254 names every new tag is "(other)". */
+  char name[32];
+  for (int i = 0; i < 300; i++) {
+    snprintf(name, sizeof name, "tag-%d", i);
+    hr_pool_set_tag(name);
+  }
+  void *c = A(3 * MiB, NULL);
+  hr_pool_set_tag(NULL);
+  CHECK(a && b && c);
+  int seen[3] = {0};
+  CHECK_OK(hr_pool_segments(pool, find_tags, seen));
+  CHECK_EQ_INT(seen[0], 1);
+  CHECK_EQ_INT(seen[1], 1);
+  CHECK_EQ_INT(seen[2], 1);
+  /* A visitor's non-zero return stops the walk. */
+  CHECK(A(50 * MiB, NULL));
+  int calls = 0;
+  CHECK_OK(hr_pool_segments(pool, stop_at_first, &calls));
+  CHECK_EQ_INT(calls, 1);
+  CHECK_OK(hr_pool_check(pool));
+  rm();
+}
+
 static void test_torch_entry_points(void) {
   setenv("HEADROOM_POOL_BACKEND", "sim", 1);
   setenv("HEADROOM_ALLOC_CONF", "expandable_segments:False", 1);
@@ -483,6 +529,7 @@ int main(void) {
   HR_RUN(test_oom_diagnosis);
   HR_RUN(test_expandable_compact);
   HR_RUN(test_peak_and_reset);
+  HR_RUN(test_tags);
   HR_RUN(test_torch_entry_points);
   return hr_test_finish("pool");
 }
