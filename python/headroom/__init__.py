@@ -1,5 +1,47 @@
-"""headroom: see where GPU and host memory go, and keep inference processes out
-of out-of-memory trouble.
+"""headroom: see where GPU and host memory go, and release it before it runs out.
 
-This file stays light on purpose: `headroom.trace` (the snapshot importer) is
-pure standard library and must import without libheadroom being present."""
+The Python layer over libheadroom (loaded with ctypes on first use, so that
+``import headroom`` and the standard-library-only parts, such as
+``python3 -m headroom.trace``, work without the library):
+
+- snapshot(): the machine's memory as a dict, as ``headroom status --json``.
+- free_memory(mode): release what this process can, and say how much.
+- stage(name) / stages.report(): memory growth per named stage.
+- select_device(bytes_needed): the GPU if the work fits, else the CPU.
+- headroom.torch.install_allocator(): headroom's pool as PyTorch's allocator.
+- Registry: residency for torch.nn.Modules under a byte budget.
+
+Errors from the library are HeadroomError (code, name, hr_strerror text);
+LibraryNotFoundError says where the library was looked for.
+"""
+
+from . import stages
+from ._lib import (API_VERSION, HeadroomError, LibraryNotFoundError, VersionMismatchError)
+from ._lib import available as library_available
+from ._lib import load as load_library
+from .device import DeviceChoice, select_device
+from .memory import MODES, FreeResult, free_memory
+from .registry import Registry, ResidencyError
+from .stages import stage
+
+__version__ = "%d.%d.0" % API_VERSION
+
+__all__ = [
+    "API_VERSION", "DeviceChoice", "FreeResult", "HeadroomError", "LibraryNotFoundError",
+    "MODES", "Registry", "ResidencyError", "VersionMismatchError", "free_memory",
+    "library_available", "library_version", "load_library", "select_device", "snapshot",
+    "stage", "stages",
+]
+
+
+def library_version():
+    """The loaded libheadroom's version string; loads it (LibraryNotFoundError)."""
+    return load_library().hr_version().decode()
+
+
+def snapshot(root=None, what=None, nvml_path=None):
+    """The status snapshot as a dict with the keys of `headroom status --json`;
+    see headroom.probe.snapshot."""
+    from . import probe
+
+    return probe.snapshot(root=root, what=what, nvml_path=nvml_path)

@@ -1,0 +1,18 @@
+#!/bin/sh
+# Per-call cost of the Python layer (free_memory, stage, snapshot); writes
+# bench/results/python.md. Run from the repository root after a Release build.
+set -eu
+lib=${HEADROOM_LIB:-build/release/libheadroom.so}
+out=bench/results/python.md
+{
+  echo "# Python layer: per-call cost"
+  echo
+  echo "Measured by \`bench/python.sh\` on $(uname -m), $(nproc) CPUs, Python $(/usr/bin/python3 -c 'import platform; print(platform.python_version())'),"
+  echo "no torch imported (the CUDA calls are skipped: no CUDA in the process), libheadroom from \`$lib\`."
+  echo "Times are per call; the process holds no garbage between calls, so free_memory's cost is"
+  echo "its fixed overhead (gc.collect() of the live heap, malloc_trim(0)). The machine may be shared:"
+  echo "medians are the numbers to read; p99s carry other processes' noise."
+  echo
+  HEADROOM_LIB=$lib PYTHONPATH=python /usr/bin/python3 bench/python_overhead.py
+} > "$out"
+cat "$out"

@@ -1,0 +1,356 @@
+"""The node classes. Each follows ComfyUI's conventions: INPUT_TYPES (a
+classmethod), RETURN_TYPES, RETURN_NAMES, FUNCTION, CATEGORY, OUTPUT_NODE.
+Output nodes return {"ui": {"text": [...]}, "result": (...)} so the report
+shows on the node as well as on its output. Every FUNCTION checks its inputs
+itself (ComfyUI's widget limits do not hold for values wired in) and raises
+ValueError with the accepted values.
+"""
+
+import os
+import sys
+
+try:
+    import headroom
+except ImportError:  # a link into a checkout: use its python/ folder
+    _here = os.path.dirname(os.path.realpath(__file__))
+    sys.path.insert(0, os.path.normpath(os.path.join(_here, "..", "..", "python")))
+    import headroom
+
+from headroom import _readings, manager as _manager, memory as _memory, stages as _stages
+
+CATEGORY = "headroom"
+MODES = list(_memory.MODES)
+
+
+class AnyType(str):
+    """ComfyUI's wildcard type: equal to every type, so any output can be
+    wired into a pass-through input."""
+
+    def __ne__(self, other):
+        return False
+
+    def __eq__(self, other):
+        return True
+
+    __hash__ = str.__hash__
+
+
+ANY = AnyType("*")
+
+
+def _percent(value, label):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+        raise ValueError("%s must be a percentage in [0, 100]; got %r" % (label, value))
+    return float(value)
+
+
+def _nonneg(value, label):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError("%s must be a number >= 0; got %r" % (label, value))
+    return float(value)
+
+
+def _ui(text, *result):
+    return {"ui": {"text": [text]}, "result": tuple(result)}
+
+
+def _always_run(cls):
+    # NaN never equals itself, so ComfyUI never treats the node's last output
+    # as cached: memory readings are stale the moment they are taken.
+    cls.IS_CHANGED = classmethod(lambda c, **kw: float("nan"))
+    return cls
+
+
+def _cgroup():
+    """This process's cgroup through libheadroom's probe, when the library is
+    there and the cgroup has a memory limit; else None."""
+    if not headroom.library_available():
+        return None
+    try:
+        cg = headroom.snapshot(what=["cgroup"])["cgroup"]
+    except headroom.HeadroomError:
+        return None
+    if cg.get("state") != "ok" or not isinstance(cg.get("limit_bytes"), int):
+        return None
+    if not isinstance(cg.get("usage_bytes"), int) or cg["limit_bytes"] <= 0:
+        return None
+    return cg
+
+
+def monitor_report(ram_threshold, vram_threshold, process_filter=""):
+    """The Memory Monitor's text: host RAM, this process, VRAM, matching processes."""
+    f = _readings.fmt_bytes
+    lines = []
+    host = _readings.host_memory()
+    warn = host["used_percent"] >= ram_threshold
+    lines.append("%sRAM: %s of %s used (%.1f%%), %s available" % (
+        "WARNING " if warn else "", f(host["used_bytes"]), f(host["total_bytes"]),
+        host["used_percent"], f(host["available_bytes"])))
+    cg = _cgroup()
+    if cg is not None:
+        lines.append("%scontainer (cgroup v%d): %s of %s limit (%.1f%%)" % (
+            "WARNING " if 100.0 * cg["usage_bytes"] / cg["limit_bytes"] >= ram_threshold else "",
+            cg["version"], f(cg["usage_bytes"]), f(cg["limit_bytes"]),
+            100.0 * cg["usage_bytes"] / cg["limit_bytes"]))
+    lines.append("this process: RSS %s" % f(_readings.rss_bytes()))
+    devs = _readings.vram_devices()
+    if not devs:
+        lines.append("VRAM: n/a (%s)" % _readings.vram_status())
+    for d in devs:
+        used = d["total_bytes"] - d["free_bytes"]
+        lines.append("%sVRAM cuda:%d %s: %s of %s used (%.1f%%, %s)" % (
+            "WARNING " if d["used_percent"] >= vram_threshold else "", d["index"], d["name"],
+            f(used), f(d["total_bytes"]), d["used_percent"], d["source"]))
+    alloc, res = _readings.vram_process()
+    if alloc is not None:
+        lines.append("this process: VRAM allocated %s, reserved %s" % (f(alloc), f(res)))
+    terms = [t.strip() for t in process_filter.split(",") if t.strip()]
+    if terms:
+        procs, source = matching_processes(terms)
+        lines.append("processes matching %s: %d (%s)" % (", ".join(terms), len(procs), source))
+        for p in procs:
+            gpu = p.get("gpu_bytes")
+            lines.append("  %7d %-16s RSS %10s%s" % (p["pid"], p["name"][:16], f(p["rss_bytes"]),
+                                                   "  GPU %s" % f(gpu) if gpu else ""))
+    return "\n".join(lines)
+
+
+def matching_processes(terms, top=10):
+    """Processes whose name or command line contains one of `terms`, largest
+    (GPU + RSS) first, and where the list came from: libheadroom's probe,
+    which also knows each process's GPU memory, or /proc read here."""
+    if headroom.library_available():
+        try:
+            snap = headroom.snapshot(what=["procs", "gpus"])
+        except headroom.HeadroomError:
+            snap = None
+        if snap is not None:
+            low = [t.lower() for t in terms]
+            procs = [p for p in snap["processes"]
+                     if any(t in p["name"].lower() or t in p["cmdline"].lower() for t in low)]
+            procs.sort(key=lambda p: -((p.get("gpu_bytes") or 0) + (p.get("rss_bytes") or 0)))
+            return procs[:top], "libheadroom probe"
+    return _readings.processes(terms, top=top), "/proc"
+
+
+@_always_run
+class MemoryMonitor:
+    """Reports RAM and VRAM with thresholds and passes its input through."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "value": (ANY,),
+                "ram_threshold": ("FLOAT", {"default": 85.0, "min": 0.0, "max": 100.0,
+                                            "step": 1.0}),
+                "vram_threshold": ("FLOAT", {"default": 90.0, "min": 0.0, "max": 100.0,
+                                             "step": 1.0}),
+                "process_filter": ("STRING", {"default": "python,comfy", "multiline": False}),
+            }
+        }
+
+    RETURN_TYPES = (ANY, "STRING")
+    RETURN_NAMES = ("value", "report")
+    FUNCTION = "run"
+    CATEGORY = CATEGORY
+    OUTPUT_NODE = True
+
+    def run(self, value, ram_threshold, vram_threshold, process_filter=""):
+        ram_threshold = _percent(ram_threshold, "ram_threshold")
+        vram_threshold = _percent(vram_threshold, "vram_threshold")
+        if not isinstance(process_filter, str):
+            raise ValueError("process_filter must be text (names separated by commas)")
+        text = monitor_report(ram_threshold, vram_threshold, process_filter)
+        return _ui(text, value, text)
+
+
+def _free_node(type_name, label):
+    class FreeMemory:
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {
+                "required": {
+                    label: (type_name,),
+                    "mode": (MODES, {"default": "balanced"}),
+                    "cooldown": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 3600.0,
+                                           "step": 0.5}),
+                }
+            }
+
+        RETURN_TYPES = (type_name, "STRING")
+        RETURN_NAMES = (label, "report")
+        FUNCTION = "run"
+        CATEGORY = CATEGORY
+        OUTPUT_NODE = False
+
+        def run(self, mode="balanced", cooldown=0.0, **inputs):
+            if label not in inputs:
+                raise ValueError("missing input %r" % label)
+            res = headroom.free_memory(mode, cooldown=_nonneg(cooldown, "cooldown"))
+            return (inputs[label], str(res))
+
+    FreeMemory.__name__ = FreeMemory.__qualname__ = "FreeMemory" + label.capitalize()
+    return _always_run(FreeMemory)
+
+
+FreeMemoryImage = _free_node("IMAGE", "image")
+FreeMemoryLatent = _free_node("LATENT", "latent")
+FreeMemoryModel = _free_node("MODEL", "model")
+
+
+@_always_run
+class VRAMOptimizer:
+    """Frees memory with a mode, but only when VRAM use is above the threshold."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "value": (ANY,),
+                "mode": (MODES, {"default": "balanced"}),
+                "threshold": ("FLOAT", {"default": 80.0, "min": 0.0, "max": 100.0,
+                                        "step": 1.0}),
+                "cooldown": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 3600.0, "step": 0.5}),
+            }
+        }
+
+    RETURN_TYPES = (ANY, "STRING")
+    RETURN_NAMES = ("value", "report")
+    FUNCTION = "run"
+    CATEGORY = CATEGORY
+    OUTPUT_NODE = False
+
+    def run(self, value, mode="balanced", threshold=80.0, cooldown=5.0):
+        _memory.check_mode(mode)
+        threshold = _percent(threshold, "threshold")
+        cooldown = _nonneg(cooldown, "cooldown")
+        used = _readings.vram_usage_percent()
+        if used is None:
+            return (value, "VRAM optimizer: no VRAM reading (%s); nothing done"
+                    % _readings.vram_status())
+        if used <= threshold:
+            return (value, "VRAM optimizer: VRAM %.1f%% <= threshold %.1f%%; nothing done"
+                    % (used, threshold))
+        res = headroom.free_memory(mode, cooldown=cooldown)
+        return (value, "VRAM optimizer: VRAM %.1f%% > threshold %.1f%%; %s"
+                % (used, threshold, res))
+
+
+@_always_run
+class SmartMemoryManager:
+    """Starts (enabled) or stops (disabled) the process's background manager."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        pct = lambda d: ("FLOAT", {"default": d, "min": 0.0, "max": 100.0, "step": 1.0})
+        return {
+            "required": {
+                "enabled": ("BOOLEAN", {"default": True}),
+                "mode": (MODES, {"default": "balanced"}),
+                "interval": ("FLOAT", {"default": 2.0, "min": 0.1, "max": 600.0, "step": 0.1}),
+                "ram_warning": pct(80.0),
+                "ram_critical": pct(90.0),
+                "vram_warning": pct(85.0),
+                "vram_critical": pct(95.0),
+                "leak_mib_per_min": ("FLOAT", {"default": 50.0, "min": 0.0, "max": 1e6}),
+                "leak_window": ("FLOAT", {"default": 120.0, "min": 1.0, "max": 86400.0}),
+                "cooldown": ("FLOAT", {"default": 30.0, "min": 0.0, "max": 3600.0}),
+            },
+            "optional": {"value": (ANY,)},
+        }
+
+    RETURN_TYPES = (ANY, "STRING")
+    RETURN_NAMES = ("value", "status")
+    FUNCTION = "run"
+    CATEGORY = CATEGORY
+    OUTPUT_NODE = True
+
+    def run(self, enabled=True, mode="balanced", interval=2.0, ram_warning=80.0,
+            ram_critical=90.0, vram_warning=85.0, vram_critical=95.0, leak_mib_per_min=50.0,
+            leak_window=120.0, cooldown=30.0, value=None):
+        m = _manager.manager()
+        if enabled:
+            m.start(interval=interval, ram_warn=_percent(ram_warning, "ram_warning"),
+                    ram_critical=_percent(ram_critical, "ram_critical"),
+                    vram_warn=_percent(vram_warning, "vram_warning"),
+                    vram_critical=_percent(vram_critical, "vram_critical"), mode=mode,
+                    leak_mib_per_min=_nonneg(leak_mib_per_min, "leak_mib_per_min"),
+                    window=leak_window, cooldown=_nonneg(cooldown, "cooldown"))
+        else:
+            m.stop()
+        text = m.report()
+        return _ui(text, value, text)
+
+
+def _stage_node(kind):
+    class StageNode:
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"value": (ANY,), "stage": ("STRING", {"default": "unet"})}}
+
+        RETURN_TYPES = (ANY,)
+        RETURN_NAMES = ("value",)
+        FUNCTION = "run"
+        CATEGORY = CATEGORY
+        OUTPUT_NODE = False
+
+        def run(self, value, stage):
+            if not isinstance(stage, str) or not stage.strip():
+                raise ValueError("stage must be a non-empty name")
+            (_stages.begin if kind == "begin" else _stages.end)(stage.strip())
+            return (value,)
+
+    StageNode.__name__ = StageNode.__qualname__ = "Stage" + kind.capitalize()
+    return _always_run(StageNode)
+
+
+StageBegin = _stage_node("begin")
+StageEnd = _stage_node("end")
+
+
+@_always_run
+class MemoryReport:
+    """The per-stage table of memory growth (headroom.stages.report())."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"reset": ("BOOLEAN", {"default": False})},
+                "optional": {"value": (ANY,)}}
+
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("report",)
+    FUNCTION = "run"
+    CATEGORY = CATEGORY
+    OUTPUT_NODE = True
+
+    def run(self, reset=False, value=None):
+        text = _stages.report(file=None)
+        if reset:
+            _stages.reset()
+        return _ui(text, text)
+
+
+NODE_CLASS_MAPPINGS = {
+    "HeadroomMemoryMonitor": MemoryMonitor,
+    "HeadroomFreeMemoryImage": FreeMemoryImage,
+    "HeadroomFreeMemoryLatent": FreeMemoryLatent,
+    "HeadroomFreeMemoryModel": FreeMemoryModel,
+    "HeadroomVRAMOptimizer": VRAMOptimizer,
+    "HeadroomSmartMemoryManager": SmartMemoryManager,
+    "HeadroomStageBegin": StageBegin,
+    "HeadroomStageEnd": StageEnd,
+    "HeadroomMemoryReport": MemoryReport,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "HeadroomMemoryMonitor": "Memory Monitor (headroom)",
+    "HeadroomFreeMemoryImage": "Free Memory (Image)",
+    "HeadroomFreeMemoryLatent": "Free Memory (Latent)",
+    "HeadroomFreeMemoryModel": "Free Memory (Model)",
+    "HeadroomVRAMOptimizer": "VRAM Optimizer",
+    "HeadroomSmartMemoryManager": "Smart Memory Manager",
+    "HeadroomStageBegin": "Stage Begin (headroom)",
+    "HeadroomStageEnd": "Stage End (headroom)",
+    "HeadroomMemoryReport": "Memory Report (headroom)",
+}

@@ -1,0 +1,147 @@
+"""headroom's pool as PyTorch's CUDA allocator.
+
+install_allocator() hands libheadroom's two entry points (hr_torch_malloc,
+hr_torch_free) to torch.cuda.memory.CUDAPluggableAllocator and makes it the
+current allocator. PyTorch allows that only before its CUDA allocator has
+been used, so it must run before the first CUDA tensor; after that, and on a
+machine without CUDA or with a PyTorch older than 2.0 (which has no pluggable
+allocators), it raises AllocatorError saying which of these it is.
+
+This module does not import torch at import time: ``import headroom`` stays
+cheap and works without torch.
+"""
+
+import os
+
+from . import _lib
+
+_installed = False
+
+
+class AllocatorError(RuntimeError):
+    """install_allocator() cannot do what was asked; the message says why and what to do."""
+
+
+def installed():
+    """True when headroom's pool is PyTorch's CUDA allocator in this process."""
+    return _installed
+
+
+def _check_conf(conf):
+    if conf is None:
+        return None
+    if not isinstance(conf, str):
+        raise TypeError("conf must be a string like 'max_split_size_mb:128'; got %r" % (conf,))
+    from . import pool
+
+    try:
+        pool.parse_config(conf)
+    except _lib.HeadroomError as e:
+        if e.code == -7:  # no pool in this library
+            raise AllocatorError(e.detail) from None
+        raise
+    return conf
+
+
+def install_allocator(conf=None):
+    """Makes libheadroom's pool PyTorch's CUDA allocator.
+
+    conf: pool configuration in PYTORCH_CUDA_ALLOC_CONF syntax, checked here
+    and given to the pool through HEADROOM_ALLOC_CONF. Call it right after
+    ``import torch``, before anything touches CUDA. Raises AllocatorError when
+    torch is missing or too old, when there is no CUDA device, when the
+    library has no pool, or when it is too late; HeadroomError on a bad conf."""
+    global _installed
+    if _installed:
+        return
+    _check_conf(conf)
+    try:
+        import torch
+    except ImportError as e:
+        raise AllocatorError("install_allocator needs PyTorch: %s" % e) from None
+    mem = getattr(torch.cuda, "memory", None)
+    if mem is None or not hasattr(mem, "CUDAPluggableAllocator"):
+        raise AllocatorError(
+            "PyTorch %s has no torch.cuda.memory.CUDAPluggableAllocator (it arrived in "
+            "PyTorch 2.0); headroom's pool cannot be its allocator" % torch.__version__)
+    if not torch.cuda.is_available():
+        raise AllocatorError("no CUDA device: torch.cuda.is_available() is False, so there is "
+                             "no CUDA allocator to replace")
+    if torch.cuda.is_initialized():
+        raise AllocatorError(
+            "too late: CUDA is already initialised in this process, so PyTorch's own allocator "
+            "may hold memory and cannot be swapped; call headroom.torch.install_allocator() "
+            "right after 'import torch', before the first CUDA tensor")
+    lib = _lib.load()
+    if not hasattr(lib, "hr_torch_malloc"):
+        raise AllocatorError("this libheadroom (%s) has no pool: hr_torch_malloc is missing"
+                             % _lib.loaded_path())
+    if conf is not None:
+        os.environ["HEADROOM_ALLOC_CONF"] = conf
+    alloc = mem.CUDAPluggableAllocator(_lib.loaded_path(), "hr_torch_malloc", "hr_torch_free")
+    try:
+        mem.change_current_allocator(alloc)
+    except RuntimeError as e:
+        raise AllocatorError("too late: PyTorch refused to change its allocator (%s); call "
+                             "headroom.torch.install_allocator() before the first CUDA tensor"
+                             % e) from None
+    _installed = True
+
+
+def _torch_pools():
+    """Handles of the pools behind hr_torch_malloc, one per device that has
+    allocated, through the library's hr_torch_pool(device)."""
+    from . import pool
+
+    lib = pool.lib()
+    if not hasattr(lib, "hr_torch_pool"):
+        raise AllocatorError(
+            "this libheadroom (%s) does not export hr_torch_pool(device), so the pool behind "
+            "PyTorch's allocator cannot be reached for statistics or release"
+            % _lib.loaded_path())
+    out = {}
+    for d in range(64):
+        h = lib.hr_torch_pool(d)
+        if h:
+            out[d] = h
+    return out
+
+
+def release_cached():
+    """Returns the pool's cached free segments to the driver on every device;
+    returns the bytes released. Raises AllocatorError when not installed."""
+    if not _installed:
+        raise AllocatorError("headroom's allocator is not installed in this process")
+    from . import pool
+
+    freed = 0
+    lib = pool.lib()
+    for h in _torch_pools().values():
+        before = pool.read_stats(h)["reserved_bytes.all.current"]
+        _lib.check(lib.hr_pool_release_cached(h), "hr_pool_release_cached")
+        freed += before - pool.read_stats(h)["reserved_bytes.all.current"]
+    return freed
+
+
+def pool_stats(device=None):
+    """The pool's statistics as a dict named like torch.cuda.memory_stats()
+    ("allocated_bytes.all.current", ...), for one device or (None) summed
+    over devices. PyTorch's own memory_stats() does not see a pluggable
+    allocator. Raises AllocatorError when the allocator is not installed."""
+    if not _installed:
+        raise AllocatorError("headroom's allocator is not installed in this process; call "
+                             "headroom.torch.install_allocator() first")
+    from . import pool
+
+    pools = _torch_pools()
+    if device is not None:
+        if device not in pools:
+            raise AllocatorError("no pool on device %r: nothing was allocated there" % (device,))
+        return pool.read_stats(pools[device])
+    total = {}
+    for h in pools.values():
+        for k, v in pool.read_stats(h).items():
+            # Peaks of different devices do not add up to a peak, but for one
+            # device (the common case) the sum is exact.
+            total[k] = total.get(k, 0) + v
+    return total

@@ -1,0 +1,59 @@
+"""Shared fixtures. Tests run as `make test-python` runs them: PYTHONPATH
+holds python/ and HEADROOM_LIB names the release build's libheadroom.so."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PYDIR = os.path.join(REPO, "python")
+
+if PYDIR not in sys.path:
+    sys.path.insert(0, PYDIR)
+
+
+def lib_path():
+    p = os.environ.get("HEADROOM_LIB") or os.path.join(REPO, "build", "release",
+                                                       "libheadroom.so")
+    return os.path.abspath(p)
+
+
+@pytest.fixture
+def libpath():
+    """The libheadroom under test; skips when it has not been built."""
+    p = lib_path()
+    if not os.path.exists(p):
+        pytest.skip("libheadroom not built at %s (set HEADROOM_LIB)" % p)
+    return p
+
+
+@pytest.fixture
+def fresh_loader(monkeypatch):
+    """Forgets the loaded library before and after the test, so HEADROOM_LIB
+    changes made through monkeypatch take effect and do not leak."""
+    from headroom import _lib
+
+    _lib.reset_for_tests()
+    yield monkeypatch
+    _lib.reset_for_tests()
+
+
+def run_python(code, env=None, cwd=None):
+    """Runs `code` in a fresh /usr/bin/python3 with python/ on the path."""
+    e = dict(os.environ)
+    e["PYTHONPATH"] = PYDIR
+    e.update(env or {})
+    e = {k: v for k, v in e.items() if v is not None}
+    return subprocess.run([sys.executable, "-c", code], env=e, cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+def torch_or_skip():
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:
+        pytest.skip("torch is not importable (%s); scripts/install-deps installs python3-torch"
+                    % e)
+    return torch

@@ -1,0 +1,176 @@
+"""headroom.Registry on CPU modules with a CPU budget: the C registry decides,
+the Python side measures and moves modules. Needs torch (Debian's CPU-only
+python3-torch is enough)."""
+
+import pytest
+
+import headroom
+from headroom import _lib
+from headroom.registry import module_bytes
+
+from conftest import torch_or_skip
+
+MIB = 1 << 20
+
+
+@pytest.fixture
+def torch(fresh_loader, libpath):
+    fresh_loader.setenv("HEADROOM_LIB", libpath)
+    t = torch_or_skip()
+    if not _lib.has("hr_residency_require"):
+        pytest.skip("this libheadroom has no residency")
+    return t
+
+
+def linear(torch, mib):
+    """A Linear layer of about `mib` MiB (weights only, float32)."""
+    return torch.nn.Linear(1024, mib * 256, bias=False)
+
+
+def spy(module, log, name):
+    real = module.to
+
+    def to(*a, **k):
+        log.append((name, str(a[0]) if a else str(k.get("device"))))
+        return real(*a, **k)
+
+    module.to = to
+    return module
+
+
+def test_bytes_are_measured_once_per_storage(torch):
+    m = torch.nn.Linear(1024, 8192)
+    assert module_bytes(m) == (1024 * 8192 + 8192) * 4
+    tied = torch.nn.Module()
+    tied.a = torch.nn.Linear(64, 64, bias=False)
+    tied.b = torch.nn.Linear(64, 64, bias=False)
+    tied.b.weight = tied.a.weight
+    tied.register_buffer("scale", torch.ones(16))
+    assert module_bytes(tied) == 64 * 64 * 4 + 16 * 4
+
+
+def test_use_loads_and_offloads_the_least_recently_used(torch):
+    r = headroom.Registry(device="cpu", budget_bytes=100 * MIB, policy="lru")
+    log = []
+    a, b, c = (spy(linear(torch, n), log, k) for n, k in ((32, "a"), (32, "b"), (48, "c")))
+    assert r.register(a, "a") == 32 * MIB
+    r.register(b, "b")
+    r.register(c, "c")
+    assert r.resident() == []  # on the CPU device, modules start offloaded
+    with r.use(a, working_bytes=8 * MIB) as plan:
+        assert plan.actions == [("load", "a", 32 * MIB)]
+    with r.use(b, working_bytes=8 * MIB):
+        pass
+    assert r.resident() == ["a", "b"]
+    log.clear()
+    with r.use(c, working_bytes=8 * MIB) as plan:
+        # 32 + 32 + 48 + 8 > 100: the least recently used, a, goes.
+        assert ("offload", "a", 32 * MIB) in plan.actions
+        assert ("load", "c", 48 * MIB) in plan.actions
+        assert plan.bytes_offloaded == 32 * MIB and plan.capacity_bytes == 100 * MIB
+    assert r.resident() == ["b", "c"]
+    assert ("a", "cpu") in log and ("c", "cpu") in log  # the real .to calls
+    st = r.stats()
+    assert st["loads"] == 3 and st["offloads"] == 1 and st["assets"] == 3
+
+
+def test_refusal_is_readable_and_changes_nothing(torch):
+    r = headroom.Registry(device="cpu", budget_bytes=64 * MIB)
+    unet = linear(torch, 40)
+    small = linear(torch, 20)
+    r.register(unet, "unet", variant="fp16")
+    r.register(linear(torch, 16), "unet", variant="fp8")
+    r.register(small, "clip")
+    with r.use(small):
+        pass
+    before = r.resident()
+    with pytest.raises(headroom.ResidencyError) as ei:
+        with r.use(unet, small, working_bytes=16 * MIB):
+            pytest.fail("the block must not run")
+    e = ei.value
+    assert e.name == "HR_ENOSPC" and e.short_bytes == 12 * MIB
+    assert "unet" in e.message and e.suggestions
+    text = str(e)
+    assert "suggestions:\n  - " in text
+    assert any("fp8" in s for s in e.suggestions), e.suggestions
+    assert r.resident() == before
+    assert r.stats()["refusals"] == 1
+
+
+def test_pinned_modules_stay_and_groups_load_together(torch):
+    r = headroom.Registry(device="cpu", budget_bytes=64 * MIB)
+    te = linear(torch, 24)
+    unet = linear(torch, 24)
+    lora = linear(torch, 8)
+    r.register(te, "text_encoder", pinned=True)
+    r.register(unet, "unet")
+    r.register(lora, "lora", group=unet)
+    with r.use(te):
+        pass
+    with r.use(unet, working_bytes=4 * MIB) as plan:
+        names = [n for k, n, _ in plan.actions if k == "load"]
+        assert sorted(names) == ["lora", "unet"]
+    assert r.info(lora)["group"] == "unet"
+    with pytest.raises(headroom.ResidencyError) as ei:
+        r.require(unet, working_bytes=20 * MIB)  # 24 + 24 + 8 + 20 > 64 with te pinned
+    assert any("unpin" in s for s in ei.value.suggestions), ei.value.suggestions
+    assert "text_encoder" in r.resident()
+
+
+def test_offloadable_bytes_skip_modules_in_use(torch):
+    r = headroom.Registry(device="cpu", budget_bytes=128 * MIB)
+    a, b = linear(torch, 16), linear(torch, 32)
+    r.register(a, "a")
+    r.register(b, "b", pinned=True)
+    with r.use(a, b):
+        assert r.offloadable_bytes() == 0  # a is in use, b is pinned
+    assert r.offloadable_bytes() == 16 * MIB
+    choice = headroom.device.decide(40 * MIB, 30 * MIB, r.offloadable_bytes())
+    assert choice.is_gpu and choice.offload_bytes == 10 * MIB
+
+
+def test_a_failing_move_becomes_an_error(torch):
+    r = headroom.Registry(device="cpu", budget_bytes=64 * MIB)
+    m = linear(torch, 8)
+
+    def broken(*a, **k):
+        raise RuntimeError("disk on fire")
+
+    r.register(m, "m")
+    m.to = broken
+    with pytest.raises(headroom.ResidencyError, match="disk on fire"):
+        r.require(m)
+
+
+def test_bad_input(torch):
+    with pytest.raises(ValueError, match="needs a budget_bytes"):
+        headroom.Registry(device="cpu")
+    with pytest.raises(ValueError, match="policy must be one of auto, comfy, lru, lookahead"):
+        headroom.Registry(device="cpu", budget_bytes=MIB, policy="mru")
+    with pytest.raises(ValueError, match="budget_bytes must be"):
+        headroom.Registry(device="cpu", budget_bytes=-5)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            headroom.Registry(device="cuda:0", budget_bytes=MIB)
+    r = headroom.Registry(device="cpu", budget_bytes=64 * MIB)
+    m = linear(torch, 1)
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        r.register(object(), "x")
+    with pytest.raises(ValueError, match="no parameters"):
+        r.register(torch.nn.ReLU(), "relu")
+    r.register(m, "m")
+    with pytest.raises(ValueError, match="already registered as 'm'"):
+        r.register(m, "again")
+    with pytest.raises(headroom.HeadroomError, match="HR_EEXIST"):
+        r.register(linear(torch, 1), "m")
+    with pytest.raises(KeyError, match="not registered"):
+        r.require(linear(torch, 1))
+    with pytest.raises(KeyError, match="no module registered as 'vae'"):
+        r.require("vae")
+    with pytest.raises(ValueError, match="working_bytes"):
+        r.require(m, working_bytes=-1)
+    with pytest.raises(ValueError, match="at least one"):
+        r.require()
+    assert r.require("m").actions == [("load", "m", MIB)]
+    r.unregister(m)
+    assert r.stats()["assets"] == 0

@@ -1,0 +1,123 @@
+"""headroom.snapshot(): the same keys as `headroom status --json`, read
+through the library; fixture roots; errors carry the probe's reason."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+import headroom
+from headroom import _lib
+
+from conftest import REPO
+
+
+@pytest.fixture
+def lib(fresh_loader, libpath):
+    fresh_loader.setenv("HEADROOM_LIB", libpath)
+    if not _lib.has("hr_snapshot_json"):
+        pytest.skip("this libheadroom has no probe")
+    return _lib.load()
+
+
+def cli_json():
+    cli = os.environ.get("HEADROOM_CLI") or os.path.join(REPO, "build", "release", "headroom")
+    if not os.path.exists(cli):
+        pytest.skip("headroom CLI not built at %s (set HEADROOM_CLI)" % cli)
+    r = subprocess.run([cli, "status", "--json"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def keys(d, prefix=""):
+    out = set()
+    for k, v in d.items():
+        out.add(prefix + k)
+        if isinstance(v, dict):
+            out |= keys(v, prefix + k + ".")
+    return out
+
+
+def test_same_keys_as_the_cli(lib):
+    snap = headroom.snapshot()
+    ref = cli_json()
+    assert keys(snap) == keys(ref)
+    assert snap["schema_version"] == ref["schema_version"]
+    assert snap["processes"] and ref["processes"]
+    assert set(snap["processes"][0]) == set(ref["processes"][0])
+    assert abs(snap["host"]["total_bytes"] - ref["host"]["total_bytes"]) == 0
+
+
+def test_this_process_is_in_it(lib):
+    snap = headroom.snapshot(what=["host", "procs"])
+    me = [p for p in snap["processes"] if p["pid"] == os.getpid()]
+    assert len(me) == 1 and me[0]["rss_bytes"] > 0
+    assert snap["host"]["state"] == "ok" and snap["host"]["total_bytes"] > 0
+
+
+def test_no_gpu_is_a_state_not_an_error(lib):
+    gpu = headroom.snapshot(what=["gpus"])["gpu"]
+    assert gpu["state"] in ("ok", "absent", "denied", "error")
+    if gpu["state"] != "ok":
+        assert gpu["message"] and gpu["devices"] == []
+
+
+def _fixture_root(tmp, meminfo):
+    (tmp / "proc").mkdir()
+    (tmp / "proc" / "meminfo").write_text(meminfo)
+    return str(tmp)
+
+
+def test_fixture_root(lib, tmp_path):
+    root = _fixture_root(tmp_path, "MemTotal: 1000 kB\nMemFree: 200 kB\nMemAvailable: 600 kB\n")
+    host = headroom.snapshot(root=root, what=["host"])["host"]
+    assert host["total_bytes"] == 1000 * 1024 and host["available_bytes"] == 600 * 1024
+
+
+def test_broken_meminfo_raises_with_the_reason(lib, tmp_path):
+    root = _fixture_root(tmp_path, "MemTotal: lots kB\nMemFree: 200 kB\n")
+    with pytest.raises(headroom.HeadroomError) as ei:
+        headroom.snapshot(root=root, what=["host"])
+    assert "MemTotal" in str(ei.value) and ei.value.code < 0
+
+
+def test_bad_what(lib):
+    with pytest.raises(ValueError, match="unknown probe part 'disks'"):
+        headroom.snapshot(what=["host", "disks"])
+    with pytest.raises(ValueError, match="combination of the probe bits"):
+        headroom.snapshot(what=1 << 9)
+
+
+def fake_nvml(libpath):
+    p = os.path.join(os.path.dirname(libpath), "helpers", "libfake-nvml-v3.so")
+    if not os.path.exists(p):
+        pytest.skip("the probe's stand-in NVML is not built at %s" % p)
+    return p
+
+
+def test_gpus_through_the_stand_in_nvml(lib, libpath, monkeypatch):
+    # tests/fake_nvml is the project's stand-in for libnvidia-ml: it exercises
+    # the NVML path through dlopen; it says nothing about a real GPU.
+    nvml = fake_nvml(libpath)
+    monkeypatch.setenv("FAKE_NVML_GPUS", "2")
+    monkeypatch.setenv("FAKE_NVML_PROCS", "1:%d:512" % os.getpid())
+    snap = headroom.snapshot(what=["gpus", "procs"], nvml_path=nvml)
+    assert snap["gpu"]["state"] == "ok" and len(snap["gpu"]["devices"]) == 2
+    me = [p for p in snap["processes"] if p["pid"] == os.getpid()][0]
+    assert me["gpu_bytes"] == 512 << 20
+
+
+def test_options_chain_picks_root_and_nvml(lib, libpath, monkeypatch, tmp_path):
+    nvml = fake_nvml(libpath)
+    root = _fixture_root(tmp_path, "MemTotal: 2048 kB\nMemFree: 1024 kB\n")
+    monkeypatch.setenv("HEADROOM_ROOT", root)
+    monkeypatch.setenv("HEADROOM_NVML_LIBRARY", nvml)
+    monkeypatch.setenv("HEADROOM_CONFIG", str(tmp_path / "none.conf"))
+    with pytest.raises(headroom.HeadroomError, match="none.conf"):
+        headroom.snapshot(what=["host"])  # an explicit config file that is missing
+    monkeypatch.delenv("HEADROOM_CONFIG")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    snap = headroom.snapshot(what=["host", "gpus"])
+    assert snap["host"]["total_bytes"] == 2048 * 1024
+    assert snap["gpu"]["state"] == "ok"
