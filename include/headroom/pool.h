@@ -168,6 +168,10 @@ HR_API int hr_pool_last_diagnosis(hr_pool_t *pool, char *buf, size_t len);
 
 HR_API void *hr_torch_malloc(ssize_t size, int device, void *stream);
 HR_API void hr_torch_free(void *ptr, ssize_t size, int device, void *stream);
+/* The pool behind hr_torch_malloc for `device`, or NULL when that device has
+ * none yet: for statistics and release_cached from the Python layer. The pool
+ * lives until the process ends. */
+HR_API hr_pool_t *hr_torch_pool(int device);
 
 #ifdef __cplusplus
 }

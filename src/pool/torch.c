@@ -81,9 +81,6 @@ void hr_torch_free(void *ptr, ssize_t size, int device, void *stream) {
   if (p) hr_pool_free(p, ptr, stream);
 }
 
-/* The pool behind hr_torch_malloc for `device`, or NULL; for tests and the
- * Python layer's statistics. */
-HR_INTERNAL hr_pool_t *hr__torch_pool(int device);
-hr_pool_t *hr__torch_pool(int device) {
+hr_pool_t *hr_torch_pool(int device) {
   return device >= 0 && device < TORCH_MAX_DEVICES ? torch_pools[device] : NULL;
 }
