@@ -189,6 +189,11 @@ HR_API const char *hr_probe_state_name(hr_probe_state_t state);
  * Returns 0, HR_EINVAL or HR_ENOMEM. */
 HR_API int hr_snapshot_json(const hr_snapshot_t *s, char **out);
 
+/* True when p's name or command line contains one of the comma-separated
+ * words of `filter` (case-insensitive); an empty filter matches every
+ * process. Words longer than 127 bytes are ignored. */
+HR_API bool hr_proc_matches(const hr_proc_t *p, const char *filter);
+
 #ifdef __cplusplus
 }
 #endif

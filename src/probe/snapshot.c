@@ -137,3 +137,18 @@ void hr_snapshot_free(hr_snapshot_t *s) {
   free(s->procs);
   free(s);
 }
+bool hr_proc_matches(const hr_proc_t *p, const char *filter) {
+  if (!*filter) return true;
+  char word[128];
+  for (const char *s = filter; *s;) {
+    size_t n = strcspn(s, ",");
+    if (n > 0 && n < sizeof word) {
+      memcpy(word, s, n);
+      word[n] = '\0';
+      if (strcasestr(p->name, word) || strcasestr(p->cmdline, word)) return true;
+    }
+    s += n;
+    if (*s == ',') s++;
+  }
+  return false;
+}

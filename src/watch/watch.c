@@ -298,24 +298,6 @@ static int update_levels(hr_watch_t *w) {
 
 /* ---- processes ---------------------------------------------------------- */
 
-/* True when p's name or command line contains one of the comma-separated
- * words of the filter (case-insensitive); an empty filter matches all. */
-static bool matches(const hr_proc_t *p, const char *filter) {
-  if (!*filter) return true;
-  char word[128];
-  for (const char *s = filter; *s;) {
-    size_t n = strcspn(s, ",");
-    if (n > 0 && n < sizeof word) {
-      memcpy(word, s, n);
-      word[n] = '\0';
-      if (strcasestr(p->name, word) || strcasestr(p->cmdline, word)) return true;
-    }
-    s += n;
-    if (*s == ',') s++;
-  }
-  return false;
-}
-
 static const hr_proc_t *find_proc(const hr_snapshot_t *s, int pid) {
   size_t lo = 0, hi = s->n_procs;
   while (lo < hi) {
@@ -749,7 +731,7 @@ int hr_watch_feed(hr_watch_t *w, hr_snapshot_t *s) {
   bool fresh = w->sample_fresh = !w->procs_stale;
   w->procs_stale = false;
   for (size_t i = 0; i < s->n_procs; i++) {
-    w->keep[i] = s->procs[i].pid != self && matches(&s->procs[i], w->filter);
+    w->keep[i] = s->procs[i].pid != self && hr_proc_matches(&s->procs[i], w->filter);
     if (fresh) w->leak_flag[i] = false;
   }
   if (fresh) {

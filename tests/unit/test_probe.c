@@ -930,7 +930,21 @@ static void test_cli_table_and_errors(void) {
   free(out);
 }
 
+static void test_proc_matches(void) {
+  hr_proc_t p;
+  memset(&p, 0, sizeof p);
+  snprintf(p.name, sizeof p.name, "python3");
+  snprintf(p.cmdline, sizeof p.cmdline, "python3 ComfyUI/main.py --listen");
+  CHECK(hr_proc_matches(&p, ""));
+  CHECK(hr_proc_matches(&p, "comfy"));
+  CHECK(hr_proc_matches(&p, "java,PYTHON"));
+  CHECK(hr_proc_matches(&p, ",,main.py,"));
+  CHECK(!hr_proc_matches(&p, "java,node"));
+  CHECK(!hr_proc_matches(&p, ","));
+}
+
 int main(void) {
+  HR_RUN(test_proc_matches);
   HR_RUN(test_kv_scan);
   HR_RUN(test_meminfo_parse);
   HR_RUN(test_stat_parse);

@@ -36,24 +36,6 @@ static uint64_t known(uint64_t v) {
   return v == HR_UNKNOWN || v == HR_UNLIMITED ? 0 : v;
 }
 
-/* True when p's name or command line contains one of the comma-separated
- * words of `filter` (case-insensitive); an empty filter matches all. */
-static bool matches(const hr_proc_t *p, const char *filter) {
-  if (!*filter) return true;
-  char word[128];
-  for (const char *s = filter; *s;) {
-    size_t n = strcspn(s, ",");
-    if (n > 0 && n < sizeof word) {
-      memcpy(word, s, n);
-      word[n] = '\0';
-      if (strcasestr(p->name, word) || strcasestr(p->cmdline, word)) return true;
-    }
-    s += n;
-    if (*s == ',') s++;
-  }
-  return false;
-}
-
 static int cmp_rows(const void *a, const void *b) {
   const hr_proc_t *x = *(const hr_proc_t *const *)a, *y = *(const hr_proc_t *const *)b;
   if (x->gpu_bytes != y->gpu_bytes) return x->gpu_bytes < y->gpu_bytes ? 1 : -1;
@@ -69,7 +51,7 @@ static long pick_rows(hr_snapshot_t *s, const char *filter, int64_t top, hr_proc
   if (!rows) return -1;
   size_t n = 0;
   for (size_t i = 0; i < s->n_procs; i++)
-    if (matches(&s->procs[i], filter)) rows[n++] = &s->procs[i];
+    if (hr_proc_matches(&s->procs[i], filter)) rows[n++] = &s->procs[i];
   if (n > 1) qsort(rows, n, sizeof *rows, cmp_rows);
   size_t gpu = 0;
   while (gpu < n && rows[gpu]->gpu_bytes > 0) gpu++;
