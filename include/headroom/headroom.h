@@ -44,21 +44,21 @@ HR_API const char *hr_version(void);
 /* One list gives the enum, hr_strerror() and hr_err_name(). Codes are
  * negative; 0 is success. Append only: the numbers are part of the ABI. */
 #define HR_ERRORS(X)                                                                               \
-  X(HR_EINVAL, -1, "invalid argument")                                                            \
-  X(HR_ENOMEM, -2, "out of memory")                                                               \
-  X(HR_ENOSPC, -3, "does not fit in the budget")                                                  \
-  X(HR_ENOENT, -4, "not found")                                                                   \
-  X(HR_EIO, -5, "input/output error")                                                             \
-  X(HR_EPARSE, -6, "malformed input")                                                             \
-  X(HR_ENOTSUP, -7, "not supported")                                                              \
-  X(HR_ENODRIVER, -8, "driver not found")                                                         \
-  X(HR_EPERM, -9, "permission denied")                                                            \
-  X(HR_ERANGE, -10, "value out of range")                                                         \
-  X(HR_EBUSY, -11, "resource busy")                                                               \
-  X(HR_ETIMEDOUT, -12, "timed out")                                                               \
-  X(HR_EEXIST, -13, "already exists")                                                             \
-  X(HR_ESTATE, -14, "not allowed in the current state")                                           \
-  X(HR_EDEVICE, -15, "device error")                                                              \
+  X(HR_EINVAL, -1, "invalid argument")                                                             \
+  X(HR_ENOMEM, -2, "out of memory")                                                                \
+  X(HR_ENOSPC, -3, "does not fit in the budget")                                                   \
+  X(HR_ENOENT, -4, "not found")                                                                    \
+  X(HR_EIO, -5, "input/output error")                                                              \
+  X(HR_EPARSE, -6, "malformed input")                                                              \
+  X(HR_ENOTSUP, -7, "not supported")                                                               \
+  X(HR_ENODRIVER, -8, "driver not found")                                                          \
+  X(HR_EPERM, -9, "permission denied")                                                             \
+  X(HR_ERANGE, -10, "value out of range")                                                          \
+  X(HR_EBUSY, -11, "resource busy")                                                                \
+  X(HR_ETIMEDOUT, -12, "timed out")                                                                \
+  X(HR_EEXIST, -13, "already exists")                                                              \
+  X(HR_ESTATE, -14, "not allowed in the current state")                                            \
+  X(HR_EDEVICE, -15, "device error")                                                               \
   X(HR_EVERSION, -16, "version mismatch")
 
 typedef enum hr_err {
@@ -120,8 +120,8 @@ typedef enum hr_opt_source {
 } hr_opt_source_t;
 
 typedef struct hr_option_info {
-  const char *name;    /* "vram_warn" */
-  const char *env;     /* "HEADROOM_VRAM_WARN" */
+  const char *name; /* "vram_warn" */
+  const char *env;  /* "HEADROOM_VRAM_WARN" */
   hr_opt_type_t type;
   const char *deflt;   /* default, as text */
   double min, max;     /* range for numbers; unused otherwise */

@@ -485,13 +485,7 @@ void hr_pool_destroy(hr_pool_t *p) {
         if (hr__gran_is_mapped(s, g) && s->ext_head[g] == g)
           be->ops->unmap(be, s->base + g * s->gran, s->ext_len[g] * s->gran, s->handle[g]);
       be->ops->va_release(be, s->base, s->size);
-      free(s->ext_head);
-      free(s->ext_len);
-      free(s->used);
-      free(s->mapped_bm);
-      free(s->queued_bm);
-      free(s->busy_bm);
-      free(s->handle);
+      hr__seg_maps_free(s);
     } else {
       be->ops->seg_free(be, s->base, s->size);
     }

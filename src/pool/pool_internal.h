@@ -199,6 +199,8 @@ HR_INTERNAL void hr__gran_drop_locked(hr_pool_t *p, hr__block_t *b);
 /* Unmaps every mapped granule that no allocated block touches. Returns the
  * bytes unmapped. */
 HR_INTERNAL uint64_t hr__gran_release_all_locked(hr_pool_t *p, hr__segment_t *only);
+/* Frees an expandable segment's per-granule arrays (not the segment). */
+HR_INTERNAL void hr__seg_maps_free(hr__segment_t *s);
 
 /* ---- stats.c ------------------------------------------------------------- */
 static inline void hr__stat_add(hr_stat_t *s, int64_t d) {

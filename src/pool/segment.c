@@ -273,13 +273,7 @@ void hr__segment_free_locked(hr_pool_t *p, hr__segment_t *s) {
   if (s->expandable) {
     hr__gran_release_all_locked(p, s);
     be->ops->va_release(be, s->base, s->size);
-    free(s->ext_head);
-    free(s->ext_len);
-    free(s->used);
-    free(s->mapped_bm);
-    free(s->queued_bm);
-    free(s->busy_bm);
-    free(s->handle);
+    hr__seg_maps_free(s);
   } else {
     be->ops->seg_free(be, s->base, s->size);
     p->st.num_device_free++;
@@ -521,4 +515,14 @@ uint64_t hr__gran_release_all_locked(hr_pool_t *p, hr__segment_t *only) {
     p->nfreeg = k;
   }
   return freed;
+}
+
+void hr__seg_maps_free(hr__segment_t *s) {
+  free(s->ext_head);
+  free(s->ext_len);
+  free(s->used);
+  free(s->mapped_bm);
+  free(s->queued_bm);
+  free(s->busy_bm);
+  free(s->handle);
 }

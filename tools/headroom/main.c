@@ -9,22 +9,16 @@
 #include <unistd.h>
 
 static const hr_cli_command_t *commands[] = {
-    &hr_cmd_config,
-    &hr_cmd_status,
-    &hr_cmd_watch,
-    &hr_cmd_history,
-    &hr_cmd_replay,
-    &hr_cmd_plan,
+    &hr_cmd_config, &hr_cmd_status, &hr_cmd_watch, &hr_cmd_history, &hr_cmd_replay, &hr_cmd_plan,
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
 static void usage(FILE *f) {
-  fprintf(f,
-          "usage: headroom [--root DIR] [--config FILE] [--log-level LEVEL] [--color WHEN]\n"
-          "                COMMAND [ARGS]\n"
-          "       headroom --version | --help | help COMMAND\n\n"
-          "Sees where GPU and host memory go, and keeps inference processes out of\n"
-          "out-of-memory trouble.\n\ncommands:\n");
+  fprintf(f, "usage: headroom [--root DIR] [--config FILE] [--log-level LEVEL] [--color WHEN]\n"
+             "                COMMAND [ARGS]\n"
+             "       headroom --version | --help | help COMMAND\n\n"
+             "Sees where GPU and host memory go, and keeps inference processes out of\n"
+             "out-of-memory trouble.\n\ncommands:\n");
   for (size_t i = 0; i < N_COMMANDS; i++)
     fprintf(f, "  %-10s %s\n", commands[i]->name, commands[i]->summary);
   fprintf(f, "\nglobal options:\n"
@@ -49,11 +43,13 @@ static void log_to_stderr(hr_log_level_t level, const char *msg, void *arg) {
 }
 
 int main(int argc, char **argv) {
-  static const struct option longopts[] = {
-      {"root", required_argument, NULL, 'r'},      {"config", required_argument, NULL, 'c'},
-      {"log-level", required_argument, NULL, 'l'}, {"color", required_argument, NULL, 'C'},
-      {"version", no_argument, NULL, 'V'},         {"help", no_argument, NULL, 'h'},
-      {NULL, 0, NULL, 0}};
+  static const struct option longopts[] = {{"root", required_argument, NULL, 'r'},
+                                           {"config", required_argument, NULL, 'c'},
+                                           {"log-level", required_argument, NULL, 'l'},
+                                           {"color", required_argument, NULL, 'C'},
+                                           {"version", no_argument, NULL, 'V'},
+                                           {"help", no_argument, NULL, 'h'},
+                                           {NULL, 0, NULL, 0}};
   hr_cli_t cli = {.prog = "headroom"};
   const char *config = NULL;
   int status = 0;
@@ -123,8 +119,10 @@ int main(int argc, char **argv) {
   const char *name = argv[optind];
   if (strcmp(name, "help") == 0) {
     const hr_cli_command_t *cmd = optind + 1 < argc ? find_command(argv[optind + 1]) : NULL;
-    if (cmd) cmd->usage(stdout);
-    else usage(optind + 1 < argc ? stderr : stdout), status = optind + 1 < argc ? 2 : 0;
+    if (cmd)
+      cmd->usage(stdout);
+    else
+      usage(optind + 1 < argc ? stderr : stdout), status = optind + 1 < argc ? 2 : 0;
     goto out;
   }
   const hr_cli_command_t *cmd = find_command(name);
