@@ -11,6 +11,8 @@
  */
 #include <headroom/headroom.h>
 
+#include "trace_sizes.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,32 +27,8 @@ static size_t nsizes;
 static const char *size_source = "fixed distribution";
 
 static void load_sizes(void) {
-  const char *dir = getenv("HR_TRACES");
-  char cmd[2048];
-  snprintf(cmd, sizeof cmd,
-           "python3 - '%s' 2>/dev/null <<'EOF'\n"
-           "import glob, pickle, sys\n"
-           "class U(pickle.Unpickler):\n"
-           "    def find_class(self, m, n): raise pickle.UnpicklingError('global refused')\n"
-           "for f in sorted(glob.glob(sys.argv[1] + '/*.pickle')):\n"
-           "    try: s = U(open(f, 'rb')).load()\n"
-           "    except Exception: continue\n"
-           "    for dev in s.get('device_traces', []):\n"
-           "        for e in dev:\n"
-           "            if e.get('action') == 'alloc' and e.get('size', 0) > 0: print(e['size'])\n"
-           "EOF",
-           dir ? dir : "../shared/traces");
-  FILE *f = popen(cmd, "r");
-  size_t cap = 0;
-  unsigned long long v;
-  while (f && fscanf(f, "%llu", &v) == 1) {
-    if (nsizes == cap) {
-      cap = cap ? cap * 2 : 4096;
-      sizes = realloc(sizes, cap * sizeof *sizes);
-    }
-    sizes[nsizes++] = v;
-  }
-  if (f) pclose(f);
+  const char *dir = getenv("TRACES");
+  nsizes = hr_trace_sizes_load(".", dir ? dir : "../shared/traces", SIZE_MAX, UINT64_MAX, &sizes);
   if (nsizes) {
     size_source = "allocation sizes of the traces in ../shared/traces";
     return;

@@ -466,6 +466,24 @@ def _gib(n):
     return n / 2**30
 
 
+def _print_sizes(paths):
+    """Prints every allocation's size from each input; a file that cannot be
+    imported is reported and skipped. Exit 1 when none could be read."""
+    read = 0
+    for path in paths:
+        try:
+            devices = import_file(path)[1]
+        except TraceError as e:
+            print("headroom.trace: skipped: %s" % e, file=sys.stderr)
+            continue
+        read += 1
+        for dt in devices:
+            for e in dt.events:
+                if e[0] == "A":
+                    print(e[2])
+    return 0 if read else 1
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(
         prog="python3 -m headroom.trace",
@@ -476,7 +494,12 @@ def main(argv=None):
     imp.add_argument("input", help="SNAPSHOT.pickle or RMM log .csv")
     imp.add_argument("-o", "--output", required=True, help="the trace file to write")
     imp.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    siz = sub.add_parser("sizes", help="print the size of every allocation, one a line "
+                                       "(test and benchmark inputs)")
+    siz.add_argument("inputs", nargs="+", help="snapshot pickles or RMM CSV logs")
     args = ap.parse_args(argv)
+    if args.cmd == "sizes":
+        return _print_sizes(args.inputs)
     try:
         devices = import_to(args.input, args.output)
     except TraceError as e:

@@ -354,3 +354,16 @@ def test_replay_pytorch_config_matches_recorded(name, tmp_path):
         if row["config"] == "pytorch":
             rec = row["pytorch_peak_reserved_bytes"]
             assert abs(row["peak_reserved_bytes"] - rec) <= 0.03 * rec, row
+
+
+def test_sizes_prints_each_allocation_and_skips_bad_files(tmp_path, capsys):
+    good = write_pickle(tmp_path, snapshot([
+        ev("alloc", 0x1000, 512), ev("alloc", 0x2000, 3 << 20),
+        ev("free_requested", 0x1000, 512), ev("free_completed", 0x1000, 512)]))
+    bad = tmp_path / "bad.pickle"
+    bad.write_bytes(b"not a pickle")
+    assert trace.main(["sizes", good, str(bad)]) == 0
+    out, err = capsys.readouterr()
+    assert out.split() == ["512", str(3 << 20)]
+    assert "skipped" in err and "bad.pickle" in err
+    assert trace.main(["sizes", str(bad)]) == 1

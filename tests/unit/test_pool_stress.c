@@ -8,39 +8,21 @@
  * HR_STRESS_OPS scales the number of operations: by default 1000000 on sim
  * plus 500000 on host and at a tight capacity (300000 in all under sanitizers). */
 #include "hr_test.h"
+#include "trace_sizes.h"
 #include "backend/backend.h"
 
 #define MiB      (1ull << 20)
 #define SLOTS    96
 #define NSTREAMS 3
 
-static uint64_t trace_sizes[200000];
+static uint64_t *trace_sizes;
 static size_t ntrace_sizes;
 
-/* Reads allocation sizes out of the trace pickles with Python's standard
- * library and an unpickler that refuses every global. */
 static void load_trace_sizes(void) {
-  char dir[1024], cmd[4096];
+  char dir[1024], src[1024];
   hr_test_src(dir, sizeof dir, "../shared/traces");
-  snprintf(cmd, sizeof cmd,
-           "python3 - '%s' 2>/dev/null <<'EOF'\n"
-           "import glob, pickle, sys\n"
-           "class U(pickle.Unpickler):\n"
-           "    def find_class(self, m, n): raise pickle.UnpicklingError('global refused')\n"
-           "for f in sorted(glob.glob(sys.argv[1] + '/*.pickle')):\n"
-           "    try: s = U(open(f, 'rb')).load()\n"
-           "    except Exception: continue\n"
-           "    for dev in s.get('device_traces', []):\n"
-           "        for e in dev:\n"
-           "            if e.get('action') == 'alloc' and e.get('size', 0) > 0: print(e['size'])\n"
-           "EOF",
-           dir);
-  FILE *f = popen(cmd, "r");
-  if (!f) return;
-  unsigned long long v;
-  while (ntrace_sizes < HR_ARRAY_LEN(trace_sizes) && fscanf(f, "%llu", &v) == 1)
-    if (v <= 64 * MiB) trace_sizes[ntrace_sizes++] = v;
-  pclose(f);
+  hr_test_src(src, sizeof src, ".");
+  ntrace_sizes = hr_trace_sizes_load(src, dir, 200000, 64 * MiB, &trace_sizes);
 }
 
 static uint64_t draw_size(uint64_t *rng, uint64_t max) {
@@ -222,5 +204,6 @@ int main(void) {
   HR_RUN(test_stress_sim);
   HR_RUN(test_stress_host);
   HR_RUN(test_stress_tight);
+  free(trace_sizes);
   return hr_test_finish("pool_stress");
 }
