@@ -27,6 +27,7 @@ POLICIES = ("auto", "comfy", "lru", "lookahead")
 _ACTIONS = ("load", "load_partial", "offload", "offload_partial")
 _SUGGESTIONS = ("variant", "partial", "cpu", "working", "unpin")
 _ENOSPC = -3
+_EDEVICE = -15  # HR_EDEVICE: a callback's own failure, raised after the C call
 
 _c = ctypes
 _LOAD_FN = _c.CFUNCTYPE(_c.c_int, _c.c_uint32, _c.c_uint64, _c.POINTER(_c.c_uint64), _c.c_void_p)
@@ -245,7 +246,7 @@ class Registry:
             return 0
         except Exception as e:  # reported after the C call returns
             self._error = e
-            return -15
+            return _EDEVICE
 
     def _move(self, aid, target):
         m = self._modules[aid]
@@ -255,25 +256,23 @@ class Registry:
             # counts them as free already, but other processes do not.
             self._torch.cuda.empty_cache()
 
-    def _on_load(self, aid, budget, loaded, arg):
+    def _moved(self, aid, target, out):
+        """Moves module `aid` to `target` and reports its bytes through `out`;
+        an exception is kept for the caller and becomes HR_EDEVICE for C."""
         try:
-            self._move(aid, self.device)
-            loaded[0] = self._bytes[aid]
+            self._move(aid, target)
+            out[0] = self._bytes[aid]
             return 0
         except Exception as e:
             self._error = e
-            loaded[0] = 0
-            return -15
+            out[0] = 0
+            return _EDEVICE
+
+    def _on_load(self, aid, budget, loaded, arg):
+        return self._moved(aid, self.device, loaded)
 
     def _on_offload(self, aid, to_free, freed, arg):
-        try:
-            self._move(aid, self._offload_device)
-            freed[0] = self._bytes[aid]
-            return 0
-        except Exception as e:
-            self._error = e
-            freed[0] = 0
-            return -15
+        return self._moved(aid, self._offload_device, freed)
 
     def _on_drop(self, aid, arg):
         pass
@@ -392,7 +391,7 @@ class Registry:
             try:
                 if self._error is not None:
                     err, self._error = self._error, None
-                    raise ResidencyError(rc if rc < 0 else -15, "use",
+                    raise ResidencyError(rc if rc < 0 else _EDEVICE, "use",
                                          "moving a module failed: %r" % (err,)) from err
                 if rc < 0:
                     sugg = [plan.suggestions[i].text.decode()
