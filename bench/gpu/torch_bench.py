@@ -45,13 +45,13 @@ TITLE = "## 3. PyTorch allocators side by side"
 
 #: Wall-clock seconds the whole step may take (the driver's backstop is 450).
 BUDGET_S = 400
-QUICK_BUDGET_S = 120
+QUICK_BUDGET_S = 150
 #: Seconds one child may run (build, warm-up, timed iterations, readings).
 CHILD_TIMEOUT_S = 75
 QUICK_CHILD_TIMEOUT_S = 40
 #: Seconds kept for the largest-batch search when the timed runs start.
 MAXBATCH_RESERVE_S = 130
-QUICK_MAXBATCH_RESERVE_S = 40
+QUICK_MAXBATCH_RESERVE_S = 45
 #: The largest-batch search: free memory left by the ballast, first and
 #: largest batch tried, seconds of trials per allocator.
 MAXBATCH_FREE_GIB = 10
@@ -511,8 +511,10 @@ def render(rows, mb_rows, ballast, verdict, failures, judged, quick, budget_s, s
                    "cap" if r.get("capped") else
                    "time limit" if r.get("stopped") == "deadline" else
                    "error: %s" % r.get("error") if r.get("stopped") == "error" else "")
-            if r.get("status") not in ("ok",):
-                end = "%s: %s" % (r.get("status"), r.get("note", ""))
+            if r.get("status") != "ok":
+                end = r.get("note") or r.get("status")
+                if mbv is not None:
+                    end += "; the largest batch is the last that ran before it"
             table.append([r["allocator"], mbv if mbv is not None else "n/a",
                           tc.fmt_ratio(tc.ratio(mbv, nat and nat.get("max_batch"))),
                           r.get("first_failure") if r.get("first_failure") is not None else "",

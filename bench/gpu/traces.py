@@ -312,7 +312,9 @@ def replay_all(rows, workdir, cli):
             if notes:
                 c["note"] = "; ".join(notes)
             c["entries"] = entries[rep["device"]] if rep["device"] < len(entries) else None
-            c["trace"] = row["trace"]
+            c["trace"] = row["trace"] + (" dev %d" % rep["device"] if rep["device"] else "")
+            if rep["device"]:
+                c.pop("max_memory_reserved", None)  # the child reported device 0's
             c["status"] = "ok"
             out.append(c)
     return out
