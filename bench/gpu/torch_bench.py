@@ -54,7 +54,7 @@ MAXBATCH_RESERVE_S = 130
 QUICK_MAXBATCH_RESERVE_S = 45
 #: The largest-batch search: free memory left by the ballast, first and
 #: largest batch tried, seconds of trials per allocator.
-MAXBATCH_FREE_GIB = 10
+MAXBATCH_FREE_GIB = 8
 MAXBATCH_START = 16
 MAXBATCH_CAP = 8192
 MAXBATCH_SEARCH_S = 20
@@ -174,8 +174,11 @@ def child_loop(spec):
     used, used_src = (tc.nvml_process_used() if device.startswith("cuda")
                       else (None, "cpu"))
     backend = None
-    if device.startswith("cuda") and hasattr(torch.cuda.memory, "get_allocator_backend"):
-        backend = torch.cuda.memory.get_allocator_backend()
+    if device.startswith("cuda"):
+        try:
+            backend = torch.cuda.get_allocator_backend()
+        except (AttributeError, RuntimeError) as e:
+            backend = "unknown (%s)" % e
     tc.emit({"it_per_s": tc.median_rate(times), "times_s": [round(t, 6) for t in times],
              "iters": len(times), "warmup": spec["warmup"], "peak_allocated": alloc_peak,
              "peak_reserved": res_peak, "peak_source": src, "nvml_used": used,
