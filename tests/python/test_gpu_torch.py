@@ -389,8 +389,10 @@ def test_traces_judgement_counts_misses_and_extra_ooms():
 # ---- the scripts without CUDA -------------------------------------------------------------
 
 
-def _run_script(name, out, extra=()):
+def _run_script(name, out, extra=(), cli=None):
     env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "python"))
+    if cli:
+        env["HEADROOM_CLI"] = cli
     return subprocess.run([sys.executable, os.path.join(GPU, name), "--out", str(out), "--quick"]
                           + list(extra), env=env, capture_output=True, text=True, timeout=120)
 
@@ -408,9 +410,8 @@ def _no_cuda_or_skip():
 def test_scripts_skip_without_cuda(tmp_path, script, step, title):
     cli = cli_or_skip()
     reason = _no_cuda_or_skip()
-    os.environ.setdefault("HEADROOM_CLI", cli)
     r = _run_script(script, tmp_path, ["--traces-dir", str(tmp_path / "t")]
-                    if step == "traces" else [])
+                    if step == "traces" else [], cli=cli)
     assert r.returncode == 77, r.stderr
     last = r.stdout.strip().splitlines()[-1]
     assert last == "RESULT %s SKIP %s" % (step, reason)
