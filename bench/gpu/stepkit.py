@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
@@ -88,15 +89,19 @@ def torch_cuda():
 
 
 class Child:
-    """A Python child running `code` (after CHILD_PREAMBLE) with `args`; its
-    stdout is read line by line with a deadline."""
+    """A Python child running `code` (after CHILD_PREAMBLE) with sys.argv
+    [script, tag, *args] (no tag when `tag` is None); its stdout is read
+    line by line with a deadline."""
 
     def __init__(self, code, args=(), env=None, tag=None):
         e = dict(os.environ)
         e.update(env or {})
-        argv = [sys.executable, "-c", CHILD_PREAMBLE + code] + [str(a) for a in args]
-        if tag:
-            argv.append(tag)  # a word watch's --filter can match in the command line
+        # The code goes to a file rather than after -c, so that the command
+        # line stays short: /proc's copy of it is what watch's --filter reads.
+        fd, self.script = tempfile.mkstemp(prefix="hr-step-child-", suffix=".py")
+        with os.fdopen(fd, "w") as f:
+            f.write(CHILD_PREAMBLE + code)
+        argv = [sys.executable, self.script] + ([tag] if tag else []) + [str(a) for a in args]
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=e, text=True, bufsize=1)
         self.pid = self.proc.pid
@@ -134,6 +139,8 @@ class Child:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
+        if os.path.exists(self.script):
+            os.unlink(self.script)
 
 
 class Step:
