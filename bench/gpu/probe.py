@@ -163,8 +163,9 @@ def compare_round(rd, children):
     h1, h2, checks = rd["h1"], rd["h2"], []
 
     def add(key, hv, sv, ok, diff=None, note=""):
-        checks.append({"key": key, "headroom": hv, "smi": sv, "diff_mib": diff, "ok": bool(ok),
-                       "note": note})
+        # ok None: shown, not judged.
+        checks.append({"key": key, "headroom": hv, "smi": sv, "diff_mib": diff,
+                       "ok": None if ok is None else bool(ok), "note": note})
 
     add("GPU count", len(h1["devices"]), len(rd["smi_gpus"]),
         len(h1["devices"]) == len(rd["smi_gpus"]) == len(h2["devices"]))
@@ -227,8 +228,15 @@ def compare_round(rd, children):
         sp = [p for p in rd["smi_apps"] if p["pid"] in [q["pid"] for q in hp] + [c["pid"]]]
         label = "child %d (holds %s) listed" % (c["pid"], sk.fmt_mib(c["allocated"]))
         if not hp:
-            add(label, "not listed", "listed" if sp else "not listed", False,
-                note="headroom has no GPU process whose pid or local_pid is the child's")
+            if h1["procs"] and not any(p["local_pid"] for p in h1["procs"]):
+                # NVML names processes by host pid; inside a PID namespace
+                # none of them is visible in /proc, so no child can be named.
+                add(label, "host pids not visible", "listed" if sp else "not listed", None,
+                    note="NVML's pids are not visible in this PID namespace; the processes "
+                    "are compared by NVML's pid above")
+            else:
+                add(label, "not listed", "listed" if sp else "not listed", False,
+                    note="headroom has no GPU process whose pid or local_pid is the child's")
             continue
         used = hp[0]["used"]
         add(label, sk.fmt_mib(used), "%s MiB" % sp[0]["used_mib"] if sp else "not listed",
@@ -251,7 +259,8 @@ def aggregate(rounds_checks):
             r = rows[k]
             r.update(headroom=c["headroom"], smi=c["smi"])
             r["rounds"] += 1
-            r["rounds_ok"] += c["ok"]
+            r["rounds_ok"] += c["ok"] is not False
+            r["judged"] = c["ok"] is not None
             if c["note"] and c["note"] not in r["note"]:
                 r["note"] = (r["note"] + "; " if r["note"] else "") + c["note"]
             if c["diff_mib"] is not None and (r["worst"] is None
@@ -308,7 +317,7 @@ def main(argv=None):
         for i in range(rounds):
             rd = take_round(cli, reserved)
             checks = compare_round(rd, children)
-            bad = [c["key"] for c in checks if not c["ok"]]
+            bad = [c["key"] for c in checks if c["ok"] is False]
             sk.log("round %d: %d checks, %d off %s (%.2f s)" % (i + 1, len(checks), len(bad),
                                                                 bad[:4], rd["span_s"]))
             rd["checks"] = checks
@@ -350,7 +359,8 @@ def report(step, data, per_round):
                      [[r["key"], r["headroom"], r["smi"],
                        "-" if r["worst"] is None else "%+.2f" % r["worst"],
                        "%d/%d" % (r["rounds_ok"], r["rounds"]),
-                       ("pass" if r["rounds_ok"] == r["rounds"] else "**FAIL**")
+                       ("n/a" if not r["judged"] else "pass" if r["rounds_ok"] == r["rounds"]
+                        else "**FAIL**")
                        + (" (%s)" % r["note"] if r["note"] else "")] for r in rows])
     bad = [r["key"] for r in rows if r["rounds_ok"] != r["rounds"]]
     if ok:

@@ -168,6 +168,10 @@ def run_turns(torch, headroom, models, seq, budget, working, policy, device):
         try:
             with reg.use(m, working_bytes=working) as plan:
                 rec["actions"] = [[k, n, b] for k, n, b in plan.actions]
+                # Where the weights really are, against what the Registry says.
+                rec["registry_resident"] = reg.resident()
+                rec["on_device"] = sorted(n for _, n, mm, _ in models
+                                          if next(mm.parameters()).device.type == device.type)
                 with torch.no_grad():
                     y = m(make(device))
                     rec["checksum"] = float(y.float().mean())
@@ -216,7 +220,7 @@ def run_plan(cli, wf, policy, tmpdir):
     return json.loads(r.stdout)
 
 
-def compare(pred, actual, nturns):
+def compare(pred, actual, nturns, sizes, working, device_type="cpu"):
     """Rows (what, predicted, actual, ok) and whether all agree."""
     st = actual["stats"]
     by_turn = {i: [] for i in range(1, nturns + 1)}
@@ -238,6 +242,18 @@ def compare(pred, actual, nturns):
         ("out-of-memory errors", 0, actual["ooms"]),
     ]
     rows = [(w, p, a, p == a) for w, p, a in rows]
+    # The budget held physically: the weights on the device at once never
+    # exceed budget - working, and (on a GPU, where placement means
+    # something) the modules on the device are those the Registry says.
+    limit = pred["budget_bytes"] - working
+    held = [sum(sizes[n] for n in t.get("registry_resident", [])) for t in actual["turns"]]
+    rows.append(("most model bytes resident at once (limit: budget - working)",
+                 "<= %d" % limit, max(held or [0]), max(held or [0]) <= limit))
+    if device_type == "cuda":
+        placed = [t["turn"] for t in actual["turns"]
+                  if t.get("on_device") is not None and t["on_device"] == t["registry_resident"]]
+        rows.append(("turns with the weights where the Registry says", nturns, len(placed),
+                     len(placed) == nturns))
     return rows, all(ok for *_, ok in rows)
 
 
@@ -267,7 +283,7 @@ def core(torch, headroom, cli, device, cfg, seq, policies, tmpdir, plan_budget=N
         actual = run_turns(torch, headroom, models, seq, budget, working, policy, device)
         wf = workflow(models, actual["sizes"], seq, plan_budget or budget, working, policy)
         pred = run_plan(cli, wf, policy, tmpdir)
-        rows, ok = compare(pred, actual, len(seq))
+        rows, ok = compare(pred, actual, len(seq), actual["sizes"], working, device.type)
         sk.log("policy %s: %s (%d loads, %d offloads, %d OOM)"
                % (policy, "agree" if ok else "DISAGREE", actual["stats"]["loads"],
                   actual["stats"]["offloads"], actual["ooms"]))
@@ -293,6 +309,10 @@ def report(res):
     if "cap_bytes" in res:
         setup.append(["PyTorch capped at (budget + 2 x allocator slack + 64 MiB)",
                       "%s of %s" % (f(res["cap_bytes"]), f(res["device_total_bytes"]))])
+        every = sum(res["sizes"].values()) + res["working_bytes"]
+        setup.append(["all three + working (would an OOM catch keeping all three?)",
+                      "%s (%s)" % (f(every), "yes: above the cap" if every > res["cap_bytes"]
+                                   else "no: within the cap; the placement rows judge it")])
     body += sk.table(["setting", "value"], setup) + "\n"
     for run in res["runs"]:
         a, p = run["actual"], run["plan"]

@@ -115,3 +115,43 @@ def test_headroom_blind_to_the_gpu_fails(env, tmp_path):
     env["HEADROOM_NVML_LIBRARY"] = str(tmp_path / "no-libnvidia-ml.so")
     r, last = run_step(env, tmp_path / "out")
     assert r.returncode == 1 and "GPU count" in last, r.stdout + r.stderr
+
+
+def _round(procs, smi_apps):
+    dev = {"index": 0, "name": "G", "uuid": "GPU-a", "total": 80 << 30, "used": 5 << 30,
+           "reserved": 1 << 28, "state": "ok", "message": ""}
+    h = {"devices": [dev], "procs": procs}
+    return {"h1": h, "h2": h, "smi_apps": smi_apps,
+            "smi_gpus": [{"index": 0, "name": "G", "uuid": "GPU-a", "total_mib": 80 << 10,
+                          "used_mib": 5 << 10, "reserved_mib": 256}]}
+
+
+def test_children_are_judged_by_what_they_hold():
+    # The children's part needs CUDA to run; its judging runs here on made-up
+    # readings: a child must be listed by both with at least what it holds.
+    sys.path.insert(0, os.path.dirname(STEP))
+    import probe
+
+    gib = 1 << 30
+    child = [{"pid": 4242, "allocated": gib}]
+    held = [{"pid": 4242, "local_pid": 4242, "uuid": "GPU-a", "used": gib + (500 << 20)}]
+    smi = [{"pid": 4242, "uuid": "GPU-a", "used_mib": 1024 + 500}]
+
+    def verdict(rd):
+        rows = probe.aggregate([probe.compare_round(rd, child)])
+        return {r["key"]: (r["judged"], r["rounds_ok"] == r["rounds"]) for r in rows}
+
+    key = "child 4242 (holds 1024.0 MiB) listed"
+    v = verdict(_round(held, smi))
+    assert v[key] == (True, True) and all(ok for _, ok in v.values()), v
+    assert verdict(_round(held, []))[key] == (True, False)  # nvidia-smi does not list it
+    small = [dict(held[0], used=gib // 2)]
+    assert verdict(_round(small, [dict(smi[0], used_mib=512)]))[key] == (True, False)
+    other = [dict(held[0], pid=7, local_pid=7)]
+    assert verdict(_round(other, [dict(smi[0], pid=7)]))[key] == (True, False)
+    # In a PID namespace NVML's host pids have no local pid: shown, not judged;
+    # the processes are still compared by NVML's pid.
+    hidden = [dict(held[0], pid=990001, local_pid=0)]
+    v = verdict(_round(hidden, [dict(smi[0], pid=990001)]))
+    assert v[key] == (False, True)
+    assert v["pid 990001 on GPU-a used"] == (True, True)

@@ -89,28 +89,43 @@ def test_a_plan_that_disagrees_fails(env, tmp_path, capsys):
 def test_compare_counts_a_byte(env):
     import residency
 
-    pred = {"loads": 2, "offloads": 1, "partial_loads": 0, "partial_offloads": 0,
+    pred = {"budget_bytes": 4 * MIB, "loads": 2, "offloads": 1, "partial_loads": 0, "partial_offloads": 0,
             "bytes_moved": 3 * MIB, "bytes_offloaded": MIB, "failed_steps": 0,
             "actions": [{"step": 1, "kind": "load", "asset": "a", "bytes": MIB},
                         {"step": 2, "kind": "offload", "asset": "a", "bytes": MIB},
                         {"step": 2, "kind": "load", "asset": "b", "bytes": 2 * MIB}]}
     actual = {"stats": {"loads": 2, "offloads": 1, "bytes_loaded": 3 * MIB,
                         "bytes_offloaded": MIB},
-              "turns": [{"turn": 1, "actions": [["load", "a", MIB]]},
-                        {"turn": 2, "actions": [["offload", "a", MIB], ["load", "b", 2 * MIB]]}],
+              "turns": [{"turn": 1, "actions": [["load", "a", MIB]], "registry_resident": ["a"],
+                         "on_device": ["a"]},
+                        {"turn": 2, "actions": [["offload", "a", MIB], ["load", "b", 2 * MIB]],
+                         "registry_resident": ["b"], "on_device": ["b"]}],
               "errors": [], "ooms": 0}
-    rows, ok = residency.compare(pred, actual, 2)
+    sizes = {"a": MIB, "b": 2 * MIB}
+    rows, ok = residency.compare(pred, actual, 2, sizes, MIB, "cuda")
     assert ok and all(r[3] for r in rows)
     actual["stats"]["bytes_loaded"] += 1
-    rows, ok = residency.compare(pred, actual, 2)
+    rows, ok = residency.compare(pred, actual, 2, sizes, MIB, "cuda")
     assert not ok and [r[0] for r in rows if not r[3]] == ["bytes loaded"]
     actual["stats"]["bytes_loaded"] -= 1
     actual["turns"][1]["actions"].reverse()  # same totals, another order
-    rows, ok = residency.compare(pred, actual, 2)
+    rows, ok = residency.compare(pred, actual, 2, sizes, MIB, "cuda")
     assert not ok and [r[0] for r in rows if not r[3]] == ["turns with the same actions"]
     actual["turns"][1]["actions"].reverse()
     actual["ooms"] = 1
-    assert not residency.compare(pred, actual, 2)[1]
+    assert not residency.compare(pred, actual, 2, sizes, MIB, "cuda")[1]
+    actual["ooms"] = 0
+    # The weights were not where the Registry said (a move that did nothing).
+    actual["turns"][1]["on_device"] = ["a", "b"]
+    rows, ok = residency.compare(pred, actual, 2, sizes, MIB, "cuda")
+    assert not ok and [r[0] for r in rows if not r[3]] == [
+        "turns with the weights where the Registry says"]
+    actual["turns"][1]["on_device"] = ["b"]
+    # More resident than budget - working allows.
+    actual["turns"][1]["registry_resident"] = actual["turns"][1]["on_device"] = ["a", "b"]
+    rows, ok = residency.compare(pred, actual, 2, sizes, 2 * MIB, "cuda")
+    assert not ok and "most model bytes resident at once (limit: budget - working)" in [
+        r[0] for r in rows if not r[3]]
 
 
 def test_without_cuda_the_gpu_run_skips(env, tmp_path):
