@@ -89,7 +89,8 @@ def test_a_plan_that_disagrees_fails(env, tmp_path, capsys):
 def test_compare_counts_a_byte(env):
     import residency
 
-    pred = {"budget_bytes": 4 * MIB, "loads": 2, "offloads": 1, "partial_loads": 0, "partial_offloads": 0,
+    pred = {"budget_bytes": 4 * MIB, "loads": 2, "offloads": 1, "partial_loads": 0,
+            "partial_offloads": 0,
             "bytes_moved": 3 * MIB, "bytes_offloaded": MIB, "failed_steps": 0,
             "actions": [{"step": 1, "kind": "load", "asset": "a", "bytes": MIB},
                         {"step": 2, "kind": "offload", "asset": "a", "bytes": MIB},
