@@ -111,9 +111,12 @@ def gpu_visible(cli, pids):
 def run_watch(step, cli, m, tag, leaker, steady):
     """Runs watch to its --count; returns the parsed events and numbers."""
     import subprocess
+    import tempfile
     argv = watch_argv(cli, m, tag)
     sk.log("running: %s" % " ".join(argv))
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # stderr to a file: a pipe nobody reads until the end could fill and stop watch.
+    errf = tempfile.TemporaryFile(mode="w+")
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errf, text=True)
     step.watch = p
     limit = m["count"] * m["interval"] + 30
     t_start, first, samples, leaks, bad = time.time(), None, 0, [], 0
@@ -148,7 +151,9 @@ def run_watch(step, cli, m, tag, leaker, steady):
         except subprocess.TimeoutExpired:
             p.kill()
             rc = p.wait()
-    err = p.stderr.read()
+    errf.seek(0)
+    err = errf.read()
+    errf.close()
     return {"rc": rc, "stderr": err.strip()[-500:], "samples": samples, "bad_lines": bad,
             "first_sample": first, "leaks": leaks, "series": series, "started": t_start}
 

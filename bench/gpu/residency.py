@@ -179,7 +179,7 @@ def run_turns(torch, headroom, models, seq, budget, working, policy, device):
                     torch.cuda.synchronize(device)
             rec["ok"] = True
         except Exception as e:  # noqa: BLE001 - every failure is counted and reported
-            text = "%s: %s" % (type(e).__name__, str(e).splitlines()[0][:300])
+            text = "%s: %s" % (type(e).__name__, (str(e).splitlines() or [""])[0][:300])
             is_oom = isinstance(e, oom_types) or "out of memory" in str(e).lower() \
                 or isinstance(getattr(e, "__cause__", None), oom_types)
             ooms += is_oom

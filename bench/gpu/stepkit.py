@@ -102,8 +102,10 @@ class Child:
         with os.fdopen(fd, "w") as f:
             f.write(CHILD_PREAMBLE + code)
         argv = [sys.executable, self.script] + ([tag] if tag else []) + [str(a) for a in args]
+        # stderr to a file: a pipe read only on failure could fill and stall the child.
+        self.err = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=e, text=True, bufsize=1)
+                                     stderr=self.err, env=e, text=True, bufsize=1)
         self.pid = self.proc.pid
         self._sel = selectors.DefaultSelector()
         self._sel.register(self.proc.stdout, selectors.EVENT_READ)
@@ -127,10 +129,18 @@ class Child:
             if line.startswith(word):
                 return line.split()[1:]
         self.kill()
-        err = self.proc.stderr.read() if self.proc.stderr else ""
+        err = self.stderr()
         raise RuntimeError("child %d did not say %r within %g s (exit %s): %s"
                            % (self.pid, word, timeout, self.proc.returncode,
                               err.strip()[-800:] or "no stderr"))
+
+    def stderr(self):
+        """What the child wrote to stderr so far."""
+        try:
+            self.err.seek(0)
+            return self.err.read()
+        except (OSError, ValueError):
+            return ""
 
     def kill(self):
         if self.proc.poll() is None:
