@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Step 6: leak detection by `headroom watch` on real GPU processes.
 
-Two children run beside each other: a leaker that keeps one more GPU tensor
-per iteration (32 MiB every 0.5 s, with a matmul as its work) and a steady
-loop that allocates and frees a 32 MiB tensor per iteration around the same
-matmul (PyTorch's cache keeps its usage flat). Once both are past their CUDA
+Two children run beside each other, each running an inference step per
+iteration (a fresh batch of 256 through a 1024-4096-1024 MLP): a leaker that
+also keeps one more GPU tensor per iteration (32 MiB every 0.5 s), and a
+steady loop that also allocates and frees a 32 MiB tensor per iteration
+(PyTorch's cache keeps its usage flat). Once both are past their CUDA
 start-up, `headroom watch --json` samples for a bounded time, following the
 two by a word in their command lines (--filter). Its leak detector keeps a
 series of each process's GPU memory from NVML; the step passes when a leak
@@ -49,17 +50,19 @@ chunk, period, deadline, cap = int(chunk), float(period), float(deadline), int(c
 if device == "cuda":
     import torch
     dev = torch.device("cuda")
-    a = torch.randn(1024, 1024, device=dev)
+    torch.set_grad_enabled(False)
+    model = torch.nn.Sequential(torch.nn.Linear(1024, 4096), torch.nn.GELU(),
+                                torch.nn.Linear(4096, 1024)).to(dev).eval()
 
     def alloc(n):
         t = torch.empty(n, dtype=torch.uint8, device=dev)
         t.fill_(1)
         return t
 
-    def work():
-        b = a @ a
+    def work():  # one inference step: a fresh batch through the MLP
+        y = model(torch.randn(256, 1024, device=dev))
         torch.cuda.synchronize()
-        return b
+        return y
 else:
     a = list(range(20000))
 
