@@ -195,10 +195,16 @@ void *hr_torch_malloc(ssize_t size, int device, void *stream) {
   return torch_fail(msg);
 }
 
+/* PyTorch frees through its metadata of our allocations, so a pointer the
+ * pool does not know means two allocators got mixed up: said, not hidden. */
 void hr_torch_free(void *ptr, ssize_t size, int device, void *stream) {
-  if (!ptr || device < 0 || device >= TORCH_MAX_DEVICES) return;
-  hr_pool_t *p = torch_pools[device];
-  if (p) hr_pool_free(p, ptr, stream);
+  if (!ptr) return;
+  hr_pool_t *p = device >= 0 && device < TORCH_MAX_DEVICES ? torch_pools[device] : NULL;
+  int rc = p ? hr_pool_free(p, ptr, stream) : HR_ENOENT;
+  if (rc)
+    hr__log(HR_LOG_ERROR,
+            "hr_torch_free: %p (%zd bytes) is not a live block of device %d's pool: %s", ptr, size,
+            device, hr_strerror(rc));
 }
 
 hr_pool_t *hr_torch_pool(int device) {

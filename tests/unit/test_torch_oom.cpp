@@ -162,6 +162,25 @@ static void test_without_hook_null_and_one_error(void) {
   free_all(0, blocks);
 }
 
+static void test_free_of_a_foreign_pointer_is_logged(void) {
+  static char foreign[64];
+  log_text.clear();
+  hr_set_log(capture_log, nullptr, HR_LOG_ERROR);
+  hr_torch_free(foreign, sizeof foreign, 0, nullptr);
+  hr_torch_free(foreign, sizeof foreign, 7, nullptr); /* a device with no pool */
+  hr_torch_free(nullptr, 0, 0, nullptr);              /* PyTorch's empty tensors: nothing */
+  hr_set_log(nullptr, nullptr, HR_LOG_WARN);
+  CHECK_CONTAINS(log_text.c_str(), "is not a live block of device 0's pool");
+  CHECK_CONTAINS(log_text.c_str(), "is not a live block of device 7's pool");
+  /* Two complaints, none for the NULL. */
+  size_t n = 0;
+  for (size_t at = log_text.find("hr_torch_free:"); at != std::string::npos;
+       at = log_text.find("hr_torch_free:", at + 1))
+    n++;
+  CHECK_EQ_INT(n, 2);
+  CHECK_OK(hr_pool_check(hr_torch_pool(0)));
+}
+
 static void test_pool_that_cannot_be_made_raises(void) {
   std::string what;
   setenv("HEADROOM_ALLOC_CONF", "max_split_size_mb:oops", 1);
@@ -257,6 +276,7 @@ int main(void) {
   HR_RUN(test_size_zero_is_null_without_error);
   HR_RUN(test_huge_request_raises);
   HR_RUN(test_without_hook_null_and_one_error);
+  HR_RUN(test_free_of_a_foreign_pointer_is_logged);
   HR_RUN(test_pool_that_cannot_be_made_raises);
   HR_RUN(test_real_torch_check_fail);
   return hr_test_finish("test_torch_oom");
