@@ -3,14 +3,18 @@
  * caller and leave the pool consistent. First with a hook of our own that
  * throws std::runtime_error, then with the real c10::detail::torchCheckFail
  * from the libc10 of Debian's PyTorch, caught as std::exception (skipped
- * with a reason where no libc10 is installed). The pools run on the sim
+ * with a reason where no libc10 is installed), and from four threads at
+ * once (labelled "threads" for the TSan build). The pools run on the sim
  * backend with memory_fraction:0.001 of its 80 GiB, about 82 MiB. */
 #include "hr_test.h"
 
 #include <cxxabi.h>
 #include <dlfcn.h>
 
+#include <atomic>
+#include <mutex>
 #include <stdexcept>
+#include <thread>
 #include <string>
 #include <typeinfo>
 #include <vector>
@@ -19,18 +23,22 @@ static const uint64_t CHUNK = 8ull << 20;
 static const char *CHECK_FAIL_SYM = "_ZN3c106detail14torchCheckFailEPKcS2_jS2_";
 
 static std::string last_func, last_file;
-static int hook_calls;
+static std::atomic<int> hook_calls;
+static std::mutex hook_mu;
 
 static void throwing_hook(const char *func, const char *file, uint32_t line, const char *msg) {
   hook_calls++;
-  last_func = func;
-  last_file = file;
+  {
+    std::lock_guard<std::mutex> g(hook_mu);
+    last_func = func;
+    last_file = file;
+  }
   throw std::runtime_error(std::string(msg) + " (line " + std::to_string(line) + ")");
 }
 
 /* A C++ frame between the catch and the C code, whose destructor must run
  * while the exception passes. */
-static int guards_destroyed;
+static std::atomic<int> guards_destroyed;
 struct guard {
   ~guard() {
     guards_destroyed++;
@@ -104,9 +112,9 @@ static void test_hook_throws_through_malloc(void) {
   hr_torch_set_oom_raise(throwing_hook);
   fill_until_throw(0, blocks, what, type, 64);
   hr_torch_set_oom_raise(nullptr);
-  CHECK_MSG(hook_calls == 1, "hook called %d times", hook_calls);
+  CHECK_MSG(hook_calls == 1, "hook called %d times", hook_calls.load());
   CHECK_MSG(guards_destroyed == (int)blocks.size() + 1, "%d guards destroyed for %zu calls",
-            guards_destroyed, blocks.size() + 1);
+            guards_destroyed.load(), blocks.size() + 1);
   CHECK_STR(last_func.c_str(), "hr_torch_malloc");
   CHECK_CONTAINS(last_file.c_str(), "torch.c");
   CHECK_MSG(what.rfind("CUDA out of memory.", 0) == 0, "message: %s", what.c_str());
@@ -116,13 +124,48 @@ static void test_hook_throws_through_malloc(void) {
   check_after_oom(0, blocks, what);
 }
 
+/* Four threads fill one pool until each is refused: every refusal is an
+ * exception in its own thread, and the pool stays whole. */
+static void test_threads_run_out_together(void) {
+  const int nthreads = 4;
+  std::vector<std::vector<void *>> blocks(nthreads);
+  std::vector<std::string> whats(nthreads);
+  std::vector<std::thread> threads;
+  hr_torch_set_oom_raise(throwing_hook);
+  for (int t = 0; t < nthreads; t++)
+    threads.emplace_back([t, &blocks, &whats] {
+      std::string type;
+      fill_until_throw(3, blocks[t], whats[t], type, 64);
+    });
+  for (std::thread &th : threads) th.join();
+  hr_torch_set_oom_raise(nullptr);
+  size_t total = 0;
+  for (int t = 0; t < nthreads; t++) {
+    CHECK_MSG(whats[t].rfind("CUDA out of memory.", 0) == 0, "thread %d: '%s'", t,
+              whats[t].c_str());
+    total += blocks[t].size();
+  }
+  hr_pool_t *p = hr_torch_pool(3);
+  CHECK(p != nullptr);
+  CHECK_OK(hr_pool_check(p));
+  hr_pool_stats_t st = {};
+  st.size = sizeof st;
+  CHECK_OK(hr_pool_stats(p, &st));
+  CHECK_EQ_U64(st.allocation.current, total);
+  CHECK(total >= 4 && total <= 10);
+  for (int t = 0; t < nthreads; t++) free_all(3, blocks[t]);
+  CHECK_OK(hr_pool_check(p));
+  CHECK_OK(hr_pool_stats(p, &st));
+  CHECK_EQ_U64(st.allocated_bytes.current, 0);
+}
+
 static void test_size_zero_is_null_without_error(void) {
   hook_calls = 0;
   hr_torch_set_oom_raise(throwing_hook);
   void *p = hr_torch_malloc(0, 0, nullptr);
   hr_torch_set_oom_raise(nullptr);
   CHECK(p == nullptr);
-  CHECK_EQ_INT(hook_calls, 0);
+  CHECK_EQ_INT(hook_calls.load(), 0);
 }
 
 static void test_huge_request_raises(void) {
@@ -273,6 +316,7 @@ int main(void) {
   setenv("HEADROOM_POOL_BACKEND", "sim", 1);
   setenv("HEADROOM_ALLOC_CONF", "memory_fraction:0.001", 1);
   HR_RUN(test_hook_throws_through_malloc);
+  HR_RUN(test_threads_run_out_together);
   HR_RUN(test_size_zero_is_null_without_error);
   HR_RUN(test_huge_request_raises);
   HR_RUN(test_without_hook_null_and_one_error);
