@@ -165,26 +165,18 @@ static void *torch_fail(const char *msg) {
   return NULL;
 }
 
-void *hr_torch_malloc(ssize_t size, int device, void *stream) {
-  void *ptr = NULL;
-  /* PyTorch's own allocator hands out no memory for 0 bytes either. */
-  if (!size) return NULL;
-  hr_pool_t *p = torch_pool(device);
-  if (p) {
-    /* PyTorch passes a size_t: a negative size is a request past 8 EiB,
-     * which the pool refuses as out of memory. */
-    int rc = hr_pool_alloc(p, (uint64_t)size, stream, &ptr);
-    if (!rc) return ptr;
-    char msg[4096];
-    if (rc == HR_ENOMEM)
-      torch_oom_message(p, (uint64_t)size, device, msg, sizeof msg);
-    else
-      snprintf(msg, sizeof msg, "headroom: allocating %" PRIu64 " bytes on device %d failed: %s",
-               (uint64_t)size, device, hr_strerror(rc));
-    return torch_fail(msg);
-  }
-  char msg[512];
-  if (device < 0 || device >= TORCH_MAX_DEVICES) {
+/* The failure path of hr_torch_malloc, kept out of line so that the
+ * allocation path carries none of its buffers. `p` is NULL when the pool
+ * of `device` cannot be made. Does not return when a hook is set. */
+__attribute__((noinline, cold)) static void *torch_malloc_failed(hr_pool_t *p, int rc,
+                                                                 uint64_t size, int device) {
+  char msg[4096];
+  if (p && rc == HR_ENOMEM) {
+    torch_oom_message(p, size, device, msg, sizeof msg);
+  } else if (p) {
+    snprintf(msg, sizeof msg, "headroom: allocating %" PRIu64 " bytes on device %d failed: %s",
+             size, device, hr_strerror(rc));
+  } else if (device < 0 || device >= TORCH_MAX_DEVICES) {
     snprintf(msg, sizeof msg, "headroom: device %d is out of range (0 to %d)", device,
              TORCH_MAX_DEVICES - 1);
   } else {
@@ -193,6 +185,18 @@ void *hr_torch_malloc(ssize_t size, int device, void *stream) {
     pthread_mutex_unlock(&torch_lock);
   }
   return torch_fail(msg);
+}
+
+void *hr_torch_malloc(ssize_t size, int device, void *stream) {
+  void *ptr = NULL;
+  /* PyTorch's own allocator hands out no memory for 0 bytes either. */
+  if (!size) return NULL;
+  hr_pool_t *p = torch_pool(device);
+  /* PyTorch passes a size_t: a negative size is a request past 8 EiB,
+   * which the pool refuses as out of memory. */
+  int rc = p ? hr_pool_alloc(p, (uint64_t)size, stream, &ptr) : HR_ENOENT;
+  if (!rc) return ptr;
+  return torch_malloc_failed(p, rc, (uint64_t)size, device);
 }
 
 /* PyTorch frees through its metadata of our allocations, so a pointer the
