@@ -166,8 +166,27 @@ HR_API int hr_pool_last_diagnosis(hr_pool_t *pool, char *buf, size_t len);
 
 /* ---- PyTorch entry points (CUDAPluggableAllocator) ---------------------- */
 
+/* hr_torch_malloc returns a block of `size` bytes on `device` for `stream`,
+ * and NULL for size 0. On failure (out of memory after the pool released its
+ * cache and asked its reclaimers, or a pool that cannot be made) it calls the
+ * raise hook, which must not return; without a hook it returns NULL and logs
+ * an error once. PyTorch does not check for NULL, so under PyTorch the hook
+ * must be set. hr_torch_free gives a block back (PyTorch passes the stream
+ * the block was allocated on). */
 HR_API void *hr_torch_malloc(ssize_t size, int device, void *stream);
 HR_API void hr_torch_free(void *ptr, ssize_t size, int device, void *stream);
+/* The raise hook: the signature of libc10's c10::detail::torchCheckFail
+ * (const char *func, const char *file, uint32_t line, const char *msg),
+ * which throws c10::Error. hr_torch_malloc calls it holding no lock, with a
+ * message that starts "CUDA out of memory." for out of memory (the request,
+ * the device, the pool's reserved, allocated and free bytes, the device's
+ * free and total, a hint), and "headroom: " for other failures; the
+ * exception unwinds through hr_torch_malloc, which is built with unwind
+ * tables, and leaves the pool as it was. The hook is read only when an
+ * allocation fails. NULL removes it. Thread-safe. */
+typedef void (*hr_torch_raise_fn)(const char *func, const char *file, uint32_t line,
+                                  const char *msg);
+HR_API void hr_torch_set_oom_raise(hr_torch_raise_fn fn);
 /* The pool behind hr_torch_malloc for `device`, or NULL when that device has
  * none yet: for statistics and release_cached from the Python layer. The pool
  * lives until the process ends. */

@@ -128,6 +128,7 @@ def _declare(lib):
         # pool
         ("hr_torch_malloc", c.c_void_p, [c.c_ssize_t, c.c_int, c.c_void_p]),
         ("hr_torch_free", None, [c.c_void_p, c.c_ssize_t, c.c_int, c.c_void_p]),
+        ("hr_torch_set_oom_raise", None, [c.c_void_p]),
         ("hr_pool_config_parse", c.c_int, [c.c_char_p, c.c_void_p, c.c_char_p, c.c_size_t]),
     ]
     for name, res, args in table:

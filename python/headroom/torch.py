@@ -7,6 +7,16 @@ been used, so it must run before the first CUDA tensor; after that, and on a
 machine without CUDA or with a PyTorch older than 2.0 (which has no pluggable
 allocators), it raises AllocatorError saying which of these it is.
 
+Out of memory: PyTorch's pluggable allocator does not check what the
+allocation function returns, so a NULL from hr_torch_malloc would become a
+tensor at address 0 and the first kernel on it an illegal memory access that
+ends the CUDA context. install_allocator() therefore hands libheadroom the
+address of libc10's c10::detail::torchCheckFail (hr_torch_set_oom_raise), so
+a failed allocation throws c10::Error instead and Python sees a RuntimeError
+whose message starts "CUDA out of memory.". It is a RuntimeError, not
+torch.OutOfMemoryError: libc10 exports no plain function that throws the
+latter.
+
 This module does not import torch at import time: ``import headroom`` stays
 cheap and works without torch.
 """
@@ -43,14 +53,93 @@ def _check_conf(conf):
     return conf
 
 
-def install_allocator(conf=None):
+#: c10::detail::torchCheckFail(const char *func, const char *file, uint32_t line,
+#: const char *msg), mangled: the libc10 function that throws c10::Error.
+CHECK_FAIL_SYMBOL = "_ZN3c106detail14torchCheckFailEPKcS2_jS2_"
+
+
+def _loaded_libc10():
+    """Paths of the libc10 files mapped into this process (/proc/self/maps)."""
+    found = []
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                parts = line.split(None, 5)
+                if len(parts) == 6:
+                    path = parts[5].strip()
+                    if os.path.basename(path).startswith("libc10.so") and path not in found:
+                        found.append(path)
+    except OSError:
+        pass
+    return found
+
+
+def find_check_fail(torch):
+    """The address of torchCheckFail in the libc10 that `torch` uses, and the
+    file it came from: (address, path). Looks in torch/lib/libc10.so (where
+    pip, conda and Debian put it; ``import torch`` has loaded it, so ctypes
+    gets the same handle), then in every libc10 already mapped into the
+    process. Raises AllocatorError naming every place it looked."""
+    import ctypes
+
+    tried = []
+    places = []
+    base = os.path.dirname(getattr(torch, "__file__", None) or "")
+    if base:
+        places.append(os.path.join(base, "lib", "libc10.so"))
+    places += [p for p in _loaded_libc10() if p not in places]
+    for path in places:
+        if not os.path.exists(path):
+            tried.append("%s (no such file)" % path)
+            continue
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError as e:
+            tried.append("%s (%s)" % (path, e))
+            continue
+        fn = getattr(lib, CHECK_FAIL_SYMBOL, None)
+        if fn is None:
+            tried.append("%s (no %s)" % (path, CHECK_FAIL_SYMBOL))
+            continue
+        return ctypes.cast(fn, ctypes.c_void_p).value, path
+    raise AllocatorError(
+        "cannot find c10::detail::torchCheckFail (%s) in PyTorch's libc10; looked in: %s. "
+        "Without it an out-of-memory in headroom's pool would reach PyTorch as a NULL pointer "
+        "and crash the process with an illegal memory access instead of raising; pass "
+        "require_oom_raise=False to install_allocator() to accept that"
+        % (CHECK_FAIL_SYMBOL, "; ".join(tried) or "nowhere (torch has no __file__ and no "
+                                                   "libc10 is loaded)"))
+
+
+def set_oom_raise(lib, address):
+    """Gives libheadroom the function its PyTorch entry point calls on failure
+    (hr_torch_set_oom_raise); None removes it. Raises AllocatorError when the
+    library is too old to have the setter."""
+    fn = getattr(lib, "hr_torch_set_oom_raise", None)
+    if fn is None:
+        raise AllocatorError("this libheadroom (%s) has no hr_torch_set_oom_raise, so an "
+                             "out-of-memory would crash PyTorch instead of raising; rebuild it"
+                             % _lib.loaded_path())
+    fn(address)
+
+
+def install_allocator(conf=None, require_oom_raise=True):
     """Makes libheadroom's pool PyTorch's CUDA allocator.
 
     conf: pool configuration in PYTORCH_CUDA_ALLOC_CONF syntax, checked here
     and given to the pool through HEADROOM_ALLOC_CONF. Call it right after
     ``import torch``, before anything touches CUDA. Raises AllocatorError when
     torch is missing or too old, when there is no CUDA device, when the
-    library has no pool, or when it is too late; HeadroomError on a bad conf."""
+    library has no pool, or when it is too late; HeadroomError on a bad conf.
+
+    require_oom_raise: the pool reports a failed allocation by calling
+    libc10's torchCheckFail, which throws, so PyTorch raises RuntimeError
+    ("CUDA out of memory. ..."). PyTorch does not check the pointer an
+    allocator returns: without the hook a failure returns NULL and the next
+    kernel writes to address 0, an illegal memory access that kills the CUDA
+    context and usually the process. So when the function cannot be found
+    this raises AllocatorError, unless require_oom_raise=False, which
+    installs the allocator anyway and accepts that crash."""
     global _installed
     if _installed:
         return
@@ -76,12 +165,22 @@ def install_allocator(conf=None):
     if not hasattr(lib, "hr_torch_malloc"):
         raise AllocatorError("this libheadroom (%s) has no pool: hr_torch_malloc is missing"
                              % _lib.loaded_path())
+    hook = None
+    try:
+        hook, _ = find_check_fail(torch)
+        set_oom_raise(lib, hook)
+    except AllocatorError:
+        if require_oom_raise:
+            raise
+        hook = None
     if conf is not None:
         os.environ["HEADROOM_ALLOC_CONF"] = conf
     alloc = mem.CUDAPluggableAllocator(_lib.loaded_path(), "hr_torch_malloc", "hr_torch_free")
     try:
         mem.change_current_allocator(alloc)
     except RuntimeError as e:
+        if hook:
+            set_oom_raise(lib, None)
         raise AllocatorError("too late: PyTorch refused to change its allocator (%s); call "
                              "headroom.torch.install_allocator() before the first CUDA tensor"
                              % e) from None
