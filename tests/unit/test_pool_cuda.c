@@ -29,7 +29,8 @@
  * the walk under a cap gets a quarter more), HR_CUDA_CONF (one
  * configuration instead of the list), HR_CUDA_DEVICE_OOM=0 (leave out the
  * phase whose expected CUDA_ERROR_OUT_OF_MEMORY compute-sanitizer would
- * count as an error). HR_TEST_SEED replays a run. Each walk prints one
+ * count as an error), HR_CUDA_WALKS=0 (that phase alone). HR_TEST_SEED
+ * replays a run. Each walk prints one
  * line "cuda-walk key=value ..." on stdout for bench/gpu/cuda.sh. */
 #if defined(__has_include)
 #if __has_include("/usr/local/cuda/include/cuda.h")
@@ -423,6 +424,7 @@ static void walks_of(const char *conf) {
 
 static void test_walks(void) {
   if (d.skip_why) SKIP("%s", d.skip_why);
+  if (env_u64("HR_CUDA_WALKS", 1) == 0) SKIP("HR_CUDA_WALKS=0");
   CHECK(d.ready);
   run_confs(walks_of);
 }
