@@ -1,7 +1,7 @@
 /* A stand-in for libcuda.so.1, loaded through HEADROOM_LIBCUDA as the real
  * driver is, so the cuda backend and tests/unit/test_pool_cuda.c run their
  * logic on a machine without a GPU. "Device" memory is host memory (device
- * pointers are process addresses); cuMemAlloc uses aligned_alloc, the
+ * pointers are process addresses); cuMemAlloc uses mmap, the
  * virtual memory calls reserve PROT_NONE address space and make a mapping
  * readable only after cuMemSetAccess, so a kernel that strays outside
  * mapped memory faults. The two kernels of tests/gpu/pattern.cu run on the
@@ -175,10 +175,13 @@ API res_t cuMemAlloc_v2(uint64_t *p, size_t size) {
   if (rc) return rc;
   if (!size) return E_INVALID_VALUE;
   pthread_mutex_lock(&lock);
-  void *m = NULL;
-  if (size > total - used || !(m = aligned_alloc(512, (size + 511) / 512 * 512)) ||
-      add(1, (uint64_t)(uintptr_t)m, size, 0)) {
-    free(m);
+  /* mmap, not malloc: a ballast of gigabytes costs no memory untouched,
+   * and no sanitizer shadow either. */
+  void *m = size > total - used ? MAP_FAILED
+                                : mmap(NULL, size, PROT_READ | PROT_WRITE,
+                                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED || add(1, (uint64_t)(uintptr_t)m, size, 0)) {
+    if (m != MAP_FAILED) munmap(m, size);
     pthread_mutex_unlock(&lock);
     return E_OOM;
   }
@@ -198,7 +201,7 @@ API res_t cuMemFree_v2(uint64_t p) {
     return E_INVALID_VALUE;
   }
   used -= r->size;
-  free((void *)(uintptr_t)p);
+  munmap((void *)(uintptr_t)p, r->size);
   drop(r);
   pthread_mutex_unlock(&lock);
   return OK;

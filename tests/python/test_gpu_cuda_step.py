@@ -2,7 +2,10 @@
 machine without a GPU it must skip cleanly (exit 77, a RESULT line last,
 cuda.md saying why), and with the tests' fake driver (tests/fake_cuda) its
 plain walks must run and be parsed into the table, still skipping because
-compute-sanitizer is absent, and marked as not from a device."""
+compute-sanitizer is absent, and marked as not from a device. A stand-in
+compute-sanitizer (a shell script that runs the program and prints the
+summary line the real one prints) drives the memcheck half: a clean summary
+passes, errors fail the step and show in the table."""
 
 import json
 import os
@@ -30,7 +33,9 @@ def build_dir():
 
 def run(tmp_path, **env):
     e = dict(os.environ, HR_BUILD=build_dir(), HR_GPU_BUILD="0", **env)
-    e.pop("HEADROOM_LIBCUDA", None) if "HEADROOM_LIBCUDA" not in env else None
+    for k in ("HEADROOM_LIBCUDA", "HR_CUDA_OPS", "HR_CUDA_SAN_OPS"):
+        if k not in env:
+            e.pop(k, None)
     p = subprocess.run([SCRIPT, "--out", str(tmp_path), "--quick"], env=e, capture_output=True,
                        text=True, timeout=300)
     return p, (tmp_path / "cuda.md").read_text(), json.loads((tmp_path / "cuda.json").read_text())
@@ -66,7 +71,7 @@ def test_fake_driver_walks_are_parsed(tmp_path):
     if shutil.which("compute-sanitizer") or os.path.exists(
             "/usr/local/cuda/bin/compute-sanitizer"):
         pytest.skip("compute-sanitizer installed: it would run the memcheck half on the fake")
-    p, md, js = run(tmp_path, HEADROOM_LIBCUDA=fake, FAKE_CUDA_TOTAL=str(4 << 30))
+    p, md, js = run(tmp_path, HEADROOM_LIBCUDA=fake, FAKE_CUDA_TOTAL=str(4 << 30), HR_CUDA_OPS="500")
     assert p.returncode == 77, p.stderr + p.stdout
     assert p.stdout.strip().splitlines()[-1].startswith(
         "RESULT cuda SKIP compute-sanitizer not found"), p.stdout
@@ -81,3 +86,74 @@ def test_fake_driver_walks_are_parsed(tmp_path):
     assert "| plain (fake driver) | `pytorch` | main |" in md
     assert "no result here is from a device" in md
     assert js["failures"] == []
+
+
+FAKE_SANITIZER = r"""#!/bin/sh
+# Stand-in for compute-sanitizer: skips its options, runs the program, and
+# ends as the real one does, with FAKE_SAN_ERRORS errors (default 0).
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --tool|--leak-check|--error-exitcode|--print-limit|--report-api-errors) shift 2 ;;
+    *) break ;;
+  esac
+done
+echo "========= COMPUTE-SANITIZER (stand-in)"
+"$@"
+rc=$?
+n=${FAKE_SAN_ERRORS:-0}
+if [ "$n" -gt 0 ]; then
+  echo "========= Program hit CUDA_ERROR_INVALID_VALUE (error 1) on CUDA API call to cuMemMap."
+fi
+echo "========= ERROR SUMMARY: $n errors"
+[ "$n" -gt 0 ] && exit 1
+exit $rc
+"""
+
+
+def fake_sanitizer_env(tmp_path, errors):
+    fake = os.path.join(build_dir(), "helpers", "libfake-cuda.so")
+    if not os.path.exists(fake):
+        pytest.skip("fake driver not built: " + fake)
+    if os.path.exists("/usr/local/cuda/bin/compute-sanitizer") and not shutil.which(
+            "compute-sanitizer"):
+        pytest.skip("the real compute-sanitizer would be found first")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    san = bindir / "compute-sanitizer"
+    san.write_text(FAKE_SANITIZER)
+    san.chmod(0o755)
+    return dict(HEADROOM_LIBCUDA=fake, FAKE_CUDA_TOTAL=str(4 << 30), HR_CUDA_OPS="300",
+                HR_CUDA_SAN_OPS="200", FAKE_SAN_ERRORS=str(errors),
+                PATH=str(bindir) + os.pathsep + os.environ.get("PATH", ""))
+
+
+def test_memcheck_half_clean_passes(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    p, md, js = run(out, **fake_sanitizer_env(tmp_path, 0))
+    assert p.returncode == 0, p.stderr + p.stdout
+    assert p.stdout.strip().splitlines()[-1].startswith("RESULT cuda PASS "), p.stdout
+    runs = {w["run"] for w in js["walks"]}
+    assert runs == {"plain (fake driver)", "memcheck (fake driver)",
+                    "memcheck, API errors off (fake driver)"}, runs
+    mem = [w for w in js["walks"] if w["run"] == "memcheck (fake driver)"]
+    assert len(mem) == 8 and all(w["sanitizer_errors"] == 0 for w in mem)
+    assert all(w["phase"] != "device-oom" for w in mem)
+    off = [w for w in js["walks"] if w["run"] == "memcheck, API errors off (fake driver)"]
+    assert [w["phase"] for w in off] == ["device-oom"] * 4
+    assert {t["test"] for t in js["tests"] if t["run"] == "memcheck (fake driver)"} >= {
+        "test_pool_cuda", "test_pool", "test_pool_stress"}
+    assert "| memcheck (fake driver) | `default` | main |" in md
+    assert "not a device result" in p.stdout
+
+
+def test_memcheck_errors_fail(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    p, md, js = run(out, **fake_sanitizer_env(tmp_path, 2))
+    assert p.returncode == 1, p.stderr + p.stdout
+    last = p.stdout.strip().splitlines()[-1]
+    assert last.startswith("RESULT cuda FAIL ") and "2 errors" in last, last
+    assert any(w["sanitizer_errors"] == 2 for w in js["walks"])
+    assert js["api_errors"].get("CUDA_ERROR_INVALID_VALUE", 0) > 0
+    assert "CUDA_ERROR_INVALID_VALUE" in md and "**FAIL**" in md

@@ -26,8 +26,8 @@
  * Skips (exit 77, with the reason) without libcuda.so.1 or device 0.
  * HEADROOM_LIBCUDA picks another driver library (the tests' fake one).
  * Environment: HR_CUDA_OPS (operations per configuration, default 100000;
- * the walk under a cap gets a quarter more), HR_CUDA_CONF (one
- * configuration instead of the list), HR_CUDA_DEVICE_OOM=0 (leave out the
+ * the walk under a cap gets a quarter more), HR_CUDA_CONF (configurations
+ * separated by ';' instead of the list), HR_CUDA_DEVICE_OOM=0 (leave out the
  * phase whose expected CUDA_ERROR_OUT_OF_MEMORY compute-sanitizer would
  * count as an error), HR_CUDA_WALKS=0 (that phase alone). HR_TEST_SEED
  * replays a run. Each walk prints one
@@ -396,13 +396,19 @@ static const char *default_confs[] = {
     "pytorch,max_split_size_mb:32,garbage_collection_threshold:0.7,memory_fraction:0.9",
 };
 
+/* Calls fn for each configuration: those of HR_CUDA_CONF (separated by
+ * ';', as a configuration holds commas) or the list above. */
 static void run_confs(void (*fn)(const char *)) {
-  const char *one = getenv("HR_CUDA_CONF");
-  if (one && *one) {
-    fn(one);
+  const char *list = getenv("HR_CUDA_CONF");
+  if (!list || !*list) {
+    for (size_t i = 0; i < HR_ARRAY_LEN(default_confs) && !hr_t_cur_failed; i++)
+      fn(default_confs[i]);
     return;
   }
-  for (size_t i = 0; i < HR_ARRAY_LEN(default_confs) && !hr_t_cur_failed; i++) fn(default_confs[i]);
+  char buf[1024], *save = NULL;
+  hr__strlcpy(buf, list, sizeof buf);
+  for (char *c = strtok_r(buf, ";", &save); c && !hr_t_cur_failed; c = strtok_r(NULL, ";", &save))
+    fn(c);
 }
 
 /* The main walk (2 GiB cap) and the out-of-memory walk (192 MiB cap, blocks
@@ -432,8 +438,11 @@ static void test_walks(void) {
 /* Asks the uncapped pool for more than the device has free while one block
  * is live: the driver says out of memory, the pool releases its cache,
  * retries, fails with HR_ENOMEM and a diagnosis, and the live block and
- * the pool stay sound. Runs with no context current, which the backend
- * must give back as it found it. */
+ * the pool stay sound. A ballast allocated outside the pool first leaves
+ * about 1 GiB free, so that expandable segments reach the driver's refusal
+ * after mapping that much rather than the whole device, twice (slow under
+ * compute-sanitizer). Runs with no context current, which the backend must
+ * give back as it found it. */
 static void device_oom_of(const char *conf) {
   hr_backend_t *be = NULL;
   hr_pool_t *p = NULL;
@@ -443,6 +452,13 @@ static void device_oom_of(const char *conf) {
   walk_t w = {.ops = 4};
   int64_t delta;
   double t0 = hr__now_mono();
+  hr_cu_deviceptr ballast = 0;
+  CU_OK(cuMemGetInfo_v2(&f, &t));
+  if (f > 2048 * MiB && d.cuMemAlloc_v2(&ballast, f - 1024 * MiB)) {
+    fprintf(stderr, "  device-oom '%s': no ballast (%" PRIu64 " MiB refused)\n", conf,
+            (uint64_t)(f - 1024 * MiB) / MiB);
+    ballast = 0;
+  }
   CHECK_OK(hr_pool_config_parse(conf, &c, NULL, 0));
   CHECK_OK(hr_backend_create("cuda", 0, 0, &be));
   CHECK_OK(hr_pool_create(&c, be, 0, &p));
@@ -490,6 +506,7 @@ static void device_oom_of(const char *conf) {
   CHECK_EQ_U64(st.reserved_bytes.current, 0);
   hr_pool_destroy(p);
   hr_backend_destroy(be);
+  if (ballast) CU_OK(cuMemFree_v2(ballast));
   w.wall = hr__now_mono() - t0;
   check_free_back(conf, "device-oom", &delta);
   report("device-oom", conf, &w, delta);
