@@ -2,7 +2,8 @@
 # Step 2 of the GPU validation: the pool's unit and stress tests on the real
 # device through the cuda backend, plain and under compute-sanitizer's
 # memcheck, for each configuration (PyTorch-like, with expandable segments,
-# headroom's default, default without compact mapping).
+# headroom's default, default without compact mapping, PyTorch-like with the
+# GC, a split limit and a memory fraction).
 #
 # Usage: bench/gpu/cuda.sh --out DIR [--quick]
 # Env: HR_BUILD (build dir, default build/release); HR_CUDA_OPS and
@@ -24,7 +25,9 @@ PLAIN_OPS, PLAIN_OPS_QUICK = 60000, 3000        # per configuration, plain
 SAN_OPS, SAN_OPS_QUICK = 20000, 1000            # per configuration, under memcheck
 STRESS_OPS, STRESS_OPS_QUICK = 200000, 20000    # test_pool_stress (sim and host)
 CONFS = ["pytorch", "pytorch,expandable_segments:True", "default",
-         "default,compact_mapping:False"]
+         "default,compact_mapping:False",
+         # The GC frees cached segments whose last kernels may still run.
+         "pytorch,max_split_size_mb:32,garbage_collection_threshold:0.7,memory_fraction:0.9"]
 
 script = os.path.abspath(sys.argv[1])
 args = sys.argv[2:]

@@ -75,13 +75,14 @@ def test_fake_driver_walks_are_parsed(tmp_path):
     assert p.returncode == 77, p.stderr + p.stdout
     assert p.stdout.strip().splitlines()[-1].startswith(
         "RESULT cuda SKIP compute-sanitizer not found"), p.stdout
-    # Four configurations, three phases each, every one with blocks verified.
-    assert len(js["walks"]) == 12, js["walks"]
+    # Five configurations, three phases each, every one with blocks verified.
+    assert len(js["walks"]) == 15, js["walks"]
     assert {w["conf"] for w in js["walks"]} == {
         "pytorch", "pytorch,expandable_segments:True", "default",
-        "default,compact_mapping:False"}
+        "default,compact_mapping:False",
+        "pytorch,max_split_size_mb:32,garbage_collection_threshold:0.7,memory_fraction:0.9"}
     assert all(w["blocks_verified"] > 0 for w in js["walks"])
-    assert sum(w["ooms"] for w in js["walks"] if w["phase"] == "device-oom") == 4
+    assert sum(w["ooms"] for w in js["walks"] if w["phase"] == "device-oom") == 5
     assert all(w["run"] == "plain (fake driver)" for w in js["walks"])
     assert "| plain (fake driver) | `pytorch` | main |" in md
     assert "no result here is from a device" in md
@@ -137,10 +138,10 @@ def test_memcheck_half_clean_passes(tmp_path):
     assert runs == {"plain (fake driver)", "memcheck (fake driver)",
                     "memcheck, API errors off (fake driver)"}, runs
     mem = [w for w in js["walks"] if w["run"] == "memcheck (fake driver)"]
-    assert len(mem) == 8 and all(w["sanitizer_errors"] == 0 for w in mem)
+    assert len(mem) == 10 and all(w["sanitizer_errors"] == 0 for w in mem)
     assert all(w["phase"] != "device-oom" for w in mem)
     off = [w for w in js["walks"] if w["run"] == "memcheck, API errors off (fake driver)"]
-    assert [w["phase"] for w in off] == ["device-oom"] * 4
+    assert [w["phase"] for w in off] == ["device-oom"] * 5
     assert {t["test"] for t in js["tests"] if t["run"] == "memcheck (fake driver)"} >= {
         "test_pool_cuda", "test_pool", "test_pool_stress"}
     assert "| memcheck (fake driver) | `default` | main |" in md
