@@ -206,11 +206,12 @@ def sanitized(exe, env, label, conf, extra=(), uses_cuda=True):
 
 
 # Kernels slow down most under memcheck and by how much is not known in
-# advance: after each configuration the operations of the next are scaled
-# so the rest fits the time left (never above SAN_OPS), and the table
-# shows the operations each walk really ran.
+# advance: the first configuration runs a quarter of SAN_OPS, and after
+# each the operations of the next are scaled so the rest fits the time left
+# (never above SAN_OPS); the table shows the operations each walk really ran.
 SAN_RESERVE_S = 120  # kept for the device-OOM phase and the host-side tests
 if not no_device and sanitizer:
+    sops = max(min(200, SAN_MAX), SAN_MAX // 4)  # the first run measures the pace
     for i, conf in enumerate(CONFS):
         budget = (left() - SAN_RESERVE_S) / (len(CONFS) - i)
         if budget < 20:
