@@ -21,6 +21,7 @@ typedef unsigned long long hr_cu_mem_handle;
 #define HR_CUDA_SUCCESS                       0u
 #define HR_CUDA_ERROR_OUT_OF_MEMORY           2u
 #define HR_CUDA_ERROR_NOT_READY               600u
+#define HR_CU_DEVICE_ATTRIBUTE_VMM_SUPPORTED  102u
 #define HR_CU_EVENT_DISABLE_TIMING            0x2u
 #define HR_CU_MEM_ALLOCATION_TYPE_PINNED      0x1u
 #define HR_CU_MEM_LOCATION_TYPE_DEVICE        0x1u
@@ -64,7 +65,10 @@ typedef struct hr_cu_mem_access {
   X(cuDeviceGet, hr_cu_device_get_fn, (hr_cu_device * dev, int ordinal))                           \
   X(cuDevicePrimaryCtxRetain, hr_cu_ctx_retain_fn, (hr_cu_context * ctx, hr_cu_device dev))        \
   X(cuDevicePrimaryCtxRelease_v2, hr_cu_ctx_release_fn, (hr_cu_device dev))                        \
+  X(cuCtxGetCurrent, hr_cu_ctx_get_current_fn, (hr_cu_context * ctx))                              \
   X(cuCtxSetCurrent, hr_cu_ctx_set_current_fn, (hr_cu_context ctx))                                \
+  X(cuDeviceGetAttribute, hr_cu_device_get_attribute_fn,                                           \
+    (int *value, unsigned int attrib, hr_cu_device dev))                                           \
   X(cuCtxSynchronize, hr_cu_ctx_synchronize_fn, (void))                                            \
   X(cuMemAlloc_v2, hr_cu_mem_alloc_fn, (hr_cu_deviceptr * dptr, size_t size))                      \
   X(cuMemFree_v2, hr_cu_mem_free_fn, (hr_cu_deviceptr dptr))                                       \
