@@ -259,14 +259,6 @@ int hr_pool_segments(hr_pool_t *p, hr_segment_visit_fn visit, void *arg) {
 
 /* ---- diagnosis ----------------------------------------------------------- */
 
-static void human(char *buf, size_t n, uint64_t v) {
-  if (v >= (1ull << 30))
-    snprintf(buf, n, "%.2f GiB", (double)v / (1ull << 30));
-  else if (v >= (1ull << 20))
-    snprintf(buf, n, "%.2f MiB", (double)v / (1ull << 20));
-  else
-    snprintf(buf, n, "%" PRIu64 " B", v);
-}
 
 /* The largest free block that is backed by memory. */
 static uint64_t largest_free_locked(hr_pool_t *p) {
@@ -294,14 +286,14 @@ void hr__diagnose_locked(hr_pool_t *p, uint64_t size, void *stream) {
   p->backend->ops->mem_info(p->backend, &dfree, &dtotal);
   uint64_t alloc = (uint64_t)p->st.allocated_bytes.current;
   uint64_t res = (uint64_t)p->st.reserved_bytes.current;
-  human(a, sizeof a, size);
-  human(b, sizeof b, alloc);
-  human(c, sizeof c, res);
-  human(d, sizeof d, res > alloc ? res - alloc : 0);
-  human(e, sizeof e, largest_free_locked(p));
-  human(f, sizeof f, dfree);
-  human(g, sizeof g, dtotal);
-  human(lim, sizeof lim, p->allowed);
+  hr__size_text(a, sizeof a, size);
+  hr__size_text(b, sizeof b, alloc);
+  hr__size_text(c, sizeof c, res);
+  hr__size_text(d, sizeof d, res > alloc ? res - alloc : 0);
+  hr__size_text(e, sizeof e, largest_free_locked(p));
+  hr__size_text(f, sizeof f, dfree);
+  hr__size_text(g, sizeof g, dtotal);
+  hr__size_text(lim, sizeof lim, p->allowed);
   int n = snprintf(p->diag, sizeof p->diag,
                    "out of memory on device %d: tried to allocate %s on stream %p; allocated %s, "
                    "reserved %s (limit %s), cached but unusable %s, largest free block %s, "
@@ -315,7 +307,7 @@ void hr__diagnose_locked(hr_pool_t *p, uint64_t size, void *stream) {
       if (!shown[i] && p->tag_live[i] && (best < 0 || p->tag_live[i] > p->tag_live[best])) best = i;
     if (best < 0) break;
     shown[best] = true;
-    human(a, sizeof a, p->tag_live[best]);
+    hr__size_text(a, sizeof a, p->tag_live[best]);
     n += snprintf(p->diag + n, sizeof p->diag - (size_t)n, "%s %s %s",
                   k ? "," : "; live by tag:", hr__tag_name((uint16_t)best), a);
   }

@@ -105,14 +105,6 @@ static hr_pool_t *torch_pool(int device) {
   return p;
 }
 
-static void human(char *buf, size_t n, uint64_t v) {
-  if (v >= (1ull << 30))
-    snprintf(buf, n, "%.2f GiB", (double)v / (1ull << 30));
-  else if (v >= (1ull << 20))
-    snprintf(buf, n, "%.2f MiB", (double)v / (1ull << 20));
-  else
-    snprintf(buf, n, "%" PRIu64 " bytes", v);
-}
 
 /* The message of an out-of-memory failure, in the shape of PyTorch's own
  * ("CUDA out of memory. Tried to allocate ..."), from the pool's statistics
@@ -123,16 +115,16 @@ static void torch_oom_message(hr_pool_t *p, uint64_t size, int device, char *msg
   char req[32], res[32], lim[32], alloc[32], cached[32], dfree[32], dtotal[32];
   char diag[sizeof p->diag];
   uint64_t f = 0, t = 0;
-  human(req, sizeof req, size);
+  hr__size_text(req, sizeof req, size);
   if (hr_pool_stats(p, &st)) memset(&st, 0, sizeof st);
   uint64_t r = (uint64_t)st.reserved_bytes.current, a = (uint64_t)st.allocated_bytes.current;
-  human(res, sizeof res, r);
-  human(lim, sizeof lim, p->allowed);
-  human(alloc, sizeof alloc, a);
-  human(cached, sizeof cached, r > a ? r - a : 0);
+  hr__size_text(res, sizeof res, r);
+  hr__size_text(lim, sizeof lim, p->allowed);
+  hr__size_text(alloc, sizeof alloc, a);
+  hr__size_text(cached, sizeof cached, r > a ? r - a : 0);
   hr_backend_mem_info(p->backend, &f, &t);
-  human(dfree, sizeof dfree, f);
-  human(dtotal, sizeof dtotal, t);
+  hr__size_text(dfree, sizeof dfree, f);
+  hr__size_text(dtotal, sizeof dtotal, t);
   /* From the pool's diagnosis: the largest free block and who holds what. */
   char more[sizeof diag] = "";
   if (!hr_pool_last_diagnosis(p, diag, sizeof diag)) {

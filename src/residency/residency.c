@@ -259,14 +259,3 @@ int hr_residency_stats(hr_residency_t *r, hr_residency_stats_t *out) {
   return rc;
 }
 
-const char *hr__size_text(char *buf, size_t n, uint64_t bytes) {
-  static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = (double)bytes;
-  size_t u = 0;
-  while (v >= 1024 && u + 1 < HR_ARRAY_LEN(units)) v /= 1024, u++;
-  if (u == 0)
-    snprintf(buf, n, "%llu B", (unsigned long long)bytes);
-  else
-    snprintf(buf, n, "%.2f %s", v, units[u]);
-  return buf;
-}

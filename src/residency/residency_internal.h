@@ -75,7 +75,4 @@ HR_INTERNAL hr_policy_t hr__policy_resolve(hr_policy_t policy, const hr_lookahea
 HR_INTERNAL void hr__rollout_locked(hr_residency_t *r, const hr_lookahead_t *la, const size_t *idx,
                                     size_t n, uint64_t deficit, uint64_t working, uint64_t cap);
 
-/* Formats bytes as "6.31 GiB" for messages. */
-HR_INTERNAL const char *hr__size_text(char *buf, size_t n, uint64_t bytes);
-
 #endif /* HR_RESIDENCY_INTERNAL_H */

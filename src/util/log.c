@@ -1,6 +1,7 @@
-/* The process-wide log callback. The callback, its argument and the level are
- * one record swapped under a mutex, so a message never sees a callback with
- * another callback's argument. */
+/* The process-wide log callback, and hr__size_text, the byte counts every
+ * message shares. The callback, its argument and the level are one record
+ * swapped under a mutex, so a message never sees a callback with another
+ * callback's argument. */
 #include "util/util.h"
 
 #include <pthread.h>
@@ -74,4 +75,16 @@ double hr__now_wall(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+const char *hr__size_text(char *buf, size_t n, uint64_t bytes) {
+  static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = (double)bytes;
+  size_t u = 0;
+  while (v >= 1024 && u + 1 < HR_ARRAY_LEN(units)) v /= 1024, u++;
+  if (u == 0)
+    snprintf(buf, n, "%llu B", (unsigned long long)bytes);
+  else
+    snprintf(buf, n, "%.2f %s", v, units[u]);
+  return buf;
 }

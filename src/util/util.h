@@ -30,6 +30,10 @@ HR_INTERNAL int hr__err(char *err, size_t errlen, int code, const char *fmt, ...
 /* Copies src into dst of size n, always terminated; returns dst. */
 HR_INTERNAL char *hr__strlcpy(char *dst, const char *src, size_t n);
 
+/* Formats bytes for messages: "512 B", "6.31 GiB" (binary units, two
+ * decimals). Writes into buf and returns it. */
+HR_INTERNAL const char *hr__size_text(char *buf, size_t n, uint64_t bytes);
+
 /* Reads a whole (small) file into buf, terminated; returns the length, or a
  * negative HR_E* code: HR_ENOENT, HR_EPERM, HR_EIO. Truncates at n-1 bytes. */
 HR_INTERNAL ssize_t hr__read_file(const char *path, char *buf, size_t n);
