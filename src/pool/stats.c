@@ -259,7 +259,6 @@ int hr_pool_segments(hr_pool_t *p, hr_segment_visit_fn visit, void *arg) {
 
 /* ---- diagnosis ----------------------------------------------------------- */
 
-
 /* The largest free block that is backed by memory. */
 static uint64_t largest_free_locked(hr_pool_t *p) {
   uint64_t best = 0;

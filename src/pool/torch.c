@@ -105,7 +105,6 @@ static hr_pool_t *torch_pool(int device) {
   return p;
 }
 
-
 /* The message of an out-of-memory failure, in the shape of PyTorch's own
  * ("CUDA out of memory. Tried to allocate ..."), from the pool's statistics
  * and the backend's idea of the device. Takes the pool lock (through the
