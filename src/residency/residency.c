@@ -258,4 +258,3 @@ int hr_residency_stats(hr_residency_t *r, hr_residency_stats_t *out) {
   pthread_mutex_unlock(&r->mu);
   return rc;
 }
-
