@@ -99,14 +99,16 @@ static int hr_t_passed, hr_t_failed, hr_t_skipped, hr_t_cur_failed, hr_t_cur_ski
     hr_t_cur_failed = hr_t_cur_skipped = 0;                                                        \
     fprintf(stderr, "[ RUN  ] %s\n", #fn);                                                         \
     fn();                                                                                          \
-    if (hr_t_cur_failed) hr_t_failed++, fprintf(stderr, "[ FAIL ] %s\n", #fn);                     \
-    else if (hr_t_cur_skipped) hr_t_skipped++, fprintf(stderr, "[ SKIP ] %s\n", #fn);              \
-    else hr_t_passed++, fprintf(stderr, "[  OK  ] %s\n", #fn);                                     \
+    if (hr_t_cur_failed)                                                                           \
+      hr_t_failed++, fprintf(stderr, "[ FAIL ] %s\n", #fn);                                        \
+    else if (hr_t_cur_skipped)                                                                     \
+      hr_t_skipped++, fprintf(stderr, "[ SKIP ] %s\n", #fn);                                       \
+    else                                                                                           \
+      hr_t_passed++, fprintf(stderr, "[  OK  ] %s\n", #fn);                                        \
   } while (0)
 
 static inline int hr_test_finish(const char *suite) {
-  printf("%s: %d passed, %d failed, %d skipped\n", suite, hr_t_passed, hr_t_failed,
-         hr_t_skipped);
+  printf("%s: %d passed, %d failed, %d skipped\n", suite, hr_t_passed, hr_t_failed, hr_t_skipped);
   if (hr_t_failed) return 1;
   return (hr_t_passed == 0 && hr_t_skipped > 0) ? 77 : 0;
 }
@@ -128,6 +130,21 @@ static inline uint64_t hr_test_rand(uint64_t *state) {
   x ^= x >> 12, x ^= x << 25, x ^= x >> 27;
   *state = x;
   return x * 0x2545F4914F6CDD1DULL;
+}
+
+/* A request size for the pool's random walks, in PyTorch's mix: 60 % in the
+ * small pool (up to 1 MiB), 30 % from 1 to 10 MiB, 10 % from 10 to 64 MiB;
+ * folded under `max`. */
+static inline uint64_t hr_test_pool_size(uint64_t *rng, uint64_t max) {
+  const uint64_t mib = 1ull << 20;
+  uint64_t r = hr_test_rand(rng), s;
+  if (r % 10 < 6)
+    s = 1 + (r >> 16) % mib;
+  else if (r % 10 < 9)
+    s = mib + (r >> 16) % (9 * mib);
+  else
+    s = 10 * mib + (r >> 16) % (54 * mib);
+  return s > max ? 1 + s % max : s;
 }
 
 /* A path under the source tree (fixtures) or the build tree. */

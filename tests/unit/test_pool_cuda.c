@@ -217,17 +217,6 @@ static uint64_t env_u64(const char *name, uint64_t dflt) {
   return e && *e ? strtoull(e, NULL, 0) : dflt;
 }
 
-static uint64_t draw_size(uint64_t *rng, uint64_t max) {
-  uint64_t r = hr_test_rand(rng), s;
-  if (r % 10 < 6)
-    s = 1 + (r >> 16) % MiB; /* small pool */
-  else if (r % 10 < 9)
-    s = MiB + (r >> 16) % (9 * MiB); /* 1-10 MiB */
-  else
-    s = 10 * MiB + (r >> 16) % (54 * MiB); /* large */
-  return s > max ? 1 + s % max : s;
-}
-
 typedef struct slot {
   void *p;
   uint64_t size, stamp;
@@ -333,7 +322,7 @@ static void walk(const char *phase, const char *conf, uint64_t capacity, uint64_
     int st = (int)((r >> 20) % NSTREAMS);
     unsigned what = (unsigned)(r % 100);
     if (!s->p && what < 70) {
-      uint64_t size = draw_size(&rng, maxsize);
+      uint64_t size = hr_test_pool_size(&rng, maxsize);
       int rc = hr_pool_alloc(p, size, d.streams[st], &s->p);
       if (rc == HR_ENOMEM) {
         w->ooms++;

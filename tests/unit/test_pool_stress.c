@@ -25,17 +25,13 @@ static void load_trace_sizes(void) {
   ntrace_sizes = hr_trace_sizes_load(src, dir, 200000, 64 * MiB, &trace_sizes);
 }
 
+/* Half the sizes come from the real traces when they are there. */
 static uint64_t draw_size(uint64_t *rng, uint64_t max) {
-  uint64_t r = hr_test_rand(rng), s;
-  if (ntrace_sizes && r % 2 == 0)
-    s = trace_sizes[(r >> 8) % ntrace_sizes];
-  else if (r % 10 < 6)
-    s = 1 + (r >> 16) % MiB; /* small pool */
-  else if (r % 10 < 9)
-    s = MiB + (r >> 16) % (9 * MiB); /* 1-10 MiB */
-  else
-    s = 10 * MiB + (r >> 16) % (54 * MiB); /* large */
-  return s > max ? 1 + s % max : s;
+  if (ntrace_sizes && hr_test_rand(rng) % 2 == 0) {
+    uint64_t s = trace_sizes[(hr_test_rand(rng) >> 8) % ntrace_sizes];
+    return s > max ? 1 + s % max : s;
+  }
+  return hr_test_pool_size(rng, max);
 }
 
 typedef struct slot {
