@@ -57,3 +57,12 @@ def torch_or_skip():
         pytest.skip("torch is not importable (%s); scripts/install-deps installs python3-torch"
                     % e)
     return torch
+
+
+def cli_or_skip():
+    """The headroom CLI under test (HEADROOM_CLI, else build/release/headroom)
+    as an absolute path; skips when it has not been built."""
+    p = os.environ.get("HEADROOM_CLI") or os.path.join(REPO, "build", "release", "headroom")
+    if not os.path.exists(p):
+        pytest.skip("headroom CLI not built at %s (set HEADROOM_CLI)" % p)
+    return os.path.abspath(p)

@@ -13,17 +13,10 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, cli_or_skip
 
 STEP = os.path.join(REPO, "bench", "gpu", "probe.py")
 FAKE_SMI = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_nvidia_smi.py")
-
-
-def cli_path():
-    p = os.environ.get("HEADROOM_CLI") or os.path.join(REPO, "build", "release", "headroom")
-    if not os.path.exists(p):
-        pytest.skip("headroom CLI not built at %s (set HEADROOM_CLI)" % p)
-    return os.path.abspath(p)
 
 
 def fake_nvml(cli):
@@ -38,7 +31,7 @@ def env(tmp_path):
     """PATH with the stand-in nvidia-smi first, the stand-in NVML for
     headroom, two fake GPUs and two processes that exist (this one and a
     sleeping child), so local pids map as on a real host."""
-    cli = cli_path()
+    cli = cli_or_skip()
     bindir = tmp_path / "bin"
     bindir.mkdir()
     smi = bindir / "nvidia-smi"

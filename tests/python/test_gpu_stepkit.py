@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, cli_or_skip
 
 GPU_DIR = os.path.join(REPO, "bench", "gpu")
 sys.path.insert(0, GPU_DIR)
@@ -142,17 +142,45 @@ def test_skip_and_missing_cli_reports(tmp_path):
     assert "Error: ValueError('')" in (tmp_path / "b" / "demo.md").read_text()
 
 
-def test_bad_arguments_are_refused(tmp_path):
-    code = ("import sys; sys.path.insert(0, %r)\n"
-            "import stepkit as sk\n"
-            "sk.Step('demo', 1, 'Demo', 10, add_args=lambda p: p.add_argument('--rounds'))\n"
-            % GPU_DIR)
-    r = subprocess.run([sys.executable, "-c", code, "--rounds", "3"], capture_output=True,
-                       text=True, timeout=60)
+# The step scripts: (script, step, heading), and what each needs to skip.
+SCRIPTS = [("probe.py", "probe", "## 1. Probe against nvidia-smi"),
+           ("torch_bench.py", "torch", "## 3. PyTorch allocators side by side"),
+           ("traces.py", "traces", "## 4. Real traces replayed"),
+           ("residency.py", "residency", "## 5. Residency with real modules"),
+           ("leak.py", "leak", "## 6. Leak detection")]
+
+
+@pytest.mark.parametrize("script", [s[0] for s in SCRIPTS])
+def test_scripts_refuse_bad_usage(tmp_path, script):
+    path = os.path.join(GPU_DIR, script)
+    r = subprocess.run([sys.executable, path], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--out" in r.stderr
-    r = subprocess.run([sys.executable, "-c", code, "--out", str(tmp_path), "--bogus"],
+    r = subprocess.run([sys.executable, path, "--out", str(tmp_path), "--bogus"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--bogus" in r.stderr
+
+
+@pytest.mark.parametrize("script,step,title", SCRIPTS[1:])
+def test_scripts_skip_without_cuda(tmp_path, script, step, title):
+    import stepkit as sk
+
+    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "python"), HEADROOM_CLI=cli_or_skip())
+    env.pop("HEADROOM_CONFIG", None)
+    reason = sk.cuda_unavailable_reason()
+    if reason is None:
+        pytest.skip("this machine has a CUDA device: the SKIP path does not apply")
+    assert reason.startswith("torch ")
+    if sk.torch_cuda()[0] is not None:
+        assert "sees no CUDA device" in reason
+    extra = ["--traces-dir", str(tmp_path / "t")] if step == "traces" else []
+    r = subprocess.run([sys.executable, os.path.join(GPU_DIR, script), "--out", str(tmp_path),
+                        "--quick"] + extra, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 77, r.stdout + r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "RESULT %s SKIP %s" % (step, reason)
+    md = (tmp_path / (step + ".md")).read_text()
+    assert md == "%s\n\nNot run: %s.\n" % (title, reason)
+    data = json.loads((tmp_path / (step + ".json")).read_text())
+    assert (data["result"], data["step"], data["skipped"]) == ("SKIP", step, reason)
 
 
 def test_the_cuda_check_says_the_same_in_a_child():

@@ -1,20 +1,19 @@
 """The torch and traces steps of the GPU validation (bench/gpu/torch_bench.py,
 bench/gpu/traces.py), run here for what does not need a GPU: the models'
 shapes on CPU, the largest-batch search against a stand-in that runs out of
-memory above a known size, children with timeouts and crashes, a CPU child
-of the benchmark measured for real, the judgement and the report, the
-snapshot import and replay on a shared PyTorch trace, and the SKIP path of
-both scripts on a machine without CUDA. Nothing here claims a GPU result."""
+memory above a known size, the children's result protocol, a CPU child of
+the benchmark measured for real, the judgement and the report, and the
+snapshot import and replay on a shared PyTorch trace (the SKIP path of both
+scripts is test_gpu_stepkit's, with every step's). Nothing here claims a GPU
+result."""
 
-import json
 import os
-import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import REPO, torch_or_skip
+from conftest import REPO, cli_or_skip, torch_or_skip
 
 GPU = os.path.join(REPO, "bench", "gpu")
 if GPU not in sys.path:
@@ -25,13 +24,6 @@ import torch_common as tc  # noqa: E402
 
 TRACES = os.path.join(REPO, "..", "shared", "traces")
 SHARED = "cs336-ctx256-forward-mixed.pickle"
-
-
-def cli_or_skip():
-    p = os.environ.get("HEADROOM_CLI") or os.path.join(REPO, "build", "release", "headroom")
-    if not os.path.exists(p):
-        pytest.skip("headroom CLI not built at %s (set HEADROOM_CLI)" % p)
-    return os.path.abspath(p)
 
 
 # ---- models on CPU -----------------------------------------------------------------
@@ -384,47 +376,3 @@ def test_traces_judgement_counts_misses_and_extra_ooms():
     v, misses = traces.judge(rows)
     assert v == "FAIL" and misses == ["t dev 0: +5.00%"]
     assert traces.judge(rows[:1]) == ("PASS", [])
-
-
-# ---- the scripts without CUDA -------------------------------------------------------------
-
-
-def _run_script(name, out, extra=(), cli=None):
-    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "python"))
-    if cli:
-        env["HEADROOM_CLI"] = cli
-    return subprocess.run([sys.executable, os.path.join(GPU, name), "--out", str(out), "--quick"]
-                          + list(extra), env=env, capture_output=True, text=True, timeout=120)
-
-
-def _no_cuda_or_skip():
-    reason = sk.cuda_unavailable_reason()
-    if reason is None:
-        pytest.skip("this machine has a CUDA device: the SKIP path does not apply")
-    return reason
-
-
-@pytest.mark.parametrize("script,step,title", [
-    ("torch_bench.py", "torch", "## 3. PyTorch allocators side by side"),
-    ("traces.py", "traces", "## 4. Real traces replayed")])
-def test_scripts_skip_without_cuda(tmp_path, script, step, title):
-    cli = cli_or_skip()
-    reason = _no_cuda_or_skip()
-    r = _run_script(script, tmp_path, ["--traces-dir", str(tmp_path / "t")]
-                    if step == "traces" else [], cli=cli)
-    assert r.returncode == 77, r.stderr
-    last = r.stdout.strip().splitlines()[-1]
-    assert last == "RESULT %s SKIP %s" % (step, reason)
-    md = (tmp_path / (step + ".md")).read_text()
-    assert md.startswith(title + "\n\nNot run: ")
-    data = json.loads((tmp_path / (step + ".json")).read_text())
-    assert data["result"] == "SKIP" and data["step"] == step
-
-
-def test_scripts_refuse_bad_usage(tmp_path):
-    r = subprocess.run([sys.executable, os.path.join(GPU, "torch_bench.py")], capture_output=True,
-                       text=True, timeout=60)
-    assert r.returncode == 2 and "--out" in r.stderr
-    r = subprocess.run([sys.executable, os.path.join(GPU, "traces.py"), "--out", str(tmp_path),
-                        "--bogus"], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and "--bogus" in r.stderr
