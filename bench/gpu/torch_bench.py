@@ -141,21 +141,31 @@ def memory_peaks(torch, allocator, device):
     return torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved(), src, extra
 
 
-def child_loop(spec):
-    """One workload under one allocator: warm-up, timed iterations, peaks."""
-    allocator, device = spec["allocator"], spec.get("device", "cuda")
-    t0 = time.monotonic()
+def child_workload(spec, workload):
+    """In a child: torch imported, headroom's pool installed where the
+    allocator is headroom's and the device a GPU, then the workload built.
+    Returns (torch, workload), or (torch, None) once a model that cannot be
+    built here is reported."""
     import torch
 
-    if device.startswith("cuda"):
-        _install(allocator)
+    if spec.get("device", "cuda").startswith("cuda"):
+        _install(spec["allocator"])
     import torch_models
 
     dtype = getattr(torch, spec.get("dtype", DTYPE))
     try:
-        wl = torch_models.build(spec["workload"], device, dtype)
+        return torch, torch_models.build(workload, spec.get("device", "cuda"), dtype)
     except torch_models.ModelUnavailable as e:
         tc.emit({"unavailable": str(e)})
+        return torch, None
+
+
+def child_loop(spec):
+    """One workload under one allocator: warm-up, timed iterations, peaks."""
+    allocator, device = spec["allocator"], spec.get("device", "cuda")
+    t0 = time.monotonic()
+    torch, wl = child_workload(spec, spec["workload"])
+    if wl is None:
         return 0
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     sync()
@@ -196,17 +206,8 @@ def child_maxbatch(spec):
     """The largest resnet50 batch under one allocator; each trial is also
     printed as it ends, so a crash still tells how far the search came."""
     allocator, device = spec["allocator"], spec.get("device", "cuda")
-    import torch
-
-    if device.startswith("cuda"):
-        _install(allocator)
-    import torch_models
-
-    dtype = getattr(torch, spec.get("dtype", DTYPE))
-    try:
-        wl = torch_models.build(dict(spec["workload"], batch=1), device, dtype)
-    except torch_models.ModelUnavailable as e:
-        tc.emit({"unavailable": str(e)})
+    torch, wl = child_workload(spec, dict(spec["workload"], batch=1))
+    if wl is None:
         return 0
     free_before = None
     if device.startswith("cuda"):
