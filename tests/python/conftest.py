@@ -66,3 +66,12 @@ def cli_or_skip():
     if not os.path.exists(p):
         pytest.skip("headroom CLI not built at %s (set HEADROOM_CLI)" % p)
     return os.path.abspath(p)
+
+
+def run_step(script, out, *args, env=None, timeout=120):
+    """Runs the step bench/gpu/<script> --out OUT ARGS; returns the finished
+    process and the last line of its stdout (the RESULT line)."""
+    r = subprocess.run([sys.executable, os.path.join(REPO, "bench", "gpu", script), "--out",
+                        str(out)] + list(args), env=env, capture_output=True, text=True,
+                       timeout=timeout)
+    return r, (r.stdout.strip().splitlines() or [""])[-1]

@@ -8,14 +8,12 @@ watch cut short."""
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO, cli_or_skip
+from conftest import REPO, cli_or_skip, run_step
 
-STEP = os.path.join(REPO, "bench", "gpu", "leak.py")
 sys.path.insert(0, os.path.join(REPO, "bench", "gpu"))
 
 MIB = 1 << 20
@@ -31,9 +29,7 @@ def cli_env():
 def test_cpu_leaker_found_steady_not(tmp_path):
     env = cli_env()
     env["XDG_CONFIG_HOME"] = str(tmp_path)  # no user config file changes the options
-    r = subprocess.run([sys.executable, STEP, "--out", str(tmp_path), "--cpu"], env=env,
-                       capture_output=True, text=True, timeout=120)
-    last = r.stdout.strip().splitlines()[-1]
+    r, last = run_step("leak.py", tmp_path, "--cpu", env=env)
     assert r.returncode == 0 and last.startswith("RESULT leak PASS leaker found after "), \
         r.stdout + r.stderr
     data = json.loads((tmp_path / "leak.json").read_text())

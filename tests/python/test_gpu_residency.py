@@ -8,14 +8,12 @@ byte; a plan given another budget must make the step FAIL. Needs torch
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO, cli_or_skip, torch_or_skip
+from conftest import REPO, cli_or_skip, run_step, torch_or_skip
 
-STEP = os.path.join(REPO, "bench", "gpu", "residency.py")
 sys.path.insert(0, os.path.join(REPO, "bench", "gpu"))
 
 MIB = 1 << 20
@@ -33,9 +31,7 @@ def env(fresh_loader, libpath):
 
 
 def test_cpu_run_agrees_with_the_plan(env, tmp_path):
-    r = subprocess.run([sys.executable, STEP, "--out", str(tmp_path), "--cpu"], env=env,
-                       capture_output=True, text=True, timeout=240)
-    last = r.stdout.strip().splitlines()[-1]
+    r, last = run_step("residency.py", tmp_path, "--cpu", env=env, timeout=240)
     assert r.returncode == 0 and last.startswith("RESULT residency PASS no OOM"), \
         r.stdout + r.stderr
     data = json.loads((tmp_path / "residency.json").read_text())

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import REPO, cli_or_skip
+from conftest import REPO, cli_or_skip, run_step
 
 GPU_DIR = os.path.join(REPO, "bench", "gpu")
 sys.path.insert(0, GPU_DIR)
@@ -173,10 +173,9 @@ def test_scripts_skip_without_cuda(tmp_path, script, step, title):
     if sk.torch_cuda()[0] is not None:
         assert "sees no CUDA device" in reason
     extra = ["--traces-dir", str(tmp_path / "t")] if step == "traces" else []
-    r = subprocess.run([sys.executable, os.path.join(GPU_DIR, script), "--out", str(tmp_path),
-                        "--quick"] + extra, env=env, capture_output=True, text=True, timeout=120)
+    r, last = run_step(script, tmp_path, "--quick", *extra, env=env)
     assert r.returncode == 77, r.stdout + r.stderr
-    assert r.stdout.strip().splitlines()[-1] == "RESULT %s SKIP %s" % (step, reason)
+    assert last == "RESULT %s SKIP %s" % (step, reason)
     md = (tmp_path / (step + ".md")).read_text()
     assert md == "%s\n\nNot run: %s.\n" % (title, reason)
     data = json.loads((tmp_path / (step + ".json")).read_text())
