@@ -113,51 +113,36 @@ def gpu_visible(cli, pids):
 
 def run_watch(step, cli, m, tag, leaker, steady):
     """Runs watch to its --count; returns the parsed events and numbers."""
-    import subprocess
-    import tempfile
     argv = watch_argv(cli, m, tag)
     sk.log("running: %s" % " ".join(argv))
-    # stderr to a file: a pipe nobody reads until the end could fill and stop watch.
-    errf = tempfile.TemporaryFile(mode="w+")
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errf, text=True)
-    step.watch = p
+    p = step.child(argv=argv)
     limit = m["count"] * m["interval"] + 30
     t_start, first, samples, leaks, bad = time.time(), None, 0, [], 0
     series = {leaker: [], steady: []}
     end = time.monotonic() + limit
-    try:
-        for line in p.stdout:
-            if time.monotonic() > end:
-                break
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                bad += 1
-                continue
-            if ev.get("event") == "sample":
-                samples += 1
-                if first is None:
-                    first = ev["time"]
-                for t in ev.get("top", []):
-                    if t["pid"] in series:
-                        series[t["pid"]].append((ev["time"], t["gpu_bytes"], t["rss_anon_bytes"]))
-            elif ev.get("event") == "leak":
-                leaks.append(ev)
-                sk.log("leak event: pid %s (%s) series %s slope %.1f MiB/min"
-                       % (ev.get("pid"), ev.get("name"), ev.get("series"),
-                          ev.get("slope_bytes_per_min", 0) / MIB))
-    finally:
-        if p.poll() is None and time.monotonic() > end:
-            p.kill()
+    while True:
+        line = p.readline(end - time.monotonic())
+        if line is None:  # watch ended, or ran past its limit
+            break
         try:
-            rc = p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            rc = p.wait()
-    errf.seek(0)
-    err = errf.read()
-    errf.close()
-    return {"rc": rc, "stderr": err.strip()[-500:], "samples": samples, "bad_lines": bad,
+            ev = json.loads(line)
+        except ValueError:
+            bad += 1
+            continue
+        if ev.get("event") == "sample":
+            samples += 1
+            if first is None:
+                first = ev["time"]
+            for t in ev.get("top", []):
+                if t["pid"] in series:
+                    series[t["pid"]].append((ev["time"], t["gpu_bytes"], t["rss_anon_bytes"]))
+        elif ev.get("event") == "leak":
+            leaks.append(ev)
+            sk.log("leak event: pid %s (%s) series %s slope %.1f MiB/min"
+                   % (ev.get("pid"), ev.get("name"), ev.get("series"),
+                      ev.get("slope_bytes_per_min", 0) / MIB))
+    rc = p.wait(0 if time.monotonic() > end else 10)
+    return {"rc": rc, "stderr": p.stderr().strip()[-500:], "samples": samples, "bad_lines": bad,
             "first_sample": first, "leaks": leaks, "series": series, "started": t_start}
 
 
@@ -212,10 +197,9 @@ def main(argv=None):
                    lambda p: p.add_argument("--cpu", action="store_true",
                                             help="host-memory children, time scaled by 10"))
     a = step.args
-    step.watch = None
     cli = sk.cli_path()
     if not cli:
-        return step.finish(sk.FAIL, "no headroom CLI (set HEADROOM_CLI)", "No headroom CLI.", {})
+        return step.no_cli()
     if not a.cpu:
         torch, why = sk.torch_cuda()
         if why:
@@ -245,12 +229,8 @@ def main(argv=None):
                        "has no per-process GPU series" % (seen, gpu["state"]))
                 return step.finish(sk.FAIL, why, "FAIL: %s.\n" % why, data)
         w = run_watch(step, cli, m, tag, leaker.pid, steady.pid)
-    except sk.Overtime as e:
-        if step.watch and step.watch.poll() is None:
-            step.watch.kill()
-        return step.finish(sk.FAIL, str(e), "The step %s." % e, data)
-    except Exception as e:  # noqa: BLE001 - reported with what there is
-        return step.finish(sk.FAIL, "error: %s" % str(e)[:200], "Error: %r\n" % e, data)
+    except Exception as e:  # noqa: BLE001 - reported with what there is (Overtime too)
+        return step.error(e, data)
     return finish(step, m, data, w, leaker.pid, steady.pid)
 
 

@@ -298,7 +298,7 @@ def main(argv=None):
     rounds = a.rounds or (ROUNDS_QUICK if a.quick else ROUNDS)
     cli = sk.cli_path()
     if not cli:
-        return step.finish(sk.FAIL, "no headroom CLI (set HEADROOM_CLI)", "No headroom CLI.", {})
+        return step.no_cli()
     if not sk.which(smi()):
         return step.skip("nvidia-smi not found (no NVIDIA driver here)")
     try:
@@ -323,10 +323,8 @@ def main(argv=None):
             rd["checks"] = checks
             data["rounds"].append(rd)
             per_round.append(checks)
-    except sk.Overtime as e:
-        return step.finish(sk.FAIL, str(e), "The step %s." % e, data)
-    except Exception as e:  # noqa: BLE001 - reported, with the data so far
-        return step.finish(sk.FAIL, "error: %s" % str(e)[:200], "Error: %s\n" % e, data)
+    except Exception as e:  # noqa: BLE001 - reported, with the data so far (Overtime too)
+        return step.error(e, data)
     return report(step, data, per_round)
 
 

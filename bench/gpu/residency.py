@@ -152,7 +152,6 @@ def run_turns(torch, headroom, models, seq, budget, working, policy, device):
     """The live run: a Registry under `budget`, a forward pass per turn.
     Returns what the Registry did, OOMs and peaks."""
     byname = {k: (name, m, make) for k, name, m, make in models}
-    oom_types = tuple(t for t in (getattr(torch.cuda, "OutOfMemoryError", None),) if t)
     reg = headroom.Registry(device=str(device), budget_bytes=budget, policy=policy)
     sizes = {}
     for key, name, m, _ in models:
@@ -180,9 +179,7 @@ def run_turns(torch, headroom, models, seq, budget, working, policy, device):
             rec["ok"] = True
         except Exception as e:  # noqa: BLE001 - every failure is counted and reported
             text = "%s: %s" % (type(e).__name__, (str(e).splitlines() or [""])[0][:300])
-            is_oom = isinstance(e, oom_types) or "out of memory" in str(e).lower() \
-                or isinstance(getattr(e, "__cause__", None), oom_types)
-            ooms += is_oom
+            ooms += sk.is_oom(e)
             errors.append("turn %d (%s): %s" % (i + 1, name, text))
             sk.log("turn %d %s failed: %s" % (i + 1, name, text))
         rec["resident_after"] = reg.resident()
@@ -341,7 +338,7 @@ def main(argv=None):
     a = step.args
     cli = sk.cli_path()
     if not cli:
-        return step.finish(sk.FAIL, "no headroom CLI (set HEADROOM_CLI)", "No headroom CLI.", {})
+        return step.no_cli()
     torch, why = sk.torch_cuda()
     if torch is None or (why and not a.cpu):
         return step.skip(why)
@@ -358,10 +355,8 @@ def main(argv=None):
     try:
         with tempfile.TemporaryDirectory() as tmp:
             res = core(torch, headroom, cli, device, cfg, seq, policies, tmp)
-    except sk.Overtime as e:
-        return step.finish(sk.FAIL, str(e), "The step %s." % e, res)
-    except Exception as e:  # noqa: BLE001 - reported with what there is
-        return step.finish(sk.FAIL, "error: %s" % str(e)[:200], "Error: %r\n" % e, res)
+    except Exception as e:  # noqa: BLE001 - reported with what there is (Overtime too)
+        return step.error(e, res)
     return finish(step, res)
 
 

@@ -29,20 +29,20 @@ DIR/torch.json; prints `RESULT torch PASS|FAIL|SKIP ...` last; exit 0, 1 or
 77 (no CUDA device, or none of the models' packages).
 """
 
+import argparse
 import gc
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import stepkit as sk  # noqa: E402
 import torch_common as tc  # noqa: E402
 
-STEP = "torch"
-TITLE = "## 3. PyTorch allocators side by side"
+STEP, NUMBER, TITLE = "torch", 3, "PyTorch allocators side by side"
 
 #: Wall-clock seconds the whole step may take (the driver's backstop is 450).
 BUDGET_S = 400
@@ -141,21 +141,31 @@ def memory_peaks(torch, allocator, device):
     return torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved(), src, extra
 
 
-def child_loop(spec):
-    """One workload under one allocator: warm-up, timed iterations, peaks."""
-    allocator, device = spec["allocator"], spec.get("device", "cuda")
-    t0 = time.monotonic()
+def child_workload(spec, workload):
+    """In a child: torch imported, headroom's pool installed where the
+    allocator is headroom's and the device a GPU, then the workload built.
+    Returns (torch, workload), or (torch, None) once a model that cannot be
+    built here is reported."""
     import torch
 
-    if device.startswith("cuda"):
-        _install(allocator)
+    if spec.get("device", "cuda").startswith("cuda"):
+        _install(spec["allocator"])
     import torch_models
 
     dtype = getattr(torch, spec.get("dtype", DTYPE))
     try:
-        wl = torch_models.build(spec["workload"], device, dtype)
+        return torch, torch_models.build(workload, spec.get("device", "cuda"), dtype)
     except torch_models.ModelUnavailable as e:
         tc.emit({"unavailable": str(e)})
+        return torch, None
+
+
+def child_loop(spec):
+    """One workload under one allocator: warm-up, timed iterations, peaks."""
+    allocator, device = spec["allocator"], spec.get("device", "cuda")
+    t0 = time.monotonic()
+    torch, wl = child_workload(spec, spec["workload"])
+    if wl is None:
         return 0
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     sync()
@@ -196,17 +206,8 @@ def child_maxbatch(spec):
     """The largest resnet50 batch under one allocator; each trial is also
     printed as it ends, so a crash still tells how far the search came."""
     allocator, device = spec["allocator"], spec.get("device", "cuda")
-    import torch
-
-    if device.startswith("cuda"):
-        _install(allocator)
-    import torch_models
-
-    dtype = getattr(torch, spec.get("dtype", DTYPE))
-    try:
-        wl = torch_models.build(dict(spec["workload"], batch=1), device, dtype)
-    except torch_models.ModelUnavailable as e:
-        tc.emit({"unavailable": str(e)})
+    torch, wl = child_workload(spec, dict(spec["workload"], batch=1))
+    if wl is None:
         return 0
     free_before = None
     if device.startswith("cuda"):
@@ -244,7 +245,7 @@ def child_ballast(spec):
     import torch
 
     free, total = torch.cuda.mem_get_info()
-    want = free - int(spec["free_gib"] * tc.GIB)
+    want = free - int(spec["free_gib"] * sk.GIB)
     buf = None
     if want > 0:
         buf = torch.empty(want, dtype=torch.uint8, device="cuda")
@@ -295,11 +296,11 @@ def run_loops(timed, allocators, budget, reserve_s, child_timeout, device="cuda"
             timeout = min(child_timeout, left)
             child = {"mode": "loop", "allocator": alloc, "device": device, "dtype": dtype,
                      "workload": spec, "warmup": warmup, "iters": iters, "iter_time": iter_time}
-            tc.log(STEP, "%s under %s (timeout %.0f s)" % (label, alloc, timeout))
+            sk.log("%s under %s (timeout %.0f s)" % (label, alloc, timeout))
             r = runner(child_cmd(child), env=tc.child_env(alloc), timeout=timeout)
             _fill(row, r, timeout)
-            tc.log(STEP, "  %s in %.1f s: %s" % (row["status"], r["seconds"],
-                                                  row.get("note") or _speed_text(row)))
+            sk.log("  %s in %.1f s: %s" % (row["status"], r["seconds"],
+                                           row.get("note") or _speed_text(row)))
     return rows
 
 
@@ -315,8 +316,7 @@ def _fill(row, r, timeout):
     elif r["status"] == "ok":
         row.update(status="ok", **res)
     else:
-        row.update(status=r["status"], note=tc.child_failure_text(r, round(timeout)),
-                   stderr_tail=r["stderr_tail"])
+        row.update(status=r["status"], note=r["ended"], stderr_tail=r["stderr_tail"])
         if res:
             row.update(res)
         if r["trials"]:
@@ -324,43 +324,22 @@ def _fill(row, r, timeout):
 
 
 def start_ballast(free_gib, timeout=60):
-    """Starts the ballast child and waits for its report; returns (process
-    or None, report dict or None, note)."""
-    env = tc.child_env("native")
-    p = subprocess.Popen(child_cmd({"mode": "ballast", "free_gib": free_gib}), env=env,
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, start_new_session=True)
-    t0 = time.monotonic()
-    import selectors
-
-    sel = selectors.DefaultSelector()
-    sel.register(p.stdout, selectors.EVENT_READ)
-    while time.monotonic() - t0 < timeout:
-        if not sel.select(timeout=1.0):
-            if p.poll() is not None:
-                break
-            continue
-        line = p.stdout.readline()
-        if not line:
-            break
-        if line.startswith(tc.RESULT_PREFIX):
-            return p, json.loads(line[len(tc.RESULT_PREFIX):]), ""
-    stop_ballast(p)
-    return None, None, "the ballast process did not report within %d s" % timeout
-
-
-def stop_ballast(p):
-    if p is None:
-        return
+    """Starts the ballast child and waits for its report; returns (child or
+    None, report dict or None, note)."""
+    c = sk.Child(argv=child_cmd({"mode": "ballast", "free_gib": free_gib}),
+                 env=tc.child_env("native"))
     try:
-        p.stdin.close()
-    except OSError:
-        pass
-    try:
-        p.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, 9)
-        p.wait()
+        line = c.expect_line(tc.RESULT_PREFIX, timeout)
+    except RuntimeError as e:  # it said why in its stderr; the note keeps it short
+        sk.log(str(e))
+        return None, None, "the ballast process did not report within %d s" % timeout
+    return c, json.loads(line[len(tc.RESULT_PREFIX):]), ""
+
+
+def stop_ballast(c):
+    """Closes the ballast's stdin, its cue to free the memory and end."""
+    if c is not None:
+        c.stop(10)
 
 
 def run_maxbatch(allocators, budget, mb, device="cuda", dtype=DTYPE, runner=tc.run_child,
@@ -373,7 +352,7 @@ def run_maxbatch(allocators, budget, mb, device="cuda", dtype=DTYPE, runner=tc.r
     if not pkg and device.startswith("cuda") and budget.left() > 30:
         ballast, report, note = start_ballast(mb["free_gib"])
         if note:
-            tc.log(STEP, note)
+            sk.log(note)
     try:
         for alloc in allocators:
             row = {"allocator": alloc, "model": model}
@@ -389,14 +368,14 @@ def run_maxbatch(allocators, budget, mb, device="cuda", dtype=DTYPE, runner=tc.r
             child = {"mode": "maxbatch", "allocator": alloc, "device": device, "dtype": dtype,
                      "workload": {"model": model}, "start": mb["start"], "cap": mb["cap"],
                      "search_s": mb["search_s"]}
-            tc.log(STEP, "largest %s batch under %s (timeout %.0f s)" % (model, alloc, timeout))
+            sk.log("largest %s batch under %s (timeout %.0f s)" % (model, alloc, timeout))
             r = runner(child_cmd(child), env=tc.child_env(alloc), timeout=timeout)
             _fill(row, r, timeout)
             if row["status"] != "ok" and r["trials"]:
                 ok = [t["batch"] for t in r["trials"] if t["outcome"] == "ok"]
                 row["max_batch"] = max(ok) if ok else 0
                 row["trials"] = [[t["batch"], t["outcome"]] for t in r["trials"]]
-            tc.log(STEP, "  %s: %s" % (row["status"], row.get("max_batch", row.get("note"))))
+            sk.log("  %s: %s" % (row["status"], row.get("max_batch", row.get("note"))))
     finally:
         stop_ballast(ballast)
     return rows, report or ({"note": note} if note else None)
@@ -423,14 +402,14 @@ def judge(rows):
         if not n or n.get("status") != "ok":
             why.append("no native baseline (%s)" % ((n or {}).get("note") or "not run"))
         if not why:
-            sr = tc.ratio(h.get("it_per_s"), n.get("it_per_s"))
-            rr = tc.ratio(h.get("peak_reserved"), n.get("peak_reserved"))
+            sr = sk.ratio(h.get("it_per_s"), n.get("it_per_s"))
+            rr = sk.ratio(h.get("peak_reserved"), n.get("peak_reserved"))
             h["speed_vs_native"], h["reserved_vs_native"] = sr, rr
             if sr is None or sr < MIN_SPEED_RATIO:
-                why.append("it/s %s x native (target >= %.2f)" % (tc.fmt_ratio(sr),
+                why.append("it/s %s x native (target >= %.2f)" % (sk.fmt_ratio(sr),
                                                                   MIN_SPEED_RATIO))
             if rr is None or rr >= 1.0:
-                why.append("peak reserved %s x native (target < 1)" % tc.fmt_ratio(rr))
+                why.append("peak reserved %s x native (target < 1)" % sk.fmt_ratio(rr))
         judged += 1
         h["verdict"] = "PASS" if not why else "FAIL: " + "; ".join(why)
         if why:
@@ -441,9 +420,8 @@ def judge(rows):
 
 
 def render(rows, mb_rows, ballast, verdict, failures, judged, quick, budget_s, spent):
+    """The report's body, below the step's heading."""
     w = []
-    w.append(TITLE)
-    w.append("")
     w.append("Each workload ran once per allocator setting, each in its own process: warm-up "
              "iterations, then timed ones with `torch.cuda.synchronize()` before and after each; "
              "it/s is the median. Peaks are over the whole child run, warm-up included: "
@@ -481,25 +459,24 @@ def render(rows, mb_rows, ballast, verdict, failures, judged, quick, budget_s, s
             table.append([
                 r["allocator"], r.get("batch") or "",
                 "%.2f" % r["it_per_s"] if r.get("it_per_s") else "n/a",
-                tc.fmt_ratio(tc.ratio(r.get("it_per_s"), nat and nat.get("it_per_s"))),
-                tc.fmt_mib(r.get("peak_allocated")) + dag,
-                tc.fmt_mib(r.get("peak_reserved")) + dag,
-                tc.fmt_ratio(tc.ratio(r.get("peak_reserved"), nat and nat.get("peak_reserved"))),
-                tc.fmt_mib(r.get("nvml_used")),
+                sk.fmt_ratio(sk.ratio(r.get("it_per_s"), nat and nat.get("it_per_s"))),
+                tc.mib_cell(r.get("peak_allocated")) + dag,
+                tc.mib_cell(r.get("peak_reserved")) + dag,
+                sk.fmt_ratio(sk.ratio(r.get("peak_reserved"), nat and nat.get("peak_reserved"))),
+                tc.mib_cell(r.get("nvml_used")),
                 r.get("verdict", "")])
-        w.append(tc.md_table(["allocator", "batch", "it/s (median)", "x native",
-                              "peak allocated MiB", "peak reserved MiB", "reserved / native",
-                              "NVML used MiB", "target"], table, right={1, 2, 3, 4, 5, 6, 7}))
-        w.append("")
+        w.append(sk.table(["allocator", "batch", "it/s (median)", "x native",
+                           "peak allocated MiB", "peak reserved MiB", "reserved / native",
+                           "NVML used MiB", "target"], table, right={1, 2, 3, 4, 5, 6, 7}))
     if mb_rows:
         w.append("### Largest resnet50 batch before out-of-memory")
         w.append("")
         held = ""
         if ballast and ballast.get("held") is not None:
             held = ("A ballast process held %.1f GiB of the %.1f GiB device, leaving about %.1f "
-                    "GiB free for each search. " % (ballast["held"] / tc.GIB,
-                                                     ballast["total"] / tc.GIB,
-                                                     ballast["free_after"] / tc.GIB))
+                    "GiB free for each search. " % (ballast["held"] / sk.GIB,
+                                                     ballast["total"] / sk.GIB,
+                                                     ballast["free_after"] / sk.GIB))
         elif ballast and ballast.get("note"):
             held = "No ballast (%s): each search had the whole device. " % ballast["note"]
         w.append("%sOne forward per trial, doubling from the first batch, then bisection; an "
@@ -522,12 +499,11 @@ def render(rows, mb_rows, ballast, verdict, failures, judged, quick, budget_s, s
                 if mbv is not None:
                     end += "; the largest batch is the last that ran before it"
             table.append([r["allocator"], mbv if mbv is not None else "n/a",
-                          tc.fmt_ratio(tc.ratio(mbv, nat and nat.get("max_batch"))),
+                          sk.fmt_ratio(sk.ratio(mbv, nat and nat.get("max_batch"))),
                           r.get("first_failure") if r.get("first_failure") is not None else "",
                           len(r.get("trials") or []), r.get("search_s", ""), end])
-        w.append(tc.md_table(["allocator", "largest batch", "x native", "first failing batch",
-                              "trials", "search s", "end"], table, right={1, 2, 3, 4, 5}))
-        w.append("")
+        w.append(sk.table(["allocator", "largest batch", "x native", "first failing batch",
+                           "trials", "search s", "end"], table, right={1, 2, 3, 4, 5}))
     w.append("### Against the targets")
     w.append("")
     if verdict == "PASS":
@@ -564,21 +540,23 @@ def summary_line(verdict, rows, failures, judged, mb_rows):
 
 
 def main(argv=None):
-    args = tc.parse_args(STEP, argv)
+    step = sk.Step(STEP, NUMBER, TITLE, BUDGET_S, argv, quick_budget_s=QUICK_BUDGET_S,
+                   add_args=lambda p: p.add_argument("--child", help=argparse.SUPPRESS))
+    args = step.args
     if args.child:
         return child_main(json.loads(args.child))
     models = None
     if os.environ.get("HR_TORCH_MODELS"):
         models = set(os.environ["HR_TORCH_MODELS"].split(","))
-    reason = tc.cuda_unavailable_reason()
+    reason = sk.cuda_unavailable_reason()
     if reason:
-        return tc.skip(STEP, args.out, TITLE, reason)
+        return step.skip(reason)
     timed = plan(args.quick, models)
     avail = [s for s in timed if not missing_package(s[0]["model"])]
     if not avail:
-        return tc.skip(STEP, args.out, TITLE, "none of the models can be built: %s missing"
-                       % ", ".join(sorted({missing_package(s[0]["model"]) for s in timed})))
-    budget = tc.Budget(QUICK_BUDGET_S if args.quick else BUDGET_S)
+        return step.skip("none of the models can be built: %s missing"
+                         % ", ".join(sorted({missing_package(s[0]["model"]) for s in timed})))
+    budget = step.budget
     mb = (QUICK_MAXBATCH if args.quick else
           {"free_gib": MAXBATCH_FREE_GIB, "start": MAXBATCH_START, "cap": MAXBATCH_CAP,
            "search_s": MAXBATCH_SEARCH_S})
@@ -595,7 +573,7 @@ def main(argv=None):
     summary = summary_line(verdict, rows, failures, judged, mb_rows)
     if verdict == "SKIP":
         summary = "no workload ran under both native and headroom: " + summary
-    return tc.finish(STEP, args.out, md, data, verdict, summary)
+    return step.finish(verdict, summary, md, data)
 
 
 if __name__ == "__main__":

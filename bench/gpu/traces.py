@@ -22,6 +22,7 @@ bench/traces/). Writes DIR/traces.md and DIR/traces.json; prints `RESULT
 traces PASS|FAIL|SKIP ...` last; exit 0, 1 or 77.
 """
 
+import argparse
 import json
 import os
 import shutil
@@ -31,10 +32,10 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import stepkit as sk  # noqa: E402
 import torch_common as tc  # noqa: E402
 
-STEP = "traces"
-TITLE = "## 4. Real traces replayed"
+STEP, NUMBER, TITLE = "traces", 4, "Real traces replayed"
 
 #: Wall-clock seconds the whole step may take (the driver's backstop is 200).
 BUDGET_S = 170
@@ -102,16 +103,6 @@ def child_record(spec):
 # ---- the parent: import and replay ----------------------------------------------------
 
 
-def find_cli():
-    for c in (os.environ.get("HEADROOM_CLI"),
-              os.path.join(os.environ["HR_BUILD"], "headroom") if os.environ.get("HR_BUILD")
-              else None,
-              os.path.join(tc.ROOT, "build", "release", "headroom")):
-        if c and os.path.exists(c):
-            return c
-    return None
-
-
 def count_entries(pickle_path):
     """Entries per device of a snapshot, read with headroom's refuse-every-
     global unpickler."""
@@ -129,15 +120,14 @@ def import_and_replay(pickle_path, workdir, cli, timeout=TOOL_TIMEOUT_S):
     name = os.path.splitext(os.path.basename(pickle_path))[0]
     trace = os.path.join(workdir, name + ".trace")
     env = tc.child_env("native")
-    r = subprocess.run([sys.executable, "-m", "headroom.trace", "import", pickle_path, "-o", trace,
-                        "-q"], env=env, capture_output=True, text=True, timeout=timeout)
+    r = sk.run([sys.executable, "-m", "headroom.trace", "import", pickle_path, "-o", trace, "-q"],
+               timeout, env=env)
     if r.returncode != 0:
         raise RuntimeError("import of %s failed (exit %d): %s" % (
             os.path.basename(pickle_path), r.returncode, (r.stderr or r.stdout).strip()[-300:]))
     env["HEADROOM_NO_PROGRESS"] = "1"
-    r = subprocess.run([cli, "--log-level", "error", "replay", trace, "--conf", "pytorch",
-                        "--conf", "default", "--json"], env=env, capture_output=True, text=True,
-                       timeout=timeout)
+    r = sk.run([cli, "--log-level", "error", "replay", trace, "--conf", "pytorch", "--conf",
+                "default", "--json"], timeout, env=env)
     if r.returncode != 0:
         raise RuntimeError("headroom replay of %s failed (exit %d): %s" % (
             os.path.basename(trace), r.returncode, (r.stderr or r.stdout).strip()[-300:]))
@@ -180,7 +170,7 @@ def compare(rep):
                 extra_ooms)
     else:
         out["diff_pct"], out["within"] = None, False
-    out["default_vs_recorded"] = tc.ratio(out.get("default_peak_reserved"), rec)
+    out["default_vs_recorded"] = sk.ratio(out.get("default_peak_reserved"), rec)
     return out
 
 
@@ -201,7 +191,8 @@ def judge(rows):
 
 
 def render(rows, verdict, misses, quick, budget_s, spent, copied_to):
-    w = [TITLE, ""]
+    """The report's body, below the step's heading."""
+    w = []
     w.append("Each loop ran in its own process with PyTorch's native allocator, recording "
              "its allocation history from before the model was built "
              "(`torch.cuda.memory._record_memory_history(context=None, max_entries=%d)`, no stack "
@@ -221,20 +212,19 @@ def render(rows, verdict, misses, quick, budget_s, spent, copied_to):
                           "%s: %s" % (r.get("status"), r.get("note", ""))])
             continue
         table.append([
-            r["trace"], r.get("events", ""), tc.fmt_mib(r.get("max_memory_reserved")),
-            tc.fmt_mib(r.get("recorded_peak_reserved")),
-            tc.fmt_mib(r.get("pytorch_like_peak_reserved")),
+            r["trace"], r.get("events", ""), tc.mib_cell(r.get("max_memory_reserved")),
+            tc.mib_cell(r.get("recorded_peak_reserved")),
+            tc.mib_cell(r.get("pytorch_like_peak_reserved")),
             "%+.2f%%" % r["diff_pct"] if r.get("diff_pct") is not None else "n/a",
             "yes" if r.get("within") else "**no**",
-            tc.fmt_mib(r.get("default_peak_reserved")),
-            tc.fmt_ratio(r.get("default_vs_recorded")),
-            "%.2f" % (r["pickle_bytes"] / tc.MIB) if r.get("pickle_bytes") else "",
+            tc.mib_cell(r.get("default_peak_reserved")),
+            sk.fmt_ratio(r.get("default_vs_recorded")),
+            "%.2f" % (r["pickle_bytes"] / sk.MIB) if r.get("pickle_bytes") else "",
             r.get("note", "")])
-    w.append(tc.md_table(["trace", "events", "max_memory_reserved MiB", "recorded peak MiB",
-                          "pytorch-like MiB", "difference", "within %g%%" % WITHIN_PCT,
-                          "default MiB", "default / recorded", "pickle MiB", "note"], table,
-                         right={1, 2, 3, 4, 5, 7, 8, 9}))
-    w.append("")
+    w.append(sk.table(["trace", "events", "max_memory_reserved MiB", "recorded peak MiB",
+                       "pytorch-like MiB", "difference", "within %g%%" % WITHIN_PCT,
+                       "default MiB", "default / recorded", "pickle MiB", "note"], table,
+                      right={1, 2, 3, 4, 5, 7, 8, 9}))
     if verdict == "PASS":
         w.append("PASS: the PyTorch-like replay lands within %g%% of the recorded peak reserved "
                  "on every trace." % WITHIN_PCT)
@@ -266,12 +256,12 @@ def record_all(timed, workdir, budget, runner=tc.run_child):
         child = {"mode": "record", "workload": spec, "iters": iters, "path": path,
                  "max_entries": MAX_ENTRIES}
         timeout = min(CHILD_TIMEOUT_S, left)
-        tc.log(STEP, "recording %s (timeout %.0f s)" % (label, timeout))
+        sk.log("recording %s (timeout %.0f s)" % (label, timeout))
         r = runner([sys.executable, os.path.abspath(__file__), "--out", "-", "--child",
                     json.dumps(child)], env=tc.child_env("native"), timeout=timeout)
         res = r["result"] or {}
         if r["status"] != "ok":
-            row.update(status=r["status"], note=tc.child_failure_text(r, round(timeout)))
+            row.update(status=r["status"], note=r["ended"])
         elif "unavailable" in res:
             row.update(status="unavailable", note=res["unavailable"])
         elif not os.path.exists(path):
@@ -328,32 +318,37 @@ def copy_traces(rows, dest):
     for r in rows:
         if r.get("pickle") and os.path.exists(r["pickle"]):
             shutil.copy(r["pickle"], os.path.join(dest, os.path.basename(r["pickle"])))
-            tc.log(STEP, "kept %s: %.2f MiB" % (os.path.basename(r["pickle"]),
-                                                os.path.getsize(r["pickle"]) / tc.MIB))
+            sk.log("kept %s: %.2f MiB" % (os.path.basename(r["pickle"]),
+                                          os.path.getsize(r["pickle"]) / sk.MIB))
     return dest
 
 
+def add_args(p):
+    p.add_argument("--traces-dir", help="folder the recorded snapshots are copied to")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+
+
 def main(argv=None):
-    args = tc.parse_args(STEP, argv, traces_dir=True)
+    step = sk.Step(STEP, NUMBER, TITLE, BUDGET_S, argv, add_args, quick_budget_s=QUICK_BUDGET_S)
+    args = step.args
     if args.child:
         spec = json.loads(args.child)
         if spec.get("mode") != "record":
             raise SystemExit("unknown child mode %r" % spec.get("mode"))
         return child_record(spec)
-    cli = find_cli()
+    cli = sk.cli_path()
     if not cli:
-        return tc.finish(STEP, args.out, "%s\n\nNot run: no headroom CLI (set HEADROOM_CLI or "
-                         "build first).\n" % TITLE, {}, "FAIL", "no headroom CLI to replay with")
-    reason = tc.cuda_unavailable_reason()
+        return step.no_cli()
+    reason = sk.cuda_unavailable_reason()
     if reason:
-        return tc.skip(STEP, args.out, TITLE, reason)
-    budget = tc.Budget(QUICK_BUDGET_S if args.quick else BUDGET_S)
+        return step.skip(reason)
+    budget = step.budget
     work = tempfile.mkdtemp(prefix="hr-traces-")
     try:
         recorded = record_all(plan(args.quick), work, budget)
         copied = copy_traces(recorded, args.traces_dir)
         if all(r.get("status") == "unavailable" for r in recorded):
-            return tc.skip(STEP, args.out, TITLE, "; ".join(r["note"] for r in recorded))
+            return step.skip("; ".join(r["note"] for r in recorded))
         rows = replay_all([r for r in recorded if r.get("status") != "unavailable"], work, cli)
         verdict, misses = judge(rows)
         md = render(rows, verdict, misses, args.quick, budget.seconds, budget.spent(), copied)
@@ -368,7 +363,7 @@ def main(argv=None):
         data = {"rows": rows, "quick": args.quick, "budget_s": budget.seconds,
                 "spent_s": round(budget.spent(), 1), "within_pct": WITHIN_PCT,
                 "max_entries": MAX_ENTRIES, "traces_dir": copied}
-        return tc.finish(STEP, args.out, md, data, verdict, summary)
+        return step.finish(verdict, summary, md, data)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

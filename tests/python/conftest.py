@@ -57,3 +57,21 @@ def torch_or_skip():
         pytest.skip("torch is not importable (%s); scripts/install-deps installs python3-torch"
                     % e)
     return torch
+
+
+def cli_or_skip():
+    """The headroom CLI under test (HEADROOM_CLI, else build/release/headroom)
+    as an absolute path; skips when it has not been built."""
+    p = os.environ.get("HEADROOM_CLI") or os.path.join(REPO, "build", "release", "headroom")
+    if not os.path.exists(p):
+        pytest.skip("headroom CLI not built at %s (set HEADROOM_CLI)" % p)
+    return os.path.abspath(p)
+
+
+def run_step(script, out, *args, env=None, timeout=120):
+    """Runs the step bench/gpu/<script> --out OUT ARGS; returns the finished
+    process and the last line of its stdout (the RESULT line)."""
+    r = subprocess.run([sys.executable, os.path.join(REPO, "bench", "gpu", script), "--out",
+                        str(out)] + list(args), env=env, capture_output=True, text=True,
+                       timeout=timeout)
+    return r, (r.stdout.strip().splitlines() or [""])[-1]

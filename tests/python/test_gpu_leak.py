@@ -8,25 +8,20 @@ watch cut short."""
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, cli_or_skip, run_step
 
-STEP = os.path.join(REPO, "bench", "gpu", "leak.py")
 sys.path.insert(0, os.path.join(REPO, "bench", "gpu"))
 
 MIB = 1 << 20
 
 
 def cli_env():
-    cli = os.environ.get("HEADROOM_CLI") or os.path.join(REPO, "build", "release", "headroom")
-    if not os.path.exists(cli):
-        pytest.skip("headroom CLI not built at %s (set HEADROOM_CLI)" % cli)
     e = dict(os.environ)
-    e["HEADROOM_CLI"] = os.path.abspath(cli)
+    e["HEADROOM_CLI"] = cli_or_skip()
     e.pop("HEADROOM_CONFIG", None)
     return e
 
@@ -34,9 +29,7 @@ def cli_env():
 def test_cpu_leaker_found_steady_not(tmp_path):
     env = cli_env()
     env["XDG_CONFIG_HOME"] = str(tmp_path)  # no user config file changes the options
-    r = subprocess.run([sys.executable, STEP, "--out", str(tmp_path), "--cpu"], env=env,
-                       capture_output=True, text=True, timeout=120)
-    last = r.stdout.strip().splitlines()[-1]
+    r, last = run_step("leak.py", tmp_path, "--cpu", env=env)
     assert r.returncode == 0 and last.startswith("RESULT leak PASS leaker found after "), \
         r.stdout + r.stderr
     data = json.loads((tmp_path / "leak.json").read_text())
@@ -83,17 +76,3 @@ def test_judging(w, why):
     else:
         assert not ok and any(why in r for r in reasons), reasons
         assert "**FAIL**" in [r[-1] for r in rows] or "watch" in why
-
-
-def test_without_cuda_the_gpu_run_skips(tmp_path):
-    env = cli_env()
-    try:
-        import torch
-        if torch.cuda.is_available():
-            pytest.skip("this machine has CUDA: the GPU run is not a skip here")
-    except ImportError:
-        pass
-    r = subprocess.run([sys.executable, STEP, "--out", str(tmp_path), "--quick"], env=env,
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 77 and r.stdout.strip().splitlines()[-1].startswith(
-        "RESULT leak SKIP torch"), r.stdout + r.stderr

@@ -13,17 +13,10 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, cli_or_skip, run_step
 
 STEP = os.path.join(REPO, "bench", "gpu", "probe.py")
 FAKE_SMI = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_nvidia_smi.py")
-
-
-def cli_path():
-    p = os.environ.get("HEADROOM_CLI") or os.path.join(REPO, "build", "release", "headroom")
-    if not os.path.exists(p):
-        pytest.skip("headroom CLI not built at %s (set HEADROOM_CLI)" % p)
-    return os.path.abspath(p)
 
 
 def fake_nvml(cli):
@@ -38,7 +31,7 @@ def env(tmp_path):
     """PATH with the stand-in nvidia-smi first, the stand-in NVML for
     headroom, two fake GPUs and two processes that exist (this one and a
     sleeping child), so local pids map as on a real host."""
-    cli = cli_path()
+    cli = cli_or_skip()
     bindir = tmp_path / "bin"
     bindir.mkdir()
     smi = bindir / "nvidia-smi"
@@ -58,15 +51,8 @@ def env(tmp_path):
     sleeper.wait()
 
 
-def run_step(env, out, *extra):
-    r = subprocess.run([sys.executable, STEP, "--out", str(out), "--quick"] + list(extra),
-                       env=env, capture_output=True, text=True, timeout=120)
-    last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
-    return r, last
-
-
 def test_agreeing_readings_pass(env, tmp_path):
-    r, last = run_step(env, tmp_path / "out", "--rounds", "3")
+    r, last = run_step("probe.py", tmp_path / "out", "--quick", "--rounds", "3", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert last.startswith("RESULT probe PASS "), last
     md = (tmp_path / "out" / "probe.md").read_text()
@@ -91,7 +77,7 @@ def test_agreeing_readings_pass(env, tmp_path):
     ("proc_used", "pid %d on GPU-fake-0000 used")])
 def test_a_disagreement_fails(env, tmp_path, broken, row):
     env["FAKE_SMI_BREAK"] = broken
-    r, last = run_step(env, tmp_path / "out")
+    r, last = run_step("probe.py", tmp_path / "out", "--quick", env=env)
     assert r.returncode == 1, r.stdout + r.stderr
     assert last.startswith("RESULT probe FAIL differs: "), last
     if "%d" in row:
@@ -104,7 +90,7 @@ def test_a_disagreement_fails(env, tmp_path, broken, row):
 
 def test_no_nvidia_smi_skips(env, tmp_path):
     env["PATH"] = str(tmp_path / "empty")
-    r, last = run_step(env, tmp_path / "out")
+    r, last = run_step("probe.py", tmp_path / "out", "--quick", env=env)
     assert r.returncode == 77 and last == "RESULT probe SKIP nvidia-smi not found (no NVIDIA " \
         "driver here)", r.stdout + r.stderr
     assert (tmp_path / "out" / "probe.md").read_text().startswith("## 1. Probe")
@@ -113,7 +99,7 @@ def test_no_nvidia_smi_skips(env, tmp_path):
 def test_headroom_blind_to_the_gpu_fails(env, tmp_path):
     # nvidia-smi sees GPUs, headroom's NVML is missing: a real disagreement.
     env["HEADROOM_NVML_LIBRARY"] = str(tmp_path / "no-libnvidia-ml.so")
-    r, last = run_step(env, tmp_path / "out")
+    r, last = run_step("probe.py", tmp_path / "out", "--quick", env=env)
     assert r.returncode == 1 and "GPU count" in last, r.stdout + r.stderr
 
 

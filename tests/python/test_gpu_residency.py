@@ -8,14 +8,12 @@ byte; a plan given another budget must make the step FAIL. Needs torch
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO, torch_or_skip
+from conftest import REPO, cli_or_skip, run_step, torch_or_skip
 
-STEP = os.path.join(REPO, "bench", "gpu", "residency.py")
 sys.path.insert(0, os.path.join(REPO, "bench", "gpu"))
 
 MIB = 1 << 20
@@ -23,21 +21,17 @@ MIB = 1 << 20
 
 @pytest.fixture
 def env(fresh_loader, libpath):
-    cli = os.environ.get("HEADROOM_CLI") or os.path.join(REPO, "build", "release", "headroom")
-    if not os.path.exists(cli):
-        pytest.skip("headroom CLI not built at %s (set HEADROOM_CLI)" % cli)
+    cli = cli_or_skip()
     torch_or_skip()
     fresh_loader.setenv("HEADROOM_LIB", libpath)
-    fresh_loader.setenv("HEADROOM_CLI", os.path.abspath(cli))
+    fresh_loader.setenv("HEADROOM_CLI", cli)
     e = dict(os.environ)
     e["PYTHONPATH"] = os.path.join(REPO, "python")
     return e
 
 
 def test_cpu_run_agrees_with_the_plan(env, tmp_path):
-    r = subprocess.run([sys.executable, STEP, "--out", str(tmp_path), "--cpu"], env=env,
-                       capture_output=True, text=True, timeout=240)
-    last = r.stdout.strip().splitlines()[-1]
+    r, last = run_step("residency.py", tmp_path, "--cpu", env=env, timeout=240)
     assert r.returncode == 0 and last.startswith("RESULT residency PASS no OOM"), \
         r.stdout + r.stderr
     data = json.loads((tmp_path / "residency.json").read_text())
@@ -127,15 +121,3 @@ def test_compare_counts_a_byte(env):
     rows, ok = residency.compare(pred, actual, 2, sizes, 2 * MIB, "cuda")
     assert not ok and "most model bytes resident at once (limit: budget - working)" in [
         r[0] for r in rows if not r[3]]
-
-
-def test_without_cuda_the_gpu_run_skips(env, tmp_path):
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA: the GPU run is not a skip here")
-    r = subprocess.run([sys.executable, STEP, "--out", str(tmp_path), "--quick"], env=env,
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 77, r.stdout + r.stderr
-    assert r.stdout.strip().splitlines()[-1].startswith("RESULT residency SKIP torch ")
-    assert "sees no CUDA device" in (tmp_path / "residency.md").read_text()

@@ -1,36 +1,29 @@
 """The torch and traces steps of the GPU validation (bench/gpu/torch_bench.py,
 bench/gpu/traces.py), run here for what does not need a GPU: the models'
 shapes on CPU, the largest-batch search against a stand-in that runs out of
-memory above a known size, children with timeouts and crashes, a CPU child
-of the benchmark measured for real, the judgement and the report, the
-snapshot import and replay on a shared PyTorch trace, and the SKIP path of
-both scripts on a machine without CUDA. Nothing here claims a GPU result."""
+memory above a known size, the children's result protocol, a CPU child of
+the benchmark measured for real, the judgement and the report, and the
+snapshot import and replay on a shared PyTorch trace (the SKIP path of both
+scripts is test_gpu_stepkit's, with every step's). Nothing here claims a GPU
+result."""
 
-import json
 import os
-import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import REPO, torch_or_skip
+from conftest import REPO, cli_or_skip, torch_or_skip
 
 GPU = os.path.join(REPO, "bench", "gpu")
 if GPU not in sys.path:
     sys.path.insert(0, GPU)
 
+import stepkit as sk  # noqa: E402
 import torch_common as tc  # noqa: E402
 
 TRACES = os.path.join(REPO, "..", "shared", "traces")
 SHARED = "cs336-ctx256-forward-mixed.pickle"
-
-
-def cli_or_skip():
-    p = os.environ.get("HEADROOM_CLI") or os.path.join(REPO, "build", "release", "headroom")
-    if not os.path.exists(p):
-        pytest.skip("headroom CLI not built at %s (set HEADROOM_CLI)" % p)
-    return os.path.abspath(p)
 
 
 # ---- models on CPU -----------------------------------------------------------------
@@ -188,40 +181,30 @@ def test_find_max_batch_stops_at_another_error_and_at_the_deadline():
         tc.find_max_batch(oom_above(1), start=0)
 
 
-def test_is_oom():
-    assert tc.is_oom(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
-    assert tc.is_oom(MemoryError("out of memory"))
-    assert not tc.is_oom(RuntimeError("CUDA error: an illegal memory access was encountered"))
-    assert not tc.is_oom(ValueError("out of memory"))
-
-    class OutOfMemoryError(RuntimeError):
-        pass
-
-    assert tc.is_oom(OutOfMemoryError("whatever the text"))
-
-
 # ---- children -------------------------------------------------------------------------
 
 
 def test_run_child_reports_ok_failed_crashed_and_timeout():
+    # The child protocol; how children are run and killed is test_gpu_stepkit's.
     py = sys.executable
     r = tc.run_child([py, "-c", "print('noise'); print(%r + '{\"x\": 1}')" % tc.RESULT_PREFIX])
     assert r["status"] == "ok" and r["result"] == {"x": 1} and r["rc"] == 0
+    assert r["ended"] is None
     r = tc.run_child([py, "-c", "import sys; sys.stderr.write('boom\\n'); sys.exit(3)"])
     assert r["status"] == "failed" and r["rc"] == 3
-    assert tc.child_failure_text(r) == "failed (exit 3): boom"
+    assert r["ended"] == "failed (exit 3): boom"
+    r = tc.run_child([py, "-c", "print('exit 0 without a result line')"])
+    assert r["status"] == "failed" and r["rc"] == 0 and r["result"] is None
     code = ("import os; print(%r + '{\"batch\": 8, \"outcome\": \"ok\"}', flush=True); "
             "print(%r + '{\"batch\": 16', flush=True); os.abort()"
             % (tc.TRIAL_PREFIX, tc.TRIAL_PREFIX))
     r = tc.run_child([py, "-c", code])
     assert r["status"] == "crashed" and r["trials"] == [{"batch": 8, "outcome": "ok"}]
-    assert tc.child_failure_text(r).startswith("crashed (SIGABRT)")
+    assert r["ended"].startswith("crashed (SIGABRT)")
     t0 = time.monotonic()
-    # The grandchild keeps the pipes open: the whole process group must go.
-    r = tc.run_child([py, "-c", "import subprocess, sys, time; subprocess.Popen([sys.executable,"
-                      " '-c', 'import time; time.sleep(60)']); time.sleep(60)"], timeout=1)
+    r = tc.run_child([py, "-c", "import time; time.sleep(60)"], timeout=1)
     assert r["status"] == "timeout" and time.monotonic() - t0 < 20
-    assert tc.child_failure_text(r, 1) == "killed after its 1 s timeout"
+    assert r["ended"] == "killed after its 1 s timeout"
 
 
 def test_child_env_sets_one_allocator():
@@ -229,7 +212,7 @@ def test_child_env_sets_one_allocator():
             "PYTHONPATH": "/elsewhere"}
     e = tc.child_env("native", base)
     assert "PYTORCH_CUDA_ALLOC_CONF" not in e and "HEADROOM_ALLOC_CONF" not in e
-    assert e["PYTHONPATH"].split(os.pathsep) == [os.path.join(tc.ROOT, "python"), "/elsewhere"]
+    assert e["PYTHONPATH"].split(os.pathsep) == [os.path.join(sk.REPO, "python"), "/elsewhere"]
     assert tc.child_env("expandable", base)["PYTORCH_CUDA_ALLOC_CONF"] == \
         "expandable_segments:True"
     assert tc.child_env("cudaMallocAsync", base)["PYTORCH_CUDA_ALLOC_CONF"] == \
@@ -239,11 +222,18 @@ def test_child_env_sets_one_allocator():
         tc.child_env("jemalloc", base)
 
 
-def test_benchmark_children_measure_on_cpu():
+def report_of(module, body, out):
+    """The <step>.md a step writes with `body` under its heading."""
+    step = sk.Step(module.STEP, module.NUMBER, module.TITLE, 60, ["--out", str(out)])
+    step.finish("PASS", "test", body, {})
+    return (out / (module.STEP + ".md")).read_text()
+
+
+def test_benchmark_children_measure_on_cpu(tmp_path):
     torch_or_skip()
     import torch_bench
 
-    budget = tc.Budget(300)
+    budget = sk.Budget(300)
     timed = [({"model": "resnet_mini", "batch": 2, "size": 32}, 1, 4, 0.5),
              ({"model": "unet", "batch": 1, "latent": 16, "ch": 16, "mults": [1, 2], "heads": 2},
               1, 4, 0.5)]
@@ -261,7 +251,8 @@ def test_benchmark_children_measure_on_cpu():
     assert [t[0] for t in mb[0]["trials"]] == [1, 2, 3]
     verdict, failures, judged = torch_bench.judge(rows)
     assert verdict == "SKIP" and judged == 0  # no headroom rows on CPU
-    md = torch_bench.render(rows, mb, ballast, verdict, failures, judged, True, 300, 1.0)
+    md = report_of(torch_bench, torch_bench.render(rows, mb, ballast, verdict, failures, judged,
+                                                   True, 300, 1.0), tmp_path)
     assert md.startswith("## 3. PyTorch allocators side by side\n")
     assert "### resnet_mini-b2" in md and "### unet-b1-16x16" in md
     assert "| native | 2 | %.2f | 1.000 |" % rows[0]["it_per_s"] in md
@@ -271,7 +262,7 @@ def test_benchmark_children_measure_on_cpu():
 def test_budget_marks_rows_not_run():
     import torch_bench
 
-    spent = tc.Budget(5)
+    spent = sk.Budget(5)
     rows = torch_bench.run_loops([({"model": "resnet_mini", "batch": 1}, 1, 2, 0.1)],
                                  tc.ALLOCATOR_NAMES, spent, 0, 10, device="cpu",
                                  runner=lambda *a, **k: pytest.fail("no child may start"))
@@ -336,7 +327,8 @@ def test_replay_pipeline_on_a_shared_trace(tmp_path):
     row = dict(c, status="ok", pickle_bytes=os.path.getsize(src), max_memory_reserved=None)
     verdict, misses = traces.judge([row])
     assert verdict == ("PASS" if c["within"] else "FAIL")
-    md = traces.render([row], verdict, misses, False, 170, 3.0, None)
+    md = report_of(traces, traces.render([row], verdict, misses, False, 170, 3.0, None),
+                   tmp_path / "report")
     assert md.startswith("## 4. Real traces replayed\n")
     assert "| cs336-ctx256-forward-mixed | %d |" % c["events"] in md
     # replay_all end to end on a copy, and copy_traces keeping it.
@@ -384,47 +376,3 @@ def test_traces_judgement_counts_misses_and_extra_ooms():
     v, misses = traces.judge(rows)
     assert v == "FAIL" and misses == ["t dev 0: +5.00%"]
     assert traces.judge(rows[:1]) == ("PASS", [])
-
-
-# ---- the scripts without CUDA -------------------------------------------------------------
-
-
-def _run_script(name, out, extra=(), cli=None):
-    env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "python"))
-    if cli:
-        env["HEADROOM_CLI"] = cli
-    return subprocess.run([sys.executable, os.path.join(GPU, name), "--out", str(out), "--quick"]
-                          + list(extra), env=env, capture_output=True, text=True, timeout=120)
-
-
-def _no_cuda_or_skip():
-    reason = tc.cuda_unavailable_reason()
-    if reason is None:
-        pytest.skip("this machine has a CUDA device: the SKIP path does not apply")
-    return reason
-
-
-@pytest.mark.parametrize("script,step,title", [
-    ("torch_bench.py", "torch", "## 3. PyTorch allocators side by side"),
-    ("traces.py", "traces", "## 4. Real traces replayed")])
-def test_scripts_skip_without_cuda(tmp_path, script, step, title):
-    cli = cli_or_skip()
-    reason = _no_cuda_or_skip()
-    r = _run_script(script, tmp_path, ["--traces-dir", str(tmp_path / "t")]
-                    if step == "traces" else [], cli=cli)
-    assert r.returncode == 77, r.stderr
-    last = r.stdout.strip().splitlines()[-1]
-    assert last == "RESULT %s SKIP %s" % (step, reason)
-    md = (tmp_path / (step + ".md")).read_text()
-    assert md.startswith(title + "\n\nNot run: ")
-    data = json.loads((tmp_path / (step + ".json")).read_text())
-    assert data["result"] == "SKIP" and data["step"] == step
-
-
-def test_scripts_refuse_bad_usage(tmp_path):
-    r = subprocess.run([sys.executable, os.path.join(GPU, "torch_bench.py")], capture_output=True,
-                       text=True, timeout=60)
-    assert r.returncode == 2 and "--out" in r.stderr
-    r = subprocess.run([sys.executable, os.path.join(GPU, "traces.py"), "--out", str(tmp_path),
-                        "--bogus"], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and "--bogus" in r.stderr
