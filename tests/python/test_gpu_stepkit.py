@@ -147,7 +147,8 @@ SCRIPTS = [("probe.py", "probe", "## 1. Probe against nvidia-smi"),
            ("torch_bench.py", "torch", "## 3. PyTorch allocators side by side"),
            ("traces.py", "traces", "## 4. Real traces replayed"),
            ("residency.py", "residency", "## 5. Residency with real modules"),
-           ("leak.py", "leak", "## 6. Leak detection")]
+           ("leak.py", "leak", "## 6. Leak detection"),
+           ("oom.py", "oom", "## 7. Out of memory under PyTorch")]
 
 
 @pytest.mark.parametrize("script", [s[0] for s in SCRIPTS])
