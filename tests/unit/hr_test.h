@@ -132,21 +132,6 @@ static inline uint64_t hr_test_rand(uint64_t *state) {
   return x * 0x2545F4914F6CDD1DULL;
 }
 
-/* A request size for the pool's random walks, in PyTorch's mix: 60 % in the
- * small pool (up to 1 MiB), 30 % from 1 to 10 MiB, 10 % from 10 to 64 MiB;
- * folded under `max`. */
-static inline uint64_t hr_test_pool_size(uint64_t *rng, uint64_t max) {
-  const uint64_t mib = 1ull << 20;
-  uint64_t r = hr_test_rand(rng), s;
-  if (r % 10 < 6)
-    s = 1 + (r >> 16) % mib;
-  else if (r % 10 < 9)
-    s = mib + (r >> 16) % (9 * mib);
-  else
-    s = 10 * mib + (r >> 16) % (54 * mib);
-  return s > max ? 1 + s % max : s;
-}
-
 /* A path under the source tree (fixtures) or the build tree. */
 static inline const char *hr_test_src(char *buf, size_t n, const char *rel) {
   const char *dir = getenv("HR_SOURCE_DIR");
