@@ -109,7 +109,7 @@ def test_hook_throws_c10_error_with_the_pools_message(lib, libpath):
     # it reaches std::terminate, which names its type and its text.
     assert r.returncode == -signal.SIGABRT, (r.returncode, r.stderr)
     assert "terminate called after throwing an instance of 'c10::Error'" in r.stderr
-    assert "CUDA out of memory. Tried to allocate 1024.00 GiB on device 0." in r.stderr
+    assert "CUDA out of memory. Tried to allocate 1.00 TiB on device 0." in r.stderr
     assert "Hint:" in r.stderr
 
 
