@@ -522,7 +522,8 @@ static void test_replay_cli_axis(void) {
   CHECK_CONTAINS(svg, ">2.5</text>"); /* the last tick, in seconds */
   size_t points;
   check_polylines(svg, &points);
-  CHECK_EQ_U64(points, 2 * 2); /* 2 lines, 2 bins: 0-1 ms and 2.5 s */
+  /* 2 lines, 2 bins (0-1 ms and 2.5 s) and the step between them. */
+  CHECK_EQ_U64(points, 2 * 3);
   /* The same events without times: one bin per event. */
   static const char *untimed = "headroom-trace 1\n"
                                "device 0 slots=2 initial=0 ops=4\n"
@@ -536,7 +537,7 @@ static void test_replay_cli_axis(void) {
   CHECK_CONTAINS(svg, ">events (allocations and frees) of the recorded window, in order");
   CHECK(strstr(svg, "seconds") == NULL);
   check_polylines(svg, &points);
-  CHECK_EQ_U64(points, 2 * 4);
+  CHECK_EQ_U64(points, 2 * (4 + 3)); /* 4 bins, 600 / 4 apart, with a step between each */
 }
 
 int main(void) {

@@ -214,13 +214,25 @@ static double nice_step(double range, int max) {
   return range;
 }
 
+/* Writes the points of one quantity, a point per used bin. Across empty bins
+ * (a quiet stretch of a timed trace) the value holds until the next event,
+ * so the line steps there instead of sloping. */
+static void svg_points(FILE *f, const uint64_t *v, const bool *used, double x0, double w, double y0,
+                       double h, double ymax) {
+  int prev = -1;
+  for (int i = 0; i < BINS; i++) {
+    if (!used[i]) continue;
+    if (prev >= 0 && i > prev + 1)
+      fprintf(f, "%.1f,%.1f ", x0 + w * i / BINS, y0 + h - h * gib(v[prev]) / ymax);
+    fprintf(f, "%.1f,%.1f ", x0 + w * (i + 0.5) / BINS, y0 + h - h * gib(v[i]) / ymax);
+    prev = i;
+  }
+}
+
 static void svg_polyline(FILE *f, const uint64_t *v, const bool *used, double x0, double w,
                          double y0, double h, double ymax, const char *style) {
   fprintf(f, "<polyline fill=\"none\" %s points=\"", style);
-  for (int i = 0; i < BINS; i++) {
-    if (!used[i]) continue;
-    fprintf(f, "%.1f,%.1f ", x0 + w * (i + 0.5) / BINS, y0 + h - h * gib(v[i]) / ymax);
-  }
+  svg_points(f, v, used, x0, w, y0, h, ymax);
   fprintf(f, "\"/>\n");
 }
 
@@ -296,12 +308,12 @@ static int write_svg(const char *path, replay_ctx_t *c, char **trace_names, cons
             x0 - 48, y0 + h / 2, x0, y0, w, h);
     /* Live bytes as a shaded area under their line. */
     fprintf(f, "<polygon fill=\"#d9d9d9\" points=\"");
+    svg_points(f, s0->live, s0->used, x0, w, y0, h, ymax);
     int first = -1, last = -1;
     for (int b = 0; b < BINS; b++) {
       if (!s0->used[b]) continue;
       if (first < 0) first = b;
       last = b;
-      fprintf(f, "%.1f,%.1f ", x0 + w * (b + 0.5) / BINS, y0 + h - h * gib(s0->live[b]) / ymax);
     }
     if (first >= 0)
       fprintf(f, "%.1f,%.1f %.1f,%.1f", x0 + w * (last + 0.5) / BINS, y0 + h,
