@@ -4,8 +4,9 @@
  * it lies in that buffer, and the unread tail moves to the front before the
  * next read. Memory is the buffer and a few strings, whatever the trace's
  * length. Every check that needs no history is made here (syntax, slots below
- * the section's `slots`, counts against its `device` line, the final `end`);
- * whether a slot is live is the replay's business. */
+ * the section's `slots`, counts against its `device` line, times that never
+ * go back, the final `end`); whether a slot is live is the replay's
+ * business. */
 #include "util/util.h"
 
 #include <errno.h>
