@@ -247,6 +247,8 @@ static int parse_event(hr_trace_reader_t *r, char *s, hr_trace_event_t *ev, char
   if (!r->in_device)
     return fail(r, err, errlen, HR_EPARSE, "'%c' line before any device line", kind);
   s += 2;
+  /* T lines are nearly as many as events in a timed trace: they skip the rest. */
+  if (kind == 'T') return (rc = parse_time(r, s, err, errlen)) ? rc : 1;
   memset(ev, 0, sizeof *ev);
   ev->time_us = r->time_us;
   switch (kind) {
@@ -286,8 +288,6 @@ static int parse_event(hr_trace_reader_t *r, char *s, hr_trace_event_t *ev, char
     ev->op = HR_TRACE_OOM;
     r->seen_event = true;
     return parse_size_stream(r, &s, ev, err, errlen);
-  case 'T':
-    return (rc = parse_time(r, s, err, errlen)) ? rc : 1;
   default:
     break;
   }
