@@ -17,7 +17,9 @@ extern "C" {
 
 /* ---- reading ------------------------------------------------------------ */
 
-#define HR_TRACE_VERSION  1
+/* The newest format version; the reader also reads every older one (1: no
+ * times; 2: T lines give each event's time). */
+#define HR_TRACE_VERSION  2
 #define HR_TRACE_MAX_LINE 4096
 
 typedef enum hr_trace_op {
@@ -36,16 +38,23 @@ typedef struct hr_trace_event {
   uint64_t size;   /* LIVE, ALLOC, OOM */
   uint64_t stream; /* LIVE, ALLOC, OOM */
   int64_t delta;   /* RESERVED */
+  /* Microseconds since the section's start, from the last T line (0 before
+   * any, and in a section without times: see hr_trace_device_t.has_times). */
+  uint64_t time_us;
 } hr_trace_event_t;
 
 /* A device section's header. The pytorch_* numbers are valid only when
- * has_pytorch is set (RMM logs have none). */
+ * has_pytorch is set (RMM logs have none). has_times says the section's events
+ * carry times (a version 2 trace whose device line has duration_us=); then
+ * every event's time_us lies in [0, duration_us]. */
 typedef struct hr_trace_device {
   int device;
   uint64_t slots, initial, ops;
   bool has_pytorch;
   uint64_t pytorch_reserved_start, pytorch_peak_reserved, pytorch_peak_live, pytorch_ooms;
   bool pytorch_expandable;
+  bool has_times;
+  uint64_t duration_us;
 } hr_trace_device_t;
 
 typedef struct hr_trace_reader hr_trace_reader_t;
@@ -78,10 +87,13 @@ HR_API void hr_trace_progress(const hr_trace_reader_t *r, uint64_t *done, uint64
 /* One point of the timeline, given to the sample callback after each event of
  * the recorded window (not after L lines): how many of the section's `total`
  * A and F lines were replayed, live and reserved bytes in the pool, and
- * PyTorch's reserved bytes at the same point. */
+ * PyTorch's reserved bytes at the same point. When has_times is set, the
+ * event happened time_us microseconds into the section's duration_us. */
 typedef struct hr_replay_point {
   uint64_t index, total;
   uint64_t live, reserved, pytorch_reserved;
+  bool has_times;
+  uint64_t time_us, duration_us;
 } hr_replay_point_t;
 
 typedef void (*hr_replay_sample_fn)(int device, const hr_replay_point_t *pt, void *arg);
@@ -117,6 +129,9 @@ typedef struct hr_replay_result {
   double pytorch_ratio;
   double ns_per_op_median, ns_per_op_p99; /* of each hr_pool_alloc/hr_pool_free */
   double seconds;                         /* wall time of the section, reading included */
+  /* The recorded window's length, when the trace keeps times (has_times). */
+  bool has_times;
+  double duration_seconds;
 } hr_replay_result_t;
 
 /* Replays every device section of the trace at `path`. Fills up to `max`

@@ -22,7 +22,10 @@ What the import does, per device:
   add, ``segment_free``/``unmap`` subtract, starting from the final segments'
   total minus the net change) and its peaks, for comparison;
 * numbers blocks with small reusable slots, so that a replay needs one array
-  of as many pointers as were ever live at once, and no hash table.
+  of as many pointers as were ever live at once, and no hash table;
+* keeps each event's time (PyTorch's ``time_us``, RMM's ``Time``) as
+  microseconds since the section's first timed event, written as a ``T`` line
+  only where it changes.
 
 Usage: ``python3 -m headroom.trace import SNAPSHOT.pickle -o TRACE``. Standard
 library only; this module never loads libheadroom.
@@ -35,7 +38,7 @@ import os
 import pickle
 import sys
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 #: Trace actions a PyTorch snapshot may hold, and what the import does with each.
 PYTORCH_ACTIONS = {
@@ -111,6 +114,9 @@ class DeviceTrace:
         self.device = device
         self.initial = []  # (block id, size, stream)
         self.events = []  # ("A", id, size, stream) ("F", id) ("R", delta) ("O", size, stream)
+        # Microseconds since the section's first timed event, one per event;
+        # None when the input has no times at all.
+        self.times = None
         self.n_blocks = 0
         self.pytorch = {}  # recorded numbers, written as pytorch_* keys
         self.notes = []
@@ -157,14 +163,27 @@ def _int_field(ev, key, where, allow_missing=False):
 
 
 def _pair_events(dt, events, final_active):
-    """Turns (kind, addr, size, stream, where) tuples into dt.events, pairing
-    frees with allocs by address. `final_active` maps the address of each
-    active block of the final segments to (size, stream); those that no alloc
-    explains were live before the window and stay live to its end."""
+    """Turns (kind, addr, size, stream, where, time) tuples into dt.events,
+    pairing frees with allocs by address. `final_active` maps the address of
+    each active block of the final segments to (size, stream); those that no
+    alloc explains were live before the window and stay live to its end.
+
+    Times (an absolute count of microseconds, or None) become dt.times,
+    relative to the first event that has one. An event without a time keeps
+    the last one, and so does one whose time is earlier than the last: the
+    format's times never go back (events stay in the input's order)."""
     live = {}  # addr -> (block id, size, alloc where)
     grow = 0
     unmatched_frees = 0
-    for kind, addr, size, stream, where in events:
+    times = []
+    base = None
+    now = 0
+    for kind, addr, size, stream, where, t in events:
+        if t is not None:
+            if base is None:
+                base = t
+            now = max(now, t - base)
+        times.append(now)
         if kind == "alloc":
             if addr in live:
                 first = live[addr][2].rsplit(": ", 1)[-1]
@@ -188,6 +207,7 @@ def _pair_events(dt, events, final_active):
             dt.events.append(("R", delta))
         elif kind == "oom":
             dt.events.append(("O", size, stream))
+    dt.times = times if base is not None else None
     before = 0
     for addr, (size, stream) in sorted(final_active.items()):
         if addr not in live:
@@ -260,7 +280,10 @@ def from_snapshot(snap, path="snapshot"):
             size = _int_field(ev, "size", where)
             addr = _int_field(ev, "addr", where, allow_missing=(kind == "oom"))
             stream = _int_field(ev, "stream", where, allow_missing=True)
-            parsed.append((kind, addr, size, stream, where))
+            t = ev.get("time_us")
+            if t is not None:
+                t = _int_field(ev, "time_us", where)
+            parsed.append((kind, addr, size, stream, where, t))
 
         final_active = {}
         reserved_end = 0
@@ -306,6 +329,30 @@ def from_snapshot(snap, path="snapshot"):
 # ---- RMM ------------------------------------------------------------------
 
 _RMM_COLUMNS = ("Action", "Pointer", "Size")
+_DAY_US = 86400 * 10**6
+
+
+def _rmm_time(text, where):
+    """RMM's Time column in microseconds: a clock time HH:MM:SS.ffffff (the
+    logging_resource_adaptor's spdlog pattern) or seconds with a fraction
+    (1634567890.123456). None for an empty field. Returns (microseconds,
+    whether it is a clock time, which wraps at midnight)."""
+    text = text.strip()
+    if not text:
+        return None, False
+    clock = ":" in text
+    parts = text.split(":") if clock else [text]
+    if clock and len(parts) != 3:
+        raise TraceError("%s: bad time %r (expected HH:MM:SS.ffffff or seconds)" % (where, text))
+    sec, _, frac = parts[-1].partition(".")
+    fields = parts[:-1] + [sec]
+    if not all(f.isdigit() for f in fields) or (frac and not frac.isdigit()):
+        raise TraceError("%s: bad time %r (expected HH:MM:SS.ffffff or seconds)" % (where, text))
+    us = 0
+    for f in fields:
+        us = us * 60 + int(f) if clock else int(f)
+    # Integer arithmetic keeps microseconds exact; digits beyond them are dropped.
+    return us * 10**6 + int((frac + "000000")[:6]), clock
 
 
 def from_rmm_csv(path):
@@ -332,6 +379,8 @@ def from_rmm_csv(path):
         col = {name: head.index(name) for name in head}
         parsed = []
         line = 1
+        day = 0  # microseconds added since the clock last wrapped at midnight
+        last_clock = None
         try:
             for row in reader:
                 line = reader.line_num
@@ -350,12 +399,22 @@ def from_rmm_csv(path):
                     raise TraceError("%s: bad number: %s" % (where, e)) from None
                 if size < 0 or ptr < 0 or stream < 0:
                     raise TraceError("%s: negative pointer, size or stream" % where)
+                t = None
+                if "Time" in col:
+                    t, clock = _rmm_time(row[col["Time"]], where)
+                    if clock:
+                        # A clock time more than 12 hours before the last one
+                        # is the next day's.
+                        if last_clock is not None and t + _DAY_US // 2 < last_clock:
+                            day += _DAY_US
+                        last_clock = t
+                        t += day
                 if action == "allocate":
-                    parsed.append(("alloc", ptr, size, stream, where))
+                    parsed.append(("alloc", ptr, size, stream, where, t))
                 elif action == "free":
-                    parsed.append(("free", ptr, size, stream, where))
+                    parsed.append(("free", ptr, size, stream, where, t))
                 elif action in ("allocate failure", "allocate_failure"):
-                    parsed.append(("oom", ptr, size, stream, where))
+                    parsed.append(("oom", ptr, size, stream, where, t))
                 else:
                     raise TraceError("%s: unknown action %r (known: allocate, free, "
                                      "allocate failure)" % (where, row[col["Action"]]))
@@ -411,10 +470,21 @@ def write_trace(out, header, devices, source_name):
             w("# device %d: %s\n" % (dt.device, _clean(note)))
         fields = ["slots=%d" % n_slots, "initial=%d" % len(dt.initial), "ops=%d" % dt.ops()]
         fields += ["pytorch_%s=%d" % (k, v) for k, v in dt.pytorch.items()]
+        times = dt.times
+        if times is not None:
+            fields.append("duration_us=%d" % (times[-1] if times else 0))
         w("device %d %s\n" % (dt.device, " ".join(fields)))
         for bid, size, stream in dt.initial:
             w("L %d %d %d\n" % (slot_of[bid], size, stream))
-        for e in dt.events:
+        now = None
+        for i, e in enumerate(dt.events):
+            if times is not None and times[i] != now:
+                # The first time absolute (0), then whichever of the change
+                # (+N) or the absolute time is shorter: nearly always the change.
+                t = times[i]
+                w("T %d\n" % t if now is None or len(str(t)) <= len(str(t - now)) + 1
+                  else "T +%d\n" % (t - now))
+                now = t
             k = e[0]
             if k == "A":
                 w("A %d %d %d\n" % (slot_of[e[1]], e[2], e[3]))

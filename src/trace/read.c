@@ -4,8 +4,9 @@
  * it lies in that buffer, and the unread tail moves to the front before the
  * next read. Memory is the buffer and a few strings, whatever the trace's
  * length. Every check that needs no history is made here (syntax, slots below
- * the section's `slots`, counts against its `device` line, the final `end`);
- * whether a slot is live is the replay's business. */
+ * the section's `slots`, counts against its `device` line, times that never
+ * go back, the final `end`); whether a slot is live is the replay's
+ * business. */
 #include "util/util.h"
 
 #include <errno.h>
@@ -30,6 +31,8 @@ struct hr_trace_reader {
   uint64_t done_bytes, total_bytes;
   uint64_t n_initial, n_ops; /* counted in the current section */
   bool seen_event;           /* an A/F/R/O line in the section */
+  uint64_t version;          /* of the file's format */
+  uint64_t time_us;          /* the section's time, from its last T line */
   char *pending;             /* a line read ahead by hr_trace_open, not yet handed out */
   hr_trace_device_t dev;
 };
@@ -156,6 +159,8 @@ static int parse_device(hr_trace_reader_t *r, char *s, char *err, size_t errlen)
       d.pytorch_ooms = v;
     else if (strcmp(key, "pytorch_expandable") == 0)
       d.pytorch_expandable = v != 0;
+    else if (strcmp(key, "duration_us") == 0 && r->version >= 2)
+      d.duration_us = v, d.has_times = true;
     /* Other keys belong to later versions of the format; they are skipped. */
   }
   if (have != 7) return fail(r, err, errlen, HR_EPARSE, "device: needs slots=, initial= and ops=");
@@ -163,6 +168,37 @@ static int parse_device(hr_trace_reader_t *r, char *s, char *err, size_t errlen)
   r->in_device = true;
   r->n_initial = r->n_ops = 0;
   r->seen_event = false;
+  r->time_us = 0;
+  return 0;
+}
+
+/* Parses a T line's value: `N` (microseconds since the section's start) or
+ * `+N` (since the previous T line). Times never go back, and stay within the
+ * duration the device line declares. */
+static int parse_time(hr_trace_reader_t *r, char *s, char *err, size_t errlen) {
+  if (!r->dev.has_times)
+    return r->version < 2
+               ? fail(r, err, errlen, HR_EPARSE,
+                      "T line in a version %" PRIu64 " trace (times need version 2)", r->version)
+               : fail(r, err, errlen, HR_EPARSE,
+                      "T line in a section whose device line has no duration_us=");
+  bool rel = *s == '+';
+  uint64_t v;
+  s += rel;
+  if (!field_u64(&s, &v) || *s)
+    return fail(r, err, errlen, HR_EPARSE, "T needs microseconds (N, or +N since the last T)");
+  if (rel) {
+    if (v > UINT64_MAX - r->time_us) return fail(r, err, errlen, HR_EPARSE, "time overflows");
+    v += r->time_us;
+  } else if (v < r->time_us) {
+    return fail(r, err, errlen, HR_EPARSE, "time goes backwards (T %" PRIu64 " after %" PRIu64 ")",
+                v, r->time_us);
+  }
+  if (v > r->dev.duration_us)
+    return fail(r, err, errlen, HR_EPARSE,
+                "time %" PRIu64 " beyond the device line's duration_us=%" PRIu64, v,
+                r->dev.duration_us);
+  r->time_us = v;
   return 0;
 }
 
@@ -200,7 +236,8 @@ static int parse_size_stream(hr_trace_reader_t *r, char **s, hr_trace_event_t *e
   return 0;
 }
 
-/* Parses one event line of a device section (the record letter is s[0]). */
+/* Parses one event line of a device section (the record letter is s[0]).
+ * Returns 1 for a T line, which is no event of its own. */
 static int parse_event(hr_trace_reader_t *r, char *s, hr_trace_event_t *ev, char *err,
                        size_t errlen) {
   char kind = s[0];
@@ -210,7 +247,10 @@ static int parse_event(hr_trace_reader_t *r, char *s, hr_trace_event_t *ev, char
   if (!r->in_device)
     return fail(r, err, errlen, HR_EPARSE, "'%c' line before any device line", kind);
   s += 2;
+  /* T lines are nearly as many as events in a timed trace: they skip the rest. */
+  if (kind == 'T') return (rc = parse_time(r, s, err, errlen)) ? rc : 1;
   memset(ev, 0, sizeof *ev);
+  ev->time_us = r->time_us;
   switch (kind) {
   case 'A':
   case 'L':
@@ -271,7 +311,10 @@ int hr_trace_next(hr_trace_reader_t *r, hr_trace_event_t *ev, char *err, size_t 
     }
     if (s[0] == '\0' || s[0] == '#') continue;
     /* Events first: they are nearly every line. */
-    if (s[1] == ' ' && s[0] >= 'A' && s[0] <= 'Z') return parse_event(r, s, ev, err, errlen);
+    if (s[1] == ' ' && s[0] >= 'A' && s[0] <= 'Z') {
+      if ((rc = parse_event(r, s, ev, err, errlen)) == 1) continue;
+      return rc;
+    }
     if (strncmp(s, "device ", 7) == 0) {
       if ((rc = close_device(r, err, errlen)) || (rc = parse_device(r, s + 7, err, errlen)))
         return rc;
@@ -346,11 +389,12 @@ int hr_trace_open(const char *path, hr_trace_reader_t **out, char *err, size_t e
     rc = fail(r, err, errlen, HR_EPARSE, "bad version '%.30s'", s + 15);
     goto out;
   }
-  if (version != HR_TRACE_VERSION) {
-    rc = fail(r, err, errlen, HR_EVERSION, "format version %" PRIu64 ", this reader knows %d",
+  if (version < 1 || version > HR_TRACE_VERSION) {
+    rc = fail(r, err, errlen, HR_EVERSION, "format version %" PRIu64 ", this reader knows 1 to %d",
               version, HR_TRACE_VERSION);
     goto out;
   }
+  r->version = version;
   /* Read the file's header lines now, so that source and alloc_conf are known
    * before the first event; the first other line waits in `pending`. */
   while ((s = next_line(r, &rc, err, errlen)) != NULL) {

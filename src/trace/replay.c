@@ -128,6 +128,8 @@ static int section_start(section_t *s, const hr_trace_device_t *d, const char *a
   hr_replay_result_t *res = s->res;
   res->device = d->device;
   res->has_pytorch = d->has_pytorch;
+  res->has_times = d->has_times;
+  res->duration_seconds = (double)d->duration_us / 1e6;
   if (d->has_pytorch) {
     res->pytorch_peak_reserved_bytes = d->pytorch_peak_reserved;
     res->pytorch_peak_live_bytes = d->pytorch_peak_live;
@@ -200,14 +202,16 @@ static int do_free(section_t *s, const hr_trace_event_t *ev, uint64_t line, cons
   return 0;
 }
 
-static void sample(section_t *s, const hr_replay_opts_t *o, const hr_trace_device_t *d) {
+static void sample(section_t *s, const hr_replay_opts_t *o, const hr_trace_device_t *d,
+                   uint64_t time_us) {
   hr_pool_stats_t st;
   memset(&st, 0, sizeof st);
   st.size = sizeof st;
   st.version = HR_POOL_STATS_VERSION;
   if (hr_pool_stats(s->pool, &st) != 0) return;
-  hr_replay_point_t pt = {s->index - d->initial, d->ops, s->live,
-                          (uint64_t)st.reserved_bytes.current, s->pytorch_reserved};
+  hr_replay_point_t pt = {
+      s->index - d->initial, d->ops,       s->live, (uint64_t)st.reserved_bytes.current,
+      s->pytorch_reserved,   d->has_times, time_us, d->duration_us};
   o->sample(d->device, &pt, o->sample_arg);
 }
 
@@ -260,7 +264,7 @@ int hr_replay_file(const char *path, const hr_replay_opts_t *opts, hr_replay_res
     }
     if (rc) goto out;
     /* The chart starts where the recorded window does, after the L lines. */
-    if (o->sample && ev.op != HR_TRACE_LIVE) sample(&s, o, hr_trace_device(r));
+    if (o->sample && ev.op != HR_TRACE_LIVE) sample(&s, o, hr_trace_device(r), ev.time_us);
     if (o->progress && ++since_progress == 65536) {
       since_progress = 0;
       hr_trace_progress(r, &done, &total);

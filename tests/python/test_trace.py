@@ -34,10 +34,11 @@ def real_traces():
 
 
 def parse_trace(path):
-    """Reads a written trace back: (header lines, {device: (fields, lines)})."""
+    """Reads a written trace back: (header lines, {device: (fields, lines)}).
+    T lines are left out of the events: see read_times."""
     with open(path) as f:
         lines = [l.rstrip("\n") for l in f]
-    assert lines[0] == "headroom-trace 1"
+    assert lines[0] == "headroom-trace 2"
     assert lines[-1] == "end"
     devices = {}
     cur = None
@@ -46,9 +47,29 @@ def parse_trace(path):
             parts = l.split()
             fields = dict(p.split("=", 1) for p in parts[2:])
             cur = devices.setdefault(int(parts[1]), (fields, []))
-        elif cur is not None and l and not l.startswith("#"):
+        elif cur is not None and l and not l.startswith("#") and not l.startswith("T "):
             cur[1].append(l.split())
     return lines, devices
+
+
+def read_times(path):
+    """{device: (T values in microseconds, in order; the time of each event,
+    L lines included)}, T values resolved from their absolute or +N form."""
+    out = {}
+    cur = None
+    with open(path) as f:
+        for l in f:
+            l = l.rstrip("\n")
+            if l.startswith("device "):
+                cur = out.setdefault(int(l.split()[1]), ([], []))
+                now = 0
+            elif l.startswith("T "):
+                v = l[2:]
+                now = now + int(v[1:]) if v.startswith("+") else int(v)
+                cur[0].append(now)
+            elif cur is not None and l[:2] in ("L ", "A ", "F ", "R ", "O "):
+                cur[1].append(now)
+    return out
 
 
 def replay_live(events):
@@ -106,11 +127,49 @@ def test_import_real_trace(name, tmp_path):
         assert peak_r >= peak
 
 
+@pytest.mark.parametrize("name", real_traces() or ["(none)"])
+def test_real_trace_times(name, tmp_path):
+    """Each event's time is its time_us less the section's first kept one, and
+    never goes back; T lines start at 0 and are written only on a change."""
+    if name == "(none)":
+        pytest.skip("no traces: %s is absent or empty" % TRACES)
+    path = os.path.join(TRACES, name)
+    out = tmp_path / "t.hrt"
+    assert trace.main(["import", path, "-o", str(out), "-q"]) == 0
+    snap = trace.load_snapshot(path)
+    _, devices = parse_trace(out)
+    times = read_times(out)
+    for dev, (fields, events) in devices.items():
+        kept = [e for e in snap["device_traces"][dev]
+                if trace.PYTORCH_ACTIONS[e["action"]] != "ignore"] \
+            if dev < len(snap["device_traces"]) else []
+        stamps = [e.get("time_us") for e in kept]
+        t_lines, ev_times = times[dev]
+        if all(t is None for t in stamps):
+            assert "duration_us" not in fields and not t_lines
+            continue
+        assert t_lines[0] == 0
+        assert all(a < b for a, b in zip(t_lines, t_lines[1:])), "T lines only on a change"
+        base = next(t for t in stamps if t is not None)
+        want, now = [], 0
+        for t in stamps:
+            if t is not None:
+                now = max(now, t - base)
+            want.append(now)
+        n_initial = int(fields["initial"])
+        assert ev_times[:n_initial] == [0] * n_initial
+        assert ev_times[n_initial:] == want
+        assert int(fields["duration_us"]) == want[-1] > 0
+
+
 # ---- synthetic snapshots --------------------------------------------------
 
 
-def ev(action, addr, size, stream=0):
-    return {"action": action, "addr": addr, "size": size, "stream": stream, "frames": []}
+def ev(action, addr, size, stream=0, time_us=None):
+    e = {"action": action, "addr": addr, "size": size, "stream": stream, "frames": []}
+    if time_us is not None:
+        e["time_us"] = time_us
+    return e
 
 
 def snapshot(events, segments=None):
@@ -167,6 +226,51 @@ def test_pairs_by_address_and_reconstructs_pre_window(tmp_path):
     assert replay_live(evs) == (1500, 8100)
     assert fields["pytorch_peak_live"] == "8100"
     assert fields["pytorch_ooms"] == "1"
+
+
+def test_snapshot_times_exact(tmp_path):
+    """Times relative to the first kept event; an event without time_us, or
+    with one earlier than the last, keeps the last; T written on changes only,
+    as +N where that is shorter."""
+    t0 = 1763324225770003
+    events = [
+        ev("free_requested", 0x9000, 500, time_us=t0 - 50),  # dropped: not the base
+        ev("alloc", 0x1000, 100, time_us=t0),
+        ev("alloc", 0x2000, 200, time_us=t0),  # same time: no T line
+        ev("free_requested", 0x1000, 100, time_us=t0 + 10),
+        ev("free_completed", 0x1000, 100, time_us=t0 + 1234567),
+        ev("segment_alloc", 0x8000, 2 << 20),  # no time: keeps the last
+        ev("alloc", 0x3000, 300, time_us=t0 + 1234000),  # earlier: keeps the last
+        ev("free_completed", 0x2000, 200, time_us=t0 + 1234599),
+        ev("oom", 0, 1 << 40, time_us=t0 + 2000000),
+    ]
+    p = write_pickle(tmp_path, snapshot(events))
+    out = tmp_path / "t.hrt"
+    assert trace.main(["import", p, "-o", str(out), "-q"]) == 0
+    lines, devices = parse_trace(out)
+    fields, evs = devices[0]
+    assert fields["duration_us"] == "2000000"
+    assert [e[0] for e in evs] == ["A", "A", "F", "R", "A", "F", "O"]
+    t_lines, ev_times = read_times(out)[0]
+    assert ev_times == [0, 0, 1234567, 1234567, 1234567, 1234599, 2000000]
+    assert t_lines == [0, 1234567, 1234599, 2000000]
+    body = [l for l in lines if l.startswith("T ")]
+    assert body == ["T 0", "T 1234567", "T +32", "T 2000000"]
+
+
+def test_snapshot_without_times(tmp_path):
+    p = write_pickle(tmp_path, snapshot([ev("alloc", 0x1000, 100), ev("free_completed", 0x1000, 100)]))
+    out = tmp_path / "t.hrt"
+    assert trace.main(["import", p, "-o", str(out), "-q"]) == 0
+    lines, devices = parse_trace(out)
+    assert "duration_us" not in devices[0][0]
+    assert not any(l.startswith("T ") for l in lines)
+
+
+def test_snapshot_bad_time(tmp_path):
+    p = write_pickle(tmp_path, snapshot([ev("alloc", 0x1000, 100, time_us="soon")]))
+    with pytest.raises(trace.TraceError, match=r"device_traces\[0\]\[0\]: field 'time_us'"):
+        trace.import_file(p)
 
 
 def test_slots_are_reused(tmp_path):
@@ -311,14 +415,37 @@ def test_rmm_csv(tmp_path):
     assert evs[2][3] == "5"  # stream 0x5
     assert evs[5] == ["O", "99999999999", "0"]
     assert replay_live(evs) == (300, 6000)
+    assert fields["duration_us"] == "5"
+    assert read_times(out)[0][1] == [0, 0, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("times,want", [
+    # seconds since the epoch, as newer RMM versions write them
+    (["1634567890.123456", "1634567890.2", "", "1634567891"], [0, 76544, 76544, 876544]),
+    # a clock time that passes midnight
+    (["23:59:59.999999", "00:00:00.000001", "00:00:01.5"], [0, 2, 1500001]),
+])
+def test_rmm_times(tmp_path, times, want):
+    rows = ["Thread,Time,Action,Pointer,Size,Stream"]
+    for i, t in enumerate(times):
+        rows.append("1,%s,allocate,0x%x,16,0" % (t, 0x1000 * (i + 1)))
+    p = tmp_path / "rmm.csv"
+    p.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "t.hrt"
+    assert trace.main(["import", str(p), "-o", str(out), "-q"]) == 0
+    assert read_times(out)[0][1] == want
 
 
 @pytest.mark.parametrize("text,what", [
     ("Thread,Time,Pointer\n", "no column Action, Size"),
-    ("Thread,Time,Action,Pointer,Size,Stream\n1,t,allocate,0x10,12\n", r":2: 5 fields"),
-    ("Thread,Time,Action,Pointer,Size,Stream\n1,t,allocate,0x10,1x2,0x0\n", r":2: bad number"),
-    ("Thread,Time,Action,Pointer,Size,Stream\n1,t,allocate,0x10,1,0\n1,t,resize,0x10,1,0\n",
+    ("Thread,Time,Action,Pointer,Size,Stream\n1,1.0,allocate,0x10,12\n", r":2: 5 fields"),
+    ("Thread,Time,Action,Pointer,Size,Stream\n1,1.0,allocate,0x10,1x2,0x0\n", r":2: bad number"),
+    ("Thread,Time,Action,Pointer,Size,Stream\n1,1.0,allocate,0x10,1,0\n1,1.0,resize,0x10,1,0\n",
      r":3: unknown action 'resize'"),
+    ("Thread,Time,Action,Pointer,Size,Stream\n1,1.0,allocate,0x10,1,0\n1,t,free,0x10,1,0\n",
+     r":3: bad time 't'"),
+    ("Thread,Time,Action,Pointer,Size,Stream\n1,10:00,allocate,0x10,1,0\n",
+     r":2: bad time '10:00'"),
     ("", "empty file"),
 ])
 def test_rmm_errors(tmp_path, text, what):

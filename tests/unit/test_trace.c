@@ -76,7 +76,9 @@ static void test_read_good(void) {
       CHECK_EQ_U64(d->pytorch_peak_reserved, 6291456);
       CHECK_EQ_U64(d->pytorch_peak_live, 3000);
       CHECK_EQ_U64(d->pytorch_ooms, 1);
+      CHECK(!d->has_times); /* version 1 keeps no times */
     }
+    CHECK_EQ_U64(ev.time_us, 0);
     if (i == 2) CHECK(ev.slot == 1 && ev.size == 1500 && ev.stream == 7);
     if (i == 3) CHECK(ev.delta == 2097152);
     if (i == 4) CHECK_EQ_U64(hr_trace_line(r), 10);
@@ -137,11 +139,113 @@ static void test_read_errors(void) {
     CHECK_MSG(strncmp(err, p, strlen(p)) == 0, "case %zu: \"%s\" does not start with the path", i,
               err);
   }
-  CHECK_RC(read_all(write_trace("v2.hrt", "headroom-trace 2\nend\n"), err, sizeof err, NULL),
+  CHECK_RC(read_all(write_trace("v3.hrt", "headroom-trace 3\nend\n"), err, sizeof err, NULL),
            HR_EVERSION);
-  CHECK_CONTAINS(err, "format version 2");
+  CHECK_CONTAINS(err, "format version 3, this reader knows 1 to 2");
+  CHECK_RC(read_all(write_trace("v0.hrt", "headroom-trace 0\nend\n"), err, sizeof err, NULL),
+           HR_EVERSION);
   CHECK_RC(read_all("/nonexistent/trace.hrt", err, sizeof err, NULL), HR_ENOENT);
   CHECK_CONTAINS(err, "cannot open");
+}
+
+/* Version 2: T lines give each event's time, absolute or as a change, and
+ * are no events themselves; a section without duration_us has no times. */
+static void test_read_times(void) {
+  static const char *text = "headroom-trace 2\n"
+                            "device 0 slots=3 initial=1 ops=4 duration_us=1500000\n"
+                            "L 0 1000 0\n"
+                            "T 0\n"
+                            "A 1 1500 7\n"
+                            "R +2097152\n"
+                            "T 250\n"
+                            "F 1\n"
+                            "T +750\n"
+                            "T +0\n"
+                            "A 2 500 0\n"
+                            "O 99 0\n"
+                            "T 1500000\n"
+                            "F 0\n"
+                            "device 1 slots=1 initial=0 ops=2\n"
+                            "A 0 5 0\n"
+                            "F 0\n"
+                            "device 2 slots=1 initial=0 ops=2 duration_us=9\n"
+                            "A 0 5 0\n"
+                            "T +9\n"
+                            "F 0\n"
+                            "end\n";
+  static const struct {
+    hr_trace_op_t op;
+    uint64_t time_us;
+  } want[] = {{HR_TRACE_DEVICE, 0},   {HR_TRACE_LIVE, 0},       {HR_TRACE_ALLOC, 0},
+              {HR_TRACE_RESERVED, 0}, {HR_TRACE_FREE, 250},     {HR_TRACE_ALLOC, 1000},
+              {HR_TRACE_OOM, 1000},   {HR_TRACE_FREE, 1500000}, {HR_TRACE_DEVICE, 0},
+              {HR_TRACE_ALLOC, 0},    {HR_TRACE_FREE, 0},       {HR_TRACE_DEVICE, 0},
+              {HR_TRACE_ALLOC, 0},    {HR_TRACE_FREE, 9},       {HR_TRACE_END, 0}};
+  char err[512] = "";
+  hr_trace_reader_t *r;
+  CHECK_OK(hr_trace_open(write_trace("times.hrt", text), &r, err, sizeof err));
+  hr_trace_event_t ev;
+  for (size_t i = 0; i < HR_ARRAY_LEN(want); i++) {
+    int rc = hr_trace_next(r, &ev, err, sizeof err);
+    if (rc || ev.op != want[i].op || ev.time_us != want[i].time_us) hr_trace_close(r);
+    CHECK_MSG(rc == 0, "event %zu: %s", i, err);
+    CHECK_MSG(ev.op == want[i].op && ev.time_us == want[i].time_us,
+              "event %zu: op %d at %" PRIu64 " us, want op %d at %" PRIu64 " us", i, (int)ev.op,
+              ev.time_us, (int)want[i].op, want[i].time_us);
+    const hr_trace_device_t *d = hr_trace_device(r);
+    if (i == 0) CHECK(d->has_times && d->duration_us == 1500000);
+    if (i == 8) CHECK(!d->has_times && d->duration_us == 0);
+    if (i == 11) CHECK(d->has_times && d->duration_us == 9);
+  }
+  hr_trace_close(r);
+  /* A version 1 trace is read as before: its duration_us, a later version's
+   * key to it, is ignored, so it has no times. */
+  CHECK_OK(hr_trace_open(write_trace("v1d.hrt", "headroom-trace 1\n"
+                                                "device 0 slots=1 initial=0 ops=0 duration_us=5\n"
+                                                "end\n"),
+                         &r, err, sizeof err));
+  CHECK_OK(hr_trace_next(r, &ev, err, sizeof err));
+  CHECK(ev.op == HR_TRACE_DEVICE && !hr_trace_device(r)->has_times);
+  hr_trace_close(r);
+}
+
+/* Each malformed T line is refused with HR_EPARSE naming its line. */
+static void test_read_time_errors(void) {
+  static const struct {
+    const char *text, *want;
+  } cases[] = {
+      {"headroom-trace 2\nT 0\nend\n", ":2: 'T' line before any device line"},
+      {"headroom-trace 2\ndevice 0 slots=1 initial=0 ops=0 duration_us=9\nT x\nend\n",
+       ":3: T needs microseconds"},
+      {"headroom-trace 2\ndevice 0 slots=1 initial=0 ops=0 duration_us=9\nT -1\nend\n",
+       ":3: T needs microseconds"},
+      {"headroom-trace 2\ndevice 0 slots=1 initial=0 ops=0 duration_us=9\nT 5 6\nend\n",
+       ":3: T needs microseconds"},
+      {"headroom-trace 2\ndevice 0 slots=1 initial=0 ops=0 duration_us=9\nT\nend\n",
+       ":3: unknown record 'T'"},
+      {"headroom-trace 2\ndevice 0 slots=1 initial=0 ops=0 duration_us=9\nT 5\nT 4\nend\n",
+       ":4: time goes backwards (T 4 after 5)"},
+      {"headroom-trace 2\ndevice 0 slots=1 initial=0 ops=0 duration_us=9\nT 5\nT +5\nend\n",
+       ":4: time 10 beyond the device line's duration_us=9"},
+      {"headroom-trace 2\ndevice 0 slots=1 initial=0 ops=0 duration_us=18446744073709551615\n"
+       "T 18446744073709551615\nT +1\nend\n",
+       ":4: time overflows"},
+      {"headroom-trace 2\ndevice 0 slots=1 initial=0 ops=0\nT 0\nend\n",
+       ":3: T line in a section whose device line has no duration_us="},
+      {"headroom-trace 1\ndevice 0 slots=1 initial=0 ops=0 duration_us=9\nT 0\nend\n",
+       ":3: T line in a version 1 trace (times need version 2)"},
+  };
+  char err[512];
+  for (size_t i = 0; i < HR_ARRAY_LEN(cases); i++) {
+    const char *p = write_trace("badt.hrt", cases[i].text);
+    err[0] = '\0';
+    int rc = read_all(p, err, sizeof err, NULL);
+    CHECK_MSG(rc == HR_EPARSE, "case %zu: rc %d (%s), want HR_EPARSE", i, rc, err);
+    CHECK_MSG(strstr(err, cases[i].want) != NULL, "case %zu: \"%s\" lacks \"%s\"", i, err,
+              cases[i].want);
+    CHECK_MSG(strncmp(err, p, strlen(p)) == 0, "case %zu: \"%s\" does not start with the path", i,
+              err);
+  }
 }
 
 static void test_read_long_line(void) {
@@ -163,17 +267,20 @@ static long max_rss_kib(void) {
   return ru.ru_maxrss;
 }
 
-/* Streams a trace of two million events: the reader's memory must not grow
- * with the file (the file is ~30 MB; the reader may use a few hundred KiB). */
+/* Streams a trace of two million events, each pair with its T line: the
+ * reader's memory must not grow with the file (the file is ~40 MB; the reader
+ * may use a few hundred KiB). */
 static void test_read_bounded_memory(void) {
   char path[512], err[512];
   const uint64_t pairs = 1000000;
   snprintf(path, sizeof path, "%s/big.hrt", tmpdir);
   FILE *f = fopen(path, "w");
   CHECK(f != NULL);
-  fprintf(f, "headroom-trace 1\ndevice 0 slots=4 initial=0 ops=%" PRIu64 "\n", 2 * pairs);
+  fprintf(f,
+          "headroom-trace 2\ndevice 0 slots=4 initial=0 ops=%" PRIu64 " duration_us=%" PRIu64 "\n",
+          2 * pairs, pairs);
   for (uint64_t i = 0; i < pairs; i++)
-    fprintf(f, "A %u %" PRIu64 " 0\nF %u\n", (unsigned)(i & 3), 512 + i, (unsigned)(i & 3));
+    fprintf(f, "T +1\nA %u %" PRIu64 " 0\nF %u\n", (unsigned)(i & 3), 512 + i, (unsigned)(i & 3));
   fprintf(f, "end\n");
   fclose(f);
   long before = max_rss_kib();
@@ -181,7 +288,7 @@ static void test_read_bounded_memory(void) {
   CHECK_OK(read_all(path, err, sizeof err, &n));
   long grew = max_rss_kib() - before;
   CHECK_EQ_U64(n, 2 * pairs + 1);
-  CHECK_MSG(grew < 2048, "max RSS grew by %ld KiB while reading a 30 MB trace", grew);
+  CHECK_MSG(grew < 2048, "max RSS grew by %ld KiB while reading a 40 MB trace", grew);
   unlink(path);
 }
 
@@ -342,11 +449,104 @@ static void test_replay_cli(void) {
   CHECK_CONTAINS(out, "missing.hrt: cannot open");
 }
 
+/* Runs `headroom replay TRACE --json --svg` on `text`; returns the JSON line
+ * in out and the SVG in svg (each empty on failure). */
+static int replay_svg(const char *cli, const char *name, const char *text, char *out, size_t outlen,
+                      char *svg, size_t svglen) {
+  char cmd[1024], svg_path[512];
+  const char *p = write_trace(name, text);
+  snprintf(svg_path, sizeof svg_path, "%s/%s.svg", tmpdir, name);
+  /* A capacity, since the traces have no recorded peak to take it from. */
+  snprintf(cmd, sizeof cmd, "%s replay %s --capacity 1G --json --svg %s", cli, p, svg_path);
+  out[0] = svg[0] = '\0';
+  FILE *f = popen(cmd, "r");
+  if (!f) return -1;
+  size_t len = fread(out, 1, outlen - 1, f);
+  out[len] = '\0';
+  int st = pclose(f);
+  if (st != 0) return st;
+  f = fopen(svg_path, "r");
+  if (!f) return -1;
+  len = fread(svg, 1, svglen - 1, f);
+  svg[len] = '\0';
+  fclose(f);
+  return 0;
+}
+
+/* Checks that every polyline's x coordinates never decrease; counts the
+ * points it saw into *points. */
+static void check_polylines(const char *svg, size_t *points) {
+  *points = 0;
+  for (const char *q = svg; (q = strstr(q, "<polyline")); q++) {
+    const char *pts = strstr(q, "points=\"");
+    CHECK(pts != NULL);
+    pts += 8;
+    double last = -1;
+    while (*pts && *pts != '"') {
+      char *end;
+      double x = strtod(pts, &end);
+      CHECK_MSG(end != pts && *end == ',', "bad point at '%.20s'", pts);
+      CHECK_MSG(x >= last, "polyline x goes back: %.1f after %.1f", x, last);
+      last = x;
+      (*points)++;
+      pts = strchr(end, ' ');
+      CHECK(pts != NULL);
+      pts++;
+    }
+  }
+}
+
+/* The chart's x axis: seconds for a trace with times (their spread decides
+ * where the points lie), the events' order for one without; --json gives
+ * the duration when known. */
+static void test_replay_cli_axis(void) {
+  const char *cli = getenv("HR_CLI");
+  if (!cli) SKIP("HR_CLI is not set");
+  static char out[8192], svg[65536];
+  /* 2.5 s in all; every event but the last in the first millisecond. */
+  static const char *timed = "headroom-trace 2\n"
+                             "device 0 slots=2 initial=0 ops=4 duration_us=2500000\n"
+                             "T 0\n"
+                             "A 0 1048576 0\n"
+                             "T +1\n"
+                             "A 1 2097152 0\n"
+                             "T 1000\n"
+                             "F 0\n"
+                             "T 2500000\n"
+                             "F 1\n"
+                             "end\n";
+  CHECK_OK(replay_svg(cli, "timed.hrt", timed, out, sizeof out, svg, sizeof svg));
+  CHECK_CONTAINS(out, "\"duration_seconds\": 2.500000}");
+  CHECK_CONTAINS(svg, ">seconds from the start of the recorded window<");
+  CHECK(strstr(svg, "in order: the trace keeps no times") == NULL);
+  CHECK_CONTAINS(svg, ">2.5</text>"); /* the last tick, in seconds */
+  size_t points;
+  check_polylines(svg, &points);
+  /* 2 lines, 2 bins (0-1 ms and 2.5 s) and the step between them. */
+  CHECK_EQ_U64(points, 2 * 3);
+  /* The same events without times: one bin per event. */
+  static const char *untimed = "headroom-trace 1\n"
+                               "device 0 slots=2 initial=0 ops=4\n"
+                               "A 0 1048576 0\n"
+                               "A 1 2097152 0\n"
+                               "F 0\n"
+                               "F 1\n"
+                               "end\n";
+  CHECK_OK(replay_svg(cli, "untimed.hrt", untimed, out, sizeof out, svg, sizeof svg));
+  CHECK_CONTAINS(out, "\"duration_seconds\": null}");
+  CHECK_CONTAINS(svg, ">events (allocations and frees) of the recorded window, in order");
+  CHECK(strstr(svg, "seconds") == NULL);
+  check_polylines(svg, &points);
+  CHECK_EQ_U64(points, 2 * (4 + 3)); /* 4 bins, 600 / 4 apart, with a step between each */
+}
+
 int main(void) {
   snprintf(tmpdir, sizeof tmpdir, "/tmp/hr_test_trace.XXXXXX");
   if (!mkdtemp(tmpdir)) return 1;
   HR_RUN(test_read_good);
   HR_RUN(test_read_errors);
+  HR_RUN(test_read_times);
+  HR_RUN(test_read_time_errors);
   HR_RUN(test_read_long_line);
   HR_RUN(test_read_bounded_memory);
   HR_RUN(test_replay_exact_peaks);
@@ -354,6 +554,7 @@ int main(void) {
   HR_RUN(test_replay_default);
   HR_RUN(test_replay_errors);
   HR_RUN(test_replay_cli);
+  HR_RUN(test_replay_cli_axis);
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);

@@ -2,7 +2,8 @@
  * each configuration reserves against what PyTorch reserved for the same
  * trace. Several --conf values replay the same trace side by side; --json
  * prints one object per trace, device and configuration; --svg draws live
- * and reserved memory over each trace. */
+ * and reserved memory over each trace, over seconds where the trace keeps
+ * times and over the order of its events where it does not. */
 #include "cli.h"
 
 #include <getopt.h>
@@ -16,10 +17,12 @@
 #define BINS        600
 
 /* One trace and device under one configuration, downsampled for the chart:
- * each bin keeps the maximum of each quantity over its events. */
+ * each bin keeps the maximum of each quantity over its events. The bins cut
+ * the section's duration when it has times (duration_us > 0), else its
+ * `total` events. */
 typedef struct series {
   int trace, device, conf;
-  uint64_t total;
+  uint64_t total, duration_us;
   uint64_t live[BINS], reserved[BINS], pytorch[BINS];
   bool used[BINS];
 } series_t;
@@ -54,9 +57,12 @@ static void replay_usage(FILE *f) {
              "                    pytorch_peak_reserved_bytes, pytorch_peak_live_bytes,\n"
              "                    pytorch_ratio, ooms, device_calls,\n"
              "                    pytorch_ooms, capacity_bytes, ns_per_op_median,\n"
-             "                    ns_per_op_p99, seconds, events_per_second\n"
+             "                    ns_per_op_p99, seconds, events_per_second,\n"
+             "                    duration_seconds (the recorded window; null when the\n"
+             "                    trace keeps no times)\n"
              "  --svg FILE        chart of live and reserved GiB over each trace, ours and\n"
-             "                    PyTorch's\n");
+             "                    PyTorch's, over seconds (or over events for a trace\n"
+             "                    without times)\n");
 }
 
 static const char *base_name(const char *path) {
@@ -76,7 +82,7 @@ static void progress(uint64_t done, uint64_t total, void *arg) {
   fflush(stderr);
 }
 
-static series_t *series_for(replay_ctx_t *c, int device, uint64_t total) {
+static series_t *series_for(replay_ctx_t *c, int device, uint64_t total, uint64_t duration_us) {
   for (size_t i = c->n_series; i-- > 0;) {
     series_t *s = &c->series[i];
     if (s->trace == c->trace && s->device == device && s->conf == c->conf) return s;
@@ -90,17 +96,23 @@ static series_t *series_for(replay_ctx_t *c, int device, uint64_t total) {
   series_t *s = &c->series[c->n_series++];
   memset(s, 0, sizeof *s);
   s->trace = c->trace, s->device = device, s->conf = c->conf, s->total = total;
+  s->duration_us = duration_us;
   return s;
 }
 
 static void on_sample(int device, const hr_replay_point_t *pt, void *arg) {
   replay_ctx_t *c = arg;
-  series_t *s = series_for(c, device, pt->total);
+  uint64_t duration = pt->has_times ? pt->duration_us : 0;
+  series_t *s = series_for(c, device, pt->total, duration);
   if (!s) {
     c->oom = true;
     return;
   }
-  uint64_t b = pt->total ? (pt->index ? pt->index - 1 : 0) * BINS / pt->total : 0;
+  uint64_t b;
+  if (duration) /* time_us <= duration_us: the reader checks it */
+    b = (uint64_t)((double)pt->time_us / (double)duration * BINS);
+  else
+    b = pt->total ? (pt->index ? pt->index - 1 : 0) * BINS / pt->total : 0;
   if (b >= BINS) b = BINS - 1;
 #define KEEP_MAX_(field, v)                                                                        \
   if (!s->used[b] || (v) > s->field[b]) s->field[b] = (v);
@@ -142,9 +154,13 @@ static void print_json(const char *trace, const char *conf, const hr_replay_resu
            ", \"pytorch_ooms\": null");
   printf(", \"ooms\": %" PRIu64 ", \"device_calls\": %" PRIu64 ", \"capacity_bytes\": %" PRIu64
          ", \"ns_per_op_median\": %.1f, \"ns_per_op_p99\": %.1f, \"seconds\": %.6f"
-         ", \"events_per_second\": %.0f}\n",
+         ", \"events_per_second\": %.0f",
          r->ooms, r->device_calls, r->capacity, r->ns_per_op_median, r->ns_per_op_p99, r->seconds,
          r->seconds > 0 ? (double)r->events / r->seconds : 0);
+  if (r->has_times)
+    printf(", \"duration_seconds\": %.6f}\n", r->duration_seconds);
+  else
+    printf(", \"duration_seconds\": null}\n");
 }
 
 static void print_table(hr_cli_t *cli, row_t *rows, size_t n_rows, const char *const *confs,
@@ -198,13 +214,25 @@ static double nice_step(double range, int max) {
   return range;
 }
 
+/* Writes the points of one quantity, a point per used bin. Across empty bins
+ * (a quiet stretch of a timed trace) the value holds until the next event,
+ * so the line steps there instead of sloping. */
+static void svg_points(FILE *f, const uint64_t *v, const bool *used, double x0, double w, double y0,
+                       double h, double ymax) {
+  int prev = -1;
+  for (int i = 0; i < BINS; i++) {
+    if (!used[i]) continue;
+    if (prev >= 0 && i > prev + 1)
+      fprintf(f, "%.1f,%.1f ", x0 + w * i / BINS, y0 + h - h * gib(v[prev]) / ymax);
+    fprintf(f, "%.1f,%.1f ", x0 + w * (i + 0.5) / BINS, y0 + h - h * gib(v[i]) / ymax);
+    prev = i;
+  }
+}
+
 static void svg_polyline(FILE *f, const uint64_t *v, const bool *used, double x0, double w,
                          double y0, double h, double ymax, const char *style) {
   fprintf(f, "<polyline fill=\"none\" %s points=\"", style);
-  for (int i = 0; i < BINS; i++) {
-    if (!used[i]) continue;
-    fprintf(f, "%.1f,%.1f ", x0 + w * (i + 0.5) / BINS, y0 + h - h * gib(v[i]) / ymax);
-  }
+  svg_points(f, v, used, x0, w, y0, h, ymax);
   fprintf(f, "\"/>\n");
 }
 
@@ -256,30 +284,36 @@ static int write_svg(const char *path, replay_ctx_t *c, char **trace_names, cons
               x0 + w, py, py);
       fprintf(f, "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n", x0 - 6, py + 4, y);
     }
-    double total = s0->total ? (double)s0->total : 1, xstep = nice_step(total, 8);
-    for (double t = 0; t <= total; t += xstep) {
-      double px = x0 + w * t / total;
+    /* The x axis: seconds when the trace keeps times, else the events' order. */
+    bool timed = s0->duration_us > 0;
+    double total = timed ? (double)s0->duration_us / 1e6 : s0->total ? (double)s0->total : 1;
+    double xstep = nice_step(total, 8);
+    for (int k = 0; (double)k * xstep <= total * (1 + 1e-9); k++) {
+      double t = (double)k * xstep, px = x0 + w * t / total;
       fprintf(f,
               "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"#888\"/>"
-              "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%.0f</text>\n",
+              "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%g</text>\n",
               px, px, y0 + h, y0 + h + 4, px, y0 + h + 16, t);
     }
+    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">%s</text>\n", x0 + w / 2,
+            y0 + h + 36,
+            timed ? "seconds from the start of the recorded window"
+                  : "events (allocations and frees) of the recorded window, in order: the trace "
+                    "keeps no times");
     fprintf(f,
-            "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">allocations and frees in the "
-            "recorded window</text>\n"
             "<text transform=\"translate(%.0f,%.0f) rotate(-90)\" "
             "text-anchor=\"middle\">GiB</text>\n"
             "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" "
             "stroke=\"#888\"/>\n",
-            x0 + w / 2, y0 + h + 36, x0 - 48, y0 + h / 2, x0, y0, w, h);
+            x0 - 48, y0 + h / 2, x0, y0, w, h);
     /* Live bytes as a shaded area under their line. */
     fprintf(f, "<polygon fill=\"#d9d9d9\" points=\"");
+    svg_points(f, s0->live, s0->used, x0, w, y0, h, ymax);
     int first = -1, last = -1;
     for (int b = 0; b < BINS; b++) {
       if (!s0->used[b]) continue;
       if (first < 0) first = b;
       last = b;
-      fprintf(f, "%.1f,%.1f ", x0 + w * (b + 0.5) / BINS, y0 + h - h * gib(s0->live[b]) / ymax);
     }
     if (first >= 0)
       fprintf(f, "%.1f,%.1f %.1f,%.1f", x0 + w * (last + 0.5) / BINS, y0 + h,
