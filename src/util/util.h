@@ -8,10 +8,10 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-#define HR_INTERNAL __attribute__((visibility("hidden")))
+#define HR_INTERNAL     __attribute__((visibility("hidden")))
 #define HR_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-#define HR_MIN(a, b) ((a) < (b) ? (a) : (b))
-#define HR_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define HR_MIN(a, b)    ((a) < (b) ? (a) : (b))
+#define HR_MAX(a, b)    ((a) > (b) ? (a) : (b))
 
 /* Sends a message to the log callback, if one is set and the level passes. */
 HR_INTERNAL void hr__log(hr_log_level_t level, const char *fmt, ...) HR_PRINTF(2, 3);
