@@ -21,7 +21,6 @@
 #include <inttypes.h>
 #include <stdatomic.h>
 #include <stdlib.h>
-#include <string.h>
 
 #define TORCH_MAX_DEVICES 64
 
@@ -106,40 +105,20 @@ static hr_pool_t *torch_pool(int device) {
 }
 
 /* The message of an out-of-memory failure, in the shape of PyTorch's own
- * ("CUDA out of memory. Tried to allocate ..."), from the pool's statistics
- * and the backend's idea of the device. Takes the pool lock (through the
- * public calls) and gives it back. */
+ * ("CUDA out of memory. Tried to allocate ..."), around the diagnosis the
+ * pool recorded under its lock when it failed (hr_pool_last_diagnosis):
+ * its figures are the ones the failure saw. */
 static void torch_oom_message(hr_pool_t *p, uint64_t size, int device, char *msg, size_t n) {
-  hr_pool_stats_t st = {.size = sizeof st};
-  char req[32], res[32], lim[32], alloc[32], cached[32], dfree[32], dtotal[32];
-  char diag[sizeof p->diag];
-  uint64_t f = 0, t = 0;
+  char req[32], diag[sizeof p->diag];
   hr__size_text(req, sizeof req, size);
-  if (hr_pool_stats(p, &st)) memset(&st, 0, sizeof st);
-  uint64_t r = (uint64_t)st.reserved_bytes.current, a = (uint64_t)st.allocated_bytes.current;
-  hr__size_text(res, sizeof res, r);
-  hr__size_text(lim, sizeof lim, p->allowed);
-  hr__size_text(alloc, sizeof alloc, a);
-  hr__size_text(cached, sizeof cached, r > a ? r - a : 0);
-  hr_backend_mem_info(p->backend, &f, &t);
-  hr__size_text(dfree, sizeof dfree, f);
-  hr__size_text(dtotal, sizeof dtotal, t);
-  /* From the pool's diagnosis: the largest free block and who holds what. */
-  char more[sizeof diag] = "";
-  if (!hr_pool_last_diagnosis(p, diag, sizeof diag)) {
-    const char *lf = strstr(diag, "largest free block"), *tags = strstr(diag, "; live by tag:");
-    if (lf)
-      snprintf(more, sizeof more, " Largest free block%.*s%s.", (int)strcspn(lf + 18, ","), lf + 18,
-               tags ? tags : "");
-  }
+  if (hr_pool_last_diagnosis(p, diag, sizeof diag)) hr__strlcpy(diag, "no diagnosis", sizeof diag);
   snprintf(msg, n,
-           "CUDA out of memory. Tried to allocate %s on device %d. headroom's pool has %s "
-           "reserved (its limit %s), of which %s is allocated and %s is reserved but free; "
-           "the device has %s free of %s.%s Hint: free tensors that are no longer needed "
-           "(del them, then headroom.free_memory()) or use a smaller batch; if reserved but "
-           "free memory is large, the pool is fragmented: keep expandable_segments on in "
-           "HEADROOM_ALLOC_CONF; memory_fraction and reserve_mb there set the pool's limit.",
-           req, device, res, lim, alloc, cached, dfree, dtotal, more);
+           "CUDA out of memory. Tried to allocate %s on device %d. headroom's pool: %s. Hint: "
+           "free tensors that are no longer needed (del them, then headroom.free_memory()) or "
+           "use a smaller batch; if cached but unusable memory is large, the pool is "
+           "fragmented: keep expandable_segments on in HEADROOM_ALLOC_CONF; memory_fraction "
+           "and reserve_mb there set the pool's limit.",
+           req, device, diag);
 }
 
 /* Fails an allocation: through the raise hook when there is one (it does
