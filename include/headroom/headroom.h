@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include "headroom/options_table.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -95,7 +96,7 @@ HR_API const char *hr_log_level_name(hr_log_level_t level);
 
 /* ---- options ------------------------------------------------------------ */
 
-/* One table of options (src/util/options_table.h) with a type, a default, a
+/* One table of options (headroom/options_table.h) with a type, a default, a
  * range and a description each. Values come, each overriding the one before,
  * from the default, the config file, the environment (HEADROOM_<NAME>) and the
  * command line or the API. Sizes take K/M/G/T suffixes (powers of 1024),
@@ -129,6 +130,13 @@ typedef struct hr_option_info {
   const char *help;
 } hr_option_info_t;
 
+/* Each option's identifier, HR_OPTION_<name>, generated from the table, in
+ * table order: code reads options by identifier, so a misspelt name does not
+ * compile. HR_OPTION_COUNT_ is the number of options. */
+#define HR_OPTION_ID_(name, ...) HR_OPTION_##name,
+typedef enum hr_option_id { HR_OPTION_TABLE(HR_OPTION_ID_) HR_OPTION_COUNT_ } hr_option_id_t;
+#undef HR_OPTION_ID_
+
 typedef struct hr_options hr_options_t;
 
 /* Creates a set of options holding every default. */
@@ -156,16 +164,32 @@ HR_API int hr_options_load_env(hr_options_t *o, char *err, size_t errlen);
  * an explicit one is not), then the environment. */
 HR_API int hr_options_load_defaults(hr_options_t *o, const char *path, char *err, size_t errlen);
 
-/* Typed reads. The name must be in the table with that type; otherwise the
- * call returns a zero value (and asserts in debug builds). */
-HR_API bool hr_options_get_bool(const hr_options_t *o, const char *name);
-HR_API int64_t hr_options_get_int(const hr_options_t *o, const char *name);
-HR_API uint64_t hr_options_get_size(const hr_options_t *o, const char *name);
-HR_API double hr_options_get_double(const hr_options_t *o, const char *name);
-HR_API const char *hr_options_get_str(const hr_options_t *o, const char *name);
-HR_API hr_opt_source_t hr_options_source(const hr_options_t *o, const char *name);
+/* The options of this process: defaults, the config file, the environment,
+ * read once on the first call (thread-safe) and kept for the life of the
+ * process. Parts that have no options of their own to go by (the pool behind
+ * PyTorch, the CUDA backend, the Python package) read these. When the chain
+ * cannot be read (a bad value somewhere), *out holds the defaults plus what
+ * was read before the error, the call returns the error each time and err
+ * says why. Never NULL on return. */
+HR_API int hr_options_process(const hr_options_t **out, char *err, size_t errlen);
 
-/* The table itself, for --help and docs: `*n` entries. */
+/* The identifier of option `name` (dashes and underscores are the same), or
+ * HR_ENOENT. For callers that hold a name as text: the CLI, Python. */
+HR_API int hr_options_id(const char *name);
+
+/* Typed reads by identifier. The option must have that type (a size read
+ * as a size, a duration or percentage as a double, an enum as a string);
+ * otherwise, or for an identifier out of range, the call returns a zero value
+ * (and asserts in debug builds). */
+HR_API bool hr_options_get_bool(const hr_options_t *o, hr_option_id_t id);
+HR_API int64_t hr_options_get_int(const hr_options_t *o, hr_option_id_t id);
+HR_API uint64_t hr_options_get_size(const hr_options_t *o, hr_option_id_t id);
+HR_API double hr_options_get_double(const hr_options_t *o, hr_option_id_t id);
+HR_API const char *hr_options_get_str(const hr_options_t *o, hr_option_id_t id);
+HR_API hr_opt_source_t hr_options_source(const hr_options_t *o, hr_option_id_t id);
+
+/* The table itself, for --help and docs: `*n` entries, entry i being the
+ * option whose identifier is i. */
 HR_API const hr_option_info_t *hr_options_table(size_t *n);
 
 /* Parsers the option table uses, exported for the CLI and the parts that take

@@ -103,7 +103,7 @@ class Options:
         """The value, typed: bool, int, bytes (int), seconds (float), percent
         (float) or str."""
         key, t = self._type(name)
-        k = key.encode()
+        k = self._lib.hr_options_id(key.encode())
         if t == "bool":
             return bool(self._lib.hr_options_get_bool(self._h, k))
         if t == "int":
@@ -117,7 +117,7 @@ class Options:
     def source(self, name):
         """Where the value came from: "default", "file", "env" or "cli"."""
         key, _ = self._type(name)
-        return _SOURCES[self._lib.hr_options_source(self._h, key.encode())]
+        return _SOURCES[self._lib.hr_options_source(self._h, self._lib.hr_options_id(key.encode()))]
 
 
 def parse_size(text):

@@ -274,7 +274,9 @@ static const hr_backend_ops_t cuda_ops = {
 /* Loads every symbol; a driver too old to have one is as good as none. */
 static int cuda_load(cuda_t *c) {
   void *sym_;
-  const char *lib = getenv("HEADROOM_LIBCUDA");
+  const hr_options_t *o;
+  (void)hr_options_process(&o, NULL, 0); /* a bad option elsewhere leaves this one's default */
+  const char *lib = hr_options_get_str(o, HR_OPTION_libcuda);
   c->lib = dlopen(lib && *lib ? lib : "libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
   if (!c->lib) return HR_ENODRIVER;
     /* dlsym gives an object pointer; memcpy turns it into a function pointer

@@ -40,38 +40,31 @@ void hr_torch_set_oom_raise(hr_torch_raise_fn fn) {
   atomic_store(&torch_raise, fn);
 }
 
-/* The process-wide pool configuration: the option alloc_conf, from the
- * config file or HEADROOM_ALLOC_CONF (the environment wins). When the
- * option chain cannot be read (a bad unrelated option), the variable alone.
- * Copies into buf. */
-static const char *torch_conf(char *buf, size_t n) {
-  hr_options_t *o = NULL;
+/* The process's options (config file, then HEADROOM_* variables), read once
+ * per process. When the chain cannot be read (a bad unrelated option), the
+ * defaults plus what was read before the error, with a warning. */
+static const hr_options_t *torch_options(void) {
+  const hr_options_t *o;
   char err[256];
-  const char *env = getenv("HEADROOM_ALLOC_CONF");
-  hr__strlcpy(buf, env ? env : "", n);
-  if (hr_options_create(&o)) return buf;
-  if (hr_options_load_defaults(o, NULL, err, sizeof err))
-    hr__log(HR_LOG_WARN, "pool: options not read (%s); using HEADROOM_ALLOC_CONF alone", err);
-  else
-    hr__strlcpy(buf, hr_options_get_str(o, "alloc_conf"), n);
-  hr_options_destroy(o);
-  return buf;
+  if (hr_options_process(&o, err, sizeof err))
+    hr__log(HR_LOG_WARN, "pool: options not all read (%s)", err);
+  return o;
 }
 
 /* Makes the pool of `device`; on failure records why in torch_why. Needs
  * torch_lock. */
 static int torch_pool_create_locked(int device, hr_pool_t **out) {
   hr_pool_config_t cfg;
-  char err[256], confbuf[1024];
-  const char *conf = torch_conf(confbuf, sizeof confbuf);
-  const char *kind = getenv("HEADROOM_POOL_BACKEND");
+  char err[256];
+  const hr_options_t *o = torch_options();
+  const char *conf = hr_options_get_str(o, HR_OPTION_alloc_conf);
+  const char *kind = hr_options_get_str(o, HR_OPTION_pool_backend);
   int rc = hr_pool_config_parse(conf, &cfg, err, sizeof err);
   if (rc) {
     snprintf(torch_why[device], sizeof torch_why[device], "HEADROOM_ALLOC_CONF / alloc_conf: %s",
              err);
     goto out;
   }
-  kind = kind && *kind ? kind : "cuda";
   rc = hr_backend_create(kind, device, 0, &torch_backends[device]);
   if (rc) {
     snprintf(torch_why[device], sizeof torch_why[device], "%s backend for device %d: %s", kind,

@@ -35,16 +35,17 @@ int hr_policy_parse(const char *s, hr_policy_t *out) {
 
 void hr_residency_options_default(const hr_options_t *table, hr_residency_options_t *out) {
   memset(out, 0, sizeof *out);
-  out->reserve_bytes = 400ull << 20;
-  out->patience_s = 5;
+  hr_options_t *defaults = NULL;
+  if (!table && hr_options_create(&defaults) == 0) table = defaults;
   out->poll_interval_s = 0.01;
   out->policy = HR_POLICY_AUTO;
   if (table) {
-    out->reserve_bytes = hr_options_get_size(table, "reserve");
-    out->patience_s = hr_options_get_double(table, "patience");
+    out->reserve_bytes = hr_options_get_size(table, HR_OPTION_reserve);
+    out->patience_s = hr_options_get_double(table, HR_OPTION_patience);
     /* The table only holds valid choices, so the parse cannot fail. */
-    (void)hr_policy_parse(hr_options_get_str(table, "residency_policy"), &out->policy);
+    (void)hr_policy_parse(hr_options_get_str(table, HR_OPTION_residency_policy), &out->policy);
   }
+  hr_options_destroy(defaults);
 }
 
 int hr_residency_create(const hr_residency_options_t *options, hr_residency_t **out) {

@@ -13,13 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "util/options_table.h"
-
 #define HR_OPT_ROW_(name, type, deflt, min, max, choices, help)                                    \
   {#name, "HEADROOM_" #name, type, deflt, min, max, choices, help},
 static hr_option_info_t table[] = {HR_OPTION_TABLE(HR_OPT_ROW_)};
 #undef HR_OPT_ROW_
 #define N_OPTIONS HR_ARRAY_LEN(table)
+_Static_assert(N_OPTIONS == HR_OPTION_COUNT_, "identifiers follow the table");
 
 typedef struct opt_value {
   hr_opt_source_t src;
@@ -122,12 +121,18 @@ int hr_parse_duration(const char *s, double *out) {
   const char *e;
   if (parse_number(s, &v, &e)) return HR_EINVAL;
   double mult = 1;
-  if (strncmp(e, "ms", 2) == 0) mult = 1e-3, e += 2;
-  else if (strncmp(e, "us", 2) == 0) mult = 1e-6, e += 2;
-  else if (*e == 's') e++;
-  else if (*e == 'm') mult = 60, e++;
-  else if (*e == 'h') mult = 3600, e++;
-  else if (*e == 'd') mult = 86400, e++;
+  if (strncmp(e, "ms", 2) == 0)
+    mult = 1e-3, e += 2;
+  else if (strncmp(e, "us", 2) == 0)
+    mult = 1e-6, e += 2;
+  else if (*e == 's')
+    e++;
+  else if (*e == 'm')
+    mult = 60, e++;
+  else if (*e == 'h')
+    mult = 3600, e++;
+  else if (*e == 'd')
+    mult = 86400, e++;
   while (isspace((unsigned char)*e)) e++;
   if (*e != '\0') return HR_EINVAL;
   *out = v * mult;
@@ -177,7 +182,8 @@ static int range_err(const hr_option_info_t *t, const char *value, char *err, si
 
 int hr_options_set(hr_options_t *o, const char *name, const char *value, hr_opt_source_t source,
                    char *err, size_t errlen) {
-  if (!o || !name || !value) return hr__err(err, errlen, HR_EINVAL, "option: missing name or value");
+  if (!o || !name || !value)
+    return hr__err(err, errlen, HR_EINVAL, "option: missing name or value");
   int i = find(name);
   if (i < 0) return hr__err(err, errlen, HR_ENOENT, "unknown option '%s'", name);
   const hr_option_info_t *t = &table[i];
@@ -193,8 +199,10 @@ int hr_options_set(hr_options_t *o, const char *name, const char *value, hr_opt_
     char *e;
     errno = 0;
     long long v = strtoll(value, &e, 10);
-    if (e == value || *e || errno) rc = HR_EINVAL;
-    else if ((double)v < t->min || (double)v > t->max) return range_err(t, value, err, errlen);
+    if (e == value || *e || errno)
+      rc = HR_EINVAL;
+    else if ((double)v < t->min || (double)v > t->max)
+      return range_err(t, value, err, errlen);
     nv.v.i = v;
     break;
   }
@@ -309,12 +317,15 @@ int hr_options_load_env(hr_options_t *o, char *err, size_t errlen) {
 int hr_options_load_defaults(hr_options_t *o, const char *path, char *err, size_t errlen) {
   char buf[1024];
   bool explicit_path = path != NULL;
-  if (!path) path = getenv("HEADROOM_CONFIG"), explicit_path = path != NULL;
+  if (!path) path = getenv(table[HR_OPTION_config].env), explicit_path = path != NULL;
   if (!path) {
     const char *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
-    if (xdg && *xdg) snprintf(buf, sizeof buf, "%s/headroom/headroom.conf", xdg);
-    else if (home && *home) snprintf(buf, sizeof buf, "%s/.config/headroom/headroom.conf", home);
-    else buf[0] = '\0';
+    if (xdg && *xdg)
+      snprintf(buf, sizeof buf, "%s/headroom/headroom.conf", xdg);
+    else if (home && *home)
+      snprintf(buf, sizeof buf, "%s/.config/headroom/headroom.conf", home);
+    else
+      buf[0] = '\0';
     path = buf;
   }
   if (*path) {
@@ -324,43 +335,81 @@ int hr_options_load_defaults(hr_options_t *o, const char *path, char *err, size_
   return hr_options_load_env(o, err, errlen);
 }
 
-static const opt_value_t *get(const hr_options_t *o, const char *name, hr_opt_type_t type) {
-  int i = find(name);
-  HR_ASSERT(i >= 0);
-  if (i < 0) return NULL;
-  bool ok = table[i].type == type ||
-            (type == HR_OPT_STRING && table[i].type == HR_OPT_ENUM) ||
-            (type == HR_OPT_DURATION && table[i].type == HR_OPT_PERCENT);
-  HR_ASSERT(ok);
-  return ok ? &o->values[i] : NULL;
+int hr_options_id(const char *name) {
+  int i = name ? find(name) : -1;
+  return i < 0 ? HR_ENOENT : i;
 }
 
-bool hr_options_get_bool(const hr_options_t *o, const char *name) {
-  const opt_value_t *v = get(o, name, HR_OPT_BOOL);
+static const opt_value_t *get(const hr_options_t *o, hr_option_id_t id, hr_opt_type_t type) {
+  bool ok = o && (unsigned)id < N_OPTIONS;
+  HR_ASSERT(ok);
+  if (!ok) return NULL;
+  ok = table[id].type == type || (type == HR_OPT_STRING && table[id].type == HR_OPT_ENUM) ||
+       (type == HR_OPT_DURATION && table[id].type == HR_OPT_PERCENT);
+  HR_ASSERT(ok);
+  return ok ? &o->values[id] : NULL;
+}
+
+bool hr_options_get_bool(const hr_options_t *o, hr_option_id_t id) {
+  const opt_value_t *v = get(o, id, HR_OPT_BOOL);
   return v ? v->v.b : false;
 }
 
-int64_t hr_options_get_int(const hr_options_t *o, const char *name) {
-  const opt_value_t *v = get(o, name, HR_OPT_INT);
+int64_t hr_options_get_int(const hr_options_t *o, hr_option_id_t id) {
+  const opt_value_t *v = get(o, id, HR_OPT_INT);
   return v ? v->v.i : 0;
 }
 
-uint64_t hr_options_get_size(const hr_options_t *o, const char *name) {
-  const opt_value_t *v = get(o, name, HR_OPT_SIZE);
+uint64_t hr_options_get_size(const hr_options_t *o, hr_option_id_t id) {
+  const opt_value_t *v = get(o, id, HR_OPT_SIZE);
   return v ? v->v.u : 0;
 }
 
-double hr_options_get_double(const hr_options_t *o, const char *name) {
-  const opt_value_t *v = get(o, name, HR_OPT_DURATION);
+double hr_options_get_double(const hr_options_t *o, hr_option_id_t id) {
+  const opt_value_t *v = get(o, id, HR_OPT_DURATION);
   return v ? v->v.d : 0;
 }
 
-const char *hr_options_get_str(const hr_options_t *o, const char *name) {
-  const opt_value_t *v = get(o, name, HR_OPT_STRING);
+const char *hr_options_get_str(const hr_options_t *o, hr_option_id_t id) {
+  const opt_value_t *v = get(o, id, HR_OPT_STRING);
   return v && v->s ? v->s : "";
 }
 
-hr_opt_source_t hr_options_source(const hr_options_t *o, const char *name) {
-  int i = find(name);
-  return i < 0 ? HR_SRC_DEFAULT : o->values[i].src;
+hr_opt_source_t hr_options_source(const hr_options_t *o, hr_option_id_t id) {
+  return o && (unsigned)id < N_OPTIONS ? o->values[id].src : HR_SRC_DEFAULT;
+}
+
+/* The process's options: built on first use and kept for the life of the
+ * process (like the environment they were read from). A mutex rather than
+ * pthread_once, so that tests can drop the set and read it again. */
+static pthread_mutex_t process_lock = PTHREAD_MUTEX_INITIALIZER;
+static hr_options_t *process_opts;
+static int process_rc;
+static char process_err[512];
+
+int hr_options_process(const hr_options_t **out, char *err, size_t errlen) {
+  /* Out of memory at the first call: defaults would need the allocation that
+   * just failed, so the caller gets a zeroed set (every read a zero value). */
+  static hr_options_t zero;
+  pthread_mutex_lock(&process_lock);
+  if (!process_opts) {
+    if (hr_options_create(&process_opts)) {
+      process_rc = hr__err(process_err, sizeof process_err, HR_ENOMEM, "options: out of memory");
+    } else {
+      process_rc = hr_options_load_defaults(process_opts, NULL, process_err, sizeof process_err);
+    }
+  }
+  *out = process_opts ? process_opts : &zero;
+  int rc = process_rc;
+  if (rc) hr__err(err, errlen, rc, "%s", process_err);
+  pthread_mutex_unlock(&process_lock);
+  return rc;
+}
+
+void hr__options_process_reload(void) {
+  pthread_mutex_lock(&process_lock);
+  hr_options_destroy(process_opts);
+  process_opts = NULL;
+  process_rc = 0;
+  pthread_mutex_unlock(&process_lock);
 }

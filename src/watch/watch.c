@@ -110,8 +110,8 @@ const char *hr_event_kind_name(hr_event_kind_t k) {
   return (unsigned)k < HR_EVENT_KINDS_ ? kind_names[k] : "unknown";
 }
 
-static char *dup_opt(const hr_options_t *o, const char *name) {
-  return strdup(hr_options_get_str(o, name));
+static char *dup_opt(const hr_options_t *o, hr_option_id_t id) {
+  return strdup(hr_options_get_str(o, id));
 }
 
 int hr_watch_create(const hr_options_t *o, hr_watch_t **out, char *err, size_t errlen) {
@@ -119,29 +119,29 @@ int hr_watch_create(const hr_options_t *o, hr_watch_t **out, char *err, size_t e
   *out = NULL;
   hr_watch_t *w = calloc(1, sizeof *w);
   if (!w) return HR_ENOMEM;
-  w->interval = hr_options_get_double(o, "interval");
-  w->cooldown = hr_options_get_double(o, "cooldown");
-  w->action_timeout = hr_options_get_double(o, "action_timeout");
-  w->history_flush = hr_options_get_double(o, "history_flush");
-  w->retain = hr_options_get_double(o, "retain");
-  const char *mode = hr_options_get_str(o, "mode");
+  w->interval = hr_options_get_double(o, HR_OPTION_interval);
+  w->cooldown = hr_options_get_double(o, HR_OPTION_cooldown);
+  w->action_timeout = hr_options_get_double(o, HR_OPTION_action_timeout);
+  w->history_flush = hr_options_get_double(o, HR_OPTION_history_flush);
+  w->retain = hr_options_get_double(o, HR_OPTION_retain);
+  const char *mode = hr_options_get_str(o, HR_OPTION_mode);
   w->mode = strcmp(mode, "aggressive") == 0 ? MODE_AGGRESSIVE
             : strcmp(mode, "balanced") == 0 ? MODE_BALANCED
                                             : MODE_CONSERVATIVE;
-  w->ram_warn = hr_options_get_double(o, "ram_warn");
-  w->ram_crit = hr_options_get_double(o, "ram_critical");
-  w->vram_warn = hr_options_get_double(o, "vram_warn");
-  w->vram_crit = hr_options_get_double(o, "vram_critical");
-  w->hyst = hr_options_get_double(o, "hysteresis");
-  w->idle_share = hr_options_get_double(o, "idle_share");
-  w->proc_budget = hr_options_get_double(o, "proc_budget") / 100;
-  w->idle_util = hr_options_get_double(o, "idle_util");
-  w->idle_samples = (uint64_t)hr_options_get_int(o, "idle_samples");
-  w->allow_drop_caches = hr_options_get_bool(o, "allow_drop_caches");
-  w->top_n = (size_t)hr_options_get_int(o, "top");
-  w->leak_cfg.window_s = hr_options_get_double(o, "leak_window");
-  w->leak_cfg.min_samples = (size_t)hr_options_get_int(o, "leak_min_samples");
-  w->leak_cfg.min_rate = (double)hr_options_get_size(o, "leak_min_rate");
+  w->ram_warn = hr_options_get_double(o, HR_OPTION_ram_warn);
+  w->ram_crit = hr_options_get_double(o, HR_OPTION_ram_critical);
+  w->vram_warn = hr_options_get_double(o, HR_OPTION_vram_warn);
+  w->vram_crit = hr_options_get_double(o, HR_OPTION_vram_critical);
+  w->hyst = hr_options_get_double(o, HR_OPTION_hysteresis);
+  w->idle_share = hr_options_get_double(o, HR_OPTION_idle_share);
+  w->proc_budget = hr_options_get_double(o, HR_OPTION_proc_budget) / 100;
+  w->idle_util = hr_options_get_double(o, HR_OPTION_idle_util);
+  w->idle_samples = (uint64_t)hr_options_get_int(o, HR_OPTION_idle_samples);
+  w->allow_drop_caches = hr_options_get_bool(o, HR_OPTION_allow_drop_caches);
+  w->top_n = (size_t)hr_options_get_int(o, HR_OPTION_top);
+  w->leak_cfg.window_s = hr_options_get_double(o, HR_OPTION_leak_window);
+  w->leak_cfg.min_samples = (size_t)hr_options_get_int(o, HR_OPTION_leak_min_samples);
+  w->leak_cfg.min_rate = (double)hr_options_get_size(o, HR_OPTION_leak_min_rate);
   for (int i = 0; i < 3; i++) w->last_action[i] = -INFINITY;
   w->last_history_error = -INFINITY;
   int rc = 0;
@@ -152,11 +152,11 @@ int hr_watch_create(const hr_options_t *o, hr_watch_t **out, char *err, size_t e
                  w->ram_warn, w->ram_crit, w->vram_warn, w->vram_crit);
     goto out;
   }
-  w->filter = dup_opt(o, "filter");
-  w->on_warning = dup_opt(o, "on_warning");
-  w->on_critical = dup_opt(o, "on_critical");
-  w->root = dup_opt(o, "root");
-  w->nvml_path = dup_opt(o, "nvml_library");
+  w->filter = dup_opt(o, HR_OPTION_filter);
+  w->on_warning = dup_opt(o, HR_OPTION_on_warning);
+  w->on_critical = dup_opt(o, HR_OPTION_on_critical);
+  w->root = dup_opt(o, HR_OPTION_root);
+  w->nvml_path = dup_opt(o, HR_OPTION_nvml_library);
   w->top_idx = malloc(w->top_n * sizeof *w->top_idx);
   w->top = calloc(w->top_n, sizeof *w->top);
   if (!w->filter || !w->on_warning || !w->on_critical || !w->root || !w->nvml_path || !w->top_idx ||

@@ -159,7 +159,7 @@ static void test_option_table(void) {
   CHECK_OK(hr_options_create(&o));
   setenv("HEADROOM_ALLOC_CONF", "max_split_size_mb:128", 1);
   CHECK_OK(hr_options_load_env(o, e, sizeof e));
-  const char *conf = hr_options_get_str(o, "alloc_conf");
+  const char *conf = hr_options_get_str(o, HR_OPTION_alloc_conf);
   CHECK_STR(conf, "max_split_size_mb:128");
   CHECK_OK(P(conf));
   CHECK_EQ_U64(c.max_split_size, 128 * MiB);

@@ -72,11 +72,11 @@ static void test_options_defaults_and_errors(void) {
   hr_options_t *o;
   char err[256];
   CHECK_OK(hr_options_create(&o));
-  CHECK_STR(hr_options_get_str(o, "root"), "/");
-  CHECK_NEAR(hr_options_get_double(o, "vram_warn"), 85, 0);
-  CHECK_NEAR(hr_options_get_double(o, "interval"), 1, 0);
-  CHECK_EQ_U64(hr_options_get_size(o, "reserve"), 400ull << 20);
-  CHECK_EQ_INT(hr_options_source(o, "top"), HR_SRC_DEFAULT);
+  CHECK_STR(hr_options_get_str(o, HR_OPTION_root), "/");
+  CHECK_NEAR(hr_options_get_double(o, HR_OPTION_vram_warn), 85, 0);
+  CHECK_NEAR(hr_options_get_double(o, HR_OPTION_interval), 1, 0);
+  CHECK_EQ_U64(hr_options_get_size(o, HR_OPTION_reserve), 400ull << 20);
+  CHECK_EQ_INT(hr_options_source(o, HR_OPTION_top), HR_SRC_DEFAULT);
 
   CHECK_RC(hr_options_set(o, "nope", "1", HR_SRC_CLI, err, sizeof err), HR_ENOENT);
   CHECK_CONTAINS(err, "unknown option 'nope'");
@@ -89,9 +89,9 @@ static void test_options_defaults_and_errors(void) {
   CHECK_CONTAINS(err, "conservative|balanced|aggressive");
   CHECK_RC(hr_options_set(o, "interval", "0", HR_SRC_CLI, err, sizeof err), HR_ERANGE);
   /* A failed set leaves the old value. */
-  CHECK_NEAR(hr_options_get_double(o, "vram_warn"), 85, 0);
+  CHECK_NEAR(hr_options_get_double(o, HR_OPTION_vram_warn), 85, 0);
   CHECK_OK(hr_options_set(o, "vram-warn", "90%", HR_SRC_CLI, err, sizeof err));
-  CHECK_NEAR(hr_options_get_double(o, "vram_warn"), 90, 0);
+  CHECK_NEAR(hr_options_get_double(o, HR_OPTION_vram_warn), 90, 0);
   hr_options_destroy(o);
 }
 
@@ -116,12 +116,12 @@ static void test_options_layering(void) {
   unsetenv("HEADROOM_MODE");
   unlink(path);
   CHECK_OK(rc);
-  CHECK_EQ_INT(hr_options_get_int(o, "top"), 7); /* cli beats file */
-  CHECK_EQ_INT(hr_options_source(o, "top"), HR_SRC_CLI);
-  CHECK_STR(hr_options_get_str(o, "mode"), "aggressive"); /* env beats file */
-  CHECK_NEAR(hr_options_get_double(o, "vram_warn"), 75, 0);
-  CHECK_STR(hr_options_get_str(o, "db"), "/tmp/x.db"); /* file beats default */
-  CHECK_EQ_INT(hr_options_source(o, "db"), HR_SRC_FILE);
+  CHECK_EQ_INT(hr_options_get_int(o, HR_OPTION_top), 7); /* cli beats file */
+  CHECK_EQ_INT(hr_options_source(o, HR_OPTION_top), HR_SRC_CLI);
+  CHECK_STR(hr_options_get_str(o, HR_OPTION_mode), "aggressive"); /* env beats file */
+  CHECK_NEAR(hr_options_get_double(o, HR_OPTION_vram_warn), 75, 0);
+  CHECK_STR(hr_options_get_str(o, HR_OPTION_db), "/tmp/x.db"); /* file beats default */
+  CHECK_EQ_INT(hr_options_source(o, HR_OPTION_db), HR_SRC_FILE);
   hr_options_destroy(o);
 }
 
@@ -152,7 +152,33 @@ static void test_option_table_env_names(void) {
   for (size_t i = 0; i < n; i++) {
     CHECK(strncmp(t[i].env, "HEADROOM_", 9) == 0);
     CHECK(t[i].help && *t[i].help);
+    CHECK_EQ_INT(hr_options_id(t[i].name), (int)i); /* identifiers follow the table */
   }
+  CHECK_EQ_INT(hr_options_id("pool-backend"), HR_OPTION_pool_backend);
+  CHECK_RC(hr_options_id("no_such_option"), HR_ENOENT);
+  CHECK_RC(hr_options_id(NULL), HR_ENOENT);
+  /* The variables the backend, the pool and replay read are rows too. */
+  CHECK_STR(t[HR_OPTION_libcuda].env, "HEADROOM_LIBCUDA");
+  CHECK_STR(t[HR_OPTION_pool_backend].env, "HEADROOM_POOL_BACKEND");
+  CHECK_STR(t[HR_OPTION_no_progress].env, "HEADROOM_NO_PROGRESS");
+  CHECK_STR(t[HR_OPTION_config].env, "HEADROOM_CONFIG");
+}
+
+/* The process's options are read once: a variable set after the first call
+ * changes nothing, and every call hands out the same set. */
+static void test_options_process_once(void) {
+  char err[256];
+  setenv("HEADROOM_POOL_BACKEND", "host", 1);
+  setenv("XDG_CONFIG_HOME", "/nonexistent", 1);
+  const hr_options_t *a, *b;
+  CHECK_OK(hr_options_process(&a, err, sizeof err));
+  CHECK_STR(hr_options_get_str(a, HR_OPTION_pool_backend), "host");
+  CHECK_EQ_INT(hr_options_source(a, HR_OPTION_pool_backend), HR_SRC_ENV);
+  setenv("HEADROOM_POOL_BACKEND", "sim", 1);
+  CHECK_OK(hr_options_process(&b, err, sizeof err));
+  CHECK(a == b);
+  CHECK_STR(hr_options_get_str(b, HR_OPTION_pool_backend), "host");
+  unsetenv("HEADROOM_POOL_BACKEND");
 }
 
 static int log_count;
@@ -200,6 +226,7 @@ int main(void) {
   HR_RUN(test_options_layering);
   HR_RUN(test_options_bad_file_and_env);
   HR_RUN(test_option_table_env_names);
+  HR_RUN(test_options_process_once);
   HR_RUN(test_log);
   HR_RUN(test_read_file);
   return hr_test_finish("test_util");

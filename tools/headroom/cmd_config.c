@@ -20,38 +20,41 @@ static const char *source_name(hr_opt_source_t s) {
 }
 
 /* Formats the option's current value as text. */
-static void value_text(const hr_options_t *o, const hr_option_info_t *t, char *buf, size_t n) {
+static void value_text(const hr_options_t *o, hr_option_id_t id, char *buf, size_t n) {
+  const hr_option_info_t *t = &hr_options_table(NULL)[id];
   switch (t->type) {
   case HR_OPT_BOOL:
-    snprintf(buf, n, "%s", hr_options_get_bool(o, t->name) ? "true" : "false");
+    snprintf(buf, n, "%s", hr_options_get_bool(o, id) ? "true" : "false");
     break;
   case HR_OPT_INT:
-    snprintf(buf, n, "%" PRId64, hr_options_get_int(o, t->name));
+    snprintf(buf, n, "%" PRId64, hr_options_get_int(o, id));
     break;
   case HR_OPT_SIZE:
-    snprintf(buf, n, "%" PRIu64, hr_options_get_size(o, t->name));
+    snprintf(buf, n, "%" PRIu64, hr_options_get_size(o, id));
     break;
   case HR_OPT_DURATION:
   case HR_OPT_PERCENT:
-    snprintf(buf, n, "%g", hr_options_get_double(o, t->name));
+    snprintf(buf, n, "%g", hr_options_get_double(o, id));
     break;
   case HR_OPT_STRING:
   case HR_OPT_ENUM:
-    snprintf(buf, n, "%s", hr_options_get_str(o, t->name));
+    snprintf(buf, n, "%s", hr_options_get_str(o, id));
     break;
   }
 }
 
 static int config_run(hr_cli_t *cli, int argc, char **argv) {
-  static const struct option longopts[] = {{"json", no_argument, NULL, 'j'},
-                                           {"help", no_argument, NULL, 'h'},
-                                           {NULL, 0, NULL, 0}};
+  static const struct option longopts[] = {
+      {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
   bool json = false;
   int c;
   while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-    if (c == 'j') json = true;
-    else if (c == 'h') return config_usage(stdout), 0;
-    else return config_usage(stderr), 2;
+    if (c == 'j')
+      json = true;
+    else if (c == 'h')
+      return config_usage(stdout), 0;
+    else
+      return config_usage(stderr), 2;
   }
   if (optind < argc) {
     hr_cli_error("config: unexpected argument '%s'", argv[optind]);
@@ -63,8 +66,8 @@ static int config_run(hr_cli_t *cli, int argc, char **argv) {
   char val[512];
   if (json) printf("{\"options\": [");
   for (size_t i = 0; i < n; i++) {
-    value_text(cli->opts, &t[i], val, sizeof val);
-    const char *src = source_name(hr_options_source(cli->opts, t[i].name));
+    value_text(cli->opts, (hr_option_id_t)i, val, sizeof val);
+    const char *src = source_name(hr_options_source(cli->opts, (hr_option_id_t)i));
     if (json) {
       printf("%s{\"name\": \"%s\", \"value\": ", i ? ", " : "", t[i].name);
       hr_cli_json_str(stdout, val);

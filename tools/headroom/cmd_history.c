@@ -444,7 +444,7 @@ static int history_run(hr_cli_t *cli, int argc, char **argv) {
     return 2;
   }
   char path[512];
-  const char *db = hr_options_get_str(cli->opts, "db");
+  const char *db = hr_options_get_str(cli->opts, HR_OPTION_db);
   if (*db && strcmp(db, "none") != 0)
     snprintf(path, sizeof path, "%s", db);
   else if (hr_history_default_path(path, sizeof path) != 0) {

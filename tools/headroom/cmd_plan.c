@@ -137,7 +137,7 @@ static int plan_run(hr_cli_t *cli, int argc, char **argv) {
   }
   const char *path = argv[optind];
   hr_policy_t policy;
-  if (hr_policy_parse(hr_options_get_str(cli->opts, "residency_policy"), &policy) != 0) {
+  if (hr_policy_parse(hr_options_get_str(cli->opts, HR_OPTION_residency_policy), &policy) != 0) {
     hr_cli_error("plan: unknown policy");
     return 2;
   }

@@ -426,7 +426,8 @@ static int replay_run(hr_cli_t *cli, int argc, char **argv) {
   char **traces = argv + optind;
   row_t *rows = calloc((size_t)n_traces * MAX_DEVICES, sizeof *rows);
   char **names = calloc((size_t)n_traces, sizeof *names);
-  replay_ctx_t ctx = {.bar = isatty(STDERR_FILENO) && !getenv("HEADROOM_NO_PROGRESS")};
+  replay_ctx_t ctx = {.bar = isatty(STDERR_FILENO) &&
+                             !hr_options_get_bool(cli->opts, HR_OPTION_no_progress)};
   size_t n_rows = 0;
   if (!rows || !names) {
     hr_cli_error("out of memory");

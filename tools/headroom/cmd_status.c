@@ -89,8 +89,8 @@ static const char *size_or(char *buf, size_t n, uint64_t v) {
 }
 
 /* A percentage coloured by the warn and critical thresholds. */
-static const char *level_pct(const hr_cli_t *cli, char *buf, size_t n, double p, const char *warn,
-                             const char *crit) {
+static const char *level_pct(const hr_cli_t *cli, char *buf, size_t n, double p,
+                             hr_option_id_t warn, hr_option_id_t crit) {
   char t[32];
   if (p < 0) return snprintf(buf, n, "-"), buf;
   snprintf(t, sizeof t, "%.0f%%", p);
@@ -113,7 +113,8 @@ static void print_host(const hr_cli_t *cli, const hr_snapshot_t *s) {
   printf("%s used %s of %s (%s)  available %s  swap %s of %s\n",
          hr_cli_paint(cli, lab, sizeof lab, "bold", "host    "), size_or(a, sizeof a, used),
          size_or(b, sizeof b, h->total_bytes),
-         level_pct(cli, p, sizeof p, pct(used, h->total_bytes), "ram_warn", "ram_critical"),
+         level_pct(cli, p, sizeof p, pct(used, h->total_bytes), HR_OPTION_ram_warn,
+                   HR_OPTION_ram_critical),
          size_or(c, sizeof c, h->available_bytes), size_or(d, sizeof d, swap_used),
          size_or(e, sizeof e, h->swap_total_bytes));
 }
@@ -128,7 +129,8 @@ static void print_cgroup(const hr_cli_t *cli, const hr_cgroup_mem_t *cg) {
   printf("%s v%d %s  usage %s of %s", lab, cg->version, cg->path,
          size_or(a, sizeof a, cg->usage_bytes), size_or(b, sizeof b, cg->limit_bytes));
   double up = pct(cg->usage_bytes, cg->limit_bytes);
-  if (up >= 0) printf(" (%s)", level_pct(cli, p, sizeof p, up, "ram_warn", "ram_critical"));
+  if (up >= 0)
+    printf(" (%s)", level_pct(cli, p, sizeof p, up, HR_OPTION_ram_warn, HR_OPTION_ram_critical));
   if (cg->oom_kill_events != HR_UNKNOWN) {
     char n[32];
     snprintf(n, sizeof n, "%" PRIu64, cg->oom_kill_events);
@@ -161,8 +163,8 @@ static void print_gpus(const hr_cli_t *cli, const hr_snapshot_t *s) {
     }
     printf("  %s of %s (%s)", size_or(a, sizeof a, g->used_bytes),
            size_or(b, sizeof b, g->total_bytes),
-           level_pct(cli, p, sizeof p, pct(g->used_bytes, g->total_bytes), "vram_warn",
-                     "vram_critical"));
+           level_pct(cli, p, sizeof p, pct(g->used_bytes, g->total_bytes), HR_OPTION_vram_warn,
+                     HR_OPTION_vram_critical));
     if (g->util_gpu >= 0) printf("  util %d%%", g->util_gpu);
     if (g->temperature_c >= 0) printf("  %d C", g->temperature_c);
     if (g->power_mw >= 0) printf("  %.0f W", g->power_mw / 1000.0);
@@ -231,8 +233,8 @@ static int status_run(hr_cli_t *cli, int argc, char **argv) {
     return 2;
   }
   char err[512] = "";
-  const char *nvml = hr_options_get_str(cli->opts, "nvml_library");
-  hr_probe_options_t po = {.root = hr_options_get_str(cli->opts, "root"),
+  const char *nvml = hr_options_get_str(cli->opts, HR_OPTION_nvml_library);
+  hr_probe_options_t po = {.root = hr_options_get_str(cli->opts, HR_OPTION_root),
                            .what = HR_PROBE_ALL & ~(unsigned)HR_PROBE_PSS,
                            .nvml_path = *nvml ? nvml : NULL,
                            .err = err,
@@ -244,10 +246,10 @@ static int status_run(hr_cli_t *cli, int argc, char **argv) {
     return 1;
   }
   hr_proc_t **rows = NULL;
-  long n = pick_rows(s, hr_options_get_str(cli->opts, "filter"),
-                     hr_options_get_int(cli->opts, "top"), &rows);
+  long n = pick_rows(s, hr_options_get_str(cli->opts, HR_OPTION_filter),
+                     hr_options_get_int(cli->opts, HR_OPTION_top), &rows);
   /* PSS stays unknown where it cannot be read (another user's process). */
-  bool pss = hr_options_get_bool(cli->opts, "pss");
+  bool pss = hr_options_get_bool(cli->opts, HR_OPTION_pss);
   for (long i = 0; pss && i < n; i++)
     if (!rows[i]->kernel_thread && rows[i]->state != 'Z')
       hr_proc_read_pss(po.root, rows[i]->pid, &rows[i]->pss_bytes);

@@ -181,8 +181,8 @@ static void draw(view_state_t *v) {
   if (v->clear) printf("\033[H\033[2J");
   printf("%s  %s  interval %gs  mode %s\n",
          hr_cli_paint(cli, lab, sizeof lab, "bold", "headroom watch"),
-         clock_text(t, sizeof t, s->time), hr_options_get_double(cli->opts, "interval"),
-         hr_options_get_str(cli->opts, "mode"));
+         clock_text(t, sizeof t, s->time), hr_options_get_double(cli->opts, HR_OPTION_interval),
+         hr_options_get_str(cli->opts, HR_OPTION_mode));
   printf("%s\n", hr_cli_paint(cli, lab, sizeof lab, "dim", v->listen));
   printf("%s\n\n", hr_cli_paint(cli, lab, sizeof lab, "dim", v->db));
   if (s->host_state == HR_PROBE_OK) {
@@ -311,7 +311,8 @@ static int watch_run(hr_cli_t *cli, int argc, char **argv) {
   hr_exporter_t *e = NULL;
   view_state_t v = {.cli = cli,
                     .json = json,
-                    .leak_min_rate = (double)hr_options_get_size(cli->opts, "leak_min_rate")};
+                    .leak_min_rate =
+                        (double)hr_options_get_size(cli->opts, HR_OPTION_leak_min_rate)};
   if (hr_watch_create(cli->opts, &w, err, sizeof err) != 0) {
     hr_cli_error("watch: %s", err);
     return 2;
@@ -320,7 +321,7 @@ static int watch_run(hr_cli_t *cli, int argc, char **argv) {
 
   /* History: a database that cannot be opened is reported, and watch goes
    * on without it. */
-  const char *db = hr_options_get_str(cli->opts, "db");
+  const char *db = hr_options_get_str(cli->opts, HR_OPTION_db);
   char path[512] = "";
   if (strcmp(db, "none") != 0) {
     if (*db)
@@ -339,10 +340,10 @@ static int watch_run(hr_cli_t *cli, int argc, char **argv) {
   /* The exporter: an address asked for explicitly that cannot be served is
    * an error; the default one is only a warning, so a second watch still
    * runs. */
-  const char *listen = hr_options_get_str(cli->opts, "listen");
+  const char *listen = hr_options_get_str(cli->opts, HR_OPTION_listen);
   if (strcmp(listen, "none") != 0) {
     if (hr_exporter_start(listen, &e, err, sizeof err) != 0) {
-      if (hr_options_source(cli->opts, "listen") != HR_SRC_DEFAULT) {
+      if (hr_options_source(cli->opts, HR_OPTION_listen) != HR_SRC_DEFAULT) {
         hr_cli_error("%s", err);
         status = 1;
         goto out;

@@ -105,13 +105,13 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < n_flags; i++)
     if ((status = hr_cli_set(&cli, flags[i].name, flags[i].value)) != 0) goto out;
 
-  const char *level = hr_options_get_str(cli.opts, "log_level");
+  const char *level = hr_options_get_str(cli.opts, HR_OPTION_log_level);
   hr_log_level_t lv = strcmp(level, "debug") == 0  ? HR_LOG_DEBUG
                       : strcmp(level, "info") == 0 ? HR_LOG_INFO
                       : strcmp(level, "warn") == 0 ? HR_LOG_WARN
                                                    : HR_LOG_ERROR;
   hr_set_log(log_to_stderr, NULL, lv);
-  const char *color = hr_options_get_str(cli.opts, "color");
+  const char *color = hr_options_get_str(cli.opts, HR_OPTION_color);
   cli.tty = isatty(STDOUT_FILENO);
   cli.color = strcmp(color, "always") == 0 ||
               (strcmp(color, "auto") == 0 && cli.tty && !getenv("NO_COLOR"));

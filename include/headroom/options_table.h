@@ -1,12 +1,23 @@
 /* The one table of options. Each row: name, type, default (text), min, max,
  * choices (enums), help. The environment variable is HEADROOM_<NAME> in upper
  * case. Ranges of sizes are in bytes, of durations in seconds. Keep rows
- * grouped by the part that reads them. */
+ * grouped by the part that reads them.
+ *
+ * Code reads an option by its identifier, HR_OPTION_<name> (hr_option_id_t,
+ * generated from this table in headroom.h), so a misspelt name does not
+ * compile. Every environment variable headroom reads is a row here, so
+ * `headroom config` shows all of them. */
+#ifndef HEADROOM_OPTIONS_TABLE_H
+#define HEADROOM_OPTIONS_TABLE_H
+
 #define HR_OPTION_TABLE(X)                                                                         \
   /* general */                                                                                    \
+  X(config, HR_OPT_STRING, "", 0, 0, NULL,                                                         \
+    "config file (default $XDG_CONFIG_HOME/headroom/headroom.conf); environment only")             \
   X(root, HR_OPT_STRING, "/", 0, 0, NULL, "root directory that /proc and /sys are read under")     \
   X(log_level, HR_OPT_ENUM, "warn", 0, 0, "debug|info|warn|error", "lowest log level shown")       \
   X(color, HR_OPT_ENUM, "auto", 0, 0, "auto|always|never", "colour on a terminal")                 \
+  X(no_progress, HR_OPT_BOOL, "false", 0, 0, NULL, "no progress bar on a terminal")                \
   /* probe */                                                                                      \
   X(nvml_library, HR_OPT_STRING, "", 0, 0, NULL,                                                   \
     "NVML library to load (default libnvidia-ml.so.1, then libnvidia-ml.so)")                      \
@@ -44,7 +55,12 @@
   X(history_flush, HR_OPT_DURATION, "5s", 0, 3600, NULL, "time between history commits")           \
   X(proc_budget, HR_OPT_PERCENT, "1", 0.01, 100, NULL,                                             \
     "share of a core reading processes may take; many processes are read less often")              \
-  /* pool */                                                                                       \
+  /* backend and pool */                                                                           \
+  X(libcuda, HR_OPT_STRING, "", 0, 0, NULL, "CUDA driver library to load (default libcuda.so.1)")  \
+  X(lib, HR_OPT_STRING, "", 0, 0, NULL,                                                            \
+    "libheadroom the Python package loads (read by Python before the library)")                    \
+  X(pool_backend, HR_OPT_ENUM, "cuda", 0, 0, "cuda|host|sim",                                      \
+    "backend of the pool PyTorch allocates from (host and sim are for tests)")                     \
   X(alloc_conf, HR_OPT_STRING, "", 0, 0, NULL,                                                     \
     "pool configuration, PYTORCH_CUDA_ALLOC_CONF syntax")                                          \
   /* residency */                                                                                  \
@@ -52,3 +68,5 @@
   X(patience, HR_OPT_DURATION, "5s", 0, 600, NULL, "wait for offloaded memory to show as free")    \
   X(residency_policy, HR_OPT_ENUM, "auto", 0, 0, "auto|comfy|lru|lookahead",                       \
     "which assets residency offloads first")
+
+#endif /* HEADROOM_OPTIONS_TABLE_H */
