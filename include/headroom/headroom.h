@@ -192,6 +192,13 @@ HR_API hr_opt_source_t hr_options_source(const hr_options_t *o, hr_option_id_t i
  * option whose identifier is i. */
 HR_API const hr_option_info_t *hr_options_table(size_t *n);
 
+/* `s` as a JSON string literal, quotes included, in *out (malloc'd, the
+ * caller frees): the library's one JSON string writer, for callers that write
+ * JSON of their own. Control characters are escaped and every byte that is
+ * not valid UTF-8 becomes U+FFFD, so the result is always valid JSON; NULL
+ * gives null. Returns 0, HR_EINVAL or HR_ENOMEM. */
+HR_API int hr_json_string(const char *s, char **out);
+
 /* Parsers the option table uses, exported for the CLI and the parts that take
  * sizes and durations elsewhere (workflow files, config strings). Each returns
  * 0 or HR_EINVAL. */

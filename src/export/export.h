@@ -2,18 +2,7 @@
 #ifndef HR_EXPORT_H
 #define HR_EXPORT_H
 
-#include "util/util.h"
-
-/* A growable string; a failed append sets `failed` and stops appending. */
-typedef struct hr__buf {
-  char *s;
-  size_t len, cap;
-  bool failed;
-} hr__buf_t;
-
-HR_INTERNAL void hr__buf_printf(hr__buf_t *b, const char *fmt, ...) HR_PRINTF(2, 3);
-/* Appends s as a JSON string literal, quotes included. */
-HR_INTERNAL void hr__buf_json_str(hr__buf_t *b, const char *s);
+#include "util/buf.h"
 
 typedef struct hr__prom_input {
   const hr_snapshot_t *snap;

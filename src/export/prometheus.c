@@ -9,51 +9,8 @@
 #include "export/export.h"
 
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-
-void hr__buf_printf(hr__buf_t *b, const char *fmt, ...) {
-  if (b->failed) return;
-  for (;;) {
-    size_t room = b->cap - b->len;
-    va_list ap;
-    va_start(ap, fmt);
-    int w = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? room : 0, fmt, ap);
-    va_end(ap);
-    if (w < 0) {
-      b->failed = true;
-      return;
-    }
-    if (b->s && (size_t)w < room) {
-      b->len += (size_t)w;
-      return;
-    }
-    size_t nc = b->cap ? b->cap : 4096;
-    while (nc < b->len + (size_t)w + 1) nc *= 2;
-    char *p = realloc(b->s, nc);
-    if (!p) {
-      b->failed = true;
-      return;
-    }
-    b->s = p, b->cap = nc;
-  }
-}
-
-void hr__buf_json_str(hr__buf_t *b, const char *s) {
-  hr__buf_printf(b, "\"");
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    if (*p == '"' || *p == '\\')
-      hr__buf_printf(b, "\\%c", *p);
-    else if (*p == '\n')
-      hr__buf_printf(b, "\\n");
-    else if (*p < 0x20)
-      hr__buf_printf(b, "\\u%04x", *p);
-    else
-      hr__buf_printf(b, "%c", *p);
-  }
-  hr__buf_printf(b, "\"");
-}
 
 /* Appends a label value, escaped for the text format. */
 static void label(hr__buf_t *b, const char *s) {

@@ -4,119 +4,24 @@
  * documented in docs/status-schema.json: sizes end in _bytes, an unknown
  * size is null, a limit that is not set is the string "max". */
 #include "probe/probe_int.h"
+#include "util/buf.h"
 
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct jbuf {
-  char *p;
-  size_t len, cap;
-  bool oom;
-} jbuf_t;
-
-static void put(jbuf_t *b, const char *fmt, ...) HR_PRINTF(2, 3);
-static void put(jbuf_t *b, const char *fmt, ...) {
-  if (b->oom) return;
-  va_list ap, again;
-  va_start(ap, fmt);
-  va_copy(again, ap);
-  int w = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-  if (w >= 0 && (size_t)w >= b->cap - b->len) {
-    size_t nc = (b->cap + (size_t)w + 1) * 2;
-    char *np = realloc(b->p, nc);
-    if (np) {
-      b->p = np, b->cap = nc;
-      w = vsnprintf(b->p + b->len, b->cap - b->len, fmt, again);
-    } else {
-      w = -1;
-    }
-  }
-  va_end(again);
-  va_end(ap);
-  if (w < 0)
-    b->oom = true;
-  else
-    b->len += (size_t)w;
-}
-
-/* Length of the valid UTF-8 sequence at s (1 to 4), or 0 when it is not
- * one (a stray continuation byte, an overlong or truncated sequence). */
-static size_t utf8_len(const unsigned char *s) {
-  size_t n = s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 ? 2 : 0;
-  if (s[0] >= 0xf5) return 0;
-  for (size_t i = 1; i < n; i++)
-    if ((s[i] & 0xc0) != 0x80) return 0;
-  if (n == 3 && s[0] == 0xe0 && s[1] < 0xa0) return 0;  /* overlong */
-  if (n == 3 && s[0] == 0xed && s[1] >= 0xa0) return 0; /* surrogate */
-  if (n == 4 && s[0] == 0xf0 && s[1] < 0x90) return 0;  /* overlong */
-  if (n == 4 && s[0] == 0xf4 && s[1] >= 0x90) return 0; /* above U+10FFFF */
-  return n;
-}
-
-/* A JSON string. Command lines and names are bytes, not always UTF-8: a byte
- * that does not start a valid sequence becomes U+FFFD, so the output is
- * always valid JSON text. */
-/* Appends n bytes as they are. */
-static void put_raw(jbuf_t *b, const char *s, size_t n) {
-  if (b->oom) return;
-  if (b->cap - b->len <= n) {
-    size_t nc = (b->cap + n + 1) * 2;
-    char *np = realloc(b->p, nc);
-    if (!np) {
-      b->oom = true;
-      return;
-    }
-    b->p = np, b->cap = nc;
-  }
-  memcpy(b->p + b->len, s, n);
-  b->len += n;
-  b->p[b->len] = '\0';
-}
-
-static void put_str(jbuf_t *b, const char *s) {
-  put_raw(b, "\"", 1);
-  const unsigned char *c = (const unsigned char *)s;
-  while (*c) {
-    /* A run of bytes that need no escaping goes in one copy. */
-    size_t run = 0;
-    while (c[run] >= 0x20 && c[run] < 0x7f && c[run] != '"' && c[run] != '\\') run++;
-    if (run) {
-      put_raw(b, (const char *)c, run);
-      c += run;
-      continue;
-    }
-    if (*c == '"' || *c == '\\')
-      put(b, "\\%c", *c);
-    else if (*c == '\n')
-      put_raw(b, "\\n", 2);
-    else if (*c == '\t')
-      put_raw(b, "\\t", 2);
-    else if (*c < 0x80)
-      put(b, "\\u%04x", *c);
-    else {
-      size_t n = utf8_len(c);
-      if (n == 0)
-        put_raw(b, "\\ufffd", 6);
-      else
-        put_raw(b, (const char *)c, n);
-      c += n ? n : 1;
-      continue;
-    }
-    c++;
-  }
-  put_raw(b, "\"", 1);
-}
+/* Appends with printf formatting; the short name keeps the writers below
+ * readable. */
+#define put hr__buf_printf
 
 /* "key": "value", */
-static void kv_str(jbuf_t *b, const char *k, const char *v) {
+static void kv_str(hr__buf_t *b, const char *k, const char *v) {
   put(b, "\"%s\":", k);
-  put_str(b, v);
+  hr__buf_json_str(b, v);
   put(b, ",");
 }
 
-static void kv_size(jbuf_t *b, const char *k, uint64_t v) {
+static void kv_size(hr__buf_t *b, const char *k, uint64_t v) {
   if (v == HR_UNKNOWN)
     put(b, "\"%s\":null,", k);
   else if (v == HR_UNLIMITED)
@@ -126,7 +31,7 @@ static void kv_size(jbuf_t *b, const char *k, uint64_t v) {
 }
 
 /* A count that may be unknown (HR_UNKNOWN becomes null). */
-static void kv_count(jbuf_t *b, const char *k, uint64_t v) {
+static void kv_count(hr__buf_t *b, const char *k, uint64_t v) {
   if (v == HR_UNKNOWN)
     put(b, "\"%s\":null,", k);
   else
@@ -134,7 +39,7 @@ static void kv_count(jbuf_t *b, const char *k, uint64_t v) {
 }
 
 /* An int where -1 means unknown. */
-static void kv_int(jbuf_t *b, const char *k, int v) {
+static void kv_int(hr__buf_t *b, const char *k, int v) {
   if (v < 0)
     put(b, "\"%s\":null,", k);
   else
@@ -142,17 +47,17 @@ static void kv_int(jbuf_t *b, const char *k, int v) {
 }
 
 /* Drops the comma after the last member and closes the object or array. */
-static void close_with(jbuf_t *b, char c) {
-  if (!b->oom && b->len > 0 && b->p[b->len - 1] == ',') b->len--;
+static void close_with(hr__buf_t *b, char c) {
+  if (!b->failed && b->len > 0 && b->s[b->len - 1] == ',') b->len--;
   put(b, "%c", c);
 }
 
-static void put_pressure(jbuf_t *b, const char *k, const hr_pressure_t *p) {
+static void put_pressure(hr__buf_t *b, const char *k, const hr_pressure_t *p) {
   put(b, "\"%s\":{\"avg10\":%.2f,\"avg60\":%.2f,\"avg300\":%.2f,\"total_us\":%" PRIu64 "},", k,
       p->avg10, p->avg60, p->avg300, p->total_us);
 }
 
-static void put_host(jbuf_t *b, const hr_snapshot_t *s) {
+static void put_host(hr__buf_t *b, const hr_snapshot_t *s) {
   const hr_host_mem_t *h = &s->host;
   put(b, "\"host\":{");
   kv_str(b, "state", hr_probe_state_name(s->host_state));
@@ -174,7 +79,7 @@ static void put_host(jbuf_t *b, const hr_snapshot_t *s) {
   put(b, ",");
 }
 
-static void put_cgroup(jbuf_t *b, const hr_cgroup_mem_t *c) {
+static void put_cgroup(hr__buf_t *b, const hr_cgroup_mem_t *c) {
   put(b, "\"cgroup\":{");
   kv_str(b, "state", hr_probe_state_name(c->state));
   kv_str(b, "message", c->message);
@@ -204,7 +109,7 @@ static void put_cgroup(jbuf_t *b, const hr_cgroup_mem_t *c) {
   put(b, ",");
 }
 
-static void put_gpus(jbuf_t *b, const hr_snapshot_t *s) {
+static void put_gpus(hr__buf_t *b, const hr_snapshot_t *s) {
   put(b, "\"gpu\":{");
   kv_str(b, "state", hr_probe_state_name(s->gpu_state));
   kv_str(b, "message", s->gpu_message);
@@ -242,7 +147,7 @@ static void put_gpus(jbuf_t *b, const hr_snapshot_t *s) {
   put(b, "},");
 }
 
-static void put_proc(jbuf_t *b, const hr_proc_t *p) {
+static void put_proc(hr__buf_t *b, const hr_proc_t *p) {
   put(b, "{\"pid\":%d,\"ppid\":%d,\"nspid\":%d,\"uid\":%" PRIu32 ",\"start_ticks\":%" PRIu64 ",",
       p->pid, p->ppid, p->nspid, p->uid, p->start_ticks);
   char st[2] = {p->state ? p->state : '?', '\0'};
@@ -265,10 +170,7 @@ static void put_proc(jbuf_t *b, const hr_proc_t *p) {
 int hr_snapshot_json(const hr_snapshot_t *s, char **out) {
   if (!s || !out) return HR_EINVAL;
   *out = NULL;
-  /* About 600 bytes per process; start with room for a typical machine. */
-  jbuf_t b = {.cap = 4096 + 640 * (s->n_procs + s->n_gpus)};
-  b.p = malloc(b.cap);
-  if (!b.p) return HR_ENOMEM;
+  hr__buf_t b = {0};
   put(&b, "{\"schema_version\":1,\"time\":%.3f,", s->time);
   put_host(&b, s);
   put_cgroup(&b, &s->cgroup);
@@ -277,10 +179,5 @@ int hr_snapshot_json(const hr_snapshot_t *s, char **out) {
   for (size_t i = 0; i < s->n_procs; i++) put_proc(&b, &s->procs[i]);
   close_with(&b, ']');
   put(&b, ",\"processes_unreadable\":%zu}", s->n_procs_unreadable);
-  if (b.oom) {
-    free(b.p);
-    return HR_ENOMEM;
-  }
-  *out = b.p;
-  return 0;
+  return hr__buf_finish(&b, out);
 }

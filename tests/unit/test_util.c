@@ -217,6 +217,44 @@ static void test_read_file(void) {
   CHECK_RC(hr__parse_u64("12x", &v, &end), HR_EPARSE);
 }
 
+/* The one JSON string writer: whatever bytes a name holds, the result is
+ * valid JSON (checked here byte for byte; tests/python parses it strictly). */
+static void test_json_string(void) {
+  static const struct {
+    const char *in, *want;
+  } cases[] = {
+      {"plain", "\"plain\""},
+      {"a\"b\\c", "\"a\\\"b\\\\c\""},
+      {"tab\tnl\ncr\r\x01\x7f", "\"tab\\tnl\\ncr\\r\\u0001\\u007f\""},
+      {"caf\xc3\xa9", "\"caf\xc3\xa9\""},                       /* valid UTF-8 stays */
+      {"\xff\xfe", "\"\\ufffd\\ufffd\""},                       /* invalid bytes */
+      {"\xc3", "\"\\ufffd\""},                                  /* truncated */
+      {"\xc0\xaf", "\"\\ufffd\\ufffd\""},                       /* overlong */
+      {"\xed\xa0\x80", "\"\\ufffd\\ufffd\\ufffd\""},            /* surrogate */
+      {"\xf4\x90\x80\x80", "\"\\ufffd\\ufffd\\ufffd\\ufffd\""}, /* > U+10FFFF */
+      {"\xf0\x9f\x98\x80!", "\"\xf0\x9f\x98\x80!\""},           /* 4-byte */
+  };
+  for (size_t i = 0; i < HR_ARRAY_LEN(cases); i++) {
+    char *q = NULL;
+    CHECK_OK(hr_json_string(cases[i].in, &q));
+    CHECK_STR(q, cases[i].want);
+    free(q);
+  }
+  char *q = NULL;
+  CHECK_OK(hr_json_string(NULL, &q));
+  CHECK_STR(q, "null");
+  free(q);
+  CHECK_RC(hr_json_string("x", NULL), HR_EINVAL);
+  /* A long name grows the buffer many times over. */
+  char big[100000];
+  memset(big, 'x', sizeof big - 1);
+  big[sizeof big - 1] = '\0';
+  big[500] = (char)0xff;
+  CHECK_OK(hr_json_string(big, &q));
+  CHECK_EQ_U64(strlen(q), sizeof big - 1 + 2 + 5);
+  free(q);
+}
+
 int main(void) {
   HR_RUN(test_errors);
   HR_RUN(test_version);
@@ -227,6 +265,7 @@ int main(void) {
   HR_RUN(test_options_bad_file_and_env);
   HR_RUN(test_option_table_env_names);
   HR_RUN(test_options_process_once);
+  HR_RUN(test_json_string);
   HR_RUN(test_log);
   HR_RUN(test_read_file);
   return hr_test_finish("test_util");

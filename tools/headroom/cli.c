@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 
 int hr_cli_set(hr_cli_t *cli, const char *name, const char *value) {
@@ -20,8 +21,10 @@ const char *hr_cli_size(char *buf, size_t n, uint64_t bytes) {
   double v = (double)bytes;
   size_t u = 0;
   while (v >= 1024 && u + 1 < sizeof units / sizeof units[0]) v /= 1024, u++;
-  if (u == 0) snprintf(buf, n, "%llu B", (unsigned long long)bytes);
-  else snprintf(buf, n, v >= 100 ? "%.0f %s" : v >= 10 ? "%.1f %s" : "%.2f %s", v, units[u]);
+  if (u == 0)
+    snprintf(buf, n, "%llu B", (unsigned long long)bytes);
+  else
+    snprintf(buf, n, v >= 100 ? "%.0f %s" : v >= 10 ? "%.1f %s" : "%.2f %s", v, units[u]);
   return buf;
 }
 
@@ -29,14 +32,21 @@ const char *hr_cli_paint(const hr_cli_t *cli, char *buf, size_t n, const char *c
                          const char *text) {
   const char *code = NULL;
   if (cli->color) {
-    if (strcmp(color, "red") == 0) code = "31";
-    else if (strcmp(color, "yellow") == 0) code = "33";
-    else if (strcmp(color, "green") == 0) code = "32";
-    else if (strcmp(color, "bold") == 0) code = "1";
-    else if (strcmp(color, "dim") == 0) code = "2";
+    if (strcmp(color, "red") == 0)
+      code = "31";
+    else if (strcmp(color, "yellow") == 0)
+      code = "33";
+    else if (strcmp(color, "green") == 0)
+      code = "32";
+    else if (strcmp(color, "bold") == 0)
+      code = "1";
+    else if (strcmp(color, "dim") == 0)
+      code = "2";
   }
-  if (code) snprintf(buf, n, "\033[%sm%s\033[0m", code, text);
-  else snprintf(buf, n, "%s", text);
+  if (code)
+    snprintf(buf, n, "\033[%sm%s\033[0m", code, text);
+  else
+    snprintf(buf, n, "%s", text);
   return buf;
 }
 
@@ -50,28 +60,10 @@ void hr_cli_error(const char *fmt, ...) {
 }
 
 void hr_cli_json_str(FILE *f, const char *s) {
-  fputc('"', f);
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    switch (*p) {
-    case '"':
-      fputs("\\\"", f);
-      break;
-    case '\\':
-      fputs("\\\\", f);
-      break;
-    case '\n':
-      fputs("\\n", f);
-      break;
-    case '\t':
-      fputs("\\t", f);
-      break;
-    case '\r':
-      fputs("\\r", f);
-      break;
-    default:
-      if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-      else fputc(*p, f);
-    }
-  }
-  fputc('"', f);
+  char *q = NULL;
+  if (hr_json_string(s, &q) == 0)
+    fputs(q, f);
+  else
+    fputs("null", f); /* out of memory: still valid JSON */
+  free(q);
 }
