@@ -1,4 +1,6 @@
-"""Loading libheadroom through ctypes, and turning its error codes into exceptions.
+"""The one ctypes module: loading libheadroom, every prototype and every
+struct the package uses, the range check of every integer argument, and the
+library's error codes as exceptions.
 
 The library is looked for, in this order: the file named by $HEADROOM_LIB (an
 explicit choice: if it cannot be loaded that is an error, not a reason to try
@@ -8,8 +10,16 @@ import, so the parts of the package that need only the standard library
 (``python3 -m headroom.trace``, stage logging, free_memory) work on a machine
 without the library.
 
-Functions from parts of the library that are not in every build are declared
-only when the library exports them; callers ask with ``has()``.
+Every struct here mirrors one of the library's; STRUCTS maps the C name to
+the ctypes class, and tests/python/test_abi.py compares each size and field
+offset with the library's own table (hr_abi_structs), so a change on one side
+that the other does not follow fails a test instead of corrupting memory.
+Every function is declared once, with the names of its parameters: load()
+returns a Library whose functions check each integer argument against its C
+type's range and raise ValueError naming the parameter, instead of letting
+ctypes wrap 2**64 + 100 to 100. Functions from parts of the library that are
+not in every build are declared only when the library exports them; callers
+ask with ``has()``.
 """
 
 import ctypes
@@ -20,6 +30,360 @@ import threading
 #: The library version this package is written against. The library must have
 #: the same major version and, before 1.0, the same minor version too.
 API_VERSION = (0, 1)
+
+_c = ctypes
+_P = ctypes.POINTER
+
+# ---- structs: each mirrors the library's struct of the name in STRUCTS ----
+
+
+class AbiField(_c.Structure):
+    _fields_ = [("name", _c.c_char_p), ("offset", _c.c_size_t), ("size", _c.c_size_t),
+                ("align", _c.c_size_t)]
+
+
+class AbiStruct(_c.Structure):
+    _fields_ = [("name", _c.c_char_p), ("size", _c.c_size_t), ("align", _c.c_size_t),
+                ("fields", _P(AbiField)), ("n_fields", _c.c_size_t)]
+
+
+class OptionInfo(_c.Structure):
+    _fields_ = [("name", _c.c_char_p), ("env", _c.c_char_p), ("type", _c.c_int),
+                ("deflt", _c.c_char_p), ("min", _c.c_double), ("max", _c.c_double),
+                ("choices", _c.c_char_p), ("help", _c.c_char_p)]
+
+
+class ProbeOptions(_c.Structure):
+    _fields_ = [("root", _c.c_char_p), ("what", _c.c_uint), ("nvml_path", _c.c_char_p),
+                ("err", _c.c_char_p), ("errlen", _c.c_size_t)]
+
+
+class Stat(_c.Structure):
+    _fields_ = [("current", _c.c_int64), ("peak", _c.c_int64), ("total", _c.c_uint64)]
+
+
+class LeakConfig(_c.Structure):
+    _fields_ = [("window_s", _c.c_double), ("min_samples", _c.c_size_t),
+                ("min_rate", _c.c_double), ("alpha", _c.c_double),
+                ("max_points", _c.c_size_t)]
+
+
+class LeakResult(_c.Structure):
+    _fields_ = [("suspected", _c.c_bool), ("n", _c.c_size_t), ("span_s", _c.c_double),
+                ("slope_per_min", _c.c_double), ("z", _c.c_double), ("p", _c.c_double),
+                ("confidence", _c.c_double), ("raised", _c.c_bool)]
+
+
+# The registry's callbacks (hr_asset_load_fn, ...).
+LOAD_FN = _c.CFUNCTYPE(_c.c_int, _c.c_uint32, _c.c_uint64, _P(_c.c_uint64), _c.c_void_p)
+OFFLOAD_FN = _c.CFUNCTYPE(_c.c_int, _c.c_uint32, _c.c_uint64, _P(_c.c_uint64), _c.c_void_p)
+DROP_FN = _c.CFUNCTYPE(None, _c.c_uint32, _c.c_void_p)
+MEMINFO_FN = _c.CFUNCTYPE(_c.c_int, _c.c_void_p, _P(_c.c_uint64), _P(_c.c_uint64))
+
+
+class ResidencyOptions(_c.Structure):
+    _fields_ = [("budget_bytes", _c.c_uint64), ("reserve_bytes", _c.c_uint64),
+                ("patience_s", _c.c_double), ("poll_interval_s", _c.c_double),
+                ("policy", _c.c_int), ("mem_info", MEMINFO_FN), ("mem_info_arg", _c.c_void_p),
+                ("backend", _c.c_void_p), ("pool", _c.c_void_p)]
+
+
+class AssetDesc(_c.Structure):
+    _fields_ = [("name", _c.c_char_p), ("variant", _c.c_char_p), ("device_bytes", _c.c_uint64),
+                ("host_bytes", _c.c_uint64), ("parent", _c.c_uint32), ("pinned", _c.c_bool),
+                ("partial", _c.c_bool), ("priority", _c.c_int), ("resident_bytes", _c.c_uint64),
+                ("load", LOAD_FN), ("offload", OFFLOAD_FN), ("drop", DROP_FN),
+                ("arg", _c.c_void_p)]
+
+
+class AssetInfo(_c.Structure):
+    _fields_ = [("id", _c.c_uint32), ("parent", _c.c_uint32), ("group", _c.c_uint32),
+                ("name", _c.c_char * 128), ("variant", _c.c_char * 32),
+                ("device_bytes", _c.c_uint64), ("host_bytes", _c.c_uint64),
+                ("resident_bytes", _c.c_uint64), ("pinned", _c.c_bool), ("partial", _c.c_bool),
+                ("priority", _c.c_int), ("uses", _c.c_uint64), ("last_use", _c.c_uint64)]
+
+
+class Action(_c.Structure):
+    _fields_ = [("kind", _c.c_int), ("id", _c.c_uint32), ("bytes", _c.c_uint64),
+                ("resident_after", _c.c_uint64)]
+
+
+class Suggestion(_c.Structure):
+    _fields_ = [("kind", _c.c_int), ("id", _c.c_uint32), ("alt", _c.c_uint32),
+                ("bytes", _c.c_uint64), ("text", _c.c_char * 256)]
+
+
+#: HR_PLAN_MAX_SUGGESTIONS
+PLAN_MAX_SUGGESTIONS = 8
+
+
+class Plan(_c.Structure):
+    _fields_ = [("policy", _c.c_int), ("actions", _P(Action)),
+                ("n_actions", _c.c_size_t), ("cap_actions", _c.c_size_t),
+                ("bytes_loaded", _c.c_uint64), ("bytes_offloaded", _c.c_uint64),
+                ("loads", _c.c_uint32), ("partial_loads", _c.c_uint32),
+                ("offloads", _c.c_uint32), ("partial_offloads", _c.c_uint32),
+                ("capacity_bytes", _c.c_uint64), ("used_bytes", _c.c_uint64),
+                ("short_bytes", _c.c_uint64), ("waited_s", _c.c_double),
+                ("suggestions", Suggestion * PLAN_MAX_SUGGESTIONS),
+                ("n_suggestions", _c.c_size_t), ("message", _c.c_char * 512)]
+
+
+class Lookahead(_c.Structure):
+    _fields_ = [("ids", _P(_c.c_uint32)), ("steps", _P(_c.c_uint32)), ("n", _c.c_size_t),
+                ("working", _P(_c.c_uint64))]
+
+
+class ResidencyStats(_c.Structure):
+    _fields_ = [(n, _c.c_uint64) for n in (
+        "capacity_bytes", "resident_bytes", "bytes_loaded", "bytes_offloaded", "loads",
+        "offloads", "refusals", "timeouts", "reclaims")] + [("assets", _c.c_size_t)]
+
+
+#: HR_POOL_STATS_VERSION
+POOL_STATS_VERSION = 1
+_pool_stats_type = None
+
+
+def _make_pool_stats(stat_names):
+    """hr_pool_stats_t, whose {current, peak, total} triples are named by the
+    library's own list (the HR_POOL_STATS X-macro), not retyped here."""
+    class PoolStats(_c.Structure):
+        _fields_ = ([("size", _c.c_uint32), ("version", _c.c_uint32)]
+                    + [(n, Stat) for n in stat_names]
+                    + [("num_alloc_retries", _c.c_uint64), ("num_ooms", _c.c_uint64),
+                       ("num_device_alloc", _c.c_uint64), ("num_device_free", _c.c_uint64),
+                       ("reserved_", _c.c_uint64 * 16)])
+    PoolStats.stat_names = tuple(stat_names)
+    return PoolStats
+
+
+def pool_stats_type():
+    """The ctypes class of hr_pool_stats_t, built when the library is loaded
+    (it needs the library's stat names). Loads the library."""
+    load()
+    return _pool_stats_type
+
+
+def structs():
+    """{C struct name: ctypes class} for every struct this package mirrors.
+    Loads the library (hr_pool_stats_t is built from it)."""
+    return {
+        "hr_abi_field_t": AbiField, "hr_abi_struct_t": AbiStruct,
+        "hr_option_info_t": OptionInfo, "hr_probe_options_t": ProbeOptions,
+        "hr_stat_t": Stat, "hr_pool_stats_t": pool_stats_type(),
+        "hr_leak_config_t": LeakConfig, "hr_leak_result_t": LeakResult,
+        "hr_residency_options_t": ResidencyOptions, "hr_asset_desc_t": AssetDesc,
+        "hr_asset_info_t": AssetInfo, "hr_action_t": Action, "hr_suggestion_t": Suggestion,
+        "hr_plan_t": Plan, "hr_lookahead_t": Lookahead,
+        "hr_residency_stats_t": ResidencyStats,
+    }
+
+
+def library_layout():
+    """The library's own layout table (hr_abi_structs) as {struct name:
+    (size, align, [(field, offset, size, align), ...])}."""
+    lib = load()
+    n = _c.c_size_t()
+    rows = lib.hr_abi_structs(_c.byref(n))
+    out = {}
+    for i in range(n.value):
+        s = rows[i]
+        out[s.name.decode()] = (s.size, s.align, [
+            (s.fields[j].name.decode(), s.fields[j].offset, s.fields[j].size, s.fields[j].align)
+            for j in range(s.n_fields)])
+    return out
+
+
+# ---- integer arguments ----
+
+# ctypes' integer type codes; lower case is signed.
+_INT_CODES = "bBhHiIlLqQ"
+
+
+def int_range(ctype):
+    """(low, high) of a ctypes integer type, or None for any other type."""
+    code = getattr(ctype, "_type_", None)
+    if not isinstance(code, str) or code not in _INT_CODES:
+        return None
+    bits = 8 * _c.sizeof(ctype)
+    if code.islower():
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+def check_int(value, name, low, high):
+    """Returns `value` when it is an int in [low, high]; else raises
+    ValueError (TypeError for a non-integer) naming `name` and the range."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("%s must be an integer in [%d, %d]; got %r" % (name, low, high, value))
+    if not low <= value <= high:
+        raise ValueError("%s must be an integer in [%d, %d]; got %d" % (name, low, high, value))
+    return value
+
+
+class Function:
+    """A library function whose integer arguments are checked against their C
+    types before ctypes converts them (ctypes keeps only the low bits)."""
+
+    __slots__ = ("fn", "name", "_checks")
+
+    def __init__(self, fn, name, params):
+        self.fn = fn
+        self.name = name
+        checks = []
+        for i, (pname, ptype) in enumerate(params):
+            r = int_range(ptype)
+            if r is not None:
+                checks.append((i, pname, r[0], r[1]))
+        self._checks = tuple(checks)
+
+    def __call__(self, *args):
+        for i, pname, low, high in self._checks:
+            v = args[i]
+            if v.__class__ is int and not low <= v <= high:
+                raise ValueError("%s: %s must be an integer in [%d, %d]; got %d"
+                                 % (self.name, pname, low, high, v))
+        return self.fn(*args)
+
+    def __repr__(self):
+        return "<libheadroom %s>" % self.name
+
+
+class Library:
+    """The loaded library: one attribute per declared function (a Function),
+    plus `cdll` (the ctypes.CDLL) and `path`."""
+
+    def __init__(self, cdll, path):
+        self.cdll = cdll
+        self.path = path
+
+
+# ---- the C library's own functions that the package calls ----
+
+_libc = None
+
+
+def libc():
+    """The process's C library with free() and malloc_trim() declared (None
+    for malloc_trim where the libc has none). Looked up in the process's
+    global namespace, not in libc by name, so that `free` is the one the
+    library's malloc pairs with when an allocator is interposed (a sanitizer,
+    jemalloc through LD_PRELOAD)."""
+    global _libc
+    if _libc is None:
+        c = ctypes.CDLL(None)
+        c.free.argtypes = [_c.c_void_p]
+        c.free.restype = None
+        trim = getattr(c, "malloc_trim", None)
+        if trim is not None:
+            trim.argtypes = [_c.c_size_t]
+            trim.restype = _c.c_int
+        _libc = c
+    return _libc
+
+
+# ---- prototypes: (name, result, [(parameter, type), ...]) ----
+
+_vp, _u64, _sz, _i, _u32 = _c.c_void_p, _c.c_uint64, _c.c_size_t, _c.c_int, _c.c_uint32
+_err = [("err", _c.c_char_p), ("errlen", _sz)]
+
+_CORE = [
+    ("hr_version", _c.c_char_p, []),
+    ("hr_strerror", _c.c_char_p, [("code", _i)]),
+    ("hr_err_name", _c.c_char_p, [("code", _i)]),
+    ("hr_abi_structs", _P(AbiStruct), [("n", _P(_sz))]),
+    ("hr_abi_pool_stat_names", _P(_c.c_char_p), [("n", _P(_sz))]),
+    # options
+    ("hr_options_create", _i, [("out", _P(_vp))]),
+    ("hr_options_destroy", None, [("options", _vp)]),
+    ("hr_options_set", _i, [("options", _vp), ("name", _c.c_char_p), ("value", _c.c_char_p),
+                            ("source", _i)] + _err),
+    ("hr_options_load_defaults", _i, [("options", _vp), ("path", _c.c_char_p)] + _err),
+    ("hr_options_process", _i, [("out", _P(_vp))] + _err),
+    ("hr_options_get_bool", _c.c_bool, [("options", _vp), ("id", _i)]),
+    ("hr_options_get_int", _c.c_int64, [("options", _vp), ("id", _i)]),
+    ("hr_options_get_size", _u64, [("options", _vp), ("id", _i)]),
+    ("hr_options_get_double", _c.c_double, [("options", _vp), ("id", _i)]),
+    ("hr_options_get_str", _c.c_char_p, [("options", _vp), ("id", _i)]),
+    ("hr_options_source", _i, [("options", _vp), ("id", _i)]),
+    ("hr_options_table", _P(OptionInfo), [("n", _P(_sz))]),
+    ("hr_options_id", _i, [("name", _c.c_char_p)]),
+    ("hr_parse_size", _i, [("text", _c.c_char_p), ("out", _P(_u64))]),
+    ("hr_parse_duration", _i, [("text", _c.c_char_p), ("out", _P(_c.c_double))]),
+]
+
+# Parts that may be missing from a build; declared when exported.
+_PARTS = [
+    # probe
+    ("hr_snapshot_take", _i, [("options", _P(ProbeOptions)), ("out", _P(_vp))]),
+    ("hr_snapshot_free", None, [("snapshot", _vp)]),
+    ("hr_snapshot_json", _i, [("snapshot", _vp), ("out", _P(_vp))]),
+    # backend and pool
+    ("hr_backend_create", _i, [("backend", _c.c_char_p), ("device", _i), ("capacity", _u64),
+                               ("out", _P(_vp))]),
+    ("hr_backend_destroy", None, [("backend", _vp)]),
+    ("hr_backend_mem_info", _i, [("backend", _vp), ("free", _P(_u64)), ("total", _P(_u64))]),
+    ("hr_pool_config_parse", _i, [("conf", _c.c_char_p), ("out", _vp)] + _err),
+    ("hr_pool_create", _i, [("config", _vp), ("backend", _vp), ("device", _i),
+                            ("out", _P(_vp))]),
+    ("hr_pool_destroy", None, [("pool", _vp)]),
+    ("hr_pool_alloc", _i, [("pool", _vp), ("size", _u64), ("stream", _vp), ("out", _P(_vp))]),
+    ("hr_pool_free", _i, [("pool", _vp), ("ptr", _vp), ("stream", _vp)]),
+    ("hr_pool_release_cached", _i, [("pool", _vp)]),
+    ("hr_pool_stats", _i, [("pool", _vp), ("stats", _vp)]),
+    ("hr_pool_reset_peak", _i, [("pool", _vp)]),
+    ("hr_pool_check", _i, [("pool", _vp)]),
+    ("hr_pool_last_diagnosis", _i, [("pool", _vp), ("buf", _c.c_char_p), ("len", _sz)]),
+    ("hr_torch_malloc", _vp, [("size", _c.c_ssize_t), ("device", _i), ("stream", _vp)]),
+    ("hr_torch_free", None, [("ptr", _vp), ("size", _c.c_ssize_t), ("device", _i),
+                             ("stream", _vp)]),
+    ("hr_torch_set_oom_raise", None, [("fn", _vp)]),
+    ("hr_torch_pool", _vp, [("device", _i)]),
+    ("hr_malloc_trim", _i, []),
+    # levels and the leak trend test
+    ("hr_level_update", _i, [("cur", _i), ("pct", _c.c_double), ("warn", _c.c_double),
+                             ("crit", _c.c_double), ("hyst", _c.c_double)]),
+    ("hr_leak_evaluate", _i, [("config", _P(LeakConfig)), ("t", _P(_c.c_double)),
+                              ("y", _P(_c.c_double)), ("n", _sz), ("out", _P(LeakResult))]),
+    # residency
+    ("hr_residency_options_default", None, [("table", _vp), ("out", _P(ResidencyOptions))]),
+    ("hr_residency_create", _i, [("options", _P(ResidencyOptions)), ("out", _P(_vp))]),
+    ("hr_residency_destroy", None, [("registry", _vp)]),
+    ("hr_asset_register", _i, [("registry", _vp), ("desc", _P(AssetDesc)), ("out", _P(_u32))]),
+    ("hr_asset_unregister", _i, [("registry", _vp), ("id", _u32)]),
+    ("hr_asset_info", _i, [("registry", _vp), ("id", _u32), ("out", _P(AssetInfo))]),
+    ("hr_residency_require", _i, [("registry", _vp), ("ids", _P(_u32)), ("n", _sz),
+                                  ("working_bytes", _u64), ("lookahead", _P(Lookahead)),
+                                  ("plan", _P(Plan))]),
+    ("hr_plan_free", None, [("plan", _P(Plan))]),
+    ("hr_residency_stats", _i, [("registry", _vp), ("out", _P(ResidencyStats))]),
+    ("hr_policy_parse", _i, [("text", _c.c_char_p), ("out", _P(_i))]),
+]
+
+
+def _declare(cdll, path):
+    """A Library with every prototype declared: the core ones must be there,
+    the others are declared when exported."""
+    global _pool_stats_type
+    lib = Library(cdll, path)
+    for table, required in ((_CORE, True), (_PARTS, False)):
+        for name, res, params in table:
+            fn = getattr(cdll, name, None)
+            if fn is None:
+                if required:
+                    raise LibraryNotFoundError("libheadroom: %s does not export %s; it is older "
+                                               "than this package, rebuild it" % (path, name))
+                continue
+            fn.restype = res
+            fn.argtypes = [t for _, t in params]
+            setattr(lib, name, Function(fn, name, params))
+    if _pool_stats_type is None:
+        n = _c.c_size_t()
+        names = lib.hr_abi_pool_stat_names(_c.byref(n))
+        _pool_stats_type = _make_pool_stats([names[i].decode() for i in range(n.value)])
+    return lib
 
 
 class HeadroomError(RuntimeError):
@@ -93,55 +457,10 @@ def _candidates():
     yield "libheadroom.so", False
 
 
-def _c_char_p_fn(lib, name, argtypes):
-    fn = getattr(lib, name)
-    fn.restype = ctypes.c_char_p
-    fn.argtypes = argtypes
-    return fn
-
-
-def _declare(lib):
-    """Declares the prototypes of the functions the library exports."""
-    c = ctypes
-    _c_char_p_fn(lib, "hr_version", [])
-    _c_char_p_fn(lib, "hr_strerror", [c.c_int])
-    _c_char_p_fn(lib, "hr_err_name", [c.c_int])
-    table = [
-        ("hr_options_create", c.c_int, [c.POINTER(c.c_void_p)]),
-        ("hr_options_destroy", None, [c.c_void_p]),
-        ("hr_options_set", c.c_int,
-         [c.c_void_p, c.c_char_p, c.c_char_p, c.c_int, c.c_char_p, c.c_size_t]),
-        ("hr_options_load_defaults", c.c_int, [c.c_void_p, c.c_char_p, c.c_char_p, c.c_size_t]),
-        ("hr_options_get_bool", c.c_bool, [c.c_void_p, c.c_int]),
-        ("hr_options_get_int", c.c_int64, [c.c_void_p, c.c_int]),
-        ("hr_options_get_size", c.c_uint64, [c.c_void_p, c.c_int]),
-        ("hr_options_get_double", c.c_double, [c.c_void_p, c.c_int]),
-        ("hr_options_get_str", c.c_char_p, [c.c_void_p, c.c_int]),
-        ("hr_options_source", c.c_int, [c.c_void_p, c.c_int]),
-        ("hr_options_table", c.c_void_p, [c.POINTER(c.c_size_t)]),
-        ("hr_options_id", c.c_int, [c.c_char_p]),
-        ("hr_options_process", c.c_int, [c.POINTER(c.c_void_p), c.c_char_p, c.c_size_t]),
-        ("hr_parse_size", c.c_int, [c.c_char_p, c.POINTER(c.c_uint64)]),
-        ("hr_parse_duration", c.c_int, [c.c_char_p, c.POINTER(c.c_double)]),
-        # probe
-        ("hr_snapshot_take", c.c_int, [c.c_void_p, c.POINTER(c.c_void_p)]),
-        ("hr_snapshot_free", None, [c.c_void_p]),
-        ("hr_snapshot_json", c.c_int, [c.c_void_p, c.POINTER(c.c_void_p)]),
-        # pool
-        ("hr_torch_malloc", c.c_void_p, [c.c_ssize_t, c.c_int, c.c_void_p]),
-        ("hr_torch_free", None, [c.c_void_p, c.c_ssize_t, c.c_int, c.c_void_p]),
-        ("hr_torch_set_oom_raise", None, [c.c_void_p]),
-        ("hr_pool_config_parse", c.c_int, [c.c_char_p, c.c_void_p, c.c_char_p, c.c_size_t]),
-    ]
-    for name, res, args in table:
-        fn = getattr(lib, name, None)
-        if fn is not None:
-            fn.restype = res
-            fn.argtypes = args
-
-
-def _check_version(lib, path):
-    ver = lib.hr_version().decode()
+def _check_version(cdll, path):
+    cdll.hr_version.restype = ctypes.c_char_p
+    cdll.hr_version.argtypes = []
+    ver = cdll.hr_version().decode()
     try:
         major, minor = (int(x) for x in ver.split(".")[:2])
     except ValueError:
@@ -156,7 +475,7 @@ def _check_version(lib, path):
 
 
 def load():
-    """Returns the loaded library (a ctypes.CDLL), loading it on the first call.
+    """Returns the loaded library (a Library), loading it on the first call.
     Raises LibraryNotFoundError listing every place it looked, or
     VersionMismatchError when the version is wrong."""
     global _lib, _path, _failure
@@ -184,21 +503,21 @@ def _search():
             tried.append("%s (no such file)" % path)
             continue
         try:
-            lib = ctypes.CDLL(path)
+            cdll = ctypes.CDLL(path)
         except OSError as e:
             if explicit:
                 raise LibraryNotFoundError(
                     "libheadroom: HEADROOM_LIB=%s cannot be loaded: %s" % (path, e)) from None
             tried.append("%s (%s)" % (path, e))
             continue
-        if not hasattr(lib, "hr_version"):
+        if not hasattr(cdll, "hr_version"):
             if explicit:
                 raise LibraryNotFoundError(
                     "libheadroom: HEADROOM_LIB=%s is not libheadroom (no hr_version)" % path)
             tried.append("%s (not libheadroom: no hr_version)" % path)
             continue
-        _declare(lib)
-        _check_version(lib, path)
+        _check_version(cdll, path)
+        lib = _declare(cdll, path)
         return lib, path
     raise LibraryNotFoundError(
         "libheadroom not found; build it (cmake -S . -B build/release && cmake --build "
@@ -251,6 +570,6 @@ def check(rc, where, err=None):
 def reset_for_tests():
     """Forgets the loaded library (or the failed search) so that a test can
     load another one."""
-    global _lib, _path, _failure
+    global _lib, _path, _failure, _pool_stats_type
     with _lock:
-        _lib, _path, _failure = None, None, None
+        _lib, _path, _failure, _pool_stats_type = None, None, None, None

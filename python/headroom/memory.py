@@ -12,7 +12,6 @@ VRAM is this process's reserved bytes (what the caching allocator holds from
 the driver, which is what a release can give back); RAM is its resident set.
 """
 
-import ctypes
 import gc
 import threading
 import time
@@ -24,7 +23,6 @@ _MIB = 1 << 20
 
 _lock = threading.Lock()
 _last_done = None  # monotonic time of the last pass that ran
-_libc = None
 
 
 class FreeResult:
@@ -92,17 +90,12 @@ def malloc_trim():
 
     libheadroom has no wrapper for it, so this goes to the C library through
     ctypes; when libheadroom exports hr_malloc_trim() that is used instead."""
-    global _libc
     if _lib.available() and _lib.has("hr_malloc_trim"):
         _lib.load().hr_malloc_trim()
         return "malloc_trim(0) via libheadroom"
-    if _libc is None:
-        _libc = ctypes.CDLL(None)  # the process's malloc_trim, matching its malloc
-    fn = getattr(_libc, "malloc_trim", None)
+    fn = getattr(_lib.libc(), "malloc_trim", None)  # the process's, matching its malloc
     if fn is None:
         return None
-    fn.argtypes = [ctypes.c_size_t]
-    fn.restype = ctypes.c_int
     fn(0)
     return "malloc_trim(0) via libc"
 

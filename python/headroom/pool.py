@@ -11,47 +11,22 @@ import ctypes
 
 from . import _lib
 
-#: The {current, peak, total} triples of hr_pool_stats_t, in order.
-STAT_NAMES = ("allocated_bytes", "reserved_bytes", "active_bytes", "inactive_split_bytes",
-              "requested_bytes", "allocation", "segment", "active", "inactive_split")
-STATS_VERSION = 1
+STATS_VERSION = _lib.POOL_STATS_VERSION
 BACKENDS = ("sim", "host", "cuda")
+_U64 = (0, (1 << 64) - 1)
 
 
-class _Stat(ctypes.Structure):
-    _fields_ = [("current", ctypes.c_int64), ("peak", ctypes.c_int64), ("total", ctypes.c_uint64)]
+def stat_names():
+    """The names of the {current, peak, total} triples of hr_pool_stats_t, in
+    order, from the library's own list (loads the library)."""
+    return _lib.pool_stats_type().stat_names
 
 
-class _PoolStats(ctypes.Structure):
-    _fields_ = ([("size", ctypes.c_uint32), ("version", ctypes.c_uint32)]
-                + [(n, _Stat) for n in STAT_NAMES]
-                + [("num_alloc_retries", ctypes.c_uint64), ("num_ooms", ctypes.c_uint64),
-                   ("num_device_alloc", ctypes.c_uint64), ("num_device_free", ctypes.c_uint64),
-                   ("reserved_", ctypes.c_uint64 * 16)])
-
-
-def _declare(lib):
-    c = ctypes
-    for name, res, args in [
-        ("hr_backend_create", c.c_int, [c.c_char_p, c.c_int, c.c_uint64, c.POINTER(c.c_void_p)]),
-        ("hr_backend_destroy", None, [c.c_void_p]),
-        ("hr_backend_mem_info", c.c_int, [c.c_void_p, c.POINTER(c.c_uint64),
-                                          c.POINTER(c.c_uint64)]),
-        ("hr_pool_create", c.c_int, [c.c_void_p, c.c_void_p, c.c_int, c.POINTER(c.c_void_p)]),
-        ("hr_pool_destroy", None, [c.c_void_p]),
-        ("hr_pool_alloc", c.c_int, [c.c_void_p, c.c_uint64, c.c_void_p, c.POINTER(c.c_void_p)]),
-        ("hr_pool_free", c.c_int, [c.c_void_p, c.c_void_p, c.c_void_p]),
-        ("hr_pool_release_cached", c.c_int, [c.c_void_p]),
-        ("hr_pool_stats", c.c_int, [c.c_void_p, c.POINTER(_PoolStats)]),
-        ("hr_pool_reset_peak", c.c_int, [c.c_void_p]),
-        ("hr_pool_check", c.c_int, [c.c_void_p]),
-        ("hr_pool_last_diagnosis", c.c_int, [c.c_void_p, c.c_char_p, c.c_size_t]),
-        ("hr_torch_pool", c.c_void_p, [c.c_int]),
-    ]:
-        fn = getattr(lib, name, None)
-        if fn is not None:
-            fn.restype, fn.argtypes = res, args
-    return lib
+def __getattr__(name):
+    # STAT_NAMES stays a module attribute, read from the library on first use.
+    if name == "STAT_NAMES":
+        return stat_names()
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
 
 
 def lib():
@@ -61,7 +36,7 @@ def lib():
     if not hasattr(lb, "hr_pool_create"):
         raise _lib.HeadroomError(-7, "pool", "this libheadroom (%s) has no pool"
                                  % _lib.loaded_path())
-    return _declare(lb)
+    return lb
 
 
 def read_stats(handle):
@@ -69,12 +44,13 @@ def read_stats(handle):
     torch.cuda.memory_stats(): "<stat>.all.current", ".peak", ".allocated"
     (cumulative added) and ".freed" (cumulative removed), plus the counters."""
     lb = lib()
-    st = _PoolStats()
-    st.size = ctypes.sizeof(_PoolStats)
+    cls = _lib.pool_stats_type()
+    st = cls()
+    st.size = ctypes.sizeof(cls)
     st.version = STATS_VERSION
     _lib.check(lb.hr_pool_stats(handle, ctypes.byref(st)), "hr_pool_stats")
     out = {}
-    for n in STAT_NAMES:
+    for n in cls.stat_names:
         s = getattr(st, n)
         out[n + ".all.current"] = s.current
         out[n + ".all.peak"] = s.peak
@@ -106,11 +82,10 @@ class Pool:
     def __init__(self, backend="sim", capacity=1 << 30, conf=None, device=0):
         if backend not in BACKENDS:
             raise ValueError("backend must be one of %s; got %r" % (", ".join(BACKENDS), backend))
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
-            raise ValueError("capacity must be a non-negative integer of bytes; got %r"
-                             % (capacity,))
-        self._lib = lib()
+        _lib.check_int(capacity, "capacity", *_U64)
+        _lib.check_int(device, "device", *_lib.int_range(ctypes.c_int))
         self._pool = self._backend = None
+        self._lib = lib()
         cfg = parse_config(conf) if conf is not None else None
         b = ctypes.c_void_p()
         _lib.check(self._lib.hr_backend_create(backend.encode(), device, capacity,
@@ -125,10 +100,10 @@ class Pool:
         self._pool = p
 
     def close(self):
-        if self._pool:
+        if getattr(self, "_pool", None):
             self._lib.hr_pool_destroy(self._pool)
             self._pool = None
-        if self._backend:
+        if getattr(self, "_backend", None):
             self._lib.hr_backend_destroy(self._backend)
             self._backend = None
 
@@ -152,8 +127,7 @@ class Pool:
     def alloc(self, size, stream=None):
         """Allocates `size` bytes; returns the address. HeadroomError
         HR_ENOMEM carries the pool's diagnosis."""
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            raise ValueError("size must be a non-negative integer of bytes; got %r" % (size,))
+        _lib.check_int(size, "size", *_U64)
         ptr = ctypes.c_void_p()
         rc = self._lib.hr_pool_alloc(self._h(), size, stream, ctypes.byref(ptr))
         if rc < 0:
@@ -189,6 +163,7 @@ class Pool:
 
     def mem_info(self):
         """(free, total) bytes as the backend sees them."""
+        self._h()
         f, t = ctypes.c_uint64(), ctypes.c_uint64()
         _lib.check(self._lib.hr_backend_mem_info(self._backend, ctypes.byref(f), ctypes.byref(t)),
                    "hr_backend_mem_info")

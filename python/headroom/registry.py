@@ -30,83 +30,6 @@ _ENOSPC = -3
 _EDEVICE = -15  # HR_EDEVICE: a callback's own failure, raised after the C call
 
 _c = ctypes
-_LOAD_FN = _c.CFUNCTYPE(_c.c_int, _c.c_uint32, _c.c_uint64, _c.POINTER(_c.c_uint64), _c.c_void_p)
-_OFFLOAD_FN = _c.CFUNCTYPE(_c.c_int, _c.c_uint32, _c.c_uint64, _c.POINTER(_c.c_uint64),
-                           _c.c_void_p)
-_DROP_FN = _c.CFUNCTYPE(None, _c.c_uint32, _c.c_void_p)
-_MEMINFO_FN = _c.CFUNCTYPE(_c.c_int, _c.c_void_p, _c.POINTER(_c.c_uint64),
-                           _c.POINTER(_c.c_uint64))
-
-
-class _Options(_c.Structure):
-    _fields_ = [("budget_bytes", _c.c_uint64), ("reserve_bytes", _c.c_uint64),
-                ("patience_s", _c.c_double), ("poll_interval_s", _c.c_double),
-                ("policy", _c.c_int), ("mem_info", _MEMINFO_FN), ("mem_info_arg", _c.c_void_p),
-                ("backend", _c.c_void_p), ("pool", _c.c_void_p)]
-
-
-class _Desc(_c.Structure):
-    _fields_ = [("name", _c.c_char_p), ("variant", _c.c_char_p), ("device_bytes", _c.c_uint64),
-                ("host_bytes", _c.c_uint64), ("parent", _c.c_uint32), ("pinned", _c.c_bool),
-                ("partial", _c.c_bool), ("priority", _c.c_int), ("resident_bytes", _c.c_uint64),
-                ("load", _LOAD_FN), ("offload", _OFFLOAD_FN), ("drop", _DROP_FN),
-                ("arg", _c.c_void_p)]
-
-
-class _Info(_c.Structure):
-    _fields_ = [("id", _c.c_uint32), ("parent", _c.c_uint32), ("group", _c.c_uint32),
-                ("name", _c.c_char * 128), ("variant", _c.c_char * 32),
-                ("device_bytes", _c.c_uint64), ("host_bytes", _c.c_uint64),
-                ("resident_bytes", _c.c_uint64), ("pinned", _c.c_bool), ("partial", _c.c_bool),
-                ("priority", _c.c_int), ("uses", _c.c_uint64), ("last_use", _c.c_uint64)]
-
-
-class _Action(_c.Structure):
-    _fields_ = [("kind", _c.c_int), ("id", _c.c_uint32), ("bytes", _c.c_uint64),
-                ("resident_after", _c.c_uint64)]
-
-
-class _Suggestion(_c.Structure):
-    _fields_ = [("kind", _c.c_int), ("id", _c.c_uint32), ("alt", _c.c_uint32),
-                ("bytes", _c.c_uint64), ("text", _c.c_char * 256)]
-
-
-class _Plan(_c.Structure):
-    _fields_ = [("policy", _c.c_int), ("actions", _c.POINTER(_Action)),
-                ("n_actions", _c.c_size_t), ("cap_actions", _c.c_size_t),
-                ("bytes_loaded", _c.c_uint64), ("bytes_offloaded", _c.c_uint64),
-                ("loads", _c.c_uint32), ("partial_loads", _c.c_uint32),
-                ("offloads", _c.c_uint32), ("partial_offloads", _c.c_uint32),
-                ("capacity_bytes", _c.c_uint64), ("used_bytes", _c.c_uint64),
-                ("short_bytes", _c.c_uint64), ("waited_s", _c.c_double),
-                ("suggestions", _Suggestion * 8), ("n_suggestions", _c.c_size_t),
-                ("message", _c.c_char * 512)]
-
-
-class _Stats(_c.Structure):
-    _fields_ = [(n, _c.c_uint64) for n in (
-        "capacity_bytes", "resident_bytes", "bytes_loaded", "bytes_offloaded", "loads",
-        "offloads", "refusals", "timeouts", "reclaims")] + [("assets", _c.c_size_t)]
-
-
-def _declare(lib):
-    P = _c.POINTER
-    for name, res, args in [
-        ("hr_residency_options_default", None, [_c.c_void_p, P(_Options)]),
-        ("hr_residency_create", _c.c_int, [P(_Options), P(_c.c_void_p)]),
-        ("hr_residency_destroy", None, [_c.c_void_p]),
-        ("hr_asset_register", _c.c_int, [_c.c_void_p, P(_Desc), P(_c.c_uint32)]),
-        ("hr_asset_unregister", _c.c_int, [_c.c_void_p, _c.c_uint32]),
-        ("hr_asset_info", _c.c_int, [_c.c_void_p, _c.c_uint32, P(_Info)]),
-        ("hr_residency_require", _c.c_int, [_c.c_void_p, P(_c.c_uint32), _c.c_size_t,
-                                            _c.c_uint64, _c.c_void_p, P(_Plan)]),
-        ("hr_plan_free", None, [P(_Plan)]),
-        ("hr_residency_stats", _c.c_int, [_c.c_void_p, P(_Stats)]),
-        ("hr_policy_parse", _c.c_int, [_c.c_char_p, P(_c.c_int)]),
-    ]:
-        fn = getattr(lib, name)
-        fn.restype, fn.argtypes = res, args
-    return lib
 
 
 class ResidencyError(_lib.HeadroomError):
@@ -202,7 +125,7 @@ class Registry:
             raise ValueError("policy must be one of %s; got %r" % (", ".join(POLICIES), policy))
         if patience is not None and patience < 0:
             raise ValueError("patience must be >= 0 seconds; got %r" % (patience,))
-        self._lib = _declare(_lib.load())
+        self._lib = _lib.load()
         self._lock = threading.RLock()
         self._modules = {}  # id -> module
         self._ids = {}  # id(module) -> asset id
@@ -211,7 +134,7 @@ class Registry:
         self._bytes = {}  # asset id -> measured bytes
         self._error = None  # an exception raised inside a callback
         self._offload_device = torch.device("cpu")
-        opts = _Options()
+        opts = _lib.ResidencyOptions()
         self._lib.hr_residency_options_default(None, _c.byref(opts))
         opts.budget_bytes = budget_bytes or 0
         opts.reserve_bytes = reserve_bytes
@@ -222,10 +145,10 @@ class Registry:
         opts.policy = pol.value
         # Keep every callback object alive as long as the registry: C holds
         # their addresses.
-        self._cb_load = _LOAD_FN(self._on_load)
-        self._cb_offload = _OFFLOAD_FN(self._on_offload)
-        self._cb_drop = _DROP_FN(self._on_drop)
-        self._cb_meminfo = _MEMINFO_FN(self._on_meminfo)
+        self._cb_load = _lib.LOAD_FN(self._on_load)
+        self._cb_offload = _lib.OFFLOAD_FN(self._on_offload)
+        self._cb_drop = _lib.DROP_FN(self._on_drop)
+        self._cb_meminfo = _lib.MEMINFO_FN(self._on_meminfo)
         if not budget_bytes:
             opts.mem_info = self._cb_meminfo
         h = _c.c_void_p()
@@ -310,7 +233,7 @@ class Registry:
             parent = self._aid(group) if group is not None else 0
             dev = _module_device(module)
             on_device = (self.device.type != "cpu" and dev is not None and dev == self.device)
-            desc = _Desc(name.encode(), variant.encode() if variant else None, nbytes, nbytes,
+            desc = _lib.AssetDesc(name.encode(), variant.encode() if variant else None, nbytes, nbytes,
                          parent, bool(pinned), False, int(priority),
                          nbytes if on_device else 0, self._cb_load, self._cb_offload,
                          self._cb_drop, None)
@@ -340,7 +263,7 @@ class Registry:
         """dict: name, variant, device_bytes, resident_bytes, pinned, uses, group."""
         with self._lock:
             aid = self._aid(module)
-            inf = _Info()
+            inf = _lib.AssetInfo()
             _lib.check(self._lib.hr_asset_info(self._h, aid, _c.byref(inf)), "hr_asset_info")
             return {"name": inf.name.decode(), "variant": inf.variant.decode() or None,
                     "device_bytes": inf.device_bytes, "resident_bytes": inf.resident_bytes,
@@ -367,9 +290,9 @@ class Registry:
             return total
 
     def stats(self):
-        st = _Stats()
+        st = _lib.ResidencyStats()
         _lib.check(self._lib.hr_residency_stats(self._h, _c.byref(st)), "hr_residency_stats")
-        return {n: getattr(st, n) for n, _ in _Stats._fields_}
+        return {n: getattr(st, n) for n, _ in _lib.ResidencyStats._fields_}
 
     def require(self, *modules, working_bytes=0):
         """Makes the modules resident with working_bytes to spare; returns a
@@ -384,7 +307,7 @@ class Registry:
         with self._lock:
             aids = [self._aid(m) for m in modules]
             arr = (_c.c_uint32 * len(aids))(*aids)
-            plan = _Plan()
+            plan = _lib.Plan()
             self._error = None
             rc = self._lib.hr_residency_require(self._h, arr, len(aids), working_bytes, None,
                                                 _c.byref(plan))

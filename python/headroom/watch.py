@@ -14,33 +14,10 @@ from . import _lib
 LEVELS = ("ok", "warning", "critical")
 
 
-class _LeakConfig(ctypes.Structure):
-    _fields_ = [("window_s", ctypes.c_double), ("min_samples", ctypes.c_size_t),
-                ("min_rate", ctypes.c_double), ("alpha", ctypes.c_double),
-                ("max_points", ctypes.c_size_t)]
-
-
-class _LeakResult(ctypes.Structure):
-    _fields_ = [("suspected", ctypes.c_bool), ("n", ctypes.c_size_t),
-                ("span_s", ctypes.c_double), ("slope_per_min", ctypes.c_double),
-                ("z", ctypes.c_double), ("p", ctypes.c_double),
-                ("confidence", ctypes.c_double), ("raised", ctypes.c_bool)]
-
-
 def native():
     """True when the library is there and exports the watch functions."""
     return (_lib.available() and _lib.has("hr_leak_evaluate")
             and _lib.has("hr_level_update"))
-
-
-def _declare(lib):
-    lib.hr_level_update.restype = ctypes.c_int
-    lib.hr_level_update.argtypes = [ctypes.c_int] + [ctypes.c_double] * 4
-    lib.hr_leak_evaluate.restype = ctypes.c_int
-    lib.hr_leak_evaluate.argtypes = [ctypes.POINTER(_LeakConfig), ctypes.POINTER(ctypes.c_double),
-                                     ctypes.POINTER(ctypes.c_double), ctypes.c_size_t,
-                                     ctypes.POINTER(_LeakResult)]
-    return lib
 
 
 def level_update(cur, percent, warn, critical, hyst=2.0, use_native=None):
@@ -53,7 +30,7 @@ def level_update(cur, percent, warn, critical, hyst=2.0, use_native=None):
     if use_native is None:
         use_native = native()
     if use_native:
-        lib = _declare(_lib.load())
+        lib = _lib.load()
         pct = float("nan") if percent is None else float(percent)
         return LEVELS[lib.hr_level_update(LEVELS.index(cur), pct, warn, critical, hyst)]
     if percent is None or math.isnan(percent):
@@ -74,12 +51,12 @@ def leak_evaluate(points, window_s, min_rate_per_min, min_samples=8):
     suspected, n, span_s, slope_per_min, confidence; None without the library."""
     if not native():
         return None
-    lib = _declare(_lib.load())
+    lib = _lib.load()
     n = len(points)
     t = (ctypes.c_double * max(n, 1))(*[p[0] for p in points])
     y = (ctypes.c_double * max(n, 1))(*[float(p[1]) for p in points])
-    cfg = _LeakConfig(window_s, min_samples, min_rate_per_min, 0.0, 0)
-    out = _LeakResult()
+    cfg = _lib.LeakConfig(window_s, min_samples, min_rate_per_min, 0.0, 0)
+    out = _lib.LeakResult()
     _lib.check(lib.hr_leak_evaluate(ctypes.byref(cfg), t, y, n, ctypes.byref(out)),
                "hr_leak_evaluate")
     return {"suspected": bool(out.suspected), "n": out.n, "span_s": out.span_s,
