@@ -243,19 +243,35 @@ class SmartMemoryManager:
 
     @classmethod
     def INPUT_TYPES(cls):
-        pct = lambda d: ("FLOAT", {"default": d, "min": 0.0, "max": 100.0, "step": 1.0})
+        # The defaults shown are the option table's, as the manager uses them
+        # (without libheadroom the manager cannot run, and none is shown).
+        try:
+            d = _manager.SmartMemoryManager.defaults()
+        except Exception:
+            d = {}
+
+        def num(key, lo, hi, step=None):
+            spec = {"min": lo, "max": hi}
+            if key in d:
+                spec["default"] = float(d[key])
+            if step:
+                spec["step"] = step
+            return ("FLOAT", spec)
+
+        pct = lambda key: num(key, 0.0, 100.0, 1.0)
+        mode = {"default": d["mode"]} if "mode" in d else {}
         return {
             "required": {
                 "enabled": ("BOOLEAN", {"default": True}),
-                "mode": (MODES, {"default": "balanced"}),
-                "interval": ("FLOAT", {"default": 2.0, "min": 0.1, "max": 600.0, "step": 0.1}),
-                "ram_warning": pct(80.0),
-                "ram_critical": pct(90.0),
-                "vram_warning": pct(85.0),
-                "vram_critical": pct(95.0),
-                "leak_mib_per_min": ("FLOAT", {"default": 50.0, "min": 0.0, "max": 1e6}),
-                "leak_window": ("FLOAT", {"default": 120.0, "min": 1.0, "max": 86400.0}),
-                "cooldown": ("FLOAT", {"default": 30.0, "min": 0.0, "max": 3600.0}),
+                "mode": (MODES, mode),
+                "interval": num("interval", 0.1, 600.0, 0.1),
+                "ram_warning": pct("ram_warn"),
+                "ram_critical": pct("ram_critical"),
+                "vram_warning": pct("vram_warn"),
+                "vram_critical": pct("vram_critical"),
+                "leak_mib_per_min": num("leak_mib_per_min", 0.0, 1e6),
+                "leak_window": num("window", 1.0, 7 * 86400.0),
+                "cooldown": num("cooldown", 0.0, 86400.0),
             },
             "optional": {"value": (ANY,)},
         }
@@ -266,17 +282,19 @@ class SmartMemoryManager:
     CATEGORY = CATEGORY
     OUTPUT_NODE = True
 
-    def run(self, enabled=True, mode="balanced", interval=2.0, ram_warning=80.0,
-            ram_critical=90.0, vram_warning=85.0, vram_critical=95.0, leak_mib_per_min=50.0,
-            leak_window=120.0, cooldown=30.0, value=None):
+    def run(self, enabled=True, mode=None, interval=None, ram_warning=None, ram_critical=None,
+            vram_warning=None, vram_critical=None, leak_mib_per_min=None, leak_window=None,
+            cooldown=None, value=None):
+        # An input not given is None: the manager takes it from the option table.
         m = _manager.manager()
         if enabled:
-            m.start(interval=interval, ram_warn=_percent(ram_warning, "ram_warning"),
-                    ram_critical=_percent(ram_critical, "ram_critical"),
-                    vram_warn=_percent(vram_warning, "vram_warning"),
-                    vram_critical=_percent(vram_critical, "vram_critical"), mode=mode,
-                    leak_mib_per_min=_nonneg(leak_mib_per_min, "leak_mib_per_min"),
-                    window=leak_window, cooldown=_nonneg(cooldown, "cooldown"))
+            opt = lambda check, v, label: None if v is None else check(v, label)
+            m.start(interval=interval, ram_warn=opt(_percent, ram_warning, "ram_warning"),
+                    ram_critical=opt(_percent, ram_critical, "ram_critical"),
+                    vram_warn=opt(_percent, vram_warning, "vram_warning"),
+                    vram_critical=opt(_percent, vram_critical, "vram_critical"), mode=mode,
+                    leak_mib_per_min=opt(_nonneg, leak_mib_per_min, "leak_mib_per_min"),
+                    window=leak_window, cooldown=opt(_nonneg, cooldown, "cooldown"))
         else:
             m.stop()
         text = m.report()

@@ -345,6 +345,10 @@ _PARTS = [
     # levels and the leak trend test
     ("hr_level_update", _i, [("cur", _i), ("pct", _c.c_double), ("warn", _c.c_double),
                              ("crit", _c.c_double), ("hyst", _c.c_double)]),
+    ("hr_leak_create", _i, [("config", _P(LeakConfig)), ("out", _P(_vp))]),
+    ("hr_leak_destroy", None, [("detector", _vp)]),
+    ("hr_leak_add", _i, [("detector", _vp), ("pid", _i), ("start_ticks", _u64), ("series", _i),
+                         ("t", _c.c_double), ("bytes", _u64), ("out", _P(LeakResult))]),
     ("hr_leak_evaluate", _i, [("config", _P(LeakConfig)), ("t", _P(_c.c_double)),
                               ("y", _P(_c.c_double)), ("n", _sz), ("out", _P(LeakResult))]),
     # residency

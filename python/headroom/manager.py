@@ -1,8 +1,15 @@
 """The smart memory manager: one background thread per process that samples
 host RAM, VRAM and this process's RSS on an interval, classifies RAM and VRAM
-as ok / warning / critical, warns when RSS keeps growing (the least-squares
-slope over a window), and calls free_memory() at critical, at most once per
-cooldown.
+as ok / warning / critical, warns when RSS keeps growing, and calls
+free_memory() at critical, at most once per cooldown.
+
+The levels and the leak test are the library's (hr_level_update; the leak
+detector ``headroom watch`` runs: Mann-Kendall trend with a Theil-Sen slope),
+and every setting not given defaults to the process's option table (mode,
+thresholds, hysteresis, leak_min_rate, leak_window, leak_min_samples,
+cooldown, interval), so the manager and ``headroom watch`` decide alike.
+Without libheadroom the manager does not start: configure() and start() raise
+LibraryNotFoundError and status() says it is unavailable.
 
 It is a process-wide singleton (manager()) because two such threads would
 free memory under each other; start() on a running manager changes its
@@ -12,11 +19,9 @@ settings instead of starting a second thread.
 import threading
 import time
 
-from . import _readings, memory, watch
+from . import _readings, memory, options, watch
 
 LEVELS = ("ok", "warning", "critical")
-#: Percentage points under a threshold that a level must fall before it drops.
-HYSTERESIS = 2.0
 _MIB = 1 << 20
 
 
@@ -31,19 +36,6 @@ def check_thresholds(warn, critical, what):
                          % (what, warn, critical))
 
 
-def slope_per_second(points):
-    """Least-squares slope of (t, y) points; None under 2 points or no time span."""
-    n = len(points)
-    if n < 2:
-        return None
-    mt = sum(t for t, _ in points) / n
-    my = sum(y for _, y in points) / n
-    den = sum((t - mt) ** 2 for t, _ in points)
-    if den == 0:
-        return None
-    return sum((t - mt) * (y - my) for t, y in points) / den
-
-
 def default_read():
     """One sample: RAM used percent of the host, VRAM used percent of the
     fullest device (None without CUDA), this process's RSS."""
@@ -53,12 +45,9 @@ def default_read():
 
 
 class SmartMemoryManager:
-    def __init__(self, read=default_read, free=memory.free_memory, clock=time.monotonic,
-                 native=None):
+    def __init__(self, read=default_read, free=memory.free_memory, clock=time.monotonic):
         """read, free and clock replace the readings, free_memory and the
-        monotonic clock (tests); native=False uses the pure-Python level and
-        leak logic even when libheadroom has the watch functions."""
-        self._native = watch.native() if native is None else native
+        monotonic clock (tests)."""
         self._read = read
         self._free = free
         self._clock = clock
@@ -66,10 +55,10 @@ class SmartMemoryManager:
         self._thread = None
         self._stop = threading.Event()
         self._cfg = {}
+        self._detector = None
         self._reset_state()
 
     def _reset_state(self):
-        self._samples = []  # (t, rss)
         self._events = []
         self._last = {}
         self._level = "n/a"
@@ -78,27 +67,40 @@ class SmartMemoryManager:
         self._frees = 0
         self._last_free = None
 
-    def configure(self, interval=1.0, ram_warn=80.0, ram_critical=90.0, vram_warn=85.0,
-                  vram_critical=95.0, mode="balanced", leak_mib_per_min=5.0, window=60.0,
-                  cooldown=30.0):
-        """Checks and sets the settings; raises ValueError on a bad one."""
-        if not isinstance(interval, (int, float)) or interval <= 0:
-            raise ValueError("interval must be > 0 seconds; got %r" % (interval,))
-        check_thresholds(ram_warn, ram_critical, "RAM")
-        check_thresholds(vram_warn, vram_critical, "VRAM")
-        memory.check_mode(mode)
-        if leak_mib_per_min < 0:
-            raise ValueError("leak_mib_per_min must be >= 0; got %r" % (leak_mib_per_min,))
-        if window <= 0:
-            raise ValueError("window must be > 0 seconds; got %r" % (window,))
-        if cooldown < 0:
-            raise ValueError("cooldown must be >= 0 seconds; got %r" % (cooldown,))
+    @staticmethod
+    def defaults():
+        """The settings configure() uses for what it is not given, from the
+        process's option table. Raises LibraryNotFoundError without the library."""
+        o = options.process()
+        return dict(interval=o.get("interval"), ram_warn=o.get("ram_warn"),
+                    ram_critical=o.get("ram_critical"), vram_warn=o.get("vram_warn"),
+                    vram_critical=o.get("vram_critical"), hysteresis=o.get("hysteresis"),
+                    mode=o.get("mode"), leak_mib_per_min=o.get("leak_min_rate") / _MIB,
+                    window=o.get("leak_window"), min_samples=o.get("leak_min_samples"),
+                    cooldown=o.get("cooldown"))
+
+    def configure(self, interval=None, ram_warn=None, ram_critical=None, vram_warn=None,
+                  vram_critical=None, mode=None, leak_mib_per_min=None, window=None,
+                  cooldown=None, hysteresis=None, min_samples=None):
+        """Checks and sets the settings; each one not given (None) comes from
+        the option table. Raises ValueError on a bad one, LibraryNotFoundError
+        without the library (the levels and the leak test are its)."""
+        given = dict(interval=interval, ram_warn=ram_warn, ram_critical=ram_critical,
+                     vram_warn=vram_warn, vram_critical=vram_critical, mode=mode,
+                     leak_mib_per_min=leak_mib_per_min, window=window, cooldown=cooldown,
+                     hysteresis=hysteresis, min_samples=min_samples)
+        if not watch.available():
+            raise _lib_error()
+        cfg = self.defaults()
+        cfg.update({k: v for k, v in given.items() if v is not None})
+        _check(cfg)
+        detector = watch.LeakDetector(cfg["window"], cfg["leak_mib_per_min"] * _MIB,
+                                      cfg["min_samples"])
         with self._lock:
-            self._cfg = dict(interval=float(interval), ram_warn=ram_warn,
-                             ram_critical=ram_critical, vram_warn=vram_warn,
-                             vram_critical=vram_critical, mode=mode,
-                             leak_mib_per_min=leak_mib_per_min, window=float(window),
-                             cooldown=float(cooldown))
+            old, self._detector = self._detector, detector
+            self._cfg = cfg
+            if old is not None:
+                old.close()
 
     def start(self, **settings):
         """Starts the thread (or, when running, only changes the settings)."""
@@ -141,10 +143,10 @@ class SmartMemoryManager:
         with self._lock:
             ram = self._ram_level = watch.level_update(
                 self._ram_level, s.get("ram_percent"), cfg["ram_warn"], cfg["ram_critical"],
-                HYSTERESIS, self._native)
+                cfg["hysteresis"])
             vram = self._vram_level = watch.level_update(
                 self._vram_level, s.get("vram_percent"), cfg["vram_warn"], cfg["vram_critical"],
-                HYSTERESIS, self._native)
+                cfg["hysteresis"])
         if s.get("vram_percent") is None:
             vram = "n/a"
         order = {"n/a": -1, "ok": 0, "warning": 1, "critical": 2}
@@ -154,14 +156,13 @@ class SmartMemoryManager:
                 self._event("%s: RAM %s, VRAM %s" % (level, ram, vram))
             self._level = level
             self._last = dict(s, ram_level=ram, vram_level=vram)
-            self._samples.append((now, s["rss_bytes"]))
-            self._samples = [p for p in self._samples if now - p[0] <= cfg["window"]]
-            pts = list(self._samples)
             due = level == "critical" and (self._last_free is None
                                            or now - self._last_free >= cfg["cooldown"])
             if due:
                 self._last_free = now
-        leak = self._leak_text(pts, cfg) if cfg["leak_mib_per_min"] > 0 else ""
+        with self._lock:
+            # Under the lock: configure() may replace and free the detector.
+            leak = self._leak_text(self._detector, now, s["rss_bytes"], cfg)
         res = self._free(cfg["mode"]) if due else None
         with self._lock:
             if leak and not self._leak:
@@ -172,22 +173,14 @@ class SmartMemoryManager:
                 self._event("critical: " + str(res))
         return level
 
-    def _leak_text(self, pts, cfg):
-        """The leak warning for the RSS points in the window, or ""."""
-        rate = cfg["leak_mib_per_min"] * _MIB
-        if self._native:
-            r = watch.leak_evaluate(pts, cfg["window"], rate)
-            if r is None or not r["suspected"]:
-                return ""
-            return "RSS growing %s/min over the last %.0f s (trend confidence %.4f)" % (
-                _readings.fmt_bytes(r["slope_per_min"], signed=True), r["span_s"],
-                r["confidence"])
-        slope = slope_per_second(pts)
-        if (slope is None or len(pts) < 5 or pts[-1][0] - pts[0][0] < cfg["window"] / 2
-                or slope * 60 < rate):
+    def _leak_text(self, detector, now, rss, cfg):
+        """Feeds this sample to the library's leak detector; returns the leak
+        warning while its alarm is raised, else ""."""
+        r = detector.add(now, rss)
+        if not r["suspected"] or cfg["leak_mib_per_min"] <= 0:
             return ""
-        return "RSS growing %s/min over the last %.0f s" % (
-            _readings.fmt_bytes(slope * 60, signed=True), pts[-1][0] - pts[0][0])
+        return "RSS growing %s/min over the last %.0f s (trend confidence %.4f)" % (
+            _readings.fmt_bytes(r["slope_per_min"], signed=True), r["span_s"], r["confidence"])
 
     def _run(self):
         while not self._stop.is_set():
@@ -204,7 +197,7 @@ class SmartMemoryManager:
         """A dict: running, level, last sample, leak text, frees, recent events."""
         with self._lock:
             return {"running": self._thread is not None and self._thread.is_alive(),
-                    "logic": "libheadroom" if self._native else "python",
+                    "logic": watch.unavailable_reason() or "libheadroom",
                     "level": self._level, "last": dict(self._last), "leak": self._leak,
                     "frees": self._frees, "events": list(self._events),
                     "settings": dict(self._cfg)}
@@ -228,6 +221,34 @@ class SmartMemoryManager:
         for t, text in st["events"][-5:]:
             lines.append("%s %s" % (time.strftime("%H:%M:%S", time.localtime(t)), text))
         return "\n".join(lines)
+
+
+def _lib_error():
+    """The error that says why the manager cannot run without the library."""
+    from . import _lib
+
+    try:
+        _lib.load()
+    except _lib.HeadroomError as e:
+        return e
+    return _lib.HeadroomError(-7, "manager", watch.unavailable_reason())
+
+
+def _check(cfg):
+    """Raises ValueError naming the first bad setting."""
+    if not isinstance(cfg["interval"], (int, float)) or not cfg["interval"] > 0:
+        raise ValueError("interval must be > 0 seconds; got %r" % (cfg["interval"],))
+    check_thresholds(cfg["ram_warn"], cfg["ram_critical"], "RAM")
+    check_thresholds(cfg["vram_warn"], cfg["vram_critical"], "VRAM")
+    memory.check_mode(cfg["mode"])
+    for name in ("leak_mib_per_min", "cooldown", "hysteresis"):
+        v = cfg[name]
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0:
+            raise ValueError("%s must be a number >= 0; got %r" % (name, v))
+    if not isinstance(cfg["window"], (int, float)) or not cfg["window"] > 0:
+        raise ValueError("window must be > 0 seconds; got %r" % (cfg["window"],))
+    for k in ("interval", "window", "cooldown", "hysteresis"):
+        cfg[k] = float(cfg[k])
 
 
 _instance = None

@@ -32,9 +32,15 @@ class Clock:
         return self.t
 
 
+@pytest.fixture(autouse=True)
+def lib(fresh_loader, libpath):
+    # The levels and the leak test are the library's: no library, no manager.
+    fresh_loader.setenv("HEADROOM_LIB", libpath)
+
+
 def test_leak_warning_and_free_at_critical_with_cooldown():
     # Readings given by the test: RSS grows 10 MiB per 1 s step (600 MiB/min),
-    # RAM is critical from the 5th sample on.
+    # RAM is critical from the 5th sample on; the leak test needs 8 samples.
     clock, frees, n = Clock(), [], [0]
 
     def read():
@@ -43,8 +49,9 @@ def test_leak_warning_and_free_at_critical_with_cooldown():
                 "rss_bytes": 1000 * MIB + n[0] * 10 * MIB}
 
     m = mgr.SmartMemoryManager(read=read, free=lambda mode: frees.append(mode) or "freed",
-                               clock=clock, native=False)
-    m.configure(window=6, leak_mib_per_min=100, cooldown=3, mode="aggressive")
+                               clock=clock)
+    m.configure(window=20, leak_mib_per_min=100, cooldown=3, mode="aggressive", min_samples=8,
+                hysteresis=2)
     levels = []
     for _ in range(10):
         levels.append(m.step())
@@ -64,8 +71,7 @@ def test_leak_warning_and_free_at_critical_with_cooldown():
 def test_stable_rss_gives_no_leak_warning():
     clock = Clock()
     m = mgr.SmartMemoryManager(read=lambda: {"ram_percent": 10.0, "vram_percent": 10.0,
-                                             "rss_bytes": 500 * MIB}, clock=clock,
-                               native=False)
+                                             "rss_bytes": 500 * MIB}, clock=clock)
     m.configure(window=5, leak_mib_per_min=1)
     for _ in range(10):
         assert m.step() == "ok"
