@@ -35,11 +35,11 @@ def _unload(body):
 
 def register():
     """Adds the routes to ComfyUI's server; False when there is none (a
-    script, or tests)."""
+    script, or a server without a route table)."""
     global registered
     srv = sys.modules.get("server")
     inst = getattr(getattr(srv, "PromptServer", None), "instance", None)
-    if inst is None or registered:
+    if inst is None or getattr(inst, "routes", None) is None or registered:
         return registered
     from aiohttp import web
 

@@ -165,9 +165,12 @@ def _dynamic(patcher):
 def model_name(patcher):
     """A label for a patcher: the name given to register_auxiliary, else the
     model config's class (SDXL, Flux...) or the module's class."""
-    name = getattr(patcher, "headroom_name", None)
-    if name:
-        return name
+    p, seen = patcher, 0
+    while p is not None and seen < 16:  # clones keep the name through .parent
+        name = getattr(p, "headroom_name", None)
+        if name:
+            return name
+        p, seen = getattr(p, "parent", None), seen + 1
     inner = getattr(patcher, "model", None)
     cfg = getattr(inner, "model_config", None)
     if cfg is not None:

@@ -219,6 +219,7 @@ app.registerExtension({
       tooltip: "headroom: loaded models and memory",
       type: "custom",
       render: (root) => {
+        root.classList.add("headroom-panel");
         root.style.padding = "8px";
         root.style.overflowY = "auto";
         panel?.stop();

@@ -54,7 +54,11 @@ def _model_patcher_module(mm):
                 model.device = offload_device
 
         def model_size(self):
-            return self.size or self.model.nbytes
+            if self.size:
+                return self.size
+            if hasattr(self.model, "nbytes"):
+                return self.model.nbytes
+            return sum(t.nelement() * t.element_size() for t in self.model.state_dict().values())
 
         def loaded_size(self):
             return self.model.model_loaded_weight_memory
