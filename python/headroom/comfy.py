@@ -610,8 +610,8 @@ def critical_action(mode, status=None):
     recently used models until VRAM is back under the warning level (or all
     of them, between prompts, through ComfyUI's flags while a prompt runs),
     asks for the output cache to be reset when host RAM is critical, then
-    releases caches. Returns text (the manager records its str()). Outside
-    ComfyUI: headroom.free_memory(mode)."""
+    releases caches. Returns text, which the manager records as an event.
+    Outside ComfyUI: headroom.free_memory(mode)."""
     if not available():
         return memory.free_memory(mode)
     if status is None:
@@ -641,9 +641,7 @@ def critical_action(mode, status=None):
         parts.append(request_between_prompts(unload_models=False, free_memory=True))
     if not parts:
         parts.append(str(memory.free_memory(mode)))
-    text = "; ".join(parts)
-    record("critical", text)
-    return text
+    return "; ".join(parts)  # the manager records it among its events
 
 
 def install_manager_action(m=None):

@@ -230,9 +230,12 @@ def test_critical_action_frees_lru_when_idle_and_flags_while_running(fake):
     assert [lm.model for lm in fake.mm.current_loaded_models] == [new]
     fake.queue.flags.clear()
     st["last"] = {"vram_level": "ok", "ram_level": "critical"}
-    comfy.critical_action("balanced", st)
-    assert fake.queue.flags == {"free_memory": True}
-    assert [e["kind"] for e in comfy.events()].count("critical") == 3
+    text = comfy.critical_action("balanced", st)
+    assert fake.queue.flags == {"free_memory": True} and text.endswith("free_memory")
+    # What was asked of ComfyUI is recorded once each; the manager records the action.
+    assert [e["text"] for e in comfy.events() if "between prompts" in e["text"]] == [
+        "asked ComfyUI to act between prompts: unload_models",
+        "asked ComfyUI to act between prompts: free_memory"]
 
 
 def test_the_manager_runs_the_comfy_action_at_critical(fake):
