@@ -1,5 +1,7 @@
 """headroom's ComfyUI node pack: memory monitor, free-memory pass-through
-nodes, VRAM optimizer, smart memory manager, per-stage report.
+nodes (the Model one unloads through ComfyUI's model management), VRAM
+optimizer, smart memory manager, per-stage report, an auxiliary-model
+example, the /headroom/* routes and a web panel (web/).
 
 ComfyUI loads this folder when it is linked or copied into custom_nodes/.
 The nodes need the headroom Python package: installed with pip, or, when this
@@ -7,5 +9,10 @@ folder is a link into a headroom checkout, the checkout's python/ folder.
 """
 
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from . import routes as _routes
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+WEB_DIRECTORY = "./web"
+
+_routes.register()
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

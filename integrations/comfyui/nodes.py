@@ -8,6 +8,7 @@ ValueError with the accepted values.
 
 import os
 import sys
+import time
 
 try:
     import headroom
@@ -16,7 +17,8 @@ except ImportError:  # a link into a checkout: use its python/ folder
     sys.path.insert(0, os.path.normpath(os.path.join(_here, "..", "..", "python")))
     import headroom
 
-from headroom import _readings, manager as _manager, memory as _memory, stages as _stages
+from headroom import _readings, comfy as _comfy, manager as _manager, memory as _memory
+from headroom import stages as _stages
 
 CATEGORY = "headroom"
 MODES = list(_memory.MODES)
@@ -52,6 +54,20 @@ def _nonneg(value, label):
 
 def _ui(text, *result):
     return {"ui": {"text": [text]}, "result": tuple(result)}
+
+
+def _show(unique_id, text):
+    """Sends `text` to the node's text widget (the web extension listens for
+    "headroom.report"); for nodes whose outputs must stay a plain tuple."""
+    srv = sys.modules.get("server")
+    inst = getattr(getattr(srv, "PromptServer", None), "instance", None)
+    if inst is None or unique_id is None:
+        return
+    try:
+        inst.send_sync("headroom.report", {"node": str(unique_id), "text": text},
+                       getattr(inst, "client_id", None))
+    except Exception:  # the report is also on the node's output; a lost message is no error
+        pass
 
 
 def _always_run(cls):
@@ -112,6 +128,7 @@ def monitor_report(ram_threshold, vram_threshold, process_filter=""):
             gpu = p.get("gpu_bytes")
             lines.append("  %7d %-16s RSS %10s%s" % (p["pid"], p["name"][:16], f(p["rss_bytes"]),
                                                    "  GPU %s" % f(gpu) if gpu else ""))
+    lines.append(_comfy.models_text())
     return "\n".join(lines)
 
 
@@ -196,7 +213,75 @@ def _free_node(type_name, label):
 
 FreeMemoryImage = _free_node("IMAGE", "image")
 FreeMemoryLatent = _free_node("LATENT", "latent")
-FreeMemoryModel = _free_node("MODEL", "model")
+
+_TARGETS = {"this model": "input", "all models": "all", "LRU until amount free": "amount"}
+_WHEN = ("now", "after this prompt")
+_last_model_free = [None]
+
+
+@_always_run
+class FreeMemoryModel:
+    """Unloads through ComfyUI's model management (the model on its input,
+    all models, or least recently used ones until `amount` is free), then
+    releases caches; passes the model through (ComfyUI reloads it when a
+    later node needs it). Outside ComfyUI: headroom.free_memory only."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL",),
+                "mode": (MODES, {"default": "balanced"}),
+                "cooldown": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 3600.0,
+                                       "step": 0.5}),
+            },
+            "optional": {
+                "target": (list(_TARGETS), {"default": "this model"}),
+                "amount": ("STRING", {"default": "2G", "multiline": False}),
+                "when": (list(_WHEN), {"default": "now"}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    RETURN_TYPES = ("MODEL", "STRING")
+    RETURN_NAMES = ("model", "report")
+    FUNCTION = "run"
+    CATEGORY = CATEGORY
+    OUTPUT_NODE = False
+
+    def run(self, model=None, mode="balanced", cooldown=0.0, target="this model", amount="2G",
+            when="now", unique_id=None):
+        _memory.check_mode(mode)
+        cooldown = _nonneg(cooldown, "cooldown")
+        if target not in _TARGETS:
+            raise ValueError("target must be one of %s; got %r" % (", ".join(_TARGETS), target))
+        if when not in _WHEN:
+            raise ValueError("when must be one of %s; got %r" % (", ".join(_WHEN), when))
+        if _TARGETS[target] == "amount":
+            amount = _comfy.parse_size(amount, "amount")
+        if not _comfy.available():
+            res = headroom.free_memory(mode, cooldown=cooldown)
+            text = "%s\n%s: nothing unloaded" % (res, _comfy.absent_reason())
+            _show(unique_id, text)
+            return (model, text)
+        if _TARGETS[target] == "input":
+            _comfy.check_patcher(model, "model")
+        now = time.monotonic()
+        last = _last_model_free[0]
+        if cooldown > 0 and last is not None and now - last < cooldown:
+            text = "Free Memory (Model): skipped, within the cooldown (%.1f s)" % cooldown
+        elif when == "after this prompt":
+            text = _comfy.request_between_prompts(unload_models=True, free_memory=True) + (
+                " (ComfyUI unloads every model and resets its output cache, which drops "
+                "models only the cache still holds)")
+            _last_model_free[0] = now
+        else:
+            res = _comfy.free(_TARGETS[target], model=model, amount=amount, mode=mode,
+                              in_prompt=True)
+            text = str(res)
+            _last_model_free[0] = now
+        _show(unique_id, text)
+        return (model, text)
 
 
 @_always_run
@@ -287,6 +372,8 @@ class SmartMemoryManager:
             cooldown=None, value=None):
         # An input not given is None: the manager takes it from the option table.
         m = _manager.manager()
+        if enabled and _comfy.available():
+            _comfy.install_manager_action(m)
         if enabled:
             opt = lambda check, v, label: None if v is None else check(v, label)
             m.start(interval=interval, ram_warn=opt(_percent, ram_warning, "ram_warning"),
@@ -344,9 +431,61 @@ class MemoryReport:
 
     def run(self, reset=False, value=None):
         text = _stages.report(file=None)
+        if _comfy.available():
+            text += "\n" + _comfy.models_text()
         if reset:
             _stages.reset()
         return _ui(text, text)
+
+
+@_always_run
+class AuxiliaryExample:
+    """An example for node authors of headroom.comfy.register_auxiliary: a
+    small preprocessing network (a 1x1 convolution that mixes the colour
+    channels toward grey by `strength`) registered as an auxiliary model of
+    the MODEL, so ComfyUI loads, counts and offloads it with its parent, and,
+    being registered with offload_after_use, goes back to the offload device
+    as soon as its output is computed."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "image": ("IMAGE",),
+                             "strength": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0,
+                                                    "step": 0.05})}}
+
+    RETURN_TYPES = ("MODEL", "IMAGE", "STRING")
+    RETURN_NAMES = ("model", "image", "report")
+    FUNCTION = "run"
+    CATEGORY = CATEGORY
+    OUTPUT_NODE = True
+
+    def run(self, model, image, strength=0.5):
+        if not _comfy.available():
+            raise RuntimeError(_comfy.absent_reason() + ": the example needs ComfyUI")
+        _comfy.check_patcher(model, "model")
+        if (isinstance(strength, bool) or not isinstance(strength, (int, float))
+                or not 0 <= strength <= 1):
+            raise ValueError("strength must be a number in [0, 1]; got %r" % (strength,))
+        import torch
+
+        if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] != 3:
+            raise ValueError("image must be an IMAGE tensor [batch, height, width, 3]")
+        net = torch.nn.Conv2d(3, 3, 1, bias=False)
+        with torch.no_grad():
+            grey = torch.full((3, 3), 1.0 / 3.0)
+            net.weight.copy_(((1 - strength) * torch.eye(3) + strength * grey)[:, :, None, None])
+        patched = model.clone()
+        (aux,) = _comfy.register_auxiliary(patched, "headroom_example", [net],
+                                           offload_after_use=True, name="example colour mix")
+        with _comfy.using(aux) as m:
+            during = str(next(m.parameters()).device)
+            x = image.movedim(-1, 1).to(next(m.parameters()).device)
+            with torch.no_grad():
+                out = m(x).movedim(1, -1).to(image.device).clamp(0, 1)
+        text = ("auxiliary model %r: ran on %s, now on %s (offload after use); it stays "
+                "attached to the output MODEL, so the sampler loads it with its parent"
+                % (aux.headroom_name, during, str(next(net.parameters()).device)))
+        return _ui(text, patched, out, text)
 
 
 NODE_CLASS_MAPPINGS = {
@@ -359,6 +498,7 @@ NODE_CLASS_MAPPINGS = {
     "HeadroomStageBegin": StageBegin,
     "HeadroomStageEnd": StageEnd,
     "HeadroomMemoryReport": MemoryReport,
+    "HeadroomAuxiliaryExample": AuxiliaryExample,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -371,4 +511,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "HeadroomStageBegin": "Stage Begin (headroom)",
     "HeadroomStageEnd": "Stage End (headroom)",
     "HeadroomMemoryReport": "Memory Report (headroom)",
+    "HeadroomAuxiliaryExample": "Auxiliary Model Example (headroom)",
 }

@@ -102,6 +102,13 @@ class SmartMemoryManager:
             if old is not None:
                 old.close()
 
+    def set_critical_action(self, free):
+        """Replaces what runs at critical (free_memory by default): free(mode)
+        returns something whose str() is recorded as an event. Inside ComfyUI,
+        headroom.comfy installs one that frees through its model management."""
+        with self._lock:
+            self._free = free
+
     def start(self, **settings):
         """Starts the thread (or, when running, only changes the settings)."""
         self.configure(**settings)
