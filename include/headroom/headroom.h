@@ -173,6 +173,12 @@ HR_API int hr_options_load_defaults(hr_options_t *o, const char *path, char *err
  * says why. Never NULL on return. */
 HR_API int hr_options_process(const hr_options_t **out, char *err, size_t errlen);
 
+/* Drops the process's options so that the next hr_options_process call reads
+ * the file and the environment again. For tests, and for a program that
+ * changed its own HEADROOM_* variables on purpose: every set handed out
+ * before is freed, so no other thread may still hold one. */
+HR_API void hr_options_process_reload(void);
+
 /* The identifier of option `name` (dashes and underscores are the same), or
  * HR_ENOENT. For callers that hold a name as text: the CLI, Python. */
 HR_API int hr_options_id(const char *name);

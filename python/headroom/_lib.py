@@ -302,6 +302,7 @@ _CORE = [
                             ("source", _i)] + _err),
     ("hr_options_load_defaults", _i, [("options", _vp), ("path", _c.c_char_p)] + _err),
     ("hr_options_process", _i, [("out", _P(_vp))] + _err),
+    ("hr_options_process_reload", None, []),
     ("hr_options_get_bool", _c.c_bool, [("options", _vp), ("id", _i)]),
     ("hr_options_get_int", _c.c_int64, [("options", _vp), ("id", _i)]),
     ("hr_options_get_size", _u64, [("options", _vp), ("id", _i)]),
@@ -576,4 +577,11 @@ def reset_for_tests():
     load another one."""
     global _lib, _path, _failure, _pool_stats_type
     with _lock:
+        if _lib is not None:
+            # The process's options were read once from the environment the
+            # test is about to change: read them again on next use.
+            _lib.hr_options_process_reload()
         _lib, _path, _failure, _pool_stats_type = None, None, None, None
+    from . import options
+
+    options.forget_process_options()

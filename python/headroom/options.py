@@ -176,6 +176,14 @@ def process():
     return _process
 
 
+def forget_process_options():
+    """Drops this module's handle on the process's options (tests, through
+    _lib.reset_for_tests, after the library dropped its own)."""
+    global _process
+    with _process_lock:
+        _process = None
+
+
 def parse_size(text):
     """Bytes from "512M", "2G", "1048576"; raises HeadroomError on bad text."""
     out = ctypes.c_uint64()

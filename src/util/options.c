@@ -406,7 +406,7 @@ int hr_options_process(const hr_options_t **out, char *err, size_t errlen) {
   return rc;
 }
 
-void hr__options_process_reload(void) {
+void hr_options_process_reload(void) {
   pthread_mutex_lock(&process_lock);
   hr_options_destroy(process_opts);
   process_opts = NULL;

@@ -45,12 +45,6 @@ HR_INTERNAL int hr__path(char *out, size_t n, const char *root, const char *path
  * *end past it. Returns 0 or HR_EPARSE/HR_ERANGE. */
 HR_INTERNAL int hr__parse_u64(const char *s, uint64_t *out, const char **end);
 
-/* Drops the process's options (hr_options_process) so that the next call
- * reads the file and the environment again. For tests that change the
- * environment between cases: every set handed out before is freed, so no
- * other thread may hold one. */
-HR_INTERNAL void hr__options_process_reload(void);
-
 /* Monotonic and wall clocks in seconds. */
 HR_INTERNAL double hr__now_mono(void);
 HR_INTERNAL double hr__now_wall(void);

@@ -37,7 +37,7 @@ def test_outside_comfyui_everything_says_it_is_absent():
         with pytest.raises(comfy.ComfyAbsent, match="model management is absent"):
             f()
     assert comfy.models_text() == why
-    assert comfy.install_manager_action(mgr.SmartMemoryManager(native=False)) is False
+    assert comfy.install_manager_action(mgr.SmartMemoryManager()) is False
     st = comfy.panel_state(machine=False)
     assert st["comfy"] is False and st["models"] == [] and "absent" in st["comfy_note"]
 
@@ -243,7 +243,7 @@ def test_the_manager_runs_the_comfy_action_at_critical(fake):
     p = patcher(fake, 900 * M, "big")
     fake.mm.load_models_gpu([p])
     m = mgr.SmartMemoryManager(read=lambda: {"ram_percent": 10.0, "vram_percent": 99.0,
-                                             "rss_bytes": 1 << 30}, native=False)
+                                             "rss_bytes": 1 << 30})
     m.configure(vram_warn=50.0, vram_critical=90.0, cooldown=60.0, leak_mib_per_min=0)
     assert comfy.install_manager_action(m) is True
     assert m.step() == "critical"

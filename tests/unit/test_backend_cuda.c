@@ -145,7 +145,7 @@ static bool fake_open(void) {
     memcpy(&fake_set_current, &s[4], sizeof s[4]);
   }
   setenv("HEADROOM_LIBCUDA", fake_path, 1);
-  hr__options_process_reload();
+  hr_options_process_reload();
   return true;
 }
 
@@ -317,10 +317,10 @@ static void test_driver_not_found(void) {
   logbuf[0] = '\0';
   hr_set_log(log_capture, NULL, HR_LOG_ERROR);
   setenv("HEADROOM_LIBCUDA", "/nonexistent/libcuda.so.1", 1);
-  hr__options_process_reload();
+  hr_options_process_reload();
   CHECK_RC(hr_backend_create("cuda", 0, 0, &b), HR_ENODRIVER);
   unsetenv("HEADROOM_LIBCUDA");
-  hr__options_process_reload();
+  hr_options_process_reload();
   hr_set_log(NULL, NULL, HR_LOG_WARN);
   CHECK(b == NULL);
   CHECK_CONTAINS(logbuf, "CUDA driver not found");
@@ -366,7 +366,7 @@ int main(void) {
   HR_RUN(test_fake_errors_and_no_vmm);
   HR_RUN(test_fake_device_walk);
   unsetenv("HEADROOM_LIBCUDA");
-  hr__options_process_reload();
+  hr_options_process_reload();
   HR_RUN(test_real_driver);
   return hr_test_finish("backend_cuda");
 }

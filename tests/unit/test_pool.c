@@ -567,9 +567,9 @@ static void test_tags(void) {
 
 static void test_torch_entry_points(void) {
   setenv("HEADROOM_POOL_BACKEND", "sim", 1);
-  hr__options_process_reload();
+  hr_options_process_reload();
   setenv("HEADROOM_ALLOC_CONF", "expandable_segments:False", 1);
-  hr__options_process_reload();
+  hr_options_process_reload();
   void *p = hr_torch_malloc(1 << 20, 3, NULL);
   CHECK(p);
   hr_torch_free(p, 1 << 20, 3, NULL);
@@ -577,15 +577,15 @@ static void test_torch_entry_points(void) {
   CHECK(hr_torch_malloc(16, 99, NULL) == NULL);
   /* A bad configuration fails the device's pool, with the key named. */
   setenv("HEADROOM_ALLOC_CONF", "max_split_size_mb:1", 1);
-  hr__options_process_reload();
+  hr_options_process_reload();
   hr_set_log(log_capture, NULL, HR_LOG_ERROR);
   CHECK(hr_torch_malloc(16, 4, NULL) == NULL);
   hr_set_log(NULL, NULL, HR_LOG_WARN);
   CHECK_CONTAINS(logbuf, "max_split_size_mb");
   unsetenv("HEADROOM_POOL_BACKEND");
-  hr__options_process_reload();
+  hr_options_process_reload();
   unsetenv("HEADROOM_ALLOC_CONF");
-  hr__options_process_reload();
+  hr_options_process_reload();
 }
 
 int main(void) {

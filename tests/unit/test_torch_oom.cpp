@@ -7,10 +7,6 @@
  * once (labelled "threads" for the TSan build). The pools run on the sim
  * backend with memory_fraction:0.001 of its 80 GiB, about 82 MiB. */
 #include "hr_test.h"
-extern "C" {
-#include "util/util.h" /* hr__options_process_reload */
-}
-
 #include <cxxabi.h>
 #include <dlfcn.h>
 
@@ -231,7 +227,7 @@ static void test_free_of_a_foreign_pointer_is_logged(void) {
 static void test_pool_that_cannot_be_made_raises(void) {
   std::string what;
   setenv("HEADROOM_ALLOC_CONF", "max_split_size_mb:oops", 1);
-  hr__options_process_reload();
+  hr_options_process_reload();
   hr_torch_set_oom_raise(throwing_hook);
   try {
     hr_torch_malloc(4096, 2, nullptr);
@@ -252,7 +248,7 @@ static void test_pool_that_cannot_be_made_raises(void) {
   }
   hr_torch_set_oom_raise(nullptr);
   setenv("HEADROOM_ALLOC_CONF", "memory_fraction:0.001", 1);
-  hr__options_process_reload();
+  hr_options_process_reload();
   CHECK_MSG(what.rfind("headroom: no pool for device 2: HEADROOM_ALLOC_CONF", 0) == 0,
             "message: '%s'", what.c_str());
   CHECK_CONTAINS(what.c_str(), "max_split_size_mb");
@@ -320,9 +316,9 @@ static void test_real_torch_check_fail(void) {
 
 int main(void) {
   setenv("HEADROOM_POOL_BACKEND", "sim", 1);
-  hr__options_process_reload();
+  hr_options_process_reload();
   setenv("HEADROOM_ALLOC_CONF", "memory_fraction:0.001", 1);
-  hr__options_process_reload();
+  hr_options_process_reload();
   HR_RUN(test_hook_throws_through_malloc);
   HR_RUN(test_threads_run_out_together);
   HR_RUN(test_size_zero_is_null_without_error);
