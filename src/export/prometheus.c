@@ -100,13 +100,15 @@ int hr__prom_render(const hr__prom_input_t *in, char **out) {
 
   family(&b, "headroom_process_gpu_memory_bytes", "gauge",
          "GPU memory held by a process (top processes only)");
-  for (size_t i = 0; i < in->n_top; i++)
-    proc_sample(&b, "headroom_process_gpu_memory_bytes", in->top[i].proc,
-                in->top[i].proc->gpu_bytes);
+  for (size_t i = 0; i < in->n_top; i++) {
+    const hr_proc_t *p = &s->procs[in->top[i]];
+    proc_sample(&b, "headroom_process_gpu_memory_bytes", p, p->gpu_bytes);
+  }
   family(&b, "headroom_process_rss_bytes", "gauge", "resident memory of a process (top only)");
-  for (size_t i = 0; i < in->n_top; i++)
-    if (in->top[i].proc->rss_bytes != HR_UNKNOWN)
-      proc_sample(&b, "headroom_process_rss_bytes", in->top[i].proc, in->top[i].proc->rss_bytes);
+  for (size_t i = 0; i < in->n_top; i++) {
+    const hr_proc_t *p = &s->procs[in->top[i]];
+    if (p->rss_bytes != HR_UNKNOWN) proc_sample(&b, "headroom_process_rss_bytes", p, p->rss_bytes);
+  }
 
   family(&b, "headroom_level", "gauge", "0 ok, 1 warning, 2 critical");
   if (s->host_state == HR_PROBE_OK)
@@ -118,13 +120,14 @@ int hr__prom_render(const hr__prom_input_t *in, char **out) {
 
   family(&b, "headroom_leak_suspected", "gauge", "1 while a leak is suspected in a process");
   for (size_t i = 0; i < in->n_leaks; i++)
-    proc_sample(&b, "headroom_leak_suspected", in->leaks[i].proc, 1);
+    proc_sample(&b, "headroom_leak_suspected", &s->procs[in->leaks[i]], 1);
 
   family(&b, "headroom_events_total", "counter", "events since watch started, by kind");
-  for (int k = 0; k < HR_EVENT_KINDS_; k++)
-    hr__buf_printf(&b, "headroom_events_total{kind=\"%s\"} %" PRIu64 "\n",
-                   hr_event_kind_name((hr_event_kind_t)k),
-                   in->events_total ? in->events_total[k] : 0);
+  for (size_t k = 0; k < in->n_counters; k++) {
+    hr__buf_puts(&b, "headroom_events_total{kind=\"");
+    label(&b, in->counter_names[k]);
+    hr__buf_printf(&b, "\"} %" PRIu64 "\n", in->counters[k]);
+  }
   if (b.failed) {
     free(b.s);
     return HR_ENOMEM;
