@@ -5,24 +5,31 @@
  * for counters. Per-process series are limited to the top N processes and
  * those with a leak suspected, so the number of series stays bounded however
  * many processes the host runs. Label values are escaped as the format
- * requires (backslash, double quote, newline). */
+ * requires (backslash, double quote, newline) and kept valid UTF-8. */
 #include "export/export.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Appends a label value, escaped for the text format. */
+/* Appends a label value, escaped for the text format, which must be UTF-8:
+ * a byte that does not start a valid sequence (a process name is any bytes)
+ * becomes U+FFFD, as in the JSON. */
 static void label(hr__buf_t *b, const char *s) {
-  for (const char *p = s; *p; p++) {
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
     if (*p == '\\')
-      hr__buf_printf(b, "\\\\");
+      hr__buf_puts(b, "\\\\");
     else if (*p == '"')
-      hr__buf_printf(b, "\\\"");
+      hr__buf_puts(b, "\\\"");
     else if (*p == '\n')
-      hr__buf_printf(b, "\\n");
-    else
-      hr__buf_printf(b, "%c", *p);
+      hr__buf_puts(b, "\\n");
+    else if (*p < 0x80)
+      hr__buf_put(b, (const char *)p, 1);
+    else {
+      size_t n = hr__utf8_len(p);
+      hr__buf_put(b, n ? (const char *)p : "\xef\xbf\xbd", n ? n : 3);
+      p += n ? n - 1 : 0;
+    }
   }
 }
 
