@@ -74,8 +74,8 @@ typedef struct hr_event_oom_kill {
 
 /* A hook or drop_caches was started or ended. */
 typedef struct hr_event_action {
-  char action[16]; /* on_warning, on_critical, drop_caches */
-  char result[16]; /* started, done, failed, timeout, not started */
+  char action[16];  /* on_warning, on_critical, drop_caches */
+  char result[16];  /* started, done, failed, timeout, not started */
   char detail[256]; /* empty when there is none */
 } hr_event_action_t;
 

@@ -62,8 +62,8 @@ static void sample_json(hr__buf_t *b, const hr_event_sample_t *x) {
     hr__buf_printf(b, ",\"level\":\"%s\"}", hr_level_name(x->host));
   }
   if (s->cgroup.state == HR_PROBE_OK) {
-    hr__buf_printf(b, ",\"cgroup\":{\"usage_bytes\":%" PRIu64 ",\"limit_bytes\":",
-                   s->cgroup.usage_bytes);
+    hr__buf_printf(
+        b, ",\"cgroup\":{\"usage_bytes\":%" PRIu64 ",\"limit_bytes\":", s->cgroup.usage_bytes);
     if (s->cgroup.limit_bytes == HR_UNLIMITED)
       hr__buf_puts(b, "\"max\"");
     else
@@ -181,7 +181,8 @@ const char *hr_event_text(const hr_watch_event_t *e, char *buf, size_t n) {
     break;
   case HR_EVENT_LEAK:
     snprintf(buf, n, "%s  leak      pid %d %s %s +%s/min (confidence %.4f)", t, e->pid, e->name,
-             e->leak.series, hr__size_text(a, sizeof a, (uint64_t)fmax(0, e->leak.slope_bytes_per_min)),
+             e->leak.series,
+             hr__size_text(a, sizeof a, (uint64_t)fmax(0, e->leak.slope_bytes_per_min)),
              e->leak.confidence);
     break;
   case HR_EVENT_IDLE_HOG:

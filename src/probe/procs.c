@@ -403,7 +403,8 @@ int hr__procs_read(hr__pcache_t *cache, const char *root, bool pss, hr_proc_t **
    * fixture tree is not procfs, and is always checked through stat. */
   struct statfs sfs;
   bool procfs = fstatfs(dirfd(d), &sfs) == 0 && sfs.f_type == PROC_SUPER_MAGIC_;
-  proc_read_t rd = {.procfd = dirfd(d), .pss = pss, .page = page, .buf = buf, .bufsz = HR__PROC_BUF};
+  proc_read_t rd = {
+      .procfd = dirfd(d), .pss = pss, .page = page, .buf = buf, .bufsz = HR__PROC_BUF};
   struct dirent *e;
   while ((e = readdir(d)) != NULL) {
     const char *name = e->d_name;

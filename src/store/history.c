@@ -45,7 +45,7 @@ const char hr__history_schema_v1[] =
 /* The event payload columns (version 3), in the order of the INSERT and
  * SELECT below: name, SQL type. A level is stored as its number (0 ok, 1
  * warning, 2 critical). */
-#define EVENT_COLUMNS(X)                                                                          \
+#define EVENT_COLUMNS(X)                                                                           \
   X(scope, TEXT)                                                                                   \
   X(level, INTEGER)                                                                                \
   X(previous, INTEGER)                                                                             \
@@ -94,10 +94,12 @@ enum {
  * keeps its time, kind, pid and name), then the text column goes. */
 #define MIGRATE_V3                                                                                 \
   EVENT_COLUMNS(ADD_COLUMN)                                                                        \
-  "UPDATE events SET pid = pid" EVENT_COLUMNS(FROM_JSON) " WHERE json_valid(json);"                \
-  "UPDATE events SET " LEVEL_NUMBER("level") ", " LEVEL_NUMBER("previous") ";"                     \
-  "ALTER TABLE events DROP COLUMN json;"                                                           \
-  "PRAGMA user_version = 3;"
+  "UPDATE events SET pid = pid" EVENT_COLUMNS(                                                     \
+      FROM_JSON) " WHERE json_valid(json);"                                                        \
+                 "UPDATE events SET " LEVEL_NUMBER("level") ", " LEVEL_NUMBER(                     \
+                     "previous") ";"                                                               \
+                                 "ALTER TABLE events DROP COLUMN json;"                            \
+                                 "PRAGMA user_version = 3;"
 
 /* migrations[v] takes a file from version v to v + 1. */
 static const char *const migrations[] = {
@@ -194,9 +196,8 @@ static int migrate(hr_history_t *h, char *err, size_t errlen) {
 
 #define NAME_LIST(n, t) "," #n
 #define PARAM(n, t)     ",?"
-static const char insert_event_sql[] =
-    "INSERT INTO events(time,kind,pid,name" EVENT_COLUMNS(NAME_LIST) ") VALUES(?,?,?,?" EVENT_COLUMNS(
-        PARAM) ")";
+static const char insert_event_sql[] = "INSERT INTO events(time,kind,pid,name" EVENT_COLUMNS(
+    NAME_LIST) ") VALUES(?,?,?,?" EVENT_COLUMNS(PARAM) ")";
 static const char select_event_cols[] = "SELECT time,kind,pid,name" EVENT_COLUMNS(NAME_LIST);
 
 int hr_history_open(const char *path, hr_history_t **out, char *err, size_t errlen) {

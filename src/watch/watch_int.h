@@ -97,9 +97,9 @@ struct hr_watch {
   size_t n_watched, cap_watched;
   /* Per snapshot process, sized for the largest snapshot so far (cap_procs). */
   size_t cap_procs;
-  bool *keep;      /* matches the filter, and is not watch itself */
-  bool *leak_flag; /* leak suspected */
-  size_t *top_idx; /* hr_snapshot_select's pick: n_top of them */
+  bool *keep;       /* matches the filter, and is not watch itself */
+  bool *leak_flag;  /* leak suspected */
+  size_t *top_idx;  /* hr_snapshot_select's pick: n_top of them */
   size_t *leak_idx; /* processes with leak_flag: n_leaks of them */
   hr_watch_proc_view_t *top;
   size_t n_top, n_leaks;

@@ -895,7 +895,7 @@ static void test_cli_table_and_errors(void) {
   free(out);
   snprintf(args, sizeof args, "--root '%s' status --pss", fixture("procs_odd"));
   CHECK_EQ_INT(run_cli(args, false, &out), 0);
-  CHECK_CONTAINS(out, "  5.86 MiB ");      /* pid 1's PSS column */
+  CHECK_CONTAINS(out, "  5.86 MiB "); /* pid 1's PSS column */
   /* Kernel threads hold nothing: not among the processes shown
    * (hr_snapshot_select), as in watch, history and the exporter. */
   CHECK(!strstr(out, "kworker"));
