@@ -59,7 +59,7 @@ static void count_event(const hr_watch_event_t *e, void *arg) {
   counter_t *c = arg;
   if (e->kind != HR_EVENT_SAMPLE) return;
   c->samples++;
-  c->reads += strstr(e->json, "\"processes_read\":true") != NULL;
+  c->reads += e->sample.processes_read;
 }
 
 /* hr_watch_run() as `headroom watch` runs it (default sampler, proc_budget

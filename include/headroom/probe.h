@@ -194,6 +194,17 @@ HR_API int hr_snapshot_json(const hr_snapshot_t *s, char **out);
  * process. Words longer than 127 bytes are ignored. */
 HR_API bool hr_proc_matches(const hr_proc_t *p, const char *filter);
 
+/* The processes that matter, as status, watch, history, the exporter and the
+ * Python layer show them: every process holding GPU memory (most first),
+ * then the `top` largest by RSS among the others; kernel threads, processes
+ * holding nothing and those `filter` does not match (see hr_proc_matches;
+ * NULL or "" matches all) are left out, and a non-empty filter never matches
+ * the calling process. Writes indexes into s->procs to `out_idx`, which has
+ * room for s->n_procs entries, and their count to *n_out. Returns 0 or
+ * HR_EINVAL. O(n log n) in the processes. */
+HR_API int hr_snapshot_select(const hr_snapshot_t *s, size_t top, const char *filter,
+                              size_t *out_idx, size_t *n_out);
+
 #ifdef __cplusplus
 }
 #endif

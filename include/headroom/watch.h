@@ -101,12 +101,16 @@ HR_API void hr_leak_prune(hr_leak_t *d, double before);
 /* Number of series held. */
 HR_API size_t hr_leak_count(const hr_leak_t *d);
 
+/* ---- events ------------------------------------------------------------- */
+
+#include "headroom/event.h"
+
 /* ---- history (SQLite) --------------------------------------------------- */
 
 typedef struct hr_history hr_history_t;
 
 /* The schema version this library writes; older files are migrated. */
-#define HR_HISTORY_SCHEMA 2
+#define HR_HISTORY_SCHEMA 3
 
 /* Opens or creates the database at `path` (WAL mode), creating its folder,
  * and migrates an older schema. A path that cannot be written is HR_EPERM or
@@ -120,14 +124,17 @@ HR_API void hr_history_close(hr_history_t *h);
  * ~/.local/state/headroom/history.db. */
 HR_API int hr_history_default_path(char *buf, size_t n);
 
-/* Queues a sample: host, cgroup, each GPU, and the `top` processes with the
- * most RSS plus GPU memory. Writes go into an open transaction that
+/* Queues a sample: host, cgroup, each GPU, and the processes
+ * hr_snapshot_select(s, top, NULL) picks (GPU holders, then the `top`
+ * largest by RSS). Writes go into an open transaction that
  * hr_history_flush() commits. */
 HR_API int hr_history_add_snapshot(hr_history_t *h, const hr_snapshot_t *s, size_t top, char *err,
                                    size_t errlen);
-/* Queues an event (kind as in the event JSON, pid 0 when none). */
-HR_API int hr_history_add_event(hr_history_t *h, double time, const char *kind, int pid,
-                                const char *name, const char *json, char *err, size_t errlen);
+/* Queues an event: its kind, time, process and typed payload, one column
+ * per payload field (a sample's pointers are not kept: samples have their
+ * own tables). */
+HR_API int hr_history_add_event(hr_history_t *h, const hr_watch_event_t *e, char *err,
+                                size_t errlen);
 /* Commits the open batch. A full disk is HR_ENOSPC, other failures HR_EIO;
  * the batch is dropped and the next one starts afresh. */
 HR_API int hr_history_flush(hr_history_t *h, char *err, size_t errlen);
@@ -146,12 +153,14 @@ typedef struct hr_history_row {
   uint64_t used_bytes, total_bytes; /* proc: used = rss, total = gpu bytes */
 } hr_history_row_t;
 
+/* An event read back: the typed event, and its time, kind (as a name),
+ * pid and process name again for callers that only list events. */
 typedef struct hr_history_event {
   double time;
   char kind[16];
   int pid;
   char name[64];
-  char *json; /* owned by the array */
+  hr_watch_event_t event;
 } hr_history_event_t;
 
 /* Reads samples (pid 0: every scope and process; pid > 0: only that process)
@@ -179,32 +188,8 @@ HR_API int hr_exporter_publish(hr_exporter_t *e, const char *metrics, const char
 
 /* ---- watch -------------------------------------------------------------- */
 
-typedef enum hr_event_kind {
-  HR_EVENT_SAMPLE = 0,
-  HR_EVENT_LEVEL,
-  HR_EVENT_LEAK,
-  HR_EVENT_IDLE_HOG,
-  HR_EVENT_OOM_KILL,
-  HR_EVENT_EXIT,
-  HR_EVENT_ACTION,
-  HR_EVENT_ERROR,
-  HR_EVENT_KINDS_
-} hr_event_kind_t;
-
-/* Returns "sample", "level", "leak", "idle_hog", "oom_kill", "exit",
- * "action" or "error". */
-HR_API const char *hr_event_kind_name(hr_event_kind_t k);
-
-typedef struct hr_watch_event {
-  hr_event_kind_t kind;
-  double time;
-  int pid;        /* 0 when no process is concerned */
-  char name[64];  /* process name, or empty */
-  char scope[16]; /* "host", "cgroup", "gpu0" for levels */
-  hr_level_t level, prev_level;
-  const char *json; /* the whole event as one JSON object; valid during the callback */
-} hr_watch_event_t;
-
+/* Events (include/headroom/event.h) go to the callback as typed values,
+ * valid during the call; hr_event_json() and hr_event_text() write them. */
 typedef void (*hr_watch_event_fn)(const hr_watch_event_t *ev, void *arg);
 
 typedef struct hr_watch hr_watch_t;
@@ -237,18 +222,13 @@ HR_API int hr_watch_feed(hr_watch_t *w, hr_snapshot_t *s);
 HR_API int hr_watch_run(hr_watch_t *w, volatile sig_atomic_t *stop, uint64_t count);
 
 /* What the live view needs, valid until the next feed. */
-typedef struct hr_watch_proc_view {
-  const hr_proc_t *proc;
-  double rss_per_min, gpu_per_min; /* Theil-Sen over the window; 0 when too few points */
-  bool leak;
-} hr_watch_proc_view_t;
 
 typedef struct hr_watch_view {
   const hr_snapshot_t *snap; /* NULL before the first feed */
   hr_level_t host, cgroup;
   const hr_level_t *gpus; /* one per snapshot GPU */
   size_t n_top;
-  const hr_watch_proc_view_t *top; /* largest RSS + GPU first */
+  const hr_watch_proc_view_t *top; /* hr_snapshot_select's order: GPU holders, then RSS */
   uint64_t events_total[HR_EVENT_KINDS_];
   double cpu_s_last; /* CPU time the last feed took, seconds */
 } hr_watch_view_t;

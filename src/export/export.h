@@ -1,4 +1,6 @@
-/* Internal: what the Prometheus renderer needs from the watch loop. */
+/* Internal: what the Prometheus renderer is given. Plain values only (the
+ * snapshot, levels, indexes into the snapshot's processes, counters with
+ * their names), so the exporter knows nothing of the watch that feeds it. */
 #ifndef HR_EXPORT_H
 #define HR_EXPORT_H
 
@@ -7,12 +9,14 @@
 typedef struct hr__prom_input {
   const hr_snapshot_t *snap;
   hr_level_t host, cgroup;
-  const hr_level_t *gpus;          /* snap->n_gpus entries */
-  const hr_watch_proc_view_t *top; /* the top N processes */
+  const hr_level_t *gpus; /* snap->n_gpus entries */
+  const size_t *top;      /* indexes into snap->procs: the processes shown */
   size_t n_top;
-  const hr_watch_proc_view_t *leaks; /* every process with a leak suspected */
+  const size_t *leaks; /* indexes into snap->procs: leak suspected */
   size_t n_leaks;
-  const uint64_t *events_total; /* HR_EVENT_KINDS_ entries */
+  const char *const *counter_names; /* headroom_events_total{kind=NAME} */
+  const uint64_t *counters;
+  size_t n_counters;
 } hr__prom_input_t;
 
 /* Renders Prometheus text format 0.0.4 into a malloc'd string. */

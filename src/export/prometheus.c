@@ -5,24 +5,31 @@
  * for counters. Per-process series are limited to the top N processes and
  * those with a leak suspected, so the number of series stays bounded however
  * many processes the host runs. Label values are escaped as the format
- * requires (backslash, double quote, newline). */
+ * requires (backslash, double quote, newline) and kept valid UTF-8. */
 #include "export/export.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Appends a label value, escaped for the text format. */
+/* Appends a label value, escaped for the text format, which must be UTF-8:
+ * a byte that does not start a valid sequence (a process name is any bytes)
+ * becomes U+FFFD, as in the JSON. */
 static void label(hr__buf_t *b, const char *s) {
-  for (const char *p = s; *p; p++) {
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
     if (*p == '\\')
-      hr__buf_printf(b, "\\\\");
+      hr__buf_puts(b, "\\\\");
     else if (*p == '"')
-      hr__buf_printf(b, "\\\"");
+      hr__buf_puts(b, "\\\"");
     else if (*p == '\n')
-      hr__buf_printf(b, "\\n");
-    else
-      hr__buf_printf(b, "%c", *p);
+      hr__buf_puts(b, "\\n");
+    else if (*p < 0x80)
+      hr__buf_put(b, (const char *)p, 1);
+    else {
+      size_t n = hr__utf8_len(p);
+      hr__buf_put(b, n ? (const char *)p : "\xef\xbf\xbd", n ? n : 3);
+      p += n ? n - 1 : 0;
+    }
   }
 }
 
@@ -100,13 +107,15 @@ int hr__prom_render(const hr__prom_input_t *in, char **out) {
 
   family(&b, "headroom_process_gpu_memory_bytes", "gauge",
          "GPU memory held by a process (top processes only)");
-  for (size_t i = 0; i < in->n_top; i++)
-    proc_sample(&b, "headroom_process_gpu_memory_bytes", in->top[i].proc,
-                in->top[i].proc->gpu_bytes);
+  for (size_t i = 0; i < in->n_top; i++) {
+    const hr_proc_t *p = &s->procs[in->top[i]];
+    proc_sample(&b, "headroom_process_gpu_memory_bytes", p, p->gpu_bytes);
+  }
   family(&b, "headroom_process_rss_bytes", "gauge", "resident memory of a process (top only)");
-  for (size_t i = 0; i < in->n_top; i++)
-    if (in->top[i].proc->rss_bytes != HR_UNKNOWN)
-      proc_sample(&b, "headroom_process_rss_bytes", in->top[i].proc, in->top[i].proc->rss_bytes);
+  for (size_t i = 0; i < in->n_top; i++) {
+    const hr_proc_t *p = &s->procs[in->top[i]];
+    if (p->rss_bytes != HR_UNKNOWN) proc_sample(&b, "headroom_process_rss_bytes", p, p->rss_bytes);
+  }
 
   family(&b, "headroom_level", "gauge", "0 ok, 1 warning, 2 critical");
   if (s->host_state == HR_PROBE_OK)
@@ -118,13 +127,14 @@ int hr__prom_render(const hr__prom_input_t *in, char **out) {
 
   family(&b, "headroom_leak_suspected", "gauge", "1 while a leak is suspected in a process");
   for (size_t i = 0; i < in->n_leaks; i++)
-    proc_sample(&b, "headroom_leak_suspected", in->leaks[i].proc, 1);
+    proc_sample(&b, "headroom_leak_suspected", &s->procs[in->leaks[i]], 1);
 
   family(&b, "headroom_events_total", "counter", "events since watch started, by kind");
-  for (int k = 0; k < HR_EVENT_KINDS_; k++)
-    hr__buf_printf(&b, "headroom_events_total{kind=\"%s\"} %" PRIu64 "\n",
-                   hr_event_kind_name((hr_event_kind_t)k),
-                   in->events_total ? in->events_total[k] : 0);
+  for (size_t k = 0; k < in->n_counters; k++) {
+    hr__buf_puts(&b, "headroom_events_total{kind=\"");
+    label(&b, in->counter_names[k]);
+    hr__buf_printf(&b, "\"} %" PRIu64 "\n", in->counters[k]);
+  }
   if (b.failed) {
     free(b.s);
     return HR_ENOMEM;

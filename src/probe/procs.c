@@ -185,128 +185,138 @@ static int parse_statm(const char *text, uint64_t *res, uint64_t *shared) {
   return 0;
 }
 
-/* Reads one process from its directory `name` under procfd into e->p.
- * `old` is what the cache holds for this pid (NULL: nothing); it is used
- * only when its start time matches, so a reused pid is read afresh. Returns
- * 0, HR_ENOENT (gone: skip) or HR_EPARSE (malformed stat: skip and count). */
-static int read_proc(int procfd, const char *name, int pid, uint64_t ino, bool pss,
-                     const hr__pcache_ent_t *old, long page, char *buf, size_t bufsz,
-                     hr__pcache_ent_t *e) {
+/* One read of /proc: what every process shares (the directory, whether PSS
+ * is wanted, the page size, a scratch buffer) and the process at hand. */
+typedef struct proc_read {
+  int procfd;   /* /proc, or a fixture tree's */
+  bool pss;     /* read smaps_rollup too */
+  long page;    /* bytes per page, for statm */
+  char *buf;    /* scratch for one file */
+  size_t bufsz; /* its size */
+  /* the process */
+  const char *name;            /* its directory under procfd */
+  int pid;                     /* the same, as a number */
+  uint64_t ino;                /* the directory's inode on procfs; 0 elsewhere */
+  const hr__pcache_ent_t *old; /* what the cache holds for pid, or NULL */
+  char path[32];               /* "PID/" and then a file name */
+  char *file;                  /* where the file name goes in path */
+} proc_read_t;
+
+/* Reads the process's file `f` into r->buf. Files are opened as "PID/file"
+ * under procfd: opening and closing the pid's directory too costs more than
+ * the second lookup of PID. */
+static ssize_t read_pid_file(proc_read_t *r, const char *f) {
+  size_t room = sizeof r->path - (size_t)(r->file - r->path);
+  hr__strlcpy(r->file, f, room);
+  return read_at(r->procfd, r->path, r->buf, r->bufsz);
+}
+
+/* The same /proc/PID inode as last time is the same process (see
+ * hr__procs_read): if its memory did not move either, statm is all that is
+ * read, and everything else is last time's. True when that settled it. */
+static bool read_unmoved(proc_read_t *r, hr__pcache_ent_t *e) {
+  const hr__pcache_ent_t *old = r->old;
+  if (!old || !r->ino || old->ino != r->ino || old->res_pages == HR_UNKNOWN ||
+      old->since_status + 1 >= HR__STATUS_EVERY)
+    return false;
+  uint64_t res = 0, shared = 0;
+  ssize_t len = read_pid_file(r, "statm");
+  if (len <= 0 || parse_statm(r->buf, &res, &shared) != 0 || res != old->res_pages ||
+      shared != old->shared_pages)
+    return false;
+  e->p = old->p;
+  e->p.pss_bytes = HR_UNKNOWN;
+  e->res_pages = res, e->shared_pages = shared;
+  e->since_status = old->since_status + 1;
+  return true;
+}
+
+/* The process the cache knows (same start time): its identity is kept;
+ * memory from statm, and from status only when statm moved or the last
+ * status read is too old. Returns 0 or HR_ENOENT (gone). */
+static int read_known(proc_read_t *r, hr__pcache_ent_t *e) {
+  const hr__pcache_ent_t *old = r->old;
   hr_proc_t *p = &e->p;
-  uint64_t flags = 0;
-  int rc = 0;
-  memset(p, 0, sizeof *p);
-  p->pid = pid;
-  p->nspid = pid;
-  p->pss_bytes = HR_UNKNOWN;
-  e->res_pages = e->shared_pages = HR_UNKNOWN;
-  e->since_status = 0;
-  e->ino = ino;
-  /* Files are opened as "PID/file" under procfd: opening and closing the
-   * pid's directory too costs more than the second lookup of PID. */
-  char path[32];
-  size_t nl = strlen(name);
-  if (nl + sizeof "/smaps_rollup" > sizeof path) return HR_ENOENT;
-  memcpy(path, name, nl);
-  path[nl++] = '/';
-  char *file = path + nl;
-#define AT(f) (memcpy(file, f, sizeof f), path)
-  int dfd = procfd;
-  ssize_t len;
-  if (old && ino && old->ino == ino && old->res_pages != HR_UNKNOWN &&
-      old->since_status + 1 < HR__STATUS_EVERY) {
-    /* The same /proc/PID inode as last time is the same process (see
-     * hr__procs_read): if its memory did not move either, statm is all
-     * that is read, and everything else is last time's. */
-    uint64_t res = 0, shared = 0;
-    len = read_at(dfd, AT("statm"), buf, bufsz);
-    if (len > 0 && parse_statm(buf, &res, &shared) == 0 && res == old->res_pages &&
-        shared == old->shared_pages) {
-      *p = old->p;
-      p->pss_bytes = HR_UNKNOWN;
-      e->res_pages = res, e->shared_pages = shared;
-      e->since_status = old->since_status + 1;
-      goto pss;
-    }
+  p->uid = old->p.uid;
+  p->nspid = old->p.nspid;
+  memcpy(p->cmdline, old->p.cmdline, sizeof p->cmdline);
+  memcpy(p->container_id, old->p.container_id, sizeof p->container_id);
+  uint64_t res = 0, shared = 0;
+  /* No statm (a fixture tree) or an exit since stat: status decides. */
+  ssize_t len = read_pid_file(r, "statm");
+  if (len > 0 && parse_statm(r->buf, &res, &shared) == 0 && res == old->res_pages &&
+      shared == old->shared_pages && old->since_status + 1 < HR__STATUS_EVERY) {
+    p->rss_bytes = res * (uint64_t)r->page;
+    p->rss_anon_bytes = (res - shared) * (uint64_t)r->page;
+    p->rss_file_bytes = old->p.rss_file_bytes;
+    p->rss_shmem_bytes = old->p.rss_shmem_bytes;
+    p->swap_bytes = old->p.swap_bytes;
+    e->res_pages = res, e->shared_pages = shared;
+    e->since_status = old->since_status + 1;
+    return 0;
   }
-  len = read_at(dfd, AT("stat"), buf, bufsz);
-  if (len < 0) {
-    rc = HR_ENOENT;
-    goto out;
-  }
-  if (hr__proc_parse_stat(buf, p, &flags)) {
-    rc = HR_EPARSE;
-    goto out;
-  }
-  p->kernel_thread = (flags & PF_KTHREAD_) || pid == 2 || p->ppid == 2;
+  len = read_pid_file(r, "status");
+  if (len == HR_ENOENT) return HR_ENOENT;
+  /* Uid and NSpid come along with status: they are not expected to move,
+   * and the cached ones stay when status lacks them. */
+  parse_status_mem(len > 0 ? r->buf : "", len >= 0, p);
+  status_baseline(p, r->page, e);
+  return 0;
+}
 
-  if (old && old->p.start_ticks == p->start_ticks) {
-    /* The same process: its identity is kept; memory from statm, and from
-     * status only when statm moved or the last status read is too old. */
-    p->uid = old->p.uid;
-    p->nspid = old->p.nspid;
-    memcpy(p->cmdline, old->p.cmdline, sizeof p->cmdline);
-    memcpy(p->container_id, old->p.container_id, sizeof p->container_id);
-    uint64_t res = 0, shared = 0;
-    /* No statm (a fixture tree) or an exit since stat: status decides. */
-    len = read_at(dfd, AT("statm"), buf, bufsz);
-    if (len > 0 && parse_statm(buf, &res, &shared) == 0) {
-      if (res == old->res_pages && shared == old->shared_pages &&
-          old->since_status + 1 < HR__STATUS_EVERY) {
-        p->rss_bytes = res * (uint64_t)page;
-        p->rss_anon_bytes = (res - shared) * (uint64_t)page;
-        p->rss_file_bytes = old->p.rss_file_bytes;
-        p->rss_shmem_bytes = old->p.rss_shmem_bytes;
-        p->swap_bytes = old->p.swap_bytes;
-        e->res_pages = res, e->shared_pages = shared;
-        e->since_status = old->since_status + 1;
-        goto pss;
-      }
-    }
-    len = read_at(dfd, AT("status"), buf, bufsz);
-    if (len == HR_ENOENT) {
-      rc = HR_ENOENT;
-      goto out;
-    }
-    /* Uid and NSpid come along with status: they are not expected to move,
-     * and the cached ones stay when status lacks them. */
-    parse_status_mem(len > 0 ? buf : "", len >= 0, p);
-    status_baseline(p, page, e);
-    goto pss;
-  }
-
-  len = read_at(dfd, AT("status"), buf, bufsz);
-  if (len == HR_ENOENT) {
-    rc = HR_ENOENT;
-    goto out;
-  }
-  parse_status_mem(len > 0 ? buf : "", len >= 0, p);
-  status_baseline(p, page, e);
+/* A process seen for the first time: memory and identity from status,
+ * then its command line and container. Returns 0 or HR_ENOENT (gone). */
+static int read_new(proc_read_t *r, hr__pcache_ent_t *e) {
+  hr_proc_t *p = &e->p;
+  ssize_t len = read_pid_file(r, "status");
+  if (len == HR_ENOENT) return HR_ENOENT;
+  parse_status_mem(len > 0 ? r->buf : "", len >= 0, p);
+  status_baseline(p, r->page, e);
   /* Processes first seen together are due again at different samples, so
    * the full reads do not all land on one. */
-  e->since_status = (unsigned)pid % HR__STATUS_EVERY;
-
-  len = read_at(dfd, AT("cmdline"), buf, bufsz);
+  e->since_status = (unsigned)r->pid % HR__STATUS_EVERY;
+  len = read_pid_file(r, "cmdline");
   if (len > 0) {
+    char *buf = r->buf;
     for (ssize_t i = 0; i < len; i++)
       if (buf[i] == '\0' || buf[i] == '\n') buf[i] = ' ';
     while (len > 0 && buf[len - 1] == ' ') buf[--len] = '\0';
     hr__strlcpy(p->cmdline, buf, sizeof p->cmdline);
   }
-  len = read_at(dfd, AT("cgroup"), buf, bufsz);
-  if (len > 0) container_id(buf, p->container_id, sizeof p->container_id);
+  len = read_pid_file(r, "cgroup");
+  if (len > 0) container_id(r->buf, p->container_id, sizeof p->container_id);
+  return 0;
+}
 
-pss:
-  if (pss && !p->kernel_thread && p->state != 'Z') {
-    len = read_at(dfd, AT("smaps_rollup"), buf, bufsz);
-    if (len > 0) {
-      hr__kv_t k = {"Pss", &p->pss_bytes, 0};
-      hr__kv_scan(buf, ':', &k, 1);
-    }
+/* Reads the process r names into e->p. r->old is used only when its start
+ * time matches, so a reused pid is read afresh. Returns 0, HR_ENOENT (gone:
+ * skip) or HR_EPARSE (malformed stat: skip and count). */
+static int read_proc(proc_read_t *r, hr__pcache_ent_t *e) {
+  hr_proc_t *p = &e->p;
+  memset(p, 0, sizeof *p);
+  p->pid = p->nspid = r->pid;
+  p->pss_bytes = HR_UNKNOWN;
+  e->res_pages = e->shared_pages = HR_UNKNOWN;
+  e->since_status = 0;
+  e->ino = r->ino;
+  size_t nl = strlen(r->name);
+  if (nl + sizeof "/smaps_rollup" > sizeof r->path) return HR_ENOENT;
+  memcpy(r->path, r->name, nl);
+  r->path[nl] = '/';
+  r->file = r->path + nl + 1;
+  if (!read_unmoved(r, e)) {
+    uint64_t flags = 0;
+    if (read_pid_file(r, "stat") < 0) return HR_ENOENT;
+    if (hr__proc_parse_stat(r->buf, p, &flags)) return HR_EPARSE;
+    p->kernel_thread = (flags & PF_KTHREAD_) || r->pid == 2 || p->ppid == 2;
+    int rc = r->old && r->old->p.start_ticks == p->start_ticks ? read_known(r, e) : read_new(r, e);
+    if (rc) return rc;
   }
-#undef AT
-out:
-  return rc;
+  if (r->pss && !p->kernel_thread && p->state != 'Z' && read_pid_file(r, "smaps_rollup") > 0) {
+    hr__kv_t k = {"Pss", &p->pss_bytes, 0};
+    hr__kv_scan(r->buf, ':', &k, 1);
+  }
+  return 0;
 }
 
 int hr_proc_read_pss(const char *root, int pid, uint64_t *pss_bytes) {
@@ -393,6 +403,8 @@ int hr__procs_read(hr__pcache_t *cache, const char *root, bool pss, hr_proc_t **
    * fixture tree is not procfs, and is always checked through stat. */
   struct statfs sfs;
   bool procfs = fstatfs(dirfd(d), &sfs) == 0 && sfs.f_type == PROC_SUPER_MAGIC_;
+  proc_read_t rd = {
+      .procfd = dirfd(d), .pss = pss, .page = page, .buf = buf, .bufsz = HR__PROC_BUF};
   struct dirent *e;
   while ((e = readdir(d)) != NULL) {
     const char *name = e->d_name;
@@ -409,9 +421,11 @@ int hr__procs_read(hr__pcache_t *cache, const char *root, bool pss, hr_proc_t **
       }
       arr = na, cap = ncap;
     }
-    const hr__pcache_ent_t *old = lookup(cache, (int)pid, &hint);
-    int r = read_proc(dirfd(d), name, (int)pid, procfs ? (uint64_t)e->d_ino : 0, pss, old, page,
-                      buf, HR__PROC_BUF, &arr[len]);
+    rd.name = name;
+    rd.pid = (int)pid;
+    rd.ino = procfs ? (uint64_t)e->d_ino : 0;
+    rd.old = lookup(cache, (int)pid, &hint);
+    int r = read_proc(&rd, &arr[len]);
     if (r == 0)
       len++;
     else if (r == HR_EPARSE) {

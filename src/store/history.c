@@ -9,10 +9,17 @@
  * old version whole.
  *
  * Version 1 had samples and events (without the process name); version 2
- * adds events.name and the per-process table proc_samples. */
+ * adds events.name and the per-process table proc_samples; version 3 keeps
+ * each event's typed payload in columns of its own (EVENT_COLUMNS: one
+ * column per payload field, named like its JSON key) instead of the JSON
+ * text, which it converts once and drops.
+ *
+ * The processes of a sample are the ones hr_snapshot_select picks, so
+ * history records what status, watch and the exporter show. */
 #include "store/store.h"
 
 #include <errno.h>
+#include <math.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +42,65 @@ const char hr__history_schema_v1[] =
     "CREATE INDEX events_time ON events(time);"
     "PRAGMA user_version = 1;";
 
+/* The event payload columns (version 3), in the order of the INSERT and
+ * SELECT below: name, SQL type. A level is stored as its number (0 ok, 1
+ * warning, 2 critical). */
+#define EVENT_COLUMNS(X)                                                                           \
+  X(scope, TEXT)                                                                                   \
+  X(level, INTEGER)                                                                                \
+  X(previous, INTEGER)                                                                             \
+  X(used_pct, REAL)                                                                                \
+  X(used_bytes, INTEGER)                                                                           \
+  X(total_bytes, INTEGER)                                                                          \
+  X(series, TEXT)                                                                                  \
+  X(slope_bytes_per_min, REAL)                                                                     \
+  X(window_s, REAL)                                                                                \
+  X(span_s, REAL)                                                                                  \
+  X(points, INTEGER)                                                                               \
+  X(confidence, REAL)                                                                              \
+  X(gpu, INTEGER)                                                                                  \
+  X(gpu_bytes, INTEGER)                                                                            \
+  X(share_pct, REAL)                                                                               \
+  X(util_pct, INTEGER)                                                                             \
+  X(samples, INTEGER)                                                                              \
+  X(path, TEXT)                                                                                    \
+  X(kills, INTEGER)                                                                                \
+  X(total, INTEGER)                                                                                \
+  X(action, TEXT)                                                                                  \
+  X(result, TEXT)                                                                                  \
+  X(detail, TEXT)                                                                                  \
+  X(message, TEXT)
+
+/* Column numbers in the event INSERT (1-based binds) and SELECT (0-based):
+ * time, kind, pid, name, then EVENT_COLUMNS. */
+enum {
+  EV_TIME,
+  EV_KIND,
+  EV_PID,
+  EV_NAME,
+#define X(n, t) EV_##n,
+  EVENT_COLUMNS(X)
+#undef X
+      EV_COLUMNS_
+};
+
+#define ADD_COLUMN(n, t) "ALTER TABLE events ADD COLUMN " #n " " #t ";"
+#define FROM_JSON(n, t)  ", " #n " = json_extract(json, '$." #n "')"
+#define LEVEL_NUMBER(c)                                                                            \
+  c " = CASE " c " WHEN 'ok' THEN 0 WHEN 'warning' THEN 1 WHEN 'critical' THEN 2 ELSE NULL END"
+
+/* 2 -> 3: the payload columns, filled once from the JSON text that version
+ * 2 stored (SQLite's own JSON functions; a row whose text is not valid JSON
+ * keeps its time, kind, pid and name), then the text column goes. */
+#define MIGRATE_V3                                                                                 \
+  EVENT_COLUMNS(ADD_COLUMN)                                                                        \
+  "UPDATE events SET pid = pid" EVENT_COLUMNS(                                                     \
+      FROM_JSON) " WHERE json_valid(json);"                                                        \
+                 "UPDATE events SET " LEVEL_NUMBER("level") ", " LEVEL_NUMBER(                     \
+                     "previous") ";"                                                               \
+                                 "ALTER TABLE events DROP COLUMN json;"                            \
+                                 "PRAGMA user_version = 3;"
+
 /* migrations[v] takes a file from version v to v + 1. */
 static const char *const migrations[] = {
     /* 0 -> 1: a new file. */
@@ -46,6 +112,8 @@ static const char *const migrations[] = {
     "CREATE INDEX proc_samples_time ON proc_samples(time);"
     "CREATE INDEX proc_samples_pid ON proc_samples(pid, time);"
     "PRAGMA user_version = 2;",
+    /* 2 -> 3 */
+    MIGRATE_V3,
 };
 _Static_assert(sizeof migrations / sizeof migrations[0] == HR_HISTORY_SCHEMA,
                "one migration per schema version");
@@ -126,6 +194,12 @@ static int migrate(hr_history_t *h, char *err, size_t errlen) {
   return 0;
 }
 
+#define NAME_LIST(n, t) "," #n
+#define PARAM(n, t)     ",?"
+static const char insert_event_sql[] = "INSERT INTO events(time,kind,pid,name" EVENT_COLUMNS(
+    NAME_LIST) ") VALUES(?,?,?,?" EVENT_COLUMNS(PARAM) ")";
+static const char select_event_cols[] = "SELECT time,kind,pid,name" EVENT_COLUMNS(NAME_LIST);
+
 int hr_history_open(const char *path, hr_history_t **out, char *err, size_t errlen) {
   if (!path || !*path || !out) return hr__err(err, errlen, HR_EINVAL, "history: no path");
   *out = NULL;
@@ -163,9 +237,7 @@ int hr_history_open(const char *path, hr_history_t **out, char *err, size_t errl
                                 NULL)) != SQLITE_OK ||
       (src = sqlite3_prepare_v2(h->db, "INSERT INTO proc_samples VALUES(?,?,?,?,?,?,?)", -1,
                                 &h->ins_proc, NULL)) != SQLITE_OK ||
-      (src = sqlite3_prepare_v2(h->db,
-                                "INSERT INTO events(time,kind,pid,name,json) VALUES(?,?,?,?,?)", -1,
-                                &h->ins_event, NULL)) != SQLITE_OK) {
+      (src = sqlite3_prepare_v2(h->db, insert_event_sql, -1, &h->ins_event, NULL)) != SQLITE_OK) {
     rc = db_err(h, src, err, errlen, "open");
     goto out;
   }
@@ -223,30 +295,6 @@ static int add_scope(hr_history_t *h, double t, const char *scope, uint64_t used
   return step_insert(h, h->ins_sample, err, errlen);
 }
 
-/* Process weight for "top": what it holds in RAM and on GPUs. */
-static uint64_t proc_weight(const hr_proc_t *p) {
-  return (p->rss_bytes == HR_UNKNOWN ? 0 : p->rss_bytes) + p->gpu_bytes;
-}
-
-int hr__top_procs(const hr_snapshot_t *s, size_t top, const bool *keep, size_t *idx) {
-  /* Partial selection: top is small (tens), procs are up to thousands. */
-  size_t k = 0;
-  for (size_t i = 0; i < s->n_procs; i++) {
-    const hr_proc_t *p = &s->procs[i];
-    if (p->kernel_thread || proc_weight(p) == 0 || (keep && !keep[i])) continue;
-    uint64_t w = proc_weight(p);
-    size_t pos = k < top ? k++ : top;
-    if (pos == top && (top == 0 || w <= proc_weight(&s->procs[idx[top - 1]]))) continue;
-    if (pos == top) pos = top - 1;
-    while (pos > 0 && proc_weight(&s->procs[idx[pos - 1]]) < w) {
-      idx[pos] = idx[pos - 1];
-      pos--;
-    }
-    idx[pos] = i;
-  }
-  return (int)k;
-}
-
 int hr_history_add_snapshot(hr_history_t *h, const hr_snapshot_t *s, size_t top, char *err,
                             size_t errlen) {
   if (!h || !s) return HR_EINVAL;
@@ -269,10 +317,10 @@ int hr_history_add_snapshot(hr_history_t *h, const hr_snapshot_t *s, size_t top,
                         errlen)) != 0)
       return rc;
   }
-  size_t *idx = top ? malloc(top * sizeof *idx) : NULL;
-  if (top && !idx) return HR_ENOMEM;
-  int k = hr__top_procs(s, top, NULL, idx);
-  for (int j = 0; j < k && rc == 0; j++) {
+  size_t *idx = malloc((s->n_procs ? s->n_procs : 1) * sizeof *idx), k = 0;
+  if (!idx) return HR_ENOMEM;
+  hr_snapshot_select(s, top, NULL, idx, &k);
+  for (size_t j = 0; j < k && rc == 0; j++) {
     const hr_proc_t *p = &s->procs[idx[j]];
     sqlite3_stmt *st = h->ins_proc;
     sqlite3_bind_double(st, 1, s->time);
@@ -288,17 +336,72 @@ int hr_history_add_snapshot(hr_history_t *h, const hr_snapshot_t *s, size_t top,
   return rc;
 }
 
-int hr_history_add_event(hr_history_t *h, double time, const char *kind, int pid, const char *name,
-                         const char *json, char *err, size_t errlen) {
-  if (!h || !kind) return HR_EINVAL;
+static void bind_text(sqlite3_stmt *st, int col, const char *v) {
+  sqlite3_bind_text(st, col + 1, v, -1, SQLITE_TRANSIENT);
+}
+static void bind_real(sqlite3_stmt *st, int col, double v) {
+  if (isfinite(v)) sqlite3_bind_double(st, col + 1, v); /* else NULL */
+}
+static void bind_u64(sqlite3_stmt *st, int col, uint64_t v) {
+  sqlite3_bind_int64(st, col + 1, i64(v));
+}
+
+/* Binds the payload of `e` to the event INSERT; columns of other kinds
+ * stay NULL. */
+static void bind_payload(sqlite3_stmt *st, const hr_watch_event_t *e) {
+  switch (e->kind) {
+  case HR_EVENT_LEVEL:
+    bind_text(st, EV_scope, e->level.scope);
+    sqlite3_bind_int(st, EV_level + 1, (int)e->level.level);
+    sqlite3_bind_int(st, EV_previous + 1, (int)e->level.previous);
+    bind_real(st, EV_used_pct, e->level.used_pct);
+    bind_u64(st, EV_used_bytes, e->level.used_bytes);
+    bind_u64(st, EV_total_bytes, e->level.total_bytes);
+    break;
+  case HR_EVENT_LEAK:
+    bind_text(st, EV_series, e->leak.series);
+    bind_real(st, EV_slope_bytes_per_min, e->leak.slope_bytes_per_min);
+    bind_real(st, EV_window_s, e->leak.window_s);
+    bind_real(st, EV_span_s, e->leak.span_s);
+    bind_u64(st, EV_points, e->leak.points);
+    bind_real(st, EV_confidence, e->leak.confidence);
+    break;
+  case HR_EVENT_IDLE_HOG:
+    sqlite3_bind_int64(st, EV_gpu + 1, e->idle_hog.gpu);
+    bind_u64(st, EV_gpu_bytes, e->idle_hog.gpu_bytes);
+    bind_real(st, EV_share_pct, e->idle_hog.share_pct);
+    sqlite3_bind_int(st, EV_util_pct + 1, e->idle_hog.util_pct);
+    bind_u64(st, EV_samples, e->idle_hog.samples);
+    break;
+  case HR_EVENT_OOM_KILL:
+    bind_text(st, EV_scope, e->oom_kill.scope);
+    bind_text(st, EV_path, e->oom_kill.path);
+    bind_u64(st, EV_kills, e->oom_kill.kills);
+    bind_u64(st, EV_total, e->oom_kill.total);
+    break;
+  case HR_EVENT_ACTION:
+    bind_text(st, EV_action, e->action.action);
+    bind_text(st, EV_result, e->action.result);
+    if (e->action.detail[0]) bind_text(st, EV_detail, e->action.detail);
+    break;
+  case HR_EVENT_ERROR:
+    bind_text(st, EV_message, e->error.message);
+    break;
+  default:
+    break;
+  }
+}
+
+int hr_history_add_event(hr_history_t *h, const hr_watch_event_t *e, char *err, size_t errlen) {
+  if (!h || !e || (unsigned)e->kind >= HR_EVENT_KINDS_) return HR_EINVAL;
   int rc = begin(h, err, errlen);
   if (rc) return rc;
   sqlite3_stmt *st = h->ins_event;
-  sqlite3_bind_double(st, 1, time);
-  sqlite3_bind_text(st, 2, kind, -1, SQLITE_TRANSIENT);
-  sqlite3_bind_int(st, 3, pid);
-  sqlite3_bind_text(st, 4, name ? name : "", -1, SQLITE_TRANSIENT);
-  sqlite3_bind_text(st, 5, json ? json : "{}", -1, SQLITE_TRANSIENT);
+  sqlite3_bind_double(st, EV_TIME + 1, e->time);
+  sqlite3_bind_text(st, EV_KIND + 1, hr_event_kind_name(e->kind), -1, SQLITE_STATIC);
+  sqlite3_bind_int(st, EV_PID + 1, e->pid);
+  bind_text(st, EV_NAME, e->name);
+  bind_payload(st, e);
   return step_insert(h, st, err, errlen);
 }
 
@@ -363,6 +466,71 @@ static const char *text(sqlite3_stmt *st, int col) {
   return s ? s : "";
 }
 
+static double real(sqlite3_stmt *st, int col) {
+  return sqlite3_column_type(st, col) == SQLITE_NULL ? NAN : sqlite3_column_double(st, col);
+}
+
+static hr_level_t level_of(sqlite3_stmt *st, int col) {
+  int v = sqlite3_column_int(st, col);
+  return v == HR_LEVEL_WARNING || v == HR_LEVEL_CRITICAL ? (hr_level_t)v : HR_LEVEL_OK;
+}
+
+/* The event of one row of select_event_cols. A kind this library does not
+ * know reads as an error event that says so. */
+static void read_event(sqlite3_stmt *st, hr_watch_event_t *e) {
+  memset(e, 0, sizeof *e);
+  e->time = sqlite3_column_double(st, EV_TIME);
+  e->pid = sqlite3_column_int(st, EV_PID);
+  hr__strlcpy(e->name, text(st, EV_NAME), sizeof e->name);
+  e->kind = hr_event_kind_from_name(text(st, EV_KIND));
+  switch (e->kind) {
+  case HR_EVENT_LEVEL:
+    hr__strlcpy(e->level.scope, text(st, EV_scope), sizeof e->level.scope);
+    e->level.level = level_of(st, EV_level);
+    e->level.previous = level_of(st, EV_previous);
+    e->level.used_pct = real(st, EV_used_pct);
+    e->level.used_bytes = u64(st, EV_used_bytes);
+    e->level.total_bytes = u64(st, EV_total_bytes);
+    break;
+  case HR_EVENT_LEAK:
+    hr__strlcpy(e->leak.series, text(st, EV_series), sizeof e->leak.series);
+    e->leak.slope_bytes_per_min = real(st, EV_slope_bytes_per_min);
+    e->leak.window_s = real(st, EV_window_s);
+    e->leak.span_s = real(st, EV_span_s);
+    e->leak.points = u64(st, EV_points);
+    e->leak.confidence = real(st, EV_confidence);
+    break;
+  case HR_EVENT_IDLE_HOG:
+    e->idle_hog.gpu = (unsigned)sqlite3_column_int64(st, EV_gpu);
+    e->idle_hog.gpu_bytes = u64(st, EV_gpu_bytes);
+    e->idle_hog.share_pct = real(st, EV_share_pct);
+    e->idle_hog.util_pct = sqlite3_column_int(st, EV_util_pct);
+    e->idle_hog.samples = u64(st, EV_samples);
+    break;
+  case HR_EVENT_OOM_KILL:
+    hr__strlcpy(e->oom_kill.scope, text(st, EV_scope), sizeof e->oom_kill.scope);
+    hr__strlcpy(e->oom_kill.path, text(st, EV_path), sizeof e->oom_kill.path);
+    e->oom_kill.kills = u64(st, EV_kills);
+    e->oom_kill.total = u64(st, EV_total);
+    break;
+  case HR_EVENT_ACTION:
+    hr__strlcpy(e->action.action, text(st, EV_action), sizeof e->action.action);
+    hr__strlcpy(e->action.result, text(st, EV_result), sizeof e->action.result);
+    hr__strlcpy(e->action.detail, text(st, EV_detail), sizeof e->action.detail);
+    break;
+  case HR_EVENT_ERROR:
+    hr__strlcpy(e->error.message, text(st, EV_message), sizeof e->error.message);
+    break;
+  case HR_EVENT_KINDS_:
+    e->kind = HR_EVENT_ERROR;
+    snprintf(e->error.message, sizeof e->error.message, "history: unknown event kind '%.40s'",
+             text(st, EV_KIND));
+    break;
+  default:
+    break;
+  }
+}
+
 int hr_history_query(hr_history_t *h, double since, int pid, hr_history_row_t **rows,
                      size_t *n_rows, hr_history_event_t **events, size_t *n_events, char *err,
                      size_t errlen) {
@@ -377,10 +545,9 @@ int hr_history_query(hr_history_t *h, double since, int pid, hr_history_row_t **
                                  " WHERE time >= ?1 UNION ALL"
                                  " SELECT time,'proc',pid,name,rss_bytes,gpu_bytes FROM"
                                  " proc_samples WHERE time >= ?1 ORDER BY 1";
-  const char *q_events = pid > 0 ? "SELECT time,kind,pid,name,json FROM events WHERE time >= ?1"
-                                   " AND pid = ?2 ORDER BY time"
-                                 : "SELECT time,kind,pid,name,json FROM events WHERE time >= ?1"
-                                   " ORDER BY time";
+  char q_events[1024];
+  snprintf(q_events, sizeof q_events, "%s FROM events WHERE time >= ?1%s ORDER BY time",
+           select_event_cols, pid > 0 ? " AND pid = ?2" : "");
   if ((src = sqlite3_prepare_v2(h->db, q_rows, -1, &st, NULL)) != SQLITE_OK) goto fail;
   sqlite3_bind_double(st, 1, since);
   if (pid > 0) sqlite3_bind_int(st, 2, pid);
@@ -404,14 +571,14 @@ int hr_history_query(hr_history_t *h, double since, int pid, hr_history_row_t **
   if (pid > 0) sqlite3_bind_int(st, 2, pid);
   while ((src = sqlite3_step(st)) == SQLITE_ROW) {
     hr_history_event_t *e = push((void **)events, n_events, &cap_e, sizeof *e);
-    if (!e || !(e->json = strdup(text(st, 4)))) {
+    if (!e) {
       rc = HR_ENOMEM;
       goto out;
     }
-    e->time = sqlite3_column_double(st, 0);
-    hr__strlcpy(e->kind, text(st, 1), sizeof e->kind);
-    e->pid = sqlite3_column_int(st, 2);
-    hr__strlcpy(e->name, text(st, 3), sizeof e->name);
+    read_event(st, &e->event);
+    e->time = e->event.time, e->pid = e->event.pid;
+    hr__strlcpy(e->kind, text(st, EV_KIND), sizeof e->kind);
+    hr__strlcpy(e->name, e->event.name, sizeof e->name);
   }
   if (src == SQLITE_DONE) goto out;
 fail:
@@ -427,6 +594,6 @@ out:
 
 void hr_history_free_rows(hr_history_row_t *rows, hr_history_event_t *events, size_t n_events) {
   free(rows);
-  for (size_t i = 0; events && i < n_events; i++) free(events[i].json);
+  (void)n_events; /* events own nothing since schema 3 */
   free(events);
 }

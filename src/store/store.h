@@ -12,10 +12,4 @@ HR_INTERNAL extern const char hr__history_schema_v1[];
  * fill the "disk"). */
 HR_INTERNAL int hr__history_exec(hr_history_t *h, const char *sql, char *err, size_t errlen);
 
-/* Writes into idx the indexes of the (at most) `top` processes holding the
- * most RSS plus GPU memory, largest first; kernel threads, empty processes
- * and, when `keep` is given, those with keep[i] false are left out. Returns
- * how many. */
-HR_INTERNAL int hr__top_procs(const hr_snapshot_t *s, size_t top, const bool *keep, size_t *idx);
-
 #endif /* HR_STORE_H */

@@ -1,4 +1,7 @@
-/* Internal parts of watch: the hook runner and drop_caches (actions.c). */
+/* Internal parts of watch, shared by its files: the engine's state
+ * (struct hr_watch), the detectors (detect.c), the actions with their
+ * cooldown, the hook runner and drop_caches (actions.c), recording and
+ * serving (record.c), and event delivery (watch.c). */
 #ifndef HR_WATCH_INT_H
 #define HR_WATCH_INT_H
 
@@ -39,5 +42,110 @@ HR_INTERNAL size_t hr__hooks_reap(hr__hooks_t *hk, double now, bool kill_all,
 
 /* sync(), then "1" into /proc/sys/vm/drop_caches. HR_EPERM when not root. */
 HR_INTERNAL int hr__drop_caches(char *err, size_t errlen);
+
+/* ---- the engine's state ------------------------------------------------- */
+
+enum { HR__MODE_CONSERVATIVE, HR__MODE_BALANCED, HR__MODE_AGGRESSIVE };
+enum { HR__SERIES_RSS_ANON = 0, HR__SERIES_GPU = 1 };
+
+typedef struct hr__idle_entry {
+  int pid;
+  unsigned gpu;
+  uint64_t count;
+  bool reported;
+  bool seen; /* in this sample */
+} hr__idle_entry_t;
+
+typedef struct hr__watched {
+  int pid;
+  uint64_t start;
+  char name[64];
+} hr__watched_t;
+
+struct hr_watch {
+  /* configuration */
+  double interval, cooldown, action_timeout, history_flush, retain;
+  int mode;
+  double ram_warn, ram_crit, vram_warn, vram_crit, hyst;
+  double idle_share, idle_util;
+  double proc_budget; /* fraction of a core */
+  uint64_t idle_samples;
+  bool allow_drop_caches;
+  size_t top_n;
+  char *filter, *on_warning, *on_critical, *root, *nvml_path;
+  hr_leak_config_t leak_cfg;
+
+  hr_watch_event_fn on_event;
+  void *on_event_arg;
+  hr_watch_sampler_fn sampler;
+  void *sampler_arg;
+  hr_history_t *history;
+  hr_exporter_t *exporter;
+
+  /* state */
+  hr_snapshot_t *snap;
+  hr_probe_t *probe; /* the default sampler's: known processes read the short way */
+  hr_level_t host, cgroup;
+  hr_level_t *gpus;
+  size_t n_gpu_levels;
+  uint64_t prev_oom_kills;
+  bool prev_cgroup_ok;
+  hr_leak_t *leak;
+  hr__idle_entry_t *idle;
+  size_t n_idle, cap_idle;
+  hr__watched_t *watched;
+  size_t n_watched, cap_watched;
+  /* Per snapshot process, sized for the largest snapshot so far (cap_procs). */
+  size_t cap_procs;
+  bool *keep;       /* matches the filter, and is not watch itself */
+  bool *leak_flag;  /* leak suspected */
+  size_t *top_idx;  /* hr_snapshot_select's pick: n_top of them */
+  size_t *leak_idx; /* processes with leak_flag: n_leaks of them */
+  hr_watch_proc_view_t *top;
+  size_t n_top, n_leaks;
+  uint64_t events_total[HR_EVENT_KINDS_];
+  double last_action[3]; /* on_warning, on_critical, drop_caches */
+  hr__hooks_t hooks;
+  double last_flush, last_prune, last_history_error;
+  double cpu_s_last;
+  /* Process reading (the default sampler): through the probe context a known
+   * process costs about 8 us of CPU (35 us when first seen); should a large
+   * host's table cost more than proc_budget allows, it is read less often
+   * than the interval; between reads the last table is carried over and the
+   * per-process tests skip the sample. */
+  bool procs_stale;       /* the next snapshot's processes were carried over */
+  bool sample_fresh;      /* the current snapshot's processes were read */
+  double proc_cpu;        /* CPU seconds of the last snapshot with processes */
+  double proc_read_mono;  /* when it was taken */
+  double proc_gap;        /* seconds between the last two process reads */
+  double last_fresh_time; /* snapshot time of the last process read */
+};
+
+/* Delivers an event: its counter, history (not samples), the callback. */
+HR_INTERNAL void hr__watch_emit(hr_watch_t *w, const hr_watch_event_t *e);
+/* An error event, never written into history (it may be about history). */
+HR_INTERNAL void hr__watch_error(hr_watch_t *w, double t, const char *msg);
+
+/* Percent of used in total; NaN when either is unknown or total unlimited. */
+HR_INTERNAL double hr__pct_of(uint64_t used, uint64_t total);
+
+/* The detectors (detect.c), in the order hr_watch_feed runs them. Each
+ * reads w->snap, updates its state and emits its events; those that grow
+ * state return 0 or HR_ENOMEM. */
+HR_INTERNAL int hr__watch_levels(hr_watch_t *w);
+HR_INTERNAL int hr__watch_leaks(hr_watch_t *w);
+HR_INTERNAL int hr__watch_idle(hr_watch_t *w);
+HR_INTERNAL void hr__watch_oom(hr_watch_t *w);
+HR_INTERNAL int hr__watch_exits(hr_watch_t *w);
+
+/* Reaps hooks that ended, then runs the hook (and drop_caches) the worst
+ * level calls for by mode, each at most once per cooldown. */
+HR_INTERNAL void hr__watch_actions(hr_watch_t *w);
+
+/* Queues the sample in history, prunes hourly, commits every history_flush;
+ * failures are rate-limited error events. */
+HR_INTERNAL void hr__watch_record(hr_watch_t *w);
+/* Hands the exporter the last sample's metrics and status JSON. */
+HR_INTERNAL void hr__watch_publish(hr_watch_t *w);
 
 #endif /* HR_WATCH_INT_H */

@@ -48,6 +48,16 @@ static void fake_init(fake_t *f, double t, uint64_t grow) {
   f->s.n_procs = 3, f->s.procs = f->procs;
 }
 
+/* A leak event as watch emits it. */
+static hr_watch_event_t leak_event(double t, int pid, const char *name) {
+  hr_watch_event_t e = {.kind = HR_EVENT_LEAK, .time = t, .pid = pid};
+  snprintf(e.name, sizeof e.name, "%s", name);
+  snprintf(e.leak.series, sizeof e.leak.series, "rss_anon");
+  e.leak.slope_bytes_per_min = 5e6, e.leak.window_s = 600, e.leak.span_s = 59.5;
+  e.leak.points = 60, e.leak.confidence = 0.99999;
+  return e;
+}
+
 static int64_t scalar(const char *path, const char *sql) {
   sqlite3 *db;
   int64_t v = -1;
@@ -82,10 +92,10 @@ static void test_round_trip(void) {
   fake_t f;
   for (int i = 0; i < 10; i++) {
     fake_init(&f, 1000 + i, (uint64_t)i << 20);
-    CHECK_OK(hr_history_add_snapshot(h, &f.s, 2, err, sizeof err));
+    CHECK_OK(hr_history_add_snapshot(h, &f.s, 1, err, sizeof err));
   }
-  CHECK_OK(
-      hr_history_add_event(h, 1005, "leak", 100, "proc0", "{\"event\":\"leak\"}", err, sizeof err));
+  hr_watch_event_t le = leak_event(1005, 100, "proc0");
+  CHECK_OK(hr_history_add_event(h, &le, err, sizeof err));
   CHECK(hr_history_pending(h) > 0);
   CHECK_OK(hr_history_flush(h, err, sizeof err));
   CHECK_EQ_U64(hr_history_pending(h), 0);
@@ -99,13 +109,19 @@ static void test_round_trip(void) {
   CHECK_STR(ev[0].kind, "leak");
   CHECK_STR(ev[0].name, "proc0");
   CHECK_EQ_INT(ev[0].pid, 100);
+  /* The typed payload comes back as it went in. */
+  CHECK_EQ_INT(ev[0].event.kind, HR_EVENT_LEAK);
+  CHECK_STR(ev[0].event.leak.series, "rss_anon");
+  CHECK_NEAR(ev[0].event.leak.slope_bytes_per_min, 5e6, 1e-6);
+  CHECK_NEAR(ev[0].event.leak.confidence, 0.99999, 1e-12);
+  CHECK_EQ_U64(ev[0].event.leak.points, 60);
   int gpu_rows = 0, procs = 0;
   for (size_t i = 0; i < nr; i++) {
     if (strcmp(rows[i].scope, "gpu0") == 0) {
       gpu_rows++;
       CHECK_EQ_U64(rows[i].total_bytes, 24ULL << 30);
     }
-    /* Top 2 by RSS + GPU: proc2 (768 MiB + 4 GiB) and proc1 (512 MiB). */
+    /* GPU holders, then the top 1 by RSS: proc2 (4 GiB GPU) and proc1 (512 MiB). */
     if (strcmp(rows[i].scope, "proc") == 0) {
       procs++;
       CHECK(rows[i].pid == 102 || rows[i].pid == 101);
@@ -197,7 +213,8 @@ static void test_retention(void) {
   for (int i = 0; i < 100; i++) {
     fake_init(&f, 1000 + i, 0);
     CHECK_OK(hr_history_add_snapshot(h, &f.s, 3, err, sizeof err));
-    CHECK_OK(hr_history_add_event(h, 1000 + i, "sample", 0, "", "{}", err, sizeof err));
+    hr_watch_event_t e = {.kind = HR_EVENT_EXIT, .time = 1000 + i, .pid = 7};
+    CHECK_OK(hr_history_add_event(h, &e, err, sizeof err));
   }
   CHECK_OK(hr_history_flush(h, err, sizeof err));
   CHECK_OK(hr_history_prune(h, 1060, err, sizeof err));
@@ -218,7 +235,10 @@ static void test_migration_from_v1(void) {
   CHECK(sqlite3_exec(db,
                      "INSERT INTO samples VALUES(10, 'host', 5, 10);"
                      "INSERT INTO samples VALUES(11, 'gpu0', 6, 12);"
-                     "INSERT INTO events VALUES(10.5, 'level', 0, '{\"old\":1}');",
+                     "INSERT INTO events VALUES(10.5, 'level', 0, '{\"event\":\"level\","
+                     "\"time\":10.5,\"scope\":\"gpu0\",\"level\":\"warning\",\"previous\":\"ok\","
+                     "\"used_pct\":87.5,\"used_bytes\":21,\"total_bytes\":24}');"
+                     "INSERT INTO events VALUES(10.6, 'error', 0, 'not json');",
                      NULL, NULL, NULL) == SQLITE_OK);
   sqlite3_close(db);
   CHECK_EQ_INT(scalar(path, "PRAGMA user_version"), 1);
@@ -228,22 +248,34 @@ static void test_migration_from_v1(void) {
   fake_t f;
   fake_init(&f, 20, 0);
   CHECK_OK(hr_history_add_snapshot(h, &f.s, 3, err, sizeof err));
-  CHECK_OK(hr_history_add_event(h, 20, "exit", 101, "proc1", "{}", err, sizeof err));
+  hr_watch_event_t ex = {.kind = HR_EVENT_EXIT, .time = 20, .pid = 101, .name = "proc1"};
+  CHECK_OK(hr_history_add_event(h, &ex, err, sizeof err));
   CHECK_OK(hr_history_flush(h, err, sizeof err));
   hr_history_row_t *rows;
   hr_history_event_t *ev;
   size_t nr, ne;
   CHECK_OK(hr_history_query(h, 0, 0, &rows, &nr, &ev, &ne, err, sizeof err));
   CHECK_EQ_U64(nr, 2 + 2 + 3);
-  CHECK_EQ_U64(ne, 2);
+  CHECK_EQ_U64(ne, 3);
+  /* Version 2's JSON text became typed columns (levels as numbers). */
   CHECK_STR(ev[0].kind, "level");
-  CHECK_STR(ev[0].json, "{\"old\":1}");
+  CHECK_STR(ev[0].event.level.scope, "gpu0");
+  CHECK_EQ_INT(ev[0].event.level.level, HR_LEVEL_WARNING);
+  CHECK_EQ_INT(ev[0].event.level.previous, HR_LEVEL_OK);
+  CHECK_NEAR(ev[0].event.level.used_pct, 87.5, 1e-9);
+  CHECK_EQ_U64(ev[0].event.level.total_bytes, 24);
   CHECK_STR(ev[0].name, "");
-  CHECK_STR(ev[1].name, "proc1");
+  /* A row whose text was not JSON keeps its kind and time. */
+  CHECK_STR(ev[1].kind, "error");
+  CHECK_NEAR(ev[1].time, 10.6, 1e-9);
+  CHECK_STR(ev[1].event.error.message, "");
+  CHECK_STR(ev[2].name, "proc1");
   CHECK_EQ_U64(rows[0].used_bytes, 5);
   hr_history_free_rows(rows, ev, ne);
   hr_history_close(h);
-  CHECK_EQ_INT(scalar(path, "PRAGMA user_version"), 2);
+  CHECK_EQ_INT(scalar(path, "PRAGMA user_version"), HR_HISTORY_SCHEMA);
+  CHECK_EQ_INT(scalar(path, "SELECT count(*) FROM pragma_table_info('events') WHERE name = 'json'"),
+               0);
   CHECK(integrity_ok(path));
 }
 

@@ -895,8 +895,10 @@ static void test_cli_table_and_errors(void) {
   free(out);
   snprintf(args, sizeof args, "--root '%s' status --pss", fixture("procs_odd"));
   CHECK_EQ_INT(run_cli(args, false, &out), 0);
-  CHECK_CONTAINS(out, "  5.86 MiB ");      /* pid 1's PSS column */
-  CHECK_CONTAINS(out, "kworker/0:0-eve "); /* names cut to their column */
+  CHECK_CONTAINS(out, "  5.86 MiB "); /* pid 1's PSS column */
+  /* Kernel threads hold nothing: not among the processes shown
+   * (hr_snapshot_select), as in watch, history and the exporter. */
+  CHECK(!strstr(out, "kworker"));
   CHECK_CONTAINS(out, "(2 processes left out: malformed /proc files)");
   free(out);
   snprintf(args, sizeof args, "--root '%s' status --filter OLLAMA,nothing", fixture("v2_limited"));
@@ -943,8 +945,54 @@ static void test_proc_matches(void) {
   CHECK(!hr_proc_matches(&p, ","));
 }
 
+/* The one selection: GPU holders first (most GPU memory first, whatever
+ * their RSS), then the top N by RSS among the others; kernel threads,
+ * processes holding nothing, the filtered-out and, under a filter, the
+ * caller itself are left out. */
+static void test_select(void) {
+  hr_proc_t procs[7];
+  memset(procs, 0, sizeof procs);
+  static const uint64_t rss[] = {50, 400, 300, 0, 200, 100, 900};
+  static const uint64_t gpu[] = {0, 0, 0, 0, 70, 80, 0};
+  for (int i = 0; i < 7; i++) {
+    procs[i].pid = 10 + i;
+    procs[i].rss_bytes = rss[i] * MIB;
+    procs[i].gpu_bytes = gpu[i] * MIB;
+    snprintf(procs[i].name, sizeof procs[i].name, "p%d", i);
+  }
+  procs[3].rss_bytes = HR_UNKNOWN; /* holds nothing known */
+  procs[6].kernel_thread = true;
+  hr_snapshot_t s = {.procs = procs, .n_procs = 7};
+  size_t idx[7], n = 99;
+  CHECK_OK(hr_snapshot_select(&s, 2, NULL, idx, &n));
+  CHECK_EQ_U64(n, 4);
+  static const size_t want[] = {5, 4, 1, 2};
+  for (size_t i = 0; i < 4; i++) CHECK_EQ_U64(idx[i], want[i]);
+  CHECK_OK(hr_snapshot_select(&s, 0, "", idx, &n));
+  CHECK_EQ_U64(n, 2); /* GPU holders are always shown */
+  CHECK_OK(hr_snapshot_select(&s, 100, "", idx, &n));
+  CHECK_EQ_U64(n, 5);
+  CHECK_OK(hr_snapshot_select(&s, 1, "p0,p4", idx, &n));
+  CHECK_EQ_U64(n, 2);
+  CHECK_EQ_U64(idx[0], 4);
+  CHECK_EQ_U64(idx[1], 0);
+  /* Under a filter the caller never matches, as with pgrep. */
+  procs[1].pid = (int)getpid();
+  snprintf(procs[1].cmdline, sizeof procs[1].cmdline, "headroom status --filter p0");
+  CHECK_OK(hr_snapshot_select(&s, 5, "p0", idx, &n));
+  CHECK_EQ_U64(n, 1);
+  CHECK_EQ_U64(idx[0], 0);
+  CHECK_OK(hr_snapshot_select(&s, 5, "", idx, &n));
+  CHECK_EQ_U64(n, 5); /* no filter: the caller is a process like any other */
+  hr_snapshot_t empty = {0};
+  CHECK_OK(hr_snapshot_select(&empty, 5, NULL, NULL, &n));
+  CHECK_EQ_U64(n, 0);
+  CHECK_RC(hr_snapshot_select(&s, 5, NULL, NULL, &n), HR_EINVAL);
+}
+
 int main(void) {
   HR_RUN(test_proc_matches);
+  HR_RUN(test_select);
   HR_RUN(test_kv_scan);
   HR_RUN(test_meminfo_parse);
   HR_RUN(test_stat_parse);

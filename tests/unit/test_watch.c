@@ -22,8 +22,15 @@ typedef struct rec {
 static void on_event(const hr_watch_event_t *e, void *arg) {
   rec_t *r = arg;
   r->n[e->kind]++;
-  snprintf(r->last[e->kind], sizeof r->last[0], "%s", e->json);
-  cJSON *j = cJSON_Parse(e->json);
+  /* The JSON line, from the one event writer, must be strict JSON. */
+  char *text = NULL;
+  if (hr_event_json(e, &text) != 0) {
+    r->bad_json++;
+    return;
+  }
+  snprintf(r->last[e->kind], sizeof r->last[0], "%s", text);
+  cJSON *j = cJSON_ParseWithOpts(text, NULL, true);
+  free(text);
   if (!j || !cJSON_IsString(cJSON_GetObjectItem(j, "event")) ||
       strcmp(cJSON_GetObjectItem(j, "event")->valuestring, hr_event_kind_name(e->kind)) != 0 ||
       !cJSON_IsNumber(cJSON_GetObjectItem(j, "time")))

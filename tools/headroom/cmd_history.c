@@ -147,13 +147,12 @@ static void print_text(const hr_cli_t *cli, const char *path, double since, set_
            gmax > 0 ? hr_cli_size(d, sizeof d, (uint64_t)gmax) : "-");
   }
   printf("\n%s (%zu)\n", hr_cli_paint(cli, lab, sizeof lab, "bold", "events"), ne);
-  for (size_t i = 0; i < ne; i++)
-    printf("  %s %-9s %s\n", clock_text(t1, sizeof t1, ev[i].time, false), ev[i].kind, ev[i].json);
+  for (size_t i = 0; i < ne; i++) printf("  %s\n", hr_event_text(&ev[i].event, lab, sizeof lab));
   if (!scopes->n && !procs->n && !ne) printf("nothing recorded in that time\n");
 }
 
-static void print_json(const hr_history_row_t *rows, size_t nr, const hr_history_event_t *ev,
-                       size_t ne, double since) {
+static int print_json(const hr_history_row_t *rows, size_t nr, const hr_history_event_t *ev,
+                      size_t ne, double since) {
   printf("{\"since\": %.3f, \"samples\": [", since);
   for (size_t i = 0; i < nr; i++) {
     const hr_history_row_t *r = &rows[i];
@@ -173,10 +172,18 @@ static void print_json(const hr_history_row_t *rows, size_t nr, const hr_history
     }
     printf("}");
   }
-  /* Events are stored as the JSON watch wrote; they go out as they are. */
+  /* Events are written from their typed values by the one event writer,
+   * as watch --json writes them. */
   printf("], \"events\": [");
-  for (size_t i = 0; i < ne; i++) printf("%s%s", i ? ", " : "", ev[i].json);
+  for (size_t i = 0; i < ne; i++) {
+    char *line = NULL;
+    int rc = hr_event_json(&ev[i].event, &line);
+    if (rc) return rc;
+    printf("%s%s", i ? ", " : "", line);
+    free(line);
+  }
   printf("]}\n");
+  return 0;
 }
 
 /* ---- SVG ---------------------------------------------------------------- */
@@ -489,7 +496,11 @@ static int history_run(hr_cli_t *cli, int argc, char **argv) {
       goto out;
     }
   }
-  if (json) print_json(rows, nr, ev, ne, since);
+  if (json && print_json(rows, nr, ev, ne, since) != 0) {
+    hr_cli_error("history: out of memory");
+    status = 1;
+    goto out;
+  }
   if (svg) {
     if (write_svg(svg, &scopes, &procs, ev, ne, since) != 0) {
       hr_cli_error("history: cannot write %s", svg);

@@ -1,9 +1,11 @@
 /* headroom status: one snapshot as a table a person reads in two seconds
  * (host, cgroup, GPUs, then processes), or as one JSON object.
  *
- * Processes are chosen the same way for both: every process that holds GPU
+ * Processes are chosen the same way for both, and as watch, history and the
+ * exporter choose them (hr_snapshot_select): every process that holds GPU
  * memory (largest first), then the --top N largest by RSS among the others,
- * after --filter. The JSON's "processes" array is that list in that order.
+ * after --filter; kernel threads and processes holding nothing are left out.
+ * The JSON's "processes" array is that list in that order.
  * The snapshot is taken without PSS. With --pss it is then read for the
  * chosen processes only: smaps_rollup walks a process's page tables, and for
  * one large inference process that costs more than the whole rest of the
@@ -23,7 +25,8 @@ static void status_usage(FILE *f) {
              "that hold GPU memory followed by the largest by resident memory.\n\n"
              "  --json          one JSON object (schema: docs/status-schema.json); sizes in\n"
              "                  bytes under keys ending in _bytes\n"
-             "  --top N         processes shown besides those on a GPU (HEADROOM_TOP; 10)\n"
+             "  --top N         processes shown besides those holding GPU memory: the N\n"
+             "                  largest by resident memory after --filter (HEADROOM_TOP; 10)\n"
              "  --filter NAMES  comma-separated words; only processes whose name or command\n"
              "                  line contains one of them (HEADROOM_FILTER)\n"
              "  --pss           read each shown process's PSS from smaps_rollup (HEADROOM_PSS;\n"
@@ -32,30 +35,18 @@ static void status_usage(FILE *f) {
              "could not be, 2 on a usage error.\n");
 }
 
-static uint64_t known(uint64_t v) {
-  return v == HR_UNKNOWN || v == HR_UNLIMITED ? 0 : v;
-}
-
-static int cmp_rows(const void *a, const void *b) {
-  const hr_proc_t *x = *(const hr_proc_t *const *)a, *y = *(const hr_proc_t *const *)b;
-  if (x->gpu_bytes != y->gpu_bytes) return x->gpu_bytes < y->gpu_bytes ? 1 : -1;
-  uint64_t rx = known(x->rss_bytes), ry = known(y->rss_bytes);
-  if (rx != ry) return rx < ry ? 1 : -1;
-  return (x->pid > y->pid) - (x->pid < y->pid);
-}
-
-/* Picks the rows: GPU holders, then the top N others, into a malloc'd array
- * of pointers. Returns the count, or -1 when out of memory. */
+/* Picks the rows (hr_snapshot_select: GPU holders, then the top N others,
+ * after the filter) into a malloc'd array of pointers. Returns the count, or
+ * -1 when out of memory. */
 static long pick_rows(hr_snapshot_t *s, const char *filter, int64_t top, hr_proc_t ***out) {
+  size_t *idx = malloc((s->n_procs ? s->n_procs : 1) * sizeof *idx), n = 0;
   hr_proc_t **rows = malloc((s->n_procs ? s->n_procs : 1) * sizeof *rows);
-  if (!rows) return -1;
-  size_t n = 0;
-  for (size_t i = 0; i < s->n_procs; i++)
-    if (hr_proc_matches(&s->procs[i], filter)) rows[n++] = &s->procs[i];
-  if (n > 1) qsort(rows, n, sizeof *rows, cmp_rows);
-  size_t gpu = 0;
-  while (gpu < n && rows[gpu]->gpu_bytes > 0) gpu++;
-  if (n > gpu + (uint64_t)top) n = gpu + (size_t)top;
+  if (!idx || !rows || hr_snapshot_select(s, (size_t)top, filter, idx, &n) != 0) {
+    free(idx), free(rows);
+    return -1;
+  }
+  for (size_t i = 0; i < n; i++) rows[i] = &s->procs[idx[i]];
+  free(idx);
   *out = rows;
   return (long)n;
 }

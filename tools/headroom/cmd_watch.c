@@ -8,7 +8,6 @@
  * the exporter stopped, hooks killed. */
 #include "cli.h"
 
-#include <cjson/cJSON.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
@@ -45,6 +44,9 @@ static void watch_usage(FILE *f) {
           "  --proc-budget P      share of a core that reading processes may take (1%%):\n"
           "                       with many processes they are read less often than the\n"
           "                       interval, and leaks need as many process reads\n"
+          "  --top N              processes shown, recorded and exported besides those\n"
+          "                       holding GPU memory: the N largest by resident memory\n"
+          "                       after --filter, as in 'headroom status' (10)\n"
           "  --listen ADDR        Prometheus /metrics and /api/snapshot (none: off)\n"
           "  --db PATH            history database ($XDG_STATE_HOME/headroom/history.db;\n"
           "                       none: off)\n"
@@ -84,56 +86,10 @@ static const char *clock_text(char *buf, size_t n, double t) {
   return buf;
 }
 
-static double jnum(const cJSON *j, const char *k) {
-  const cJSON *v = cJSON_GetObjectItem(j, k);
-  return cJSON_IsNumber(v) ? v->valuedouble : NAN;
-}
-
-static const char *jstr(const cJSON *j, const char *k) {
-  const cJSON *v = cJSON_GetObjectItem(j, k);
-  return cJSON_IsString(v) ? v->valuestring : "";
-}
-
 /* One line for the "last events" list of the live view. */
 static void remember(view_state_t *v, const hr_watch_event_t *e) {
-  char t[16], a[32], line[160];
-  cJSON *j = cJSON_Parse(e->json);
-  clock_text(t, sizeof t, e->time);
-  switch (e->kind) {
-  case HR_EVENT_LEVEL:
-    snprintf(line, sizeof line, "%s  level     %s %s -> %s (%.1f%%)", t, e->scope,
-             hr_level_name(e->prev_level), hr_level_name(e->level), jnum(j, "used_pct"));
-    break;
-  case HR_EVENT_LEAK:
-    snprintf(line, sizeof line, "%s  leak      pid %d %s %s +%s/min (confidence %.4f)", t, e->pid,
-             e->name, jstr(j, "series"),
-             hr_cli_size(a, sizeof a, (uint64_t)fmax(0, jnum(j, "slope_bytes_per_min"))),
-             jnum(j, "confidence"));
-    break;
-  case HR_EVENT_IDLE_HOG:
-    snprintf(line, sizeof line, "%s  idle hog  pid %d %s holds %s of idle gpu %.0f", t, e->pid,
-             e->name, hr_cli_size(a, sizeof a, (uint64_t)jnum(j, "gpu_bytes")), jnum(j, "gpu"));
-    break;
-  case HR_EVENT_OOM_KILL:
-    snprintf(line, sizeof line, "%s  oom kill  %.0f in cgroup %s", t, jnum(j, "kills"),
-             jstr(j, "path"));
-    break;
-  case HR_EVENT_EXIT:
-    snprintf(line, sizeof line, "%s  exit      pid %d %s", t, e->pid, e->name);
-    break;
-  case HR_EVENT_ACTION:
-    snprintf(line, sizeof line, "%s  action    %s %s %s", t, jstr(j, "action"), jstr(j, "result"),
-             jstr(j, "detail"));
-    break;
-  case HR_EVENT_ERROR:
-    snprintf(line, sizeof line, "%s  error     %s", t, jstr(j, "message"));
-    break;
-  default:
-    line[0] = '\0';
-  }
-  cJSON_Delete(j);
-  if (!line[0]) return;
-  snprintf(v->recent[v->head], sizeof v->recent[0], "%s", line);
+  if (e->kind == HR_EVENT_SAMPLE) return;
+  hr_event_text(e, v->recent[v->head], sizeof v->recent[0]);
   v->head = (v->head + 1) % N_RECENT;
   if (v->n_recent < N_RECENT) v->n_recent++;
 }
@@ -242,11 +198,17 @@ static void draw(view_state_t *v) {
 static void on_event(const hr_watch_event_t *e, void *arg) {
   view_state_t *v = arg;
   if (v->json) {
-    if (puts(e->json) == EOF || fflush(stdout) == EOF) {
+    char *line = NULL;
+    int rc = hr_event_json(e, &line);
+    if (rc) {
+      hr_cli_error("watch: %s", hr_strerror(rc));
+      stop_flag = 1;
+    } else if (puts(line) == EOF || fflush(stdout) == EOF) {
       /* The reader went away (a closed pipe): stop rather than spin. */
       v->write_failed = true;
       stop_flag = 1;
     }
+    free(line);
     return;
   }
   if (e->kind == HR_EVENT_SAMPLE)

@@ -1,0 +1,133 @@
+"""A process whose name is not valid UTF-8 (bytes 0xff 0xfe, as a process may
+name itself with prctl) is reported by status, watch, the exporter and the
+history export, and each of them stays strict JSON: the bytes become U+FFFD.
+
+The process is a real one: a Python stand-in that renames itself with
+PR_SET_NAME and waits until its stdin closes."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import cli_or_skip
+
+RAW_NAME = b"hr\xff\xfeodd"
+SHOWN = "hr\ufffd\ufffdodd"
+
+STAND_IN = r"""
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(15, ctypes.c_char_p(%r), 0, 0, 0) != 0:  # PR_SET_NAME
+    sys.exit("prctl failed")
+hold = bytearray(32 << 20)  # some resident memory, so it is among the largest
+for i in range(0, len(hold), 4096):
+    hold[i] = 1
+print("ready", flush=True)
+sys.stdin.read()
+""" % RAW_NAME
+
+
+def strict(raw):
+    """Parses bytes as strict JSON: UTF-8 only, no NaN or Infinity."""
+    def reject(c):
+        raise ValueError("not JSON: %s" % c)
+    return json.loads(raw.decode("utf-8"), parse_constant=reject)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def odd_process():
+    mark = "hrutf8mark%d" % os.getpid()
+    p = subprocess.Popen([sys.executable, "-c", STAND_IN, mark], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE)
+    assert p.stdout.readline() == b"ready\n"
+    with open("/proc/%d/comm" % p.pid, "rb") as f:
+        assert f.read().rstrip(b"\n") == RAW_NAME
+    yield p, mark
+    if p.poll() is None:
+        p.kill()
+    p.wait()
+
+
+def named(entries, pid):
+    return [e for e in entries if e.get("pid") == pid]
+
+
+def test_status_json(odd_process):
+    p, mark = odd_process
+    r = subprocess.run([cli_or_skip(), "status", "--json", "--filter", mark],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    doc = strict(r.stdout)
+    mine = named(doc["processes"], p.pid)
+    assert len(mine) == 1 and mine[0]["name"] == SHOWN
+    assert len(doc["processes"]) == 1  # the filter, and never status itself
+
+
+def get(url):
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return r.read()
+
+
+def test_watch_exporter_and_history(odd_process, tmp_path):
+    p, mark = odd_process
+    cli = cli_or_skip()
+    db = str(tmp_path / "history.db")
+    port = free_port()
+    w = subprocess.Popen([cli, "watch", "--json", "--interval", "100ms", "--count", "40",
+                          "--filter", mark, "--db", db, "--listen", "127.0.0.1:%d" % port,
+                          "--history-flush", "1s"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        snap = None
+        deadline = time.time() + 30
+        while time.time() < deadline and w.poll() is None:
+            try:
+                snap = strict(get("http://127.0.0.1:%d/api/snapshot" % port))
+                if named(snap["processes"], p.pid):
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            time.sleep(0.05)
+        assert snap is not None, "the exporter never answered"
+        mine = named(snap["processes"], p.pid)
+        assert len(mine) == 1 and mine[0]["name"] == SHOWN
+        metrics = get("http://127.0.0.1:%d/metrics" % port).decode("utf-8")
+        assert 'headroom_process_rss_bytes{pid="%d",name="%s"}' % (p.pid, SHOWN) in metrics
+        # The stand-in exits while watched: an exit event names it.
+        p.stdin.close()
+        p.wait(timeout=10)
+        out, err = w.communicate(timeout=60)
+    finally:
+        if w.poll() is None:
+            w.kill()
+            w.wait()
+    assert w.returncode == 0, err
+    events = [strict(line) for line in out.splitlines()]
+    samples = [e for e in events if e["event"] == "sample"]
+    assert len(samples) == 40
+    tops = [t for s in samples for t in named(s["top"], p.pid)]
+    assert tops and all(t["name"] == SHOWN for t in tops)
+    exits = [e for e in events if e["event"] == "exit" and e["pid"] == p.pid]
+    assert len(exits) == 1 and exits[0]["name"] == SHOWN
+
+    r = subprocess.run([cli, "history", "--json", "--db", db, "--since", "1h"],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    doc = strict(r.stdout)
+    rows = [s for s in doc["samples"] if s["scope"] == "proc" and s["pid"] == p.pid]
+    assert rows and all(s["name"] == SHOWN for s in rows)
+    gone = [e for e in doc["events"] if e["event"] == "exit" and e["pid"] == p.pid]
+    assert len(gone) == 1 and gone[0]["name"] == SHOWN
