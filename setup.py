@@ -4,6 +4,10 @@ package, where the ctypes loader looks first after $HEADROOM_LIB.
 Everything else about the package is in pyproject.toml. Set
 HEADROOM_SKIP_LIB=1 to build a wheel without the library (it is then found
 through $HEADROOM_LIB or the system path at run time).
+
+The wheel is tagged py3-none-<platform>: the library is loaded with ctypes,
+so one wheel serves every Python 3 on that platform, but not other platforms.
+The sdist carries the C sources (MANIFEST.in), so a wheel builds from it.
 """
 
 import os
@@ -43,4 +47,19 @@ class BinaryDistribution(Distribution):
         return os.environ.get("HEADROOM_SKIP_LIB") != "1"
 
 
-setup(cmdclass={"build_py": BuildWithLib}, distclass=BinaryDistribution)
+cmdclass = {"build_py": BuildWithLib}
+try:
+    from wheel.bdist_wheel import bdist_wheel
+
+    class BdistWheel(bdist_wheel):
+        # No CPython extension: any Python 3 loads the library through
+        # ctypes, so the tag names the platform alone (py3-none-linux_x86_64).
+        def get_tag(self):
+            _, _, plat = super().get_tag()
+            return ("py3", "none", plat) if self.root_is_pure is False else ("py3", "none", "any")
+
+    cmdclass["bdist_wheel"] = BdistWheel
+except ImportError:  # no wheel package: sdists still build
+    pass
+
+setup(cmdclass=cmdclass, distclass=BinaryDistribution)

@@ -158,10 +158,13 @@ HR_API int hr_options_load_file(hr_options_t *o, const char *path, char *err, si
 /* Reads every HEADROOM_<NAME> variable of the table from the environment. */
 HR_API int hr_options_load_env(hr_options_t *o, char *err, size_t errlen);
 
-/* The standard chain: defaults, then the file at `path` (or, when NULL,
- * $HEADROOM_CONFIG, else $XDG_CONFIG_HOME/headroom/headroom.conf, else
- * ~/.config/headroom/headroom.conf; a default path that is missing is fine,
- * an explicit one is not), then the environment. */
+/* The standard chain: defaults; then the files: the one at `path` or
+ * $HEADROOM_CONFIG alone when either is given (a missing one is an error),
+ * else /etc/headroom/headroom.conf followed by the user's
+ * $XDG_CONFIG_HOME/headroom/headroom.conf (else ~/.config/headroom/
+ * headroom.conf), whose lines override the system file's (either may be
+ * missing; a system file the user may not read is logged and skipped); then
+ * the environment. */
 HR_API int hr_options_load_defaults(hr_options_t *o, const char *path, char *err, size_t errlen);
 
 /* The options of this process: defaults, the config file, the environment,

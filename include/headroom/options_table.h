@@ -21,6 +21,11 @@
   /* probe */                                                                                      \
   X(nvml_library, HR_OPT_STRING, "", 0, 0, NULL,                                                   \
     "NVML library to load (default libnvidia-ml.so.1, then libnvidia-ml.so)")                      \
+  X(cgroup, HR_OPT_STRING, "", 0, 0, NULL,                                                         \
+    "memory cgroup to read: a directory under /sys/fs/cgroup, or a path as /proc/PID/cgroup "      \
+    "shows it (default: headroom's own)")                                                          \
+  X(cgroup_pid, HR_OPT_INT, "0", 0, 4194304, NULL,                                                 \
+    "read the memory cgroup of this process (a pid as seen under --root; 0: headroom's own)")      \
   /* status and watch */                                                                           \
   X(top, HR_OPT_INT, "10", 1, 100000, NULL, "processes shown, largest first")                      \
   X(filter, HR_OPT_STRING, "", 0, 0, NULL, "comma-separated names matched in name or cmdline")     \

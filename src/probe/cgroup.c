@@ -1,4 +1,6 @@
-/* The memory cgroup of the process that reads root/proc/self: which
+/* The memory cgroup of the process that reads root/proc/self (or of another
+ * process, or a directory the operator names, so that a watcher on the host
+ * sees a container's limit): which
  * hierarchy it is in (from /proc/self/cgroup), where that hierarchy is
  * mounted (from /proc/self/mountinfo), then its limit, usage, statistics,
  * OOM events and pressure.
@@ -12,6 +14,7 @@
 #include "probe/probe_int.h"
 
 #include <string.h>
+#include <sys/stat.h>
 
 typedef struct mount_pt {
   char root[512];  /* the mount's root inside the hierarchy */
@@ -19,7 +22,7 @@ typedef struct mount_pt {
   bool found;
 } mount_pt_t;
 
-/* Sets cg->state and a message; returns nothing, for tail calls. */
+/* Sets cg->state and a message. */
 static void cg_fail(hr_cgroup_mem_t *cg, hr_probe_state_t st, const char *fmt, ...) HR_PRINTF(3, 4);
 static void cg_fail(hr_cgroup_mem_t *cg, hr_probe_state_t st, const char *fmt, ...) {
   va_list ap;
@@ -255,7 +258,125 @@ static int cgroup_dir(char *out, size_t n, const char *root, const mount_pt_t *m
   return (w < 0 || (size_t)w >= n) ? HR_ERANGE : 0;
 }
 
+/* Finds this process's v1 memory and v2 paths in a /proc/PID/cgroup text. */
+static void parse_proc_cgroup(const char *buf, char *v1path, char *v2path, size_t n, bool *has_v1,
+                              bool *has_v2) {
+  for (const char *line = buf; *line;) {
+    const char *nl = strchr(line, '\n');
+    const char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+    if (c2 && (!nl || c2 < nl)) {
+      size_t plen = nl ? (size_t)(nl - c2 - 1) : strlen(c2 + 1);
+      if (plen >= n) plen = n - 1;
+      if (strncmp(line, "0::", 3) == 0) {
+        memcpy(v2path, c2 + 1, plen), v2path[plen] = '\0', *has_v2 = true;
+      } else if (list_has(c1 + 1, (size_t)(c2 - c1 - 1), "memory")) {
+        memcpy(v1path, c2 + 1, plen), v1path[plen] = '\0', *has_v1 = true;
+      }
+    }
+    if (!nl) break;
+    line = nl + 1;
+  }
+}
+
+/* True when `path` starts with the directory `dir` ("/sys/fs/cgroup" holds
+ * "/sys/fs/cgroup/a" but not "/sys/fs/cgroupx"); *rest is what follows. */
+static bool under(const char *path, const char *dir, const char **rest) {
+  size_t n = strlen(dir);
+  while (n > 1 && dir[n - 1] == '/') n--;
+  if (strncmp(path, dir, n) != 0 || (path[n] != '/' && path[n] != '\0')) return false;
+  *rest = path + n;
+  return true;
+}
+
+/* Resolves a cgroup named by the operator: a directory under a cgroup mount
+ * ("/sys/fs/cgroup/kubepods.slice/...") or a hierarchy path as
+ * /proc/PID/cgroup shows it ("/kubepods.slice/..."). The v1 memory mount is
+ * tried first: on a hybrid machine the unified mount has no memory files.
+ * Sets cg->version and cg->path; returns false after cg_fail. */
+static bool named_dir(hr_cgroup_mem_t *cg, const char *root, const char *path, const mount_pt_t *m1,
+                      const mount_pt_t *m2, char *dir, size_t n, char *top, size_t topn) {
+  const char *rest = NULL;
+  const mount_pt_t *m = NULL;
+  char trimmed[1024];
+  size_t len = strlen(path);
+  if (len >= sizeof trimmed) {
+    cg_fail(cg, HR_PROBE_ERROR, "cgroup path too long");
+    return false;
+  }
+  while (len > 1 && path[len - 1] == '/') len--; /* "dir/" is "dir" */
+  memcpy(trimmed, path, len), trimmed[len] = '\0';
+  path = trimmed;
+  if (path[0] != '/' || strstr(path, "/../") || strstr(path, "/./") ||
+      (strlen(path) >= 3 && strcmp(path + strlen(path) - 3, "/..") == 0)) {
+    cg_fail(cg, HR_PROBE_ERROR, "cgroup '%.100s': not an absolute path without '..'", path);
+    return false;
+  }
+  if (m1->found && under(path, m1->point, &rest))
+    m = m1, cg->version = 1;
+  else if (m2->found && under(path, m2->point, &rest))
+    m = m2, cg->version = 2;
+  if (m) {
+    /* The mount shows m->root of the hierarchy: report the full path. */
+    int w = snprintf(cg->path, sizeof cg->path, "%s%s", strcmp(m->root, "/") ? m->root : "",
+                     *rest ? rest : (strcmp(m->root, "/") ? "" : "/"));
+    if (hr__path(top, topn, root, m->point) || w < 0 || (size_t)w >= sizeof cg->path ||
+        hr__path(dir, n, root, path)) {
+      cg_fail(cg, HR_PROBE_ERROR, "cgroup path too long");
+      return false;
+    }
+  } else {
+    m = m1->found ? m1 : m2->found ? m2 : NULL;
+    if (!m) {
+      cg_fail(cg, HR_PROBE_ABSENT, "cgroup: no memory cgroup mounted");
+      return false;
+    }
+    cg->version = m == m1 ? 1 : 2;
+    hr__strlcpy(cg->path, path, sizeof cg->path);
+    if (cgroup_dir(dir, n, root, m, path, top, topn)) {
+      cg_fail(cg, HR_PROBE_ERROR, "cgroup path too long");
+      return false;
+    }
+  }
+  /* A v2 directory without memory.max reads as the unlimited root, so a
+   * cgroup that is not there (a pod that went away) must be caught here. */
+  struct stat st;
+  if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    cg_fail(cg, HR_PROBE_ABSENT, "cgroup %.100s: no such directory", dir);
+    return false;
+  }
+  return true;
+}
+
+/* Reads the usage from the cgroup's directory and the pressure on a hybrid
+ * machine, once the directory is known. */
+static void read_dir(hr_cgroup_mem_t *cg, const char *root, const char *dir, const char *top,
+                     const mount_pt_t *m2, const char *v2path, bool has_v2) {
+  if (cg->version == 1) {
+    char buf[4096], d2[1200], t2[1024];
+    read_v1(cg, dir, top);
+    /* On a hybrid machine the unified hierarchy still has the pressure. */
+    if (has_v2 && m2->found && !cgroup_dir(d2, sizeof d2, root, m2, v2path, t2, sizeof t2) &&
+        read_text(d2, "memory.pressure", buf, sizeof buf) > 0)
+      cg->has_pressure = parse_pressure(buf, cg);
+  } else {
+    read_v2(cg, dir, top);
+  }
+  if (cg->current_bytes != HR_UNKNOWN) {
+    uint64_t inact = cg->inactive_file_bytes == HR_UNKNOWN ? 0 : cg->inactive_file_bytes;
+    cg->usage_bytes = cg->current_bytes > inact ? cg->current_bytes - inact : 0;
+  }
+}
+
 void hr__cgroup_read(const char *root, hr_cgroup_mem_t *cg) {
+  /* A chain that failed to load (a bad HEADROOM_* value) still hands out its
+   * defaults; whoever loaded it first has reported the error. */
+  const hr_options_t *o = NULL;
+  hr_options_process(&o, NULL, 0);
+  hr__cgroup_read_at(root, hr_options_get_str(o, HR_OPTION_cgroup),
+                     (int)hr_options_get_int(o, HR_OPTION_cgroup_pid), cg);
+}
+
+void hr__cgroup_read_at(const char *root, const char *named, int pid, hr_cgroup_mem_t *cg) {
   char path[1024], buf[16384], dir[1200], top[1024];
   char v1path[512] = "", v2path[512] = "";
   bool has_v1 = false, has_v2 = false;
@@ -264,51 +385,46 @@ void hr__cgroup_read(const char *root, hr_cgroup_mem_t *cg) {
   cg->current_bytes = cg->usage_bytes = HR_UNKNOWN;
   cg->anon_bytes = cg->file_bytes = cg->inactive_file_bytes = cg->shmem_bytes = HR_UNKNOWN;
   cg->oom_events = cg->oom_kill_events = HR_UNKNOWN;
-
-  hr__path(path, sizeof path, root, "/proc/self/cgroup");
-  ssize_t len = hr__read_file(path, buf, sizeof buf);
-  if (len < 0) {
-    cg_fail(cg, len == HR_EPERM ? HR_PROBE_DENIED : HR_PROBE_ABSENT, "%s: %s", path,
-            hr_strerror((int)len));
+  if (named && !*named) named = NULL;
+  if (named && pid > 0) {
+    cg_fail(cg, HR_PROBE_ERROR, "cgroup and cgroup_pid are both set: give one");
     return;
   }
-  for (const char *line = buf; *line;) {
-    const char *nl = strchr(line, '\n');
-    const char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-    if (c2 && (!nl || c2 < nl)) {
-      size_t plen = nl ? (size_t)(nl - c2 - 1) : strlen(c2 + 1);
-      if (plen >= sizeof v1path) plen = sizeof v1path - 1;
-      if (strncmp(line, "0::", 3) == 0) {
-        memcpy(v2path, c2 + 1, plen), v2path[plen] = '\0', has_v2 = true;
-      } else if (list_has(c1 + 1, (size_t)(c2 - c1 - 1), "memory")) {
-        memcpy(v1path, c2 + 1, plen), v1path[plen] = '\0', has_v1 = true;
-      }
+
+  if (!named) {
+    char file[64];
+    if (pid > 0)
+      snprintf(file, sizeof file, "/proc/%d/cgroup", pid);
+    else
+      snprintf(file, sizeof file, "/proc/self/cgroup");
+    hr__path(path, sizeof path, root, file);
+    ssize_t len = hr__read_file(path, buf, sizeof buf);
+    if (len < 0) {
+      cg_fail(cg, len == HR_EPERM ? HR_PROBE_DENIED : HR_PROBE_ABSENT, "%s: %s", path,
+              hr_strerror((int)len));
+      return;
     }
-    if (!nl) break;
-    line = nl + 1;
+    parse_proc_cgroup(buf, v1path, v2path, sizeof v1path, &has_v1, &has_v2);
   }
 
   mount_pt_t m1 = {0}, m2 = {0};
   hr__path(path, sizeof path, root, "/proc/self/mountinfo");
-  len = hr__read_file(path, buf, sizeof buf);
+  ssize_t len = hr__read_file(path, buf, sizeof buf);
   if (len < 0) {
     cg_fail(cg, HR_PROBE_ABSENT, "%s: %s", path, hr_strerror((int)len));
     return;
   }
   find_mounts(buf, &m1, &m2);
 
-  if (has_v1 && m1.found) {
+  if (named) {
+    if (!named_dir(cg, root, named, &m1, &m2, dir, sizeof dir, top, sizeof top)) return;
+  } else if (has_v1 && m1.found) {
     cg->version = 1;
     hr__strlcpy(cg->path, v1path, sizeof cg->path);
     if (cgroup_dir(dir, sizeof dir, root, &m1, v1path, top, sizeof top)) {
       cg_fail(cg, HR_PROBE_ERROR, "cgroup path too long");
       return;
     }
-    read_v1(cg, dir, top);
-    /* On a hybrid machine the unified hierarchy still has the pressure. */
-    if (has_v2 && m2.found && !cgroup_dir(dir, sizeof dir, root, &m2, v2path, top, sizeof top) &&
-        read_text(dir, "memory.pressure", buf, sizeof buf) > 0)
-      cg->has_pressure = parse_pressure(buf, cg);
   } else if (has_v2 && m2.found) {
     cg->version = 2;
     hr__strlcpy(cg->path, v2path, sizeof cg->path);
@@ -316,13 +432,9 @@ void hr__cgroup_read(const char *root, hr_cgroup_mem_t *cg) {
       cg_fail(cg, HR_PROBE_ERROR, "cgroup path too long");
       return;
     }
-    read_v2(cg, dir, top);
   } else {
     cg_fail(cg, HR_PROBE_ABSENT, "cgroup: no memory cgroup mounted");
     return;
   }
-  if (cg->current_bytes != HR_UNKNOWN) {
-    uint64_t inact = cg->inactive_file_bytes == HR_UNKNOWN ? 0 : cg->inactive_file_bytes;
-    cg->usage_bytes = cg->current_bytes > inact ? cg->current_bytes - inact : 0;
-  }
+  read_dir(cg, root, dir, top, &m2, v2path, has_v2);
 }

@@ -33,6 +33,14 @@ HR_INTERNAL int hr__meminfo_read(const char *root, hr_host_mem_t *m, char *err, 
  * fails: a missing mount is HR_PROBE_ABSENT, a broken file HR_PROBE_ERROR,
  * each with cg->message. */
 HR_INTERNAL void hr__cgroup_read(const char *root, hr_cgroup_mem_t *cg);
+/* The cgroup hr__cgroup_read() reads is named by the process's options
+ * (hr_options_process: cgroup, cgroup_pid), so that a watcher on the host
+ * reads a container's cgroup: with `path` (not NULL or "") that directory
+ * (root + a path under a cgroup mount, or a hierarchy path as /proc/PID/cgroup
+ * shows it), with pid > 0 the cgroup of root/proc/PID, else the reader's
+ * own. Both at once is HR_PROBE_ERROR. Never fails, as above. */
+HR_INTERNAL void hr__cgroup_read_at(const char *root, const char *path, int pid,
+                                    hr_cgroup_mem_t *cg);
 
 /* A known process and what its next read is compared with. */
 typedef struct hr__pcache_ent {

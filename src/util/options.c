@@ -314,10 +314,27 @@ int hr_options_load_env(hr_options_t *o, char *err, size_t errlen) {
   return 0;
 }
 
-int hr_options_load_defaults(hr_options_t *o, const char *path, char *err, size_t errlen) {
+/* The system-wide file that packages and configuration management install;
+ * a build may move it (-DHR_SYSTEM_CONFIG=...). */
+#ifndef HR_SYSTEM_CONFIG
+#define HR_SYSTEM_CONFIG "/etc/headroom/headroom.conf"
+#endif
+
+int hr__options_load_files(hr_options_t *o, const char *system, const char *path, char *err,
+                           size_t errlen) {
   char buf[1024];
   bool explicit_path = path != NULL;
   if (!path) path = getenv(table[HR_OPTION_config].env), explicit_path = path != NULL;
+  /* An explicit file stands alone, as ssh -F does: what it says is what runs,
+   * whatever the machine's file holds. Otherwise the system file comes first
+   * and the user's file overrides it line by line (both rank as "file"). */
+  if (!explicit_path && system && *system) {
+    int rc = hr_options_load_file(o, system, err, errlen);
+    /* A system file a user may not read (mode 0600) is the administrator's
+     * choice, not the user's error: the user's own chain still runs. */
+    if (rc == HR_EIO) hr__log(HR_LOG_WARN, "%s", err ? err : system);
+    if (rc && rc != HR_ENOENT && rc != HR_EIO) return rc;
+  }
   if (!path) {
     const char *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
     if (xdg && *xdg)
@@ -332,7 +349,16 @@ int hr_options_load_defaults(hr_options_t *o, const char *path, char *err, size_
     int rc = hr_options_load_file(o, path, err, errlen);
     if (rc && !(rc == HR_ENOENT && !explicit_path)) return rc;
   }
+  if (err && errlen) err[0] = '\0';
   return hr_options_load_env(o, err, errlen);
+}
+
+int hr_options_load_defaults(hr_options_t *o, const char *path, char *err, size_t errlen) {
+  return hr__options_load_files(o, HR_SYSTEM_CONFIG, path, err, errlen);
+}
+
+const char *hr__options_system_path(void) {
+  return HR_SYSTEM_CONFIG;
 }
 
 int hr_options_id(const char *name) {

@@ -45,6 +45,14 @@ HR_INTERNAL int hr__path(char *out, size_t n, const char *root, const char *path
  * *end past it. Returns 0 or HR_EPARSE/HR_ERANGE. */
 HR_INTERNAL int hr__parse_u64(const char *s, uint64_t *out, const char **end);
 
+/* The chain of hr_options_load_defaults with the system file named: `system`
+ * (skipped when NULL or when a file is given explicitly, by `path` or
+ * $HEADROOM_CONFIG), then the user's file or `path`, then the environment.
+ * hr__options_system_path() is the system file that build reads. */
+HR_INTERNAL int hr__options_load_files(hr_options_t *o, const char *system, const char *path,
+                                       char *err, size_t errlen);
+HR_INTERNAL const char *hr__options_system_path(void);
+
 /* Monotonic and wall clocks in seconds. */
 HR_INTERNAL double hr__now_mono(void);
 HR_INTERNAL double hr__now_wall(void);

@@ -229,6 +229,84 @@ static void test_fixture_v2_nested(void) {
   hr_snapshot_free(s);
 }
 
+/* A watcher on the host reads a pod's cgroup, named by the pid of a process
+ * in it, by its directory under the mount or by its hierarchy path; its own
+ * cgroup (unlimited) must not be what it reports. */
+static void test_cgroup_named(void) {
+  const char *root = fixture("v2_host");
+  hr_cgroup_mem_t c;
+  const char *ways[] = {NULL, "/sys/fs/cgroup/kubepods.slice/pod1.slice/ctr.scope",
+                        "/kubepods.slice/pod1.slice/ctr.scope",
+                        "/sys/fs/cgroup/kubepods.slice/pod1.slice/ctr.scope/"};
+  for (size_t i = 0; i < HR_ARRAY_LEN(ways); i++) {
+    hr__cgroup_read_at(root, ways[i], ways[i] ? 0 : 4242, &c);
+    CHECK_MSG(c.state == HR_PROBE_OK, "way %zu: %s", i, c.message);
+    CHECK_EQ_INT(c.version, 2);
+    CHECK_STR(c.path, "/kubepods.slice/pod1.slice/ctr.scope");
+    CHECK_EQ_U64(c.own_limit_bytes, HR_UNLIMITED);
+    CHECK_EQ_U64(c.limit_bytes, 2 * GIB); /* pod1.slice binds */
+    CHECK_EQ_U64(c.current_bytes, 1536 * MIB);
+    CHECK_EQ_U64(c.usage_bytes, 1280 * MIB);
+    CHECK_EQ_U64(c.oom_kill_events, 1);
+  }
+  hr__cgroup_read_at(root, NULL, 0, &c); /* its own: the service, no limit */
+  CHECK_STR(c.path, "/system.slice/headroom.service");
+  CHECK_EQ_U64(c.limit_bytes, HR_UNLIMITED);
+  hr__cgroup_read_at(root, "", 0, &c); /* "" is the option's default: its own */
+  CHECK_STR(c.path, "/system.slice/headroom.service");
+
+  /* A v1 memory mount is found by its directory, its parents' limits bind. */
+  hr__cgroup_read_at(fixture("v1"), "/sys/fs/cgroup/memory/kubepods/pod1/ctr", 0, &c);
+  CHECK_MSG(c.state == HR_PROBE_OK, "v1: %s", c.message);
+  CHECK_EQ_INT(c.version, 1);
+  CHECK_STR(c.path, "/kubepods/pod1/ctr");
+  CHECK_EQ_U64(c.limit_bytes, 4 * GIB);
+  /* Its place in the unified hierarchy is unknown: no pressure is guessed
+   * (the reader's own is in another cgroup). */
+  CHECK(!c.has_pressure);
+
+  /* What must not read as an unlimited cgroup. */
+  hr__cgroup_read_at(root, NULL, 4243, &c); /* no such process */
+  CHECK_EQ_INT(c.state, HR_PROBE_ABSENT);
+  CHECK_CONTAINS(c.message, "proc/4243/cgroup");
+  CHECK_EQ_U64(c.limit_bytes, HR_UNKNOWN);
+  hr__cgroup_read_at(root, "/sys/fs/cgroup/kubepods.slice/gone", 0, &c);
+  CHECK_EQ_INT(c.state, HR_PROBE_ABSENT);
+  CHECK_CONTAINS(c.message, "no such directory");
+  CHECK_EQ_U64(c.limit_bytes, HR_UNKNOWN);
+  const char *bad[] = {"/sys/fs/cgroup/../../etc", "/sys/fs/cgroup/kubepods.slice/..",
+                       "kubepods.slice", "/sys/fs/cgroup/./x"};
+  for (size_t i = 0; i < HR_ARRAY_LEN(bad); i++) {
+    hr__cgroup_read_at(root, bad[i], 0, &c);
+    CHECK_EQ_INT(c.state, HR_PROBE_ERROR);
+    CHECK_CONTAINS(c.message, "without '..'");
+  }
+  hr__cgroup_read_at(root, "/kubepods.slice", 4242, &c);
+  CHECK_EQ_INT(c.state, HR_PROBE_ERROR);
+  CHECK_CONTAINS(c.message, "both set");
+  char huge[3000];
+  memset(huge, 'a', sizeof huge - 1), huge[0] = '/', huge[sizeof huge - 1] = '\0';
+  hr__cgroup_read_at(root, huge, 0, &c);
+  CHECK(c.state != HR_PROBE_OK);
+}
+
+/* The snapshot takes the cgroup from the process's options, as status and
+ * watch do: HEADROOM_CGROUP_PID names the pod's process. */
+static void test_cgroup_option(void) {
+  setenv("HEADROOM_CGROUP_PID", "4242", 1);
+  hr_options_process_reload();
+  hr_snapshot_t *s = NULL;
+  CHECK_OK(take("v2_host", HR_PROBE_HOST | HR_PROBE_CGROUP, &s, NULL, 0));
+  CHECK_STR(s->cgroup.path, "/kubepods.slice/pod1.slice/ctr.scope");
+  CHECK_EQ_U64(s->cgroup.limit_bytes, 2 * GIB);
+  hr_snapshot_free(s);
+  unsetenv("HEADROOM_CGROUP_PID");
+  hr_options_process_reload();
+  CHECK_OK(take("v2_host", HR_PROBE_HOST | HR_PROBE_CGROUP, &s, NULL, 0));
+  CHECK_STR(s->cgroup.path, "/system.slice/headroom.service");
+  hr_snapshot_free(s);
+}
+
 static void test_fixture_no_cgroup(void) {
   hr_snapshot_t *s = NULL;
   CHECK_OK(take("no_cgroup", 0, &s, NULL, 0));
@@ -1019,5 +1097,7 @@ int main(void) {
   HR_RUN(test_live_rss_anon_grows);
   HR_RUN(test_cli_live_json);
   HR_RUN(test_cli_table_and_errors);
+  HR_RUN(test_cgroup_named);
+  HR_RUN(test_cgroup_option);
   return hr_test_finish("probe");
 }

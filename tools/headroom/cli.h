@@ -30,6 +30,7 @@ extern const hr_cli_command_t hr_cmd_watch;
 extern const hr_cli_command_t hr_cmd_history;
 extern const hr_cli_command_t hr_cmd_replay;
 extern const hr_cli_command_t hr_cmd_plan;
+extern const hr_cli_command_t hr_cmd_doctor;
 
 /* Sets an option from the command line; on error prints "headroom: <msg>" and
  * returns 2 (the usage-error status), else 0. */

@@ -9,13 +9,14 @@
 #include <unistd.h>
 
 static const hr_cli_command_t *commands[] = {
-    &hr_cmd_config, &hr_cmd_status, &hr_cmd_watch, &hr_cmd_history, &hr_cmd_replay, &hr_cmd_plan,
+    &hr_cmd_config, &hr_cmd_status, &hr_cmd_watch,  &hr_cmd_history,
+    &hr_cmd_replay, &hr_cmd_plan,   &hr_cmd_doctor,
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
 static void usage(FILE *f) {
   fprintf(f, "usage: headroom [--root DIR] [--config FILE] [--log-level LEVEL] [--color WHEN]\n"
-             "                COMMAND [ARGS]\n"
+             "                [--cgroup PATH | --cgroup-pid PID] COMMAND [ARGS]\n"
              "       headroom --version | --help | help COMMAND\n\n"
              "Sees where GPU and host memory go, and keeps inference processes out of\n"
              "out-of-memory trouble.\n\ncommands:\n");
@@ -23,8 +24,11 @@ static void usage(FILE *f) {
     fprintf(f, "  %-10s %s\n", commands[i]->name, commands[i]->summary);
   fprintf(f, "\nglobal options:\n"
              "  --root DIR         read /proc and /sys under DIR (HEADROOM_ROOT; default /)\n"
-             "  --config FILE      config file (HEADROOM_CONFIG; default\n"
-             "                     $XDG_CONFIG_HOME/headroom/headroom.conf)\n"
+             "  --config FILE      config file read instead of /etc/headroom/headroom.conf\n"
+             "                     and $XDG_CONFIG_HOME/headroom/headroom.conf (HEADROOM_CONFIG)\n"
+             "  --cgroup PATH      read this memory cgroup instead of headroom's own: a\n"
+             "                     directory under /sys/fs/cgroup (HEADROOM_CGROUP)\n"
+             "  --cgroup-pid PID   read the memory cgroup of process PID (HEADROOM_CGROUP_PID)\n"
              "  --log-level LEVEL  debug, info, warn or error (default warn)\n"
              "  --color WHEN       auto, always or never\n\n"
              "Run 'headroom COMMAND --help' for a command's options, and 'headroom config'\n"
@@ -42,11 +46,36 @@ static void log_to_stderr(hr_log_level_t level, const char *msg, void *arg) {
   fprintf(stderr, "headroom: %s: %s\n", hr_log_level_name(level), msg);
 }
 
+/* The probe takes the cgroup it reads from the process's options
+ * (hr_options_process), which see the config file and the environment but not
+ * this command line or --config: the chain's values are handed on as their
+ * HEADROOM_* variables, so status, watch and doctor read the cgroup named
+ * here, and hook commands inherit it. Returns the exit status. */
+static int export_probe_options(const hr_cli_t *cli) {
+  const hr_option_info_t *t = hr_options_table(NULL);
+  const char *path = hr_options_get_str(cli->opts, HR_OPTION_cgroup);
+  int64_t pid = hr_options_get_int(cli->opts, HR_OPTION_cgroup_pid);
+  if (*path && pid > 0) {
+    hr_cli_error("cgroup and cgroup_pid both name a cgroup: give one");
+    return 2;
+  }
+  char num[32];
+  snprintf(num, sizeof num, "%lld", (long long)pid);
+  if (setenv(t[HR_OPTION_cgroup].env, path, 1) != 0 ||
+      setenv(t[HR_OPTION_cgroup_pid].env, num, 1) != 0) {
+    hr_cli_error("out of memory");
+    return 1;
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
   static const struct option longopts[] = {{"root", required_argument, NULL, 'r'},
                                            {"config", required_argument, NULL, 'c'},
                                            {"log-level", required_argument, NULL, 'l'},
                                            {"color", required_argument, NULL, 'C'},
+                                           {"cgroup", required_argument, NULL, 'g'},
+                                           {"cgroup-pid", required_argument, NULL, 'p'},
                                            {"version", no_argument, NULL, 'V'},
                                            {"help", no_argument, NULL, 'h'},
                                            {NULL, 0, NULL, 0}};
@@ -76,6 +105,12 @@ int main(int argc, char **argv) {
     case 'C':
       flags[n_flags].name = "color", flags[n_flags++].value = optarg;
       break;
+    case 'g':
+      flags[n_flags].name = "cgroup", flags[n_flags++].value = optarg;
+      break;
+    case 'p':
+      flags[n_flags].name = "cgroup_pid", flags[n_flags++].value = optarg;
+      break;
     case 'c':
       config = optarg;
       break;
@@ -104,6 +139,8 @@ int main(int argc, char **argv) {
   }
   for (size_t i = 0; i < n_flags; i++)
     if ((status = hr_cli_set(&cli, flags[i].name, flags[i].value)) != 0) goto out;
+
+  if ((status = export_probe_options(&cli)) != 0) goto out;
 
   const char *level = hr_options_get_str(cli.opts, HR_OPTION_log_level);
   hr_log_level_t lv = strcmp(level, "debug") == 0  ? HR_LOG_DEBUG
