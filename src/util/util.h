@@ -4,6 +4,13 @@
 #define HR_UTIL_H
 
 #include "headroom/headroom.h"
+/* The daemon library's sources (watch, store, export, trace, chart) are
+ * built with HR_BUILDING_DAEMON and see its declarations too; libheadroom's
+ * are built without them, so a call from libheadroom into the daemon does not
+ * compile. */
+#if defined(HR_BUILDING_DAEMON)
+#include "headroom/daemon.h"
+#endif
 
 #include <stdarg.h>
 #include <stdio.h>

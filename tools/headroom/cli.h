@@ -3,7 +3,7 @@
 #ifndef HR_CLI_H
 #define HR_CLI_H
 
-#include <headroom/headroom.h>
+#include <headroom/daemon.h>
 
 #include <stdio.h>
 
