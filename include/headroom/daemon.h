@@ -15,5 +15,6 @@
 #include "headroom/watch.h"
 #include "headroom/trace.h"
 #include "headroom/workflow.h"
+#include "headroom/chart.h"
 
 #endif /* HEADROOM_DAEMON_H */

@@ -203,6 +203,12 @@ HR_API const hr_option_info_t *hr_options_table(size_t *n);
  * gives null. Returns 0, HR_EINVAL or HR_ENOMEM. */
 HR_API int hr_json_string(const char *s, char **out);
 
+/* Formats bytes in binary units, as every message and table of headroom
+ * does: "512 B", "6.31 GiB" (two decimals, KiB to PiB, PyTorch's style).
+ * Writes into buf (32 bytes hold any value) and returns it. The library's one
+ * byte formatter, exported for the CLI and the charts. */
+HR_API const char *hr_size_text(char *buf, size_t n, uint64_t bytes);
+
 /* Parsers the option table uses, exported for the CLI and the parts that take
  * sizes and durations elsewhere (workflow files, config strings). Each returns
  * 0 or HR_EINVAL. */

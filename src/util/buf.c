@@ -52,10 +52,7 @@ void hr__buf_printf(hr__buf_t *b, const char *fmt, ...) {
   b->len += (size_t)w;
 }
 
-/* Length of the valid UTF-8 sequence at s (2 to 4), or 0 when it is not one
- * (a stray continuation byte, an overlong, truncated or surrogate sequence,
- * a code point above U+10FFFF). s[0] is at least 0x80. */
-static size_t utf8_len(const unsigned char *s) {
+size_t hr__utf8_len(const unsigned char *s) {
   size_t n = s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 ? 2 : 0;
   if (s[0] >= 0xf5) return 0;
   for (size_t i = 1; i < n; i++)
@@ -94,7 +91,7 @@ void hr__buf_json_str(hr__buf_t *b, const char *s) {
     } else if (*c < 0x80) {
       hr__buf_printf(b, "\\u%04x", *c);
     } else {
-      size_t n = utf8_len(c);
+      size_t n = hr__utf8_len(c);
       if (n == 0)
         hr__buf_put(b, "\\ufffd", 6);
       else

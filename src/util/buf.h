@@ -30,6 +30,12 @@ HR_INTERNAL void hr__buf_printf(hr__buf_t *b, const char *fmt, ...) HR_PRINTF(2,
  * above U+10FFFF) as \ufffd. NULL is written as null. */
 HR_INTERNAL void hr__buf_json_str(hr__buf_t *b, const char *s);
 
+/* Length of the valid UTF-8 sequence at s (2 to 4), or 0 when it is not one
+ * (a stray continuation byte, an overlong, truncated or surrogate sequence,
+ * a code point above U+10FFFF). s[0] is at least 0x80. Shared by the JSON
+ * and the SVG writers. */
+HR_INTERNAL size_t hr__utf8_len(const unsigned char *s);
+
 /* Hands the text to *out (malloc'd, the caller frees) and empties b; returns
  * 0, or HR_ENOMEM when an append failed (b is freed, *out is NULL). */
 HR_INTERNAL int hr__buf_finish(hr__buf_t *b, char **out);

@@ -121,10 +121,10 @@ static void print_text(const hr_cli_t *cli, const char *path, double since, set_
     printf("%-8s %8zu  %-8s  %-8s  %10s %10s %10s %10s\n", s->key, s->n,
            clock_text(t1, sizeof t1, s->t[0], false),
            clock_text(t2, sizeof t2, s->t[s->n - 1], false),
-           k ? hr_cli_size(a, sizeof a, (uint64_t)mn) : "-",
-           k ? hr_cli_size(b, sizeof b, (uint64_t)(sum / (double)k)) : "-",
-           k ? hr_cli_size(c, sizeof c, (uint64_t)mx) : "-",
-           isnan(total) ? "-" : hr_cli_size(d, sizeof d, (uint64_t)total));
+           k ? hr_size_text(a, sizeof a, (uint64_t)mn) : "-",
+           k ? hr_size_text(b, sizeof b, (uint64_t)(sum / (double)k)) : "-",
+           k ? hr_size_text(c, sizeof c, (uint64_t)mx) : "-",
+           isnan(total) ? "-" : hr_size_text(d, sizeof d, (uint64_t)total));
   }
   qsort(procs->s, procs->n, sizeof *procs->s, cmp_weight);
   if (procs->n) {
@@ -140,11 +140,11 @@ static void print_text(const hr_cli_t *cli, const char *path, double since, set_
     double per_min = span > 0 ? (s->v[s->n - 1] - s->v[0]) / span * 60 : 0;
     char pm[40];
     snprintf(pm, sizeof pm, "%s%s", per_min < 0 ? "-" : "+",
-             hr_cli_size(c, sizeof c, (uint64_t)fabs(isnan(per_min) ? 0 : per_min)));
+             hr_size_text(c, sizeof c, (uint64_t)fabs(isnan(per_min) ? 0 : per_min)));
     printf("%8d %-16.16s %8zu %10s %10s %12s %10s\n", s->pid, s->name, s->n,
-           isnan(s->v[0]) ? "-" : hr_cli_size(a, sizeof a, (uint64_t)s->v[0]),
-           isnan(s->v[s->n - 1]) ? "-" : hr_cli_size(b, sizeof b, (uint64_t)s->v[s->n - 1]), pm,
-           gmax > 0 ? hr_cli_size(d, sizeof d, (uint64_t)gmax) : "-");
+           isnan(s->v[0]) ? "-" : hr_size_text(a, sizeof a, (uint64_t)s->v[0]),
+           isnan(s->v[s->n - 1]) ? "-" : hr_size_text(b, sizeof b, (uint64_t)s->v[s->n - 1]), pm,
+           gmax > 0 ? hr_size_text(d, sizeof d, (uint64_t)gmax) : "-");
   }
   printf("\n%s (%zu)\n", hr_cli_paint(cli, lab, sizeof lab, "bold", "events"), ne);
   for (size_t i = 0; i < ne; i++)
@@ -251,7 +251,7 @@ static void draw_panel(FILE *f, const panel_t *p, int y0, double t0, double t1,
     fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#e3e3e3\"/>\n", x0, y,
             x0 + w, y);
     fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"11\" text-anchor=\"end\">%s</text>\n", x0 - 6,
-            y + 4, hr_cli_size(a, sizeof a, (uint64_t)v));
+            y + 4, hr_size_text(a, sizeof a, (uint64_t)v));
   }
   for (int k = 0; k <= 5; k++) {
     double t = t0 + span * k / 5;
