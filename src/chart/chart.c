@@ -154,18 +154,21 @@ static void draw_series(hr__buf_t *b, const frame_t *f, const hr_chart_series_t 
   bool area = s->style == HR_CHART_AREA, dashed = s->style == HR_CHART_DASHED;
   double width = s->width > 0 ? s->width : dashed ? 1.2 : 2;
   hr__svg_poly_begin(b, area ? NULL : color, width, dashed ? "6,4" : NULL, area ? color : NULL);
-  double x_first = NAN, x_last = NAN;
+  double x_first = NAN, x_last = NAN, y_last = NAN;
+  size_t n = 0;
   for (size_t j = 0; j < s->n; j++) {
     if (!isfinite(s->y[j]) || !isfinite(s->x[j])) continue;
     hr__svg_point(b, px(f, s->x[j]), py(f, s->right, s->y[j]));
     if (isnan(x_first)) x_first = s->x[j];
-    x_last = s->x[j];
+    x_last = s->x[j], y_last = s->y[j], n++;
   }
   if (area && !isnan(x_first)) {
     hr__svg_point(b, px(f, x_last), py(f, s->right, 0));
     hr__svg_point(b, px(f, x_first), py(f, s->right, 0));
   }
   hr__svg_poly_end(b);
+  /* A line of one point draws nothing: a dot shows the value. */
+  if (n == 1 && !area) hr__svg_circle(b, px(f, x_last), py(f, s->right, y_last), 3, color);
 }
 
 static void draw_marks(hr__buf_t *b, const frame_t *f, const hr_chart_panel_t *p) {

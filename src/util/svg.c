@@ -90,6 +90,12 @@ void hr__svg_rect(hr__buf_t *b, double x, double y, double w, double h, const ch
   hr__buf_puts(b, "/>\n");
 }
 
+void hr__svg_circle(hr__buf_t *b, double x, double y, double r, const char *fill) {
+  hr__buf_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%.1f\"", x, y, r);
+  attr(b, "fill", fill ? fill : "black");
+  hr__buf_puts(b, "/>\n");
+}
+
 void hr__svg_text(hr__buf_t *b, double x, double y, const hr__svg_font_t *font, const char *text) {
   static const char *const anchors[] = {"start", "middle", "end"};
   hr__svg_font_t f = font ? *font : (hr__svg_font_t){0};

@@ -24,6 +24,9 @@ HR_INTERNAL void hr__svg_line(hr__buf_t *b, double x1, double y1, double x2, dou
 HR_INTERNAL void hr__svg_rect(hr__buf_t *b, double x, double y, double w, double h,
                               const char *fill, const char *stroke);
 
+/* A filled circle of radius r. */
+HR_INTERNAL void hr__svg_circle(hr__buf_t *b, double x, double y, double r, const char *fill);
+
 typedef enum hr__svg_anchor {
   HR__SVG_START = 0,
   HR__SVG_MIDDLE,
