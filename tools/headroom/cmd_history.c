@@ -246,23 +246,9 @@ static void add_thresholds(panel_t *p, const series_t *s, double warn, double cr
 static const char *const palette[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
                                       "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"};
 
-/* Three panels: GPUs, host and cgroup, the top processes (resident memory
- * on the left axis, GPU memory dashed on the right one: a process's RSS of a
- * few hundred MiB would lie flat at zero on an axis that GPU gigabytes set).
- * The scopes' panels draw the warning and critical thresholds of the
- * options in force. Events are vertical markers on every panel. */
-static int write_svg(const hr_options_t *opts, const char *file, set_t *scopes, set_t *procs,
-                     const hr_history_event_t *ev, size_t ne, double since) {
-  double t0 = INFINITY, t1 = -INFINITY;
-  for (size_t i = 0; i < scopes->n; i++)
-    t0 = fmin(t0, scopes->s[i].t[0]), t1 = fmax(t1, scopes->s[i].t[scopes->s[i].n - 1]);
-  for (size_t i = 0; i < procs->n; i++)
-    t0 = fmin(t0, procs->s[i].t[0]), t1 = fmax(t1, procs->s[i].t[procs->s[i].n - 1]);
-  if (isinf(t0)) t0 = since, t1 = since + 1;
-  if (t1 <= t0) t1 = t0 + 1;
-
-  static panel_t pd[3];
-  memset(pd, 0, sizeof pd);
+/* Fills the three panels' lines and thresholds: each GPU (pd[0]), the host
+ * and the cgroup (pd[1]), and the heaviest processes (pd[2]). */
+static void fill_panels(const hr_options_t *opts, set_t *scopes, set_t *procs, panel_t pd[3]) {
   double vw = hr_options_get_double(opts, HR_OPTION_vram_warn);
   double vc = hr_options_get_double(opts, HR_OPTION_vram_critical);
   double rw = hr_options_get_double(opts, HR_OPTION_ram_warn);
@@ -289,6 +275,25 @@ static int write_svg(const hr_options_t *opts, const char *file, set_t *scopes, 
     if (gpu) add_line(&pd[2], s, true, true, color, "%d GPU", NULL, s->pid);
     if (k + 1 >= 8) break;
   }
+}
+
+/* Three panels: GPUs, host and cgroup, the top processes (resident memory
+ * on the left axis, GPU memory dashed on the right one: a process's RSS of a
+ * few hundred MiB would lie flat at zero on an axis that GPU gigabytes set).
+ * The scopes' panels draw the warning and critical thresholds of the
+ * options in force. Events are vertical markers on every panel. */
+static int write_svg(const hr_options_t *opts, const char *file, set_t *scopes, set_t *procs,
+                     const hr_history_event_t *ev, size_t ne, double since) {
+  double t0 = INFINITY, t1 = -INFINITY;
+  for (size_t i = 0; i < scopes->n; i++)
+    t0 = fmin(t0, scopes->s[i].t[0]), t1 = fmax(t1, scopes->s[i].t[scopes->s[i].n - 1]);
+  for (size_t i = 0; i < procs->n; i++)
+    t0 = fmin(t0, procs->s[i].t[0]), t1 = fmax(t1, procs->s[i].t[procs->s[i].n - 1]);
+  if (isinf(t0)) t0 = since, t1 = since + 1;
+  if (t1 <= t0) t1 = t0 + 1;
+
+  panel_t pd[3] = {0};
+  fill_panels(opts, scopes, procs, pd);
 
   /* Every event but samples is a marker, labelled with its kind and pid on
    * the first panel drawn; the key counts them by kind. */
