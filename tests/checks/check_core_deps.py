@@ -5,7 +5,8 @@ Reads the DT_NEEDED entries of a built libheadroom.so (readelf -d) and fails
 when one is not libc, libdl, libpthread, libm or the dynamic loader: the
 library is mapped into every inference process, which needs no SQLite, HTTP
 server or JSON parser. With --sanitizer the sanitizer runtimes (libasan,
-libubsan, libtsan) that a sanitizer build links are allowed too.
+libubsan, libtsan) that a sanitizer build links, and libgcc_s that they link
+it with for unwinding, are allowed too.
 
 usage: check_core_deps.py LIBHEADROOM_SO [--sanitizer]
 """
@@ -14,7 +15,7 @@ import subprocess
 import sys
 
 ALLOWED = re.compile(r"^(libc|libdl|libpthread|libm)\.so\.\d+$|^ld-linux[-\w.]*\.so\.\d+$")
-SANITIZERS = re.compile(r"^lib(asan|ubsan|tsan|lsan)\.so\.\d+$")
+SANITIZERS = re.compile(r"^lib(asan|ubsan|tsan|lsan|gcc_s)\.so\.\d+$")
 
 
 def main(argv):
