@@ -6,6 +6,7 @@
  *
  * usage: residency [SOURCE_DIR [OUT.md [SEED]]]  (defaults: ., stdout, 1) */
 #include "util/util.h"
+#include <headroom/daemon.h>
 
 #include <inttypes.h>
 #include <stdlib.h>

@@ -14,7 +14,7 @@
  *
  *   watch_bench [--samples N] [--loop S] [--out FILE]
  *   (defaults 40, 20, bench/results/watch.md) */
-#include <headroom/headroom.h>
+#include <headroom/daemon.h>
 
 #include <errno.h>
 #include <signal.h>

@@ -1,10 +1,14 @@
 /* headroom: see where GPU and host memory go, decide what to release before it
  * runs out, and release it.
  *
- * This is the one header a user includes. It holds what every part shares
- * (errors, version, logging, the option table) and includes the header of each
- * part: probe (machine snapshot), pool (caching device allocator), and the
- * others as they land.
+ * This is the header of libheadroom, the library an inference process loads
+ * (it needs libc alone). It holds what every part shares (errors, version,
+ * logging, the option table, the byte formatter) and includes the header of
+ * each part of libheadroom: probe (machine snapshot), pool (caching device
+ * allocator), residency (model registry) and detect (levels, leak trend
+ * test). The daemon library's parts (watch, history, exporter, trace replay,
+ * workflow planning, charts) are declared in headroom/daemon.h, which
+ * includes this one; a program that links the daemon library includes that.
  *
  * Conventions: functions return 0 or a negative HR_E* code and give results
  * through out-parameters. Sizes are bytes (uint64_t), times are seconds
@@ -208,6 +212,12 @@ HR_API const hr_option_info_t *hr_options_table(size_t *n);
  * gives null. Returns 0, HR_EINVAL or HR_ENOMEM. */
 HR_API int hr_json_string(const char *s, char **out);
 
+/* Formats bytes in binary units, as every message and table of headroom
+ * does: "512 B", "6.31 GiB" (two decimals, KiB to PiB, PyTorch's style).
+ * Writes into buf (32 bytes hold any value) and returns it. The library's one
+ * byte formatter, exported for the CLI and the charts. */
+HR_API const char *hr_size_text(char *buf, size_t n, uint64_t bytes);
+
 /* Parsers the option table uses, exported for the CLI and the parts that take
  * sizes and durations elsewhere (workflow files, config strings). Each returns
  * 0 or HR_EINVAL. */
@@ -221,8 +231,7 @@ HR_API int hr_parse_bool(const char *s, bool *out);
 
 #include "headroom/probe.h"
 #include "headroom/pool.h"
-#include "headroom/watch.h"
-#include "headroom/trace.h"
 #include "headroom/residency.h"
+#include "headroom/detect.h"
 
 #endif /* HEADROOM_H */

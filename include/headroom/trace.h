@@ -7,7 +7,8 @@
  * default, which touches no memory) and measures peak live and reserved
  * bytes, out-of-memory failures and the time of each pool call, beside the
  * numbers PyTorch recorded for the same trace.
- * Included by headroom/headroom.h; do not include it alone. */
+ * Part of the daemon library. Included by headroom/daemon.h; do not include it
+ * alone. */
 #ifndef HEADROOM_TRACE_H
 #define HEADROOM_TRACE_H
 

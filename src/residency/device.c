@@ -28,11 +28,6 @@ int hr__device_available(hr_residency_t *r, uint64_t *avail) {
   return 0;
 }
 
-int hr__residency_attach_pool(hr_residency_t *r) {
-  if (!r->o.pool) return 0;
-  return hr_pool_add_reclaimer(r->o.pool, hr_residency_reclaim, r);
-}
-
 int hr__capacity_locked(hr_residency_t *r, uint64_t *cap) {
   uint64_t total;
   if (r->o.budget_bytes) {

@@ -67,7 +67,10 @@ int hr_residency_create(const hr_residency_options_t *options, hr_residency_t **
   pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
   if (pthread_mutex_init(&r->mu, &attr) != 0) rc = HR_ENOMEM;
   pthread_mutexattr_destroy(&attr);
-  if (rc == 0 && (rc = hr__residency_attach_pool(r)) != 0) pthread_mutex_destroy(&r->mu);
+  /* The registry answers its pool's failures (hr_residency_reclaim, in
+   * plan.c) by offloading assets. */
+  if (rc == 0 && r->o.pool && (rc = hr_pool_add_reclaimer(r->o.pool, hr_residency_reclaim, r)) != 0)
+    pthread_mutex_destroy(&r->mu);
   if (rc) {
     free(r);
     return rc;
@@ -81,31 +84,6 @@ void hr_residency_destroy(hr_residency_t *r) {
   pthread_mutex_destroy(&r->mu);
   free(r->a);
   free(r);
-}
-
-hr__asset_t *hr__asset_get_locked(hr_residency_t *r, hr_asset_id_t id) {
-  if (id == HR_ASSET_NONE || id > r->n) return NULL;
-  hr__asset_t *a = &r->a[id - 1];
-  return a->live ? a : NULL;
-}
-
-hr_asset_id_t hr__group_root_locked(hr_residency_t *r, hr_asset_id_t id) {
-  /* Parents exist when a child registers and unregistering clears the
-   * children's link, so the chain ends; the bound guards the invariant. */
-  for (size_t hops = 0; hops <= r->n; hops++) {
-    hr__asset_t *a = hr__asset_get_locked(r, id);
-    if (!a || a->parent == HR_ASSET_NONE) return id;
-    id = a->parent;
-  }
-  HR_ASSERT(!"cycle in asset groups");
-  return id;
-}
-
-uint64_t hr__resident_total_locked(hr_residency_t *r) {
-  uint64_t sum = 0;
-  for (size_t i = 0; i < r->n; i++)
-    if (r->a[i].live) sum += r->a[i].resident;
-  return sum;
 }
 
 static const char *variant_or_empty(const char *v) {

@@ -40,18 +40,42 @@ struct hr_residency {
   hr_residency_stats_t st;
 };
 
+/* The slot accessors below are inline so that every file of the room can use
+ * them without calling into the registry (residency.c), which calls the
+ * planner and the device budget in turn: the room's files form layers, not
+ * a circle (residency.c -> plan.c -> device.c, policy.c, rollout.c). */
+
 /* The slot of `id`, or NULL when it is not a live asset. Needs the lock. */
-HR_INTERNAL hr__asset_t *hr__asset_get_locked(hr_residency_t *r, hr_asset_id_t id);
-/* The root of the group `id` belongs to. Needs the lock. */
-HR_INTERNAL hr_asset_id_t hr__group_root_locked(hr_residency_t *r, hr_asset_id_t id);
+static inline hr__asset_t *hr__asset_get_locked(hr_residency_t *r, hr_asset_id_t id) {
+  if (id == HR_ASSET_NONE || id > r->n) return NULL;
+  hr__asset_t *a = &r->a[id - 1];
+  return a->live ? a : NULL;
+}
+
+/* The root of the group `id` belongs to. Needs the lock. Parents exist when
+ * a child registers and unregistering clears the children's link, so the
+ * chain ends; the bound guards the invariant. */
+static inline hr_asset_id_t hr__group_root_locked(hr_residency_t *r, hr_asset_id_t id) {
+  for (size_t hops = 0; hops <= r->n; hops++) {
+    hr__asset_t *a = hr__asset_get_locked(r, id);
+    if (!a || a->parent == HR_ASSET_NONE) return id;
+    id = a->parent;
+  }
+  HR_ASSERT(!"cycle in asset groups");
+  return id;
+}
+
 /* Sum of every asset's resident bytes. Needs the lock. */
-HR_INTERNAL uint64_t hr__resident_total_locked(hr_residency_t *r);
+static inline uint64_t hr__resident_total_locked(hr_residency_t *r) {
+  uint64_t sum = 0;
+  for (size_t i = 0; i < r->n; i++)
+    if (r->a[i].live) sum += r->a[i].resident;
+  return sum;
+}
 
 /* Reads the device's free bytes plus the attached pool's idle cached bytes.
  * HR_ENOTSUP when there is no source. */
 HR_INTERNAL int hr__device_available(hr_residency_t *r, uint64_t *avail);
-/* Registers the registry as a reclaimer of its pool, if it has one. */
-HR_INTERNAL int hr__residency_attach_pool(hr_residency_t *r);
 /* The budget for assets and working memory now, reserve taken off. Needs the
  * lock. */
 HR_INTERNAL int hr__capacity_locked(hr_residency_t *r, uint64_t *cap);

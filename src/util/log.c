@@ -78,7 +78,7 @@ double hr__now_wall(void) {
 }
 
 const char *hr__size_text(char *buf, size_t n, uint64_t bytes) {
-  static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
   double v = (double)bytes;
   size_t u = 0;
   while (v >= 1024 && u + 1 < HR_ARRAY_LEN(units)) v /= 1024, u++;
@@ -87,4 +87,8 @@ const char *hr__size_text(char *buf, size_t n, uint64_t bytes) {
   else
     snprintf(buf, n, "%.2f %s", v, units[u]);
   return buf;
+}
+
+const char *hr_size_text(char *buf, size_t n, uint64_t bytes) {
+  return hr__size_text(buf, n, bytes);
 }

@@ -4,6 +4,13 @@
 #define HR_UTIL_H
 
 #include "headroom/headroom.h"
+/* The daemon library's sources (watch, store, export, trace, chart) are
+ * built with HR_BUILDING_DAEMON and see its declarations too; libheadroom's
+ * are built without them, so a call from libheadroom into the daemon does not
+ * compile. */
+#if defined(HR_BUILDING_DAEMON)
+#include "headroom/daemon.h"
+#endif
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -31,7 +38,8 @@ HR_INTERNAL int hr__err(char *err, size_t errlen, int code, const char *fmt, ...
 HR_INTERNAL char *hr__strlcpy(char *dst, const char *src, size_t n);
 
 /* Formats bytes for messages: "512 B", "6.31 GiB" (binary units, two
- * decimals). Writes into buf and returns it. */
+ * decimals). Writes into buf and returns it. The one byte formatter: the
+ * public hr_size_text() is this function. */
 HR_INTERNAL const char *hr__size_text(char *buf, size_t n, uint64_t bytes);
 
 /* Reads a whole (small) file into buf, terminated; returns the length, or a

@@ -9,7 +9,7 @@
 #ifndef HR_TEST_H
 #define HR_TEST_H
 
-#include <headroom/headroom.h>
+#include <headroom/daemon.h>
 
 #include <inttypes.h>
 #include <stdio.h>

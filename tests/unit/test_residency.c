@@ -3,7 +3,7 @@
  * the reclaimer, workflow files (good and bad), and the reference optimum
  * against every policy on random workflows. */
 #include "hr_test.h"
-#include "residency/workflow_internal.h"
+#include "trace/workflow_internal.h"
 
 #include <pthread.h>
 #include <sys/wait.h>

@@ -1,5 +1,4 @@
-/* Helpers every subcommand shares: option setting with clear errors, human
- * sizes, colour, JSON strings. */
+/* Helpers every subcommand shares: option setting with clear errors, colour, JSON strings. */
 #include "cli.h"
 
 #include <stdarg.h>
@@ -14,18 +13,6 @@ int hr_cli_set(hr_cli_t *cli, const char *name, const char *value) {
     return 2;
   }
   return 0;
-}
-
-const char *hr_cli_size(char *buf, size_t n, uint64_t bytes) {
-  static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  double v = (double)bytes;
-  size_t u = 0;
-  while (v >= 1024 && u + 1 < sizeof units / sizeof units[0]) v /= 1024, u++;
-  if (u == 0)
-    snprintf(buf, n, "%llu B", (unsigned long long)bytes);
-  else
-    snprintf(buf, n, v >= 100 ? "%.0f %s" : v >= 10 ? "%.1f %s" : "%.2f %s", v, units[u]);
-  return buf;
 }
 
 const char *hr_cli_paint(const hr_cli_t *cli, char *buf, size_t n, const char *color,

@@ -3,7 +3,7 @@
 #ifndef HR_CLI_H
 #define HR_CLI_H
 
-#include <headroom/headroom.h>
+#include <headroom/daemon.h>
 
 #include <stdio.h>
 
@@ -35,9 +35,6 @@ extern const hr_cli_command_t hr_cmd_doctor;
 /* Sets an option from the command line; on error prints "headroom: <msg>" and
  * returns 2 (the usage-error status), else 0. */
 int hr_cli_set(hr_cli_t *cli, const char *name, const char *value);
-
-/* Formats bytes in binary units ("11.2 GiB", "512 MiB", "0 B") into buf. */
-const char *hr_cli_size(char *buf, size_t n, uint64_t bytes);
 
 /* Wraps text in an ANSI colour when cli->color ("red", "yellow", "green",
  * "bold", "dim"); returns buf. */

@@ -75,7 +75,7 @@ static void check_nvml(doctor_t *d, const hr_snapshot_t *s, const char *nvml) {
       if (used < sizeof list)
         used += (size_t)snprintf(
             list + used, sizeof list - used, "%s%u %s (%s%s%s)", i ? ", " : "", g->index, g->name,
-            g->total_bytes == HR_UNKNOWN ? "?" : hr_cli_size(b, sizeof b, g->total_bytes),
+            g->total_bytes == HR_UNKNOWN ? "?" : hr_size_text(b, sizeof b, g->total_bytes),
             g->state == HR_PROBE_OK ? "" : ": ", g->state == HR_PROBE_OK ? "" : g->message);
     }
     if (lost)
@@ -134,10 +134,10 @@ static void check_cgroup(doctor_t *d, const hr_cli_t *cli, const hr_snapshot_t *
     bool known = c->limit_bytes != HR_UNKNOWN;
     snprintf(lim, sizeof lim, "%s",
              c->limit_bytes == HR_UNLIMITED ? "none"
-             : known                        ? hr_cli_size(b, sizeof b, c->limit_bytes)
+             : known                        ? hr_size_text(b, sizeof b, c->limit_bytes)
                                             : "unreadable");
     snprintf(use, sizeof use, "%s",
-             c->usage_bytes == HR_UNKNOWN ? "unknown" : hr_cli_size(b, sizeof b, c->usage_bytes));
+             c->usage_bytes == HR_UNKNOWN ? "unknown" : hr_size_text(b, sizeof b, c->usage_bytes));
     add(d, "cgroup", known ? CHECK_OK : CHECK_FAIL,
         known ? NULL : "give the user read access to the cgroup's memory.max (or run as root)",
         "%s: cgroup v%d %s, limit %s, usage %s", which, c->version, c->path, lim, use);

@@ -121,10 +121,10 @@ static void print_text(const hr_cli_t *cli, const char *path, double since, set_
     printf("%-8s %8zu  %-8s  %-8s  %10s %10s %10s %10s\n", s->key, s->n,
            clock_text(t1, sizeof t1, s->t[0], false),
            clock_text(t2, sizeof t2, s->t[s->n - 1], false),
-           k ? hr_cli_size(a, sizeof a, (uint64_t)mn) : "-",
-           k ? hr_cli_size(b, sizeof b, (uint64_t)(sum / (double)k)) : "-",
-           k ? hr_cli_size(c, sizeof c, (uint64_t)mx) : "-",
-           isnan(total) ? "-" : hr_cli_size(d, sizeof d, (uint64_t)total));
+           k ? hr_size_text(a, sizeof a, (uint64_t)mn) : "-",
+           k ? hr_size_text(b, sizeof b, (uint64_t)(sum / (double)k)) : "-",
+           k ? hr_size_text(c, sizeof c, (uint64_t)mx) : "-",
+           isnan(total) ? "-" : hr_size_text(d, sizeof d, (uint64_t)total));
   }
   qsort(procs->s, procs->n, sizeof *procs->s, cmp_weight);
   if (procs->n) {
@@ -140,11 +140,11 @@ static void print_text(const hr_cli_t *cli, const char *path, double since, set_
     double per_min = span > 0 ? (s->v[s->n - 1] - s->v[0]) / span * 60 : 0;
     char pm[40];
     snprintf(pm, sizeof pm, "%s%s", per_min < 0 ? "-" : "+",
-             hr_cli_size(c, sizeof c, (uint64_t)fabs(isnan(per_min) ? 0 : per_min)));
+             hr_size_text(c, sizeof c, (uint64_t)fabs(isnan(per_min) ? 0 : per_min)));
     printf("%8d %-16.16s %8zu %10s %10s %12s %10s\n", s->pid, s->name, s->n,
-           isnan(s->v[0]) ? "-" : hr_cli_size(a, sizeof a, (uint64_t)s->v[0]),
-           isnan(s->v[s->n - 1]) ? "-" : hr_cli_size(b, sizeof b, (uint64_t)s->v[s->n - 1]), pm,
-           gmax > 0 ? hr_cli_size(d, sizeof d, (uint64_t)gmax) : "-");
+           isnan(s->v[0]) ? "-" : hr_size_text(a, sizeof a, (uint64_t)s->v[0]),
+           isnan(s->v[s->n - 1]) ? "-" : hr_size_text(b, sizeof b, (uint64_t)s->v[s->n - 1]), pm,
+           gmax > 0 ? hr_size_text(d, sizeof d, (uint64_t)gmax) : "-");
   }
   printf("\n%s (%zu)\n", hr_cli_paint(cli, lab, sizeof lab, "bold", "events"), ne);
   for (size_t i = 0; i < ne; i++) printf("  %s\n", hr_event_text(&ev[i].event, lab, sizeof lab));
@@ -188,30 +188,11 @@ static int print_json(const hr_history_row_t *rows, size_t nr, const hr_history_
 
 /* ---- SVG ---------------------------------------------------------------- */
 
-#define SVG_W     1100
-#define SVG_LEFT  90
-#define SVG_RIGHT 230
-#define PANEL_H   210
-#define PANEL_GAP 60
-#define SVG_TOP   60
-
-static const char *const palette[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-                                      "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"};
-
-static void xml_text(FILE *f, const char *s) {
-  for (; *s; s++) {
-    if (*s == '<')
-      fputs("&lt;", f);
-    else if (*s == '>')
-      fputs("&gt;", f);
-    else if (*s == '&')
-      fputs("&amp;", f);
-    else if (*s == '"')
-      fputs("&quot;", f);
-    else if ((unsigned char)*s >= 0x20)
-      fputc(*s, f);
-  }
-}
+/* Each scope's and process's lines are drawn at most this many to a panel,
+ * so the legend stays readable. */
+#define MAX_LINES 10
+#define COUNT(a)  (sizeof(a) / sizeof((a)[0]))
+#define N_KINDS   7
 
 static const char *event_color(const char *kind) {
   if (strcmp(kind, "level") == 0) return "#e69500";
@@ -223,178 +204,177 @@ static const char *event_color(const char *kind) {
   return "#8c564b";
 }
 
+/* One panel's input for the chart writer, with room for its labels. */
 typedef struct panel {
-  const char *title;
-  series_t *lines[10];
-  bool second[10]; /* draw v2 (dashed) instead of v */
-  const char *label[10];
-  size_t n;
+  hr_chart_series_t series[MAX_LINES];
+  char label[MAX_LINES][96];
+  hr_chart_hline_t hlines[MAX_LINES];
+  char hlabel[MAX_LINES][64];
+  size_t n, nh;
 } panel_t;
 
-/* Draws one chart; `labels` writes each event's kind and pid above its line
- * (the first 40), on the topmost chart only. */
-static void draw_panel(FILE *f, const panel_t *p, int y0, double t0, double t1,
-                       const hr_history_event_t *ev, size_t ne, bool labels) {
-  int x0 = SVG_LEFT, w = SVG_W - SVG_LEFT - SVG_RIGHT, h = PANEL_H;
-  double ymax = 0;
-  for (size_t i = 0; i < p->n; i++)
-    for (size_t j = 0; j < p->lines[i]->n; j++) {
-      double v = p->second[i] ? p->lines[i]->v2[j] : p->lines[i]->v[j];
-      if (!isnan(v)) ymax = fmax(ymax, v);
-    }
-  if (ymax <= 0) ymax = 1;
-  ymax *= 1.08;
-  double span = t1 > t0 ? t1 - t0 : 1;
-  fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"15\" font-weight=\"bold\">", x0, y0 - 10);
-  xml_text(f, p->title);
-  fprintf(f,
-          "</text>\n<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"#fafafa\" "
-          "stroke=\"#999\"/>\n",
-          x0, y0, w, h);
-  char a[32];
-  for (int k = 0; k <= 4; k++) {
-    double v = ymax * k / 4;
-    int y = y0 + h - (int)(h * k / 4);
-    fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#e3e3e3\"/>\n", x0, y,
-            x0 + w, y);
-    fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"11\" text-anchor=\"end\">%s</text>\n", x0 - 6,
-            y + 4, hr_cli_size(a, sizeof a, (uint64_t)v));
-  }
-  for (int k = 0; k <= 5; k++) {
-    double t = t0 + span * k / 5;
-    int x = x0 + (int)(w * k / 5);
-    fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"11\" text-anchor=\"middle\">%s</text>\n", x,
-            y0 + h + 15, clock_text(a, sizeof a, t, false));
-  }
-  for (size_t i = 0; i < ne; i++) {
-    double x = x0 + w * (ev[i].time - t0) / span;
-    if (x < x0 || x > x0 + w || strcmp(ev[i].kind, "sample") == 0) continue;
-    fprintf(f,
-            "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"%s\" "
-            "stroke-width=\"1.5\" stroke-dasharray=\"4,3\" opacity=\"0.8\"/>\n",
-            x, y0, x, y0 + h, event_color(ev[i].kind));
-    if (labels && i < 40) {
-      char lab[96];
-      if (ev[i].pid)
-        snprintf(lab, sizeof lab, "%s %d", ev[i].kind, ev[i].pid);
-      else
-        snprintf(lab, sizeof lab, "%s", ev[i].kind);
-      fprintf(f, "<text x=\"%.1f\" y=\"%d\" font-size=\"10\" fill=\"%s\">", x + 3,
-              y0 + 12 + (int)(i % 3) * 12, event_color(ev[i].kind));
-      xml_text(f, lab);
-      fprintf(f, "</text>\n");
-    }
-  }
-  for (size_t i = 0; i < p->n; i++) {
-    const series_t *s = p->lines[i];
-    const char *color = palette[i % (sizeof palette / sizeof palette[0])];
-    fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%s\"%s points=\"", color,
-            p->second[i] ? "1.2" : "2", p->second[i] ? " stroke-dasharray=\"6,4\"" : "");
-    for (size_t j = 0; j < s->n; j++) {
-      double v = p->second[i] ? s->v2[j] : s->v[j];
-      if (isnan(v)) continue;
-      fprintf(f, "%.1f,%.1f ", x0 + w * (s->t[j] - t0) / span, y0 + h - h * v / ymax);
-    }
-    fprintf(f, "\"/>\n");
-    int ly = y0 + 14 + (int)i * 18;
-    fprintf(f,
-            "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"%s\" stroke-width=\"2\"%s/>\n",
-            x0 + w + 12, ly - 4, x0 + w + 34, ly - 4, color,
-            p->second[i] ? " stroke-dasharray=\"6,4\"" : "");
-    fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"12\">", x0 + w + 40, ly);
-    xml_text(f, p->label[i]);
-    fprintf(f, "</text>\n");
-  }
-  if (p->n == 0)
-    fprintf(f,
-            "<text x=\"%d\" y=\"%d\" font-size=\"13\" fill=\"#777\" "
-            "text-anchor=\"middle\">no samples</text>\n",
-            x0 + w / 2, y0 + h / 2);
+/* The last total (or limit) a scope recorded; NaN when it never had one. */
+static double last_total(const series_t *s) {
+  for (size_t j = s->n; j-- > 0;)
+    if (!isnan(s->v2[j]) && s->v2[j] > 0) return s->v2[j];
+  return NAN;
 }
 
-static int write_svg(const char *file, set_t *scopes, set_t *procs, const hr_history_event_t *ev,
-                     size_t ne, double since) {
+static void add_line(panel_t *p, const series_t *s, bool second, bool right, const char *color,
+                     const char *fmt, const char *a, int pid) {
+  if (p->n == MAX_LINES) return;
+  if (a)
+    snprintf(p->label[p->n], sizeof p->label[0], fmt, a);
+  else
+    snprintf(p->label[p->n], sizeof p->label[0], fmt, pid);
+  p->series[p->n] = (hr_chart_series_t){.label = p->label[p->n],
+                                        .x = s->t,
+                                        .y = second ? s->v2 : s->v,
+                                        .n = s->n,
+                                        .color = color,
+                                        .style = second ? HR_CHART_DASHED : HR_CHART_LINE,
+                                        .right = right};
+  p->n++;
+}
+
+/* The warning and critical thresholds of a scope, as lines at that share of
+ * its last total (or limit). */
+static void add_thresholds(panel_t *p, const series_t *s, double warn, double crit) {
+  double total = last_total(s);
+  if (isnan(total) || p->nh + 2 > MAX_LINES) return;
+  snprintf(p->hlabel[p->nh], sizeof p->hlabel[0], "%.16s warning %.0f%%", s->key, warn);
+  p->hlines[p->nh] = (hr_chart_hline_t){p->hlabel[p->nh], total * warn / 100, false, "#e69500"};
+  p->nh++;
+  snprintf(p->hlabel[p->nh], sizeof p->hlabel[0], "%.16s critical %.0f%%", s->key, crit);
+  p->hlines[p->nh] = (hr_chart_hline_t){p->hlabel[p->nh], total * crit / 100, false, "#d62728"};
+  p->nh++;
+}
+
+static const char *const palette[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+                                      "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"};
+
+/* Fills the three panels' lines and thresholds: each GPU (pd[0]), the host
+ * and the cgroup (pd[1]), and the heaviest processes (pd[2]). */
+static void fill_panels(const hr_options_t *opts, set_t *scopes, set_t *procs, panel_t pd[3]) {
+  double vw = hr_options_get_double(opts, HR_OPTION_vram_warn);
+  double vc = hr_options_get_double(opts, HR_OPTION_vram_critical);
+  double rw = hr_options_get_double(opts, HR_OPTION_ram_warn);
+  double rc = hr_options_get_double(opts, HR_OPTION_ram_critical);
+  for (size_t i = 0; i < scopes->n; i++) {
+    const series_t *s = &scopes->s[i];
+    bool gpu = strncmp(s->key, "gpu", 3) == 0;
+    panel_t *p = &pd[gpu ? 0 : 1];
+    if (p->n + 2 > MAX_LINES) continue;
+    const char *color = palette[(p->n / 2) % COUNT(palette)];
+    add_line(p, s, false, false, color, "%s used", s->key, 0);
+    add_line(p, s, true, false, color, "%s total", s->key, 0);
+    add_thresholds(p, s, gpu ? vw : rw, gpu ? vc : rc);
+  }
+  qsort(procs->s, procs->n, sizeof *procs->s, cmp_weight);
+  for (size_t i = 0, k = 0; i < procs->n && pd[2].n + 2 <= MAX_LINES; i++, k++) {
+    const series_t *s = &procs->s[i];
+    const char *color = palette[k % COUNT(palette)];
+    char lab[96];
+    snprintf(lab, sizeof lab, "%d %.20s", s->pid, s->name);
+    add_line(&pd[2], s, false, false, color, "%s", lab, 0);
+    bool gpu = false;
+    for (size_t j = 0; j < s->n && !gpu; j++) gpu = !isnan(s->v2[j]) && s->v2[j] > 0;
+    if (gpu) add_line(&pd[2], s, true, true, color, "%d GPU", NULL, s->pid);
+    if (k + 1 >= 8) break;
+  }
+}
+
+/* Three panels: GPUs, host and cgroup, the top processes (resident memory
+ * on the left axis, GPU memory dashed on the right one: a process's RSS of a
+ * few hundred MiB would lie flat at zero on an axis that GPU gigabytes set).
+ * The scopes' panels draw the warning and critical thresholds of the
+ * options in force. Events are vertical markers on every panel. */
+static int write_svg(const hr_options_t *opts, const char *file, set_t *scopes, set_t *procs,
+                     const hr_history_event_t *ev, size_t ne, double since) {
   double t0 = INFINITY, t1 = -INFINITY;
   for (size_t i = 0; i < scopes->n; i++)
     t0 = fmin(t0, scopes->s[i].t[0]), t1 = fmax(t1, scopes->s[i].t[scopes->s[i].n - 1]);
   for (size_t i = 0; i < procs->n; i++)
     t0 = fmin(t0, procs->s[i].t[0]), t1 = fmax(t1, procs->s[i].t[procs->s[i].n - 1]);
   if (isinf(t0)) t0 = since, t1 = since + 1;
+  if (t1 <= t0) t1 = t0 + 1;
 
-  panel_t panels[3] = {{.title = "GPU memory used (dashed: total)"},
-                       {.title = "host and cgroup memory used (dashed: total or limit)"},
-                       {.title = "top processes: resident memory (dashed: GPU memory)"}};
-  static char labels[30][96];
-  size_t nl = 0;
-  for (size_t i = 0; i < scopes->n; i++) {
-    series_t *s = &scopes->s[i];
-    panel_t *p = strncmp(s->key, "gpu", 3) == 0 ? &panels[0] : &panels[1];
-    if (p->n + 2 > 10 || nl + 2 > 30) continue;
-    snprintf(labels[nl], sizeof labels[0], "%s used", s->key);
-    p->lines[p->n] = s, p->second[p->n] = false, p->label[p->n++] = labels[nl++];
-    snprintf(labels[nl], sizeof labels[0], "%s total", s->key);
-    p->lines[p->n] = s, p->second[p->n] = true, p->label[p->n++] = labels[nl++];
+  panel_t pd[3] = {0};
+  fill_panels(opts, scopes, procs, pd);
+
+  /* Every event but samples is a marker, labelled with its kind and pid on
+   * the first panel drawn; the key counts them by kind. */
+  static const char *const kinds[N_KINDS] = {"level", "leak",   "idle_hog", "oom_kill",
+                                             "exit",  "action", "error"};
+  hr_chart_marker_t *marks = calloc(ne ? ne : 1, sizeof *marks);
+  char(*mlabel)[96] = calloc(ne ? ne : 1, sizeof *mlabel);
+  char *svg = NULL;
+  int status = -1;
+  size_t nm = 0;
+  if (!marks || !mlabel) goto out;
+  for (size_t i = 0; i < ne; i++) {
+    if (strcmp(ev[i].kind, "sample") == 0) continue;
+    if (ev[i].pid)
+      snprintf(mlabel[nm], sizeof mlabel[0], "%s %d", ev[i].kind, ev[i].pid);
+    else
+      snprintf(mlabel[nm], sizeof mlabel[0], "%s", ev[i].kind);
+    marks[nm] = (hr_chart_marker_t){ev[i].time, mlabel[nm], event_color(ev[i].kind)};
+    nm++;
   }
-  qsort(procs->s, procs->n, sizeof *procs->s, cmp_weight);
-  for (size_t i = 0; i < procs->n && panels[2].n < 10 && nl < 30; i++) {
-    series_t *s = &procs->s[i];
-    panel_t *p = &panels[2];
-    snprintf(labels[nl], sizeof labels[0], "%d %.20s", s->pid, s->name);
-    p->lines[p->n] = s, p->second[p->n] = false, p->label[p->n++] = labels[nl++];
-    bool gpu = false;
-    for (size_t j = 0; j < s->n && !gpu; j++) gpu = !isnan(s->v2[j]) && s->v2[j] > 0;
-    if (gpu && p->n < 10 && nl < 30) {
-      snprintf(labels[nl], sizeof labels[0], "%d gpu", s->pid);
-      p->lines[p->n] = s, p->second[p->n] = true, p->label[p->n++] = labels[nl++];
-    }
-    if (p->n >= 8) break;
-  }
-  FILE *f = fopen(file, "w");
-  if (!f) return -1;
-  int drawn = (panels[0].n > 0) + (panels[1].n > 0) + (panels[2].n > 0);
-  int height = SVG_TOP + 25 + drawn * (PANEL_H + PANEL_GAP) + (3 - drawn) * 30 + 20;
-  fprintf(f,
-          "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-          "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
-          "viewBox=\"0 0 %d %d\" font-family=\"sans-serif\">\n"
-          "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
-          SVG_W, height, SVG_W, height);
-  char a[32], b[32];
-  fprintf(f,
-          "<text x=\"%d\" y=\"28\" font-size=\"18\" font-weight=\"bold\">headroom history "
-          "%s to %s</text>\n",
-          SVG_LEFT, clock_text(a, sizeof a, t0, true), clock_text(b, sizeof b, t1, false));
-  /* The event legend, with counts. */
-  static const char *const kinds[] = {"level", "leak",   "idle_hog", "oom_kill",
-                                      "exit",  "action", "error"};
-  int lx = SVG_LEFT;
-  for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+  hr_chart_key_t keys[N_KINDS];
+  char klabel[N_KINDS][48];
+  for (size_t k = 0; k < N_KINDS; k++) {
     size_t cnt = 0;
     for (size_t i = 0; i < ne; i++) cnt += strcmp(ev[i].kind, kinds[k]) == 0;
-    fprintf(f,
-            "<line x1=\"%d\" y1=\"42\" x2=\"%d\" y2=\"52\" stroke=\"%s\" stroke-width=\"2\"/>"
-            "<text x=\"%d\" y=\"51\" font-size=\"11\">%s (%zu)</text>\n",
-            lx, lx, event_color(kinds[k]), lx + 5, kinds[k], cnt);
-    lx += 105;
+    snprintf(klabel[k], sizeof klabel[k], "%s (%zu)", kinds[k], cnt);
+    keys[k] = (hr_chart_key_t){klabel[k], event_color(kinds[k])};
   }
-  /* Panels without samples (no GPU on the machine) are left out, and say
-   * so in one line rather than as an empty chart. */
-  int y = SVG_TOP + 25;
+  static const char *const titles[] = {
+      "GPU memory used (dashed: total; thresholds: warning and critical)",
+      "host and cgroup memory used (dashed: total or limit; thresholds: warning and critical)",
+      "top processes: resident memory (left axis; dashed: GPU memory, right axis)"};
+  hr_chart_panel_t panels[3];
   bool labelled = false;
   for (int i = 0; i < 3; i++) {
-    if (panels[i].n == 0) {
-      fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"13\" fill=\"#777\">", SVG_LEFT, y);
-      xml_text(f, panels[i].title);
-      fprintf(f, ": no samples</text>\n");
-      y += 30;
-      continue;
-    }
-    draw_panel(f, &panels[i], y + 10, t0, t1, ev, ne, !labelled);
-    labelled = true;
-    y += PANEL_H + PANEL_GAP;
+    bool points = false;
+    for (size_t j = 0; j < pd[i].n && !points; j++) points = pd[i].series[j].n > 0;
+    panels[i] = (hr_chart_panel_t){.title = titles[i],
+                                   .y_title = i == 2 ? "resident memory" : "memory",
+                                   .y2_title = i == 2 ? "GPU memory" : NULL,
+                                   .x_scale = HR_CHART_CLOCK,
+                                   .y_scale = HR_CHART_BYTES,
+                                   .y2_scale = HR_CHART_BYTES,
+                                   .x_min = t0,
+                                   .x_max = t1,
+                                   .series = pd[i].series,
+                                   .n_series = pd[i].n,
+                                   .hlines = pd[i].hlines,
+                                   .n_hlines = pd[i].nh,
+                                   .markers = marks,
+                                   .n_markers = nm,
+                                   .marker_labels = points && !labelled};
+    labelled |= points;
   }
-  fprintf(f, "</svg>\n");
-  return fclose(f) == 0 ? 0 : -1;
+  char title[128], a[32], b[32];
+  snprintf(title, sizeof title, "headroom history %s to %s", clock_text(a, sizeof a, t0, true),
+           clock_text(b, sizeof b, t1, false));
+  hr_chart_t chart = {.title = title,
+                      .keys = keys,
+                      .n_keys = N_KINDS,
+                      .panels = panels,
+                      .n_panels = 3,
+                      .width = 1100,
+                      .plot_height = 210};
+  if (hr_chart_svg(&chart, &svg) != 0) goto out;
+  FILE *f = fopen(file, "w");
+  if (!f) goto out;
+  status = fputs(svg, f) < 0 ? -1 : 0;
+  if (fclose(f) != 0) status = -1;
+out:
+  free(svg);
+  free(marks);
+  free(mlabel);
+  return status;
 }
 
 /* ---- the command -------------------------------------------------------- */
@@ -502,7 +482,7 @@ static int history_run(hr_cli_t *cli, int argc, char **argv) {
     goto out;
   }
   if (svg) {
-    if (write_svg(svg, &scopes, &procs, ev, ne, since) != 0) {
+    if (write_svg(cli->opts, svg, &scopes, &procs, ev, ne, since) != 0) {
       hr_cli_error("history: cannot write %s", svg);
       status = 1;
       goto out;

@@ -88,7 +88,7 @@ static void on_step(size_t step, const char *name, int rc, const hr_plan_t *p, h
   for (size_t i = 0; i < p->n_actions; i++) {
     asset_name(r, p->actions[i].id, an, sizeof an);
     printf("%s%s %s %s", i ? ", " : " ", hr_action_kind_name(p->actions[i].kind), an,
-           hr_cli_size(sz, sizeof sz, p->actions[i].bytes));
+           hr_size_text(sz, sizeof sz, p->actions[i].bytes));
   }
   printf("\n");
 }
@@ -198,16 +198,16 @@ static int plan_run(hr_cli_t *cli, int argc, char **argv) {
     if (o.failed_listed > PLAN_MAX_LISTED)
       printf("... %zu more steps that cannot run\n", o.failed_listed - PLAN_MAX_LISTED);
     printf("\n%s: %zu steps, policy %s, budget %s (reserve %s)\n", path, res.steps,
-           hr_policy_name(res.policy), hr_cli_size(s1, sizeof s1, res.budget_bytes),
-           hr_cli_size(s2, sizeof s2, info.reserve_bytes));
+           hr_policy_name(res.policy), hr_size_text(s1, sizeof s1, res.budget_bytes),
+           hr_size_text(s2, sizeof s2, info.reserve_bytes));
     printf("  moved to the device  %s in %" PRIu64 " loads (%" PRIu64 " partial)\n",
-           hr_cli_size(s1, sizeof s1, res.bytes_moved), res.loads, res.partial_loads);
+           hr_size_text(s1, sizeof s1, res.bytes_moved), res.loads, res.partial_loads);
     printf("  offloaded            %s in %" PRIu64 " offloads (%" PRIu64 " partial)\n",
-           hr_cli_size(s2, sizeof s2, res.bytes_offloaded), res.offloads, res.partial_offloads);
-    printf("  peak on the device   %s\n", hr_cli_size(s3, sizeof s3, res.peak_device_bytes));
+           hr_size_text(s2, sizeof s2, res.bytes_offloaded), res.offloads, res.partial_offloads);
+    printf("  peak on the device   %s\n", hr_size_text(s3, sizeof s3, res.peak_device_bytes));
     if (rrc == 0)
       printf("  best possible        %s (%s); this plan moves %.3fx\n",
-             hr_cli_size(s4, sizeof s4, ref), exact ? "exact optimum" : "lower bound", ratio);
+             hr_size_text(s4, sizeof s4, ref), exact ? "exact optimum" : "lower bound", ratio);
     else
       printf("  best possible        n/a: %s\n", hr_strerror(rrc));
     printf("  steps that cannot run %zu\n", res.failed_steps);

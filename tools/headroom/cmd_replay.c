@@ -60,7 +60,7 @@ static void replay_usage(FILE *f) {
              "                    ns_per_op_p99, seconds, events_per_second,\n"
              "                    duration_seconds (the recorded window; null when the\n"
              "                    trace keeps no times)\n"
-             "  --svg FILE        chart of live and reserved GiB over each trace, ours and\n"
+             "  --svg FILE        chart of live and reserved memory over each trace, ours and\n"
              "                    PyTorch's, over seconds (or over events for a trace\n"
              "                    without times)\n");
 }
@@ -131,10 +131,6 @@ typedef struct row {
   bool have[MAX_CONFS];
 } row_t;
 
-static double gib(uint64_t b) {
-  return (double)b / (double)(1ull << 30);
-}
-
 static void print_json(const char *trace, const char *conf, const hr_replay_result_t *r) {
   printf("{\"trace\": ");
   hr_cli_json_str(stdout, trace);
@@ -178,11 +174,12 @@ static void print_table(hr_cli_t *cli, row_t *rows, size_t n_rows, const char *c
     for (int c = 0; c < n_confs && !r0; c++)
       if (rows[i].have[c]) r0 = &rows[i].res[c];
     if (!r0) continue;
-    printf("%-34.34s %3d %8" PRIu64 " %6.2f GiB |", rows[i].trace, r0->device, r0->events,
-           gib(r0->peak_live_bytes));
+    char sz[32];
+    printf("%-34.34s %3d %8" PRIu64 " %10s |", rows[i].trace, r0->device, r0->events,
+           hr_size_text(sz, sizeof sz, r0->peak_live_bytes));
     if (r0->has_pytorch)
-      printf(" %6.2f GiB %6.3f %4" PRIu64, gib(r0->pytorch_peak_reserved_bytes), r0->pytorch_ratio,
-             r0->pytorch_ooms);
+      printf(" %10s %6.3f %4" PRIu64, hr_size_text(sz, sizeof sz, r0->pytorch_peak_reserved_bytes),
+             r0->pytorch_ratio, r0->pytorch_ooms);
     else
       printf(" %10s %6s %4s", "-", "-", "-");
     for (int c = 0; c < n_confs; c++) {
@@ -195,7 +192,7 @@ static void print_table(hr_cli_t *cli, row_t *rows, size_t n_rows, const char *c
       /* Green where we reserve no more than PyTorch did, red where more. */
       const char *col = !r->has_pytorch ? "" : r->ratio <= r->pytorch_ratio ? "green" : "red";
       snprintf(b + 20, sizeof b - 20, "%.0f/%.0f", r->ns_per_op_median, r->ns_per_op_p99);
-      printf(" | %6.2f GiB %s %4" PRIu64 " %9s", gib(r->peak_reserved_bytes),
+      printf(" | %10s %s %4" PRIu64 " %9s", hr_size_text(sz, sizeof sz, r->peak_reserved_bytes),
              *col ? hr_cli_paint(cli, p, sizeof p, col, b) : b, r->ooms, b + 20);
     }
     printf("\n");
@@ -204,57 +201,93 @@ static void print_table(hr_cli_t *cli, row_t *rows, size_t n_rows, const char *c
 
 /* ---- the chart ---------------------------------------------------------- */
 
-/* A step of 1, 2, 2.5 or 5 times a power of ten that cuts `range` into at
- * most `max` parts. */
-static double nice_step(double range, int max) {
-  static const double m[] = {1, 2, 2.5, 5};
-  for (double p = 1e-3; p < 1e18; p *= 10)
-    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
-      if (range / (m[i] * p) <= max) return m[i] * p;
-  return range;
-}
-
-/* Writes the points of one quantity, a point per used bin. Across empty bins
- * (a quiet stretch of a timed trace) the value holds until the next event,
- * so the line steps there instead of sloping. */
-static void svg_points(FILE *f, const uint64_t *v, const bool *used, double x0, double w, double y0,
-                       double h, double ymax) {
-  int prev = -1;
-  for (int i = 0; i < BINS; i++) {
-    if (!used[i]) continue;
-    if (prev >= 0 && i > prev + 1)
-      fprintf(f, "%.1f,%.1f ", x0 + w * i / BINS, y0 + h - h * gib(v[prev]) / ymax);
-    fprintf(f, "%.1f,%.1f ", x0 + w * (i + 0.5) / BINS, y0 + h - h * gib(v[i]) / ymax);
-    prev = i;
-  }
-}
-
-static void svg_polyline(FILE *f, const uint64_t *v, const bool *used, double x0, double w,
-                         double y0, double h, double ymax, const char *style) {
-  fprintf(f, "<polyline fill=\"none\" %s points=\"", style);
-  svg_points(f, v, used, x0, w, y0, h, ymax);
-  fprintf(f, "\"/>\n");
-}
-
 static const char *conf_colors[] = {"#1f77b4", "#2ca02c", "#9467bd", "#17becf",
                                     "#8c564b", "#e377c2", "#bcbd22", "#7f7f7f"};
 
-/* Writes one panel per trace and device: live (shaded), PyTorch's recorded
- * reserved (dashed orange) and each configuration's reserved. */
+/* The points of one quantity, a point per used bin at its middle. Across
+ * empty bins (a quiet stretch of a timed trace) the value holds until the
+ * next event, so the line steps there instead of sloping. x and y hold
+ * 2 * BINS points; returns how many were written. */
+static size_t bin_points(const uint64_t *v, const bool *used, double total, double *x, double *y) {
+  size_t n = 0;
+  int prev = -1;
+  for (int i = 0; i < BINS; i++) {
+    if (!used[i]) continue;
+    if (prev >= 0 && i > prev + 1) x[n] = total * i / BINS, y[n++] = (double)v[prev];
+    x[n] = total * (i + 0.5) / BINS, y[n++] = (double)v[i];
+    prev = i;
+  }
+  return n;
+}
+
+/* The series of one panel (a trace and device): live (shaded), each
+ * configuration's reserved, and PyTorch's recorded reserved last (dashed
+ * orange: it stays visible where ours lies on it). */
+typedef struct panel_data {
+  hr_chart_series_t series[MAX_CONFS + 2];
+  char labels[MAX_CONFS][64];
+  char title[256];
+  double *pts; /* (MAX_CONFS + 2) * 4 * BINS doubles */
+} panel_data_t;
+
+static void fill_panel(panel_data_t *d, hr_chart_panel_t *p, const series_t *const *all,
+                       const char *trace_name, const char **confs, int n_confs) {
+  const series_t *s0 = all[0];
+  bool timed = s0->duration_us > 0;
+  double total = timed ? (double)s0->duration_us / 1e6 : s0->total ? (double)s0->total : 1;
+  size_t ns = 0;
+  double *x = d->pts;
+#define ADD_(src, values, lab, colour, sty, wid)                                                   \
+  do {                                                                                             \
+    double *y = x + 2 * BINS;                                                                      \
+    size_t n = bin_points((src)->values, (src)->used, total, x, y);                                \
+    d->series[ns++] = (hr_chart_series_t){.label = (lab),                                          \
+                                          .x = x,                                                  \
+                                          .y = y,                                                  \
+                                          .n = n,                                                  \
+                                          .color = (colour),                                       \
+                                          .style = (sty),                                          \
+                                          .width = (wid)};                                         \
+    x += 4 * BINS;                                                                                 \
+  } while (0)
+  ADD_(s0, live, "live", "#d9d9d9", HR_CHART_AREA, 0);
+  for (int k = 0; k < n_confs; k++) {
+    if (!all[k]) continue;
+    snprintf(d->labels[k], sizeof d->labels[k], "headroom reserved, %.24s", confs[k]);
+    ADD_(all[k], reserved, d->labels[k], conf_colors[k], HR_CHART_LINE, 1.6);
+  }
+  ADD_(s0, pytorch, "PyTorch reserved (recorded)", "#ff7f0e", HR_CHART_DASHED, 2);
+#undef ADD_
+  snprintf(d->title, sizeof d->title, "%s, device %d: live and reserved memory", trace_name,
+           s0->device);
+  *p = (hr_chart_panel_t){
+      .title = d->title,
+      .x_title = timed ? "seconds from the start of the recorded window"
+                       : "events (allocations and frees) of the recorded window, in order: the "
+                         "trace keeps no times",
+      .y_title = "memory",
+      .x_scale = HR_CHART_NUMBER,
+      .y_scale = HR_CHART_BYTES,
+      .x_min = 0,
+      .x_max = total,
+      .series = d->series,
+      .n_series = ns,
+  };
+}
+
+/* Writes one panel per trace and device through the chart writer. */
 static int write_svg(const char *path, replay_ctx_t *c, char **trace_names, const char **confs,
                      int n_confs) {
-  const double W = 960, PH = 360, ML = 70, MR = 20, MT = 40, MB = 80;
+  int rc = -1;
   size_t n_panels = 0;
   for (size_t i = 0; i < c->n_series; i++)
     if (c->series[i].conf == 0) n_panels++;
-  FILE *f = fopen(path, "w");
-  if (!f) return -1;
-  fprintf(f,
-          "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
-          "font-family=\"sans-serif\" font-size=\"12\">\n"
-          "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
-          W, PH * (double)n_panels);
-  size_t panel = 0;
+  panel_data_t *data = calloc(n_panels ? n_panels : 1, sizeof *data);
+  hr_chart_panel_t *panels = calloc(n_panels ? n_panels : 1, sizeof *panels);
+  char *svg = NULL;
+  FILE *f = NULL;
+  if (!data || !panels) goto out;
+  size_t k = 0;
   for (size_t i = 0; i < c->n_series; i++) {
     const series_t *s0 = &c->series[i];
     if (s0->conf != 0) continue;
@@ -262,108 +295,25 @@ static int write_svg(const char *path, replay_ctx_t *c, char **trace_names, cons
     for (size_t j = 0; j < c->n_series; j++)
       if (c->series[j].trace == s0->trace && c->series[j].device == s0->device)
         all[c->series[j].conf] = &c->series[j];
-    double ymax = 0;
-    for (int k = 0; k < n_confs; k++)
-      for (int b = 0; all[k] && b < BINS; b++) {
-        if (!all[k]->used[b]) continue;
-        double m = gib(all[k]->reserved[b]);
-        if (gib(all[k]->pytorch[b]) > m) m = gib(all[k]->pytorch[b]);
-        if (gib(all[k]->live[b]) > m) m = gib(all[k]->live[b]);
-        if (m > ymax) ymax = m;
-      }
-    double step = nice_step(ymax > 0 ? ymax : 1, 8);
-    ymax = step * (double)((int)(ymax / step) + 1);
-    double x0 = ML, y0 = PH * (double)panel + MT, w = W - ML - MR, h = PH - MT - MB;
-    fprintf(f,
-            "<text x=\"%.0f\" y=\"%.0f\" font-size=\"14\" font-weight=\"bold\">%s, device %d: "
-            "live and reserved memory</text>\n",
-            x0, y0 - 16, trace_names[s0->trace], s0->device);
-    for (double y = 0; y <= ymax + step / 2; y += step) {
-      double py = y0 + h - h * y / ymax;
-      fprintf(f, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", x0,
-              x0 + w, py, py);
-      fprintf(f, "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n", x0 - 6, py + 4, y);
-    }
-    /* The x axis: seconds when the trace keeps times, else the events' order. */
-    bool timed = s0->duration_us > 0;
-    double total = timed ? (double)s0->duration_us / 1e6 : s0->total ? (double)s0->total : 1;
-    double xstep = nice_step(total, 8);
-    for (int k = 0; (double)k * xstep <= total * (1 + 1e-9); k++) {
-      double t = (double)k * xstep, px = x0 + w * t / total;
-      fprintf(f,
-              "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"#888\"/>"
-              "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%g</text>\n",
-              px, px, y0 + h, y0 + h + 4, px, y0 + h + 16, t);
-    }
-    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">%s</text>\n", x0 + w / 2,
-            y0 + h + 36,
-            timed ? "seconds from the start of the recorded window"
-                  : "events (allocations and frees) of the recorded window, in order: the trace "
-                    "keeps no times");
-    fprintf(f,
-            "<text transform=\"translate(%.0f,%.0f) rotate(-90)\" "
-            "text-anchor=\"middle\">GiB</text>\n"
-            "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" "
-            "stroke=\"#888\"/>\n",
-            x0 - 48, y0 + h / 2, x0, y0, w, h);
-    /* Live bytes as a shaded area under their line. */
-    fprintf(f, "<polygon fill=\"#d9d9d9\" points=\"");
-    svg_points(f, s0->live, s0->used, x0, w, y0, h, ymax);
-    int first = -1, last = -1;
-    for (int b = 0; b < BINS; b++) {
-      if (!s0->used[b]) continue;
-      if (first < 0) first = b;
-      last = b;
-    }
-    if (first >= 0)
-      fprintf(f, "%.1f,%.1f %.1f,%.1f", x0 + w * (last + 0.5) / BINS, y0 + h,
-              x0 + w * (first + 0.5) / BINS, y0 + h);
-    fprintf(f, "\"/>\n");
-    for (int k = 0; k < n_confs; k++) {
-      if (!all[k]) continue;
-      char style[96];
-      snprintf(style, sizeof style, "stroke=\"%s\" stroke-width=\"1.6\"", conf_colors[k]);
-      svg_polyline(f, all[k]->reserved, all[k]->used, x0, w, y0, h, ymax, style);
-    }
-    /* PyTorch's line last: dashed, it stays visible where ours lies on it. */
-    svg_polyline(f, s0->pytorch, s0->used, x0, w, y0, h, ymax,
-                 "stroke=\"#ff7f0e\" stroke-width=\"2\" stroke-dasharray=\"6,4\"");
-    /* The legend, in one row under the axis title, where it hides no data. */
-    double lx = x0, ly = y0 + h + 62;
-    fprintf(f,
-            "<rect x=\"%.0f\" y=\"%.0f\" width=\"24\" height=\"10\" fill=\"#d9d9d9\"/>"
-            "<text x=\"%.0f\" y=\"%.0f\">live</text>\n",
-            lx, ly - 9, lx + 30, ly);
-    lx += 80;
-    fprintf(f,
-            "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"#ff7f0e\" "
-            "stroke-width=\"2\" stroke-dasharray=\"6,4\"/>"
-            "<text x=\"%.0f\" y=\"%.0f\">PyTorch reserved (recorded)</text>\n",
-            lx, lx + 24, ly - 4, ly - 4, lx + 30, ly);
-    lx += 210;
-    for (int k = 0; k < n_confs; k++) {
-      fprintf(f,
-              "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" "
-              "stroke-width=\"2\"/><text x=\"%.0f\" y=\"%.0f\">headroom reserved, ",
-              lx, lx + 24, ly - 4, ly - 4, conf_colors[k], lx + 30, ly);
-      size_t len = 0;
-      for (const char *q = confs[k]; *q && len < 24; q++, len++) {
-        if (*q == '<')
-          fputs("&lt;", f);
-        else if (*q == '&')
-          fputs("&amp;", f);
-        else if (*q == '>')
-          fputs("&gt;", f);
-        else
-          fputc(*q, f);
-      }
-      fprintf(f, "</text>\n");
-      lx += 170 + 7.0 * (double)len;
-    }
-    panel++;
+    if (!(data[k].pts = malloc((MAX_CONFS + 2) * 4 * BINS * sizeof(double)))) goto out;
+    fill_panel(&data[k], &panels[k], all, trace_names[s0->trace], confs, n_confs);
+    k++;
   }
-  fprintf(f, "</svg>\n");
-  return fclose(f) == 0 ? 0 : -1;
+  hr_chart_t chart = {.panels = panels,
+                      .n_panels = n_panels,
+                      .legend_below = true,
+                      .width = 960,
+                      .plot_height = 240};
+  if (hr_chart_svg(&chart, &svg) != 0) goto out;
+  if (!(f = fopen(path, "w"))) goto out;
+  rc = fputs(svg, f) < 0 ? -1 : 0;
+  if (fclose(f) != 0) rc = -1;
+out:
+  for (size_t i = 0; data && i < n_panels; i++) free(data[i].pts);
+  free(data);
+  free(panels);
+  free(svg);
+  return rc;
 }
 
 /* ---- the command -------------------------------------------------------- */

@@ -76,7 +76,7 @@ static double pct(uint64_t part, uint64_t whole) {
 static const char *size_or(char *buf, size_t n, uint64_t v) {
   if (v == HR_UNKNOWN) return snprintf(buf, n, "-"), buf;
   if (v == HR_UNLIMITED) return snprintf(buf, n, "unlimited"), buf;
-  return hr_cli_size(buf, n, v);
+  return hr_size_text(buf, n, v);
 }
 
 /* A percentage coloured by the warn and critical thresholds. */
@@ -176,7 +176,7 @@ static void print_procs(const hr_cli_t *cli, hr_proc_t **rows, size_t n, bool ps
     const hr_proc_t *p = rows[i];
     char g[32], r[32], a[32], s[32] = "", w[32];
     if (p->gpu_bytes)
-      hr_cli_size(g, sizeof g, p->gpu_bytes);
+      hr_size_text(g, sizeof g, p->gpu_bytes);
     else
       snprintf(g, sizeof g, "-");
     if (pss) {

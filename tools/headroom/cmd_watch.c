@@ -110,7 +110,7 @@ static double pct(uint64_t part, uint64_t whole) {
 static const char *size_or(char *buf, size_t n, uint64_t v) {
   if (v == HR_UNKNOWN) return snprintf(buf, n, "-"), buf;
   if (v == HR_UNLIMITED) return snprintf(buf, n, "unlimited"), buf;
-  return hr_cli_size(buf, n, v);
+  return hr_size_text(buf, n, v);
 }
 
 static const char *trend(const view_state_t *v, char *buf, size_t n, double per_min) {
@@ -120,7 +120,7 @@ static const char *trend(const view_state_t *v, char *buf, size_t n, double per_
                       : per_min < -bar ? "\xe2\x86\x93"
                                        : "\xe2\x86\x92";
   snprintf(buf, n, "%s %s%s/min", arrow, per_min < 0 ? "-" : "+",
-           hr_cli_size(a, sizeof a, (uint64_t)fabs(per_min)));
+           hr_size_text(a, sizeof a, (uint64_t)fabs(per_min)));
   return buf;
 }
 
@@ -177,7 +177,7 @@ static void draw(view_state_t *v) {
     const hr_proc_t *p = w.top[i].proc;
     char g[32], tr[64], leak[64] = "";
     if (p->gpu_bytes)
-      hr_cli_size(g, sizeof g, p->gpu_bytes);
+      hr_size_text(g, sizeof g, p->gpu_bytes);
     else
       snprintf(g, sizeof g, "-");
     if (w.top[i].leak) hr_cli_paint(cli, leak, sizeof leak, "red", "LEAK?");

@@ -19,7 +19,7 @@
  * holds with several pages requested at once and with a capacity that varies
  * per step. No plan of the real problem moves fewer bytes, since every such
  * plan is a plan of the relaxed one. */
-#include "residency/workflow_internal.h"
+#include "trace/workflow_internal.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -3,7 +3,7 @@
 #ifndef HR_WORKFLOW_INTERNAL_H
 #define HR_WORKFLOW_INTERNAL_H
 
-#include "residency/residency_internal.h"
+#include "util/util.h"
 
 typedef struct wf_asset {
   char name[128], variant[32];

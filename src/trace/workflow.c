@@ -6,7 +6,7 @@
  * sequence of templates after repetition. Errors give a place: line and
  * column for a syntax error, the path in the document ("steps[2].use[0]")
  * for a wrong value. */
-#include "residency/workflow_internal.h"
+#include "trace/workflow_internal.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
