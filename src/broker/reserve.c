@@ -226,6 +226,12 @@ size_t hr__broker_plan(hr_broker_t *b, hr__breq_t *q, int ri, uint64_t need, boo
       cs[n++] = (cand_t){NULL, (int)a, false, unknown, b->adapter_priority, 0, bytes};
   }
   qsort(cs, n, sizeof *cs, cand_cmp);
+  /* A reservation that everything allowed could not make room for disturbs
+   * nobody; pressure takes what relief there is. */
+  uint64_t all = 0;
+  bool unknown = false;
+  for (size_t i = 0; i < n; i++) all += cs[i].bytes, unknown |= cs[i].unknown;
+  if (q && !unknown && all < need) n = 0;
   uint64_t sum = 0;
   size_t chosen = 0;
   while (chosen < n && sum < need) sum += cs[chosen++].bytes;

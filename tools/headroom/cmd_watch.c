@@ -48,6 +48,7 @@ static void watch_usage(FILE *f) {
           "  --listen ADDR        Prometheus /metrics and /api/snapshot (none: off)\n"
           "  --db PATH            history database ($XDG_STATE_HOME/headroom/history.db;\n"
           "                       none: off)\n"
+          "  --budget SPEC        what the broker may hand out (host=16G,gpu0=20G; docs/broker.md)\n"
           "  --json               JSON lines even on a terminal\n"
           "  --once, --count N    stop after 1 or N samples\n\n"
           "Every option also comes from the config file and HEADROOM_<NAME> variables\n"
@@ -261,7 +262,7 @@ static const char *const table_opts[] = {
     "vram-warn",    "vram-critical", "leak-window",   "leak-min-rate",  "leak-min-samples",
     "on-warning",   "on-critical",   "cooldown",      "action-timeout", "listen",
     "db",           "retain",        "top",           "idle-share",     "idle-util",
-    "idle-samples", "hysteresis",    "history-flush", "proc-budget",    NULL};
+    "idle-samples", "hysteresis",    "history-flush", "proc-budget",    "budget", NULL};
 
 static int watch_run(hr_cli_t *cli, int argc, char **argv) {
   enum { OPT_JSON = 1000, OPT_ONCE, OPT_COUNT, OPT_DROP, OPT_HELP };
@@ -309,6 +310,7 @@ static int watch_run(hr_cli_t *cli, int argc, char **argv) {
   hr_watch_t *w = NULL;
   hr_history_t *h = NULL;
   hr_exporter_t *e = NULL;
+  hr_broker_t *bk = NULL;
   view_state_t v = {.cli = cli,
                     .json = json,
                     .leak_min_rate =
@@ -357,6 +359,7 @@ static int watch_run(hr_cli_t *cli, int argc, char **argv) {
   else
     snprintf(v.listen, sizeof v.listen, "metrics: off");
 
+  if ((status = hr_cli_broker_start(cli, &v.json, &bk)) != 0) goto out;
   hr_watch_attach_history(w, h);
   hr_watch_attach_exporter(w, e);
   hr_watch_on_event(w, on_event, &v);
@@ -384,6 +387,7 @@ static int watch_run(hr_cli_t *cli, int argc, char **argv) {
            vw.events_total[HR_EVENT_LEAK]);
   }
 out:
+  hr_broker_stop(bk);
   hr_watch_destroy(w);
   hr_exporter_stop(e);
   hr_history_close(h);
