@@ -22,7 +22,7 @@ extern "C" {
 typedef struct hr_broker hr_broker_t;
 
 #define HR_BROKER_EVENTS(X)                                                                        \
-  X(HR_BROKER_EV_REFUSED_PEER, "refused_peer")  /* a connection refused: cap, user, pid */         \
+  X(HR_BROKER_EV_REFUSED_PEER, "refused_peer")     /* a connection refused: cap, user, pid */      \
   X(HR_BROKER_EV_PROTOCOL_ERROR, "protocol_error") /* garbage from a client: it is closed */       \
   X(HR_BROKER_EV_REGISTER, "register")             /* a client registered */                       \
   X(HR_BROKER_EV_GONE, "gone")                     /* a registered client closed or exited */      \
@@ -46,18 +46,18 @@ typedef enum hr_broker_event_kind {
 /* One thing the broker did or saw. Strings are terminated and may be empty. */
 typedef struct hr_broker_event {
   hr_broker_event_kind_t kind;
-  double time;         /* seconds since the epoch */
-  int pid;             /* the client's pid; 0 for an adapter or none */
-  uint32_t uid;        /* the peer's uid */
-  char name[64];       /* the client's or the adapter's name */
-  char device[16];     /* "host", "gpu0", ... */
-  int priority;        /* the client's priority */
-  uint64_t bytes;      /* asked, reserved or granted */
-  uint64_t released;   /* released (answer), or released for a grant */
-  double latency_s;    /* ask to answer, or reserve to granted/refused */
-  int status;          /* an adapter's HTTP status; 0 when no answer came */
-  uint64_t lease;      /* the lease's id, when one is concerned */
-  char message[256];   /* why, in words */
+  double time;       /* seconds since the epoch */
+  int pid;           /* the client's pid; 0 for an adapter or none */
+  uint32_t uid;      /* the peer's uid */
+  char name[64];     /* the client's or the adapter's name */
+  char device[16];   /* "host", "gpu0", ... */
+  int priority;      /* the client's priority */
+  uint64_t bytes;    /* asked, reserved or granted */
+  uint64_t released; /* released (answer), or released for a grant */
+  double latency_s;  /* ask to answer, or reserve to granted/refused */
+  int status;        /* an adapter's HTTP status; 0 when no answer came */
+  uint64_t lease;    /* the lease's id, when one is concerned */
+  char message[256]; /* why, in words */
 } hr_broker_event_t;
 
 /* Called on the broker's thread for every event; must not block. */

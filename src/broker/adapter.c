@@ -51,8 +51,8 @@ int hr__broker_parse_adapters(hr_broker_t *b, const char *spec, char *err, size_
     if (sscanf(url, "http://%63[^:/]:%d%n", host, &port, &end) != 2 || port < 1 || port > 65535 ||
         (url[end] && strcmp(url + end, "/") != 0))
       return hr__err(err, n, HR_EINVAL,
-                     "broker_adapters: %s: '%s' is not http://HOST:PORT (https is not spoken)",
-                     tok, url);
+                     "broker_adapters: %s: '%s' is not http://HOST:PORT (https is not spoken)", tok,
+                     url);
     hr__strlcpy(a->host, host, sizeof a->host);
     a->port = port;
     char name[96];
@@ -115,8 +115,8 @@ static size_t dechunk(char *s) {
   return (size_t)(out - s);
 }
 
-int hr__http(const char *host, int port, const char *method, const char *target,
-             const char *body, double timeout, int *status, char **resp, char *err, size_t n) {
+int hr__http(const char *host, int port, const char *method, const char *target, const char *body,
+             double timeout, int *status, char **resp, char *err, size_t n) {
   double deadline = hr__now_mono() + timeout;
   *status = 0;
   *resp = NULL;
@@ -194,8 +194,8 @@ static int call(hr_broker_t *b, hr__badapter_t *a, const char *method, const cha
   int rc = hr__http(a->host, a->port, method, target, body, b->request_timeout, &status, resp, err,
                     sizeof err);
   if (rc == 0 && status >= 200 && status < 300) return status;
-  hr_broker_event_t e = {.kind = HR_BROKER_EV_ADAPTER_FAILED, .status = status,
-                         .priority = b->adapter_priority};
+  hr_broker_event_t e = {
+      .kind = HR_BROKER_EV_ADAPTER_FAILED, .status = status, .priority = b->adapter_priority};
   hr__strlcpy(e.name, a->name, sizeof e.name);
   hr__strlcpy(e.device, a->device, sizeof e.device);
   if (rc)
@@ -234,7 +234,7 @@ uint64_t hr__adapter_releasable(hr_broker_t *b, hr__badapter_t *a, bool *unknown
     uint64_t sum = 0;
     cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(j, "models")) sum += ollama_bytes(a, m);
     cJSON_Delete(j);
-    return sum;
+    return a->used = sum;
   }
   if (strcmp(a->kind, "vllm") == 0) {
     char *resp = NULL;
@@ -252,8 +252,11 @@ uint64_t hr__adapter_releasable(hr_broker_t *b, hr__badapter_t *a, bool *unknown
 
 static void answered(hr_broker_t *b, hr__badapter_t *a, uint64_t asked, uint64_t got, int status,
                      double t0, const char *msg) {
-  hr_broker_event_t e = {.kind = HR_BROKER_EV_ANSWER, .bytes = asked, .released = got,
-                         .status = status, .priority = b->adapter_priority,
+  hr_broker_event_t e = {.kind = HR_BROKER_EV_ANSWER,
+                         .bytes = asked,
+                         .released = got,
+                         .status = status,
+                         .priority = b->adapter_priority,
                          .latency_s = hr__now_mono() - t0};
   hr__strlcpy(e.name, a->name, sizeof e.name);
   hr__strlcpy(e.device, a->device, sizeof e.device);
@@ -305,8 +308,17 @@ uint64_t hr__adapter_release(hr_broker_t *b, hr__badapter_t *a, uint64_t bytes) 
     cJSON_Delete(j);
   }
   free(resp);
+  a->used = got < a->used ? a->used - got : 0;
   if (status) answered(b, a, bytes, got, status, t0, msg);
   return got;
+}
+
+void hr__adapter_refresh(hr_broker_t *b) {
+  bool unknown;
+  for (size_t i = 0; i < b->n_adapters; i++)
+    if (strcmp(b->adapters[i].kind, "ollama") == 0)
+      hr__adapter_releasable(b, &b->adapters[i], &unknown);
+  b->last_read = 0;
 }
 
 void hr__adapter_wake(hr_broker_t *b, hr__badapter_t *a) {

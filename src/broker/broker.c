@@ -45,26 +45,42 @@ static int bind_socket(hr_broker_t *b, const char *group, char *err, size_t n) {
     }
     unlink(b->path);
   }
+  /* Bound and listening under a temporary name, then renamed: a client that
+   * sees the socket can connect at once. */
+  char tmp[sizeof sa.sun_path];
+  if (snprintf(tmp, sizeof tmp, "%s.new", b->path) >= (int)sizeof tmp) {
+    close(fd);
+    return hr__err(err, n, HR_ERANGE, "broker: the socket path is too long: %s", b->path);
+  }
+  hr__strlcpy(sa.sun_path, tmp, sizeof sa.sun_path);
+  unlink(tmp);
   mode_t old = umask(0177);
   int rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
   umask(old);
   if (rc != 0 || listen(fd, 128) != 0) {
     int e = errno;
     close(fd);
+    unlink(tmp);
     return hr__err(err, n, HR_EIO, "broker: cannot listen on %s: %s", b->path, strerror(e));
   }
   if (*group) {
     struct group *g = getgrnam(group);
     char *end;
     long gid = g ? (long)g->gr_gid : strtol(group, &end, 10);
-    if ((!g && *end) || gid < 0 || chown(b->path, (uid_t)-1, (gid_t)gid) != 0 ||
-        chmod(b->path, 0660) != 0) {
+    if ((!g && *end) || gid < 0 || chown(tmp, (uid_t)-1, (gid_t)gid) != 0 ||
+        chmod(tmp, 0660) != 0) {
       close(fd);
-      unlink(b->path);
+      unlink(tmp);
       return hr__err(err, n, HR_EINVAL, "broker_group: cannot give %s to group '%s'", b->path,
                      group);
     }
     b->group_set = true;
+  }
+  if (rename(tmp, b->path) != 0) {
+    int e = errno;
+    close(fd);
+    unlink(tmp);
+    return hr__err(err, n, HR_EIO, "broker: cannot make %s: %s", b->path, strerror(e));
   }
   b->listen_fd = fd;
   fcntl(fd, F_SETFL, O_NONBLOCK);
@@ -101,7 +117,7 @@ int hr_broker_start(const hr_options_t *o, hr_broker_event_fn fn, void *arg, hr_
   pthread_mutex_init(&b->lock, NULL);
   if ((rc = hr_broker_socket_path(o, b->path, sizeof b->path)) != 0) {
     hr__err(err, errlen, rc,
-            rc == HR_ERANGE ? "broker: the socket path is longer than 107 bytes"
+            rc == HR_ERANGE ? "broker: the socket path is longer than 103 bytes"
                             : "broker: no socket path (broker_socket is none, or neither "
                               "XDG_RUNTIME_DIR is set nor the user root)");
     goto fail;
@@ -158,4 +174,6 @@ void hr_broker_get_counters(hr_broker_t *b, hr_broker_counters_t *out) {
   pthread_mutex_unlock(&b->lock);
 }
 
-const char *hr_broker_path(const hr_broker_t *b) { return b->path; }
+const char *hr_broker_path(const hr_broker_t *b) {
+  return b->path;
+}

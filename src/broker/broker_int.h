@@ -21,11 +21,11 @@
 
 /* A resource the broker hands out: the host's memory or one GPU's. */
 typedef struct hr__bres {
-  char name[16];     /* "host", "gpu0" */
-  int gpu;           /* GPU index, -1 for the host */
-  uint64_t budget;   /* HR_UNLIMITED when none */
-  uint64_t capacity; /* total (host: MemTotal or the cgroup limit) */
-  uint64_t phys_free; /* free as the kernel or the driver says now */
+  char name[16];         /* "host", "gpu0" */
+  int gpu;               /* GPU index, -1 for the host */
+  uint64_t budget;       /* HR_UNLIMITED when none */
+  uint64_t capacity;     /* total (host: MemTotal or the cgroup limit) */
+  uint64_t phys_free;    /* free as the kernel or the driver says now */
   uint64_t clients_used; /* what the registered clients hold now */
   uint64_t leased;       /* what the leases hold */
   double pressure_at;    /* last pressure ask (monotonic) */
@@ -77,7 +77,7 @@ typedef struct hr__blease {
   char name[64];
   int res;
   uint64_t bytes;
-  double expires; /* monotonic; 0 for never */
+  double expires;                   /* monotonic; 0 for never */
   char woke[HR_BROKER_MAX_ADAPTER]; /* adapters put to sleep for it */
 } hr__blease_t;
 
@@ -88,7 +88,8 @@ typedef struct hr__badapter {
   char device[16];
   char host[64];
   int port;
-  bool asleep; /* vllm: put to sleep by the broker */
+  bool asleep;   /* vllm: put to sleep by the broker */
+  uint64_t used; /* ollama: its models' bytes on the device, at the last look */
 } hr__badapter_t;
 
 /* A reservation waiting for room; the broker works on one at a time. */
@@ -182,6 +183,9 @@ HR_INTERNAL uint64_t hr__adapter_releasable(hr_broker_t *b, hr__badapter_t *a, b
  * emits the ask, the answer or the failure. */
 HR_INTERNAL uint64_t hr__adapter_release(hr_broker_t *b, hr__badapter_t *a, uint64_t bytes);
 HR_INTERNAL void hr__adapter_wake(hr_broker_t *b, hr__badapter_t *a);
+/* Looks again at what each adapter holds (ollama's /api/ps), so that what it
+ * holds counts against the budget like a client's memory. */
+HR_INTERNAL void hr__adapter_refresh(hr_broker_t *b);
 /* One HTTP/1.1 request to host:port with a deadline; the status in *status
  * (0 when none came) and the body in *body (malloc'd, may be NULL). Returns
  * 0 or HR_EIO/HR_ETIMEDOUT/HR_ENOMEM with the reason in err. */

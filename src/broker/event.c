@@ -116,8 +116,8 @@ void hr__broker_status_json(hr_broker_t *b, hr__buf_t *o) {
     hr__buf_json_str(o, a->kind);
     hr__buf_puts(o, ",\"device\":");
     hr__buf_json_str(o, a->device);
-    hr__buf_printf(o, ",\"priority\":%d,\"asleep\":%s}", b->adapter_priority,
-                   a->asleep ? "true" : "false");
+    hr__buf_printf(o, ",\"priority\":%d,\"asleep\":%s,\"known_bytes\":%llu}", b->adapter_priority,
+                   a->asleep ? "true" : "false", (unsigned long long)a->used);
   }
   hr__buf_puts(o, "],\"leases\":[");
   double now = hr__now_mono();

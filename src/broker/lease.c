@@ -20,8 +20,8 @@ static void end_lease(hr_broker_t *b, size_t i, const char *why) {
   b->leases[i] = b->leases[--b->n_leases];
   for (size_t a = 0; a < b->n_adapters; a++)
     if (l.woke[a]) hr__adapter_wake(b, &b->adapters[a]);
-  hr_broker_event_t e = {.kind = HR_BROKER_EV_LEASE_END, .pid = l.pid, .uid = l.uid,
-                         .bytes = l.bytes, .lease = l.id};
+  hr_broker_event_t e = {
+      .kind = HR_BROKER_EV_LEASE_END, .pid = l.pid, .uid = l.uid, .bytes = l.bytes, .lease = l.id};
   hr__strlcpy(e.name, l.name, sizeof e.name);
   hr__strlcpy(e.device, b->res[l.res].name, sizeof e.device);
   hr__strlcpy(e.message, why, sizeof e.message);
@@ -46,22 +46,32 @@ static void grant(hr_broker_t *b, hr__breq_t *q) {
     b->leases = nl, b->cap_leases = cap;
   }
   hr__blease_t *l = &b->leases[b->n_leases++];
-  *l = (hr__blease_t){.id = ++b->next_id, .conn_id = q->conn_id, .pid = q->pid, .uid = q->uid,
-                      .res = q->res, .bytes = q->bytes,
+  *l = (hr__blease_t){.id = ++b->next_id,
+                      .conn_id = q->conn_id,
+                      .pid = q->pid,
+                      .uid = q->uid,
+                      .res = q->res,
+                      .bytes = q->bytes,
                       .expires = q->lease_s > 0 ? now + q->lease_s : 0};
   hr__strlcpy(l->name, q->name, sizeof l->name);
   memcpy(l->woke, q->slept, sizeof l->woke);
   b->res[q->res].leased += q->bytes;
   char line[300];
-  snprintf(line, sizeof line,
-           "{\"v\":1,\"op\":\"granted\",\"id\":%llu,\"lease\":%llu,\"device\":\"%s\",\"bytes\":%llu,"
-           "\"released_bytes\":%llu,\"waited_s\":%.6f}",
-           (unsigned long long)q->req_id, (unsigned long long)l->id, b->res[q->res].name,
-           (unsigned long long)q->bytes, (unsigned long long)q->released, now - q->started);
+  snprintf(
+      line, sizeof line,
+      "{\"v\":1,\"op\":\"granted\",\"id\":%llu,\"lease\":%llu,\"device\":\"%s\",\"bytes\":%llu,"
+      "\"released_bytes\":%llu,\"waited_s\":%.6f}",
+      (unsigned long long)q->req_id, (unsigned long long)l->id, b->res[q->res].name,
+      (unsigned long long)q->bytes, (unsigned long long)q->released, now - q->started);
   if (c) hr__broker_send(b, c, line);
-  hr_broker_event_t e = {.kind = HR_BROKER_EV_GRANTED, .pid = q->pid, .uid = q->uid,
-                         .priority = q->priority, .bytes = q->bytes, .released = q->released,
-                         .latency_s = now - q->started, .lease = l->id};
+  hr_broker_event_t e = {.kind = HR_BROKER_EV_GRANTED,
+                         .pid = q->pid,
+                         .uid = q->uid,
+                         .priority = q->priority,
+                         .bytes = q->bytes,
+                         .released = q->released,
+                         .latency_s = now - q->started,
+                         .lease = l->id};
   hr__strlcpy(e.name, q->name, sizeof e.name);
   hr__strlcpy(e.device, b->res[q->res].name, sizeof e.device);
   hr__broker_emit(b, &e);
@@ -95,8 +105,9 @@ static void refuse(hr_broker_t *b, hr__breq_t *q, const char *reason) {
   char a[32], f[32], msg[256];
   uint64_t free_now = hr__broker_free(r);
   hr__buf_t o = {0}, words = {0};
-  hr__buf_printf(&o, "{\"v\":1,\"op\":\"refused\",\"id\":%llu,\"device\":\"%s\",\"bytes\":%llu,"
-                     "\"free_bytes\":%llu,\"fits_bytes\":%llu,\"released_bytes\":%llu,\"reason\":",
+  hr__buf_printf(&o,
+                 "{\"v\":1,\"op\":\"refused\",\"id\":%llu,\"device\":\"%s\",\"bytes\":%llu,"
+                 "\"free_bytes\":%llu,\"fits_bytes\":%llu,\"released_bytes\":%llu,\"reason\":",
                  (unsigned long long)q->req_id, r->name, (unsigned long long)q->bytes,
                  (unsigned long long)free_now, (unsigned long long)free_now,
                  (unsigned long long)q->released);
@@ -109,13 +120,13 @@ static void refuse(hr_broker_t *b, hr__breq_t *q, const char *reason) {
     const char *why = why_not_text(q, h);
     hr__buf_printf(&o, "%s{\"pid\":%d,\"name\":", first ? "" : ",", h->pid);
     hr__buf_json_str(&o, h->name);
-    hr__buf_printf(&o, ",\"priority\":%d,\"held_bytes\":%llu,\"releasable_bytes\":%llu,\"why\":",
-                   h->priority, (unsigned long long)h->held[q->res],
-                   (unsigned long long)hr__broker_releasable(h, r->name));
+    hr__buf_printf(
+        &o, ",\"priority\":%d,\"held_bytes\":%llu,\"releasable_bytes\":%llu,\"why\":", h->priority,
+        (unsigned long long)h->held[q->res], (unsigned long long)hr__broker_releasable(h, r->name));
     hr__buf_json_str(&o, why);
     hr__buf_puts(&o, "}");
-    hr__buf_printf(&words, "%s%s (pid %d, priority %d, %s, %s)", first ? "" : ", ", h->name,
-                   h->pid, h->priority, hr__size_text(a, sizeof a, h->held[q->res]), why);
+    hr__buf_printf(&words, "%s%s (pid %d, priority %d, %s, %s)", first ? "" : ", ", h->name, h->pid,
+                   h->priority, hr__size_text(a, sizeof a, h->held[q->res]), why);
     first = false;
   }
   hr__buf_puts(&o, "],\"leases\":[");
@@ -136,14 +147,21 @@ static void refuse(hr_broker_t *b, hr__breq_t *q, const char *reason) {
   snprintf(msg, sizeof msg, "%s: %s asked, %s fits; held by %s", reason,
            hr__size_text(a, sizeof a, q->bytes), hr__size_text(f, sizeof f, free_now),
            words.s && !words.failed ? words.s : "nobody registered");
-  hr_broker_event_t e = {.kind = HR_BROKER_EV_REFUSED, .pid = q->pid, .uid = q->uid,
-                         .priority = q->priority, .bytes = q->bytes, .released = q->released,
+  hr_broker_event_t e = {.kind = HR_BROKER_EV_REFUSED,
+                         .pid = q->pid,
+                         .uid = q->uid,
+                         .priority = q->priority,
+                         .bytes = q->bytes,
+                         .released = q->released,
                          .latency_s = hr__now_mono() - q->started};
   hr__strlcpy(e.name, q->name, sizeof e.name);
   hr__strlcpy(e.device, r->name, sizeof e.device);
   hr__strlcpy(e.message, msg, sizeof e.message);
   hr__broker_emit(b, &e);
   hr__broker_count(b, &b->counters.refused, 1);
+  /* A server put to sleep for room that was not granted after all wakes. */
+  for (size_t k = 0; k < b->n_adapters; k++)
+    if (q->slept[k]) hr__adapter_wake(b, &b->adapters[k]);
   hr__buf_free(&o);
   hr__buf_free(&words);
   pop(b);
@@ -157,17 +175,27 @@ void hr__broker_reserve(hr_broker_t *b, hr__bconn_t *c, uint64_t req_id, const c
     return;
   }
   double now = hr__now_mono();
-  *q = (hr__breq_t){.conn_id = c->id, .req_id = req_id, .res = hr__broker_res_find(b, device),
-                    .priority = priority, .pid = c->registered ? c->pid : c->peer_pid,
-                    .uid = c->uid, .bytes = bytes, .lease_s = lease_s, .started = now,
-                    .deadline = now + timeout, .state = HR__RES_PLAN};
+  *q = (hr__breq_t){.conn_id = c->id,
+                    .req_id = req_id,
+                    .res = hr__broker_res_find(b, device),
+                    .priority = priority,
+                    .pid = c->registered ? c->pid : c->peer_pid,
+                    .uid = c->uid,
+                    .bytes = bytes,
+                    .lease_s = lease_s,
+                    .started = now,
+                    .deadline = now + timeout,
+                    .state = HR__RES_PLAN};
   hr__strlcpy(q->name, c->registered ? c->name : "", sizeof q->name);
   if (!*q->name) snprintf(q->name, sizeof q->name, "pid %d", c->peer_pid);
   hr__breq_t **tail = &b->queue;
   while (*tail) tail = &(*tail)->next;
   *tail = q;
-  hr_broker_event_t e = {.kind = HR_BROKER_EV_RESERVE, .pid = q->pid, .uid = q->uid,
-                         .priority = priority, .bytes = bytes};
+  hr_broker_event_t e = {.kind = HR_BROKER_EV_RESERVE,
+                         .pid = q->pid,
+                         .uid = q->uid,
+                         .priority = priority,
+                         .bytes = bytes};
   hr__strlcpy(e.name, q->name, sizeof e.name);
   hr__strlcpy(e.device, device, sizeof e.device);
   hr__broker_emit(b, &e);
@@ -189,6 +217,7 @@ static bool step(hr_broker_t *b, hr__breq_t *q) {
   double now = hr__now_mono();
   hr__bres_t *r = &b->res[q->res];
   if (!hr__broker_conn(b, q->conn_id)) return pop(b), true; /* the asker left */
+  if (q->state == HR__RES_PLAN && b->n_adapters) hr__adapter_refresh(b);
   if (q->state != HR__RES_ASKED) {
     hr__broker_read(b);
     if (hr__broker_free(r) >= q->bytes) return grant(b, q), true;
@@ -197,8 +226,9 @@ static bool step(hr_broker_t *b, hr__breq_t *q) {
   if (q->state == HR__RES_PLAN) {
     uint64_t need = q->bytes - hr__broker_free(r);
     if (hr__broker_plan(b, q, q->res, need, false) == 0)
-      return refuse(b, q, q->n_asked || q->released ? "still short after every release asked"
-                                                     : "nothing that may be released fits"),
+      return refuse(b, q,
+                    q->n_asked || q->released ? "still short after every release asked"
+                                              : "releasing all it may ask for would not make room"),
              true;
     q->state = HR__RES_ASKED;
     q->phase_deadline = now + b->request_timeout;
@@ -213,8 +243,12 @@ static bool step(hr_broker_t *b, hr__breq_t *q) {
 
 void hr__broker_answer(hr_broker_t *b, hr__bconn_t *c, uint64_t id, uint64_t bytes) {
   if (!c->ask_id || c->ask_id != id) return; /* late, after its deadline: already counted */
-  hr_broker_event_t e = {.kind = HR_BROKER_EV_ANSWER, .pid = c->pid, .uid = c->uid,
-                         .priority = c->priority, .bytes = c->ask_bytes, .released = bytes,
+  hr_broker_event_t e = {.kind = HR_BROKER_EV_ANSWER,
+                         .pid = c->pid,
+                         .uid = c->uid,
+                         .priority = c->priority,
+                         .bytes = c->ask_bytes,
+                         .released = bytes,
                          .latency_s = hr__now_mono() - c->ask_at};
   hr__strlcpy(e.name, c->name, sizeof e.name);
   hr__strlcpy(e.device, c->ask_device, sizeof e.device);
@@ -242,7 +276,8 @@ int hr__broker_unreserve(hr_broker_t *b, hr__bconn_t *c, uint64_t lease, char *e
     hr__broker_send(b, c, line);
     return 0;
   }
-  snprintf(line, sizeof line, "{\"v\":1,\"op\":\"error\",\"lease\":%llu,\"error\":\"no such lease\"}",
+  snprintf(line, sizeof line,
+           "{\"v\":1,\"op\":\"error\",\"lease\":%llu,\"error\":\"no such lease\"}",
            (unsigned long long)lease);
   hr__broker_send(b, c, line);
   return 0;
@@ -260,8 +295,8 @@ void hr__broker_conn_gone(hr_broker_t *b, hr__bconn_t *c) {
       p = &(*p)->next;
   }
   if (c->registered) {
-    hr_broker_event_t e = {.kind = HR_BROKER_EV_GONE, .pid = c->pid, .uid = c->uid,
-                           .priority = c->priority};
+    hr_broker_event_t e = {
+        .kind = HR_BROKER_EV_GONE, .pid = c->pid, .uid = c->uid, .priority = c->priority};
     hr__strlcpy(e.name, c->name, sizeof e.name);
     hr__broker_emit(b, &e);
     c->registered = false;
@@ -276,6 +311,7 @@ static void pressure(hr_broker_t *b) {
   double now = hr__now_mono();
   if (now - b->last_pressure < 1) return;
   b->last_pressure = now;
+  if (b->n_adapters) hr__adapter_refresh(b);
   hr__broker_read(b);
   for (size_t i = 0; i < b->n_res; i++) {
     hr__bres_t *r = &b->res[i];
@@ -290,8 +326,8 @@ static void pressure(hr_broker_t *b) {
     size_t asked = hr__broker_plan(b, NULL, (int)i, need, used < crit);
     hr_broker_event_t e = {.kind = HR_BROKER_EV_PRESSURE, .bytes = need};
     hr__strlcpy(e.device, r->name, sizeof e.device);
-    snprintf(e.message, sizeof e.message, "%s use %.1f%% (%s): %zu asked to release%s",
-             r->name, used * 100, used >= crit ? "critical" : "warning", asked,
+    snprintf(e.message, sizeof e.message, "%s use %.1f%% (%s): %zu asked to release%s", r->name,
+             used * 100, used >= crit ? "critical" : "warning", asked,
              used < crit ? " their caches" : "");
     hr__broker_emit(b, &e);
     hr__broker_count(b, &b->counters.pressure_asks, asked);
@@ -303,8 +339,11 @@ void hr__broker_tick(hr_broker_t *b) {
   for (size_t i = 0; i < b->n_conns; i++) {
     hr__bconn_t *c = b->conns[i];
     if (!c->ask_id || now < c->ask_deadline) continue;
-    hr_broker_event_t e = {.kind = HR_BROKER_EV_NO_ANSWER, .pid = c->pid, .uid = c->uid,
-                           .priority = c->priority, .bytes = c->ask_bytes,
+    hr_broker_event_t e = {.kind = HR_BROKER_EV_NO_ANSWER,
+                           .pid = c->pid,
+                           .uid = c->uid,
+                           .priority = c->priority,
+                           .bytes = c->ask_bytes,
                            .latency_s = now - c->ask_at};
     hr__strlcpy(e.name, c->name, sizeof e.name);
     hr__strlcpy(e.device, c->ask_device, sizeof e.device);
@@ -324,7 +363,9 @@ void hr__broker_tick(hr_broker_t *b) {
 double hr__broker_next_deadline(hr_broker_t *b) {
   double now = hr__now_mono(), t = b->last_pressure + 1;
   const hr__breq_t *q = b->queue;
-  if (q) t = HR_MIN(t, q->state == HR__RES_VISIBLE ? now + 0.01 : HR_MIN(q->deadline, q->phase_deadline));
+  if (q)
+    t = HR_MIN(t,
+               q->state == HR__RES_VISIBLE ? now + 0.01 : HR_MIN(q->deadline, q->phase_deadline));
   if (q && q->state == HR__RES_PLAN) t = now;
   for (size_t i = 0; i < b->n_conns; i++)
     if (b->conns[i]->ask_id) t = HR_MIN(t, b->conns[i]->ask_deadline);

@@ -61,7 +61,9 @@ int hr__broker_parse_budget(hr_broker_t *b, const char *spec, char *err, size_t 
   return 0;
 }
 
-static uint64_t sub(uint64_t a, uint64_t b) { return a > b ? a - b : 0; }
+static uint64_t sub(uint64_t a, uint64_t b) {
+  return a > b ? a - b : 0;
+}
 
 uint64_t hr__broker_free(const hr__bres_t *r) {
   uint64_t cap = r->budget != HR_UNLIMITED ? r->budget : r->capacity;
@@ -94,8 +96,8 @@ static void read_host(hr_broker_t *b) {
   r->capacity = m.total_bytes;
   r->phys_free = m.available_bytes != HR_UNKNOWN ? m.available_bytes : m.free_bytes;
   hr__cgroup_read(b->root, &cg);
-  if (cg.state == HR_PROBE_OK && cg.limit_bytes != HR_UNLIMITED &&
-      cg.limit_bytes != HR_UNKNOWN && cg.limit_bytes < r->capacity) {
+  if (cg.state == HR_PROBE_OK && cg.limit_bytes != HR_UNLIMITED && cg.limit_bytes != HR_UNKNOWN &&
+      cg.limit_bytes < r->capacity) {
     r->capacity = cg.limit_bytes;
     r->phys_free = HR_MIN(r->phys_free, sub(cg.limit_bytes, cg.usage_bytes));
   }
@@ -140,11 +142,16 @@ void hr__broker_read(hr_broker_t *b) {
     /* One process may hold several connections: count it once. */
     bool seen = false;
     for (size_t j = 0; j < i && !seen; j++)
-      seen = b->conns[j]->registered && !b->conns[j]->closing && b->conns[j]->peer_pid == c->peer_pid;
+      seen =
+          b->conns[j]->registered && !b->conns[j]->closing && b->conns[j]->peer_pid == c->peer_pid;
     if (seen) continue;
     for (size_t k = 0; k < b->n_res; k++) b->res[k].clients_used += c->held[k];
   }
   for (size_t i = 0; i < b->n_leases; i++) b->res[b->leases[i].res].leased += b->leases[i].bytes;
+  for (size_t i = 0; i < b->n_adapters; i++) {
+    int k = hr__broker_res_find(b, b->adapters[i].device);
+    if (k >= 0) b->res[k].clients_used += b->adapters[i].used;
+  }
 }
 
 /* A candidate for release: one item of a client, or an adapter. */
@@ -187,11 +194,15 @@ static void ask_conn(hr_broker_t *b, hr__bconn_t *c, const hr__bres_t *r, uint64
   c->ask_deadline = c->ask_at + b->request_timeout;
   hr__strlcpy(c->ask_device, r->name, sizeof c->ask_device);
   char line[200];
-  snprintf(line, sizeof line, "{\"v\":1,\"op\":\"release\",\"id\":%llu,\"device\":\"%s\",\"bytes\":%llu}",
+  snprintf(line, sizeof line,
+           "{\"v\":1,\"op\":\"release\",\"id\":%llu,\"device\":\"%s\",\"bytes\":%llu}",
            (unsigned long long)c->ask_id, r->name, (unsigned long long)bytes);
   hr__broker_send(b, c, line);
-  hr_broker_event_t e = {.kind = HR_BROKER_EV_ASK, .pid = c->pid, .uid = c->uid,
-                         .priority = c->priority, .bytes = bytes};
+  hr_broker_event_t e = {.kind = HR_BROKER_EV_ASK,
+                         .pid = c->pid,
+                         .uid = c->uid,
+                         .priority = c->priority,
+                         .bytes = bytes};
   hr__strlcpy(e.name, c->name, sizeof e.name);
   hr__strlcpy(e.device, r->name, sizeof e.device);
   hr__broker_emit(b, &e);
@@ -205,8 +216,7 @@ size_t hr__broker_plan(hr_broker_t *b, hr__breq_t *q, int ri, uint64_t need, boo
   if (!cs) return 0;
   for (size_t i = 0; i < b->n_conns; i++) {
     hr__bconn_t *c = b->conns[i];
-    if (!c->registered || c->closing || c->ask_id || was_asked(q, c->id) || why_not(q, c))
-      continue;
+    if (!c->registered || c->closing || c->ask_id || was_asked(q, c->id) || why_not(q, c)) continue;
     for (size_t k = 0; k < c->n_items; k++) {
       const hr__bitem_t *x = &c->items[k];
       if (x->bytes == 0 || strcmp(x->device, r->name) != 0 || (caches_only && !x->cache)) continue;
@@ -235,16 +245,23 @@ size_t hr__broker_plan(hr_broker_t *b, hr__breq_t *q, int ri, uint64_t need, boo
   uint64_t sum = 0;
   size_t chosen = 0;
   while (chosen < n && sum < need) sum += cs[chosen++].bytes;
-  /* One ask per client, for the sum of its chosen items. */
+  /* Each client is asked once, for its share of what is still needed in
+   * the order above: it gives back at most that plus the rest of the one
+   * model that crosses the line. */
+  uint64_t left = need;
+  for (size_t i = 0; i < chosen; i++) {
+    uint64_t take = HR_MIN(cs[i].bytes, left);
+    left -= take;
+    cs[i].bytes = take;
+  }
   for (size_t i = 0; i < chosen; i++) {
     if (cs[i].adapter >= 0) {
-      uint64_t got = hr__adapter_release(b, &b->adapters[cs[i].adapter], cs[i].bytes);
+      hr__badapter_t *ad = &b->adapters[cs[i].adapter];
+      uint64_t got = hr__adapter_release(b, ad, cs[i].bytes);
       if (q) {
         q->asked_adapter[cs[i].adapter] = true;
         q->released += got;
-        if (strcmp(b->adapters[cs[i].adapter].kind, "vllm") == 0 &&
-            b->adapters[cs[i].adapter].asleep)
-          q->slept[cs[i].adapter] = 1;
+        if (strcmp(ad->kind, "vllm") == 0 && ad->asleep) q->slept[cs[i].adapter] = 1;
       }
       asked++;
       continue;

@@ -31,8 +31,9 @@ int hr_broker_socket_path(const hr_options_t *o, char *buf, size_t n) {
     len = snprintf(buf, n, "/run/headroom/broker.sock");
   else
     return HR_ENOENT;
-  /* sun_path holds 108 bytes with its terminator. */
-  if (len < 0 || (size_t)len >= n || len >= 108) return HR_ERANGE;
+  /* sun_path holds 108 bytes with its terminator, and the socket is bound
+   * first as PATH.new. */
+  if (len < 0 || (size_t)len >= n || len >= 104) return HR_ERANGE;
   return 0;
 }
 
@@ -70,8 +71,9 @@ static void fail_conn(hr_broker_t *b, hr__bconn_t *c, hr_broker_event_kind_t kin
   hr__strlcpy(e.name, c->name, sizeof e.name);
   hr__strlcpy(e.message, msg, sizeof e.message);
   hr__broker_emit(b, &e);
-  hr__broker_count(b, kind == HR_BROKER_EV_PROTOCOL_ERROR ? &b->counters.protocol_errors
-                                                          : &b->counters.refused_peers,
+  hr__broker_count(b,
+                   kind == HR_BROKER_EV_PROTOCOL_ERROR ? &b->counters.protocol_errors
+                                                       : &b->counters.refused_peers,
                    1);
   c->closing = true;
 }
@@ -141,8 +143,8 @@ static int do_hello(hr_broker_t *b, hr__bconn_t *c, const cJSON *j, char *err, s
   c->priority = prio ? (int)prio->valuedouble : 0;
   hr__strlcpy(c->name, jstr(j, "name", "?"), sizeof c->name);
   hr__broker_count(b, &b->counters.registrations, 1);
-  hr_broker_event_t e = {.kind = HR_BROKER_EV_REGISTER, .pid = c->pid, .uid = c->uid,
-                         .priority = c->priority};
+  hr_broker_event_t e = {
+      .kind = HR_BROKER_EV_REGISTER, .pid = c->pid, .uid = c->uid, .priority = c->priority};
   hr__strlcpy(e.name, c->name, sizeof e.name);
   hr__broker_emit(b, &e);
   hr__buf_t o = {0};
@@ -239,8 +241,10 @@ static int do_line(hr_broker_t *b, hr__bconn_t *c, const char *line, char *err, 
     if (!o.failed) hr__broker_send(b, c, o.s);
     hr__buf_free(&o);
   } else
-    rc = hr__err(err, n, HR_EINVAL, "unknown op '%.32s' (hello, offer, released, reserve, "
-                                    "unreserve, status)", op);
+    rc = hr__err(err, n, HR_EINVAL,
+                 "unknown op '%.32s' (hello, offer, released, reserve, "
+                 "unreserve, status)",
+                 op);
 out:
   cJSON_Delete(j);
   return rc;

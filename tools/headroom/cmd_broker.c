@@ -106,20 +106,19 @@ static void show(const cJSON *j) {
            cJSON_GetObjectItem(x, "name")->valuestring,
            cJSON_GetObjectItem(x, "priority")->valueint);
     cJSON_ArrayForEach(k, cJSON_GetObjectItem(x, "releasable_bytes"))
-      printf(" %s %s", k->string, sz(a, sizeof a, k));
+        printf(" %s %s", k->string, sz(a, sizeof a, k));
     printf("\n");
   }
-  cJSON_ArrayForEach(x, cJSON_GetObjectItem(j, "adapters"))
-    printf("%8s %-20.20s %8d  %s%s\n", "-", cJSON_GetObjectItem(x, "name")->valuestring,
-           cJSON_GetObjectItem(x, "priority")->valueint,
-           cJSON_GetObjectItem(x, "device")->valuestring,
-           cJSON_IsTrue(cJSON_GetObjectItem(x, "asleep")) ? " (asleep)" : "");
+  cJSON_ArrayForEach(x, cJSON_GetObjectItem(j, "adapters")) printf(
+      "%8s %-20.20s %8d  %s%s\n", "-", cJSON_GetObjectItem(x, "name")->valuestring,
+      cJSON_GetObjectItem(x, "priority")->valueint, cJSON_GetObjectItem(x, "device")->valuestring,
+      cJSON_IsTrue(cJSON_GetObjectItem(x, "asleep")) ? " (asleep)" : "");
   printf("\n%8s %8s %-20s %-8s %10s\n", "LEASE", "PID", "HOLDER", "DEVICE", "BYTES");
   cJSON_ArrayForEach(x, cJSON_GetObjectItem(j, "leases"))
-    printf("%8.0f %8d %-20.20s %-8s %10s\n", cJSON_GetObjectItem(x, "lease")->valuedouble,
-           cJSON_GetObjectItem(x, "pid")->valueint, cJSON_GetObjectItem(x, "name")->valuestring,
-           cJSON_GetObjectItem(x, "device")->valuestring,
-           sz(a, sizeof a, cJSON_GetObjectItem(x, "bytes")));
+      printf("%8.0f %8d %-20.20s %-8s %10s\n", cJSON_GetObjectItem(x, "lease")->valuedouble,
+             cJSON_GetObjectItem(x, "pid")->valueint, cJSON_GetObjectItem(x, "name")->valuestring,
+             cJSON_GetObjectItem(x, "device")->valuestring,
+             sz(a, sizeof a, cJSON_GetObjectItem(x, "bytes")));
 }
 
 static int broker_run(hr_cli_t *cli, int argc, char **argv) {

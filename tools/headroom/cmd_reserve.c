@@ -35,27 +35,29 @@ static void reserve_usage(FILE *f) {
 static void show_refusal(const cJSON *j) {
   char a[32], b[32];
   const cJSON *h;
-  hr_cli_error("reserve: refused on %s: %s; %s asked, %s fits",
-               cJSON_GetStringValue(cJSON_GetObjectItem(j, "device")),
-               cJSON_GetStringValue(cJSON_GetObjectItem(j, "reason")),
-               hr_cli_size(a, sizeof a, (uint64_t)cJSON_GetNumberValue(cJSON_GetObjectItem(j, "bytes"))),
-               hr_cli_size(b, sizeof b,
-                           (uint64_t)cJSON_GetNumberValue(cJSON_GetObjectItem(j, "fits_bytes"))));
-  cJSON_ArrayForEach(h, cJSON_GetObjectItem(j, "holders"))
-    fprintf(stderr, "  pid %d %s (priority %d) holds %s, releasable %s: %s\n",
-            (int)cJSON_GetNumberValue(cJSON_GetObjectItem(h, "pid")),
-            cJSON_GetStringValue(cJSON_GetObjectItem(h, "name")),
-            (int)cJSON_GetNumberValue(cJSON_GetObjectItem(h, "priority")),
-            hr_cli_size(a, sizeof a, (uint64_t)cJSON_GetNumberValue(cJSON_GetObjectItem(h, "held_bytes"))),
-            hr_cli_size(b, sizeof b,
-                        (uint64_t)cJSON_GetNumberValue(cJSON_GetObjectItem(h, "releasable_bytes"))),
-            cJSON_GetStringValue(cJSON_GetObjectItem(h, "why")));
-  cJSON_ArrayForEach(h, cJSON_GetObjectItem(j, "leases"))
-    fprintf(stderr, "  lease %.0f of pid %d %s holds %s\n",
-            cJSON_GetNumberValue(cJSON_GetObjectItem(h, "lease")),
-            (int)cJSON_GetNumberValue(cJSON_GetObjectItem(h, "pid")),
-            cJSON_GetStringValue(cJSON_GetObjectItem(h, "name")),
-            hr_cli_size(a, sizeof a, (uint64_t)cJSON_GetNumberValue(cJSON_GetObjectItem(h, "bytes"))));
+  hr_cli_error(
+      "reserve: refused on %s: %s; %s asked, %s fits",
+      cJSON_GetStringValue(cJSON_GetObjectItem(j, "device")),
+      cJSON_GetStringValue(cJSON_GetObjectItem(j, "reason")),
+      hr_cli_size(a, sizeof a, (uint64_t)cJSON_GetNumberValue(cJSON_GetObjectItem(j, "bytes"))),
+      hr_cli_size(b, sizeof b,
+                  (uint64_t)cJSON_GetNumberValue(cJSON_GetObjectItem(j, "fits_bytes"))));
+  cJSON_ArrayForEach(h, cJSON_GetObjectItem(j, "holders")) fprintf(
+      stderr, "  pid %d %s (priority %d) holds %s, releasable %s: %s\n",
+      (int)cJSON_GetNumberValue(cJSON_GetObjectItem(h, "pid")),
+      cJSON_GetStringValue(cJSON_GetObjectItem(h, "name")),
+      (int)cJSON_GetNumberValue(cJSON_GetObjectItem(h, "priority")),
+      hr_cli_size(a, sizeof a,
+                  (uint64_t)cJSON_GetNumberValue(cJSON_GetObjectItem(h, "held_bytes"))),
+      hr_cli_size(b, sizeof b,
+                  (uint64_t)cJSON_GetNumberValue(cJSON_GetObjectItem(h, "releasable_bytes"))),
+      cJSON_GetStringValue(cJSON_GetObjectItem(h, "why")));
+  cJSON_ArrayForEach(h, cJSON_GetObjectItem(j, "leases")) fprintf(
+      stderr, "  lease %.0f of pid %d %s holds %s\n",
+      cJSON_GetNumberValue(cJSON_GetObjectItem(h, "lease")),
+      (int)cJSON_GetNumberValue(cJSON_GetObjectItem(h, "pid")),
+      cJSON_GetStringValue(cJSON_GetObjectItem(h, "name")),
+      hr_cli_size(a, sizeof a, (uint64_t)cJSON_GetNumberValue(cJSON_GetObjectItem(h, "bytes"))));
 }
 
 static int run_child(char **argv) {
@@ -87,7 +89,8 @@ static int reserve_run(hr_cli_t *cli, int argc, char **argv) {
   long prio = 0;
   bool json = false;
   int c;
-  while ((c = getopt_long(argc, argv, "+h", longopts, NULL)) != -1) {
+  /* Options may follow SIZE; "--" ends them, and CMD keeps its own. */
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
     if (c == 'd') {
       long n = strtol(optarg, &end, 10);
       if (strcmp(optarg, "host") == 0)
@@ -150,6 +153,6 @@ static int reserve_run(hr_cli_t *cli, int argc, char **argv) {
   return status;
 }
 
-const hr_cli_command_t hr_cmd_reserve = {
-    "reserve", "reserve memory through the broker while a command runs", reserve_run,
-    reserve_usage};
+const hr_cli_command_t hr_cmd_reserve = {"reserve",
+                                         "reserve memory through the broker while a command runs",
+                                         reserve_run, reserve_usage};
