@@ -142,6 +142,7 @@ static int do_hello(hr_broker_t *b, hr__bconn_t *c, const cJSON *j, char *err, s
   c->pid = (int)pid;
   c->priority = prio ? (int)prio->valuedouble : 0;
   hr__strlcpy(c->name, jstr(j, "name", "?"), sizeof c->name);
+  b->last_read = 0; /* its memory counts from the next reading on */
   hr__broker_count(b, &b->counters.registrations, 1);
   hr_broker_event_t e = {
       .kind = HR_BROKER_EV_REGISTER, .pid = c->pid, .uid = c->uid, .priority = c->priority};
