@@ -63,7 +63,6 @@ static void grant(hr_broker_t *b, hr__breq_t *q) {
       "\"released_bytes\":%llu,\"waited_s\":%.6f}",
       (unsigned long long)q->req_id, (unsigned long long)l->id, b->res[q->res].name,
       (unsigned long long)q->bytes, (unsigned long long)q->released, now - q->started);
-  if (c) hr__broker_send(b, c, line);
   hr_broker_event_t e = {.kind = HR_BROKER_EV_GRANTED,
                          .pid = q->pid,
                          .uid = q->uid,
@@ -80,6 +79,8 @@ static void grant(hr_broker_t *b, hr__breq_t *q) {
   b->counters.grant_latency_s_total += now - q->started;
   b->counters.leases = b->n_leases;
   pthread_mutex_unlock(&b->lock);
+  /* Recorded before answered: whoever hears the answer sees the counts. */
+  if (c) hr__broker_send(b, c, line);
   pop(b);
 }
 
@@ -143,7 +144,6 @@ static void refuse(hr_broker_t *b, hr__breq_t *q, const char *reason) {
     first = false;
   }
   hr__buf_puts(&o, "]}");
-  if (c && !o.failed) hr__broker_send(b, c, o.s);
   snprintf(msg, sizeof msg, "%s: %s asked, %s fits; held by %s", reason,
            hr__size_text(a, sizeof a, q->bytes), hr__size_text(f, sizeof f, free_now),
            words.s && !words.failed ? words.s : "nobody registered");
@@ -159,6 +159,7 @@ static void refuse(hr_broker_t *b, hr__breq_t *q, const char *reason) {
   hr__strlcpy(e.message, msg, sizeof e.message);
   hr__broker_emit(b, &e);
   hr__broker_count(b, &b->counters.refused, 1);
+  if (c && !o.failed) hr__broker_send(b, c, o.s);
   /* A server put to sleep for room that was not granted after all wakes. */
   for (size_t k = 0; k < b->n_adapters; k++)
     if (q->slept[k]) hr__adapter_wake(b, &b->adapters[k]);

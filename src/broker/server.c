@@ -61,12 +61,6 @@ void hr__broker_send(hr_broker_t *b, hr__bconn_t *c, const char *line) {
 /* Sends {"v":1,"op":"error","error":msg} and closes the connection. */
 static void fail_conn(hr_broker_t *b, hr__bconn_t *c, hr_broker_event_kind_t kind,
                       const char *msg) {
-  hr__buf_t o = {0};
-  hr__buf_puts(&o, "{\"v\":1,\"op\":\"error\",\"error\":");
-  hr__buf_json_str(&o, msg);
-  hr__buf_puts(&o, "}");
-  if (!o.failed) hr__broker_send(b, c, o.s);
-  hr__buf_free(&o);
   hr_broker_event_t e = {.kind = kind, .pid = c->registered ? c->pid : c->peer_pid, .uid = c->uid};
   hr__strlcpy(e.name, c->name, sizeof e.name);
   hr__strlcpy(e.message, msg, sizeof e.message);
@@ -75,6 +69,12 @@ static void fail_conn(hr_broker_t *b, hr__bconn_t *c, hr_broker_event_kind_t kin
                    kind == HR_BROKER_EV_PROTOCOL_ERROR ? &b->counters.protocol_errors
                                                        : &b->counters.refused_peers,
                    1);
+  hr__buf_t o = {0};
+  hr__buf_puts(&o, "{\"v\":1,\"op\":\"error\",\"error\":");
+  hr__buf_json_str(&o, msg);
+  hr__buf_puts(&o, "}");
+  if (!o.failed) hr__broker_send(b, c, o.s);
+  hr__buf_free(&o);
   c->closing = true;
 }
 
@@ -325,8 +325,12 @@ static void accept_conn(hr_broker_t *b) {
   }
 }
 
-/* Frees closed connections, ending what they held. */
+/* Frees closed connections, ending what they held. Every connection is
+ * still in place while what they held ends (the counters walk the list),
+ * then the closed ones are freed and the list compacted. */
 static void reap(hr_broker_t *b) {
+  for (size_t i = 0; i < b->n_conns; i++)
+    if (b->conns[i]->closing) hr__broker_conn_gone(b, b->conns[i]);
   size_t k = 0;
   for (size_t i = 0; i < b->n_conns; i++) {
     hr__bconn_t *c = b->conns[i];
@@ -334,7 +338,6 @@ static void reap(hr_broker_t *b) {
       b->conns[k++] = c;
       continue;
     }
-    hr__broker_conn_gone(b, c);
     close(c->fd);
     free(c->rbuf);
     hr__buf_free(&c->wbuf);

@@ -159,8 +159,7 @@ static void test_release_then_grant(void) {
   double free0 = num(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "resources"), 0), "free_bytes");
   cJSON_Delete(j);
   CHECK(free0 > 100e6);
-  say(c1, "{\"v\":1,\"op\":\"reserve\",\"id\":1,\"bytes\":%.0f,\"device\":\"host\"}",
-      free0 - 16e6);
+  say(c1, "{\"v\":1,\"op\":\"reserve\",\"id\":1,\"bytes\":%.0f,\"device\":\"host\"}", free0 - 16e6);
   j = hear(c1);
   CHECK_STR(op_of(j), "granted");
   double lease = num(j, "lease");
