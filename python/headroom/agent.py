@@ -170,6 +170,10 @@ class Agent:
 
     def add_registry(self, registry, device=None):
         """A registry of models (releasable_bytes(), release(nbytes))."""
+        if not (callable(getattr(registry, "releasable_bytes", None))
+                and callable(getattr(registry, "release", None))):
+            raise TypeError("%s has no releasable_bytes() and release(nbytes): the agent "
+                            "cannot offer it" % type(registry).__name__)
         with self._lock:
             self._registries.append((registry, _device_name(device or "host")))
 
@@ -230,7 +234,7 @@ class Agent:
                     self._io.send({"op": "offer", "items": items})
                     last_offer = items
             except (BrokerError, OSError, ValueError):
-                break
+                break  # the broker went away or spoke nonsense: unregistered
 
     def close(self):
         """Unregisters: the broker sees the connection close."""

@@ -48,7 +48,7 @@ static void watch_usage(FILE *f) {
           "  --listen ADDR        Prometheus /metrics and /api/snapshot (none: off)\n"
           "  --db PATH            history database ($XDG_STATE_HOME/headroom/history.db;\n"
           "                       none: off)\n"
-          "  --budget SPEC        what the broker may hand out (host=16G,gpu0=20G; docs/broker.md)\n"
+          "  --budget SPEC        what the broker may hand out: host=16G,gpu0=20G\n"
           "  --json               JSON lines even on a terminal\n"
           "  --once, --count N    stop after 1 or N samples\n\n"
           "Every option also comes from the config file and HEADROOM_<NAME> variables\n"
@@ -262,10 +262,10 @@ static const char *const table_opts[] = {
     "vram-warn",    "vram-critical", "leak-window",   "leak-min-rate",  "leak-min-samples",
     "on-warning",   "on-critical",   "cooldown",      "action-timeout", "listen",
     "db",           "retain",        "top",           "idle-share",     "idle-util",
-    "idle-samples", "hysteresis",    "history-flush", "proc-budget",    "budget", NULL};
+    "idle-samples", "hysteresis",    "history-flush", "proc-budget",    NULL};
 
 static int watch_run(hr_cli_t *cli, int argc, char **argv) {
-  enum { OPT_JSON = 1000, OPT_ONCE, OPT_COUNT, OPT_DROP, OPT_HELP };
+  enum { OPT_JSON = 1000, OPT_ONCE, OPT_COUNT, OPT_DROP, OPT_HELP, OPT_BUDGET };
   struct option longopts[40];
   size_t n = 0;
   for (; table_opts[n]; n++)
@@ -275,6 +275,7 @@ static int watch_run(hr_cli_t *cli, int argc, char **argv) {
   longopts[n++] = (struct option){"count", required_argument, NULL, OPT_COUNT};
   longopts[n++] = (struct option){"allow-drop-caches", no_argument, NULL, OPT_DROP};
   longopts[n++] = (struct option){"help", no_argument, NULL, OPT_HELP};
+  longopts[n++] = (struct option){"budget", required_argument, NULL, OPT_BUDGET};
   longopts[n] = (struct option){NULL, 0, NULL, 0};
   bool json = !cli->tty;
   uint64_t count = 0;
@@ -296,6 +297,8 @@ static int watch_run(hr_cli_t *cli, int argc, char **argv) {
       count = v;
     } else if (c == OPT_DROP) {
       if ((status = hr_cli_set(cli, "allow_drop_caches", "true")) != 0) return status;
+    } else if (c == OPT_BUDGET) {
+      if ((status = hr_cli_set(cli, "budget", optarg)) != 0) return status;
     } else if (c == OPT_HELP || c == 'h')
       return watch_usage(stdout), 0;
     else
