@@ -105,7 +105,9 @@ def test_refusal_names_the_holders(broker):
 
 
 def test_python_reserve_holds_a_lease_for_the_block(broker):
+    import headroom
     from headroom import agent
+    assert headroom.reserve is agent.reserve
     with agent.reserve(64 * MiB, device="host", timeout=5, path=broker.path) as g:
         assert g["op"] == "granted"
         leases = broker.status()["leases"]
