@@ -90,6 +90,7 @@ static int bind_socket(hr_broker_t *b, const char *group, char *err, size_t n) {
 static int configure(hr_broker_t *b, const hr_options_t *o, char *err, size_t n) {
   const char *root = hr_options_get_str(o, HR_OPTION_root);
   hr__strlcpy(b->root, strcmp(root, "/") == 0 ? "" : root, sizeof b->root);
+  hr__strlcpy(b->nvml, hr_options_get_str(o, HR_OPTION_nvml_library), sizeof b->nvml);
   b->request_timeout = hr_options_get_double(o, HR_OPTION_broker_timeout);
   b->patience = hr_options_get_double(o, HR_OPTION_patience);
   b->cooldown = hr_options_get_double(o, HR_OPTION_cooldown);

@@ -113,6 +113,7 @@ typedef struct hr__breq {
 struct hr_broker {
   char path[256];
   char root[256];
+  char nvml[256]; /* nvml_library: the NVML the probe loads; empty: the default */
   int listen_fd, wake[2];
   pthread_t thread;
   bool running;
@@ -148,7 +149,6 @@ HR_INTERNAL void hr__broker_status_json(hr_broker_t *b, hr__buf_t *o);
 /* server.c */
 HR_INTERNAL void hr__broker_send(hr_broker_t *b, hr__bconn_t *c, const char *line);
 HR_INTERNAL hr__bconn_t *hr__broker_conn(hr_broker_t *b, uint64_t id);
-HR_INTERNAL void hr__broker_close_conn(hr_broker_t *b, hr__bconn_t *c, const char *why);
 /* The broker thread's body. */
 HR_INTERNAL void *hr__broker_loop(void *arg);
 

@@ -91,11 +91,11 @@ static bool was_asked(const hr__breq_t *q, uint64_t id) {
 }
 
 /* What the broker did with holder h for q, in words. */
-static const char *why_not_text(const hr__breq_t *q, const hr__bconn_t *h) {
+static const char *why_not_text(const hr__breq_t *q, const hr__bconn_t *h, const char *dev) {
   if (was_asked(q, h->id)) return "asked to release";
   if (h->priority > q->priority) return "higher priority: not asked";
   if (q->uid != 0 && h->uid != q->uid) return "another user: not asked";
-  if (hr__broker_releasable(h, "host") == 0 && h->n_items == 0) return "offers nothing";
+  if (hr__broker_releasable(h, dev) == 0) return "offers nothing here";
   return "not needed";
 }
 
@@ -118,7 +118,7 @@ static void refuse(hr_broker_t *b, hr__breq_t *q, const char *reason) {
   for (size_t i = 0; i < b->n_conns; i++) {
     const hr__bconn_t *h = b->conns[i];
     if (!h->registered || h->closing) continue;
-    const char *why = why_not_text(q, h);
+    const char *why = why_not_text(q, h, r->name);
     hr__buf_printf(&o, "%s{\"pid\":%d,\"name\":", first ? "" : ",", h->pid);
     hr__buf_json_str(&o, h->name);
     hr__buf_printf(

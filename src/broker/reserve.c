@@ -30,7 +30,8 @@ int hr__broker_parse_budget(hr_broker_t *b, const char *spec, char *err, size_t 
   b->res[0] = (hr__bres_t){.name = "host", .gpu = -1, .budget = HR_UNLIMITED};
   b->n_res = 1;
   hr_snapshot_t *s = NULL;
-  hr_probe_options_t po = {.root = b->root, .what = HR_PROBE_GPUS};
+  hr_probe_options_t po = {
+      .root = b->root, .what = HR_PROBE_GPUS, .nvml_path = *b->nvml ? b->nvml : NULL};
   if (hr_snapshot_take(&po, &s) == 0) {
     for (size_t i = 0; i < s->n_gpus && b->n_res < HR_BROKER_MAX_RES; i++) {
       hr__bres_t *r = &b->res[b->n_res++];
@@ -105,7 +106,8 @@ static void read_host(hr_broker_t *b) {
 
 static void read_gpus(hr_broker_t *b) {
   hr_snapshot_t *s = NULL;
-  hr_probe_options_t po = {.root = b->root, .what = HR_PROBE_GPUS};
+  hr_probe_options_t po = {
+      .root = b->root, .what = HR_PROBE_GPUS, .nvml_path = *b->nvml ? b->nvml : NULL};
   if (b->n_res < 2 || hr_snapshot_take(&po, &s) != 0) return;
   for (size_t k = 1; k < b->n_res; k++) {
     hr__bres_t *r = &b->res[k];
@@ -114,12 +116,15 @@ static void read_gpus(hr_broker_t *b) {
       r->capacity = s->gpus[g].total_bytes;
       r->phys_free = s->gpus[g].free_bytes;
     }
+    /* NVML names host pids; local_pid is only mapped when processes are read,
+     * which this small snapshot skips, so the host pid is matched too. */
     for (size_t i = 0; i < b->n_conns; i++) {
       hr__bconn_t *c = b->conns[i];
       c->held[k] = 0;
       for (size_t p = 0; p < s->n_gpu_procs; p++) {
         const hr_gpu_proc_t *gp = &s->gpu_procs[p];
-        if ((int)s->gpus[gp->gpu].index == r->gpu && gp->local_pid == c->peer_pid &&
+        if ((int)s->gpus[gp->gpu].index == r->gpu &&
+            (gp->local_pid == c->peer_pid || gp->pid == c->peer_pid) &&
             gp->used_bytes != HR_UNKNOWN)
           c->held[k] += gp->used_bytes;
       }

@@ -84,11 +84,6 @@ hr__bconn_t *hr__broker_conn(hr_broker_t *b, uint64_t id) {
   return NULL;
 }
 
-void hr__broker_close_conn(hr_broker_t *b, hr__bconn_t *c, const char *why) {
-  (void)why;
-  c->closing = true;
-}
-
 /* True when `pid` names the peer: its own pid, or its pid inside one of the
  * pid namespaces it lives in (NSpid of its status). */
 static bool pid_is_peer(hr_broker_t *b, int peer, int pid) {

@@ -235,3 +235,53 @@ def test_watch_refuses_a_bad_budget_and_a_busy_socket(broker, tmp_path):
     r = subprocess.run([cli_path(), "reserve", "1G", "--", "true"], env=e, capture_output=True,
                        text=True)
     assert r.returncode == 1 and "cannot reach the broker" in r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_a_configured_group_lets_its_users_in():
+    import grp
+    b = Broker(budget="host=1G", env={"HEADROOM_BROKER_GROUP": "65534"})
+    try:
+        st = os.stat(b.path)
+        assert oct(st.st_mode & 0o777) == "0o660" and st.st_gid == 65534
+        assert grp.getgrgid(65534)  # nogroup
+        pid = os.fork()
+        if pid == 0:
+            os.setgid(65534)
+            os.setuid(65534)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(10)
+            s.connect(b.path)
+            s.sendall(b'{"v":1,"op":"status"}\n')
+            os._exit(0 if b'"op":"status"' in s.recv(65536) else 1)
+        assert os.waitpid(pid, 0)[1] == 0
+    finally:
+        b.stop()
+
+
+def test_gpu_resources_through_nvml():
+    # The GPU path on a machine without one: the probe loads the NVML
+    # stand-in of the probe tests (build/helpers/libfake-nvml-v3.so), which
+    # reports one 24 GiB GPU and the processes FAKE_NVML_PROCS names.
+    lib = os.path.join(os.path.dirname(cli_path()), "helpers", "libfake-nvml-v3.so")
+    if not os.path.exists(lib):
+        pytest.skip("the NVML stand-in is not built at %s" % lib)
+    b = Broker(budget="gpu0=3G", env={"HEADROOM_NVML_LIBRARY": lib,
+                                      "FAKE_NVML_PROCS": "0:%d:2048" % os.getpid()})
+    try:
+        s = sock(b)
+        send(s, {"v": 1, "op": "hello", "pid": os.getpid(), "name": "on-gpu", "priority": 9})
+        assert line(s)["op"] == "welcome"
+        res = {r["device"]: r for r in b.status()["resources"]}
+        assert res["gpu0"]["budget_bytes"] == 3 << 30
+        assert res["gpu0"]["clients_bytes"] == 2 << 30  # NVML's per-process memory
+        assert res["gpu0"]["free_bytes"] == 1 << 30
+        r = b.cli("reserve", "512M", "--device", "0", "--", "true")
+        assert r.returncode == 0, r.stderr
+        r = b.cli("reserve", "2G", "--device", "0", "--timeout", "3s", "--", "true")
+        assert r.returncode == 75
+        assert "refused on gpu0" in r.stderr
+        assert "on-gpu (priority 9) holds 2.00 GiB" in r.stderr, r.stderr
+        s.close()
+    finally:
+        b.stop()
