@@ -136,6 +136,8 @@ struct hr_broker {
   uint64_t next_id;
   double last_read;     /* monotonic: when resources were last read */
   double last_pressure; /* monotonic: when pressure was last looked at */
+  double cg_read_at;    /* monotonic: when the cgroup was last read */
+  bool cg_limited;      /* the cgroup has a limit under the host's memory */
   pthread_mutex_t lock; /* guards counters */
   hr_broker_counters_t counters;
 };

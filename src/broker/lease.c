@@ -323,8 +323,11 @@ static void pressure(hr_broker_t *b) {
     double warn = b->warn[i > 0], crit = b->critical[i > 0];
     if (used < warn) continue;
     uint64_t need = (uint64_t)((used - warn) * (double)cap) + 1;
-    r->pressure_at = now;
     size_t asked = hr__broker_plan(b, NULL, (int)i, need, used < crit);
+    /* Nothing to ask is no event and starts no cooldown: a client that
+     * registers next is asked at the next look. */
+    if (asked == 0) continue;
+    r->pressure_at = now;
     hr_broker_event_t e = {.kind = HR_BROKER_EV_PRESSURE, .bytes = need};
     hr__strlcpy(e.device, r->name, sizeof e.device);
     snprintf(e.message, sizeof e.message, "%s use %.1f%% (%s): %zu asked to release%s", r->name,

@@ -96,9 +96,15 @@ static void read_host(hr_broker_t *b) {
   if (hr__meminfo_read(b->root, &m, NULL, 0) != 0) return;
   r->capacity = m.total_bytes;
   r->phys_free = m.available_bytes != HR_UNKNOWN ? m.available_bytes : m.free_bytes;
+  /* A cgroup without a limit adds nothing, and reading it costs several
+   * files: it is looked at again once a second, in case a limit is set. */
+  double now = hr__now_mono();
+  if (!b->cg_limited && now - b->cg_read_at < 1) return;
+  b->cg_read_at = now;
   hr__cgroup_read(b->root, &cg);
-  if (cg.state == HR_PROBE_OK && cg.limit_bytes != HR_UNLIMITED && cg.limit_bytes != HR_UNKNOWN &&
-      cg.limit_bytes < r->capacity) {
+  b->cg_limited = cg.state == HR_PROBE_OK && cg.limit_bytes != HR_UNLIMITED &&
+                  cg.limit_bytes != HR_UNKNOWN && cg.limit_bytes < r->capacity;
+  if (b->cg_limited) {
     r->capacity = cg.limit_bytes;
     r->phys_free = HR_MIN(r->phys_free, sub(cg.limit_bytes, cg.usage_bytes));
   }

@@ -285,3 +285,28 @@ def test_gpu_resources_through_nvml():
         s.close()
     finally:
         b.stop()
+
+
+def test_pressure_asks_for_caches_at_a_warning():
+    # 1 GiB budget, warning at 50 %, critical at 95 %: an agent holding a
+    # 200 MiB cache and 400 MiB of models is over the warning line, so the
+    # broker asks for caches alone, once per cooldown.
+    b = Broker(budget="host=1G", env={"HEADROOM_RAM_WARN": "50", "HEADROOM_RAM_CRITICAL": "95",
+                                      "HEADROOM_COOLDOWN": "30s"})
+    a = Agent(b, "cachey", priority=5, cache_mb=200, models_mb=400)
+    try:
+        before = a.rss()
+        assert wait_for(lambda: b.events("pressure"), timeout=10)
+        assert wait_for(lambda: a.counts()[0] == 1, timeout=10)
+        time.sleep(0.5)
+        dropped = before - a.rss()
+        assert 180 * MiB <= dropped <= 230 * MiB, dropped  # the cache, not the models
+        p = b.events("pressure")[0]
+        assert p["device"] == "host" and "warning" in p["message"]
+        assert "1 asked to release their caches" in p["message"]
+        time.sleep(2)
+        assert len(b.events("pressure")) == 1  # the cooldown holds
+        assert offered(b, a.pid, 400 * MiB)
+    finally:
+        a.stop()
+        b.stop()
