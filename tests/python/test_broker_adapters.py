@@ -87,10 +87,13 @@ def test_adapters_call_the_documented_endpoints(tmp_path):
             == ["model-0:latest", "model-1:latest"]
 
         # 3. A failed call is an event with the status it got.
-        fails = b.events("adapter_failed")
+        fails = wait_for(lambda: [e for e in b.events("adapter_failed") if e["status"] == 503])
         assert any(e["status"] == 503 and e["name"] == "comfyui@127.0.0.1:%d" % broken.port
                    and "POST /free: HTTP 503" in e["message"] for e in fails), fails
-        answers = [e for e in b.events("answer") if e["name"].startswith("ollama@")]
+        def ollama_answers():
+            got = [e for e in b.events("answer") if e["name"].startswith("ollama@")]
+            return got if len(got) == 2 else None
+        answers = wait_for(ollama_answers)
         assert sum(e["released_bytes"] for e in answers) == 400 * MiB
         assert all(e["status"] == 200 for e in answers)
     finally:
@@ -124,7 +127,7 @@ def test_an_adapter_that_does_not_answer_is_an_event(tmp_path):
         r = b.cli("reserve", "2G", "--device", "host", "--timeout", "10s", "--", "true")
         assert r.returncode == 75
         assert time.monotonic() - t0 < 8
-        fails = b.events("adapter_failed")
+        fails = wait_for(lambda: b.events("adapter_failed"))
         assert fails and fails[0]["status"] == 0 and "no answer within 1s" in fails[0]["message"]
     finally:
         b.stop()
