@@ -16,5 +16,6 @@
 #include "headroom/trace.h"
 #include "headroom/workflow.h"
 #include "headroom/chart.h"
+#include "headroom/broker.h"
 
 #endif /* HEADROOM_DAEMON_H */

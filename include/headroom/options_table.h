@@ -60,6 +60,20 @@
   X(history_flush, HR_OPT_DURATION, "5s", 0, 3600, NULL, "time between history commits")           \
   X(proc_budget, HR_OPT_PERCENT, "1", 0.01, 100, NULL,                                             \
     "share of a core reading processes may take; many processes are read less often")              \
+  /* broker */                                                                                     \
+  X(budget, HR_OPT_STRING, "", 0, 0, NULL,                                                         \
+    "what the broker may hand out per resource: host=16G,gpu0=20G (default: all)")                 \
+  X(broker_socket, HR_OPT_STRING, "", 0, 0, NULL,                                                  \
+    "broker socket (default $XDG_RUNTIME_DIR/headroom/broker.sock), or none")                      \
+  X(broker_group, HR_OPT_STRING, "", 0, 0, NULL,                                                   \
+    "group that may use the broker socket (mode 0660); empty: its owner only (0600)")              \
+  X(broker_max_conns, HR_OPT_INT, "32", 1, 100000, NULL, "broker connections one user may hold")   \
+  X(broker_timeout, HR_OPT_DURATION, "5s", 0.01, 600, NULL,                                        \
+    "time a broker client or adapter has to answer a release request")                            \
+  X(broker_adapters, HR_OPT_STRING, "", 0, 0, NULL,                                                \
+    "programs asked through their own API: KIND[@DEVICE]=URL,... (comfyui, ollama, vllm)")         \
+  X(broker_adapter_priority, HR_OPT_INT, "0", -1000000, 1000000, NULL,                             \
+    "priority the broker gives the programs of broker_adapters")                                   \
   /* backend and pool */                                                                           \
   X(libcuda, HR_OPT_STRING, "", 0, 0, NULL, "CUDA driver library to load (default libcuda.so.1)")  \
   X(lib, HR_OPT_STRING, "", 0, 0, NULL,                                                            \

@@ -15,7 +15,8 @@ Errors from the library are HeadroomError (code, name, hr_strerror text);
 LibraryNotFoundError says where the library was looked for.
 """
 
-from . import stages
+from . import agent, stages
+from .agent import reserve
 from ._lib import (API_VERSION, HeadroomError, LibraryNotFoundError, VersionMismatchError)
 from ._lib import available as library_available
 from ._lib import load as load_library
@@ -32,6 +33,7 @@ __all__ = [
     "library_available", "library_version", "load_library", "select_device", "snapshot",
     "stage", "stages",
 ]
+__all__ += ["agent", "reserve"]
 
 
 def library_version():

@@ -31,6 +31,19 @@ extern const hr_cli_command_t hr_cmd_history;
 extern const hr_cli_command_t hr_cmd_replay;
 extern const hr_cli_command_t hr_cmd_plan;
 extern const hr_cli_command_t hr_cmd_doctor;
+extern const hr_cli_command_t hr_cmd_broker;
+extern const hr_cli_command_t hr_cmd_reserve;
+
+/* The broker's client side (cmd_broker.c): connect to the socket (socket_opt
+ * or the broker_socket option), printing why not and returning -1; send one
+ * line; read one line (malloc'd; NULL on EOF or after timeout seconds). */
+int hr_cli_broker_connect(hr_cli_t *cli, const char *socket_opt);
+int hr_cli_broker_send(int fd, const char *line);
+char *hr_cli_broker_read(int fd, double timeout);
+/* Starts the broker beside `headroom watch` (events as JSON lines when
+ * *json); returns 0 (with *out NULL when it could not start on its default
+ * socket, said on stderr) or the exit status of a bad configuration. */
+int hr_cli_broker_start(hr_cli_t *cli, bool *json, hr_broker_t **out);
 
 /* Sets an option from the command line; on error prints "headroom: <msg>" and
  * returns 2 (the usage-error status), else 0. */

@@ -50,6 +50,7 @@ static void watch_usage(FILE *f) {
           "  --listen ADDR        Prometheus /metrics and /api/snapshot (none: off)\n"
           "  --db PATH            history database ($XDG_STATE_HOME/headroom/history.db;\n"
           "                       none: off)\n"
+          "  --budget SPEC        what the broker may hand out: host=16G,gpu0=20G\n"
           "  --json               JSON lines even on a terminal\n"
           "  --once, --count N    stop after 1 or N samples\n\n"
           "Every option also comes from the config file and HEADROOM_<NAME> variables\n"
@@ -226,7 +227,7 @@ static const char *const table_opts[] = {
     "idle-samples", "hysteresis",    "history-flush", "proc-budget",    NULL};
 
 static int watch_run(hr_cli_t *cli, int argc, char **argv) {
-  enum { OPT_JSON = 1000, OPT_ONCE, OPT_COUNT, OPT_DROP, OPT_HELP };
+  enum { OPT_JSON = 1000, OPT_ONCE, OPT_COUNT, OPT_DROP, OPT_HELP, OPT_BUDGET };
   struct option longopts[40];
   size_t n = 0;
   for (; table_opts[n]; n++)
@@ -236,6 +237,7 @@ static int watch_run(hr_cli_t *cli, int argc, char **argv) {
   longopts[n++] = (struct option){"count", required_argument, NULL, OPT_COUNT};
   longopts[n++] = (struct option){"allow-drop-caches", no_argument, NULL, OPT_DROP};
   longopts[n++] = (struct option){"help", no_argument, NULL, OPT_HELP};
+  longopts[n++] = (struct option){"budget", required_argument, NULL, OPT_BUDGET};
   longopts[n] = (struct option){NULL, 0, NULL, 0};
   bool json = !cli->tty;
   uint64_t count = 0;
@@ -257,6 +259,8 @@ static int watch_run(hr_cli_t *cli, int argc, char **argv) {
       count = v;
     } else if (c == OPT_DROP) {
       if ((status = hr_cli_set(cli, "allow_drop_caches", "true")) != 0) return status;
+    } else if (c == OPT_BUDGET) {
+      if ((status = hr_cli_set(cli, "budget", optarg)) != 0) return status;
     } else if (c == OPT_HELP || c == 'h')
       return watch_usage(stdout), 0;
     else
@@ -271,6 +275,7 @@ static int watch_run(hr_cli_t *cli, int argc, char **argv) {
   hr_watch_t *w = NULL;
   hr_history_t *h = NULL;
   hr_exporter_t *e = NULL;
+  hr_broker_t *bk = NULL;
   view_state_t v = {.cli = cli,
                     .json = json,
                     .leak_min_rate =
@@ -319,6 +324,7 @@ static int watch_run(hr_cli_t *cli, int argc, char **argv) {
   else
     snprintf(v.listen, sizeof v.listen, "metrics: off");
 
+  if ((status = hr_cli_broker_start(cli, &v.json, &bk)) != 0) goto out;
   hr_watch_attach_history(w, h);
   hr_watch_attach_exporter(w, e);
   hr_watch_on_event(w, on_event, &v);
@@ -346,6 +352,7 @@ static int watch_run(hr_cli_t *cli, int argc, char **argv) {
            vw.events_total[HR_EVENT_LEAK]);
   }
 out:
+  hr_broker_stop(bk);
   hr_watch_destroy(w);
   hr_exporter_stop(e);
   hr_history_close(h);

@@ -9,8 +9,8 @@
 #include <unistd.h>
 
 static const hr_cli_command_t *commands[] = {
-    &hr_cmd_config, &hr_cmd_status, &hr_cmd_watch,  &hr_cmd_history,
-    &hr_cmd_replay, &hr_cmd_plan,   &hr_cmd_doctor,
+    &hr_cmd_config, &hr_cmd_status, &hr_cmd_watch,  &hr_cmd_history, &hr_cmd_replay,
+    &hr_cmd_plan,   &hr_cmd_doctor, &hr_cmd_broker, &hr_cmd_reserve,
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

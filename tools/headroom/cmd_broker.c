@@ -1,0 +1,191 @@
+/* headroom broker: what the broker in `headroom watch` knows now (its
+ * resources, clients with their priorities and releasable bytes, adapters and
+ * leases), from one "status" request on its socket. Also the client side
+ * that `headroom reserve` shares, and the start of the broker beside the
+ * watch loop. */
+#include "cli.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+int hr_cli_broker_connect(hr_cli_t *cli, const char *socket_opt) {
+  char path[256];
+  if (socket_opt && hr_cli_set(cli, "broker_socket", socket_opt) != 0) return -1;
+  if (hr_broker_socket_path(cli->opts, path, sizeof path) != 0) {
+    hr_cli_error("no broker socket: set broker_socket, or XDG_RUNTIME_DIR");
+    return -1;
+  }
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  memcpy(sa.sun_path, path, strlen(path) + 1); /* checked: under 108 bytes */
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    int e = errno;
+    hr_cli_error("cannot reach the broker at %s: %s%s", path, strerror(e),
+                 e == ENOENT || e == ECONNREFUSED ? " (is 'headroom watch' running?)" : "");
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+int hr_cli_broker_send(int fd, const char *line) {
+  size_t n = strlen(line);
+  for (size_t off = 0; off < n;) {
+    ssize_t w = send(fd, line + off, n - off, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return -1;
+    off += (size_t)w;
+  }
+  return send(fd, "\n", 1, MSG_NOSIGNAL) == 1 ? 0 : -1;
+}
+
+/* Reads one line (without its newline) into a malloc'd string, waiting at
+ * most timeout seconds (< 0: forever). NULL on EOF, timeout or error. Reads a
+ * byte at a time: a line is short and the rest of the stream stays unread. */
+char *hr_cli_broker_read(int fd, double timeout) {
+  size_t n = 0, cap = 4096;
+  char *s = malloc(cap);
+  while (s) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int r = poll(&p, 1, timeout < 0 ? -1 : (int)(timeout * 1000));
+    if (r < 0 && errno == EINTR) continue;
+    char c;
+    if (r != 1 || recv(fd, &c, 1, 0) != 1) break;
+    if (c == '\n') {
+      s[n] = '\0';
+      return s;
+    }
+    if (n + 1 == cap) {
+      char *ns = cap < (1u << 24) ? realloc(s, cap *= 2) : NULL;
+      if (!ns) break;
+      s = ns;
+    }
+    s[n++] = c;
+  }
+  free(s);
+  return NULL;
+}
+
+static void broker_usage(FILE *f) {
+  fprintf(f, "usage: headroom broker [--socket PATH] [--json]\n\n"
+             "Shows what the broker in 'headroom watch' knows: each resource (host, gpuN)\n"
+             "with its budget and what is free, the registered clients with their\n"
+             "priorities and releasable bytes, the adapters and the leases.\n\n"
+             "  --socket PATH  the broker's socket (broker_socket; default\n"
+             "                 $XDG_RUNTIME_DIR/headroom/broker.sock)\n"
+             "  --json         the broker's status object as it is\n");
+}
+
+static const char *sz(char *buf, size_t n, const cJSON *v) {
+  if (!cJSON_IsNumber(v)) return snprintf(buf, n, "-"), buf;
+  return hr_size_text(buf, n, (uint64_t)v->valuedouble);
+}
+
+static void show(const cJSON *j) {
+  char a[32], b[32], c[32], d[32];
+  const cJSON *x, *k;
+  printf("broker %s\n\n%-8s %10s %10s %10s %10s\n", cJSON_GetObjectItem(j, "socket")->valuestring,
+         "DEVICE", "BUDGET", "CLIENTS", "LEASED", "FREE");
+  cJSON_ArrayForEach(x, cJSON_GetObjectItem(j, "resources")) {
+    printf("%-8s %10s %10s %10s %10s\n", cJSON_GetObjectItem(x, "device")->valuestring,
+           sz(a, sizeof a, cJSON_GetObjectItem(x, "budget_bytes")),
+           sz(b, sizeof b, cJSON_GetObjectItem(x, "clients_bytes")),
+           sz(c, sizeof c, cJSON_GetObjectItem(x, "leased_bytes")),
+           sz(d, sizeof d, cJSON_GetObjectItem(x, "free_bytes")));
+  }
+  printf("\n%8s %-20s %8s  %s\n", "PID", "CLIENT", "PRIORITY", "RELEASABLE");
+  cJSON_ArrayForEach(x, cJSON_GetObjectItem(j, "clients")) {
+    printf("%8d %-20.20s %8d ", cJSON_GetObjectItem(x, "pid")->valueint,
+           cJSON_GetObjectItem(x, "name")->valuestring,
+           cJSON_GetObjectItem(x, "priority")->valueint);
+    cJSON_ArrayForEach(k, cJSON_GetObjectItem(x, "releasable_bytes"))
+        printf(" %s %s", k->string, sz(a, sizeof a, k));
+    printf("\n");
+  }
+  cJSON_ArrayForEach(x, cJSON_GetObjectItem(j, "adapters")) printf(
+      "%8s %-20.20s %8d  %s%s\n", "-", cJSON_GetObjectItem(x, "name")->valuestring,
+      cJSON_GetObjectItem(x, "priority")->valueint, cJSON_GetObjectItem(x, "device")->valuestring,
+      cJSON_IsTrue(cJSON_GetObjectItem(x, "asleep")) ? " (asleep)" : "");
+  printf("\n%8s %8s %-20s %-8s %10s\n", "LEASE", "PID", "HOLDER", "DEVICE", "BYTES");
+  cJSON_ArrayForEach(x, cJSON_GetObjectItem(j, "leases"))
+      printf("%8.0f %8d %-20.20s %-8s %10s\n", cJSON_GetObjectItem(x, "lease")->valuedouble,
+             cJSON_GetObjectItem(x, "pid")->valueint, cJSON_GetObjectItem(x, "name")->valuestring,
+             cJSON_GetObjectItem(x, "device")->valuestring,
+             sz(a, sizeof a, cJSON_GetObjectItem(x, "bytes")));
+}
+
+static int broker_run(hr_cli_t *cli, int argc, char **argv) {
+  static const struct option longopts[] = {{"socket", required_argument, NULL, 's'},
+                                           {"json", no_argument, NULL, 'j'},
+                                           {"help", no_argument, NULL, 'h'},
+                                           {NULL, 0, NULL, 0}};
+  const char *sock = NULL;
+  bool json = false;
+  int c;
+  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    if (c == 's')
+      sock = optarg;
+    else if (c == 'j')
+      json = true;
+    else if (c == 'h')
+      return broker_usage(stdout), 0;
+    else
+      return broker_usage(stderr), 2;
+  }
+  if (optind < argc) {
+    hr_cli_error("broker: unexpected argument '%s'", argv[optind]);
+    return 2;
+  }
+  int fd = hr_cli_broker_connect(cli, sock);
+  if (fd < 0) return 1;
+  char *line = hr_cli_broker_send(fd, "{\"v\":1,\"op\":\"status\"}") == 0
+                   ? hr_cli_broker_read(fd, 10)
+                   : NULL;
+  close(fd);
+  cJSON *j = line ? cJSON_Parse(line) : NULL;
+  int status = 0;
+  const cJSON *op = cJSON_GetObjectItem(j, "op");
+  if (!cJSON_IsString(op) || strcmp(op->valuestring, "status") != 0) {
+    hr_cli_error("broker: no status came back%s%s", line ? ": " : "", line ? line : "");
+    status = 1;
+  } else if (json)
+    printf("%s\n", line);
+  else
+    show(j);
+  cJSON_Delete(j);
+  free(line);
+  return status;
+}
+
+const hr_cli_command_t hr_cmd_broker = {
+    "broker", "show the broker's clients, priorities, releasable bytes and leases", broker_run,
+    broker_usage};
+
+static void print_event(const hr_broker_event_t *e, void *arg) {
+  char *s = NULL;
+  if (!*(bool *)arg || hr_broker_event_json(e, &s) != 0) return;
+  puts(s);
+  fflush(stdout);
+  free(s);
+}
+
+int hr_cli_broker_start(hr_cli_t *cli, bool *json, hr_broker_t **out) {
+  char err[600];
+  *out = NULL;
+  if (strcmp(hr_options_get_str(cli->opts, HR_OPTION_broker_socket), "none") == 0) return 0;
+  int rc = hr_broker_start(cli->opts, print_event, json, out, err, sizeof err);
+  if (rc == HR_EINVAL) return hr_cli_error("%s", err), 2;
+  /* Like the exporter's: a socket asked for explicitly is an error, the
+   * default one only a warning, so a second watch still runs. */
+  if (rc && hr_options_source(cli->opts, HR_OPTION_broker_socket) != HR_SRC_DEFAULT)
+    return hr_cli_error("%s", err), 1;
+  if (rc) hr_cli_error("%s; watching without the broker", err);
+  return 0;
+}
