@@ -15,6 +15,9 @@
 #include <string.h>
 #include <time.h>
 
+/* The capacity of a section without a recorded peak; see section_start. */
+#define HR_REPLAY_DEFAULT_CAPACITY (1ull << 40)
+
 /* Nanosecond histogram: exact below EXACT_NS, then power-of-two buckets. */
 #define EXACT_NS    4096
 #define LOG_BUCKETS 48
@@ -137,11 +140,13 @@ static int section_start(section_t *s, const hr_trace_device_t *d, const char *a
     res->pytorch_ratio =
         d->pytorch_peak_live ? (double)d->pytorch_peak_reserved / (double)d->pytorch_peak_live : 0;
   }
-  /* Without a recorded peak (an RMM log), the capacity is effectively
-   * unlimited: 1 PiB of address space. */
+  /* Without a recorded peak (an RMM log), the capacity is more than any
+   * GPU has, but not so much that the pool's per-granule maps of each
+   * stream's reservation (four times the capacity) cost memory to allocate:
+   * 1 TiB is 2 Mi granules of 2 MiB. */
   res->capacity = o->capacity                                  ? o->capacity
                   : d->has_pytorch && d->pytorch_peak_reserved ? d->pytorch_peak_reserved
-                                                               : 1ull << 50;
+                                                               : HR_REPLAY_DEFAULT_CAPACITY;
   s->index = s->live = s->peak_live = 0;
   s->pytorch_reserved = d->pytorch_reserved_start;
   s->slots = calloc(d->slots ? d->slots : 1, sizeof *s->slots);

