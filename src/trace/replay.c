@@ -207,6 +207,23 @@ static int do_free(section_t *s, const hr_trace_event_t *ev, uint64_t line, cons
   return 0;
 }
 
+/* Applies an R line to PyTorch's recorded reserved bytes, in unsigned
+ * arithmetic: a signed sum of a large start and a large change overflowed.
+ * Reserved memory below zero or past 2^64 is a damaged trace. */
+static int reserved_change(section_t *s, const hr_trace_event_t *ev, uint64_t line,
+                           const char *path, char *err, size_t errlen) {
+  uint64_t mag = ev->delta < 0 ? 0 - (uint64_t)ev->delta : (uint64_t)ev->delta;
+  bool bad = ev->delta < 0 ? mag > s->pytorch_reserved : mag > UINT64_MAX - s->pytorch_reserved;
+  if (bad)
+    return hr__err(err, errlen, HR_EPARSE,
+                   "%s:%" PRIu64 ": R %c%" PRIu64 " takes PyTorch's reserved memory (%" PRIu64
+                   " bytes) %s",
+                   path, line, ev->delta < 0 ? '-' : '+', mag, s->pytorch_reserved,
+                   ev->delta < 0 ? "below zero" : "past 2^64 bytes");
+  s->pytorch_reserved = ev->delta < 0 ? s->pytorch_reserved - mag : s->pytorch_reserved + mag;
+  return 0;
+}
+
 static void sample(section_t *s, const hr_replay_opts_t *o, const hr_trace_device_t *d,
                    uint64_t time_us) {
   hr_pool_stats_t st;
@@ -262,7 +279,7 @@ int hr_replay_file(const char *path, const hr_replay_opts_t *opts, hr_replay_res
       s.index++, s.res->events++;
       break;
     case HR_TRACE_RESERVED:
-      s.pytorch_reserved = (uint64_t)((int64_t)s.pytorch_reserved + ev.delta);
+      rc = reserved_change(&s, &ev, hr_trace_line(r), path, err, errlen);
       break;
     default: /* PyTorch's own OOMs are in the device header already */
       break;

@@ -5,6 +5,8 @@
 #include "hr_test.h"
 
 #include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 /* Runs `headroom ARGS` under a 10 s limit; returns its exit status (124 when
  * it had to be killed) and its output in `out`. */
@@ -54,8 +56,38 @@ static void test_listen_checked(void) {
   }
 }
 
+/* A window with no samples left qsort(NULL, 0, ...), undefined behaviour
+ * that the sanitizer build aborts on. */
+static void test_history_empty_window(void) {
+  if (!getenv("HR_CLI")) SKIP("HR_CLI is set by CTest");
+  char db[] = "/tmp/hr_test_hist_XXXXXX", args[768], out[8192];
+  int fd = mkstemp(db);
+  CHECK(fd >= 0);
+  close(fd);
+  unlink(db);
+  snprintf(args, sizeof args, "watch --json --once --listen none --db '%s'", db);
+  int st = run_cli(args, out, sizeof out);
+  CHECK_MSG(st == 0, "watch: status %d: %s", st, out);
+  struct timespec p = {2, 500 * 1000 * 1000};
+  nanosleep(&p, NULL);
+  snprintf(args, sizeof args, "history --db '%s' --since 1s", db);
+  st = run_cli(args, out, sizeof out);
+  int st_svg = -1;
+  char svg[64];
+  snprintf(svg, sizeof svg, "%s.svg", db);
+  snprintf(args, sizeof args, "history --db '%s' --since 1s --svg '%s'", db, svg);
+  char out2[8192];
+  st_svg = run_cli(args, out2, sizeof out2);
+  unlink(db);
+  unlink(svg);
+  CHECK_MSG(st == 0, "history --since 1s: status %d: %s", st, out);
+  CHECK_MSG(st_svg == 0 || st_svg == 1, "history --svg: status %d: %s", st_svg, out2);
+  CHECK(strstr(out2, "runtime error") == NULL);
+}
+
 int main(void) {
   HR_RUN(test_count_checked);
   HR_RUN(test_listen_checked);
+  HR_RUN(test_history_empty_window);
   return hr_test_finish("test_cli_options");
 }

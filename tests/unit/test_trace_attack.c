@@ -63,8 +63,54 @@ static void test_misspelt_peak_key(void) {
   check_fast("device 0 slots=%d initial=0 ops=%d pytorch_peak_reservd=8589934592");
 }
 
+static int replay_text(const char *text, char *err, size_t errlen) {
+  strcpy(tmp, "/tmp/hr_test_trace_attack_XXXXXX");
+  int fd = mkstemp(tmp);
+  if (fd < 0) return HR_EIO;
+  bool ok = write(fd, text, strlen(text)) == (ssize_t)strlen(text);
+  close(fd);
+  hr_replay_result_t res;
+  size_t n = 0;
+  int rc = ok ? hr_replay_file(tmp, NULL, &res, 1, &n, err, errlen) : HR_EIO;
+  unlink(tmp);
+  return rc;
+}
+
+/* A signed sum of the start and a change near 2^63 overflowed (UBSan aborts
+ * the sanitizer build); now the count is unsigned and leaving its range is
+ * a damaged trace. */
+static void test_reserved_overflow(void) {
+  static const struct {
+    const char *text, *want;
+  } cases[] = {
+      {"headroom-trace 1\ndevice 0 slots=1 initial=0 ops=2 "
+       "pytorch_reserved_start=4611686018427387904"
+       "\nA 0 512 0\nR +9223372036854775807\nR +9223372036854775807\nF 0\nend\n",
+       ":5: R +9223372036854775807 takes PyTorch's reserved memory"},
+      {"headroom-trace 1\ndevice 0 slots=1 initial=0 ops=2 pytorch_reserved_start=1\n"
+       "A 0 512 0\nR -9223372036854775807\nF 0\nend\n",
+       ":4: R -9223372036854775807 takes PyTorch's reserved memory (1 bytes) below zero"},
+      {"headroom-trace 1\ndevice 0 slots=1 initial=0 ops=2 "
+       "pytorch_reserved_start=18446744073709551615\nA 0 512 0\nR +1\nF 0\nend\n",
+       "past 2^64 bytes"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char err[512] = "";
+    int rc = replay_text(cases[i].text, err, sizeof err);
+    CHECK_MSG(rc == HR_EPARSE, "case %zu: %d %s", i, rc, err);
+    CHECK_CONTAINS(err, cases[i].want);
+  }
+  /* Changes that stay in range still replay. */
+  char err[512] = "";
+  CHECK_OK(replay_text("headroom-trace 1\ndevice 0 slots=1 initial=0 ops=2 "
+                       "pytorch_reserved_start=9223372036854775808\nA 0 512 0\n"
+                       "R +9223372036854775807\nR -9223372036854775807\nF 0\nend\n",
+                       err, sizeof err));
+}
+
 int main(void) {
   HR_RUN(test_many_streams_without_peak);
   HR_RUN(test_misspelt_peak_key);
+  HR_RUN(test_reserved_overflow);
   return hr_test_finish("test_trace_attack");
 }

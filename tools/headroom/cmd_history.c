@@ -126,7 +126,7 @@ static void print_text(const hr_cli_t *cli, const char *path, double since, set_
            k ? hr_cli_size(c, sizeof c, (uint64_t)mx) : "-",
            isnan(total) ? "-" : hr_cli_size(d, sizeof d, (uint64_t)total));
   }
-  qsort(procs->s, procs->n, sizeof *procs->s, cmp_weight);
+  if (procs->n > 1) qsort(procs->s, procs->n, sizeof *procs->s, cmp_weight);
   if (procs->n) {
     snprintf(head, sizeof head, "%8s %-16s %8s %10s %10s %12s %10s", "PID", "NAME", "SAMPLES",
              "RSS FIRST", "RSS LAST", "PER MIN", "GPU MAX");
@@ -328,7 +328,7 @@ static int write_svg(const char *file, set_t *scopes, set_t *procs, const hr_his
     snprintf(labels[nl], sizeof labels[0], "%s total", s->key);
     p->lines[p->n] = s, p->second[p->n] = true, p->label[p->n++] = labels[nl++];
   }
-  qsort(procs->s, procs->n, sizeof *procs->s, cmp_weight);
+  if (procs->n > 1) qsort(procs->s, procs->n, sizeof *procs->s, cmp_weight);
   for (size_t i = 0; i < procs->n && panels[2].n < 10 && nl < 30; i++) {
     series_t *s = &procs->s[i];
     panel_t *p = &panels[2];
