@@ -90,6 +90,7 @@ typedef struct section {
   hist_t *hist;
   uint64_t index, live, peak_live, pytorch_reserved;
   uint64_t t0;
+  size_t n_slots;          /* allocated entries of `slots`, grown as slots appear */
   hr_replay_result_t *res; /* NULL past `max`: measured, not stored */
   hr_replay_result_t scratch;
 } section_t;
@@ -98,7 +99,7 @@ static void section_end(section_t *s) {
   if (s->pool) hr_pool_destroy(s->pool);
   if (s->backend) hr_backend_destroy(s->backend);
   free(s->slots);
-  s->pool = NULL, s->backend = NULL, s->slots = NULL;
+  s->pool = NULL, s->backend = NULL, s->slots = NULL, s->n_slots = 0;
 }
 
 /* Closes the measurement of a section and fills its result. */
@@ -149,9 +150,12 @@ static int section_start(section_t *s, const hr_trace_device_t *d, const char *a
                                                                : HR_REPLAY_DEFAULT_CAPACITY;
   s->index = s->live = s->peak_live = 0;
   s->pytorch_reserved = d->pytorch_reserved_start;
-  s->slots = calloc(d->slots ? d->slots : 1, sizeof *s->slots);
-  if (!s->slots)
-    return hr__err(err, errlen, HR_ENOMEM, "out of memory for %" PRIu64 " slots", d->slots);
+  /* The slot array starts small and doubles as slots appear (the reader
+   * keeps them dense), so a device line that declares billions of slots
+   * costs nothing until lines fill them. */
+  s->n_slots = (size_t)HR_MIN(d->slots ? d->slots : 1, 1024);
+  s->slots = calloc(s->n_slots, sizeof *s->slots);
+  if (!s->slots) return hr__err(err, errlen, HR_ENOMEM, "out of memory");
   const char *kind = o->backend ? o->backend : "sim";
   if ((rc = hr_backend_create(kind, d->device, res->capacity, &s->backend)) != 0)
     return hr__err(err, errlen, rc, "backend '%s' for device %d: %s", kind, d->device,
@@ -162,8 +166,22 @@ static int section_start(section_t *s, const hr_trace_device_t *d, const char *a
   return 0;
 }
 
+/* Makes slot `i` addressable; new entries are free. */
+static int slots_cover(section_t *s, uint32_t i) {
+  if (i < s->n_slots) return 0;
+  size_t n = HR_MAX(s->n_slots * 2, (size_t)i + 1);
+  slot_t *g = realloc(s->slots, n * sizeof *g);
+  if (!g) return HR_ENOMEM;
+  memset(g + s->n_slots, 0, (n - s->n_slots) * sizeof *g);
+  s->slots = g, s->n_slots = n;
+  return 0;
+}
+
 static int do_alloc(section_t *s, const hr_trace_event_t *ev, uint64_t line, const char *path,
                     char *err, size_t errlen) {
+  if (slots_cover(s, ev->slot) != 0)
+    return hr__err(err, errlen, HR_ENOMEM, "%s:%" PRIu64 ": out of memory for slot %u", path, line,
+                   ev->slot);
   slot_t *sl = &s->slots[ev->slot];
   if (sl->state == SLOT_LIVE)
     return hr__err(err, errlen, HR_EPARSE, "%s:%" PRIu64 ": slot %u is allocated while live", path,
@@ -188,6 +206,9 @@ static int do_alloc(section_t *s, const hr_trace_event_t *ev, uint64_t line, con
 
 static int do_free(section_t *s, const hr_trace_event_t *ev, uint64_t line, const char *path,
                    char *err, size_t errlen) {
+  if (ev->slot >= s->n_slots)
+    return hr__err(err, errlen, HR_EPARSE, "%s:%" PRIu64 ": free of slot %u, which is not live",
+                   path, line, ev->slot);
   slot_t *sl = &s->slots[ev->slot];
   if (sl->state == SLOT_FAILED) { /* its allocation failed: nothing to free */
     sl->state = SLOT_FREE;

@@ -5,6 +5,7 @@
  * sanitizer builds catch any overflow on the way. */
 #include "hr_test.h"
 
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -108,9 +109,37 @@ static void test_reserved_overflow(void) {
                        err, sizeof err));
 }
 
+static long max_rss_kib(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss;
+}
+
+/* Found by fuzzing: a device line declaring 3*10^8 slots made the replay
+ * allocate 9.6 GB before reading a single event. Slots are now dense and
+ * the replay's array grows with them. */
+static void test_declared_slots_cost_nothing(void) {
+  long before = max_rss_kib();
+  char err[512] = "";
+  CHECK_OK(replay_text("headroom-trace 1\ndevice 0 slots=4294967295 initial=1 ops=2\n"
+                       "L 0 0 7\nA 1 5 0\nF 1\nend\n",
+                       err, sizeof err));
+  CHECK_MSG(max_rss_kib() - before < 64 * 1024, "max RSS grew by %ld KiB", max_rss_kib() - before);
+  int rc = replay_text("headroom-trace 1\ndevice 0 slots=4294967295 initial=0 ops=2\n"
+                       "A 4294967294 5 0\nF 4294967294\nend\n",
+                       err, sizeof err);
+  CHECK_RC(rc, HR_EPARSE);
+  CHECK_CONTAINS(err, ":3: slot 4294967294 before slot 0 was used");
+  rc = replay_text("headroom-trace 1\ndevice 0 slots=9 initial=0 ops=2\nA 0 5 0\nF 7\nend\n", err,
+                   sizeof err);
+  CHECK_RC(rc, HR_EPARSE);
+  CHECK_CONTAINS(err, ":4: free of slot 7, which is not live");
+}
+
 int main(void) {
   HR_RUN(test_many_streams_without_peak);
   HR_RUN(test_misspelt_peak_key);
   HR_RUN(test_reserved_overflow);
+  HR_RUN(test_declared_slots_cost_nothing);
   return hr_test_finish("test_trace_attack");
 }
