@@ -9,6 +9,15 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Before the fix this took minutes (263 s in a release build). The
+ * sanitizer builds pay for shadow memory on each stream's maps, and the
+ * tests run beside others on a loaded machine: they get more room. */
+#ifdef HR_SANITIZE_BUILD
+#define LIMIT_S 10.0
+#else
+#define LIMIT_S 1.0
+#endif
+
 static char tmp[] = "/tmp/hr_test_trace_attack_XXXXXX";
 
 static double now_s(void) {
@@ -53,7 +62,7 @@ static void check_fast(const char *device_line) {
   CHECK_EQ_U64(res.ooms, 0);
   CHECK_EQ_U64(res.capacity, 1ull << 40);
   CHECK_EQ_U64(res.peak_live_bytes, 40ull * (1048576 + 65536));
-  CHECK_MSG(took < 1.0, "40 streams without a peak took %.2f s", took);
+  CHECK_MSG(took < LIMIT_S, "40 streams without a peak took %.2f s", took);
 }
 
 static void test_many_streams_without_peak(void) {
