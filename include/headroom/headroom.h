@@ -154,9 +154,12 @@ HR_API void hr_options_destroy(hr_options_t *o);
 HR_API int hr_options_set(hr_options_t *o, const char *name, const char *value,
                           hr_opt_source_t source, char *err, size_t errlen);
 
-/* Reads a config file: `name = value` lines, '#' comments, blank lines.
- * A missing file is HR_ENOENT (callers decide whether that matters); a bad
- * line is HR_EPARSE or the value's error, with "path:line:" in err. */
+/* Reads a config file: `name = value` lines, '#' comments (outside double
+ * quotes), blank lines; a value may be in double quotes. The file must be a
+ * regular file of at most 1 MiB with lines of at most 16 KiB and no NUL
+ * byte. A missing file is HR_ENOENT (callers decide whether that matters);
+ * a bad line is HR_EPARSE or the value's error, with "path:line:" in err;
+ * nothing is set from the lines after the first bad one. */
 HR_API int hr_options_load_file(hr_options_t *o, const char *path, char *err, size_t errlen);
 
 /* Reads every HEADROOM_<NAME> variable of the table from the environment. */

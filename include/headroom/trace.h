@@ -106,7 +106,7 @@ typedef struct hr_replay_opts {
    * string for hr_pool_config_parse(). NULL means "default". */
   const char *conf;
   const char *backend; /* "sim" (NULL) or "host" */
-  uint64_t capacity;   /* 0: PyTorch's recorded peak reserved of each device */
+  uint64_t capacity;   /* 0: PyTorch's recorded peak reserved of each device, else 1 TiB */
   hr_replay_sample_fn sample;
   void *sample_arg;
   hr_replay_progress_fn progress; /* called every 65536 events and at the end */

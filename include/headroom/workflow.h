@@ -60,12 +60,15 @@ HR_API int hr_workflow_simulate(const hr_workflow_t *w, hr_policy_t policy, uint
                                 hr_sim_step_fn fn, void *arg, hr_sim_result_t *out);
 
 /* Bytes moved by the best possible plan, as the reference a policy is held
- * to. With at most HR_OPTIMUM_MAX_ASSETS assets, none of them partial, it is
- * the exact offline optimum (search over every resident set at every step;
- * *exact = true). Otherwise it is a proven lower bound: the optimum when any
- * byte of any asset may be moved alone, which furthest-next-use per byte
- * reaches (*exact = false). HR_ENOSPC when a step cannot fit at all. */
+ * to. With at most HR_OPTIMUM_MAX_ASSETS assets, none of them partial, and
+ * a search of at most HR_OPTIMUM_MAX_WORK resident sets and subsets in all
+ * (about a second), it is the exact offline optimum (search over every
+ * resident set at every step; *exact = true). Otherwise it is a proven lower
+ * bound: the optimum when any byte of any asset may be moved alone, which
+ * furthest-next-use per byte reaches (*exact = false). HR_ENOSPC when a step
+ * cannot fit at all. */
 #define HR_OPTIMUM_MAX_ASSETS 12
+#define HR_OPTIMUM_MAX_WORK   (1ull << 28)
 HR_API int hr_workflow_reference(const hr_workflow_t *w, uint64_t budget_bytes, uint64_t *bytes,
                                  bool *exact);
 

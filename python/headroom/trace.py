@@ -27,6 +27,16 @@ What the import does, per device:
   microseconds since the section's first timed event, written as a ``T`` line
   only where it changes.
 
+Hostile input is bounded: the input must be a regular file of at most
+``MAX_INPUT_BYTES``; unpickling and conversion run under an address-space
+limit (``resource.RLIMIT_AS``, restored afterwards) of the memory in use plus
+``MEMORY_FLOOR`` and ``MEMORY_PER_BYTE`` times the input's size, so a tiny
+pickle that asks for a huge memo or string fails at once instead of taking
+gigabytes; untrusted values are never printed whole (a bounded repr), and
+every number written is checked against what ``headroom replay`` accepts.
+Every failure is one line on stderr and exit status 1; no ``.tmp`` file is
+left behind.
+
 Usage: ``python3 -m headroom.trace import SNAPSHOT.pickle -o TRACE``. Standard
 library only; this module never loads libheadroom.
 """
@@ -36,9 +46,30 @@ import csv
 import io
 import os
 import pickle
+import reprlib
+import stat
 import sys
 
+try:
+    import resource
+except ImportError:  # not on Linux: no address-space limit
+    resource = None
+
 FORMAT_VERSION = 2
+
+#: The largest input read (snapshots of real runs are tens of MiB).
+MAX_INPUT_BYTES = 512 * 2**20
+#: The memory an import may add to what the process already uses.
+MEMORY_FLOOR = 1 * 2**30
+MEMORY_PER_BYTE = 32
+#: Limits of headroom's trace reader (src/trace/read.c).
+MAX_DEVICE = 1024
+U64_MAX = 2**64 - 1
+I64_MAX = 2**63 - 1
+U32_MAX = 2**32 - 1
+
+_short = reprlib.Repr()
+_short.maxlevel, _short.maxstring, _short.maxother = 2, 60, 60
 
 #: Trace actions a PyTorch snapshot may hold, and what the import does with each.
 PYTORCH_ACTIONS = {
@@ -75,14 +106,81 @@ class _NoGlobalsUnpickler(pickle.Unpickler):
                          "snapshot has none, and nothing in it was run" % (pid,))
 
 
-def load_snapshot(path):
-    """Unpickles `path` without allowing any global; returns the object.
-    Raises TraceError for a refused, truncated or unreadable pickle."""
+def _open_regular(path, **kw):
+    """Opens `path` for reading if it is a regular file of at most
+    MAX_INPUT_BYTES (a FIFO is opened without blocking, then refused).
+    Keyword arguments go to os.fdopen. Raises TraceError."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise TraceError("%s: cannot read: %s" % (path, e.strerror or e)) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise TraceError("%s: not a regular file" % path)
+        if st.st_size > MAX_INPUT_BYTES:
+            raise TraceError("%s: %d bytes, more than the %d this importer reads"
+                             % (path, st.st_size, MAX_INPUT_BYTES))
+        return os.fdopen(fd, **kw)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_input(path):
+    """Reads `path` whole: a regular file of at most MAX_INPUT_BYTES (so
+    /dev/zero or a FIFO is refused rather than read until memory runs out).
+    Raises TraceError."""
+    try:
+        with _open_regular(path, mode="rb") as f:
+            data = f.read(MAX_INPUT_BYTES + 1)
+    except OSError as e:
+        raise TraceError("%s: cannot read: %s" % (path, e.strerror or e)) from None
+    if len(data) > MAX_INPUT_BYTES:
+        raise TraceError("%s: grew past %d bytes while read" % (path, MAX_INPUT_BYTES))
+    return data
+
+
+class _MemoryBound:
+    """Lowers the soft address-space limit to the memory in use plus
+    MEMORY_FLOOR + MEMORY_PER_BYTE * nbytes for the duration of a `with`,
+    and restores it after. The C unpickler grows its memo to the largest
+    index a pickle names, and a string to the length it declares; under the
+    limit such a request fails at once with MemoryError."""
+
+    def __init__(self, nbytes):
+        self.nbytes = nbytes
+        self.old = None
+
+    def __enter__(self):
+        if resource is None:
+            return self
+        try:
+            with open("/proc/self/statm") as f:
+                in_use = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+            want = in_use + MEMORY_FLOOR + MEMORY_PER_BYTE * self.nbytes
+            if hard != resource.RLIM_INFINITY:
+                want = min(want, hard)
+            if soft == resource.RLIM_INFINITY or want < soft:
+                resource.setrlimit(resource.RLIMIT_AS, (want, hard))
+                self.old = (soft, hard)
+        except (OSError, ValueError):
+            self.old = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            resource.setrlimit(resource.RLIMIT_AS, self.old)
+        return False
+
+
+def load_snapshot(path, data=None):
+    """Unpickles `path` (or its bytes, `data`) without allowing any global;
+    returns the object. Raises TraceError for a refused, truncated,
+    oversized or unreadable pickle. The caller bounds the memory."""
+    if data is None:
+        data = read_input(path)
     if not data:
         raise TraceError("%s: empty file" % path)
     try:
@@ -97,9 +195,14 @@ def load_snapshot(path):
         if "truncated" in msg:
             raise TraceError("%s: truncated: %s (%d bytes read)" % (path, msg, len(data))) from None
         raise TraceError("%s: not a pickle or a damaged one: %s" % (path, msg)) from None
-    except (ValueError, TypeError, IndexError, KeyError, AttributeError, MemoryError,
+    except MemoryError:
+        raise TraceError("%s: refused: the pickle asks for more memory than %d bytes of "
+                         "input can need (a memo index or a length far too large)"
+                         % (path, len(data))) from None
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError,
             RecursionError, UnicodeDecodeError) as e:
-        raise TraceError("%s: damaged pickle: %s: %s" % (path, type(e).__name__, e)) from None
+        raise TraceError("%s: damaged pickle: %s: %s"
+                         % (path, type(e).__name__, _short.repr(str(e)))) from None
 
 
 # ---- the intermediate form ------------------------------------------------
@@ -150,7 +253,7 @@ def _where(dev, i):
     return "device_traces[%d][%d]" % (dev, i)
 
 
-def _int_field(ev, key, where, allow_missing=False):
+def _int_field(ev, key, where, allow_missing=False, limit=U64_MAX):
     v = ev.get(key)
     if v is None and allow_missing:
         return 0
@@ -159,6 +262,8 @@ def _int_field(ev, key, where, allow_missing=False):
                          (where, key, type(v).__name__ if v is not None else "nothing"))
     if v < 0:
         raise TraceError("%s: field '%s' is negative (%d)" % (where, key, v))
+    if v > limit:
+        raise TraceError("%s: field '%s' is %s, more than %d" % (where, key, _short.repr(v), limit))
     return v
 
 
@@ -239,23 +344,30 @@ def from_snapshot(snap, path="snapshot"):
     for key in ("segments", "device_traces"):
         if key not in snap:
             raise TraceError("%s: no '%s' key: not a PyTorch memory snapshot (keys: %s)"
-                             % (path, key, ", ".join(sorted(map(str, snap))) or "none"))
+                             % (path, key, ", ".join(sorted(_short.repr(k) for k in snap))[:200]
+                                or "none"))
     segments = _check_list(snap["segments"], "%s: 'segments'" % path)
     traces = _check_list(snap["device_traces"], "%s: 'device_traces'" % path)
     settings = snap.get("allocator_settings") or {}
     conf = settings.get("PYTORCH_CUDA_ALLOC_CONF", "") if isinstance(settings, dict) else ""
+    if not isinstance(conf, str):
+        raise TraceError("%s: allocator_settings.PYTORCH_CUDA_ALLOC_CONF should be a string, "
+                         "found %s" % (path, type(conf).__name__))
 
     seg_by_dev = {}
     for si, seg in enumerate(segments):
         where = "%s: segments[%d]" % (path, si)
         if not isinstance(seg, dict):
             raise TraceError("%s: should be a dict, found %s" % (where, type(seg).__name__))
-        dev = _int_field(seg, "device", where, allow_missing=True)
+        dev = _int_field(seg, "device", where, allow_missing=True, limit=MAX_DEVICE)
         _int_field(seg, "total_size", where)
         _check_list(seg.get("blocks"), where + ": 'blocks'")
         seg_by_dev.setdefault(dev, []).append((si, seg))
 
     out = []
+    if len(traces) > MAX_DEVICE + 1:
+        raise TraceError("%s: 'device_traces' has %d devices; replay reads devices 0 to %d"
+                         % (path, len(traces), MAX_DEVICE))
     devices = sorted(set(range(len(traces))) | set(seg_by_dev))
     for dev in devices:
         events = _check_list(traces[dev], "%s: device_traces[%d]" % (path, dev)) \
@@ -273,8 +385,8 @@ def from_snapshot(snap, path="snapshot"):
             action = ev.get("action")
             kind = PYTORCH_ACTIONS.get(action) if isinstance(action, str) else None
             if kind is None:
-                raise TraceError("%s: unknown action %r (known: %s)"
-                                 % (where, action, ", ".join(PYTORCH_ACTIONS)))
+                raise TraceError("%s: unknown action %s (known: %s)"
+                                 % (where, _short.repr(action), ", ".join(PYTORCH_ACTIONS)))
             if kind == "ignore":
                 continue
             size = _int_field(ev, "size", where)
@@ -297,7 +409,8 @@ def from_snapshot(snap, path="snapshot"):
                     raise TraceError("%s: should be a dict" % where)
                 if blk.get("state") in _ACTIVE_STATES:
                     addr = _int_field(blk, "address", where)
-                    size = blk.get("requested_size") or _int_field(blk, "size", where)
+                    size = _int_field(blk, "requested_size" if blk.get("requested_size")
+                                      else "size", where)
                     final_active[addr] = (size, _int_field(seg, "stream", where, True))
 
         grow = _pair_events(dt, parsed, final_active)
@@ -306,6 +419,15 @@ def from_snapshot(snap, path="snapshot"):
             dt.notes.append("segment events add up to more than the final segments hold "
                             "(%d bytes): PyTorch's reserved timeline starts at 0" % -start)
             start = 0
+        low = run = 0
+        for e in dt.events:
+            if e[0] == "R":
+                run += e[1]
+                low = min(low, run)
+        if start + low < 0:
+            dt.notes.append("segment frees before their allocations: PyTorch's reserved "
+                            "timeline starts at %d so that it never goes below zero" % -low)
+            start = -low
         reserved = peak = start
         for e in dt.events:
             if e[0] == "R":
@@ -359,10 +481,7 @@ def from_rmm_csv(path):
     """Reads an RMM logging_resource_adaptor CSV (Thread,Time,Action,Pointer,
     Size,Stream; extra columns are ignored). One device (0): the log does not
     say which. Returns (header, [DeviceTrace])."""
-    try:
-        f = open(path, newline="", encoding="utf-8")
-    except OSError as e:
-        raise TraceError("%s: cannot read: %s" % (path, e.strerror or e)) from None
+    f = _open_regular(path, mode="r", newline="", encoding="utf-8")
     with f:
         reader = csv.reader(f)
         try:
@@ -399,6 +518,8 @@ def from_rmm_csv(path):
                     raise TraceError("%s: bad number: %s" % (where, e)) from None
                 if size < 0 or ptr < 0 or stream < 0:
                     raise TraceError("%s: negative pointer, size or stream" % where)
+                if size > U64_MAX or ptr > U64_MAX or stream > U64_MAX:
+                    raise TraceError("%s: pointer, size or stream past 2^64" % where)
                 t = None
                 if "Time" in col:
                     t, clock = _rmm_time(row[col["Time"]], where)
@@ -458,14 +579,47 @@ def _clean(text):
     return " ".join(str(text).split())
 
 
+def _check_u64(v, what, dev, limit=U64_MAX):
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= limit:
+        raise TraceError("device %d: %s is %s; headroom replay reads 0 to %d"
+                         % (dev, what, _short.repr(v), limit))
+
+
+def check_device(dt, n_slots):
+    """Checks every number of `dt` against what headroom replay reads, so that
+    a trace this module writes is never one that replay then refuses."""
+    d = dt.device
+    _check_u64(d, "the device number", d, MAX_DEVICE)
+    _check_u64(n_slots, "the number of slots", d, U32_MAX)
+    for k, v in dt.pytorch.items():
+        _check_u64(v, "pytorch_%s" % k, d)
+    for _, size, stream in dt.initial:
+        _check_u64(size, "a block size", d)
+        _check_u64(stream, "a stream", d)
+    reserved = dt.pytorch.get("reserved_start", 0)
+    for e in dt.events:
+        if e[0] in ("A", "O"):
+            _check_u64(e[-2], "a block size", d)
+            _check_u64(e[-1], "a stream", d)
+        elif e[0] == "R":
+            _check_u64(abs(e[1]), "a reserved-memory change", d, I64_MAX)
+            reserved += e[1]
+            _check_u64(reserved, "PyTorch's reserved memory", d)
+    if dt.times:
+        _check_u64(dt.times[-1], "the duration in microseconds", d)
+
+
 def write_trace(out, header, devices, source_name):
-    """Writes the trace in headroom's text format to the text stream `out`."""
+    """Writes the trace in headroom's text format to the text stream `out`.
+    Raises TraceError, before writing the device's section, for a number
+    that headroom replay would refuse."""
     w = out.write
     w("headroom-trace %d\n" % FORMAT_VERSION)
     w("source %s %s\n" % (header["source"], _clean(source_name) or "-"))
     w("alloc_conf %s\n" % (_clean(header.get("alloc_conf", "")) or "-"))
     for dt in devices:
         slot_of, n_slots = _assign_slots(dt)
+        check_device(dt, n_slots)
         for note in dt.notes:
             w("# device %d: %s\n" % (dt.device, _clean(note)))
         fields = ["slots=%d" % n_slots, "initial=%d" % len(dt.initial), "ops=%d" % dt.ops()]
@@ -501,34 +655,56 @@ def _is_csv(path):
     if path.lower().endswith(".csv"):
         return True
     try:
-        with open(path, "rb") as f:
+        with _open_regular(path, mode="rb") as f:
             return f.read(6) == b"Thread"
-    except OSError:
+    except (OSError, TraceError):
         return False
 
 
 def import_file(path):
-    """Reads a snapshot pickle or an RMM CSV; returns (header, devices)."""
-    if _is_csv(path):
-        return from_rmm_csv(path)
-    return from_snapshot(load_snapshot(path), path)
+    """Reads a snapshot pickle or an RMM CSV; returns (header, devices).
+    Memory is bounded as the module's docstring says; raises TraceError."""
+    try:
+        if _is_csv(path):
+            with _MemoryBound(_size_of(path)):
+                return from_rmm_csv(path)
+        data = read_input(path)
+        with _MemoryBound(len(data)):
+            return from_snapshot(load_snapshot(path, data), path)
+    except MemoryError:
+        raise TraceError("%s: refused: importing it needs more memory than its size "
+                         "justifies" % path) from None
+    except RecursionError:
+        raise TraceError("%s: refused: nested too deeply for a memory snapshot" % path) from None
+
+
+def _size_of(path):
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 def import_to(path, out_path):
     """Imports `path` and writes the trace to `out_path` (through a temporary
-    file, so that a failed import leaves nothing behind). Returns the devices."""
+    file, so that a failed import leaves nothing behind, whatever the
+    failure). Returns the devices; raises TraceError."""
     header, devices = import_file(path)
     tmp = "%s.tmp.%d" % (out_path, os.getpid())
+    done = False
     try:
         with open(tmp, "w", encoding="utf-8", newline="\n") as f:
             write_trace(f, header, devices, os.path.basename(path))
         os.replace(tmp, out_path)
+        done = True
     except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise TraceError("%s: cannot write: %s" % (out_path, e.strerror or e)) from None
+    finally:
+        if not done:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
     return devices
 
 
@@ -574,6 +750,12 @@ def main(argv=None):
         devices = import_to(args.input, args.output)
     except TraceError as e:
         print("headroom.trace: error: %s" % e, file=sys.stderr)
+        return 1
+    except (MemoryError, RecursionError, ValueError, TypeError, KeyError, IndexError,
+            AttributeError, OverflowError) as e:
+        # A shape of input no check above foresaw: still one line, not a traceback.
+        print("headroom.trace: error: %s: cannot import: %s: %s"
+              % (args.input, type(e).__name__, _short.repr(str(e))), file=sys.stderr)
         return 1
     if not args.quiet:
         for dt in devices:

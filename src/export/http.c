@@ -3,11 +3,20 @@
  *
  * We bind the listening socket ourselves and hand it to libmicrohttpd, so a
  * port in use is a clear "address already in use" rather than a NULL daemon,
- * and port 0 gives a free port that tests can read back. Requests are
- * bounded: libmicrohttpd's per-connection memory limit caps the headers, no
- * endpoint reads a body, and the connection count and timeout are capped.
- * Only GET (and HEAD) /metrics and /api/snapshot answer 200; other paths are
- * 404, other methods on those paths 405. */
+ * and port 0 gives a free port that tests can read back. Only GET (and HEAD)
+ * /metrics and /api/snapshot answer 200; other paths are 404, other methods
+ * on those paths 405.
+ *
+ * Hostile clients must not keep a scraper out. The one thread polls with
+ * epoll, so idle or slow connections cost a file descriptor each and no
+ * time; there may be MAX_CONNECTIONS of them, at most PER_IP_LIMIT from one
+ * address, so one host cannot take them all. libmicrohttpd's timeout is an
+ * idle timeout that restarts with every byte, so a client sending one byte a
+ * second would keep its connection for ever: a reaper thread cuts (shuts
+ * down) every connection whose request has not been answered within
+ * REQUEST_DEADLINE_S of its start, counted from the accept or from the end of
+ * the previous request on that connection. The per-connection memory limit
+ * caps a request's headers; no endpoint reads a body. */
 #include "util/util.h"
 
 #include <errno.h>
@@ -16,18 +25,37 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
-#define MEMORY_LIMIT    (16 * 1024)
-#define MAX_CONNECTIONS 32
-#define TIMEOUT_S       10
+#define MEMORY_LIMIT       (16 * 1024)
+#define MAX_CONNECTIONS    512
+#define PER_IP_LIMIT       64
+#define REQUEST_DEADLINE_S 5.0
+#define REAP_PERIOD_NS     (100 * 1000 * 1000L)
+
+/* One open connection as the reaper sees it; it lives from libmicrohttpd's
+ * "started" notification to its "closed" one, which comes before the socket
+ * is closed, so `fd` is never a reused descriptor while it is listed. */
+typedef struct conn {
+  struct conn *prev, *next;
+  int fd;
+  double since; /* monotonic: accept, or the end of the last request */
+  bool cut;
+} conn_t;
 
 struct hr_exporter {
   struct MHD_Daemon *daemon;
   int fd, port;
   pthread_mutex_t lock;
   char *metrics, *snapshot; /* guarded by lock */
+  pthread_mutex_t conn_lock;
+  conn_t conns; /* list head, guarded by conn_lock */
+  pthread_t reaper;
+  bool reaper_started;
+  atomic_bool stopping;
 };
 
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *type,
@@ -73,6 +101,72 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
   return ret;
 }
 
+/* Keeps the reaper's list of open connections (libmicrohttpd's thread). */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+  hr_exporter_t *e = cls;
+  conn_t *k = *socket_context;
+  if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    k = calloc(1, sizeof *k);
+    if (!k || !ci) {
+      /* Without a record the reaper cannot cut it: refuse it instead. */
+      free(k);
+      if (ci) shutdown(ci->connect_fd, SHUT_RDWR);
+      return;
+    }
+    k->fd = ci->connect_fd;
+    k->since = hr__now_mono();
+    pthread_mutex_lock(&e->conn_lock);
+    k->next = e->conns.next, k->prev = &e->conns;
+    e->conns.next->prev = k, e->conns.next = k;
+    pthread_mutex_unlock(&e->conn_lock);
+    *socket_context = k;
+  } else if (k) {
+    pthread_mutex_lock(&e->conn_lock);
+    k->prev->next = k->next, k->next->prev = k->prev;
+    pthread_mutex_unlock(&e->conn_lock);
+    free(k);
+    *socket_context = NULL;
+  }
+}
+
+/* A request answered: the deadline of the next one on this keep-alive
+ * connection starts now. */
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode code) {
+  hr_exporter_t *e = cls;
+  (void)con_cls, (void)code;
+  const union MHD_ConnectionInfo *ci =
+      MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+  conn_t *k = ci ? ci->socket_context : NULL;
+  if (!k) return;
+  pthread_mutex_lock(&e->conn_lock);
+  k->since = hr__now_mono();
+  pthread_mutex_unlock(&e->conn_lock);
+}
+
+/* Cuts every connection past its deadline. shutdown() rather than close():
+ * libmicrohttpd owns the descriptor, sees the end of the stream and closes
+ * it itself, on its own thread. */
+static void *reap(void *arg) {
+  hr_exporter_t *e = arg;
+  struct timespec period = {0, REAP_PERIOD_NS};
+  while (!atomic_load(&e->stopping)) {
+    nanosleep(&period, NULL);
+    double now = hr__now_mono();
+    pthread_mutex_lock(&e->conn_lock);
+    for (conn_t *k = e->conns.next; k != &e->conns; k = k->next)
+      if (!k->cut && now - k->since > REQUEST_DEADLINE_S) {
+        shutdown(k->fd, SHUT_RDWR);
+        k->cut = true;
+      }
+    pthread_mutex_unlock(&e->conn_lock);
+  }
+  return NULL;
+}
+
 /* Splits "HOST:PORT" or "[V6]:PORT" into host and port. */
 static int split_addr(const char *listen, char *host, size_t hn, char *port, size_t pn) {
   const char *colon;
@@ -89,9 +183,13 @@ static int split_addr(const char *listen, char *host, size_t hn, char *port, siz
     memcpy(host, listen, (size_t)(colon - listen));
     host[colon - listen] = '\0';
   }
+  /* The host is required: an empty one would bind every interface, which
+   * must be asked for by name (0.0.0.0 or [::]). The port is 0..65535 in at
+   * most five digits, so no overflow can wrap it onto another port. */
   const char *p = colon + 1;
-  if (!*p || strlen(p) >= pn || strspn(p, "0123456789") != strlen(p) || atoi(p) > 65535)
-    return HR_EINVAL;
+  size_t n = strlen(p);
+  if (!*host || n == 0 || n > 5 || n >= pn || strspn(p, "0123456789") != n) return HR_EINVAL;
+  if (strtol(p, NULL, 10) > 65535) return HR_EINVAL;
   hr__strlcpy(port, p, pn);
   return 0;
 }
@@ -101,7 +199,9 @@ static int open_listener(const char *addr, int *port_out, char *err, size_t errl
   char host[256], port[16];
   if (split_addr(addr, host, sizeof host, port, sizeof port) != 0)
     return hr__err(err, errlen, HR_EINVAL,
-                   "listen: '%s' is not HOST:PORT (e.g. 127.0.0.1:9835), or none", addr);
+                   "listen: '%s' is not HOST:PORT with a port of 0 to 65535 (e.g. "
+                   "127.0.0.1:9835; 0.0.0.0:9835 for every interface), or none",
+                   addr);
   struct addrinfo hints = {.ai_family = AF_UNSPEC,
                            .ai_socktype = SOCK_STREAM,
                            .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
@@ -146,31 +246,42 @@ int hr_exporter_start(const char *listen, hr_exporter_t **out, char *err, size_t
   hr_exporter_t *e = calloc(1, sizeof *e);
   if (!e) return HR_ENOMEM;
   pthread_mutex_init(&e->lock, NULL);
+  pthread_mutex_init(&e->conn_lock, NULL);
+  e->conns.next = e->conns.prev = &e->conns;
   e->fd = open_listener(listen, &e->port, err, errlen);
   if (e->fd < 0) {
     int rc = e->fd;
-    pthread_mutex_destroy(&e->lock);
-    free(e);
+    hr_exporter_stop(e);
     return rc;
   }
-  e->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL, 0, NULL, NULL,
-                               handle, e, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)e->fd,
-                               MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)MEMORY_LIMIT,
-                               MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
-                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)TIMEOUT_S, MHD_OPTION_END);
+  e->daemon = MHD_start_daemon(
+      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL, handle, e,
+      MHD_OPTION_LISTEN_SOCKET, (MHD_socket)e->fd, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+      (size_t)MEMORY_LIMIT, MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
+      MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)PER_IP_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
+      (unsigned)REQUEST_DEADLINE_S, MHD_OPTION_NOTIFY_CONNECTION, on_connection, e,
+      MHD_OPTION_NOTIFY_COMPLETED, on_completed, e, MHD_OPTION_END);
   if (!e->daemon) {
     close(e->fd);
-    pthread_mutex_destroy(&e->lock);
-    free(e);
+    hr_exporter_stop(e);
     return hr__err(err, errlen, HR_EIO, "listen: %s: libmicrohttpd could not start", listen);
   }
+  if (pthread_create(&e->reaper, NULL, reap, e) != 0) {
+    hr_exporter_stop(e);
+    return hr__err(err, errlen, HR_ENOMEM, "listen: %s: no thread for the request deadline",
+                   listen);
+  }
+  e->reaper_started = true;
   *out = e;
   return 0;
 }
 
 void hr_exporter_stop(hr_exporter_t *e) {
   if (!e) return;
-  MHD_stop_daemon(e->daemon); /* closes the listening socket too */
+  atomic_store(&e->stopping, true);
+  if (e->reaper_started) pthread_join(e->reaper, NULL);
+  if (e->daemon) MHD_stop_daemon(e->daemon); /* closes the listening socket too */
+  pthread_mutex_destroy(&e->conn_lock);
   pthread_mutex_destroy(&e->lock);
   free(e->metrics);
   free(e->snapshot);

@@ -481,9 +481,16 @@ void hr_pool_destroy(hr_pool_t *p) {
       free(b->uses);
     }
     if (s->expandable) {
-      for (uint64_t g = 0; g < s->ngran; g++)
-        if (hr__gran_is_mapped(s, g) && s->ext_head[g] == g)
+      /* Stop at the last mapped extent: the reservation can be far larger
+       * than what was ever mapped (a replay without a recorded peak), and a
+       * walk over all of it took seconds per stream. */
+      uint64_t left = s->mapped;
+      for (uint64_t g = 0; g < s->ngran && left; g++)
+        if (hr__gran_is_mapped(s, g) && s->ext_head[g] == g) {
           be->ops->unmap(be, s->base + g * s->gran, s->ext_len[g] * s->gran, s->handle[g]);
+          left -= s->ext_len[g] * s->gran;
+          g += s->ext_len[g] - 1;
+        }
       be->ops->va_release(be, s->base, s->size);
       hr__seg_maps_free(s);
     } else {

@@ -85,6 +85,6 @@ static int cmp_victims(const void *pa, const void *pb) {
 void hr__policy_order_locked(hr_residency_t *r, hr_policy_t policy, size_t *idx, size_t n) {
   cmp_r = r;
   cmp_policy = policy;
-  qsort(idx, n, sizeof *idx, cmp_victims);
+  if (n > 1) qsort(idx, n, sizeof *idx, cmp_victims); /* idx may be NULL when n is 0 */
   cmp_r = NULL;
 }

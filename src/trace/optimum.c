@@ -1,7 +1,8 @@
 /* The reference a residency policy is measured against: the fewest bytes
  * any plan could move for a workflow.
  *
- * Exact, for small workflows whose assets move whole: a search over every
+ * Exact, for small workflows whose assets move whole (and at most
+ * HR_OPTIMUM_MAX_WORK states and subsets looked at): a search over every
  * resident set after every step. Each step must hold its required set R
  * (groups included) within capacity C = budget - reserve - working; what
  * else stays is any subset of what was resident before (loading an asset
@@ -136,10 +137,16 @@ static int lower_bound(const hr_workflow_t *w, const steps_view_t *v, uint64_t *
   return 0;
 }
 
-/* Dynamic programming over resident sets for whole assets. */
+/* Dynamic programming over resident sets for whole assets. The work (a
+ * state looked at, a subset tried) is counted and bounded by
+ * HR_OPTIMUM_MAX_WORK: 12 assets are up to 3^12 subsets a step, and a small
+ * file can name 10^6 steps. Past the bound, HR_ERANGE: the caller falls
+ * back to the lower bound. */
 static int exact(const hr_workflow_t *w, const steps_view_t *v, uint64_t *bytes) {
   if (v->n_assets > HR_OPTIMUM_MAX_ASSETS) return HR_ERANGE;
   size_t n = v->n_assets, S = (size_t)1 << n;
+  if (v->n_steps > HR_OPTIMUM_MAX_WORK / S) return HR_ERANGE;
+  uint64_t work = (uint64_t)v->n_steps * S;
   uint64_t *size = malloc(S * sizeof *size), *dp = malloc(S * sizeof *dp),
            *nx = malloc(S * sizeof *nx);
   uint64_t pinned = 0;
@@ -172,8 +179,13 @@ static int exact(const hr_workflow_t *w, const steps_view_t *v, uint64_t *bytes)
       for (uint64_t sub = opt;; sub = (sub - 1) & opt) {
         uint64_t t = must | sub;
         if (size[t] <= v->cap[k] && c < nx[t]) nx[t] = c;
+        work++;
         if (sub == 0) break;
       }
+    }
+    if (work > HR_OPTIMUM_MAX_WORK) {
+      rc = HR_ERANGE;
+      goto out;
     }
     uint64_t *tmp = dp;
     dp = nx;
@@ -209,7 +221,11 @@ int hr_workflow_reference(const hr_workflow_t *w, uint64_t budget_bytes, uint64_
   bool any_partial = false;
   for (size_t i = 0; i < w->n_assets; i++) any_partial = any_partial || w->assets[i].partial;
   *exact_out = !any_partial && w->n_assets <= HR_OPTIMUM_MAX_ASSETS;
-  rc = *exact_out ? exact(w, &v, bytes) : lower_bound(w, &v, bytes);
+  rc = *exact_out ? exact(w, &v, bytes) : HR_ERANGE;
+  if (rc == HR_ERANGE) { /* partial assets, or too much work for the exact search */
+    *exact_out = false;
+    rc = lower_bound(w, &v, bytes);
+  }
 out:
   free_view(&v);
   return rc;

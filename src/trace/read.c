@@ -30,6 +30,7 @@ struct hr_trace_reader {
   uint64_t line;     /* number of the last line handed out */
   uint64_t done_bytes, total_bytes;
   uint64_t n_initial, n_ops; /* counted in the current section */
+  uint64_t n_allocs;         /* L and A lines in the current section */
   bool seen_event;           /* an A/F/R/O line in the section */
   uint64_t version;          /* of the file's format */
   uint64_t time_us;          /* the section's time, from its last T line */
@@ -166,7 +167,7 @@ static int parse_device(hr_trace_reader_t *r, char *s, char *err, size_t errlen)
   if (have != 7) return fail(r, err, errlen, HR_EPARSE, "device: needs slots=, initial= and ops=");
   r->dev = d;
   r->in_device = true;
-  r->n_initial = r->n_ops = 0;
+  r->n_initial = r->n_ops = r->n_allocs = 0;
   r->seen_event = false;
   r->time_us = 0;
   return 0;
@@ -228,6 +229,21 @@ static int parse_slot(hr_trace_reader_t *r, char **s, hr_trace_event_t *ev, char
   return 0;
 }
 
+/* Slots are numbered densely: the slot an L or A line fills is at most the
+ * number of L and A lines before it in its section. Without this rule a
+ * 100-byte trace declaring slots=4294967295 could make the replay hold an
+ * array of 4 Gi slots; with it, the replay's slot array grows with the
+ * lines it reads. */
+static int check_dense(hr_trace_reader_t *r, const hr_trace_event_t *ev, char *err, size_t errlen) {
+  if (ev->slot > r->n_allocs)
+    return fail(r, err, errlen, HR_EPARSE,
+                "slot %u before slot %" PRIu64 " was used (slots are numbered densely: at most "
+                "the number of L and A lines before)",
+                ev->slot, r->n_allocs);
+  r->n_allocs++;
+  return 0;
+}
+
 static int parse_size_stream(hr_trace_reader_t *r, char **s, hr_trace_event_t *ev, char *err,
                              size_t errlen) {
   if (!field_u64(s, &ev->size)) return fail(r, err, errlen, HR_EPARSE, "expected a size");
@@ -258,7 +274,7 @@ static int parse_event(hr_trace_reader_t *r, char *s, hr_trace_event_t *ev, char
     if (kind == 'L' && r->seen_event)
       return fail(r, err, errlen, HR_EPARSE, "L line after the section's first event");
     if ((rc = parse_slot(r, &s, ev, err, errlen)) ||
-        (rc = parse_size_stream(r, &s, ev, err, errlen)))
+        (rc = parse_size_stream(r, &s, ev, err, errlen)) || (rc = check_dense(r, ev, err, errlen)))
       return rc;
     if (kind == 'A')
       r->n_ops++, r->seen_event = true;

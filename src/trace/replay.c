@@ -15,6 +15,9 @@
 #include <string.h>
 #include <time.h>
 
+/* The capacity of a section without a recorded peak; see section_start. */
+#define HR_REPLAY_DEFAULT_CAPACITY (1ull << 40)
+
 /* Nanosecond histogram: exact below EXACT_NS, then power-of-two buckets. */
 #define EXACT_NS    4096
 #define LOG_BUCKETS 48
@@ -87,6 +90,7 @@ typedef struct section {
   hist_t *hist;
   uint64_t index, live, peak_live, pytorch_reserved;
   uint64_t t0;
+  size_t n_slots;          /* allocated entries of `slots`, grown as slots appear */
   hr_replay_result_t *res; /* NULL past `max`: measured, not stored */
   hr_replay_result_t scratch;
 } section_t;
@@ -95,7 +99,7 @@ static void section_end(section_t *s) {
   if (s->pool) hr_pool_destroy(s->pool);
   if (s->backend) hr_backend_destroy(s->backend);
   free(s->slots);
-  s->pool = NULL, s->backend = NULL, s->slots = NULL;
+  s->pool = NULL, s->backend = NULL, s->slots = NULL, s->n_slots = 0;
 }
 
 /* Closes the measurement of a section and fills its result. */
@@ -137,16 +141,21 @@ static int section_start(section_t *s, const hr_trace_device_t *d, const char *a
     res->pytorch_ratio =
         d->pytorch_peak_live ? (double)d->pytorch_peak_reserved / (double)d->pytorch_peak_live : 0;
   }
-  /* Without a recorded peak (an RMM log), the capacity is effectively
-   * unlimited: 1 PiB of address space. */
+  /* Without a recorded peak (an RMM log), the capacity is more than any
+   * GPU has, but not so much that the pool's per-granule maps of each
+   * stream's reservation (four times the capacity) cost memory to allocate:
+   * 1 TiB is 2 Mi granules of 2 MiB. */
   res->capacity = o->capacity                                  ? o->capacity
                   : d->has_pytorch && d->pytorch_peak_reserved ? d->pytorch_peak_reserved
-                                                               : 1ull << 50;
+                                                               : HR_REPLAY_DEFAULT_CAPACITY;
   s->index = s->live = s->peak_live = 0;
   s->pytorch_reserved = d->pytorch_reserved_start;
-  s->slots = calloc(d->slots ? d->slots : 1, sizeof *s->slots);
-  if (!s->slots)
-    return hr__err(err, errlen, HR_ENOMEM, "out of memory for %" PRIu64 " slots", d->slots);
+  /* The slot array starts small and doubles as slots appear (the reader
+   * keeps them dense), so a device line that declares billions of slots
+   * costs nothing until lines fill them. */
+  s->n_slots = (size_t)HR_MIN(d->slots ? d->slots : 1, 1024);
+  s->slots = calloc(s->n_slots, sizeof *s->slots);
+  if (!s->slots) return hr__err(err, errlen, HR_ENOMEM, "out of memory");
   const char *kind = o->backend ? o->backend : "sim";
   if ((rc = hr_backend_create(kind, d->device, res->capacity, &s->backend)) != 0)
     return hr__err(err, errlen, rc, "backend '%s' for device %d: %s", kind, d->device,
@@ -157,8 +166,22 @@ static int section_start(section_t *s, const hr_trace_device_t *d, const char *a
   return 0;
 }
 
+/* Makes slot `i` addressable; new entries are free. */
+static int slots_cover(section_t *s, uint32_t i) {
+  if (i < s->n_slots) return 0;
+  size_t n = HR_MAX(s->n_slots * 2, (size_t)i + 1);
+  slot_t *g = realloc(s->slots, n * sizeof *g);
+  if (!g) return HR_ENOMEM;
+  memset(g + s->n_slots, 0, (n - s->n_slots) * sizeof *g);
+  s->slots = g, s->n_slots = n;
+  return 0;
+}
+
 static int do_alloc(section_t *s, const hr_trace_event_t *ev, uint64_t line, const char *path,
                     char *err, size_t errlen) {
+  if (slots_cover(s, ev->slot) != 0)
+    return hr__err(err, errlen, HR_ENOMEM, "%s:%" PRIu64 ": out of memory for slot %u", path, line,
+                   ev->slot);
   slot_t *sl = &s->slots[ev->slot];
   if (sl->state == SLOT_LIVE)
     return hr__err(err, errlen, HR_EPARSE, "%s:%" PRIu64 ": slot %u is allocated while live", path,
@@ -183,6 +206,9 @@ static int do_alloc(section_t *s, const hr_trace_event_t *ev, uint64_t line, con
 
 static int do_free(section_t *s, const hr_trace_event_t *ev, uint64_t line, const char *path,
                    char *err, size_t errlen) {
+  if (ev->slot >= s->n_slots)
+    return hr__err(err, errlen, HR_EPARSE, "%s:%" PRIu64 ": free of slot %u, which is not live",
+                   path, line, ev->slot);
   slot_t *sl = &s->slots[ev->slot];
   if (sl->state == SLOT_FAILED) { /* its allocation failed: nothing to free */
     sl->state = SLOT_FREE;
@@ -199,6 +225,23 @@ static int do_free(section_t *s, const hr_trace_event_t *ev, uint64_t line, cons
                    hr_strerror(rc));
   sl->state = SLOT_FREE;
   s->live -= sl->size;
+  return 0;
+}
+
+/* Applies an R line to PyTorch's recorded reserved bytes, in unsigned
+ * arithmetic: a signed sum of a large start and a large change overflowed.
+ * Reserved memory below zero or past 2^64 is a damaged trace. */
+static int reserved_change(section_t *s, const hr_trace_event_t *ev, uint64_t line,
+                           const char *path, char *err, size_t errlen) {
+  uint64_t mag = ev->delta < 0 ? 0 - (uint64_t)ev->delta : (uint64_t)ev->delta;
+  bool bad = ev->delta < 0 ? mag > s->pytorch_reserved : mag > UINT64_MAX - s->pytorch_reserved;
+  if (bad)
+    return hr__err(err, errlen, HR_EPARSE,
+                   "%s:%" PRIu64 ": R %c%" PRIu64 " takes PyTorch's reserved memory (%" PRIu64
+                   " bytes) %s",
+                   path, line, ev->delta < 0 ? '-' : '+', mag, s->pytorch_reserved,
+                   ev->delta < 0 ? "below zero" : "past 2^64 bytes");
+  s->pytorch_reserved = ev->delta < 0 ? s->pytorch_reserved - mag : s->pytorch_reserved + mag;
   return 0;
 }
 
@@ -257,7 +300,7 @@ int hr_replay_file(const char *path, const hr_replay_opts_t *opts, hr_replay_res
       s.index++, s.res->events++;
       break;
     case HR_TRACE_RESERVED:
-      s.pytorch_reserved = (uint64_t)((int64_t)s.pytorch_reserved + ev.delta);
+      rc = reserved_change(&s, &ev, hr_trace_line(r), path, err, errlen);
       break;
     default: /* PyTorch's own OOMs are in the device header already */
       break;

@@ -261,47 +261,6 @@ void hr_options_destroy(hr_options_t *o) {
   free(o);
 }
 
-static char *trim(char *s) {
-  while (isspace((unsigned char)*s)) s++;
-  char *e = s + strlen(s);
-  while (e > s && isspace((unsigned char)e[-1])) *--e = '\0';
-  return s;
-}
-
-int hr_options_load_file(hr_options_t *o, const char *path, char *err, size_t errlen) {
-  FILE *f = fopen(path, "r");
-  if (!f)
-    return hr__err(err, errlen, errno == ENOENT ? HR_ENOENT : HR_EIO, "%s: %s", path,
-                   strerror(errno));
-  char line[4096], msg[512];
-  int rc = 0, lineno = 0;
-  while (fgets(line, sizeof line, f)) {
-    lineno++;
-    char *hash = strchr(line, '#');
-    if (hash) *hash = '\0';
-    char *s = trim(line);
-    if (!*s) continue;
-    char *eq = strchr(s, '=');
-    if (!eq) {
-      rc = hr__err(err, errlen, HR_EPARSE, "%s:%d: expected 'name = value'", path, lineno);
-      goto out;
-    }
-    *eq = '\0';
-    char *name = trim(s), *value = trim(eq + 1);
-    size_t vl = strlen(value);
-    if (vl >= 2 && value[0] == '"' && value[vl - 1] == '"') value[vl - 1] = '\0', value++;
-    rc = hr_options_set(o, name, value, HR_SRC_FILE, msg, sizeof msg);
-    if (rc) {
-      hr__err(err, errlen, rc, "%s:%d: %s", path, lineno, msg);
-      goto out;
-    }
-  }
-  if (ferror(f)) rc = hr__err(err, errlen, HR_EIO, "%s: read error", path);
-out:
-  fclose(f);
-  return rc;
-}
-
 int hr_options_load_env(hr_options_t *o, char *err, size_t errlen) {
   pthread_once(&env_once, env_names_init);
   char msg[512];

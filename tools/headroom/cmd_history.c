@@ -126,7 +126,7 @@ static void print_text(const hr_cli_t *cli, const char *path, double since, set_
            k ? hr_size_text(c, sizeof c, (uint64_t)mx) : "-",
            isnan(total) ? "-" : hr_size_text(d, sizeof d, (uint64_t)total));
   }
-  qsort(procs->s, procs->n, sizeof *procs->s, cmp_weight);
+  if (procs->n > 1) qsort(procs->s, procs->n, sizeof *procs->s, cmp_weight);
   if (procs->n) {
     snprintf(head, sizeof head, "%8s %-16s %8s %10s %10s %12s %10s", "PID", "NAME", "SAMPLES",
              "RSS FIRST", "RSS LAST", "PER MIN", "GPU MAX");
@@ -270,7 +270,7 @@ static void fill_panels(const hr_options_t *opts, set_t *scopes, set_t *procs, p
     add_line(p, s, true, false, color, "%s total", s->key, 0);
     add_thresholds(p, s, gpu ? vw : rw, gpu ? vc : rc);
   }
-  qsort(procs->s, procs->n, sizeof *procs->s, cmp_weight);
+  if (procs->n > 1) qsort(procs->s, procs->n, sizeof *procs->s, cmp_weight);
   for (size_t i = 0, k = 0; i < procs->n && pd[2].n + 2 <= MAX_LINES; i++, k++) {
     const series_t *s = &procs->s[i];
     const char *color = palette[k % COUNT(palette)];

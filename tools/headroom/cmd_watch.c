@@ -250,10 +250,11 @@ static int watch_run(hr_cli_t *cli, int argc, char **argv) {
     else if (c == OPT_ONCE)
       count = 1;
     else if (c == OPT_COUNT) {
-      char *end;
-      unsigned long long v = strtoull(optarg, &end, 10);
-      if (*end || v == 0) {
-        hr_cli_error("watch: --count: '%s' is not a positive number", optarg);
+      /* Digits only: strtoull would take "-1" as 2^64-1, a watch for ever. */
+      size_t nd = strspn(optarg, "0123456789");
+      unsigned long long v = nd && nd <= 15 && !optarg[nd] ? strtoull(optarg, NULL, 10) : 0;
+      if (v == 0) {
+        hr_cli_error("watch: --count: '%s' is not a whole number from 1 to 10^15-1", optarg);
         return 2;
       }
       count = v;
