@@ -61,7 +61,7 @@ test-tsan: tsan
 #    where no CPU wheel lies on disk). Every test runs here.
 #  - with Debian's $(PYTHON) (python3-torch: torch 1.13), the test files that
 #    use torch only, so a user still on PyTorch 1.x stays covered; about
-#    two minutes. They are the files that call torch_or_skip() or import torch
+#    15 seconds. They are the files that call torch_or_skip() or import torch
 #    (the GPU ones among them skip without a device, as in the venv).
 VENV ?= build/venv
 VENV_PIP_ARGS ?=
