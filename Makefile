@@ -51,12 +51,36 @@ test-asan: asan
 	  ctest --output-on-failure -j $(JOBS)
 test-tsan: tsan
 	cd build/tsan && ctest --output-on-failure -j $(JOBS) -L threads --no-tests=ignore
-test-python: build
-	@if ls tests/python/test_*.py >/dev/null 2>&1; then \
-	  HEADROOM_LIB=$(CURDIR)/build/release/libheadroom.so \
-	  HEADROOM_CLI=$(CURDIR)/build/release/headroom \
-	  PYTHONPATH=$(CURDIR)/python $(PYTHON) -m pytest -q tests/python; \
-	else echo "no Python tests yet"; fi
+# The Python tests run twice:
+#  - in build/venv, a virtual environment made with $(PYTHON) -m venv and
+#    filled from tests/python/requirements.txt (torch 2.13.0, pytest, numpy,
+#    wheel; every version pinned). pip runs only when the stamp file is
+#    missing or older than the requirements, so after the first run (a few
+#    minutes: torch is large) this costs nothing. VENV_PIP_ARGS goes to pip
+#    (e.g. --index-url https://download.pytorch.org/whl/cpu for the CPU torch
+#    where no CPU wheel lies on disk). Every test runs here.
+#  - with Debian's $(PYTHON) (python3-torch: torch 1.13), the test files that
+#    use torch only, so a user still on PyTorch 1.x stays covered; about
+#    15 seconds. They are the files that call torch_or_skip() or import torch
+#    (the GPU ones among them skip without a device, as in the venv).
+VENV ?= build/venv
+VENV_PIP_ARGS ?=
+PY_REQUIREMENTS := tests/python/requirements.txt
+PY_ENV = HEADROOM_LIB=$(CURDIR)/build/release/libheadroom.so \
+  HEADROOM_CLI=$(CURDIR)/build/release/headroom PYTHONPATH=$(CURDIR)/python
+PY_TORCH_TESTS = $(shell grep -l -e 'torch_or_skip' -e 'import torch' tests/python/test_*.py)
+
+$(VENV)/.installed: $(PY_REQUIREMENTS)
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q $(VENV_PIP_ARGS) -r $(PY_REQUIREMENTS)
+	@touch $@
+
+test-python: build $(VENV)/.installed
+	$(PY_ENV) $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/python
+	@if $(PYTHON) -c 'import torch, pytest' 2>/dev/null; then \
+	  echo "torch tests again on $(PYTHON): torch $$($(PYTHON) -c 'import torch; print(torch.__version__)')"; \
+	  $(PY_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider $(PY_TORCH_TESTS); \
+	else echo "$(PYTHON) has no torch or pytest: the torch tests ran on torch 2.13.0 only"; fi
 
 test: test-debug test-asan test-tsan test-python
 

@@ -22,6 +22,7 @@ from ._lib import available as library_available
 from ._lib import load as load_library
 from .device import DeviceChoice, select_device
 from .memory import MODES, FreeResult, free_memory
+from .probe import snapshot
 from .registry import Registry, ResidencyError
 from .stages import stage
 
@@ -39,11 +40,3 @@ __all__ += ["agent", "reserve"]
 def library_version():
     """The loaded libheadroom's version string; loads it (LibraryNotFoundError)."""
     return load_library().hr_version().decode()
-
-
-def snapshot(root=None, what=None, nvml_path=None):
-    """The status snapshot as a dict with the keys of `headroom status --json`;
-    see headroom.probe.snapshot."""
-    from . import probe
-
-    return probe.snapshot(root=root, what=what, nvml_path=nvml_path)

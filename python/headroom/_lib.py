@@ -223,6 +223,20 @@ def check_int(value, name, low, high):
     return value
 
 
+def make(cls, **values):
+    """An instance of struct `cls` with `values` set, each integer checked
+    against its field's C type first (ValueError naming the field): a struct
+    field, like an argument, would otherwise keep only the low bits."""
+    types = dict((f[0], f[1]) for f in cls._fields_)
+    obj = cls()
+    for name, v in values.items():
+        r = int_range(types[name])
+        if r is not None and isinstance(v, int):
+            check_int(v, name, *r)
+        setattr(obj, name, v)
+    return obj
+
+
 class Function:
     """A library function whose integer arguments are checked against their C
     types before ctypes converts them (ctypes keeps only the low bits)."""
@@ -252,8 +266,9 @@ class Function:
 
 
 class Library:
-    """The loaded library: one attribute per declared function (a Function),
-    plus `cdll` (the ctypes.CDLL) and `path`."""
+    """The loaded library: one attribute per declared function (a Function
+    when it has integer parameters to check, else the ctypes function), plus
+    `cdll` (the ctypes.CDLL) and `path`."""
 
     def __init__(self, cdll, path):
         self.cdll = cdll
@@ -383,7 +398,10 @@ def _declare(cdll, path):
                 continue
             fn.restype = res
             fn.argtypes = [t for _, t in params]
-            setattr(lib, name, Function(fn, name, params))
+            wrapped = Function(fn, name, params)
+            # A function without integer parameters has nothing to check: it
+            # is called directly, at no cost over ctypes.
+            setattr(lib, name, wrapped if wrapped._checks else fn)
     if _pool_stats_type is None:
         n = _c.c_size_t()
         names = lib.hr_abi_pool_stat_names(_c.byref(n))

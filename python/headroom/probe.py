@@ -4,6 +4,7 @@ probe (hr_snapshot_take + hr_snapshot_json), as the dict that
 
 import ctypes
 import json
+import threading
 
 from . import _lib
 
@@ -13,6 +14,33 @@ ALL = 0x1F
 #: smaps_rollup of every process and costs milliseconds per large one.
 DEFAULT = HOST | CGROUP | PROCS | GPUS
 _NAMES = {"host": HOST, "cgroup": CGROUP, "procs": PROCS, "gpus": GPUS, "pss": PSS}
+
+# The root and NVML path of the process's options, encoded: those options are
+# read once per process and never change, so neither is looked up per call.
+_process_paths = None
+# Each thread's error buffer for hr_snapshot_take: allocated once, not per call.
+_local = threading.local()
+
+
+def _paths():
+    global _process_paths
+    if _process_paths is None:
+        from . import options
+
+        o = options.process()
+        root, nvml = o.get("root"), o.get("nvml_library")
+        _process_paths = (root.encode() if root else None, nvml.encode() if nvml else None)
+    return _process_paths
+
+
+def _err_buffer():
+    """(buffer, its address as a char *) of this thread."""
+    e = getattr(_local, "err", None)
+    if e is None:
+        buf = ctypes.create_string_buffer(512)
+        e = _local.err = (buf, ctypes.cast(buf, ctypes.c_char_p))
+    e[0][0] = b"\0"
+    return e
 
 
 def _what_bits(what, pss):
@@ -54,31 +82,30 @@ def snapshot(root=None, what=None, nvml_path=None, pss=False):
     library."""
     bits = _what_bits(what, pss)
     lib = _lib.load()
-    if root is None or nvml_path is None:
-        from . import options
-
-        o = options.process()
-        if root is None:
-            root = o.get("root")
-        if nvml_path is None:
-            nvml_path = o.get("nvml_library") or None
     if not hasattr(lib, "hr_snapshot_json"):
         raise _lib.HeadroomError(-7, "snapshot",
                                  "this libheadroom (%s) has no probe: hr_snapshot_json is missing"
                                  % _lib.loaded_path())
-    err = ctypes.create_string_buffer(512)
-    opts = _lib.ProbeOptions(root.encode() if root else None, bits,
-                             nvml_path.encode() if nvml_path else None,
-                             ctypes.cast(err, ctypes.c_char_p), len(err))
+    if root is None or nvml_path is None:
+        # The same chain as the CLI: default < config file < HEADROOM_ROOT /
+        # HEADROOM_NVML_LIBRARY < the arguments.
+        proot, pnvml = _paths()
+        root_b = proot if root is None else root.encode()
+        nvml_b = pnvml if nvml_path is None else nvml_path.encode()
+    else:
+        root_b, nvml_b = root.encode(), nvml_path.encode()
+    err, errp = _err_buffer()
+    opts = _lib.ProbeOptions(root_b or None, bits, nvml_b or None, errp, len(err))
     snap = ctypes.c_void_p()
     _lib.check(lib.hr_snapshot_take(ctypes.byref(opts), ctypes.byref(snap)), "hr_snapshot_take",
                err)
     text = ctypes.c_void_p()
+    free = _lib.libc().free
     try:
         _lib.check(lib.hr_snapshot_json(snap, ctypes.byref(text)), "hr_snapshot_json")
         try:
             return json.loads(ctypes.string_at(text.value))
         finally:
-            _lib.libc().free(text.value)
+            free(text.value)
     finally:
         lib.hr_snapshot_free(snap)

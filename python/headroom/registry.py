@@ -116,8 +116,8 @@ class Registry:
             if self.device.index is None:
                 self.device = torch.device("cuda", torch.cuda.current_device())
         for label, v in (("budget_bytes", budget_bytes), ("reserve_bytes", reserve_bytes)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
-                raise ValueError("%s must be a non-negative integer of bytes; got %r" % (label, v))
+            if v is not None:
+                _lib.check_int(v, label, 0, (1 << 64) - 1)
         if self.device.type == "cpu" and not budget_bytes:
             raise ValueError("a registry on the CPU needs a budget_bytes (there is no device "
                              "memory to read)")
@@ -233,13 +233,16 @@ class Registry:
             parent = self._aid(group) if group is not None else 0
             dev = _module_device(module)
             on_device = (self.device.type != "cpu" and dev is not None and dev == self.device)
-            desc = _lib.AssetDesc(name.encode(), variant.encode() if variant else None, nbytes, nbytes,
-                         parent, bool(pinned), False, int(priority),
-                         nbytes if on_device else 0, self._cb_load, self._cb_offload,
-                         self._cb_drop, None)
+            desc = _lib.make(_lib.AssetDesc, name=name.encode(),
+                             variant=variant.encode() if variant else None,
+                             device_bytes=nbytes, host_bytes=nbytes, parent=parent,
+                             pinned=bool(pinned), partial=False, priority=priority,
+                             resident_bytes=nbytes if on_device else 0, load=self._cb_load,
+                             offload=self._cb_offload, drop=self._cb_drop)
             aid = _c.c_uint32()
             label = name + (":" + variant if variant else "")
-            _lib.check(self._lib.hr_asset_register(self._h, _c.byref(desc), _c.byref(aid)),
+            _lib.check(self._lib.hr_asset_register(self._handle(), _c.byref(desc),
+                                                   _c.byref(aid)),
                        "register %s" % label)
             aid = aid.value
             self._modules[aid] = module
@@ -253,7 +256,7 @@ class Registry:
             aid = self._aid(module)
             if self._active.get(aid):
                 raise RuntimeError("%s is in use" % self._names[aid])
-            _lib.check(self._lib.hr_asset_unregister(self._h, aid), "unregister")
+            _lib.check(self._lib.hr_asset_unregister(self._handle(), aid), "unregister")
             m = self._modules.pop(aid)
             self._ids.pop(id(m), None)
             self._names.pop(aid)
@@ -264,7 +267,7 @@ class Registry:
         with self._lock:
             aid = self._aid(module)
             inf = _lib.AssetInfo()
-            _lib.check(self._lib.hr_asset_info(self._h, aid, _c.byref(inf)), "hr_asset_info")
+            _lib.check(self._lib.hr_asset_info(self._handle(), aid, _c.byref(inf)), "hr_asset_info")
             return {"name": inf.name.decode(), "variant": inf.variant.decode() or None,
                     "device_bytes": inf.device_bytes, "resident_bytes": inf.resident_bytes,
                     "pinned": inf.pinned, "uses": inf.uses,
@@ -291,17 +294,15 @@ class Registry:
 
     def stats(self):
         st = _lib.ResidencyStats()
-        _lib.check(self._lib.hr_residency_stats(self._h, _c.byref(st)), "hr_residency_stats")
+        _lib.check(self._lib.hr_residency_stats(self._handle(), _c.byref(st)),
+                   "hr_residency_stats")
         return {n: getattr(st, n) for n, _ in _lib.ResidencyStats._fields_}
 
     def require(self, *modules, working_bytes=0):
         """Makes the modules resident with working_bytes to spare; returns a
         Plan. Raises ResidencyError (what would fit instead) when they cannot
         fit, KeyError for a module that is not registered."""
-        if isinstance(working_bytes, bool) or not isinstance(working_bytes, int) \
-                or working_bytes < 0:
-            raise ValueError("working_bytes must be a non-negative integer; got %r"
-                             % (working_bytes,))
+        _lib.check_int(working_bytes, "working_bytes", 0, (1 << 64) - 1)
         if not modules:
             raise ValueError("use() needs at least one registered module")
         with self._lock:
@@ -309,7 +310,7 @@ class Registry:
             arr = (_c.c_uint32 * len(aids))(*aids)
             plan = _lib.Plan()
             self._error = None
-            rc = self._lib.hr_residency_require(self._h, arr, len(aids), working_bytes, None,
+            rc = self._lib.hr_residency_require(self._handle(), arr, len(aids), working_bytes, None,
                                                 _c.byref(plan))
             try:
                 if self._error is not None:
@@ -345,10 +346,28 @@ class Registry:
                 for a in aids:
                     self._active[a] -= 1
 
+    def _handle(self):
+        if not getattr(self, "_h", None):
+            raise ValueError("the Registry is closed")
+        return self._h
+
     def close(self):
-        if getattr(self, "_h", None):
-            self._lib.hr_residency_destroy(self._h)
-            self._h = None
+        """Frees the C registry; the modules stay where they are. Any use
+        after that raises ValueError."""
+        lock = getattr(self, "_lock", None)
+        if lock is None:
+            return
+        with lock:
+            if getattr(self, "_h", None):
+                self._lib.hr_residency_destroy(self._h)
+                self._h = None
+
+    def __enter__(self):
+        self._handle()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def __del__(self):
         try:

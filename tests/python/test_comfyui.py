@@ -186,8 +186,12 @@ def test_vram_through_the_stand_in_nvml(fresh_loader, libpath):
     if _readings.torch_cuda() is not None:
         pytest.skip("CUDA is in use in this process: readings come from torch")
     fresh_loader.setenv("HEADROOM_LIB", libpath)
-    fresh_loader.setenv("HEADROOM_NVML_LIBRARY", nvml)
     fresh_loader.setenv("FAKE_NVML_GPUS", "2")
+    # The process's options are read once per process, so an environment
+    # variable set now is not seen: the test sets the NVML path they hold.
+    from headroom import probe
+
+    fresh_loader.setattr(probe, "_process_paths", (b"/", nvml.encode()))
     devs = _readings.vram_devices()
     assert [d["source"] for d in devs] == ["nvml", "nvml"]
     pct = devs[0]["used_percent"]

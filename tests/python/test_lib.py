@@ -159,3 +159,23 @@ def test_a_failed_search_is_remembered(fresh_loader, tmp_path):
         _lib.load()
     assert second.value is first.value
     assert not _lib.available()
+
+
+def test_a_closed_options_raises_instead_of_crashing(fresh_loader, libpath):
+    fresh_loader.setenv("HEADROOM_LIB", libpath)
+    o = options.Options()
+    assert o.get("top") == 10
+    o.close()
+    for use in (lambda: o.get("top"), lambda: o.source("top"), lambda: o.set("top", 3),
+                o.load_defaults):
+        with pytest.raises(ValueError, match="the Options are closed"):
+            use()
+    o.close()
+    with options.Options() as o2:
+        o2.set("top", 4)
+        assert o2.get("top") == 4
+    with pytest.raises(ValueError, match="closed"):
+        o2.get("top")
+    with pytest.raises(ValueError, match="closed"):
+        with o2:
+            pass

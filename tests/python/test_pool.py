@@ -79,6 +79,36 @@ def test_pool_errors(lib):
             p.alloc(-3)
     with pytest.raises(ValueError, match="closed"):
         p.alloc(1)
+    for use in (lambda: p.free(0), p.stats, p.release_cached, p.check, p.mem_info,
+                p.reset_peak):
+        with pytest.raises(ValueError, match="the pool is closed"):
+            use()
+    p.close()  # twice is fine
+
+
+def test_integers_out_of_range_raise_naming_the_argument(lib):
+    top = (1 << 64) - 1
+    with pytest.raises(ValueError, match=r"capacity must be an integer in \[0, %d\]; got %d"
+                       % (top, top + 6)):
+        pool.Pool("sim", capacity=(1 << 64) + 5)
+    with pytest.raises(ValueError, match=r"device must be an integer in \[-2147483648, "):
+        pool.Pool("sim", MIB, device=1 << 31)
+    with pytest.raises(TypeError, match="capacity must be an integer"):
+        pool.Pool("sim", capacity=1.5)
+    with pool.Pool("sim", 16 * MIB) as p:
+        with pytest.raises(ValueError, match=r"size must be an integer in \[0, %d\]; got %d"
+                           % (top, (1 << 64) + 100)):
+            p.alloc((1 << 64) + 100)
+        assert p.stats()["allocation.all.allocated"] == 0  # nothing was allocated
+        with pytest.raises(ValueError, match="size"):
+            p.alloc(-1)
+    # The check sits in the one ctypes module, under every declared function.
+    with pytest.raises(ValueError, match=r"hr_pool_alloc: size must be an integer in"):
+        lib.hr_pool_alloc(None, 1 << 64, None, None)
+    with pytest.raises(ValueError, match=r"hr_backend_create: device must be an integer in"):
+        lib.hr_backend_create(b"sim", -(1 << 40), 0, None)
+    with pytest.raises(ValueError, match="priority must be an integer in"):
+        _lib.make(_lib.AssetDesc, priority=1 << 31)
 
 
 def test_cuda_backend_without_a_driver(lib):

@@ -174,3 +174,25 @@ def test_bad_input(torch):
     assert r.require("m").actions == [("load", "m", MIB)]
     r.unregister(m)
     assert r.stats()["assets"] == 0
+
+
+def test_a_closed_registry_raises_and_numbers_are_range_checked(torch):
+    m = linear(torch, 1)
+    with headroom.Registry(device="cpu", budget_bytes=100 * MIB) as r:
+        r.register(m, "m")
+        with r.use(m):
+            pass
+    for use in (lambda: r.register(linear(torch, 1), "n"), lambda: r.info(m), r.stats,
+                lambda: r.require(m), lambda: r.unregister(m), r.resident):
+        with pytest.raises(ValueError, match="the Registry is closed"):
+            use()
+    r.close()
+    with pytest.raises(ValueError, match=r"budget_bytes must be an integer in \[0, "):
+        headroom.Registry(device="cpu", budget_bytes=1 << 64)
+    r = headroom.Registry(device="cpu", budget_bytes=100 * MIB)
+    with pytest.raises(ValueError, match=r"priority must be an integer in \[-2147483648, "):
+        r.register(linear(torch, 1), "big", priority=1 << 31)
+    r.register(m, "m")
+    with pytest.raises(ValueError, match="working_bytes must be an integer in"):
+        r.require(m, working_bytes=1 << 64)
+    r.close()

@@ -108,16 +108,67 @@ def test_gpus_through_the_stand_in_nvml(lib, libpath, monkeypatch):
     assert me["gpu_bytes"] == 512 << 20
 
 
-def test_options_chain_picks_root_and_nvml(lib, libpath, monkeypatch, tmp_path):
+CHAIN = """
+import headroom
+try:
+    headroom.snapshot(what=["host"])
+except headroom.HeadroomError as e:
+    print("error", e)
+else:
+    s = headroom.snapshot(what=["host", "gpus"])
+    print("total", s["host"]["total_bytes"], "gpu", s["gpu"]["state"])
+"""
+
+
+def test_options_chain_picks_root_and_nvml(lib, libpath, tmp_path):
+    # The process's options are read once per process, so each case is a
+    # process of its own.
+    from conftest import run_python
+
     nvml = fake_nvml(libpath)
     root = _fixture_root(tmp_path, "MemTotal: 2048 kB\nMemFree: 1024 kB\n")
-    monkeypatch.setenv("HEADROOM_ROOT", root)
-    monkeypatch.setenv("HEADROOM_NVML_LIBRARY", nvml)
-    monkeypatch.setenv("HEADROOM_CONFIG", str(tmp_path / "none.conf"))
-    with pytest.raises(headroom.HeadroomError, match="none.conf"):
-        headroom.snapshot(what=["host"])  # an explicit config file that is missing
-    monkeypatch.delenv("HEADROOM_CONFIG")
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
-    snap = headroom.snapshot(what=["host", "gpus"])
-    assert snap["host"]["total_bytes"] == 2048 * 1024
-    assert snap["gpu"]["state"] == "ok"
+    env = {"HEADROOM_LIB": libpath, "HEADROOM_ROOT": root, "HEADROOM_NVML_LIBRARY": nvml,
+           "HEADROOM_CONFIG": str(tmp_path / "none.conf")}
+    r = run_python(CHAIN, env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("error") and "none.conf" in r.stdout  # an explicit file missing
+    env.update(HEADROOM_CONFIG=None, XDG_CONFIG_HOME=str(tmp_path))
+    r = run_python(CHAIN, env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["total", str(2048 * 1024), "gpu", "ok"]
+
+
+def _me(snap):
+    return [p for p in snap["processes"] if p["pid"] == os.getpid()][0]
+
+
+def test_pss_only_when_asked(lib):
+    assert all(p["pss_bytes"] is None for p in headroom.snapshot()["processes"])
+    assert all(p["pss_bytes"] is None
+               for p in headroom.snapshot(what=["host", "procs"])["processes"])
+    assert _me(headroom.snapshot(pss=True))["pss_bytes"] > 0
+    assert _me(headroom.snapshot(what=["procs", "pss"]))["pss_bytes"] > 0
+    with pytest.raises(TypeError, match="list of names"):
+        headroom.snapshot(what="host")
+    with pytest.raises(ValueError, match="names no probe part"):
+        headroom.snapshot(what=[])
+
+
+def test_the_option_table_is_read_once_per_process(lib, monkeypatch):
+    from headroom import options, probe
+
+    calls = []
+    real = lib.hr_options_process
+
+    def counted(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(lib, "hr_options_process", counted)
+    monkeypatch.setattr(options, "_process", None)
+    monkeypatch.setattr(probe, "_process_paths", None)
+    for _ in range(5):
+        headroom.snapshot(what=["host"])
+    assert len(calls) == 1
+    assert options.process() is options.process()
+    assert options.process().get("root") == "/" or os.environ.get("HEADROOM_ROOT")

@@ -1,0 +1,67 @@
+"""headroom.snapshot() beside psutil's equivalents, side by side, medians.
+
+Run with libheadroom on HEADROOM_LIB and python/ on PYTHONPATH:
+    python3 bench/snapshot_vs_psutil.py [rounds]
+Each round times one call of each, alternating, so both see the same load;
+the figures are the medians over the rounds, in microseconds.
+
+- host: snapshot(what=["host"]) beside psutil.virtual_memory()
+- processes: snapshot(what=["host", "procs"]) beside psutil.virtual_memory()
+  plus process_iter(["pid", "name", "cmdline", "memory_info"]), the fields
+  the snapshot's process rows carry.
+"""
+
+import os
+import statistics
+import sys
+import time
+
+import psutil
+
+import headroom
+
+
+def median_us(fn, rounds):
+    out = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1e6)
+    return statistics.median(out)
+
+
+def side_by_side(a, b, rounds):
+    ta, tb = [], []
+    for _ in range(rounds):
+        for fn, acc in ((a, ta), (b, tb)):
+            t0 = time.perf_counter()
+            fn()
+            acc.append((time.perf_counter() - t0) * 1e6)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def ps_procs():
+    psutil.virtual_memory()
+    return [p.info for p in psutil.process_iter(["pid", "name", "cmdline", "memory_info"])]
+
+
+def main():
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    headroom.snapshot(what=["host"])  # load the library and the options once
+    nproc = len(headroom.snapshot(what=["procs"])["processes"])
+    h, p = side_by_side(lambda: headroom.snapshot(what=["host"]), psutil.virtual_memory, rounds)
+    print("host: snapshot(what=['host']) %.1f us, psutil.virtual_memory() %.1f us, ratio %.2fx"
+          % (h, p, h / p))
+    r = max(rounds // 20, 20)
+    h, p = side_by_side(lambda: headroom.snapshot(what=["host", "procs"]), ps_procs, r)
+    print("processes (%d): snapshot(what=['host', 'procs']) %.0f us, psutil %.0f us, "
+          "ratio %.2fx" % (nproc, h, p, h / p))
+    h, p = side_by_side(headroom.snapshot, ps_procs, r)
+    print("processes (%d): snapshot() %.0f us, psutil %.0f us, ratio %.2fx"
+          % (nproc, h, p, h / p))
+    print("python %s, psutil %s, pid %d" % (sys.version.split()[0], psutil.__version__,
+                                             os.getpid()))
+
+
+if __name__ == "__main__":
+    main()
