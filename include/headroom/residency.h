@@ -117,6 +117,13 @@ HR_API int hr_asset_register(hr_residency_t *r, const hr_asset_desc_t *desc, hr_
 HR_API int hr_asset_unregister(hr_residency_t *r, hr_asset_id_t id);
 /* Records a use of the asset (and its group) now, for lru and comfy. */
 HR_API int hr_asset_touch(hr_residency_t *r, hr_asset_id_t id);
+/* Marks asset `id` (and its group) as in use by the caller (`busy` true)
+ * or idle (false). A busy asset is never chosen to make room, by require or
+ * by reclaim, and counts as staying, as a pinned one does; its pin is not
+ * changed. Marking it idle also ends its being the set of the last require,
+ * so that reclaim may offload it: a caller that knows when its computation
+ * with a set ends (a Python `with` block) says so. */
+HR_API int hr_asset_set_busy(hr_residency_t *r, hr_asset_id_t id, bool busy);
 /* Finds an asset by name and variant (NULL or "" for none). */
 HR_API int hr_asset_find(hr_residency_t *r, const char *name, const char *variant,
                          hr_asset_id_t *id);
