@@ -231,6 +231,13 @@ HR_API int hr_residency_require(hr_residency_t *r, const hr_asset_id_t *ids, siz
 HR_API int hr_residency_estimate(hr_residency_t *r, const hr_asset_id_t *ids, size_t n,
                                  uint64_t working_bytes, uint64_t *need, uint64_t *can_free);
 
+/* Offloads up to `bytes` of asset `id` now (all of it when `bytes` is at
+ * least what it holds; an asset that is not partial offloads whole), because
+ * the caller says it is done with it, pinned or not. Sets *freed (may be
+ * NULL). HR_EBUSY for a busy asset (hr_asset_set_busy), HR_ENOENT for an
+ * unknown id, or the offload callback's error. */
+HR_API int hr_asset_offload(hr_residency_t *r, hr_asset_id_t id, uint64_t bytes, uint64_t *freed);
+
 /* Offloads idle (not required by the running require), unpinned assets under
  * the policy until `needed` bytes are freed or none is left; sets *freed.
  * Matches hr_reclaim_fn, with the registry as `arg`, so that a pool can call

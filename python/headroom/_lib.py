@@ -368,6 +368,8 @@ _PARTS = [
     ("hr_policy_parse", _i, [("text", _c.c_char_p), ("out", _P(_i))]),
     ("hr_asset_set_busy", _i, [("registry", _vp), ("id", _u32), ("busy", _c.c_bool)]),
     ("hr_asset_touch", _i, [("registry", _vp), ("id", _u32)]),
+    ("hr_asset_offload", _i, [("registry", _vp), ("id", _u32), ("bytes", _u64),
+                              ("freed", _P(_u64))]),
     ("hr_residency_estimate", _i, [("registry", _vp), ("ids", _P(_u32)), ("n", _sz),
                                    ("working_bytes", _u64), ("need", _P(_u64)),
                                    ("can_free", _P(_u64))]),

@@ -507,6 +507,32 @@ out:
   return rc;
 }
 
+int hr_asset_offload(hr_residency_t *r, hr_asset_id_t id, uint64_t bytes, uint64_t *freed) {
+  hr_plan_t p;
+  int rc = 0;
+  if (freed) *freed = 0;
+  if (!r) return HR_EINVAL;
+  memset(&p, 0, sizeof p);
+  pthread_mutex_lock(&r->mu);
+  hr__asset_t *a = hr__asset_get_locked(r, id);
+  if (!a) {
+    rc = HR_ENOENT;
+    goto out;
+  }
+  if (a->busy) {
+    rc = HR_EBUSY;
+    goto out;
+  }
+  uint64_t before = a->resident;
+  if (before > 0) rc = offload_locked(r, a, HR_MIN(bytes, before), &p);
+  a->active = false;
+  if (freed) *freed = before - a->resident;
+out:
+  pthread_mutex_unlock(&r->mu);
+  hr_plan_free(&p);
+  return rc;
+}
+
 int hr_residency_reclaim(hr_pool_t *pool, uint64_t needed, uint64_t *freed, void *arg) {
   hr_residency_t *r = arg;
   hr_plan_t p;

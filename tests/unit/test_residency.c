@@ -522,6 +522,17 @@ static void test_busy(void) {
   CHECK_OK(hr_asset_set_busy(r, a, false));
   CHECK_OK(req1(r, c, 3 * GiB, &p)); /* a is idle again: it goes */
   CHECK_EQ_U64(resident(r, a), 0);
+  /* An explicit offload: refused while busy, done for a pinned asset, whole when not partial. */
+  hr_asset_id_t d = add(r, &f, "d", NULL, 2 * GiB, 0, true, false);
+  CHECK_OK(req1(r, d, 0, NULL));
+  CHECK_OK(hr_asset_set_busy(r, d, true));
+  CHECK_RC(hr_asset_offload(r, d, GiB, &freed), HR_EBUSY);
+  CHECK_OK(hr_asset_set_busy(r, d, false));
+  CHECK_OK(hr_asset_offload(r, d, GiB, &freed));
+  CHECK_EQ_U64(freed, 2 * GiB);
+  CHECK_EQ_U64(resident(r, d), 0);
+  CHECK_OK(hr_asset_offload(r, d, GiB, NULL)); /* nothing left: nothing to do */
+  CHECK_RC(hr_asset_offload(r, 77, GiB, NULL), HR_ENOENT);
   hr_plan_free(&p);
   hr_residency_destroy(r);
 }
