@@ -234,18 +234,19 @@ def find_holders(storage_ptrs, collect=True):
 
 
 def _find_alive(torch, ptrs, h):
-    frame = sys._getframe()
     alive, seen_storage = [], set()
     for o in gc.get_objects():
         if _matches(o, torch, ptrs):
             alive.append(o)
             if len(alive) >= MAX_TENSORS:
                 break
-    skip = {id(alive), id(frame)}
+    # The ids only: a frame kept in its own local would be a cycle that keeps
+    # the tensors alive until the next collection.
+    skip = {id(alive), id(sys._getframe())}
     for t in alive:
         ptr, nbytes = _storage_ptr(t)
         if ptr not in seen_storage:
             seen_storage.add(ptr)
             h.bytes_alive += nbytes
         h.alive.append("%s: held by %s" % (_tensor_text(t), "; ".join(_referrers_text(t, skip))))
-    del alive
+    t = alive = None  # noqa: F841 - let the tensors go

@@ -134,7 +134,7 @@ def _check_bytes(label, v, allow_none=False):
 # ---- the pools' reclaimer: one C callback per process, for every registry ----
 
 _reclaim_lock = threading.Lock()
-_reclaim_targets = {}  # pool handle (int) -> WeakSet of Registry
+_reclaim_targets = {}  # pool handle (int) -> (weakref to its Pool or None, WeakSet of Registry)
 _all = weakref.WeakSet()  # every open Registry, for select_device and install_allocator
 
 
@@ -143,7 +143,8 @@ def _reclaim(pool, needed, freed, arg):
     modules of each registry on that pool until `needed` bytes came back."""
     freed[0] = 0
     with _reclaim_lock:
-        regs = list(_reclaim_targets.get(pool or 0, ()))
+        entry = _reclaim_targets.get(pool or 0)
+        regs = list(entry[1]) if entry else []
     got = 0
     for r in regs:
         if got >= needed:
@@ -159,16 +160,22 @@ def _reclaim(pool, needed, freed, arg):
 _RECLAIM_CB = _lib.RECLAIM_FN(_reclaim)  # lives as long as the process
 
 
-def _attach(reg, pool_handle):
-    """Makes `reg` one of the reclaimers of the pool at `pool_handle`."""
+def _attach(reg, pool_handle, owner=None):
+    """Makes `reg` one of the reclaimers of the pool at `pool_handle`.
+    `owner` is the Pool object (None for the pools behind PyTorch, which
+    live as long as the process): a closed pool's address may be reused by
+    the next one, which then needs the callback registered again."""
     lib = _lib.load()
     with _reclaim_lock:
-        regs = _reclaim_targets.get(pool_handle)
-        if regs is None:
+        entry = _reclaim_targets.get(pool_handle)
+        if entry is not None and (entry[0]() if entry[0] else None) is not owner:
+            entry = None
+        if entry is None:
             _lib.check(lib.hr_pool_add_reclaimer(pool_handle, _RECLAIM_CB, None),
                        "hr_pool_add_reclaimer")
-            regs = _reclaim_targets[pool_handle] = weakref.WeakSet()
-        regs.add(reg)
+            entry = _reclaim_targets[pool_handle] = (
+                weakref.ref(owner) if owner is not None else None, weakref.WeakSet())
+        entry[1].add(reg)
 
 
 def registries(device=None):
@@ -286,7 +293,7 @@ class Registry:
         self._h = h
         _all.add(self)
         if pool is not None:
-            _attach(self, pool._h().value)
+            _attach(self, pool._h().value, pool)
 
     # ---- callbacks (run by the C registry, with its lock held) ----
 
@@ -860,7 +867,7 @@ class Registry:
     def close(self):
         if getattr(self, "_h", None):
             with _reclaim_lock:
-                for regs in _reclaim_targets.values():
+                for _owner, regs in _reclaim_targets.values():
                     regs.discard(self)
             for a in self._assets.values():
                 for hk in a.hooks:
