@@ -334,7 +334,7 @@ class Registry:
                                     % (a.label, type(m).__name__))
                 a.module = m
                 self._ids[id(m)] = a.aid
-            a.units = placement.split(a.module, placement.MAX_GROUPS if a.partial else 1)
+            a.units = placement.split(a.module, a.max_groups if a.partial else 1)
             if a.partial and len(a.units) > 1:
                 self._stream_hooks(a)
             for u in a.units:
@@ -479,7 +479,7 @@ class Registry:
         return aid
 
     def register(self, module, name, variant=None, group=None, pinned=False, priority=0,
-                 partial=False, estimated_bytes=None):
+                 partial=False, estimated_bytes=None, groups=None):
         """Registers `module` as name[:variant] and returns its bytes.
 
         module: a torch.nn.Module, or a callable that returns one, called on
@@ -489,7 +489,9 @@ class Registry:
         pinned: never offloaded by the policy. partial: may stay on the device
         in part (groups of whole submodules). estimated_bytes: the device
         bytes to plan with instead of measuring (a module on the meta device,
-        or one still to be loaded)."""
+        or one still to be loaded). groups: how many groups a partial module
+        is split into at most (default 16; more groups follow the policy's
+        byte counts more closely, each move is smaller)."""
         self._handle()
         is_mod = isinstance(module, self._torch.nn.Module)
         if not is_mod and not callable(module):
@@ -503,6 +505,10 @@ class Registry:
             raise TypeError("priority must be an integer; got %r" % (priority,))
         _lib.check_int(priority, "priority", *_lib.int_range(_c.c_int))
         _check_bytes("estimated_bytes", estimated_bytes, allow_none=True)
+        if groups is not None:
+            if isinstance(groups, bool) or not isinstance(groups, int):
+                raise TypeError("groups must be an integer in [1, 4096]; got %r" % (groups,))
+            _lib.check_int(groups, "groups", 1, 4096)
         if not is_mod and not estimated_bytes:
             raise ValueError("register(%r): a loader needs estimated_bytes (the module's size "
                              "before it is loaded; headroom.estimate_bytes(path) reads it from "
@@ -534,6 +540,7 @@ class Registry:
             aid = aid.value
             a = _Asset(aid, label, name, variant, module if is_mod else None,
                        None if is_mod else module, nbytes, bool(partial), bool(pinned))
+            a.max_groups = groups or placement.MAX_GROUPS
             self._assets[aid] = a
             self._roots = None
             if is_mod:
