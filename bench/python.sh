@@ -1,5 +1,7 @@
 #!/bin/sh
-# Per-call cost of the Python layer (free_memory, stage, snapshot); writes
+# Per-call cost of the Python layer (free_memory, stage, snapshot), and the
+# Registry's use() overhead and bytes moved on the example workflows beside
+# `headroom plan` (bench/python_registry.py, when torch is there); writes
 # bench/results/python.md. Run from the repository root after a Release build.
 set -eu
 lib=${HEADROOM_LIB:-build/release/libheadroom.so}
@@ -14,5 +16,10 @@ out=bench/results/python.md
   echo "medians are the numbers to read; p99s carry other processes' noise."
   echo
   HEADROOM_LIB=$lib PYTHONPATH=python /usr/bin/python3 bench/python_overhead.py
+  if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+    echo
+    HEADROOM_LIB=$lib PYTHONPATH=python /usr/bin/python3 bench/python_registry.py \
+      "${HR_CLI:-build/release/headroom}"
+  fi
 } > "$out"
 cat "$out"

@@ -118,6 +118,13 @@ HR_API int hr_asset_register(hr_residency_t *r, const hr_asset_desc_t *desc, hr_
 HR_API int hr_asset_unregister(hr_residency_t *r, hr_asset_id_t id);
 /* Records a use of the asset (and its group) now, for lru and comfy. */
 HR_API int hr_asset_touch(hr_residency_t *r, hr_asset_id_t id);
+/* Marks asset `id` (and its group) as in use by the caller (`busy` true)
+ * or idle (false). A busy asset is never chosen to make room, by require or
+ * by reclaim, and counts as staying, as a pinned one does; its pin is not
+ * changed. Marking it idle also ends its being the set of the last require,
+ * so that reclaim may offload it: a caller that knows when its computation
+ * with a set ends (a Python `with` block) says so. */
+HR_API int hr_asset_set_busy(hr_residency_t *r, hr_asset_id_t id, bool busy);
 /* Finds an asset by name and variant (NULL or "" for none). */
 HR_API int hr_asset_find(hr_residency_t *r, const char *name, const char *variant,
                          hr_asset_id_t *id);
@@ -224,6 +231,13 @@ HR_API int hr_residency_require(hr_residency_t *r, const hr_asset_id_t *ids, siz
  * The set fits when *need <= *can_free. */
 HR_API int hr_residency_estimate(hr_residency_t *r, const hr_asset_id_t *ids, size_t n,
                                  uint64_t working_bytes, uint64_t *need, uint64_t *can_free);
+
+/* Offloads up to `bytes` of asset `id` now (all of it when `bytes` is at
+ * least what it holds; an asset that is not partial offloads whole), because
+ * the caller says it is done with it, pinned or not. Sets *freed (may be
+ * NULL). HR_EBUSY for a busy asset (hr_asset_set_busy), HR_ENOENT for an
+ * unknown id, or the offload callback's error. */
+HR_API int hr_asset_offload(hr_residency_t *r, hr_asset_id_t id, uint64_t bytes, uint64_t *freed);
 
 /* Offloads idle (not required by the running require), unpinned assets under
  * the policy until `needed` bytes are freed or none is left; sets *freed.

@@ -9,7 +9,9 @@ The Python layer over libheadroom (loaded with ctypes on first use, so that
 - stage(name) / stages.report(): memory growth per named stage.
 - select_device(bytes_needed): the GPU if the work fits, else the CPU.
 - headroom.torch.install_allocator(): headroom's pool as PyTorch's allocator.
-- Registry: residency for torch.nn.Modules under a byte budget.
+- Registry: residency for torch.nn.Modules under a byte budget (partial,
+  lookahead, offload after use, the pool's reclaimer); tag(name) for allocations.
+- estimate_bytes(x): a safetensors file's or a module's bytes before loading.
 
 Errors from the library are HeadroomError (code, name, hr_strerror text);
 LibraryNotFoundError says where the library was looked for.
@@ -22,17 +24,20 @@ from ._lib import available as library_available
 from ._lib import load as load_library
 from .device import DeviceChoice, select_device
 from .memory import MODES, FreeResult, free_memory
+from .estimate import estimate_bytes
 from .probe import snapshot
-from .registry import Registry, ResidencyError
+from .registry import (LowMemoryWarning, MemoryNotReturnedWarning, Registry, ResidencyError,
+                       tag)
 from .stages import stage
 
 __version__ = "%d.%d.0" % API_VERSION
 
 __all__ = [
     "API_VERSION", "DeviceChoice", "FreeResult", "HeadroomError", "LibraryNotFoundError",
-    "MODES", "Registry", "ResidencyError", "VersionMismatchError", "free_memory",
-    "library_available", "library_version", "load_library", "select_device", "snapshot",
-    "stage", "stages",
+    "LowMemoryWarning", "MemoryNotReturnedWarning", "MODES", "Registry", "ResidencyError",
+    "VersionMismatchError", "free_memory",
+    "estimate_bytes", "library_available", "library_version", "load_library", "select_device",
+    "snapshot", "stage", "stages", "tag",
 ]
 __all__ += ["agent", "reserve"]
 

@@ -79,6 +79,8 @@ LOAD_FN = _c.CFUNCTYPE(_c.c_int, _c.c_uint32, _c.c_uint64, _P(_c.c_uint64), _c.c
 OFFLOAD_FN = _c.CFUNCTYPE(_c.c_int, _c.c_uint32, _c.c_uint64, _P(_c.c_uint64), _c.c_void_p)
 DROP_FN = _c.CFUNCTYPE(None, _c.c_uint32, _c.c_void_p)
 MEMINFO_FN = _c.CFUNCTYPE(_c.c_int, _c.c_void_p, _P(_c.c_uint64), _P(_c.c_uint64))
+# The pool's reclaimer (hr_reclaim_fn).
+RECLAIM_FN = _c.CFUNCTYPE(_c.c_int, _c.c_void_p, _c.c_uint64, _P(_c.c_uint64), _c.c_void_p)
 
 
 class ResidencyOptions(_c.Structure):
@@ -380,6 +382,17 @@ _PARTS = [
     ("hr_plan_free", None, [("plan", _P(Plan))]),
     ("hr_residency_stats", _i, [("registry", _vp), ("out", _P(ResidencyStats))]),
     ("hr_policy_parse", _i, [("text", _c.c_char_p), ("out", _P(_i))]),
+    ("hr_asset_set_busy", _i, [("registry", _vp), ("id", _u32), ("busy", _c.c_bool)]),
+    ("hr_asset_touch", _i, [("registry", _vp), ("id", _u32)]),
+    ("hr_asset_offload", _i, [("registry", _vp), ("id", _u32), ("bytes", _u64),
+                              ("freed", _P(_u64))]),
+    ("hr_residency_estimate", _i, [("registry", _vp), ("ids", _P(_u32)), ("n", _sz),
+                                   ("working_bytes", _u64), ("need", _P(_u64)),
+                                   ("can_free", _P(_u64))]),
+    ("hr_residency_reclaim", _i, [("pool", _vp), ("needed", _u64), ("freed", _P(_u64)),
+                                  ("registry", _vp)]),
+    ("hr_pool_add_reclaimer", _i, [("pool", _vp), ("fn", RECLAIM_FN), ("arg", _vp)]),
+    ("hr_pool_set_tag", None, [("tag", _c.c_char_p)]),
 ]
 
 

@@ -2,12 +2,19 @@
 
 ``with headroom.stage("unet"):`` (or ``@headroom.stage("unet")``) samples
 RSS and, when CUDA is in use, VRAM allocated and reserved at entry and exit.
-report() turns the samples into a table: per stage, the mean change inside a
-call and the growth per call, the least-squares slope of the exit values over
-the call number. A slope that stays positive over many calls is how a
-per-frame leak in a video pipeline shows itself ("unet: +64 MiB per call
-over 300 calls"); the change inside a call alone cannot tell a leak from a
-stage that allocates and frees.
+A stage's growth is its own net change: what the process holds at the
+stage's exit beyond what it held at its entry, so work between stages (or
+in another stage) is never blamed on it. The first WARMUP_CALLS calls of a
+stage are warm-up (caches filling, lazy initialisation) and do not count.
+
+report() puts each stage's running sum of net changes, over time, through
+the library's one leak test (Mann-Kendall trend with a Theil-Sen slope,
+hr_leak_evaluate, with the window, minimum rate and minimum samples of the
+option table: leak_window, leak_min_rate, leak_min_samples), the same test
+watch and the smart manager use; a stage is named only when its own memory
+keeps rising ("decode: RSS +2.0 MiB per call over 120 calls"). A model load,
+a sawtooth (a cache that fills and is flushed) and a plateau do not alarm.
+Without the library the table is written and no stage is judged.
 """
 
 import functools
@@ -17,10 +24,8 @@ import time
 
 from . import _readings
 
-#: Growth per call at or above which report() flags a stage, in bytes.
-LEAK_BYTES_PER_CALL = 1 << 20
-#: Calls a stage needs before report() judges its growth.
-MIN_CALLS = 3
+#: The first calls of a stage are warm-up and are not judged.
+WARMUP_CALLS = 2
 
 _lock = threading.Lock()
 _stats = {}  # name -> list of samples (dicts)
@@ -63,10 +68,13 @@ class stage:
         return wrapper
 
 
-def record(name, seconds, rss, vram_allocated=(None, None), vram_reserved=(None, None)):
+def record(name, seconds, rss, vram_allocated=(None, None), vram_reserved=(None, None), t=None):
     """Adds one call of `name` with (entry, exit) pairs of bytes; what stage()
-    does on exit, public so that samples taken elsewhere can be added."""
-    s = {"seconds": seconds, "rss": rss, "alloc": vram_allocated, "res": vram_reserved}
+    does on exit, public so that samples taken elsewhere (or recorded
+    earlier, and replayed) can be added. t: the call's exit time in seconds
+    (time.monotonic() when None)."""
+    s = {"seconds": seconds, "rss": rss, "alloc": vram_allocated, "res": vram_reserved,
+         "t": time.monotonic() if t is None else float(t)}
     with _lock:
         if name not in _stats:
             _stats[name] = []
@@ -105,50 +113,86 @@ def reset():
         _open.clear()
 
 
-def _slope(ys):
-    n = len(ys)
-    if n < 2:
-        return None
-    mx = (n - 1) / 2.0
-    my = sum(ys) / n
-    num = sum((i - mx) * (y - my) for i, y in enumerate(ys))
-    den = sum((i - mx) ** 2 for i in range(n))
-    return num / den
+_KEYS = (("rss", "rss", "RSS"), ("alloc", "vram_allocated", "VRAM allocated"),
+         ("res", "vram_reserved", "VRAM reserved"))
+_judged = ("rss", "alloc")  # reserved memory is a cache: its growth is not a leak
 
 
 def _series(samples, key):
+    """(mean change inside a call, mean net change per counted call, total
+    net change of the counted calls, [(t, running sum)]) or Nones when not
+    measured."""
     pairs = [s[key] for s in samples]
     if any(a is None or b is None for a, b in pairs):
-        return None, None, None
+        return None, None, None, None
     inside = sum(b - a for a, b in pairs) / len(pairs)
-    growth = _slope([b for _, b in pairs])
-    total = pairs[-1][1] - pairs[0][0]
-    return inside, growth, total
+    counted = samples[WARMUP_CALLS:]
+    if not counted:
+        return inside, None, None, None
+    total, points = 0, []
+    for s in counted:
+        a, b = s[key]
+        total += b - a
+        points.append((s["t"], total))
+    return inside, total / len(counted), total, points
+
+
+def _leak_settings():
+    """(window_s, min_rate_per_min, min_samples) from the option table, or
+    None without the library."""
+    from . import watch
+
+    if not watch.available():
+        return None
+    from . import options
+
+    o = options.process()
+    return o.get("leak_window"), o.get("leak_min_rate"), o.get("leak_min_samples")
+
+
+def _judge(points, settings):
+    from . import watch
+
+    window, rate, min_samples = settings
+    last = points[-1][0]
+    pts = [p for p in points if p[0] >= last - window]
+    if len(pts) < max(3, min_samples):
+        return None
+    return watch.leak_evaluate(pts, window, rate, min_samples=max(3, min_samples))
 
 
 def summary():
     """Per stage, in first-seen order: dict with name, calls, seconds_mean and,
     for rss / vram_allocated / vram_reserved, <key>_inside (mean change within
-    a call), <key>_growth_per_call (slope of exit values; None under 2 calls)
-    and <key>_total (last exit minus first entry); None where not measured.
-    leak is True when a growth reaches LEAK_BYTES_PER_CALL over MIN_CALLS calls."""
+    a call), <key>_growth_per_call (the stage's own net change, exit minus
+    entry, per call after the warm-up; None before) and <key>_total (that net
+    change summed); None where not measured. leak is True when the library's
+    trend test finds the stage's own RSS or VRAM allocated rising; leak_text
+    says by how much; judged is False without the library."""
     with _lock:
         items = [(n, list(_stats[n])) for n in _order]
+    try:
+        settings = _leak_settings()
+    except Exception:  # noqa: BLE001 - a broken library must not break the table
+        settings = None
     out = []
     for name, samples in items:
         row = {"name": name, "calls": len(samples),
-               "seconds_mean": sum(s["seconds"] for s in samples) / len(samples)}
+               "seconds_mean": sum(s["seconds"] for s in samples) / len(samples),
+               "judged": settings is not None}
         leak = []
-        for key, label in (("rss", "rss"), ("alloc", "vram_allocated"),
-                           ("res", "vram_reserved")):
-            inside, growth, total = _series(samples, key)
+        for key, label, words in _KEYS:
+            inside, growth, total, points = _series(samples, key)
             row[label + "_inside"] = inside
             row[label + "_growth_per_call"] = growth
             row[label + "_total"] = total
-            if growth is not None and len(samples) >= MIN_CALLS and growth >= LEAK_BYTES_PER_CALL:
-                leak.append("%s %s per call over %d calls" % (
-                    {"rss": "RSS", "alloc": "VRAM allocated", "res": "VRAM reserved"}[key],
-                    _readings.fmt_bytes(growth, signed=True), len(samples)))
+            if settings is None or key not in _judged or not points:
+                continue
+            res = _judge(points, settings)
+            if res is not None and res["suspected"]:
+                leak.append("%s %s per call over %d calls (%s/min, confidence %.3f)" % (
+                    words, _readings.fmt_bytes(growth, signed=True), len(points),
+                    _readings.fmt_bytes(res["slope_per_min"], signed=True), res["confidence"]))
         row["leak"] = bool(leak)
         row["leak_text"] = "; ".join(leak)
         out.append(row)

@@ -17,6 +17,9 @@ whose message starts "CUDA out of memory.". It is a RuntimeError, not
 torch.OutOfMemoryError: libc10 exports no plain function that throws the
 latter.
 
+alloc_conf(**knobs) writes a PYTORCH_CUDA_ALLOC_CONF string in PyTorch's
+syntax, checked by the pool's own parser.
+
 This module does not import torch at import time: ``import headroom`` stays
 cheap and works without torch.
 """
@@ -139,7 +142,14 @@ def install_allocator(conf=None, require_oom_raise=True):
     kernel writes to address 0, an illegal memory access that kills the CUDA
     context and usually the process. So when the function cannot be found
     this raises AllocatorError, unless require_oom_raise=False, which
-    installs the allocator anyway and accepts that crash."""
+    installs the allocator anyway and accepts that crash.
+
+    Every open headroom.Registry on a CUDA device becomes a reclaimer of that
+    device's pool (when the pool exists: at once, else at the registry's
+    next use()), so an allocation that fails offloads idle registered
+    modules and is retried inside the pool's out-of-memory path; allocations
+    made inside ``with headroom.tag("unet"):`` are counted under that tag in
+    the out-of-memory message."""
     global _installed
     if _installed:
         return
@@ -185,6 +195,12 @@ def install_allocator(conf=None, require_oom_raise=True):
                              "headroom.torch.install_allocator() before the first CUDA tensor"
                              % e) from None
     _installed = True
+    # Every Registry on a CUDA device becomes the reclaimer of that device's
+    # pool: now for pools that exist, and at its next use() for the others
+    # (a device's pool is made by its first allocation).
+    from . import registry
+
+    registry.attach_torch_pools()
 
 
 def _torch_pools():
@@ -244,3 +260,110 @@ def pool_stats(device=None):
             # device (the common case) the sum is exact.
             total[k] = total.get(k, 0) + v
     return total
+
+
+# ---- PYTORCH_CUDA_ALLOC_CONF ----
+
+#: PyTorch's own keys that alloc_conf() writes, in PyTorch's order.
+ALLOC_CONF_KEYS = ("backend", "max_split_size_mb", "garbage_collection_threshold",
+                   "expandable_segments", "roundup_power2_divisions",
+                   "pinned_use_cuda_host_register", "pinned_num_register_threads",
+                   "release_lock_on_cudamalloc")
+_BACKENDS = ("native", "cudaMallocAsync")
+_BOOL_KEYS = ("expandable_segments", "pinned_use_cuda_host_register",
+              "release_lock_on_cudamalloc")
+
+
+class AllocConfWarning(UserWarning):
+    """PYTORCH_CUDA_ALLOC_CONF was set after CUDA was initialised: PyTorch read
+    it already, so the new value has no effect in this process."""
+
+
+def _conf_value(key, v):
+    """One knob in PyTorch's syntax; TypeError or ValueError naming it."""
+    if key in _BOOL_KEYS:
+        if not isinstance(v, bool):
+            raise TypeError("%s must be True or False; got %r" % (key, v))
+        return "True" if v else "False"
+    if key == "backend":
+        if v not in _BACKENDS:
+            raise ValueError("backend must be one of %s; got %r" % (", ".join(_BACKENDS), v))
+        return v
+    if key == "garbage_collection_threshold":
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError("garbage_collection_threshold must be a number in (0.0, 1.0); got %r"
+                            % (v,))
+        return repr(float(v))
+    if key == "roundup_power2_divisions":
+        if isinstance(v, dict):
+            parts = []
+            for k, d in v.items():
+                if k != ">" and (isinstance(k, bool) or not isinstance(k, int)):
+                    raise TypeError("roundup_power2_divisions: an interval is an integer of MiB "
+                                    "or '>'; got %r" % (k,))
+                if isinstance(d, bool) or not isinstance(d, int):
+                    raise TypeError("roundup_power2_divisions: divisions of %r must be an "
+                                    "integer; got %r" % (k, d))
+                parts.append("%s:%d" % (k, d))
+            return "[" + ",".join(parts) + "]"
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError("roundup_power2_divisions must be an integer or a dict "
+                            "{interval_mb: divisions, '>': divisions}; got %r" % (v,))
+        return str(v)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError("%s must be an integer; got %r" % (key, v))
+    return str(v)
+
+
+def alloc_conf(apply=False, **knobs):
+    """A PYTORCH_CUDA_ALLOC_CONF string in PyTorch's syntax from knobs:
+    alloc_conf(expandable_segments=True, garbage_collection_threshold=0.8,
+    max_split_size_mb=512, roundup_power2_divisions={256: 1, 512: 2, ">": 8}).
+
+    The values are checked with the pool's own parser (hr_pool_config_parse),
+    so the ranges are the pool's: an unknown knob or a value out of range is
+    a ValueError (a wrong type a TypeError) naming it. apply=True also sets
+    os.environ["PYTORCH_CUDA_ALLOC_CONF"], and warns (AllocConfWarning) when
+    CUDA is already initialised in this process, since PyTorch has then
+    read it already and the new value has no effect."""
+    if not isinstance(apply, bool):
+        raise TypeError("apply must be True or False; got %r" % (apply,))
+    unknown = sorted(set(knobs) - set(ALLOC_CONF_KEYS))
+    if unknown:
+        raise ValueError("unknown PYTORCH_CUDA_ALLOC_CONF knob %s; PyTorch's knobs are: %s"
+                         % (", ".join(repr(k) for k in unknown), ", ".join(ALLOC_CONF_KEYS)))
+    parts = [(k, _conf_value(k, knobs[k])) for k in ALLOC_CONF_KEYS if k in knobs]
+    text = ",".join("%s:%s" % kv for kv in parts)
+    # The pool's parser holds the ranges; backend is PyTorch's choice of
+    # allocator, which the pool (itself an allocator) refuses as a key.
+    checked = ",".join("%s:%s" % kv for kv in parts if kv[0] != "backend")
+    from . import pool
+
+    try:
+        pool.parse_config(checked)
+    except _lib.HeadroomError as e:
+        if e.code == -7:
+            raise AllocatorError(e.detail) from None
+        raise ValueError("PYTORCH_CUDA_ALLOC_CONF %r: %s" % (text, e.detail)) from None
+    if apply:
+        _warn_if_late("PYTORCH_CUDA_ALLOC_CONF")
+        os.environ["PYTORCH_CUDA_ALLOC_CONF"] = text
+    return text
+
+
+def _warn_if_late(name):
+    import sys
+    import warnings
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    try:
+        late = torch.cuda.is_initialized()
+    except Exception:  # noqa: BLE001 - a torch without CUDA support
+        late = False
+    if late:
+        warnings.warn("%s is set after CUDA was initialised in this process: PyTorch has read it "
+                      "already, so the new value has no effect here; set it before the first "
+                      "CUDA call (or in the environment of a new process)" % name,
+                      AllocConfWarning, stacklevel=3)

@@ -113,7 +113,7 @@ static void totals_locked(hr_residency_t *r, uint64_t working, totals_t *t) {
     if (a->req) {
       t->fixed += a->target;
       if (a->partial) t->partial_room += a->target;
-    } else if (a->pinned) {
+    } else if (a->pinned || a->busy) {
       t->fixed += a->resident;
     } else {
       t->evictable += a->resident;
@@ -150,7 +150,7 @@ static void suggest_for_asset_locked(hr_residency_t *r, hr__asset_t *a, uint64_t
     if (!b->live || b == a || strcmp(b->name, a->name) != 0) continue;
     /* Swapping a for b frees a's bytes and needs b's; a pinned b already
      * counted as staying. */
-    uint64_t held = (b->pinned && !b->req) ? b->resident : 0;
+    uint64_t held = ((b->pinned || b->busy) && !b->req) ? b->resident : 0;
     if (b->device_bytes - held + s <= a->device_bytes &&
         (!best || b->device_bytes > best->device_bytes))
       best = b;
@@ -214,7 +214,7 @@ static void refuse_locked(hr_residency_t *r, uint64_t working, const totals_t *t
   }
   for (size_t i = 0; i < r->n; i++) {
     hr__asset_t *a = &r->a[i];
-    if (!a->live || a->req || !a->pinned || a->resident == 0) continue;
+    if (!a->live || a->req || !a->pinned || a->busy || a->resident == 0) continue;
     add_suggestion(p, HR_SUGGEST_UNPIN, (hr_asset_id_t)(i + 1), HR_ASSET_NONE, a->resident,
                    "unpin %s: offloading it frees %s of the %s missing",
                    asset_label(a, label, sizeof label), hr__size_text(n1, sizeof n1, a->resident),
@@ -288,7 +288,7 @@ static int choose_victims_locked(hr_residency_t *r, hr_policy_t policy, uint64_t
     hr__asset_t *a = &r->a[i];
     a->evict = 0;
     bool busy = skip_active ? a->active || (r->in_require && a->req) : a->req;
-    if (a->live && !busy && !a->pinned && a->resident > 0) idx[n++] = i;
+    if (a->live && !busy && !a->pinned && !a->busy && a->resident > 0) idx[n++] = i;
   }
   hr__policy_order_locked(r, policy, idx, n);
   uint64_t left = deficit, freed = 0;
@@ -496,7 +496,7 @@ int hr_residency_estimate(hr_residency_t *r, const hr_asset_id_t *ids, size_t n,
     if (!a->live) continue;
     if (a->req)
       load += a->device_bytes - a->resident;
-    else if (!a->pinned)
+    else if (!a->pinned && !a->busy)
       movable += a->resident;
   }
   uint64_t used = hr__resident_total_locked(r);
@@ -504,6 +504,32 @@ int hr_residency_estimate(hr_residency_t *r, const hr_asset_id_t *ids, size_t n,
   *can_free = (cap > used ? cap - used : 0) + movable;
 out:
   pthread_mutex_unlock(&r->mu);
+  return rc;
+}
+
+int hr_asset_offload(hr_residency_t *r, hr_asset_id_t id, uint64_t bytes, uint64_t *freed) {
+  hr_plan_t p;
+  int rc = 0;
+  if (freed) *freed = 0;
+  if (!r) return HR_EINVAL;
+  memset(&p, 0, sizeof p);
+  pthread_mutex_lock(&r->mu);
+  hr__asset_t *a = hr__asset_get_locked(r, id);
+  if (!a) {
+    rc = HR_ENOENT;
+    goto out;
+  }
+  if (a->busy) {
+    rc = HR_EBUSY;
+    goto out;
+  }
+  uint64_t before = a->resident;
+  if (before > 0) rc = offload_locked(r, a, HR_MIN(bytes, before), &p);
+  a->active = false;
+  if (freed) *freed = before - a->resident;
+out:
+  pthread_mutex_unlock(&r->mu);
+  hr_plan_free(&p);
   return rc;
 }
 

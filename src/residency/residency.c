@@ -182,6 +182,26 @@ out:
   return rc;
 }
 
+int hr_asset_set_busy(hr_residency_t *r, hr_asset_id_t id, bool busy) {
+  int rc = 0;
+  if (!r) return HR_EINVAL;
+  pthread_mutex_lock(&r->mu);
+  if (!hr__asset_get_locked(r, id)) {
+    rc = HR_ENOENT;
+    goto out;
+  }
+  hr_asset_id_t root = hr__group_root_locked(r, id);
+  for (size_t i = 0; i < r->n; i++) {
+    hr__asset_t *a = &r->a[i];
+    if (!a->live || hr__group_root_locked(r, (hr_asset_id_t)(i + 1)) != root) continue;
+    a->busy = busy;
+    if (!busy) a->active = false;
+  }
+out:
+  pthread_mutex_unlock(&r->mu);
+  return rc;
+}
+
 int hr_asset_find(hr_residency_t *r, const char *name, const char *variant, hr_asset_id_t *id) {
   int rc = HR_ENOENT;
   if (!r || !name || !id) return HR_EINVAL;

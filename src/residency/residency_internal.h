@@ -16,6 +16,7 @@ typedef struct hr__asset {
   uint64_t device_bytes, host_bytes, resident;
   hr_asset_id_t parent;
   bool pinned, partial;
+  bool busy; /* in use by the caller (hr_asset_set_busy): stays like a pinned one */
   int priority;
   uint64_t uses, last_use, loaded_at;
   hr_asset_load_fn load;

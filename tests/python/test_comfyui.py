@@ -147,7 +147,10 @@ def test_stage_nodes_and_memory_report():
         assert call("HeadroomStageEnd", value=v, stage="unet") == (i,)
     out = call("HeadroomMemoryReport", reset=True)
     text = out["result"][0]
-    assert text.startswith("stage") and "unet" in text and "possible leak: unet" in text
+    # The table has the stage and its five calls; whether five calls are a
+    # leak is the stage report's judgement (tests/python/test_stages.py).
+    assert text.startswith("stage") and any(
+        line.split()[:2] == ["unet", "5"] for line in text.splitlines()), text
     assert call("HeadroomMemoryReport", reset=False)["result"][0] == "no stages recorded\n"
     with pytest.raises(ValueError, match="was not begun"):
         call("HeadroomStageEnd", value=1, stage="vae")

@@ -491,6 +491,52 @@ static void test_reclaim_direct(void) {
   hr_residency_destroy(r);
 }
 
+/* A busy asset stays, as a pinned one does, through require and reclaim;
+ * once idle it is the first to go, even though it was in the last require. */
+static void test_busy(void) {
+  fake_t f = {0};
+  hr_plan_t p = {0};
+  hr_residency_t *r = make_fixed(10 * GiB, HR_POLICY_LRU);
+  hr_asset_id_t a = add(r, &f, "a", NULL, 4 * GiB, 0, false, false);
+  hr_asset_id_t b = add(r, &f, "b", NULL, 4 * GiB, 0, false, false);
+  hr_asset_id_t c = add(r, &f, "c", NULL, 4 * GiB, 0, false, false);
+  CHECK_RC(hr_asset_set_busy(r, 99, true), HR_ENOENT);
+  CHECK_RC(hr_asset_set_busy(NULL, a, true), HR_EINVAL);
+  CHECK_OK(req1(r, a, 0, NULL));
+  CHECK_OK(hr_asset_set_busy(r, a, true));
+  CHECK_OK(req1(r, b, 0, NULL));
+  /* a is the least recently used, but busy: with b gone c and 3 GiB still do not fit, and no
+   * unpin is offered for a. */
+  CHECK_RC(req1(r, c, 3 * GiB, &p), HR_ENOSPC);
+  for (size_t i = 0; i < p.n_suggestions; i++) CHECK(p.suggestions[i].kind != HR_SUGGEST_UNPIN);
+  uint64_t need = 0, can_free = 0;
+  CHECK_OK(hr_residency_estimate(r, &c, 1, 0, &need, &can_free));
+  CHECK_EQ_U64(can_free, 6 * GiB); /* 2 free + b; a does not count */
+  uint64_t freed = 0;
+  CHECK_RC(hr_residency_reclaim(NULL, GiB, &freed, r), HR_ENOSPC); /* b: last require */
+  CHECK_OK(hr_asset_set_busy(r, b, false));
+  CHECK_OK(hr_residency_reclaim(NULL, GiB, &freed, r));
+  CHECK_EQ_U64(freed, 4 * GiB);
+  CHECK_EQ_U64(resident(r, b), 0);
+  CHECK_EQ_U64(resident(r, a), 4 * GiB);
+  CHECK_OK(hr_asset_set_busy(r, a, false));
+  CHECK_OK(req1(r, c, 3 * GiB, &p)); /* a is idle again: it goes */
+  CHECK_EQ_U64(resident(r, a), 0);
+  /* An explicit offload: refused while busy, done for a pinned asset, whole when not partial. */
+  hr_asset_id_t d = add(r, &f, "d", NULL, 2 * GiB, 0, true, false);
+  CHECK_OK(req1(r, d, 0, NULL));
+  CHECK_OK(hr_asset_set_busy(r, d, true));
+  CHECK_RC(hr_asset_offload(r, d, GiB, &freed), HR_EBUSY);
+  CHECK_OK(hr_asset_set_busy(r, d, false));
+  CHECK_OK(hr_asset_offload(r, d, GiB, &freed));
+  CHECK_EQ_U64(freed, 2 * GiB);
+  CHECK_EQ_U64(resident(r, d), 0);
+  CHECK_OK(hr_asset_offload(r, d, GiB, NULL)); /* nothing left: nothing to do */
+  CHECK_RC(hr_asset_offload(r, 77, GiB, NULL), HR_ENOENT);
+  hr_plan_free(&p);
+  hr_residency_destroy(r);
+}
+
 /* Assets whose bytes are real blocks of a pool on the sim backend. */
 typedef struct pooled {
   hr_pool_t *pool;
@@ -920,6 +966,7 @@ int main(void) {
   HR_RUN(test_patience);
   HR_RUN(test_device_budget);
   HR_RUN(test_reclaim_direct);
+  HR_RUN(test_busy);
   HR_RUN(test_reclaim_pool);
   HR_RUN(test_threads);
   HR_RUN(test_workflow_bad);
