@@ -6,8 +6,9 @@
  * and port 0 gives a free port that tests can read back. Requests are
  * bounded: libmicrohttpd's per-connection memory limit caps the headers, no
  * endpoint reads a body, and the connection count and timeout are capped.
- * Only GET (and HEAD) /metrics and /api/snapshot answer 200; other paths are
- * 404, other methods on those paths 405. */
+ * Only GET (and HEAD) /, /metrics and /api/snapshot answer 200 (/ is a
+ * small page linking the other two, for a person who opens the address in a
+ * browser); other paths are 404, other methods on those paths 405. */
 #include "util/util.h"
 
 #include <errno.h>
@@ -47,6 +48,13 @@ static enum MHD_Result reply_text(struct MHD_Connection *c, unsigned status, con
   return reply(c, status, "text/plain; charset=utf-8", text, strlen(text));
 }
 
+static const char index_page[] =
+    "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>headroom exporter</title></head>\n"
+    "<body><h1>headroom exporter</h1>\n<ul>\n"
+    "<li><a href=\"/metrics\">/metrics</a>: Prometheus text format</li>\n"
+    "<li><a href=\"/api/snapshot\">/api/snapshot</a>: the last sample as JSON</li>\n"
+    "</ul></body></html>\n";
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
                               const char *method, const char *version, const char *upload,
                               size_t *upload_size, void **con_cls) {
@@ -57,9 +65,12 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
   if (*con_cls == NULL) *con_cls = e;
   *upload_size = 0;
   bool metrics = strcmp(url, "/metrics") == 0, snap = strcmp(url, "/api/snapshot") == 0;
-  if (!metrics && !snap) return reply_text(c, MHD_HTTP_NOT_FOUND, "not found\n");
+  bool root = strcmp(url, "/") == 0;
+  if (!metrics && !snap && !root) return reply_text(c, MHD_HTTP_NOT_FOUND, "not found\n");
   if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
     return reply_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
+  if (root)
+    return reply(c, MHD_HTTP_OK, "text/html; charset=utf-8", index_page, sizeof index_page - 1);
   pthread_mutex_lock(&e->lock);
   const char *doc = metrics ? e->metrics : e->snapshot;
   enum MHD_Result ret;
@@ -101,7 +112,7 @@ static int open_listener(const char *addr, int *port_out, char *err, size_t errl
   char host[256], port[16];
   if (split_addr(addr, host, sizeof host, port, sizeof port) != 0)
     return hr__err(err, errlen, HR_EINVAL,
-                   "listen: '%s' is not HOST:PORT (e.g. 127.0.0.1:9835), or none", addr);
+                   "listen: '%s' is not HOST:PORT (e.g. 127.0.0.1:10460), or none", addr);
   struct addrinfo hints = {.ai_family = AF_UNSPEC,
                            .ai_socktype = SOCK_STREAM,
                            .ai_flags = AI_PASSIVE | AI_NUMERICSERV},

@@ -19,43 +19,45 @@
 #include <unistd.h>
 
 static void watch_usage(FILE *f) {
-  fprintf(f,
-          "usage: headroom watch [--interval 1s] [--filter NAMES] [--mode MODE] [--ram-warn 80]\n"
-          "                      [--ram-critical 90] [--vram-warn 85] [--vram-critical 95]\n"
-          "                      [--leak-window 10m] [--on-warning CMD] [--on-critical CMD]\n"
-          "                      [--cooldown 60s] [--listen 127.0.0.1:9835|none] [--db PATH|none]\n"
-          "                      [--retain 7d] [--top N] [--json] [--once] [--count N]\n\n"
-          "Samples host, cgroup, GPU and process memory every interval. Each GPU, the host\n"
-          "and the cgroup is ok, warning or critical against the thresholds (percent), with\n"
-          "hysteresis. Leaks (memory rising steadily over the window, by a Mann-Kendall\n"
-          "test and a Theil-Sen slope), idle GPU hogs, cgroup OOM kills and exits of\n"
-          "watched processes are events.\n\n"
-          "  --mode MODE          conservative: report only (default); balanced: also run\n"
-          "                       --on-warning/--on-critical with the event as JSON in\n"
-          "                       HEADROOM_EVENT; aggressive: also sync and drop the page\n"
-          "                       cache at critical host or cgroup use, when root and\n"
-          "                       --allow-drop-caches. Each action waits --cooldown.\n"
-          "  --action-timeout D   a hook running longer is killed (10s)\n"
-          "  --leak-min-rate SIZE growth per minute a leak must exceed (2M)\n"
-          "  --leak-min-samples N samples a leak alarm needs (30)\n"
-          "  --idle-share P, --idle-util P, --idle-samples N\n"
-          "                       idle hog: holds P%% of a GPU whose utilisation stays under\n"
-          "                       P%% for N samples (20, 10, 60)\n"
-          "  --proc-budget P      share of a core that reading processes may take (1%%):\n"
-          "                       with many processes they are read less often than the\n"
-          "                       interval, and leaks need as many process reads\n"
-          "  --top N              processes shown, recorded and exported besides those\n"
-          "                       holding GPU memory: the N largest by resident memory\n"
-          "                       after --filter, as in 'headroom status' (10)\n"
-          "  --listen ADDR        Prometheus /metrics and /api/snapshot (none: off)\n"
-          "  --db PATH            history database ($XDG_STATE_HOME/headroom/history.db;\n"
-          "                       none: off)\n"
-          "  --json               JSON lines even on a terminal\n"
-          "  --once, --count N    stop after 1 or N samples\n\n"
-          "Every option also comes from the config file and HEADROOM_<NAME> variables\n"
-          "(see 'headroom config'). An outside process cannot free another process's GPU\n"
-          "memory or heap: hooks and the Python layer let processes free their own\n"
-          "(docs/freeing-memory.md).\n");
+  fprintf(
+      f, "usage: headroom watch [--interval 1s] [--filter NAMES] [--mode MODE] [--ram-warn 80]\n"
+         "                      [--ram-critical 90] [--vram-warn 85] [--vram-critical 95]\n"
+         "                      [--leak-window 10m] [--on-warning CMD] [--on-critical CMD]\n"
+         "                      [--cooldown 60s] [--listen 127.0.0.1:10460|none] [--db PATH|none]\n"
+         "                      [--retain 7d] [--top N] [--json] [--once] [--count N]\n\n"
+         "Samples host, cgroup, GPU and process memory every interval. Each GPU, the host\n"
+         "and the cgroup is ok, warning or critical against the thresholds (percent), with\n"
+         "hysteresis. Leaks (memory rising steadily over the window, by a Mann-Kendall\n"
+         "test and a Theil-Sen slope), idle GPU hogs, cgroup OOM kills and exits of\n"
+         "watched processes are events.\n\n"
+         "  --mode MODE          conservative: report only (default); balanced: also run\n"
+         "                       --on-warning/--on-critical with the event as JSON in\n"
+         "                       HEADROOM_EVENT; aggressive: also sync and drop the page\n"
+         "                       cache at critical host or cgroup use, when root and\n"
+         "                       --allow-drop-caches. Each action waits --cooldown.\n"
+         "  --action-timeout D   a hook running longer is killed (10s)\n"
+         "  --leak-min-rate SIZE growth per minute a leak must exceed (2M)\n"
+         "  --leak-min-samples N samples a leak alarm needs (30)\n"
+         "  --idle-share P, --idle-util P, --idle-samples N\n"
+         "                       idle hog: holds P%% of a GPU whose utilisation stays under\n"
+         "                       P%% for N samples (20, 10, 60)\n"
+         "  --proc-budget P      share of a core that reading processes may take (1%%):\n"
+         "                       with many processes they are read less often than the\n"
+         "                       interval, and leaks need as many process reads\n"
+         "  --top N              processes shown, recorded and exported besides those\n"
+         "                       holding GPU memory: the N largest by resident memory\n"
+         "                       after --filter, as in 'headroom status' (10)\n"
+         "  --metrics-top N      processes without GPU memory in /metrics, besides\n"
+         "                       those holding some (5; docs/metrics.md)\n"
+         "  --listen ADDR        Prometheus /metrics and /api/snapshot (none: off)\n"
+         "  --db PATH            history database ($XDG_STATE_HOME/headroom/history.db;\n"
+         "                       none: off)\n"
+         "  --json               JSON lines even on a terminal\n"
+         "  --once, --count N    stop after 1 or N samples\n\n"
+         "Every option also comes from the config file and HEADROOM_<NAME> variables\n"
+         "(see 'headroom config'). An outside process cannot free another process's GPU\n"
+         "memory or heap: hooks and the Python layer let processes free their own\n"
+         "(docs/freeing-memory.md).\n");
 }
 
 static volatile sig_atomic_t stop_flag;
@@ -218,12 +220,19 @@ static void on_event(const hr_watch_event_t *e, void *arg) {
 }
 
 /* Long options that map one to one onto option-table names. */
-static const char *const table_opts[] = {
-    "interval",     "filter",        "mode",          "ram-warn",       "ram-critical",
-    "vram-warn",    "vram-critical", "leak-window",   "leak-min-rate",  "leak-min-samples",
-    "on-warning",   "on-critical",   "cooldown",      "action-timeout", "listen",
-    "db",           "retain",        "top",           "idle-share",     "idle-util",
-    "idle-samples", "hysteresis",    "history-flush", "proc-budget",    NULL};
+static const char *const table_opts[] = {"interval",      "filter",
+                                         "mode",          "ram-warn",
+                                         "ram-critical",  "vram-warn",
+                                         "vram-critical", "leak-window",
+                                         "leak-min-rate", "leak-min-samples",
+                                         "on-warning",    "on-critical",
+                                         "cooldown",      "action-timeout",
+                                         "listen",        "db",
+                                         "retain",        "top",
+                                         "idle-share",    "idle-util",
+                                         "idle-samples",  "hysteresis",
+                                         "history-flush", "proc-budget",
+                                         "metrics-top",   NULL};
 
 static int watch_run(hr_cli_t *cli, int argc, char **argv) {
   enum { OPT_JSON = 1000, OPT_ONCE, OPT_COUNT, OPT_DROP, OPT_HELP };
