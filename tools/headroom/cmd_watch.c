@@ -201,7 +201,7 @@ static void collect_locked(view_state_t *v) {
     head_line(v, "gpu      %s", s->gpu_state != HR_PROBE_OK ? s->gpu_message : "no GPUs");
   for (size_t i = 0; i < s->n_gpus; i++) {
     const hr_gpu_t *g = &s->gpus[i];
-    char util[16] = "";
+    char util[24] = "";
     if (g->util_gpu >= 0) snprintf(util, sizeof util, "  util %d%%", g->util_gpu);
     head_line(v, "gpu %-4u %s of %s (%.0f%%)%s  %s  %s", g->index,
               size_or(a, sizeof a, g->used_bytes), size_or(b, sizeof b, g->total_bytes),
