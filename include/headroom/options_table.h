@@ -43,7 +43,9 @@
   X(cooldown, HR_OPT_DURATION, "60s", 0, 86400, NULL, "least time between two actions")            \
   X(on_warning, HR_OPT_STRING, "", 0, 0, NULL, "command run at a warning (balanced mode)")         \
   X(on_critical, HR_OPT_STRING, "", 0, 0, NULL, "command run at a critical level")                 \
-  X(listen, HR_OPT_STRING, "127.0.0.1:9835", 0, 0, NULL, "exporter address, or none")              \
+  X(listen, HR_OPT_STRING, "127.0.0.1:10460", 0, 0, NULL, "exporter address, or none")             \
+  X(metrics_top, HR_OPT_INT, "5", 0, 1000, NULL,                                                   \
+    "processes without GPU memory in /metrics besides the GPU holders, largest RSS first")          \
   X(db, HR_OPT_STRING, "", 0, 0, NULL, "history database (default under $XDG_STATE_HOME)")         \
   X(retain, HR_OPT_DURATION, "7d", 60, 3650.0 * 86400, NULL, "history kept")                       \
   X(hysteresis, HR_OPT_PERCENT, "3", 0, 50, NULL,                                                  \

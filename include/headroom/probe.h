@@ -18,15 +18,19 @@ extern "C" {
 /* A limit that is not set ("max" in cgroup v2, the huge value in v1). */
 #define HR_UNLIMITED (UINT64_MAX - 1)
 
-typedef struct hr_host_mem {
-  uint64_t total_bytes, available_bytes, free_bytes, buffers_bytes, cached_bytes;
-  uint64_t swap_total_bytes, swap_free_bytes, shmem_bytes;
-} hr_host_mem_t;
-
 typedef struct hr_pressure {
   double avg10, avg60, avg300; /* percent */
   uint64_t total_us;
 } hr_pressure_t;
+
+typedef struct hr_host_mem {
+  uint64_t total_bytes, available_bytes, free_bytes, buffers_bytes, cached_bytes;
+  uint64_t swap_total_bytes, swap_free_bytes, shmem_bytes;
+  /* /proc/pressure/memory; has_pressure is false where the kernel has no
+   * PSI (built without it, or booted with psi=0). */
+  bool has_pressure;
+  struct hr_pressure pressure_some, pressure_full;
+} hr_host_mem_t;
 
 typedef enum hr_probe_state {
   HR_PROBE_OK = 0,
@@ -64,6 +68,7 @@ typedef struct hr_proc {
   uint64_t pss_bytes;    /* HR_UNKNOWN when smaps_rollup is not readable */
   uint64_t gpu_bytes;    /* summed over GPUs; 0 when none or unknown */
   char container_id[80]; /* empty when not in a container */
+  char pod_uid[40];      /* Kubernetes pod UID from the cgroup path; empty when none */
 } hr_proc_t;
 
 typedef struct hr_gpu {

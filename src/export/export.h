@@ -1,6 +1,7 @@
 /* Internal: what the Prometheus renderer is given. Plain values only (the
  * snapshot, levels, indexes into the snapshot's processes, counters with
- * their names), so the exporter knows nothing of the watch that feeds it. */
+ * their names, the last sample's timings), so the exporter knows nothing of
+ * the watch that feeds it. */
 #ifndef HR_EXPORT_H
 #define HR_EXPORT_H
 
@@ -8,18 +9,31 @@
 
 typedef struct hr__prom_input {
   const hr_snapshot_t *snap;
+  const char *hostname; /* the Hostname label of per-GPU series, as dcgm-exporter's */
   hr_level_t host, cgroup;
   const hr_level_t *gpus; /* snap->n_gpus entries */
-  const size_t *top;      /* indexes into snap->procs: the processes shown */
-  size_t n_top;
+  /* Indexes into snap->procs: hr_snapshot_select's pick (GPU holders, then
+   * the top N by RSS of the others). */
+  const size_t *shown;
+  size_t n_shown;
   const size_t *leaks; /* indexes into snap->procs: leak suspected */
   size_t n_leaks;
   const char *const *counter_names; /* headroom_events_total{kind=NAME} */
   const uint64_t *counters;
   size_t n_counters;
+  double sample_seconds;  /* wall time the last sample took (probe and decisions) */
+  uint64_t sample_errors; /* samples that failed since watch started */
+  bool self;              /* add the exporter's own process_* metrics */
 } hr__prom_input_t;
 
 /* Renders Prometheus text format 0.0.4 into a malloc'd string. */
 HR_INTERNAL int hr__prom_render(const hr__prom_input_t *in, char **out);
+
+/* Appends the calling process's own metrics as the Prometheus client
+ * libraries name them (process_cpu_seconds_total, process_resident_memory_bytes,
+ * process_virtual_memory_bytes, process_open_fds, process_max_fds,
+ * process_start_time_seconds), read from the real /proc/self whatever root
+ * the probe reads. A file that cannot be read leaves its metric out. */
+HR_INTERNAL void hr__prom_self(hr__buf_t *b);
 
 #endif /* HR_EXPORT_H */

@@ -4,8 +4,9 @@
  * We bind the listening socket ourselves and hand it to libmicrohttpd, so a
  * port in use is a clear "address already in use" rather than a NULL daemon,
  * and port 0 gives a free port that tests can read back. Only GET (and HEAD)
- * /metrics and /api/snapshot answer 200; other paths are 404, other methods
- * on those paths 405.
+ * /, /metrics and /api/snapshot answer 200 (/ is a small page linking the
+ * other two, for a person who opens the address in a browser); other paths
+ * are 404, other methods on those paths 405.
  *
  * Hostile clients must not keep a scraper out. The one thread polls with
  * epoll, so idle or slow connections cost a file descriptor each and no
@@ -75,6 +76,13 @@ static enum MHD_Result reply_text(struct MHD_Connection *c, unsigned status, con
   return reply(c, status, "text/plain; charset=utf-8", text, strlen(text));
 }
 
+static const char index_page[] =
+    "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>headroom exporter</title></head>\n"
+    "<body><h1>headroom exporter</h1>\n<ul>\n"
+    "<li><a href=\"/metrics\">/metrics</a>: Prometheus text format</li>\n"
+    "<li><a href=\"/api/snapshot\">/api/snapshot</a>: the last sample as JSON</li>\n"
+    "</ul></body></html>\n";
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
                               const char *method, const char *version, const char *upload,
                               size_t *upload_size, void **con_cls) {
@@ -85,9 +93,12 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
   if (*con_cls == NULL) *con_cls = e;
   *upload_size = 0;
   bool metrics = strcmp(url, "/metrics") == 0, snap = strcmp(url, "/api/snapshot") == 0;
-  if (!metrics && !snap) return reply_text(c, MHD_HTTP_NOT_FOUND, "not found\n");
+  bool root = strcmp(url, "/") == 0;
+  if (!metrics && !snap && !root) return reply_text(c, MHD_HTTP_NOT_FOUND, "not found\n");
   if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
     return reply_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
+  if (root)
+    return reply(c, MHD_HTTP_OK, "text/html; charset=utf-8", index_page, sizeof index_page - 1);
   pthread_mutex_lock(&e->lock);
   const char *doc = metrics ? e->metrics : e->snapshot;
   enum MHD_Result ret;
@@ -200,7 +211,7 @@ static int open_listener(const char *addr, int *port_out, char *err, size_t errl
   if (split_addr(addr, host, sizeof host, port, sizeof port) != 0)
     return hr__err(err, errlen, HR_EINVAL,
                    "listen: '%s' is not HOST:PORT with a port of 0 to 65535 (e.g. "
-                   "127.0.0.1:9835; 0.0.0.0:9835 for every interface), or none",
+                   "127.0.0.1:10460; 0.0.0.0:10460 for every interface), or none",
                    addr);
   struct addrinfo hints = {.ai_family = AF_UNSPEC,
                            .ai_socktype = SOCK_STREAM,

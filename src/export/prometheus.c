@@ -1,11 +1,24 @@
 /* Prometheus text exposition (format 0.0.4) of the last sample.
  *
  * Each metric family gets its HELP and TYPE lines once, then its samples.
- * Names follow Prometheus conventions: base units (bytes, ratios), `_total`
- * for counters. Per-process series are limited to the top N processes and
- * those with a leak suspected, so the number of series stays bounded however
- * many processes the host runs. Label values are escaped as the format
- * requires (backslash, double quote, newline) and kept valid UTF-8. */
+ * Names follow Prometheus conventions: base units (bytes, seconds, ratios),
+ * `_total` for counters. docs/metrics.md lists every name and label.
+ *
+ * Labels of the same things are named as dcgm-exporter names them, so one
+ * dashboard joins both: a GPU is `gpu` (its index), `UUID`, `device`
+ * ("nvidia0"), `modelName`, `pci_bus_id` and `Hostname`. A per-GPU level
+ * is headroom_level{scope="gpu",gpu="0"}.
+ *
+ * Series are bounded and churn little, because every new label set is a
+ * new series that Prometheus keeps for hours:
+ *   - a `pid` label only where the set of pids is small and long-lived: the
+ *     processes holding GPU memory (one series per process and GPU, never a
+ *     zero-valued one) and those with a leak suspected;
+ *   - the other processes shown (the top N by RSS, metrics_top) are keyed
+ *     by command name, container and pod, their RSS summed: a batch of
+ *     short-lived workers named alike is one series, not one per pid.
+ * Label values are escaped as the format requires (backslash, double quote,
+ * newline) and kept valid UTF-8. */
 #include "export/export.h"
 
 #include <inttypes.h>
@@ -33,108 +46,314 @@ static void label(hr__buf_t *b, const char *s) {
   }
 }
 
+/* Appends `,name="value"` (no comma when first). */
+static void kv(hr__buf_t *b, bool first, const char *name, const char *value) {
+  hr__buf_printf(b, "%s%s=\"", first ? "" : ",", name);
+  label(b, value);
+  hr__buf_puts(b, "\"");
+}
+
 static void family(hr__buf_t *b, const char *name, const char *type, const char *help) {
   hr__buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void gpu_sample(hr__buf_t *b, const char *name, const hr_gpu_t *g, const char *value) {
-  hr__buf_printf(b, "%s{gpu=\"%u\",uuid=\"", name, g->index);
-  label(b, g->uuid);
-  hr__buf_printf(b, "\",name=\"");
-  label(b, g->name);
-  hr__buf_printf(b, "\"} %s\n", value);
-}
-
-static void proc_sample(hr__buf_t *b, const char *name, const hr_proc_t *p, uint64_t v) {
-  hr__buf_printf(b, "%s{pid=\"%d\",name=\"", name, p->pid);
-  label(b, p->name);
-  hr__buf_printf(b, "\"} %" PRIu64 "\n", v);
-}
-
-static const char *u64s(char *buf, size_t n, uint64_t v) {
-  if (v == HR_UNLIMITED)
-    snprintf(buf, n, "+Inf");
+/* Closes the labels and appends a value: an integer, +Inf for an unset
+ * limit. A series without labels is written `name value`, not `name{}`. */
+static void value_u64(hr__buf_t *b, uint64_t v) {
+  if (b->s && b->len && b->s[b->len - 1] == '{')
+    b->s[--b->len] = '\0';
   else
-    snprintf(buf, n, "%" PRIu64, v);
-  return buf;
+    hr__buf_puts(b, "}");
+  if (v == HR_UNLIMITED)
+    hr__buf_puts(b, " +Inf\n");
+  else
+    hr__buf_printf(b, " %" PRIu64 "\n", v);
+}
+
+/* The labels of one GPU, without the braces. */
+static void gpu_labels(hr__buf_t *b, const hr__prom_input_t *in, const hr_gpu_t *g) {
+  char idx[16], dev[24];
+  snprintf(idx, sizeof idx, "%u", g->index);
+  snprintf(dev, sizeof dev, "nvidia%u", g->index);
+  kv(b, true, "gpu", idx);
+  kv(b, false, "UUID", g->uuid);
+  kv(b, false, "device", dev);
+  kv(b, false, "modelName", g->name);
+  kv(b, false, "pci_bus_id", g->pci_bus_id);
+  kv(b, false, "Hostname", in->hostname ? in->hostname : "");
+}
+
+/* The labels of one process: pid (when given), comm, container_id, pod_uid. */
+static void proc_labels(hr__buf_t *b, const hr_proc_t *p, bool pid) {
+  if (pid) hr__buf_printf(b, "pid=\"%d\",", p->pid);
+  kv(b, true, "comm", p->name);
+  kv(b, false, "container_id", p->container_id);
+  kv(b, false, "pod_uid", p->pod_uid);
+}
+
+static const hr_proc_t *proc_by_pid(const hr_snapshot_t *s, int pid) {
+  size_t lo = 0, hi = s->n_procs;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (s->procs[mid].pid == pid) return &s->procs[mid];
+    if (s->procs[mid].pid < pid)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return NULL;
+}
+
+/* ---- per GPU ------------------------------------------------------------ */
+
+typedef enum { G_USED, G_TOTAL, G_FREE, G_UTIL, G_MEMUTIL, G_TEMP, G_POWER } gpu_metric_t;
+
+/* Writes the value of metric m for g into v; false when unknown. */
+static bool gpu_value(const hr_gpu_t *g, gpu_metric_t m, char *v, size_t n) {
+  switch (m) {
+  case G_USED:
+    return g->used_bytes != HR_UNKNOWN && snprintf(v, n, "%" PRIu64, g->used_bytes);
+  case G_TOTAL:
+    return g->total_bytes != HR_UNKNOWN && snprintf(v, n, "%" PRIu64, g->total_bytes);
+  case G_FREE:
+    return g->free_bytes != HR_UNKNOWN && snprintf(v, n, "%" PRIu64, g->free_bytes);
+  case G_UTIL:
+    return g->util_gpu >= 0 && snprintf(v, n, "%g", g->util_gpu / 100.0);
+  case G_MEMUTIL:
+    return g->util_mem >= 0 && snprintf(v, n, "%g", g->util_mem / 100.0);
+  case G_TEMP:
+    return g->temperature_c >= 0 && snprintf(v, n, "%d", g->temperature_c);
+  case G_POWER:
+    return g->power_mw >= 0 && snprintf(v, n, "%g", g->power_mw / 1000.0);
+  }
+  return false;
+}
+
+static void gpus(hr__buf_t *b, const hr__prom_input_t *in) {
+  static const struct {
+    const char *name, *help;
+  } fam[] = {
+      [G_USED] = {"headroom_gpu_memory_used_bytes", "GPU memory in use"},
+      [G_TOTAL] = {"headroom_gpu_memory_total_bytes", "GPU memory in all"},
+      [G_FREE] = {"headroom_gpu_memory_free_bytes", "GPU memory free"},
+      [G_UTIL] = {"headroom_gpu_utilization_ratio", "share of the last period a kernel ran"},
+      [G_MEMUTIL] = {"headroom_gpu_memory_utilization_ratio",
+                     "share of the last period device memory was read or written"},
+      [G_TEMP] = {"headroom_gpu_temperature_celsius", "GPU core temperature"},
+      [G_POWER] = {"headroom_gpu_power_watts", "GPU power draw"},
+  };
+  const hr_snapshot_t *s = in->snap;
+  char v[48];
+  for (int m = 0; m < (int)HR_ARRAY_LEN(fam); m++) {
+    family(b, fam[m].name, "gauge", fam[m].help);
+    for (size_t i = 0; i < s->n_gpus; i++) {
+      if (!gpu_value(&s->gpus[i], (gpu_metric_t)m, v, sizeof v)) continue;
+      hr__buf_printf(b, "%s{", fam[m].name);
+      gpu_labels(b, in, &s->gpus[i]);
+      hr__buf_printf(b, "} %s\n", v);
+    }
+  }
+  family(b, "headroom_gpu_state", "gauge",
+         "1 for the state NVML reports for a GPU (ok, absent, denied, error), 0 for the others");
+  for (size_t i = 0; i < s->n_gpus; i++)
+    for (int st = HR_PROBE_OK; st <= HR_PROBE_ERROR; st++) {
+      hr__buf_puts(b, "headroom_gpu_state{");
+      gpu_labels(b, in, &s->gpus[i]);
+      hr__buf_printf(b, ",state=\"%s\"} %d\n", hr_probe_state_name((hr_probe_state_t)st),
+                     s->gpus[i].state == (hr_probe_state_t)st);
+    }
+}
+
+/* ---- host and cgroup ---------------------------------------------------- */
+
+static void pressure(hr__buf_t *b, const char *scope, const hr_pressure_t *some,
+                     const hr_pressure_t *full, bool ratio) {
+  const hr_pressure_t *p[2] = {some, full};
+  for (int k = 0; k < 2; k++) {
+    const char *kind = k ? "full" : "some";
+    if (ratio)
+      hr__buf_printf(b, "headroom_memory_pressure_avg10_ratio{scope=\"%s\",kind=\"%s\"} %g\n",
+                     scope, kind, p[k]->avg10 / 100);
+    else
+      hr__buf_printf(
+          b, "headroom_memory_pressure_stall_seconds_total{scope=\"%s\",kind=\"%s\"} %.6f\n", scope,
+          kind, (double)p[k]->total_us / 1e6);
+  }
+}
+
+static void host_and_cgroup(hr__buf_t *b, const hr__prom_input_t *in) {
+  const hr_snapshot_t *s = in->snap;
+  bool host = s->host_state == HR_PROBE_OK, cg = s->cgroup.state == HR_PROBE_OK;
+  if (host) {
+    family(b, "headroom_host_memory_available_bytes", "gauge",
+           "host memory available for new work (MemAvailable)");
+    hr__buf_puts(b, "headroom_host_memory_available_bytes{");
+    value_u64(b, s->host.available_bytes);
+    family(b, "headroom_host_memory_total_bytes", "gauge", "host memory in all (MemTotal)");
+    hr__buf_puts(b, "headroom_host_memory_total_bytes{");
+    value_u64(b, s->host.total_bytes);
+  }
+  if (cg) {
+    family(b, "headroom_cgroup_memory_limit_bytes", "gauge",
+           "effective memory limit of the cgroup watched; +Inf when unlimited");
+    hr__buf_puts(b, "headroom_cgroup_memory_limit_bytes{");
+    value_u64(b, s->cgroup.limit_bytes);
+    family(b, "headroom_cgroup_memory_usage_bytes", "gauge",
+           "memory use of the cgroup watched, without inactive file cache");
+    hr__buf_puts(b, "headroom_cgroup_memory_usage_bytes{");
+    value_u64(b, s->cgroup.usage_bytes);
+    if (s->cgroup.oom_kill_events != HR_UNKNOWN) {
+      family(b, "headroom_cgroup_oom_kills_total", "counter",
+             "processes the kernel's OOM killer ended in the cgroup watched");
+      hr__buf_puts(b, "headroom_cgroup_oom_kills_total{");
+      value_u64(b, s->cgroup.oom_kill_events);
+    }
+  }
+  bool hp = host && s->host.has_pressure, cp = cg && s->cgroup.has_pressure;
+  for (int ratio = 1; ratio >= 0; ratio--) {
+    if (ratio)
+      family(b, "headroom_memory_pressure_avg10_ratio", "gauge",
+             "share of the last 10 s some or all tasks stalled on memory (PSI)");
+    else
+      family(b, "headroom_memory_pressure_stall_seconds_total", "counter",
+             "time some or all tasks stalled on memory (PSI total)");
+    if (hp) pressure(b, "host", &s->host.pressure_some, &s->host.pressure_full, ratio);
+    if (cp) pressure(b, "cgroup", &s->cgroup.pressure_some, &s->cgroup.pressure_full, ratio);
+  }
+  family(b, "headroom_level", "gauge", "0 ok, 1 warning, 2 critical");
+  if (host) hr__buf_printf(b, "headroom_level{scope=\"host\"} %d\n", in->host);
+  if (cg) hr__buf_printf(b, "headroom_level{scope=\"cgroup\"} %d\n", in->cgroup);
+  for (size_t i = 0; i < s->n_gpus && in->gpus; i++) {
+    hr__buf_puts(b, "headroom_level{scope=\"gpu\",");
+    gpu_labels(b, in, &s->gpus[i]);
+    hr__buf_printf(b, "} %d\n", in->gpus[i]);
+  }
+}
+
+/* ---- processes ---------------------------------------------------------- */
+
+/* GPU memory per process and GPU: only what a process holds (NVML lists
+ * the holders), so no process gets a zero-valued series. */
+static void proc_gpu(hr__buf_t *b, const hr__prom_input_t *in) {
+  const hr_snapshot_t *s = in->snap;
+  family(b, "headroom_process_gpu_memory_bytes", "gauge",
+         "GPU memory a process holds on a GPU (processes holding some only)");
+  for (size_t i = 0; i < s->n_gpu_procs; i++) {
+    const hr_gpu_proc_t *gp = &s->gpu_procs[i];
+    if (gp->used_bytes == 0 || gp->used_bytes == HR_UNKNOWN || gp->gpu >= s->n_gpus) continue;
+    const hr_proc_t *p = gp->local_pid ? proc_by_pid(s, gp->local_pid) : NULL;
+    hr_proc_t unseen = {.pid = gp->pid}; /* another PID namespace: the host pid alone */
+    hr__buf_puts(b, "headroom_process_gpu_memory_bytes{");
+    gpu_labels(b, in, &s->gpus[gp->gpu]);
+    hr__buf_puts(b, ",");
+    proc_labels(b, p ? p : &unseen, true);
+    value_u64(b, gp->used_bytes);
+  }
+}
+
+static uint64_t rss_of(const hr_proc_t *p) {
+  return p->rss_bytes == HR_UNKNOWN ? 0 : p->rss_bytes;
+}
+
+static bool same_group(const hr_proc_t *a, const hr_proc_t *b) {
+  return strcmp(a->name, b->name) == 0 && strcmp(a->container_id, b->container_id) == 0 &&
+         strcmp(a->pod_uid, b->pod_uid) == 0;
+}
+
+/* RSS of the processes shown: by pid for GPU holders, by group otherwise. */
+static void proc_rss(hr__buf_t *b, const hr__prom_input_t *in) {
+  const hr_snapshot_t *s = in->snap;
+  family(b, "headroom_process_rss_bytes", "gauge",
+         "resident memory of a process that holds GPU memory");
+  for (size_t i = 0; i < in->n_shown; i++) {
+    const hr_proc_t *p = &s->procs[in->shown[i]];
+    if (p->gpu_bytes == 0 || p->rss_bytes == HR_UNKNOWN) continue;
+    hr__buf_puts(b, "headroom_process_rss_bytes{");
+    proc_labels(b, p, true);
+    value_u64(b, p->rss_bytes);
+  }
+  family(b, "headroom_process_group_rss_bytes", "gauge",
+         "resident memory of the largest processes without GPU memory, summed by command "
+         "name, container and pod");
+  family(b, "headroom_process_group_processes", "gauge",
+         "processes summed in headroom_process_group_rss_bytes");
+  /* Quadratic in the processes shown, which are few (metrics_top). */
+  for (size_t i = 0; i < in->n_shown; i++) {
+    const hr_proc_t *p = &s->procs[in->shown[i]];
+    if (p->gpu_bytes) continue;
+    bool seen = false;
+    for (size_t j = 0; j < i && !seen; j++) {
+      const hr_proc_t *q = &s->procs[in->shown[j]];
+      seen = !q->gpu_bytes && same_group(p, q);
+    }
+    if (seen) continue;
+    uint64_t sum = 0, n = 0;
+    for (size_t j = i; j < in->n_shown; j++) {
+      const hr_proc_t *q = &s->procs[in->shown[j]];
+      if (!q->gpu_bytes && same_group(p, q)) sum += rss_of(q), n++;
+    }
+    hr__buf_puts(b, "headroom_process_group_rss_bytes{");
+    proc_labels(b, p, false);
+    value_u64(b, sum);
+    hr__buf_puts(b, "headroom_process_group_processes{");
+    proc_labels(b, p, false);
+    value_u64(b, n);
+  }
+  family(b, "headroom_process_leak_suspected", "gauge",
+         "1 while headroom's trend test suspects a leak in a process (absent otherwise)");
+  for (size_t i = 0; i < in->n_leaks; i++) {
+    hr__buf_puts(b, "headroom_process_leak_suspected{");
+    proc_labels(b, &s->procs[in->leaks[i]], true);
+    hr__buf_puts(b, "} 1\n");
+  }
+}
+
+/* ---- health ------------------------------------------------------------- */
+
+static void health(hr__buf_t *b, const hr__prom_input_t *in) {
+  const hr_snapshot_t *s = in->snap;
+  family(b, "headroom_build_info", "gauge", "headroom version; always 1");
+  hr__buf_printf(b, "headroom_build_info{version=\"%s\"} 1\n", hr_version());
+  family(b, "headroom_probe_state", "gauge",
+         "1 for the state of each part read (host, cgroup, nvml), 0 for the other states");
+  const struct {
+    const char *part;
+    hr_probe_state_t st;
+  } parts[] = {{"host", s->host_state}, {"cgroup", s->cgroup.state}, {"nvml", s->gpu_state}};
+  for (size_t i = 0; i < HR_ARRAY_LEN(parts); i++)
+    for (int st = HR_PROBE_OK; st <= HR_PROBE_ERROR; st++)
+      hr__buf_printf(b, "headroom_probe_state{part=\"%s\",state=\"%s\"} %d\n", parts[i].part,
+                     hr_probe_state_name((hr_probe_state_t)st),
+                     parts[i].st == (hr_probe_state_t)st);
+  family(b, "headroom_gpus", "gauge", "GPUs NVML lists");
+  hr__buf_printf(b, "headroom_gpus %zu\n", s->n_gpus);
+  family(b, "headroom_last_sample_timestamp_seconds", "gauge",
+         "when the last sample was taken, seconds since the epoch");
+  hr__buf_printf(b, "headroom_last_sample_timestamp_seconds %.3f\n", s->time);
+  family(b, "headroom_sample_duration_seconds", "gauge",
+         "wall time the last sample took: reading the machine and deciding");
+  hr__buf_printf(b, "headroom_sample_duration_seconds %.6f\n", in->sample_seconds);
+  family(b, "headroom_sample_errors_total", "counter", "samples that failed");
+  hr__buf_printf(b, "headroom_sample_errors_total %" PRIu64 "\n", in->sample_errors);
+  family(b, "headroom_processes", "gauge", "processes read in the last sample");
+  hr__buf_printf(b, "headroom_processes %zu\n", s->n_procs);
+  family(b, "headroom_events_total", "counter", "events since watch started, by kind");
+  for (size_t k = 0; k < in->n_counters; k++) {
+    hr__buf_puts(b, "headroom_events_total{kind=\"");
+    label(b, in->counter_names[k]);
+    hr__buf_printf(b, "\"} %" PRIu64 "\n", in->counters[k]);
+  }
 }
 
 int hr__prom_render(const hr__prom_input_t *in, char **out) {
   if (!in || !in->snap || !out) return HR_EINVAL;
-  const hr_snapshot_t *s = in->snap;
   hr__buf_t b = {0};
-  char v[32];
-
-  family(&b, "headroom_build_info", "gauge", "headroom version; always 1");
-  hr__buf_printf(&b, "headroom_build_info{version=\"%s\"} 1\n", hr_version());
-
-  family(&b, "headroom_gpu_memory_used_bytes", "gauge", "GPU memory in use");
-  for (size_t i = 0; i < s->n_gpus; i++)
-    if (s->gpus[i].used_bytes != HR_UNKNOWN)
-      gpu_sample(&b, "headroom_gpu_memory_used_bytes", &s->gpus[i],
-                 u64s(v, sizeof v, s->gpus[i].used_bytes));
-  family(&b, "headroom_gpu_memory_total_bytes", "gauge", "GPU memory in all");
-  for (size_t i = 0; i < s->n_gpus; i++)
-    if (s->gpus[i].total_bytes != HR_UNKNOWN)
-      gpu_sample(&b, "headroom_gpu_memory_total_bytes", &s->gpus[i],
-                 u64s(v, sizeof v, s->gpus[i].total_bytes));
-  family(&b, "headroom_gpu_utilization_ratio", "gauge", "GPU busy share over the last period");
-  for (size_t i = 0; i < s->n_gpus; i++)
-    if (s->gpus[i].util_gpu >= 0) {
-      snprintf(v, sizeof v, "%g", s->gpus[i].util_gpu / 100.0);
-      gpu_sample(&b, "headroom_gpu_utilization_ratio", &s->gpus[i], v);
-    }
-
-  if (s->host_state == HR_PROBE_OK) {
-    family(&b, "headroom_host_memory_available_bytes", "gauge",
-           "host memory available for new work (MemAvailable)");
-    hr__buf_printf(&b, "headroom_host_memory_available_bytes %s\n",
-                   u64s(v, sizeof v, s->host.available_bytes));
-    family(&b, "headroom_host_memory_total_bytes", "gauge", "host memory in all (MemTotal)");
-    hr__buf_printf(&b, "headroom_host_memory_total_bytes %s\n",
-                   u64s(v, sizeof v, s->host.total_bytes));
-  }
-  if (s->cgroup.state == HR_PROBE_OK) {
-    family(&b, "headroom_cgroup_memory_limit_bytes", "gauge",
-           "effective memory limit of headroom's cgroup; +Inf when unlimited");
-    hr__buf_printf(&b, "headroom_cgroup_memory_limit_bytes %s\n",
-                   u64s(v, sizeof v, s->cgroup.limit_bytes));
-    family(&b, "headroom_cgroup_memory_usage_bytes", "gauge",
-           "memory use of headroom's cgroup, without inactive file cache");
-    hr__buf_printf(&b, "headroom_cgroup_memory_usage_bytes %s\n",
-                   u64s(v, sizeof v, s->cgroup.usage_bytes));
-  }
-
-  family(&b, "headroom_process_gpu_memory_bytes", "gauge",
-         "GPU memory held by a process (top processes only)");
-  for (size_t i = 0; i < in->n_top; i++) {
-    const hr_proc_t *p = &s->procs[in->top[i]];
-    proc_sample(&b, "headroom_process_gpu_memory_bytes", p, p->gpu_bytes);
-  }
-  family(&b, "headroom_process_rss_bytes", "gauge", "resident memory of a process (top only)");
-  for (size_t i = 0; i < in->n_top; i++) {
-    const hr_proc_t *p = &s->procs[in->top[i]];
-    if (p->rss_bytes != HR_UNKNOWN) proc_sample(&b, "headroom_process_rss_bytes", p, p->rss_bytes);
-  }
-
-  family(&b, "headroom_level", "gauge", "0 ok, 1 warning, 2 critical");
-  if (s->host_state == HR_PROBE_OK)
-    hr__buf_printf(&b, "headroom_level{scope=\"host\"} %d\n", in->host);
-  if (s->cgroup.state == HR_PROBE_OK)
-    hr__buf_printf(&b, "headroom_level{scope=\"cgroup\"} %d\n", in->cgroup);
-  for (size_t i = 0; i < s->n_gpus && in->gpus; i++)
-    hr__buf_printf(&b, "headroom_level{scope=\"gpu%u\"} %d\n", s->gpus[i].index, in->gpus[i]);
-
-  family(&b, "headroom_leak_suspected", "gauge", "1 while a leak is suspected in a process");
-  for (size_t i = 0; i < in->n_leaks; i++)
-    proc_sample(&b, "headroom_leak_suspected", &s->procs[in->leaks[i]], 1);
-
-  family(&b, "headroom_events_total", "counter", "events since watch started, by kind");
-  for (size_t k = 0; k < in->n_counters; k++) {
-    hr__buf_puts(&b, "headroom_events_total{kind=\"");
-    label(&b, in->counter_names[k]);
-    hr__buf_printf(&b, "\"} %" PRIu64 "\n", in->counters[k]);
-  }
+  health(&b, in);
+  gpus(&b, in);
+  host_and_cgroup(&b, in);
+  proc_gpu(&b, in);
+  proc_rss(&b, in);
+  if (in->self) hr__prom_self(&b);
   if (b.failed) {
     free(b.s);
     return HR_ENOMEM;

@@ -124,27 +124,6 @@ static ssize_t read_text(const char *dir, const char *file, char *buf, size_t n)
   return hr__read_file(path, buf, n);
 }
 
-/* Parses "some avg10=0.00 avg60=0.00 avg300=0.00 total=0" lines. */
-static bool parse_pressure(const char *text, hr_cgroup_mem_t *cg) {
-  int got = 0;
-  for (const char *line = text; line && *line;) {
-    hr_pressure_t p;
-    unsigned long long total;
-    char kind[8];
-    if (sscanf(line, "%7s avg10=%lf avg60=%lf avg300=%lf total=%llu", kind, &p.avg10, &p.avg60,
-               &p.avg300, &total) == 5) {
-      p.total_us = total;
-      if (strcmp(kind, "some") == 0)
-        cg->pressure_some = p, got |= 1;
-      else if (strcmp(kind, "full") == 0)
-        cg->pressure_full = p, got |= 2;
-    }
-    line = strchr(line, '\n');
-    if (line) line++;
-  }
-  return got != 0;
-}
-
 /* The smallest limit from dir up to the mount directory `top`. */
 static uint64_t walk_limit(const char *dir, const char *top, const char *file) {
   char d[1200];
@@ -193,7 +172,7 @@ static void read_v2(hr_cgroup_mem_t *cg, const char *dir, const char *top) {
   hr__kv_t ev[] = {{"oom", &cg->oom_events, 0}, {"oom_kill", &cg->oom_kill_events, 0}};
   hr__kv_scan(len > 0 ? buf : "", ' ', ev, HR_ARRAY_LEN(ev));
   len = read_text(dir, "memory.pressure", buf, sizeof buf);
-  cg->has_pressure = len > 0 && parse_pressure(buf, cg);
+  cg->has_pressure = len > 0 && hr__pressure_parse(buf, &cg->pressure_some, &cg->pressure_full);
 }
 
 static void read_v1(hr_cgroup_mem_t *cg, const char *dir, const char *top) {
@@ -357,7 +336,7 @@ static void read_dir(hr_cgroup_mem_t *cg, const char *root, const char *dir, con
     /* On a hybrid machine the unified hierarchy still has the pressure. */
     if (has_v2 && m2->found && !cgroup_dir(d2, sizeof d2, root, m2, v2path, t2, sizeof t2) &&
         read_text(d2, "memory.pressure", buf, sizeof buf) > 0)
-      cg->has_pressure = parse_pressure(buf, cg);
+      cg->has_pressure = hr__pressure_parse(buf, &cg->pressure_some, &cg->pressure_full);
   } else {
     read_v2(cg, dir, top);
   }

@@ -71,6 +71,35 @@ int hr__meminfo_parse(const char *text, hr_host_mem_t *m, char *err, size_t errl
   return 0;
 }
 
+bool hr__pressure_parse(const char *text, hr_pressure_t *some, hr_pressure_t *full) {
+  int got = 0;
+  for (const char *line = text; line && *line;) {
+    hr_pressure_t p;
+    unsigned long long total;
+    char kind[8];
+    if (sscanf(line, "%7s avg10=%lf avg60=%lf avg300=%lf total=%llu", kind, &p.avg10, &p.avg60,
+               &p.avg300, &total) == 5) {
+      p.total_us = total;
+      if (strcmp(kind, "some") == 0)
+        *some = p, got |= 1;
+      else if (strcmp(kind, "full") == 0)
+        *full = p, got |= 2;
+    }
+    line = strchr(line, '\n');
+    if (line) line++;
+  }
+  return got != 0;
+}
+
+/* The host's memory pressure: absent without PSI, which is no error. */
+static void host_pressure(const char *root, hr_host_mem_t *m) {
+  char path[4096], buf[512];
+  m->has_pressure = false;
+  if (hr__path(path, sizeof path, root, "/proc/pressure/memory") != 0) return;
+  ssize_t len = hr__read_file(path, buf, sizeof buf);
+  m->has_pressure = len > 0 && hr__pressure_parse(buf, &m->pressure_some, &m->pressure_full);
+}
+
 int hr__meminfo_read(const char *root, hr_host_mem_t *m, char *err, size_t errlen) {
   char path[4096], buf[8192], msg[128];
   int rc = hr__path(path, sizeof path, root, "/proc/meminfo");
@@ -79,5 +108,6 @@ int hr__meminfo_read(const char *root, hr_host_mem_t *m, char *err, size_t errle
   if (len < 0) return hr__err(err, errlen, (int)len, "%s: %s", path, hr_strerror((int)len));
   rc = hr__meminfo_parse(buf, m, msg, sizeof msg);
   if (rc) return hr__err(err, errlen, rc, "%s: %s", path, msg);
+  host_pressure(root, m);
   return 0;
 }

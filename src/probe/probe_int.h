@@ -29,6 +29,17 @@ HR_INTERNAL int hr__meminfo_parse(const char *text, hr_host_mem_t *m, char *err,
 /* Reads root/proc/meminfo; errors name the file. */
 HR_INTERNAL int hr__meminfo_read(const char *root, hr_host_mem_t *m, char *err, size_t errlen);
 
+/* Parses PSI text ("some avg10=0.00 avg60=0.00 avg300=0.00 total=0", then
+ * a "full" line) into *some and *full; returns whether either line was
+ * there. Shared by the host's /proc/pressure/memory and a cgroup's
+ * memory.pressure. */
+HR_INTERNAL bool hr__pressure_parse(const char *text, hr_pressure_t *some, hr_pressure_t *full);
+
+/* Parses the text of /proc/PID/cgroup into the container id and the
+ * Kubernetes pod UID its paths show (each empty when none); see procs.c. */
+HR_INTERNAL void hr__proc_parse_cgroup(const char *text, char *container, size_t cn, char *pod,
+                                       size_t pn);
+
 /* Fills *cg for the cgroup of the process reading root/proc/self. Never
  * fails: a missing mount is HR_PROBE_ABSENT, a broken file HR_PROBE_ERROR,
  * each with cg->message. */

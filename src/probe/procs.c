@@ -89,25 +89,34 @@ void hr__proc_parse_status(const char *text, hr_proc_t *p) {
   }
 }
 
-/* Finds a 64-hex-digit id in /proc/PID/cgroup: docker, containerd, CRI-O and
- * podman name a container's cgroup after its id ("/docker/<id>",
- * "cri-containerd-<id>.scope", "libpod-<id>"). */
-static void container_id(const char *text, char *out, size_t n) {
+/* Copies the run of hex digits (and '-' or '_' when `uuid`) at s into out
+ * when it is exactly `want` characters long; returns whether it did. A
+ * systemd slice escapes a pod UID's '-' as '_': they come back as '-'. */
+static bool take_id(const char *s, size_t want, bool uuid, char *out, size_t n) {
   size_t run = 0;
-  for (const char *s = text;; s++) {
-    bool hex = (*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f');
-    if (hex) {
-      run++;
-      continue;
-    }
-    if (run == 64) {
-      hr__strlcpy(out, s - 64, HR_MIN(n, 65));
-      return;
-    }
-    run = 0;
-    if (!*s) break;
+  while ((s[run] >= '0' && s[run] <= '9') || (s[run] >= 'a' && s[run] <= 'f') ||
+         (uuid && (s[run] == '-' || s[run] == '_')))
+    run++;
+  if (run != want || n <= want) return false;
+  for (size_t i = 0; i < want; i++) out[i] = s[i] == '_' ? '-' : s[i];
+  out[want] = '\0';
+  return true;
+}
+
+/* Container runtimes name a container's cgroup after its 64-hex-digit id
+ * ("/docker/<id>", "docker-<id>.scope", "cri-containerd-<id>.scope",
+ * "crio-<id>.scope", "libpod-<id>.scope", and under kubepods the bare id);
+ * the kubelet names a pod's cgroup "pod<uid>" (cgroupfs driver) or
+ * "kubepods-<qos>-pod<uid with _>.slice" (systemd driver). The last match
+ * of each on any line wins: the innermost cgroup is the process's own. */
+void hr__proc_parse_cgroup(const char *text, char *container, size_t cn, char *pod, size_t pn) {
+  container[0] = pod[0] = '\0';
+  for (const char *s = text; *s; s++) {
+    bool start = s == text || !((s[-1] >= '0' && s[-1] <= '9') || (s[-1] >= 'a' && s[-1] <= 'f'));
+    if (start) take_id(s, 64, false, container, cn);
+    if (strncmp(s, "pod", 3) == 0 && (s == text || s[-1] == '/' || s[-1] == '-'))
+      take_id(s + 3, 36, true, pod, pn);
   }
-  out[0] = '\0';
 }
 
 /* Reads <pid dir>/<file> into buf, terminated; returns the length or
@@ -241,6 +250,7 @@ static int read_known(proc_read_t *r, hr__pcache_ent_t *e) {
   p->nspid = old->p.nspid;
   memcpy(p->cmdline, old->p.cmdline, sizeof p->cmdline);
   memcpy(p->container_id, old->p.container_id, sizeof p->container_id);
+  memcpy(p->pod_uid, old->p.pod_uid, sizeof p->pod_uid);
   uint64_t res = 0, shared = 0;
   /* No statm (a fixture tree) or an exit since stat: status decides. */
   ssize_t len = read_pid_file(r, "statm");
@@ -284,7 +294,9 @@ static int read_new(proc_read_t *r, hr__pcache_ent_t *e) {
     hr__strlcpy(p->cmdline, buf, sizeof p->cmdline);
   }
   len = read_pid_file(r, "cgroup");
-  if (len > 0) container_id(r->buf, p->container_id, sizeof p->container_id);
+  if (len > 0)
+    hr__proc_parse_cgroup(r->buf, p->container_id, sizeof p->container_id, p->pod_uid,
+                          sizeof p->pod_uid);
   return 0;
 }
 

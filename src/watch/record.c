@@ -10,6 +10,7 @@
 #include "watch/watch_int.h"
 
 #include <stdlib.h>
+#include <unistd.h>
 
 static void history_error(hr_watch_t *w, const char *msg) {
   /* One message a minute at most: a full disk fails every sample. */
@@ -62,18 +63,30 @@ int hr_watch_metrics(const hr_watch_t *w, char **out) {
   if (!w || !w->snap || !out) return HR_ESTATE;
   const char *names[HR_EVENT_KINDS_];
   for (int k = 0; k < HR_EVENT_KINDS_; k++) names[k] = hr_event_kind_name((hr_event_kind_t)k);
+  /* Fewer processes than the live view: every series costs Prometheus. */
+  size_t *shown = malloc((w->snap->n_procs ? w->snap->n_procs : 1) * sizeof *shown), n_shown = 0;
+  if (!shown) return HR_ENOMEM;
+  int rc = hr_snapshot_select(w->snap, w->metrics_top, w->filter, shown, &n_shown);
+  char host[256] = "";
+  if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
   hr__prom_input_t in = {.snap = w->snap,
+                         .hostname = host,
                          .host = w->host,
                          .cgroup = w->cgroup,
                          .gpus = w->gpus,
-                         .top = w->top_idx,
-                         .n_top = w->n_top,
+                         .shown = shown,
+                         .n_shown = n_shown,
                          .leaks = w->leak_idx,
                          .n_leaks = w->n_leaks,
                          .counter_names = names,
                          .counters = w->events_total,
-                         .n_counters = HR_EVENT_KINDS_};
-  return hr__prom_render(&in, out);
+                         .n_counters = HR_EVENT_KINDS_,
+                         .sample_seconds = w->sample_wall_s,
+                         .sample_errors = w->sample_errors,
+                         .self = true};
+  if (rc == 0) rc = hr__prom_render(&in, out);
+  free(shown);
+  return rc;
 }
 
 int hr_watch_status_json(const hr_watch_t *w, char **out) {

@@ -48,6 +48,7 @@ int hr_watch_create(const hr_options_t *o, hr_watch_t **out, char *err, size_t e
   w->idle_samples = (uint64_t)hr_options_get_int(o, HR_OPTION_idle_samples);
   w->allow_drop_caches = hr_options_get_bool(o, HR_OPTION_allow_drop_caches);
   w->top_n = (size_t)hr_options_get_int(o, HR_OPTION_top);
+  w->metrics_top = (size_t)hr_options_get_int(o, HR_OPTION_metrics_top);
   w->leak_cfg.window_s = hr_options_get_double(o, HR_OPTION_leak_window);
   w->leak_cfg.min_samples = (size_t)hr_options_get_int(o, HR_OPTION_leak_min_samples);
   w->leak_cfg.min_rate = (double)hr_options_get_size(o, HR_OPTION_leak_min_rate);
@@ -194,7 +195,7 @@ static double cpu_now(void) {
 
 int hr_watch_feed(hr_watch_t *w, hr_snapshot_t *s) {
   if (!w || !s) return HR_EINVAL;
-  double c0 = cpu_now();
+  double c0 = cpu_now(), m0 = hr__now_mono();
   hr_snapshot_free(w->snap);
   w->snap = s;
   if (reserve_procs(w, s->n_procs ? s->n_procs : 1) != 0) return HR_ENOMEM;
@@ -223,6 +224,9 @@ int hr_watch_feed(hr_watch_t *w, hr_snapshot_t *s) {
   hr__watch_actions(w);
   hr__watch_record(w);
   w->cpu_s_last = cpu_now() - c0;
+  /* From the sampler's start when the loop took it, else the feed alone. */
+  w->sample_wall_s = hr__now_mono() - (w->sample_start_mono > 0 ? w->sample_start_mono : m0);
+  w->sample_start_mono = 0;
   sample_event(w);
   /* Last, so the exporter's counters include this sample's events. */
   hr__watch_publish(w);
@@ -302,8 +306,10 @@ int hr_watch_run(hr_watch_t *w, volatile sig_atomic_t *stop, uint64_t count) {
   double next = hr__now_mono();
   for (uint64_t i = 0; (count == 0 || i < count) && !(stop && *stop); i++) {
     hr_snapshot_t *s = NULL;
+    w->sample_start_mono = hr__now_mono();
     int rc = sampler(arg, &s);
     if (rc) {
+      w->sample_errors++;
       if (i == 0) return rc;
       char msg[128];
       snprintf(msg, sizeof msg, "sample failed: %s", hr_strerror(rc));

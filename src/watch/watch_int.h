@@ -108,6 +108,10 @@ struct hr_watch {
   hr__hooks_t hooks;
   double last_flush, last_prune, last_history_error;
   double cpu_s_last;
+  double sample_wall_s;     /* wall time of the last sample: the sampler and the feed */
+  uint64_t sample_errors;   /* samples the sampler failed to take */
+  double sample_start_mono; /* when the loop called the sampler; 0 when fed directly */
+  size_t metrics_top;       /* processes without GPU memory in /metrics */
   /* Process reading (the default sampler): through the probe context a known
    * process costs about 8 us of CPU (35 us when first seen); should a large
    * host's table cost more than proc_budget allows, it is read less often

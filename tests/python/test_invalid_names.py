@@ -105,7 +105,8 @@ def test_watch_exporter_and_history(odd_process, tmp_path):
         mine = named(snap["processes"], p.pid)
         assert len(mine) == 1 and mine[0]["name"] == SHOWN
         metrics = get("http://127.0.0.1:%d/metrics" % port).decode("utf-8")
-        assert 'headroom_process_rss_bytes{pid="%d",name="%s"}' % (p.pid, SHOWN) in metrics
+        # No GPU memory: its RSS is in the series of its name (and container).
+        assert 'headroom_process_group_rss_bytes{comm="%s",' % SHOWN in metrics
         # The stand-in exits while watched: an exit event names it.
         p.stdin.close()
         p.wait(timeout=10)

@@ -45,14 +45,14 @@ static void test_count_checked(void) {
 
 static void test_listen_checked(void) {
   if (!getenv("HR_CLI")) SKIP("HR_CLI is set by CTest");
-  static const char *bad[] = {"127.0.0.1:4294967297", ":0", ":9835", "127.0.0.1:65536"};
+  static const char *bad[] = {"127.0.0.1:4294967297", ":0", ":10460", "127.0.0.1:65536"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     char args[256], out[2048];
     snprintf(args, sizeof args, "watch --json --db none --once --listen '%s'", bad[i]);
     int st = run_cli(args, out, sizeof out);
     CHECK_MSG(st == 1, "--listen '%s': status %d: %s", bad[i], st, out);
     CHECK_CONTAINS(out, bad[i]);
-    CHECK_CONTAINS(out, "0.0.0.0:9835");
+    CHECK_CONTAINS(out, "0.0.0.0:10460");
   }
 }
 

@@ -43,7 +43,7 @@ static void test_long_comment_sets_nothing(void) {
     hr_options_t *o;
     int rc = load(text, (size_t)n, &o, err, sizeof err);
     CHECK_MSG(rc == 0, "pad %zu: %s", pad, err);
-    CHECK_STR(hr_options_get_str(o, HR_OPTION_listen), "127.0.0.1:9835");
+    CHECK_STR(hr_options_get_str(o, HR_OPTION_listen), "127.0.0.1:10460");
     CHECK_EQ_INT(hr_options_source(o, HR_OPTION_listen), HR_SRC_DEFAULT);
     hr_options_destroy(o);
   }
@@ -62,7 +62,7 @@ static void test_line_over_cap_refused(void) {
   free(text);
   CHECK_RC(rc, HR_EPARSE);
   CHECK_CONTAINS(err, ":2: line longer than 16384 bytes");
-  CHECK_STR(hr_options_get_str(o, HR_OPTION_listen), "127.0.0.1:9835");
+  CHECK_STR(hr_options_get_str(o, HR_OPTION_listen), "127.0.0.1:10460");
   hr_options_destroy(o);
 }
 
@@ -115,7 +115,7 @@ static void test_malformed_lines(void) {
     CHECK_MSG(rc == HR_EPARSE, "case %zu gave %d (%s)", i, rc, err);
     CHECK_CONTAINS(err, path);
     CHECK_CONTAINS(err, cases[i].want);
-    CHECK_STR(hr_options_get_str(o, HR_OPTION_listen), "127.0.0.1:9835");
+    CHECK_STR(hr_options_get_str(o, HR_OPTION_listen), "127.0.0.1:10460");
     hr_options_destroy(o);
   }
 }

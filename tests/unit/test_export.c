@@ -146,8 +146,28 @@ static hr_watch_t *fed_watch(const char *top) {
   return w;
 }
 
+/* The labels of fake GPU i as the exporter writes them (dcgm-exporter's names). */
+static const char *gpu_labels(int i) {
+  static char buf[2][512];
+  char host[256] = "";
+  gethostname(host, sizeof host - 1);
+  snprintf(buf[i], sizeof buf[i],
+           "gpu=\"%d\",UUID=\"GPU-0000-000%d\",device=\"nvidia%d\",modelName=\"Test GPU %d\","
+           "pci_bus_id=\"\",Hostname=\"%s\"",
+           i, i, i, i, host);
+  return buf[i];
+}
+
+static int count_lines(const char *m, const char *prefix) {
+  int n = 0;
+  size_t len = strlen(prefix);
+  for (const char *p = m; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+    n += strncmp(p, prefix, len) == 0;
+  return n;
+}
+
 static void test_metrics_format(void) {
-  hr_watch_t *w = fed_watch("1"); /* the GPU holder, then the largest other */
+  hr_watch_t *w = fed_watch("1");
   CHECK(w);
   char *m = NULL;
   CHECK_OK(hr_watch_metrics(w, &m));
@@ -156,32 +176,71 @@ static void test_metrics_format(void) {
   if (bad) fprintf(stderr, "%s\n", m);
   CHECK_MSG(!bad, "%s", bad ? bad : "");
   CHECK(n > 20);
-  static const char *names[] = {
-      "headroom_gpu_memory_used_bytes{gpu=\"0\",uuid=\"GPU-0000-0000\",name=\"Test GPU 0\"} "
-      "24696061952",
-      "headroom_gpu_memory_total_bytes{gpu=\"1\",uuid=\"GPU-0000-0001\",name=\"Test GPU 1\"} "
-      "25769803776",
-      "headroom_gpu_utilization_ratio{gpu=\"0\",uuid=\"GPU-0000-0000\",name=\"Test GPU 0\"} 0.5",
-      "headroom_host_memory_available_bytes 4294967296",
-      "headroom_cgroup_memory_limit_bytes +Inf",
-      "headroom_cgroup_memory_usage_bytes 4294967296",
-      "headroom_process_gpu_memory_bytes{pid=\"1001\",name=\"proc1\"} 3221225472",
-      "headroom_process_rss_bytes{pid=\"1004\",name=\"we\\\"ird\\\\na\\nme\"} 524288000",
-      "headroom_level{scope=\"host\"} 2",
-      "headroom_level{scope=\"gpu0\"} 2",
-      "headroom_level{scope=\"gpu1\"} 0",
-      "headroom_level{scope=\"cgroup\"} 0",
-      "# TYPE headroom_leak_suspected gauge",
-      "# TYPE headroom_events_total counter",
-      "headroom_events_total{kind=\"level\"} 2",
-      "headroom_events_total{kind=\"leak\"} 0",
-      "headroom_build_info{version=\"",
+  char want[1024];
+  const struct {
+    const char *fmt;
+    int gpu;
+  } gpu_lines[] = {
+      {"headroom_gpu_memory_used_bytes{%s} 24696061952\n", 0},
+      {"headroom_gpu_memory_total_bytes{%s} 25769803776\n", 1},
+      {"headroom_gpu_memory_free_bytes{%s} 23622320128\n", 1},
+      {"headroom_gpu_utilization_ratio{%s} 0.5\n", 0},
+      {"headroom_gpu_memory_utilization_ratio{%s} 0.1\n", 0},
+      {"headroom_gpu_temperature_celsius{%s} 40\n", 1},
+      {"headroom_gpu_power_watts{%s} 100\n", 0},
+      {"headroom_gpu_state{%s,state=\"ok\"} 1\n", 0},
+      {"headroom_gpu_state{%s,state=\"error\"} 0\n", 1},
+      {"headroom_level{scope=\"gpu\",%s} 2\n", 0},
+      {"headroom_level{scope=\"gpu\",%s} 0\n", 1},
+      {"headroom_process_gpu_memory_bytes{%s,pid=\"1001\",comm=\"proc1\",container_id=\"\","
+       "pod_uid=\"\"} 3221225472\n",
+       0},
   };
-  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) CHECK_CONTAINS(m, names[i]);
-  /* The GPU holder and the top 1 only: bounded cardinality. */
-  int rss = 0;
-  for (const char *p = m; (p = strstr(p, "\nheadroom_process_rss_bytes{")); p++) rss++;
-  CHECK_EQ_INT(rss, 2);
+  for (size_t i = 0; i < sizeof gpu_lines / sizeof gpu_lines[0]; i++) {
+    snprintf(want, sizeof want, gpu_lines[i].fmt, gpu_labels(gpu_lines[i].gpu));
+    CHECK_CONTAINS(m, want);
+  }
+  static const char *lines[] = {
+      "\nheadroom_host_memory_available_bytes 4294967296\n",
+      "\nheadroom_cgroup_memory_limit_bytes +Inf\n",
+      "\nheadroom_cgroup_memory_usage_bytes 4294967296\n",
+      "\nheadroom_cgroup_oom_kills_total 0\n",
+      "\nheadroom_process_rss_bytes{pid=\"1001\",comm=\"proc1\",container_id=\"\",pod_uid=\"\"} "
+      "209715200\n",
+      /* The largest without GPU memory, keyed by name, container and pod. */
+      "\nheadroom_process_group_rss_bytes{comm=\"we\\\"ird\\\\na\\nme\",container_id=\"\","
+      "pod_uid=\"\"} 524288000\n",
+      "\nheadroom_process_group_processes{comm=\"we\\\"ird\\\\na\\nme\",container_id=\"\","
+      "pod_uid=\"\"} 1\n",
+      "\nheadroom_level{scope=\"host\"} 2\n",
+      "\nheadroom_level{scope=\"cgroup\"} 0\n",
+      "\nheadroom_probe_state{part=\"nvml\",state=\"ok\"} 1\n",
+      "\nheadroom_probe_state{part=\"nvml\",state=\"absent\"} 0\n",
+      "\nheadroom_probe_state{part=\"host\",state=\"ok\"} 1\n",
+      "\nheadroom_gpus 2\n",
+      "\nheadroom_last_sample_timestamp_seconds 1700000000.000\n",
+      "\nheadroom_sample_errors_total 0\n",
+      "# TYPE headroom_sample_duration_seconds gauge\n",
+      "# TYPE headroom_process_leak_suspected gauge\n",
+      "# TYPE headroom_events_total counter\n",
+      "\nheadroom_events_total{kind=\"level\"} 2\n",
+      "\nheadroom_events_total{kind=\"leak\"} 0\n",
+      "\nheadroom_build_info{version=\"",
+      "# TYPE process_cpu_seconds_total counter\n",
+      "\nprocess_resident_memory_bytes ",
+      "\nprocess_open_fds ",
+      "\nprocess_start_time_seconds ",
+  };
+  for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) CHECK_CONTAINS(m, lines[i]);
+  /* One GPU holder on one GPU: one series, and no zero-valued GPU series for
+   * the four processes that hold none. */
+  CHECK_EQ_INT(count_lines(m, "headroom_process_gpu_memory_bytes{"), 1);
+  CHECK_EQ_INT(count_lines(m, "headroom_process_rss_bytes{"), 1);
+  /* metrics_top (5 by default) of the 4 others: the 4, whatever --top says. */
+  CHECK_EQ_INT(count_lines(m, "headroom_process_group_rss_bytes{"), 4);
+  CHECK(!strstr(m, "scope=\"gpu0\""));
+  CHECK(!strstr(m, "uuid="));
+  CHECK(!strstr(m, "name=\"proc"));
   free(m);
   char *j = NULL;
   CHECK_OK(hr_watch_status_json(w, &j));
@@ -190,6 +249,90 @@ static void test_metrics_format(void) {
   cJSON_Delete(doc);
   free(j);
   hr_watch_destroy(w);
+}
+
+/* Labels of the distinct series in m, added to set (n of them). */
+static void collect_series(const char *m, char (*set)[256], size_t cap, size_t *n) {
+  for (const char *p = m; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+    if (*p == '#' || strncmp(p, "headroom_process_", 17) != 0) continue;
+    const char *sp = strrchr(p, ' '), *nl = strchr(p, '\n');
+    while (sp && nl && sp > nl) sp = NULL;
+    char key[256];
+    snprintf(key, sizeof key, "%.*s", sp ? (int)(sp - p) : 0, p);
+    bool seen = false;
+    for (size_t i = 0; i < *n && !seen; i++) seen = strcmp(set[i], key) == 0;
+    if (!seen && *n < cap) snprintf(set[(*n)++], 256, "%s", key);
+  }
+}
+
+/* Fifteen minutes at 1 Hz of a host where short-lived workers come and go
+ * (a new pid every 10 s, each the largest process for its life) beside a
+ * GPU server: the per-process series stay a handful, because pids are
+ * labels only on GPU holders and the workers share one name. Keyed by
+ * pid, the same churn made 90 worker series. */
+static void test_series_churn(void) {
+  hr_options_t *o = opts_with(NULL);
+  hr_watch_t *w = NULL;
+  char err[256];
+  CHECK(o && hr_watch_create(o, &w, err, sizeof err) == 0);
+  static char set[512][256];
+  size_t n = 0;
+  for (int t = 0; t < 900; t++) {
+    hr_snapshot_t *s = fake_snapshot(1700000000.0 + t, 8 * GiB, 1, 8);
+    CHECK(s);
+    fake_gpu_proc(s, 0, 0, 4 * GiB);
+    hr_proc_t *worker = &s->procs[7];
+    worker->pid = 5000 + t / 10; /* pids stay sorted: 5000 > 1006 */
+    worker->start_ticks = 100000 + (uint64_t)t / 10;
+    snprintf(worker->name, sizeof worker->name, "worker");
+    worker->rss_bytes = 2 * GiB;
+    CHECK_OK(hr_watch_feed(w, s));
+    char *m = NULL;
+    CHECK_OK(hr_watch_metrics(w, &m));
+    collect_series(m, set, 512, &n);
+    free(m);
+  }
+  /* GPU holder: gpu memory + rss (2); 5 groups x (rss + count) = 10. */
+  CHECK_MSG(n <= 12, "%zu process series over 15 minutes", n);
+  hr_watch_destroy(w);
+  hr_options_destroy(o);
+}
+
+/* Container and pod labels come from the process's cgroup path. */
+static void test_container_labels(void) {
+  hr_options_t *o = opts_with(NULL);
+  hr_watch_t *w = NULL;
+  char err[256];
+  CHECK(o && hr_watch_create(o, &w, err, sizeof err) == 0);
+  hr_snapshot_t *s = fake_snapshot(1700000000.0, 8 * GiB, 1, 3);
+  snprintf(s->procs[2].container_id, sizeof s->procs[2].container_id, "%s",
+           "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+  snprintf(s->procs[2].pod_uid, sizeof s->procs[2].pod_uid, "%s",
+           "6f1b2a3c-0d4e-4f5a-8b6c-7d8e9f0a1b2c");
+  fake_gpu_proc(s, 2, 0, GiB);
+  CHECK_OK(hr_watch_feed(w, s));
+  char *m = NULL;
+  CHECK_OK(hr_watch_metrics(w, &m));
+  CHECK_CONTAINS(m, ",pid=\"1002\",comm=\"proc2\",container_id=\"0123456789abcdef0123456789abcdef"
+                    "0123456789abcdef0123456789abcdef\",pod_uid=\"6f1b2a3c-0d4e-4f5a-8b6c-"
+                    "7d8e9f0a1b2c\"} 1073741824\n");
+  free(m);
+  hr_watch_destroy(w);
+  hr_options_destroy(o);
+}
+
+/* Strips the exporter's own process_* lines, which change between renders. */
+static void strip_self(char *m) {
+  char *out = m;
+  for (char *p = m; *p;) {
+    char *nl = strchr(p, '\n');
+    size_t len = nl ? (size_t)(nl - p) + 1 : strlen(p);
+    bool self = strncmp(p, "process_", 8) == 0 || strncmp(p, "# HELP process_", 15) == 0 ||
+                strncmp(p, "# TYPE process_", 15) == 0;
+    if (!self) memmove(out, p, len), out += len;
+    p += len;
+  }
+  *out = '\0';
 }
 
 static void test_scrape_over_loopback(void) {
@@ -215,6 +358,8 @@ static void test_scrape_over_loopback(void) {
 
   CHECK_EQ_INT(curl(url, &body, ct, sizeof ct), 200);
   CHECK_CONTAINS(ct, "text/plain; version=0.0.4");
+  strip_self(body);
+  strip_self(want);
   CHECK_STR(body, want);
   int n;
   const char *bad = check_format(body, &n);
@@ -230,9 +375,17 @@ static void test_scrape_over_loopback(void) {
   cJSON_Delete(doc);
   free(body);
 
+  /* / is a page that links both. */
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/", port);
+  CHECK_EQ_INT(curl(url, &body, ct, sizeof ct), 200);
+  CHECK_CONTAINS(ct, "text/html");
+  CHECK_CONTAINS(body, "<a href=\"/metrics\">");
+  CHECK_CONTAINS(body, "<a href=\"/api/snapshot\">");
+  free(body);
+
   /* Everything else is 404; other methods 405; nothing changes. */
-  static const char *paths[] = {
-      "/", "/metrics/", "/api", "/api/snapshot/x", "/../etc/passwd", "/metrics?x=1%00"};
+  static const char *paths[] = {"/index.html",     "/metrics/",      "/api",
+                                "/api/snapshot/x", "/../etc/passwd", "/metrics?x=1%00"};
   for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
     snprintf(url, sizeof url, "'http://127.0.0.1:%d%s'", port, paths[i]);
     int code = curl(url, NULL, NULL, 0);
@@ -304,6 +457,8 @@ static void test_bad_addresses(void) {
 
 int main(void) {
   HR_RUN(test_metrics_format);
+  HR_RUN(test_series_churn);
+  HR_RUN(test_container_labels);
   HR_RUN(test_scrape_over_loopback);
   HR_RUN(test_port_in_use);
   HR_RUN(test_bad_addresses);

@@ -211,7 +211,7 @@ static void test_addresses_checked(void) {
                               "127.0.0.1:65536",
                               "127.0.0.1:000080",
                               ":0",
-                              ":9835",
+                              ":10460",
                               "127.0.0.1:-1",
                               "127.0.0.1:+80",
                               "[]:80"};
@@ -221,7 +221,7 @@ static void test_addresses_checked(void) {
     int rc = hr_exporter_start(bad[i], &e, err, sizeof err);
     if (e) hr_exporter_stop(e);
     CHECK_MSG(rc == HR_EINVAL, "%s gave %d", bad[i], rc);
-    CHECK_CONTAINS(err, "0.0.0.0:9835");
+    CHECK_CONTAINS(err, "0.0.0.0:10460");
   }
 }
 

@@ -152,6 +152,15 @@ static void test_fixture_v2_limited(void) {
   CHECK_STR(p->container_id, HEX64);
   CHECK_EQ_U64(s->procs[1].swap_bytes, 1024 * KIB);
   CHECK_STR(s->procs[1].container_id, "");
+  CHECK_STR(s->procs[1].pod_uid, "");
+  /* A pod's container under the kubelet's systemd driver. */
+  CHECK_STR(s->procs[2].container_id,
+            "aa11bb22cc33dd44ee55ff6600112233445566778899aabbccddeeff00112233");
+  CHECK_STR(s->procs[2].pod_uid, "6f1b2a3c-0d4e-4f5a-8b6c-7d8e9f0a1b2c");
+  /* The host's PSI (proc/pressure/memory of the fixture). */
+  CHECK(s->host.has_pressure);
+  CHECK(s->host.pressure_some.avg10 == 1.5 && s->host.pressure_full.avg10 == 0.5);
+  CHECK_EQ_U64(s->host.pressure_some.total_us, 123456789);
   CHECK_EQ_INT(s->procs[1].nspid, 200);
   CHECK_EQ_INT(s->gpu_state, HR_PROBE_ABSENT);
   CHECK_CONTAINS(s->gpu_message, "nvml: library not found");
@@ -1068,7 +1077,49 @@ static void test_select(void) {
   CHECK_RC(hr_snapshot_select(&s, 5, NULL, NULL, &n), HR_EINVAL);
 }
 
+/* Container ids and pod UIDs from the cgroup paths each runtime and the
+ * kubelet's two cgroup drivers write, and paths that only look like them. */
+static void test_cgroup_ids(void) {
+  static const char id[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+  static const char uid[] = "6f1b2a3c-0d4e-4f5a-8b6c-7d8e9f0a1b2c";
+  static const struct {
+    const char *text;
+    bool container, pod;
+  } cases[] = {
+      {"0::/docker/%s\n", true, false},
+      {"0::/system.slice/docker-%s.scope\n", true, false},
+      {"0::/machine.slice/libpod-%s.scope\n", true, false},
+      {"0::/system.slice/crio-%s.scope\n", true, false},
+      /* cgroupfs driver, v1 hierarchies: the pod, then the bare id. */
+      {"12:memory:/kubepods/burstable/pod6f1b2a3c-0d4e-4f5a-8b6c-7d8e9f0a1b2c/%s\n"
+       "11:cpu:/kubepods/burstable/pod6f1b2a3c-0d4e-4f5a-8b6c-7d8e9f0a1b2c/%s\n",
+       true, true},
+      /* systemd driver: '-' in the UID escaped as '_'. */
+      {"0::/kubepods.slice/kubepods-besteffort.slice/"
+       "kubepods-besteffort-pod6f1b2a3c_0d4e_4f5a_8b6c_7d8e9f0a1b2c.slice/"
+       "cri-containerd-%s.scope\n",
+       true, true},
+      {"0::/kubepods.slice/kubepods-pod6f1b2a3c_0d4e_4f5a_8b6c_7d8e9f0a1b2c.slice/crio-%s.scope\n",
+       true, true},
+      {"0::/user.slice/user-1000.slice/session-2.scope\n", false, false},
+      {"0::/\n", false, false},
+      {"", false, false},
+      /* 63 and 65 hex digits, a pod UID one short: none of them. */
+      {"0::/docker/%.63s\n", false, false},
+      {"0::/docker/%sf\n", false, false},
+      {"0::/kubepods/pod6f1b2a3c-0d4e-4f5a-8b6c-7d8e9f0a1b2/x\n", false, false},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char text[1024], c[80], p[40];
+    snprintf(text, sizeof text, cases[i].text, id, id);
+    hr__proc_parse_cgroup(text, c, sizeof c, p, sizeof p);
+    CHECK_MSG(strcmp(c, cases[i].container ? id : "") == 0, "case %zu: container '%s'", i, c);
+    CHECK_MSG(strcmp(p, cases[i].pod ? uid : "") == 0, "case %zu: pod '%s'", i, p);
+  }
+}
+
 int main(void) {
+  HR_RUN(test_cgroup_ids);
   HR_RUN(test_proc_matches);
   HR_RUN(test_select);
   HR_RUN(test_kv_scan);

@@ -176,7 +176,8 @@ static void test_leak_event(void) {
   cJSON_Delete(j);
   char *m = NULL;
   CHECK_OK(hr_watch_metrics(w, &m));
-  CHECK_CONTAINS(m, "headroom_leak_suspected{pid=\"1001\",name=\"proc1\"} 1");
+  CHECK_CONTAINS(m, "headroom_process_leak_suspected{pid=\"1001\",comm=\"proc1\",container_id=\"\","
+                    "pod_uid=\"\"} 1");
   CHECK_CONTAINS(m, "headroom_events_total{kind=\"leak\"} 1");
   free(m);
   hr_watch_destroy(w);

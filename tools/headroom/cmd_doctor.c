@@ -234,7 +234,7 @@ static void check_exporter(doctor_t *d, const hr_cli_t *cli) {
     return;
   }
   if (!split_listen(listen, host, sizeof host, port, sizeof port)) {
-    add(d, "exporter", CHECK_FAIL, "set listen to HOST:PORT, for example 127.0.0.1:9835",
+    add(d, "exporter", CHECK_FAIL, "set listen to HOST:PORT, for example 127.0.0.1:10460",
         "listen '%s' is not HOST:PORT", listen);
     return;
   }

@@ -1,62 +1,73 @@
 /* headroom watch: sample on an interval, classify, detect leaks and idle
  * hogs, act by mode, record history and serve /metrics.
  *
- * On a terminal it redraws a live view each interval (in the alternate
- * screen, so Ctrl-C gives the terminal back as it was); otherwise, or with
+ * On a terminal it redraws a live view each interval, as htop and nvitop
+ * do: in the alternate screen, every line cut to the terminal's width and
+ * the process rows cut to its height, with keys read in raw mode by a
+ * thread of their own (q quits; m, g and p sort by memory, GPU memory and
+ * pid, redrawn at once from a copy of the last sample). The terminal's mode
+ * is restored however watch ends: q, SIGINT, SIGTERM and SIGHUP all end the
+ * loop, and the restore runs after it and at exit. Otherwise, or with
  * --json, it writes one JSON object per line per event and a sample line
- * per interval. SIGINT and SIGTERM end it cleanly: history is committed,
- * the exporter stopped, hooks killed. */
+ * per interval. Every end is clean: history is committed, the exporter
+ * stopped, hooks killed. */
 #include "cli.h"
 
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
 static void watch_usage(FILE *f) {
-  fprintf(f,
-          "usage: headroom watch [--interval 1s] [--filter NAMES] [--mode MODE] [--ram-warn 80]\n"
-          "                      [--ram-critical 90] [--vram-warn 85] [--vram-critical 95]\n"
-          "                      [--leak-window 10m] [--on-warning CMD] [--on-critical CMD]\n"
-          "                      [--cooldown 60s] [--listen 127.0.0.1:9835|none] [--db PATH|none]\n"
-          "                      [--retain 7d] [--top N] [--json] [--once] [--count N]\n\n"
-          "Samples host, cgroup, GPU and process memory every interval. Each GPU, the host\n"
-          "and the cgroup is ok, warning or critical against the thresholds (percent), with\n"
-          "hysteresis. Leaks (memory rising steadily over the window, by a Mann-Kendall\n"
-          "test and a Theil-Sen slope), idle GPU hogs, cgroup OOM kills and exits of\n"
-          "watched processes are events.\n\n"
-          "  --mode MODE          conservative: report only (default); balanced: also run\n"
-          "                       --on-warning/--on-critical with the event as JSON in\n"
-          "                       HEADROOM_EVENT; aggressive: also sync and drop the page\n"
-          "                       cache at critical host or cgroup use, when root and\n"
-          "                       --allow-drop-caches. Each action waits --cooldown.\n"
-          "  --action-timeout D   a hook running longer is killed (10s)\n"
-          "  --leak-min-rate SIZE growth per minute a leak must exceed (2M)\n"
-          "  --leak-min-samples N samples a leak alarm needs (30)\n"
-          "  --idle-share P, --idle-util P, --idle-samples N\n"
-          "                       idle hog: holds P%% of a GPU whose utilisation stays under\n"
-          "                       P%% for N samples (20, 10, 60)\n"
-          "  --proc-budget P      share of a core that reading processes may take (1%%):\n"
-          "                       with many processes they are read less often than the\n"
-          "                       interval, and leaks need as many process reads\n"
-          "  --top N              processes shown, recorded and exported besides those\n"
-          "                       holding GPU memory: the N largest by resident memory\n"
-          "                       after --filter, as in 'headroom status' (10)\n"
-          "  --listen ADDR        Prometheus /metrics and /api/snapshot (none: off)\n"
-          "  --db PATH            history database ($XDG_STATE_HOME/headroom/history.db;\n"
-          "                       none: off)\n"
-          "  --budget SPEC        what the broker may hand out: host=16G,gpu0=20G\n"
-          "  --json               JSON lines even on a terminal\n"
-          "  --once, --count N    stop after 1 or N samples\n\n"
-          "Every option also comes from the config file and HEADROOM_<NAME> variables\n"
-          "(see 'headroom config'). An outside process cannot free another process's GPU\n"
-          "memory or heap: hooks and the Python layer let processes free their own\n"
-          "(docs/freeing-memory.md).\n");
+  fprintf(
+      f, "usage: headroom watch [--interval 1s] [--filter NAMES] [--mode MODE] [--ram-warn 80]\n"
+         "                      [--ram-critical 90] [--vram-warn 85] [--vram-critical 95]\n"
+         "                      [--leak-window 10m] [--on-warning CMD] [--on-critical CMD]\n"
+         "                      [--cooldown 60s] [--listen 127.0.0.1:10460|none] [--db PATH|none]\n"
+         "                      [--retain 7d] [--top N] [--json] [--once] [--count N]\n\n"
+         "Samples host, cgroup, GPU and process memory every interval. Each GPU, the host\n"
+         "and the cgroup is ok, warning or critical against the thresholds (percent), with\n"
+         "hysteresis. Leaks (memory rising steadily over the window, by a Mann-Kendall\n"
+         "test and a Theil-Sen slope), idle GPU hogs, cgroup OOM kills and exits of\n"
+         "watched processes are events.\n\n"
+         "  --mode MODE          conservative: report only (default); balanced: also run\n"
+         "                       --on-warning/--on-critical with the event as JSON in\n"
+         "                       HEADROOM_EVENT; aggressive: also sync and drop the page\n"
+         "                       cache at critical host or cgroup use, when root and\n"
+         "                       --allow-drop-caches. Each action waits --cooldown.\n"
+         "  --action-timeout D   a hook running longer is killed (10s)\n"
+         "  --leak-min-rate SIZE growth per minute a leak must exceed (2M)\n"
+         "  --leak-min-samples N samples a leak alarm needs (30)\n"
+         "  --idle-share P, --idle-util P, --idle-samples N\n"
+         "                       idle hog: holds P%% of a GPU whose utilisation stays under\n"
+         "                       P%% for N samples (20, 10, 60)\n"
+         "  --proc-budget P      share of a core that reading processes may take (1%%):\n"
+         "                       with many processes they are read less often than the\n"
+         "                       interval, and leaks need as many process reads\n"
+         "  --top N              processes shown, recorded and exported besides those\n"
+         "                       holding GPU memory: the N largest by resident memory\n"
+         "                       after --filter, as in 'headroom status' (10)\n"
+         "  --metrics-top N      processes without GPU memory in /metrics, besides\n"
+         "                       those holding some (5; docs/metrics.md)\n"
+         "  --listen ADDR        Prometheus /metrics and /api/snapshot (none: off)\n"
+         "  --db PATH            history database ($XDG_STATE_HOME/headroom/history.db;\n"
+         "                       none: off)\n"
+         "  --budget SPEC        what the broker may hand out: host=16G,gpu0=20G\n"
+         "  --json               JSON lines even on a terminal\n"
+         "  --once, --count N    stop after 1 or N samples\n\n"
+         "Every option also comes from the config file and HEADROOM_<NAME> variables\n"
+         "(see 'headroom config'). An outside process cannot free another process's GPU\n"
+         "memory or heap: hooks and the Python layer let processes free their own\n"
+         "(docs/freeing-memory.md).\n");
 }
 
 static volatile sig_atomic_t stop_flag;
@@ -66,6 +77,19 @@ static void on_signal(int sig) {
 }
 
 #define N_RECENT 8
+#define N_HEAD   16 /* lines above the process table, at most */
+
+/* A process row as the last sample showed it, copied so that a key press
+ * can redraw in another order without touching the watch's state. */
+typedef struct view_row {
+  int pid;
+  char name[64];
+  uint64_t rss, anon, gpu;
+  double per_min;
+  bool leak;
+} view_row_t;
+
+typedef enum { SORT_GPU, SORT_MEM, SORT_PID } sort_t;
 
 typedef struct view_state {
   hr_cli_t *cli;
@@ -77,6 +101,13 @@ typedef struct view_state {
   double leak_min_rate;
   bool write_failed;
   bool clear; /* redraw in place (not for --once) */
+  /* The last sample, as drawn; guarded by lock (the key thread redraws). */
+  pthread_mutex_t lock;
+  char head_lines[N_HEAD][320];
+  size_t n_head;
+  view_row_t *rows;
+  size_t n_rows, cap_rows;
+  sort_t sort;
 } view_state_t;
 
 static const char *clock_text(char *buf, size_t n, double t) {
@@ -125,75 +156,250 @@ static const char *trend(const view_state_t *v, char *buf, size_t n, double per_
   return buf;
 }
 
-static void draw(view_state_t *v) {
+/* Appends one line to the header block. */
+static void head_line(view_state_t *v, const char *fmt, ...) HR_PRINTF(2, 3);
+static void head_line(view_state_t *v, const char *fmt, ...) {
+  if (v->n_head == N_HEAD) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(v->head_lines[v->n_head++], sizeof v->head_lines[0], fmt, ap);
+  va_end(ap);
+}
+
+/* Copies what the view shows of the last sample. Needs v->lock. */
+static void collect_locked(view_state_t *v) {
   hr_cli_t *cli = v->cli;
   hr_watch_view_t w;
   hr_watch_get_view(v->w, &w);
   const hr_snapshot_t *s = w.snap;
+  v->n_head = 0;
   if (!s) return;
-  int rows = 40;
-  struct winsize ws;
-  if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_row > 0) rows = ws.ws_row;
   char a[32], b[32], c[64], lab[64], t[16];
-  if (v->clear) printf("\033[H\033[2J");
-  printf("%s  %s  interval %gs  mode %s\n",
-         hr_cli_paint(cli, lab, sizeof lab, "bold", "headroom watch"),
-         clock_text(t, sizeof t, s->time), hr_options_get_double(cli->opts, HR_OPTION_interval),
-         hr_options_get_str(cli->opts, HR_OPTION_mode));
-  printf("%s\n", hr_cli_paint(cli, lab, sizeof lab, "dim", v->listen));
-  printf("%s\n\n", hr_cli_paint(cli, lab, sizeof lab, "dim", v->db));
+  head_line(v, "%s  %s  interval %gs  mode %s",
+            hr_cli_paint(cli, lab, sizeof lab, "bold", "headroom watch"),
+            clock_text(t, sizeof t, s->time), hr_options_get_double(cli->opts, HR_OPTION_interval),
+            hr_options_get_str(cli->opts, HR_OPTION_mode));
+  head_line(v, "%s", v->listen);
+  head_line(v, "%s", v->db);
   if (s->host_state == HR_PROBE_OK) {
     uint64_t used = s->host.total_bytes - s->host.available_bytes;
-    printf("host     %s of %s (%.0f%%)  available %s  %s\n", size_or(a, sizeof a, used),
-           size_or(b, sizeof b, s->host.total_bytes), pct(used, s->host.total_bytes),
-           size_or(c, sizeof c, s->host.available_bytes),
-           level_paint(cli, lab, sizeof lab, w.host));
+    head_line(v, "host     %s of %s (%.0f%%)  available %s  %s", size_or(a, sizeof a, used),
+              size_or(b, sizeof b, s->host.total_bytes), pct(used, s->host.total_bytes),
+              size_or(c, sizeof c, s->host.available_bytes),
+              level_paint(cli, lab, sizeof lab, w.host));
   }
   if (s->cgroup.state == HR_PROBE_OK) {
-    printf("cgroup   %s of %s", size_or(a, sizeof a, s->cgroup.usage_bytes),
-           size_or(b, sizeof b, s->cgroup.limit_bytes));
     double p = pct(s->cgroup.usage_bytes, s->cgroup.limit_bytes);
-    if (p >= 0) printf(" (%.0f%%)", p);
-    printf("  %s  %s\n", s->cgroup.path, level_paint(cli, lab, sizeof lab, w.cgroup));
+    char pc[16] = "";
+    if (p >= 0) snprintf(pc, sizeof pc, " (%.0f%%)", p);
+    head_line(v, "cgroup   %s of %s%s  %s  %s", size_or(a, sizeof a, s->cgroup.usage_bytes),
+              size_or(b, sizeof b, s->cgroup.limit_bytes), pc,
+              level_paint(cli, lab, sizeof lab, w.cgroup), s->cgroup.path);
   } else {
-    printf("cgroup   %s\n", hr_cli_paint(cli, lab, sizeof lab, "dim", s->cgroup.message));
+    head_line(v, "cgroup   %s", s->cgroup.message);
   }
-  if (s->gpu_state != HR_PROBE_OK || s->n_gpus == 0) {
-    printf("gpu      %s\n", hr_cli_paint(cli, lab, sizeof lab, "dim",
-                                         s->gpu_state != HR_PROBE_OK ? s->gpu_message : "no GPUs"));
-  }
+  if (s->gpu_state != HR_PROBE_OK || s->n_gpus == 0)
+    head_line(v, "gpu      %s", s->gpu_state != HR_PROBE_OK ? s->gpu_message : "no GPUs");
   for (size_t i = 0; i < s->n_gpus; i++) {
     const hr_gpu_t *g = &s->gpus[i];
-    printf("gpu %-4u %s  %s of %s (%.0f%%)", g->index, g->name, size_or(a, sizeof a, g->used_bytes),
-           size_or(b, sizeof b, g->total_bytes), pct(g->used_bytes, g->total_bytes));
-    if (g->util_gpu >= 0) printf("  util %d%%", g->util_gpu);
-    printf("  %s\n", level_paint(cli, lab, sizeof lab, w.gpus ? w.gpus[i] : HR_LEVEL_OK));
+    char util[24] = "";
+    if (g->util_gpu >= 0) snprintf(util, sizeof util, "  util %d%%", g->util_gpu);
+    head_line(v, "gpu %-4u %s of %s (%.0f%%)%s  %s  %s", g->index,
+              size_or(a, sizeof a, g->used_bytes), size_or(b, sizeof b, g->total_bytes),
+              pct(g->used_bytes, g->total_bytes), util,
+              level_paint(cli, lab, sizeof lab, w.gpus ? w.gpus[i] : HR_LEVEL_OK), g->name);
   }
-  char head[160];
-  snprintf(head, sizeof head, "%8s %-16s %10s %10s %10s  %-22s", "PID", "NAME", "RSS", "ANON",
-           "GPU", "ANON TREND");
-  printf("\n%s\n", hr_cli_paint(cli, lab, sizeof lab, "bold", head));
-  size_t room = rows > 20 + N_RECENT ? (size_t)rows - 14 - N_RECENT : 6;
-  for (size_t i = 0; i < w.n_top && i < room; i++) {
+  if (w.n_top > v->cap_rows) {
+    view_row_t *r = realloc(v->rows, w.n_top * sizeof *r);
+    if (!r)
+      w.n_top = v->cap_rows;
+    else
+      v->rows = r, v->cap_rows = w.n_top;
+  }
+  v->n_rows = w.n_top;
+  for (size_t i = 0; i < w.n_top; i++) {
     const hr_proc_t *p = w.top[i].proc;
-    char g[32], tr[64], leak[64] = "";
-    if (p->gpu_bytes)
-      hr_size_text(g, sizeof g, p->gpu_bytes);
+    view_row_t *r = &v->rows[i];
+    r->pid = p->pid;
+    snprintf(r->name, sizeof r->name, "%s", p->name);
+    r->rss = p->rss_bytes, r->anon = p->rss_anon_bytes, r->gpu = p->gpu_bytes;
+    r->per_min = w.top[i].rss_per_min;
+    r->leak = w.top[i].leak;
+  }
+}
+
+static uint64_t known(uint64_t v) {
+  return v == HR_UNKNOWN ? 0 : v;
+}
+
+static int cmp_rows(const void *a, const void *b, void *arg) {
+  const view_row_t *x = a, *y = b;
+  sort_t by = *(const sort_t *)arg;
+  if (by == SORT_GPU && x->gpu != y->gpu) return x->gpu < y->gpu ? 1 : -1;
+  if (by != SORT_PID && known(x->rss) != known(y->rss))
+    return known(x->rss) < known(y->rss) ? 1 : -1;
+  return (x->pid > y->pid) - (x->pid < y->pid);
+}
+
+/* Writes s cut to `cols` columns: escape sequences take none, a UTF-8
+ * sequence one. Ends with a colour reset when s held colour. */
+static void put_cut(const char *s, int cols) {
+  int used = 0;
+  bool esc = false;
+  const char *p = s;
+  while (*p) {
+    if (*p == '\033') {
+      const char *e = p + 1;
+      if (*e == '[') {
+        e++;
+        while (*e && !(*e >= '@' && *e <= '~')) e++;
+        if (*e) e++;
+      }
+      fwrite(p, 1, (size_t)(e - p), stdout);
+      p = e;
+      esc = true;
+      continue;
+    }
+    size_t n = 1;
+    if ((unsigned char)*p >= 0x80)
+      while ((p[n] & 0xc0) == 0x80) n++;
+    if (used == cols) break;
+    fwrite(p, 1, n, stdout);
+    used++;
+    p += n;
+  }
+  if (esc) fputs("\033[0m", stdout);
+}
+
+/* The size of the terminal; rows 0 when there is none (then nothing is cut
+ * by height). */
+static void term_size(int *rows, int *cols) {
+  struct winsize ws;
+  *rows = 0, *cols = 100000;
+  if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_row > 0 && ws.ws_col > 0)
+    *rows = ws.ws_row, *cols = ws.ws_col;
+}
+
+/* Draws the copy: the header, as many process rows as fit, the last events
+ * when room is left, and the keys. Needs v->lock. */
+static void render_locked(view_state_t *v) {
+  hr_cli_t *cli = v->cli;
+  if (v->n_head == 0) return;
+  int rows, cols;
+  term_size(&rows, &cols);
+  if (!v->clear) rows = 0;
+  qsort_r(v->rows, v->n_rows, sizeof *v->rows, cmp_rows, &v->sort);
+  char line[512], lab[160], a[32], b[32], g[32], tr[64], leak[64];
+  static const char *const by[] = {"GPU memory", "memory", "pid"};
+  /* Header, table head and footer are kept; then the rows; then events. */
+  size_t head = v->n_head + 2, foot = v->clear ? 2 : 0;
+  size_t room = rows ? (size_t)rows > head + foot ? (size_t)rows - head - foot : 0 : v->n_rows;
+  size_t n_rows = v->n_rows < room ? v->n_rows : room;
+  size_t left = room - n_rows, n_ev = v->n_recent ? v->n_recent : 1;
+  bool events = !rows || left >= 3;
+  if (rows && events && n_ev > left - 2) n_ev = left - 2;
+  size_t emitted = 0;
+#define EMIT(text)                                                                                 \
+  do {                                                                                             \
+    if (emitted) fputs("\r\n", stdout);                                                            \
+    put_cut(text, cols);                                                                           \
+    emitted++;                                                                                     \
+  } while (0)
+  if (v->clear) fputs("\033[H\033[2J", stdout);
+  for (size_t i = 0; i < v->n_head; i++) EMIT(v->head_lines[i]);
+  EMIT("");
+  snprintf(line, sizeof line, "%8s %-16s %9s %9s %9s  %-20s", "PID", "NAME", "RSS", "ANON", "GPU",
+           "ANON TREND");
+  EMIT(hr_cli_paint(cli, lab, sizeof lab, "bold", line));
+  for (size_t i = 0; i < n_rows; i++) {
+    const view_row_t *r = &v->rows[i];
+    if (r->gpu)
+      hr_size_text(g, sizeof g, r->gpu);
     else
       snprintf(g, sizeof g, "-");
-    if (w.top[i].leak) hr_cli_paint(cli, leak, sizeof leak, "red", "LEAK?");
-    printf("%8d %-16.16s %10s %10s %10s  %-22s %s\n", p->pid, p->name,
-           size_or(a, sizeof a, p->rss_bytes), size_or(b, sizeof b, p->rss_anon_bytes), g,
-           trend(v, tr, sizeof tr, w.top[i].rss_per_min), leak);
+    leak[0] = '\0';
+    if (r->leak) hr_cli_paint(cli, leak, sizeof leak, "red", "LEAK?");
+    snprintf(line, sizeof line, "%8d %-16.16s %9s %9s %9s  %-20s %s", r->pid, r->name,
+             size_or(a, sizeof a, r->rss), size_or(b, sizeof b, r->anon), g,
+             trend(v, tr, sizeof tr, r->per_min), leak);
+    EMIT(line);
   }
-  printf("\n%s\n", hr_cli_paint(cli, lab, sizeof lab, "bold", "last events"));
-  if (v->n_recent == 0) printf("%s\n", hr_cli_paint(cli, lab, sizeof lab, "dim", "  none yet"));
-  for (size_t k = 0; k < v->n_recent; k++) {
-    size_t i = (v->head + N_RECENT - v->n_recent + k) % N_RECENT;
-    printf("  %s\n", v->recent[i]);
+  if (events) {
+    EMIT("");
+    EMIT(hr_cli_paint(cli, lab, sizeof lab, "bold", "last events"));
+    if (v->n_recent == 0) EMIT(hr_cli_paint(cli, lab, sizeof lab, "dim", "  none yet"));
+    for (size_t k = v->n_recent - (v->n_recent ? n_ev : 0); k < v->n_recent; k++) {
+      size_t i = (v->head + N_RECENT - v->n_recent + k) % N_RECENT;
+      snprintf(line, sizeof line, "  %s", v->recent[i]);
+      EMIT(line);
+    }
   }
-  if (v->clear) printf("\n%s\n", hr_cli_paint(cli, lab, sizeof lab, "dim", "Ctrl-C to stop"));
+  if (v->clear) {
+    EMIT("");
+    snprintf(line, sizeof line, "q quit  m memory  g GPU  p pid  (sorted by %s)", by[v->sort]);
+    EMIT(hr_cli_paint(cli, lab, sizeof lab, "dim", line));
+  } else {
+    fputs("\n", stdout);
+  }
+#undef EMIT
   fflush(stdout);
+}
+
+static void draw(view_state_t *v) {
+  pthread_mutex_lock(&v->lock);
+  collect_locked(v);
+  render_locked(v);
+  pthread_mutex_unlock(&v->lock);
+}
+
+/* ---- the terminal ------------------------------------------------------- */
+
+static struct termios saved_tty;
+static bool tty_saved, screen_on;
+
+/* Gives the terminal back: its saved mode, the cursor, the main screen.
+ * Safe to call twice (atexit and the normal end). */
+static void tty_restore(void) {
+  if (tty_saved) tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved_tty);
+  if (screen_on) fputs("\033[?25h\033[?1049l", stdout), fflush(stdout);
+  tty_saved = screen_on = false;
+}
+
+/* Non-canonical, no echo: keys arrive one by one and are not shown. Ctrl-C
+ * still signals (ISIG stays on), so the normal stop path restores. */
+static bool tty_raw_on(void) {
+  if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &saved_tty) != 0) return false;
+  struct termios t = saved_tty;
+  t.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
+  t.c_cc[VMIN] = 0, t.c_cc[VTIME] = 0;
+  if (tcsetattr(STDIN_FILENO, TCSAFLUSH, &t) != 0) return false;
+  tty_saved = true;
+  return true;
+}
+
+/* The key thread: q quits, m/g/p sort and redraw at once. Ends when the
+ * loop stops (it polls every 100 ms). */
+static void *keys_main(void *arg) {
+  view_state_t *v = arg;
+  while (!stop_flag) {
+    struct pollfd pfd = {.fd = STDIN_FILENO, .events = POLLIN};
+    if (poll(&pfd, 1, 100) <= 0) continue;
+    char c;
+    ssize_t n = read(STDIN_FILENO, &c, 1);
+    if (n == 0) break; /* end of input: no more keys */
+    if (n < 0) continue;
+    if (c == 'q' || c == 'Q') {
+      stop_flag = 1;
+      break;
+    }
+    sort_t by = c == 'm' ? SORT_MEM : c == 'g' ? SORT_GPU : c == 'p' ? SORT_PID : (sort_t)-1;
+    if ((int)by < 0) continue;
+    pthread_mutex_lock(&v->lock);
+    v->sort = by;
+    render_locked(v);
+    pthread_mutex_unlock(&v->lock);
+  }
+  return NULL;
 }
 
 static void on_event(const hr_watch_event_t *e, void *arg) {
@@ -212,19 +418,29 @@ static void on_event(const hr_watch_event_t *e, void *arg) {
     free(line);
     return;
   }
-  if (e->kind == HR_EVENT_SAMPLE)
+  if (e->kind == HR_EVENT_SAMPLE) {
     draw(v);
-  else
+  } else {
+    pthread_mutex_lock(&v->lock);
     remember(v, e);
+    pthread_mutex_unlock(&v->lock);
+  }
 }
 
 /* Long options that map one to one onto option-table names. */
-static const char *const table_opts[] = {
-    "interval",     "filter",        "mode",          "ram-warn",       "ram-critical",
-    "vram-warn",    "vram-critical", "leak-window",   "leak-min-rate",  "leak-min-samples",
-    "on-warning",   "on-critical",   "cooldown",      "action-timeout", "listen",
-    "db",           "retain",        "top",           "idle-share",     "idle-util",
-    "idle-samples", "hysteresis",    "history-flush", "proc-budget",    NULL};
+static const char *const table_opts[] = {"interval",      "filter",
+                                         "mode",          "ram-warn",
+                                         "ram-critical",  "vram-warn",
+                                         "vram-critical", "leak-window",
+                                         "leak-min-rate", "leak-min-samples",
+                                         "on-warning",    "on-critical",
+                                         "cooldown",      "action-timeout",
+                                         "listen",        "db",
+                                         "retain",        "top",
+                                         "idle-share",    "idle-util",
+                                         "idle-samples",  "hysteresis",
+                                         "history-flush", "proc-budget",
+                                         "metrics-top",   NULL};
 
 static int watch_run(hr_cli_t *cli, int argc, char **argv) {
   enum { OPT_JSON = 1000, OPT_ONCE, OPT_COUNT, OPT_DROP, OPT_HELP, OPT_BUDGET };
@@ -279,6 +495,8 @@ static int watch_run(hr_cli_t *cli, int argc, char **argv) {
   hr_broker_t *bk = NULL;
   view_state_t v = {.cli = cli,
                     .json = json,
+                    .lock = PTHREAD_MUTEX_INITIALIZER,
+                    .sort = SORT_GPU,
                     .leak_min_rate =
                         (double)hr_options_get_size(cli->opts, HR_OPTION_leak_min_rate)};
   if (hr_watch_create(cli->opts, &w, err, sizeof err) != 0) {
@@ -338,9 +556,20 @@ static int watch_run(hr_cli_t *cli, int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   bool screen = !json && count != 1;
   v.clear = screen;
-  if (screen) printf("\033[?1049h\033[?25l"); /* alternate screen, hide the cursor */
+  pthread_t keys;
+  bool have_keys = false;
+  if (screen) {
+    printf("\033[?1049h\033[?25l"); /* alternate screen, hide the cursor */
+    screen_on = true;
+    atexit(tty_restore);
+    if (tty_raw_on()) have_keys = pthread_create(&keys, NULL, keys_main, &v) == 0;
+  }
   int rc = hr_watch_run(w, &stop_flag, count);
-  if (screen) printf("\033[?25h\033[?1049l"), fflush(stdout);
+  if (have_keys) {
+    stop_flag = 1;
+    pthread_join(keys, NULL);
+  }
+  tty_restore();
   if (rc) {
     hr_cli_error("watch: the first sample failed: %s", hr_strerror(rc));
     status = 1;
@@ -357,6 +586,7 @@ out:
   hr_watch_destroy(w);
   hr_exporter_stop(e);
   hr_history_close(h);
+  free(v.rows);
   return status;
 }
 
