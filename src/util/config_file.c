@@ -37,7 +37,12 @@ static int slurp(const char *path, char **out, size_t *len, char *err, size_t er
     rc = hr__err(err, errlen, HR_EIO, "%s: %s", path, strerror(errno));
     goto out;
   }
-  if (!S_ISREG(st.st_mode)) {
+  /* /dev/null is the usual way to say "no config file" (ssh -F /dev/null):
+   * an empty file, whatever device node names it. */
+  struct stat null_st;
+  bool is_null = S_ISCHR(st.st_mode) && stat("/dev/null", &null_st) == 0 &&
+                 S_ISCHR(null_st.st_mode) && st.st_rdev == null_st.st_rdev;
+  if (!S_ISREG(st.st_mode) && !is_null) {
     /* HR_EIO, as for a file that cannot be read: the system file's chain
      * skips such a file with a warning, an explicit one fails. */
     rc = hr__err(err, errlen, HR_EIO, "%s: not a regular file", path);

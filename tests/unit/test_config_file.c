@@ -127,6 +127,7 @@ static void test_not_a_config_file(void) {
   CHECK_OK(hr_options_create(&o));
   CHECK_RC(hr_options_load_file(o, "/dev/zero", err, sizeof err), HR_EIO);
   CHECK_CONTAINS(err, "/dev/zero: not a regular file");
+  CHECK_OK(hr_options_load_file(o, "/dev/null", err, sizeof err)); /* "no config file" */
   CHECK_RC(hr_options_load_file(o, "/tmp", err, sizeof err), HR_EIO);
   char fifo[] = "/tmp/hr_test_fifo_XXXXXX";
   int fd = mkstemp(fifo);
