@@ -57,8 +57,8 @@ test-tsan: tsan
 #    wheel; every version pinned). pip runs only when the stamp file is
 #    missing or older than the requirements, so after the first run (a few
 #    minutes: torch is large) this costs nothing. VENV_PIP_ARGS goes to pip
-#    (e.g. --index-url https://download.pytorch.org/whl/cpu for the CPU torch
-#    where no CPU wheel lies on disk). Every test runs here.
+#    (e.g. an --index-url of CPU builds of torch where no CPU wheel lies on
+#    disk). Every test runs here.
 #  - with Debian's $(PYTHON) (python3-torch: torch 1.13), the test files that
 #    use torch only, so a user still on PyTorch 1.x stays covered; about
 #    15 seconds. They are the files that call torch_or_skip() or import torch

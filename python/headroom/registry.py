@@ -122,13 +122,11 @@ class _Asset:
 
 
 def _check_bytes(label, v, allow_none=False):
+    """A byte count as the C side takes it (uint64_t): the one range check,
+    _lib.check_int, so every message reads alike."""
     if v is None and allow_none:
         return v
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError("%s must be an integer number of bytes; got %r" % (label, v))
-    if not 0 <= v <= _U64:
-        raise ValueError("%s must be in [0, 2**64 - 1] bytes; got %r" % (label, v))
-    return v
+    return _lib.check_int(v, label, 0, _U64)
 
 
 class Registry:
@@ -388,11 +386,6 @@ class Registry:
         pass
 
     # ---- the API ----
-
-    def _handle(self):
-        if not self._h:
-            raise ValueError("the registry is closed")
-        return self._h
 
     def _aid(self, m):
         if isinstance(m, str):

@@ -236,7 +236,7 @@ def test_bad_arguments_are_named(torch):
     r.register(m, "m")
     with pytest.raises(TypeError, match="working_bytes must be an integer"):
         r.require(m, working_bytes="1G")
-    with pytest.raises(ValueError, match=r"working_bytes must be in \[0, 2\*\*64 - 1\]"):
+    with pytest.raises(ValueError, match=r"working_bytes must be an integer in \[0, 18446744073709551615\]"):
         r.require(m, working_bytes=2 ** 64)
     with pytest.raises(ValueError, match="nbytes"):
         r.release(-1)
@@ -257,7 +257,7 @@ def test_bad_arguments_are_named(torch):
     with pytest.raises(ValueError, match="patience"):
         headroom.Registry(device="cpu", budget_bytes=MIB, patience=-1)
     r.close()
-    with pytest.raises(ValueError, match="the registry is closed"):
+    with pytest.raises(ValueError, match="the Registry is closed"):
         r.require(m)
-    with pytest.raises(ValueError, match="the registry is closed"):
+    with pytest.raises(ValueError, match="the Registry is closed"):
         r.releasable_bytes()
