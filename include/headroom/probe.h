@@ -210,6 +210,10 @@ HR_API bool hr_proc_matches(const hr_proc_t *p, const char *filter);
 HR_API int hr_snapshot_select(const hr_snapshot_t *s, size_t top, const char *filter,
                               size_t *out_idx, size_t *n_out);
 
+/* The process `pid` of the snapshot (whose procs are sorted by pid), or NULL.
+ * O(log n). */
+HR_API const hr_proc_t *hr_snapshot_proc(const hr_snapshot_t *s, int pid);
+
 #ifdef __cplusplus
 }
 #endif

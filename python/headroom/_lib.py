@@ -215,6 +215,25 @@ def int_range(ctype):
     return 0, (1 << bits) - 1
 
 
+class Handle:
+    """What every owner of a library handle shares: a `with` block closes it,
+    and so does garbage collection. Subclasses give close(), which must be
+    safe to call twice, and raise ValueError from their own accessor once
+    closed."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the library may be gone already
+            pass
+
+
 def check_int(value, name, low, high):
     """Returns `value` when it is an int in [low, high]; else raises
     ValueError (TypeError for a non-integer) naming `name` and the range."""

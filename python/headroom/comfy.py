@@ -306,7 +306,7 @@ def request_between_prompts(unload_models=True, free_memory=False):
 # --- freeing ------------------------------------------------------------------------------
 
 
-class ComfyFreeResult:
+class ComfyFreeResult(memory.Freed):
     """What free() did. Sizes are bytes; vram_* are None without CUDA."""
 
     def __init__(self, target):
@@ -318,16 +318,6 @@ class ComfyFreeResult:
         self.ram_before = self.ram_after = 0
         self.vram_before = self.vram_after = None
         self.note = ""
-
-    @property
-    def ram_freed(self):
-        return self.ram_before - self.ram_after
-
-    @property
-    def vram_freed(self):
-        if self.vram_before is None or self.vram_after is None:
-            return None
-        return self.vram_before - self.vram_after
 
     def as_dict(self):
         return {"target": self.target, "unloaded": list(self.unloaded),

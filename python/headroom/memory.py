@@ -25,7 +25,25 @@ _lock = threading.Lock()
 _last_done = None  # monotonic time of the last pass that ran
 
 
-class FreeResult:
+class Freed:
+    """The bytes a freeing pass brought back, from the readings before and
+    after it (ram_* and vram_*; vram_* are None without CUDA memory to read).
+    Shared by free_memory()'s result and the ComfyUI bridge's."""
+
+    __slots__ = ()
+
+    @property
+    def ram_freed(self):
+        return self.ram_before - self.ram_after
+
+    @property
+    def vram_freed(self):
+        if self.vram_before is None or self.vram_after is None:
+            return None
+        return self.vram_before - self.vram_after
+
+
+class FreeResult(Freed):
     """What free_memory() did. Sizes are bytes; the vram_* fields are None
     when this process has no CUDA memory to read."""
 
@@ -41,16 +59,6 @@ class FreeResult:
         self.ram_before = self.ram_after = 0
         self.vram_before = self.vram_after = None
         self.vram_note = ""
-
-    @property
-    def ram_freed(self):
-        return self.ram_before - self.ram_after
-
-    @property
-    def vram_freed(self):
-        if self.vram_before is None or self.vram_after is None:
-            return None
-        return self.vram_before - self.vram_after
 
     def as_dict(self):
         d = {k: getattr(self, k) for k in self.__slots__}

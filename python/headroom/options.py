@@ -91,7 +91,7 @@ class _Reader:
         return _SOURCES[self._lib.hr_options_source(self._handle(), k)]
 
 
-class Options(_Reader):
+class Options(_Reader, _lib.Handle):
     """A set of option values; starts with every default. close() (or the
     end of a with block) frees it; any use after that raises ValueError."""
 
@@ -112,18 +112,9 @@ class Options(_Reader):
             self._lib.hr_options_destroy(self._h)
             self._h = None
 
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown: the library may be gone already
-            pass
-
     def __enter__(self):
-        self._handle()
+        self._handle()  # a closed Options raises at the `with`, not later
         return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def load_defaults(self, path=None):
         """Reads the config file (`path`, or the default chain) and the environment."""

@@ -75,7 +75,7 @@ def parse_config(conf):
     return cfg
 
 
-class Pool:
+class Pool(_lib.Handle):
     """A caching allocator on its own backend. Pointers are ints; on the
     "host" backend they are real memory the caller may write."""
 
@@ -106,18 +106,6 @@ class Pool:
         if getattr(self, "_backend", None):
             self._lib.hr_backend_destroy(self._backend)
             self._backend = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown
-            pass
 
     def _h(self):
         if not self._pool:

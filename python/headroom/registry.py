@@ -129,7 +129,7 @@ def _check_bytes(label, v, allow_none=False):
     return _lib.check_int(v, label, 0, _U64)
 
 
-class Registry:
+class Registry(_lib.Handle):
     """Residency for torch.nn.Modules on one device.
 
     device: "cuda:N", "cuda" or "cpu"; None picks cuda:0 when CUDA is there,
@@ -809,18 +809,6 @@ class Registry:
                     hk.remove()
             self._lib.hr_residency_destroy(self._h)
             self._h = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown
-            pass
 
 
 def _storage_ptr(t):

@@ -83,7 +83,7 @@ def leak_evaluate(points, window_s, min_rate_per_min, min_samples=8):
     return _result(out)
 
 
-class LeakDetector:
+class LeakDetector(_lib.Handle):
     """The library's leak detector (hr_leak_t), fed one sample at a time; an
     alarm, once raised, stays until the slope falls under half the rate.
     close() frees it; a use after that raises ValueError."""
@@ -112,15 +112,3 @@ class LeakDetector:
         if getattr(self, "_h", None):
             self._lib.hr_leak_destroy(self._h)
             self._h = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown
-            pass

@@ -91,19 +91,6 @@ static void proc_labels(hr__buf_t *b, const hr_proc_t *p, bool pid) {
   kv(b, false, "pod_uid", p->pod_uid);
 }
 
-static const hr_proc_t *proc_by_pid(const hr_snapshot_t *s, int pid) {
-  size_t lo = 0, hi = s->n_procs;
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    if (s->procs[mid].pid == pid) return &s->procs[mid];
-    if (s->procs[mid].pid < pid)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  return NULL;
-}
-
 /* ---- per GPU ------------------------------------------------------------ */
 
 typedef enum { G_USED, G_TOTAL, G_FREE, G_UTIL, G_MEMUTIL, G_TEMP, G_POWER } gpu_metric_t;
@@ -241,7 +228,7 @@ static void proc_gpu(hr__buf_t *b, const hr__prom_input_t *in) {
   for (size_t i = 0; i < s->n_gpu_procs; i++) {
     const hr_gpu_proc_t *gp = &s->gpu_procs[i];
     if (gp->used_bytes == 0 || gp->used_bytes == HR_UNKNOWN || gp->gpu >= s->n_gpus) continue;
-    const hr_proc_t *p = gp->local_pid ? proc_by_pid(s, gp->local_pid) : NULL;
+    const hr_proc_t *p = gp->local_pid ? hr_snapshot_proc(s, gp->local_pid) : NULL;
     hr_proc_t unseen = {.pid = gp->pid}; /* another PID namespace: the host pid alone */
     hr__buf_puts(b, "headroom_process_gpu_memory_bytes{");
     gpu_labels(b, in, &s->gpus[gp->gpu]);

@@ -44,3 +44,16 @@ int hr_snapshot_select(const hr_snapshot_t *s, size_t top, const char *filter, s
   *n_out = n - gpu > top ? gpu + top : n;
   return 0;
 }
+
+const hr_proc_t *hr_snapshot_proc(const hr_snapshot_t *s, int pid) {
+  size_t lo = 0, hi = s ? s->n_procs : 0;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (s->procs[mid].pid == pid) return &s->procs[mid];
+    if (s->procs[mid].pid < pid)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return NULL;
+}

@@ -64,19 +64,6 @@ int hr__watch_levels(hr_watch_t *w) {
 
 /* ---- processes ---------------------------------------------------------- */
 
-static const hr_proc_t *find_proc(const hr_snapshot_t *s, int pid) {
-  size_t lo = 0, hi = s->n_procs;
-  while (lo < hi) {
-    size_t mid = (lo + hi) / 2;
-    if (s->procs[mid].pid == pid) return &s->procs[mid];
-    if (s->procs[mid].pid < pid)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  return NULL;
-}
-
 static void leak_event(hr_watch_t *w, const hr_proc_t *p, const char *series,
                        const hr_leak_result_t *r) {
   hr_watch_event_t e = {.kind = HR_EVENT_LEAK, .time = w->snap->time, .pid = p->pid};
@@ -153,7 +140,7 @@ int hr__watch_idle(hr_watch_t *w) {
     if (++e->count < w->idle_samples || e->reported) continue;
     e->reported = true;
     int local = gp->local_pid ? gp->local_pid : gp->pid;
-    const hr_proc_t *p = find_proc(s, local);
+    const hr_proc_t *p = hr_snapshot_proc(s, local);
     hr_watch_event_t ev = {.kind = HR_EVENT_IDLE_HOG, .time = s->time, .pid = local};
     hr__strlcpy(ev.name, p ? p->name : "", sizeof ev.name);
     ev.idle_hog = (hr_event_idle_hog_t){.gpu = gp->gpu,
@@ -191,7 +178,7 @@ void hr__watch_oom(hr_watch_t *w) {
 int hr__watch_exits(hr_watch_t *w) {
   const hr_snapshot_t *s = w->snap;
   for (size_t i = 0; i < w->n_watched; i++) {
-    const hr_proc_t *p = find_proc(s, w->watched[i].pid);
+    const hr_proc_t *p = hr_snapshot_proc(s, w->watched[i].pid);
     if (p && p->start_ticks == w->watched[i].start && p->state != 'Z') continue;
     hr_watch_event_t e = {.kind = HR_EVENT_EXIT, .time = s->time, .pid = w->watched[i].pid};
     hr__strlcpy(e.name, w->watched[i].name, sizeof e.name);

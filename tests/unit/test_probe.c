@@ -1075,6 +1075,11 @@ static void test_select(void) {
   CHECK_OK(hr_snapshot_select(&empty, 5, NULL, NULL, &n));
   CHECK_EQ_U64(n, 0);
   CHECK_RC(hr_snapshot_select(&s, 5, NULL, NULL, &n), HR_EINVAL);
+  /* Lookup by pid in the pid-sorted list: every one found, a gap not. */
+  procs[1].pid = 11;
+  for (int i = 0; i < 7; i++) CHECK(hr_snapshot_proc(&s, 10 + i) == &procs[i]);
+  CHECK(hr_snapshot_proc(&s, 9) == NULL && hr_snapshot_proc(&s, 17) == NULL);
+  CHECK(hr_snapshot_proc(&empty, 10) == NULL && hr_snapshot_proc(NULL, 10) == NULL);
 }
 
 /* Container ids and pod UIDs from the cgroup paths each runtime and the
