@@ -17,6 +17,7 @@ typedef struct hr__prom_input {
   const char *const *counter_names; /* headroom_events_total{kind=NAME} */
   const uint64_t *counters;
   size_t n_counters;
+  const hr_broker_counters_t *broker; /* NULL: no broker runs */
 } hr__prom_input_t;
 
 /* Renders Prometheus text format 0.0.4 into a malloc'd string. */
