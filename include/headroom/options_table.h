@@ -74,6 +74,8 @@
     "programs asked through their own API: KIND[@DEVICE]=URL,... (comfyui, ollama, vllm)")         \
   X(broker_adapter_priority, HR_OPT_INT, "0", -1000000, 1000000, NULL,                             \
     "priority the broker gives the programs of broker_adapters")                                   \
+  X(comfy_agent, HR_OPT_BOOL, "true", 0, 0, NULL,                                                 \
+    "inside ComfyUI, register with the broker when one runs (the node pack)")                     \
   /* backend and pool */                                                                           \
   X(libcuda, HR_OPT_STRING, "", 0, 0, NULL, "CUDA driver library to load (default libcuda.so.1)")  \
   X(lib, HR_OPT_STRING, "", 0, 0, NULL,                                                            \
