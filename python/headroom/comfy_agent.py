@@ -6,7 +6,11 @@ least recently used first) and answers a release by freeing through the
 bridge, never behind ComfyUI's back:
 
 - no prompt runs: ``comfy.free(target="amount")`` unloads least recently used
-  models until enough is free (ComfyUI's own free_memory). When ComfyUI's
+  models until enough is free (ComfyUI's own free_memory, which may unload
+  a model in part). Where a model's offload device is its own device
+  (ComfyUI --cpu), a partial unload moves nothing, so whole models are
+  unloaded instead (``comfy.free(target="input")``), least recently used
+  first. When ComfyUI's
   output cache still holds an unloaded model (its weights stay in RAM), the
   prompt worker is asked to reset that cache (the ``free_memory`` flag, with
   ``unload_models`` off so no other model is unloaded), which it does at
@@ -15,8 +19,8 @@ bridge, never behind ComfyUI's back:
   free_memory), which the worker acts on after the prompt; the agent waits
   up to ``wait_s`` for the models to go and reports what went.
 
-The reply is the bytes the unloaded models held on the device, as ComfyUI
-counted them (loaded_size()).
+The reply is the fall of the loaded models' bytes on the device, as ComfyUI
+counts them (loaded_size()), before and after.
 
 ``start()`` is what the node pack calls: a daemon thread that connects
 whenever a broker's socket exists (and again after the broker restarts),
@@ -97,6 +101,21 @@ class ComfyModels:
         return sum(m["loaded_bytes"] for m, _ in self._models()
                    if _device(m["device"]) == device and not m["dynamic"])
 
+    @staticmethod
+    def _stay_put(device):
+        """(patcher, loaded bytes) of the models on `device` whose offload
+        device is that same device, least recently used first."""
+        out = []
+        for lm in reversed(list(comfy.model_management().current_loaded_models)):
+            p = lm.model
+            if p is None or comfy._dynamic(p) or _device(lm.device) != device:
+                continue
+            if str(lm.device) == str(getattr(p, "offload_device", "")):
+                n = int(p.loaded_size())
+                if n > 0:
+                    out.append((p, n))
+        return out
+
     def release_device(self, device, nbytes):
         """Frees at least nbytes on device if ComfyUI can; returns the bytes
         the unloaded models held there."""
@@ -109,10 +128,26 @@ class ComfyModels:
             while time.monotonic() < deadline and self._loaded_on(device) >= before and before:
                 time.sleep(0.05)
             return max(0, before - self._loaded_on(device))
-        res = comfy.free(target="amount", amount=int(nbytes))
+        before = self._loaded_on(device)
+        stay = self._stay_put(device)
+        if stay:
+            # Where a model's offload device is its device (ComfyUI --cpu),
+            # unloading in part moves nothing: unload whole models, least
+            # recently used first, until enough.
+            still, total = [], 0
+            for p, n in stay:
+                if total >= nbytes:
+                    break
+                res = comfy.free(target="input", model=p)
+                still += res.still_referenced
+                total += n
+            del stay, p
+        else:
+            res = comfy.free(target="amount", amount=int(nbytes))
+            still = res.still_referenced
         self.last_result = res
-        got = sum(m["loaded_bytes"] for m in res.unloaded if _device(m["device"]) == device)
-        if res.still_referenced:
+        got = max(0, before - self._loaded_on(device))
+        if still:
             # The output cache holds them: let the worker reset it (at once
             # when idle), without unloading the models still loaded.
             q = comfy._prompt_queue()
