@@ -143,3 +143,18 @@ def test_comfy_agent_option_reads_the_environment(monkeypatch):
     o = options.Options()
     with pytest.raises(Exception, match="comfy_agent"):
         o.load_defaults()
+
+
+def test_where_the_offload_device_is_the_device_whole_models_go(fake):
+    # As with ComfyUI --cpu: a partial unload would move nothing, so the
+    # agent unloads whole models, least recently used first, until enough.
+    keep = []
+    for name, n in (("old", 100 * MiB), ("mid", 50 * MiB), ("new", 200 * MiB)):
+        p = fake.mp.ModelPatcher(fake.FakeModule(n), "cpu", "cpu")
+        p.headroom_name = name
+        keep.append(p)
+        fake.mm.load_models_gpu([p])
+    models = comfy_agent.ComfyModels()
+    assert models.release_device("host", 120 * MiB) == 150 * MiB  # "old", then "mid"
+    assert [m["name"] for m in comfy.loaded_models()] == ["new"]
+    assert fake.queue.flags == {"unload_models": False, "free_memory": True}
