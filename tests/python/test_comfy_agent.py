@@ -112,6 +112,7 @@ def test_a_running_prompt_gets_the_between_prompts_flags(fake):
 
 
 def test_the_pack_thread_connects_when_a_broker_runs(fake, broker, monkeypatch):
+    comfy_agent.stop()  # importing the node pack (other tests) started it
     monkeypatch.setenv("HEADROOM_BROKER_SOCKET", broker.path)
     keep = []
     load(fake, "unet", 128 * MiB, keep)
