@@ -63,6 +63,23 @@ typedef struct hr_broker_event {
 /* Called on the broker's thread for every event; must not block. */
 typedef void (*hr_broker_event_fn)(const hr_broker_event_t *e, void *arg);
 
+/* Bytes released by one client or adapter name, for the exporter. */
+typedef struct hr_broker_released_by {
+  char name[64];
+  uint64_t bytes;
+} hr_broker_released_by_t;
+
+/* The exporter's label set stays bounded: the first HR_BROKER_NAMES_COUNTED
+ * - 1 names that release anything have a slot each, later ones share the
+ * last slot, named "other". */
+#define HR_BROKER_NAMES_COUNTED 16
+
+/* Upper bounds (seconds) of the grant latency histogram's buckets; a last,
+ * implicit bucket is +Inf (the count of grants). */
+#define HR_BROKER_LATENCY_BOUNDS                                                                   \
+  { 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30 }
+#define HR_BROKER_LATENCY_BUCKETS 12
+
 /* Running totals for the exporter and `headroom broker`. */
 typedef struct hr_broker_counters {
   uint64_t connections, refused_peers, protocol_errors, registrations;
@@ -71,14 +88,26 @@ typedef struct hr_broker_counters {
   uint64_t pressure_asks;
   double grant_latency_s_total; /* sum over granted reservations */
   uint64_t clients, leases;     /* now */
+  /* Grants whose latency was at most each of HR_BROKER_LATENCY_BOUNDS
+   * (cumulative, as Prometheus histograms count). */
+  uint64_t grant_latency_le[HR_BROKER_LATENCY_BUCKETS];
+  hr_broker_released_by_t released_by[HR_BROKER_NAMES_COUNTED];
+  size_t n_released_by;
 } hr_broker_counters_t;
 
 /* The event kind's name ("granted"); "?" for an unknown one. */
 HR_API const char *hr_broker_event_name(hr_broker_event_kind_t kind);
 
 /* The event as one JSON object ({"event":"broker_granted",...}) in *out,
- * malloc'd; the caller frees. Returns 0, HR_EINVAL or HR_ENOMEM. */
+ * malloc'd; the caller frees: hr_event_json of hr_broker_event_to_watch.
+ * Returns 0, HR_EINVAL or HR_ENOMEM. */
 HR_API int hr_broker_event_json(const hr_broker_event_t *e, char **out);
+
+struct hr_watch_event;
+
+/* The event as the watch's typed event (kind HR_EVENT_BROKER), which the
+ * watch records in history and writes with its one JSON and text writer. */
+HR_API void hr_broker_event_to_watch(const hr_broker_event_t *e, struct hr_watch_event *out);
 
 /* The socket path the options give (broker_socket; empty: the default,
  * $XDG_RUNTIME_DIR/headroom/broker.sock, or /run/headroom/broker.sock for

@@ -22,11 +22,12 @@ typedef enum hr_event_kind {
   HR_EVENT_EXIT,
   HR_EVENT_ACTION,
   HR_EVENT_ERROR,
+  HR_EVENT_BROKER,
   HR_EVENT_KINDS_
 } hr_event_kind_t;
 
 /* Returns "sample", "level", "leak", "idle_hog", "oom_kill", "exit",
- * "action" or "error"; "unknown" for anything else. */
+ * "action", "error" or "broker"; "unknown" for anything else. */
 HR_API const char *hr_event_kind_name(hr_event_kind_t k);
 /* The kind named `name`, or HR_EVENT_KINDS_ when there is none. */
 HR_API hr_event_kind_t hr_event_kind_from_name(const char *name);
@@ -79,6 +80,23 @@ typedef struct hr_event_action {
   char detail[256]; /* empty when there is none */
 } hr_event_action_t;
 
+/* What the memory broker did or saw (docs/broker.md, "Events"): an ask to
+ * release and its answer, a grant or refusal, a lease's end, pressure.
+ * Written as {"event":"broker_WHAT",...}; pid and name in the event are the
+ * client's (pid 0 for an adapter). */
+typedef struct hr_event_broker {
+  char what[16];   /* "ask", "answer", "granted", ... (hr_broker_event_name) */
+  uint32_t uid;    /* the peer's uid */
+  char device[16]; /* "host", "gpu0", ... */
+  int priority;
+  uint64_t bytes;          /* asked, reserved or granted */
+  uint64_t released_bytes; /* released (answer), or released for a grant */
+  double latency_s;        /* ask to answer, or reserve to granted/refused */
+  int status;              /* an adapter's HTTP status; 0 when none came */
+  uint64_t lease;          /* the lease's id, or 0 */
+  char message[256];
+} hr_event_broker_t;
+
 typedef struct hr_event_error {
   char message[600];
 } hr_event_error_t;
@@ -109,6 +127,7 @@ typedef struct hr_watch_event {
     hr_event_oom_kill_t oom_kill;
     hr_event_action_t action;
     hr_event_error_t error;
+    hr_event_broker_t broker;
   };
 } hr_watch_event_t;
 

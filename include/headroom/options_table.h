@@ -71,11 +71,13 @@
     "group that may use the broker socket (mode 0660); empty: its owner only (0600)")              \
   X(broker_max_conns, HR_OPT_INT, "32", 1, 100000, NULL, "broker connections one user may hold")   \
   X(broker_timeout, HR_OPT_DURATION, "5s", 0.01, 600, NULL,                                        \
-    "time a broker client or adapter has to answer a release request")                            \
+    "time a broker client or adapter has to answer a release request")                             \
   X(broker_adapters, HR_OPT_STRING, "", 0, 0, NULL,                                                \
     "programs asked through their own API: KIND[@DEVICE]=URL,... (comfyui, ollama, vllm)")         \
   X(broker_adapter_priority, HR_OPT_INT, "0", -1000000, 1000000, NULL,                             \
     "priority the broker gives the programs of broker_adapters")                                   \
+  X(comfy_agent, HR_OPT_BOOL, "true", 0, 0, NULL,                                                 \
+    "inside ComfyUI, register with the broker when one runs (the node pack)")                     \
   /* backend and pool */                                                                           \
   X(libcuda, HR_OPT_STRING, "", 0, 0, NULL, "CUDA driver library to load (default libcuda.so.1)")  \
   X(lib, HR_OPT_STRING, "", 0, 0, NULL,                                                            \

@@ -28,7 +28,7 @@ extern "C" {
 typedef struct hr_history hr_history_t;
 
 /* The schema version this library writes; older files are migrated. */
-#define HR_HISTORY_SCHEMA 3
+#define HR_HISTORY_SCHEMA 4
 
 /* Opens or creates the database at `path` (WAL mode), creating its folder,
  * and migrates an older schema. A path that cannot be written is HR_EPERM or
@@ -128,6 +128,22 @@ HR_API void hr_watch_set_sampler(hr_watch_t *w, hr_watch_sampler_fn fn, void *ar
 /* The watch does not own these; they must outlive it or be detached (NULL). */
 HR_API void hr_watch_attach_history(hr_watch_t *w, hr_history_t *h);
 HR_API void hr_watch_attach_exporter(hr_watch_t *w, hr_exporter_t *e);
+
+/* Hands the watch an event from another thread (the broker's): it waits in
+ * a queue and, at the next sample, is counted, recorded in history and
+ * given to the callback on the watch's thread like the watch's own events
+ * (and once more when the loop ends). Any thread. At most
+ * HR_WATCH_POSTED_MAX wait; more are dropped, and an error event says how
+ * many. Returns 0, HR_EINVAL or HR_ENOMEM. */
+#define HR_WATCH_POSTED_MAX 4096
+HR_API int hr_watch_post_event(hr_watch_t *w, const hr_watch_event_t *e);
+
+struct hr_broker_counters;
+/* Fills the broker's counters (headroom/broker.h) for the exporter. */
+typedef void (*hr_watch_broker_counters_fn)(void *arg, struct hr_broker_counters *out);
+/* Where /metrics gets the broker's counters from, on the watch's thread at
+ * each sample; NULL: no broker, no broker metrics. */
+HR_API void hr_watch_set_broker_counters(hr_watch_t *w, hr_watch_broker_counters_fn fn, void *arg);
 
 /* Processes one snapshot: levels, leaks, idle hogs, OOM kills, exits,
  * actions, history, exporter documents; events go to the callback, the sample

@@ -1,7 +1,8 @@
 """headroom's ComfyUI node pack: memory monitor, free-memory pass-through
 nodes (the Model one unloads through ComfyUI's model management), VRAM
 optimizer, smart memory manager, per-stage report, an auxiliary-model
-example, the /headroom/* routes and a web panel (web/).
+example, the /headroom/* routes, a web panel (web/), and ComfyUI's agent
+for the memory broker (headroom.comfy_agent).
 
 ComfyUI loads this folder when it is linked or copied into custom_nodes/.
 The nodes need the headroom Python package: installed with pip, or, when this
@@ -10,9 +11,14 @@ folder is a link into a headroom checkout, the checkout's python/ folder.
 
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from . import routes as _routes
+from headroom import comfy_agent as _comfy_agent
 
 WEB_DIRECTORY = "./web"
 
 _routes.register()
+# Registers ComfyUI with the memory broker of `headroom watch` whenever its
+# socket exists, on a background thread (option comfy_agent; off with
+# HEADROOM_COMFY_AGENT=0).
+_comfy_agent.start()
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

@@ -16,7 +16,10 @@ library nor ctypes.
   exits). A refusal raises ``Refused`` naming who holds what.
 
 A registry is any object with ``releasable_bytes() -> int`` and
-``release(nbytes) -> int`` (headroom.Registry has both).
+``release(nbytes) -> int`` (headroom.Registry has both). One that also has
+``offer_items()`` (a list of offer items, each with its device) and
+``release_device(device, nbytes)`` is offered item by item and asked per
+device: ComfyUI's loaded models (headroom.comfy_agent.ComfyModels).
 """
 
 import contextlib
@@ -186,11 +189,14 @@ class Agent:
         for name, dev, size, _ in _torch_caches():
             items.append({"name": name, "device": dev, "kind": "cache", "bytes": int(size)})
         for i, (reg, dev) in enumerate(regs):
+            if callable(getattr(reg, "offer_items", None)):
+                items.extend(reg.offer_items())
+                continue
             b = int(reg.releasable_bytes())
             items.append({"name": "%s%d" % (type(reg).__name__, i), "device": dev,
                           "kind": "model", "bytes": b, "reload_bytes": b,
                           "idle_s": float(getattr(reg, "idle_seconds", 0) or 0)})
-        return [x for x in items if x["bytes"] > 0]
+        return [x for x in items if x["bytes"] > 0][:64]  # the protocol's limit
 
     def _send_offer(self):
         self._io.send({"op": "offer", "items": self._items()})
@@ -211,7 +217,10 @@ class Agent:
                 empty()
                 freed += size
         for reg, dev in regs:
-            if dev == device and freed < nbytes:
+            if callable(getattr(reg, "release_device", None)):
+                if freed < nbytes:
+                    freed += int(reg.release_device(device, nbytes - freed) or 0)
+            elif dev == device and freed < nbytes:
                 freed += int(reg.release(nbytes - freed) or 0)
         return freed
 

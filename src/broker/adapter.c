@@ -264,7 +264,7 @@ static void answered(hr_broker_t *b, hr__badapter_t *a, uint64_t asked, uint64_t
   hr__broker_emit(b, &e);
   pthread_mutex_lock(&b->lock);
   b->counters.answers++;
-  b->counters.released_bytes += got;
+  hr__broker_count_released_locked(b, a->name, got);
   pthread_mutex_unlock(&b->lock);
 }
 

@@ -146,6 +146,12 @@ struct hr_broker {
 HR_INTERNAL void hr__broker_emit(hr_broker_t *b, hr_broker_event_t *e);
 /* Adds one to a counter under the lock: hr__broker_count(b, &b->counters.x, 1). */
 HR_INTERNAL void hr__broker_count(hr_broker_t *b, uint64_t *field, uint64_t n);
+/* Adds `bytes` released by `name` to the counters: its own slot, or the
+ * shared "other" one when every slot is taken. Needs b->lock. */
+HR_INTERNAL void hr__broker_count_released_locked(hr_broker_t *b, const char *name, uint64_t bytes);
+/* Counts a grant that took `latency_s` in the latency histogram. Needs
+ * b->lock. */
+HR_INTERNAL void hr__broker_count_grant_locked(hr_broker_t *b, double latency_s);
 HR_INTERNAL void hr__broker_status_json(hr_broker_t *b, hr__buf_t *o);
 
 /* server.c */

@@ -17,22 +17,30 @@ const char *hr_broker_event_name(hr_broker_event_kind_t kind) {
   return (unsigned)kind < HR_BROKER_EV_COUNT ? names[kind] : "?";
 }
 
+void hr_broker_event_to_watch(const hr_broker_event_t *e, struct hr_watch_event *out) {
+  memset(out, 0, sizeof *out);
+  out->kind = HR_EVENT_BROKER;
+  out->time = e->time;
+  out->pid = e->pid;
+  hr__strlcpy(out->name, e->name, sizeof out->name);
+  hr_event_broker_t *x = &out->broker;
+  hr__strlcpy(x->what, hr_broker_event_name(e->kind), sizeof x->what);
+  x->uid = e->uid;
+  hr__strlcpy(x->device, e->device, sizeof x->device);
+  x->priority = e->priority;
+  x->bytes = e->bytes;
+  x->released_bytes = e->released;
+  x->latency_s = e->latency_s;
+  x->status = e->status;
+  x->lease = e->lease;
+  hr__strlcpy(x->message, e->message, sizeof x->message);
+}
+
 int hr_broker_event_json(const hr_broker_event_t *e, char **out) {
   if (!e || !out) return HR_EINVAL;
-  hr__buf_t o = {0};
-  hr__buf_printf(&o, "{\"event\":\"broker_%s\",\"time\":%.3f,\"pid\":%d,\"uid\":%u,\"name\":",
-                 hr_broker_event_name(e->kind), e->time, e->pid, e->uid);
-  hr__buf_json_str(&o, e->name);
-  hr__buf_puts(&o, ",\"device\":");
-  hr__buf_json_str(&o, e->device);
-  hr__buf_printf(&o,
-                 ",\"priority\":%d,\"bytes\":%llu,\"released_bytes\":%llu,\"latency_s\":%.6f,"
-                 "\"status\":%d,\"lease\":%llu,\"message\":",
-                 e->priority, (unsigned long long)e->bytes, (unsigned long long)e->released,
-                 e->latency_s, e->status, (unsigned long long)e->lease);
-  hr__buf_json_str(&o, e->message);
-  hr__buf_puts(&o, "}");
-  return hr__buf_finish(&o, out);
+  hr_watch_event_t w;
+  hr_broker_event_to_watch(e, &w);
+  return hr_event_json(&w, out);
 }
 
 void hr__broker_emit(hr_broker_t *b, hr_broker_event_t *e) {
@@ -49,6 +57,32 @@ void hr__broker_count(hr_broker_t *b, uint64_t *field, uint64_t n) {
   for (size_t i = 0; i < b->n_conns; i++) b->counters.clients += b->conns[i]->registered;
   b->counters.leases = b->n_leases;
   pthread_mutex_unlock(&b->lock);
+}
+
+void hr__broker_count_released_locked(hr_broker_t *b, const char *name, uint64_t bytes) {
+  hr_broker_counters_t *k = &b->counters;
+  k->released_bytes += bytes;
+  if (!bytes) return;
+  size_t i = 0;
+  while (i < k->n_released_by && strcmp(k->released_by[i].name, name) != 0) i++;
+  if (i == k->n_released_by) {
+    if (i < HR_BROKER_NAMES_COUNTED - 1) {
+      hr__strlcpy(k->released_by[i].name, name, sizeof k->released_by[i].name);
+    } else {
+      i = HR_BROKER_NAMES_COUNTED - 1;
+      hr__strlcpy(k->released_by[i].name, "other", sizeof k->released_by[i].name);
+    }
+    if (i == k->n_released_by) k->n_released_by++;
+  }
+  k->released_by[i].bytes += bytes;
+}
+
+void hr__broker_count_grant_locked(hr_broker_t *b, double latency_s) {
+  static const double bounds[HR_BROKER_LATENCY_BUCKETS] = HR_BROKER_LATENCY_BOUNDS;
+  b->counters.granted++;
+  b->counters.grant_latency_s_total += latency_s;
+  for (size_t i = 0; i < HR_BROKER_LATENCY_BUCKETS; i++)
+    if (latency_s <= bounds[i]) b->counters.grant_latency_le[i]++;
 }
 
 static void put_u64(hr__buf_t *o, const char *key, uint64_t v) {

@@ -75,8 +75,7 @@ static void grant(hr_broker_t *b, hr__breq_t *q) {
   hr__strlcpy(e.device, b->res[q->res].name, sizeof e.device);
   hr__broker_emit(b, &e);
   pthread_mutex_lock(&b->lock);
-  b->counters.granted++;
-  b->counters.grant_latency_s_total += now - q->started;
+  hr__broker_count_grant_locked(b, now - q->started);
   b->counters.leases = b->n_leases;
   pthread_mutex_unlock(&b->lock);
   /* Recorded before answered: whoever hears the answer sees the counts. */
@@ -159,10 +158,11 @@ static void refuse(hr_broker_t *b, hr__breq_t *q, const char *reason) {
   hr__strlcpy(e.message, msg, sizeof e.message);
   hr__broker_emit(b, &e);
   hr__broker_count(b, &b->counters.refused, 1);
-  if (c && !o.failed) hr__broker_send(b, c, o.s);
-  /* A server put to sleep for room that was not granted after all wakes. */
+  /* A server put to sleep for room that was not granted after all wakes,
+   * before the asker hears the refusal: whoever hears it sees it awake. */
   for (size_t k = 0; k < b->n_adapters; k++)
     if (q->slept[k]) hr__adapter_wake(b, &b->adapters[k]);
+  if (c && !o.failed) hr__broker_send(b, c, o.s);
   hr__buf_free(&o);
   hr__buf_free(&words);
   pop(b);
@@ -257,7 +257,7 @@ void hr__broker_answer(hr_broker_t *b, hr__bconn_t *c, uint64_t id, uint64_t byt
   hr__broker_emit(b, &e);
   pthread_mutex_lock(&b->lock);
   b->counters.answers++;
-  b->counters.released_bytes += bytes;
+  hr__broker_count_released_locked(b, c->name, bytes);
   pthread_mutex_unlock(&b->lock);
   if (b->queue && was_asked(b->queue, c->id)) b->queue->released += bytes;
   b->last_read = 0; /* read again: what was released may show now */

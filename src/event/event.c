@@ -12,8 +12,8 @@
 #include <string.h>
 #include <time.h>
 
-static const char *const kind_names[HR_EVENT_KINDS_] = {"sample",   "level", "leak",   "idle_hog",
-                                                        "oom_kill", "exit",  "action", "error"};
+static const char *const kind_names[HR_EVENT_KINDS_] = {
+    "sample", "level", "leak", "idle_hog", "oom_kill", "exit", "action", "error", "broker"};
 
 const char *hr_event_kind_name(hr_event_kind_t k) {
   return (unsigned)k < HR_EVENT_KINDS_ ? kind_names[k] : "unknown";
@@ -96,8 +96,30 @@ static void sample_json(hr__buf_t *b, const hr_event_sample_t *x) {
   num(b, "cpu_ms", "%.3f", x->cpu_s * 1000);
 }
 
+/* The broker's fields, in the order its lines always had. */
+static void broker_json(hr__buf_t *b, const hr_watch_event_t *e) {
+  const hr_event_broker_t *x = &e->broker;
+  proc(b, e);
+  hr__buf_printf(b, ",\"uid\":%u", x->uid);
+  str(b, "device", x->device);
+  hr__buf_printf(b, ",\"priority\":%d", x->priority);
+  u64(b, "bytes", x->bytes);
+  u64(b, "released_bytes", x->released_bytes);
+  num(b, "latency_s", "%.6f", x->latency_s);
+  hr__buf_printf(b, ",\"status\":%d", x->status);
+  u64(b, "lease", x->lease);
+  str(b, "message", x->message);
+}
+
 void hr__event_json(hr__buf_t *b, const hr_watch_event_t *e) {
-  hr__buf_printf(b, "{\"event\":\"%s\"", hr_event_kind_name(e->kind));
+  if (e->kind == HR_EVENT_BROKER) {
+    /* "broker_ask", "broker_granted": what the broker's lines are called. */
+    char kind[32];
+    snprintf(kind, sizeof kind, "broker_%s", e->broker.what);
+    hr__buf_puts(b, "{\"event\":");
+    hr__buf_json_str(b, kind);
+  } else
+    hr__buf_printf(b, "{\"event\":\"%s\"", hr_event_kind_name(e->kind));
   num(b, "time", "%.3f", e->time);
   switch (e->kind) {
   case HR_EVENT_SAMPLE:
@@ -146,6 +168,9 @@ void hr__event_json(hr__buf_t *b, const hr_watch_event_t *e) {
   case HR_EVENT_ERROR:
     str(b, "message", e->error.message);
     break;
+  case HR_EVENT_BROKER:
+    broker_json(b, e);
+    break;
   default:
     if (e->pid) proc(b, e);
   }
@@ -160,6 +185,20 @@ int hr_event_json(const hr_watch_event_t *e, char **out) {
 }
 
 /* ---- the terminal line -------------------------------------------------- */
+
+/* "ask pid 42 comfyui host 1 GiB released 512 MiB in 0.120 s: why". */
+static void broker_text(char *buf, size_t n, const char *t, const hr_watch_event_t *e) {
+  const hr_event_broker_t *x = &e->broker;
+  char a[32], r[48] = "", l[32] = "";
+  if (x->released_bytes || !strcmp(x->what, "answer") || !strcmp(x->what, "granted")) {
+    char s[32];
+    snprintf(r, sizeof r, " released %s", hr__size_text(s, sizeof s, x->released_bytes));
+  }
+  if (x->latency_s > 0 && isfinite(x->latency_s)) snprintf(l, sizeof l, " in %.3f s", x->latency_s);
+  snprintf(buf, n, "%s  broker    %s pid %d %s %s %s%s%s%s%s", t, x->what, e->pid, e->name,
+           x->device, hr__size_text(a, sizeof a, x->bytes), r, l, x->message[0] ? ": " : "",
+           x->message);
+}
 
 const char *hr_event_text(const hr_watch_event_t *e, char *buf, size_t n) {
   if (!buf || n == 0) return buf;
@@ -202,6 +241,9 @@ const char *hr_event_text(const hr_watch_event_t *e, char *buf, size_t n) {
     break;
   case HR_EVENT_ERROR:
     snprintf(buf, n, "%s  error     %s", t, e->error.message);
+    break;
+  case HR_EVENT_BROKER:
+    broker_text(buf, n, t, e);
     break;
   default:
     snprintf(buf, n, "%s  %s", t, hr_event_kind_name(e->kind));

@@ -21,9 +21,10 @@ typedef struct hr__prom_input {
   const char *const *counter_names; /* headroom_events_total{kind=NAME} */
   const uint64_t *counters;
   size_t n_counters;
-  double sample_seconds;  /* wall time the last sample took (probe and decisions) */
-  uint64_t sample_errors; /* samples that failed since watch started */
-  bool self;              /* add the exporter's own process_* metrics */
+  double sample_seconds;              /* wall time the last sample took (probe and decisions) */
+  uint64_t sample_errors;             /* samples that failed since watch started */
+  bool self;                          /* add the exporter's own process_* metrics */
+  const hr_broker_counters_t *broker; /* NULL: no broker runs */
 } hr__prom_input_t;
 
 /* Renders Prometheus text format 0.0.4 into a malloc'd string. */

@@ -332,6 +332,8 @@ static void health(hr__buf_t *b, const hr__prom_input_t *in) {
   }
 }
 
+static void broker_families(hr__buf_t *b, const hr_broker_counters_t *k);
+
 int hr__prom_render(const hr__prom_input_t *in, char **out) {
   if (!in || !in->snap || !out) return HR_EINVAL;
   hr__buf_t b = {0};
@@ -341,10 +343,62 @@ int hr__prom_render(const hr__prom_input_t *in, char **out) {
   proc_gpu(&b, in);
   proc_rss(&b, in);
   if (in->self) hr__prom_self(&b);
+  if (in->broker) broker_families(&b, in->broker);
   if (b.failed) {
     free(b.s);
     return HR_ENOMEM;
   }
   *out = b.s;
   return 0;
+}
+
+/* ---- the broker --------------------------------------------------------- */
+
+static void counter(hr__buf_t *b, const char *name, const char *help, uint64_t v) {
+  family(b, name, "counter", help);
+  hr__buf_printf(b, "%s %" PRIu64 "\n", name, v);
+}
+
+/* The broker's counters (docs/broker.md): plain values the watch was given.
+ * Bytes released are labelled by client name, a set the broker bounds
+ * (HR_BROKER_NAMES_COUNTED, the rest as "other"). */
+static void broker_families(hr__buf_t *b, const hr_broker_counters_t *k) {
+  static const double bounds[HR_BROKER_LATENCY_BUCKETS] = HR_BROKER_LATENCY_BOUNDS;
+  family(b, "headroom_broker_reservations_total", "counter",
+         "reservations answered by the broker, by result");
+  hr__buf_printf(b, "headroom_broker_reservations_total{result=\"granted\"} %" PRIu64 "\n",
+                 k->granted);
+  hr__buf_printf(b, "headroom_broker_reservations_total{result=\"refused\"} %" PRIu64 "\n",
+                 k->refused);
+  counter(b, "headroom_broker_asks_total", "release requests sent to clients and adapters",
+          k->asks);
+  counter(b, "headroom_broker_answers_total", "release requests answered", k->answers);
+  counter(b, "headroom_broker_no_answers_total", "release requests not answered in time",
+          k->no_answers);
+  counter(b, "headroom_broker_adapter_failures_total", "adapter HTTP calls that failed",
+          k->adapter_failures);
+  counter(b, "headroom_broker_pressure_asks_total", "release requests made for pressure",
+          k->pressure_asks);
+  counter(b, "headroom_broker_released_bytes_total", "bytes released, as answered",
+          k->released_bytes);
+  family(b, "headroom_broker_client_released_bytes_total", "counter",
+         "bytes released by a client or adapter, as answered");
+  for (size_t i = 0; i < k->n_released_by && i < HR_BROKER_NAMES_COUNTED; i++) {
+    hr__buf_puts(b, "headroom_broker_client_released_bytes_total{client=\"");
+    label(b, k->released_by[i].name);
+    hr__buf_printf(b, "\"} %" PRIu64 "\n", k->released_by[i].bytes);
+  }
+  family(b, "headroom_broker_grant_latency_seconds", "histogram", "time from reserve to granted");
+  for (size_t i = 0; i < HR_BROKER_LATENCY_BUCKETS; i++)
+    hr__buf_printf(b, "headroom_broker_grant_latency_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+                   bounds[i], k->grant_latency_le[i]);
+  hr__buf_printf(b,
+                 "headroom_broker_grant_latency_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n"
+                 "headroom_broker_grant_latency_seconds_sum %.6f\n"
+                 "headroom_broker_grant_latency_seconds_count %" PRIu64 "\n",
+                 k->granted, k->grant_latency_s_total, k->granted);
+  family(b, "headroom_broker_clients", "gauge", "clients registered now");
+  hr__buf_printf(b, "headroom_broker_clients %" PRIu64 "\n", k->clients);
+  family(b, "headroom_broker_leases", "gauge", "leases held now");
+  hr__buf_printf(b, "headroom_broker_leases %" PRIu64 "\n", k->leases);
 }

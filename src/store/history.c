@@ -12,7 +12,9 @@
  * adds events.name and the per-process table proc_samples; version 3 keeps
  * each event's typed payload in columns of its own (EVENT_COLUMNS: one
  * column per payload field, named like its JSON key) instead of the JSON
- * text, which it converts once and drops.
+ * text, which it converts once and drops; version 4 adds the columns of the
+ * broker's events (BROKER_COLUMNS: kind "broker", what it did in `broker`;
+ * its message goes in `message`).
  *
  * The processes of a sample are the ones hr_snapshot_select picks, so
  * history records what status, watch and the exporter show. */
@@ -71,6 +73,18 @@ const char hr__history_schema_v1[] =
   X(detail, TEXT)                                                                                  \
   X(message, TEXT)
 
+/* The broker event's columns (version 4), after EVENT_COLUMNS. */
+#define BROKER_COLUMNS(X)                                                                          \
+  X(broker, TEXT)                                                                                  \
+  X(uid, INTEGER)                                                                                  \
+  X(device, TEXT)                                                                                  \
+  X(priority, INTEGER)                                                                             \
+  X(bytes, INTEGER)                                                                                \
+  X(released_bytes, INTEGER)                                                                       \
+  X(latency_s, REAL)                                                                               \
+  X(status, INTEGER)                                                                               \
+  X(lease, INTEGER)
+
 /* Column numbers in the event INSERT (1-based binds) and SELECT (0-based):
  * time, kind, pid, name, then EVENT_COLUMNS. */
 enum {
@@ -79,7 +93,7 @@ enum {
   EV_PID,
   EV_NAME,
 #define X(n, t) EV_##n,
-  EVENT_COLUMNS(X)
+  EVENT_COLUMNS(X) BROKER_COLUMNS(X)
 #undef X
       EV_COLUMNS_
 };
@@ -114,6 +128,8 @@ static const char *const migrations[] = {
     "PRAGMA user_version = 2;",
     /* 2 -> 3 */
     MIGRATE_V3,
+    /* 3 -> 4: the broker's events; earlier rows have none. */
+    BROKER_COLUMNS(ADD_COLUMN) "PRAGMA user_version = 4;",
 };
 _Static_assert(sizeof migrations / sizeof migrations[0] == HR_HISTORY_SCHEMA,
                "one migration per schema version");
@@ -196,9 +212,11 @@ static int migrate(hr_history_t *h, char *err, size_t errlen) {
 
 #define NAME_LIST(n, t) "," #n
 #define PARAM(n, t)     ",?"
-static const char insert_event_sql[] = "INSERT INTO events(time,kind,pid,name" EVENT_COLUMNS(
-    NAME_LIST) ") VALUES(?,?,?,?" EVENT_COLUMNS(PARAM) ")";
-static const char select_event_cols[] = "SELECT time,kind,pid,name" EVENT_COLUMNS(NAME_LIST);
+static const char insert_event_sql[] =
+    "INSERT INTO events(time,kind,pid,name" EVENT_COLUMNS(NAME_LIST)
+        BROKER_COLUMNS(NAME_LIST) ") VALUES(?,?,?,?" EVENT_COLUMNS(PARAM) BROKER_COLUMNS(PARAM) ")";
+static const char select_event_cols[] =
+    "SELECT time,kind,pid,name" EVENT_COLUMNS(NAME_LIST) BROKER_COLUMNS(NAME_LIST);
 
 int hr_history_open(const char *path, hr_history_t **out, char *err, size_t errlen) {
   if (!path || !*path || !out) return hr__err(err, errlen, HR_EINVAL, "history: no path");
@@ -387,6 +405,18 @@ static void bind_payload(sqlite3_stmt *st, const hr_watch_event_t *e) {
   case HR_EVENT_ERROR:
     bind_text(st, EV_message, e->error.message);
     break;
+  case HR_EVENT_BROKER:
+    bind_text(st, EV_broker, e->broker.what);
+    sqlite3_bind_int64(st, EV_uid + 1, e->broker.uid);
+    bind_text(st, EV_device, e->broker.device);
+    sqlite3_bind_int(st, EV_priority + 1, e->broker.priority);
+    bind_u64(st, EV_bytes, e->broker.bytes);
+    bind_u64(st, EV_released_bytes, e->broker.released_bytes);
+    bind_real(st, EV_latency_s, e->broker.latency_s);
+    sqlite3_bind_int(st, EV_status + 1, e->broker.status);
+    bind_u64(st, EV_lease, e->broker.lease);
+    if (e->broker.message[0]) bind_text(st, EV_message, e->broker.message);
+    break;
   default:
     break;
   }
@@ -475,6 +505,19 @@ static hr_level_t level_of(sqlite3_stmt *st, int col) {
   return v == HR_LEVEL_WARNING || v == HR_LEVEL_CRITICAL ? (hr_level_t)v : HR_LEVEL_OK;
 }
 
+static void read_broker(sqlite3_stmt *st, hr_event_broker_t *x) {
+  hr__strlcpy(x->what, text(st, EV_broker), sizeof x->what);
+  x->uid = (uint32_t)sqlite3_column_int64(st, EV_uid);
+  hr__strlcpy(x->device, text(st, EV_device), sizeof x->device);
+  x->priority = sqlite3_column_int(st, EV_priority);
+  x->bytes = u64(st, EV_bytes);
+  x->released_bytes = u64(st, EV_released_bytes);
+  x->latency_s = real(st, EV_latency_s);
+  x->status = sqlite3_column_int(st, EV_status);
+  x->lease = u64(st, EV_lease);
+  hr__strlcpy(x->message, text(st, EV_message), sizeof x->message);
+}
+
 /* The event of one row of select_event_cols. A kind this library does not
  * know reads as an error event that says so. */
 static void read_event(sqlite3_stmt *st, hr_watch_event_t *e) {
@@ -521,6 +564,9 @@ static void read_event(sqlite3_stmt *st, hr_watch_event_t *e) {
   case HR_EVENT_ERROR:
     hr__strlcpy(e->error.message, text(st, EV_message), sizeof e->error.message);
     break;
+  case HR_EVENT_BROKER:
+    read_broker(st, &e->broker);
+    break;
   case HR_EVENT_KINDS_:
     e->kind = HR_EVENT_ERROR;
     snprintf(e->error.message, sizeof e->error.message, "history: unknown event kind '%.40s'",
@@ -545,7 +591,7 @@ int hr_history_query(hr_history_t *h, double since, int pid, hr_history_row_t **
                                  " WHERE time >= ?1 UNION ALL"
                                  " SELECT time,'proc',pid,name,rss_bytes,gpu_bytes FROM"
                                  " proc_samples WHERE time >= ?1 ORDER BY 1";
-  char q_events[1024];
+  char q_events[2048];
   snprintf(q_events, sizeof q_events, "%s FROM events WHERE time >= ?1%s ORDER BY time",
            select_event_cols, pid > 0 ? " AND pid = ?2" : "");
   if ((src = sqlite3_prepare_v2(h->db, q_rows, -1, &st, NULL)) != SQLITE_OK) goto fail;

@@ -11,6 +11,7 @@
 
 #include <stdlib.h>
 #include <unistd.h>
+#include <string.h>
 
 static void history_error(hr_watch_t *w, const char *msg) {
   /* One message a minute at most: a full disk fails every sample. */
@@ -59,6 +60,8 @@ void hr__watch_record(hr_watch_t *w) {
   }
 }
 
+static int broker_metrics(const hr_watch_t *w, hr__prom_input_t *in, char **out);
+
 int hr_watch_metrics(const hr_watch_t *w, char **out) {
   if (!w || !w->snap || !out) return HR_ESTATE;
   const char *names[HR_EVENT_KINDS_];
@@ -84,7 +87,7 @@ int hr_watch_metrics(const hr_watch_t *w, char **out) {
                          .sample_seconds = w->sample_wall_s,
                          .sample_errors = w->sample_errors,
                          .self = true};
-  if (rc == 0) rc = hr__prom_render(&in, out);
+  if (rc == 0) rc = broker_metrics(w, &in, out);
   free(shown);
   return rc;
 }
@@ -104,4 +107,15 @@ void hr__watch_publish(hr_watch_t *w) {
   if (hr_watch_metrics(w, &m) == 0 && hr_watch_status_json(w, &j) == 0)
     hr_exporter_publish(w->exporter, m, j);
   free(m), free(j);
+}
+
+/* Renders `in` with the broker's counters, when a broker feeds the watch. */
+static int broker_metrics(const hr_watch_t *w, hr__prom_input_t *in, char **out) {
+  hr_broker_counters_t k;
+  if (w->broker_counters) {
+    memset(&k, 0, sizeof k);
+    w->broker_counters(w->broker_counters_arg, &k);
+    in->broker = &k;
+  }
+  return hr__prom_render(in, out);
 }

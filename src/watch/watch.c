@@ -28,6 +28,7 @@ int hr_watch_create(const hr_options_t *o, hr_watch_t **out, char *err, size_t e
   *out = NULL;
   hr_watch_t *w = calloc(1, sizeof *w);
   if (!w) return HR_ENOMEM;
+  pthread_mutex_init(&w->post_lock, NULL);
   w->interval = hr_options_get_double(o, HR_OPTION_interval);
   w->cooldown = hr_options_get_double(o, HR_OPTION_cooldown);
   w->action_timeout = hr_options_get_double(o, HR_OPTION_action_timeout);
@@ -92,6 +93,8 @@ void hr_watch_destroy(hr_watch_t *w) {
   free(w->gpus), free(w->idle), free(w->watched), free(w->keep), free(w->leak_flag);
   free(w->top_idx), free(w->leak_idx), free(w->top);
   free(w->filter), free(w->on_warning), free(w->on_critical), free(w->root), free(w->nvml_path);
+  free(w->posted);
+  pthread_mutex_destroy(&w->post_lock);
   free(w);
 }
 
@@ -222,6 +225,7 @@ int hr_watch_feed(hr_watch_t *w, hr_snapshot_t *s) {
   if ((rc = build_views(w)) != 0) return rc;
   if (fresh && (rc = hr__watch_exits(w)) != 0) return rc;
   hr__watch_actions(w);
+  hr__watch_deliver_posted(w);
   hr__watch_record(w);
   w->cpu_s_last = cpu_now() - c0;
   /* From the sampler's start when the loop took it, else the feed alone. */
@@ -323,6 +327,7 @@ int hr_watch_run(hr_watch_t *w, volatile sig_atomic_t *stop, uint64_t count) {
     if (next < now) next = now; /* a slow sample does not cause a burst */
     sleep_until(next, stop);
   }
+  hr__watch_deliver_posted(w);
   if (w->history) {
     char err[512];
     if (hr_history_flush(w->history, err, sizeof err) != 0 && w->snap)

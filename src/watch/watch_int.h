@@ -7,6 +7,8 @@
 
 #include "util/util.h"
 
+#include <pthread.h>
+
 #define HR__MAX_HOOKS 8
 
 typedef struct hr__hook {
@@ -123,7 +125,21 @@ struct hr_watch {
   double proc_read_mono;  /* when it was taken */
   double proc_gap;        /* seconds between the last two process reads */
   double last_fresh_time; /* snapshot time of the last process read */
+
+  /* Events other threads posted (the broker's), delivered at the next
+   * sample on the watch's thread (posted.c), and where the exporter reads
+   * the broker's counters. */
+  pthread_mutex_t post_lock;
+  hr_watch_event_t *posted;
+  size_t n_posted, cap_posted;
+  uint64_t posted_dropped;
+  hr_watch_broker_counters_fn broker_counters;
+  void *broker_counters_arg;
 };
+
+/* Delivers the posted events (posted.c), each like the watch's own, and an
+ * error event counting those dropped. Watch's thread only. */
+HR_INTERNAL void hr__watch_deliver_posted(hr_watch_t *w);
 
 /* Delivers an event: its counter, history (not samples), the callback. */
 HR_INTERNAL void hr__watch_emit(hr_watch_t *w, const hr_watch_event_t *e);

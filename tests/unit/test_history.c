@@ -358,6 +358,88 @@ static void test_default_path(void) {
   CHECK_STR(buf, "/home/u/.local/state/headroom/history.db");
 }
 
+/* A broker event goes in typed and comes back the same, and its JSON from
+ * history is the broker's own line (hr_broker_event_json). A file at schema
+ * 3 (before the broker's columns) is migrated and keeps its rows. */
+static void test_broker_events(void) {
+  char path[512], err[512];
+  hr_history_t *h;
+  CHECK_OK(hr_history_open(db_path(path, sizeof path, "broker.db"), &h, err, sizeof err));
+  hr_broker_event_t be = {.kind = HR_BROKER_EV_ANSWER,
+                          .time = 2000.5,
+                          .pid = 4242,
+                          .uid = 1000,
+                          .priority = 3,
+                          .bytes = 300ULL << 20,
+                          .released = 200ULL << 20,
+                          .latency_s = 0.125,
+                          .status = 200,
+                          .lease = 7};
+  snprintf(be.name, sizeof be.name, "comfy\"ui");
+  snprintf(be.device, sizeof be.device, "gpu0");
+  snprintf(be.message, sizeof be.message, "freed 2 models");
+  hr_watch_event_t we;
+  hr_broker_event_to_watch(&be, &we);
+  CHECK_EQ_INT(we.kind, HR_EVENT_BROKER);
+  CHECK_OK(hr_history_add_event(h, &we, err, sizeof err));
+  CHECK_OK(hr_history_flush(h, err, sizeof err));
+  hr_history_row_t *rows;
+  hr_history_event_t *ev;
+  size_t nr, ne;
+  CHECK_OK(hr_history_query(h, 0, 4242, &rows, &nr, &ev, &ne, err, sizeof err));
+  CHECK_EQ_U64(ne, 1);
+  CHECK_STR(ev[0].kind, "broker");
+  const hr_event_broker_t *x = &ev[0].event.broker;
+  CHECK_STR(x->what, "answer");
+  CHECK_STR(x->device, "gpu0");
+  CHECK_EQ_U64(x->released_bytes, 200ULL << 20);
+  CHECK_EQ_U64(x->bytes, 300ULL << 20);
+  CHECK_NEAR(x->latency_s, 0.125, 1e-12);
+  CHECK_EQ_INT(x->status, 200);
+  CHECK_EQ_INT(x->priority, 3);
+  CHECK_EQ_U64(x->lease, 7);
+  CHECK_EQ_INT((int)x->uid, 1000);
+  char *a = NULL, *b = NULL, line[300];
+  CHECK_OK(hr_event_json(&ev[0].event, &a));
+  CHECK_OK(hr_broker_event_json(&be, &b));
+  CHECK_STR(a, b);
+  CHECK_CONTAINS(a, "\"event\":\"broker_answer\"");
+  CHECK_CONTAINS(a, "\"name\":\"comfy\\\"ui\"");
+  CHECK_CONTAINS(a, "\"released_bytes\":209715200");
+  CHECK_CONTAINS(hr_event_text(&ev[0].event, line, sizeof line), "broker    answer pid 4242");
+  CHECK_CONTAINS(line, "released 200");
+  free(a), free(b);
+  hr_history_free_rows(rows, ev, ne);
+  hr_history_close(h);
+
+  /* Back to schema 3: the broker's columns gone, one old row kept. */
+  sqlite3 *db;
+  CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+  static const char *const cols[] = {"broker",         "uid",       "device", "priority", "bytes",
+                                     "released_bytes", "latency_s", "status", "lease"};
+  CHECK(sqlite3_exec(db, "DELETE FROM events", NULL, NULL, NULL) == SQLITE_OK);
+  for (size_t i = 0; i < sizeof cols / sizeof cols[0]; i++) {
+    char sql[100];
+    snprintf(sql, sizeof sql, "ALTER TABLE events DROP COLUMN %s", cols[i]);
+    CHECK(sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK);
+  }
+  CHECK(sqlite3_exec(db,
+                     "INSERT INTO events(time,kind,pid,name,message) VALUES(1,'error',0,'','old');"
+                     "PRAGMA user_version = 3",
+                     NULL, NULL, NULL) == SQLITE_OK);
+  sqlite3_close(db);
+  CHECK_OK(hr_history_open(path, &h, err, sizeof err));
+  CHECK_OK(hr_history_add_event(h, &we, err, sizeof err));
+  CHECK_OK(hr_history_flush(h, err, sizeof err));
+  CHECK_OK(hr_history_query(h, 0, 0, &rows, &nr, &ev, &ne, err, sizeof err));
+  CHECK_EQ_U64(ne, 2);
+  CHECK_STR(ev[0].event.error.message, "old");
+  CHECK_EQ_U64(ev[1].event.broker.released_bytes, 200ULL << 20);
+  hr_history_free_rows(rows, ev, ne);
+  hr_history_close(h);
+  CHECK_EQ_INT(scalar(path, "PRAGMA user_version"), 4);
+}
+
 int main(void) {
   snprintf(dir, sizeof dir, "/tmp/hr-test-history-XXXXXX");
   if (!mkdtemp(dir)) return 1;
@@ -369,6 +451,7 @@ int main(void) {
   HR_RUN(test_unwritable_paths);
   HR_RUN(test_full_disk_keeps_going);
   HR_RUN(test_default_path);
+  HR_RUN(test_broker_events);
   int rc = hr_test_finish("test_history");
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

@@ -40,10 +40,11 @@ extern const hr_cli_command_t hr_cmd_reserve;
 int hr_cli_broker_connect(hr_cli_t *cli, const char *socket_opt);
 int hr_cli_broker_send(int fd, const char *line);
 char *hr_cli_broker_read(int fd, double timeout);
-/* Starts the broker beside `headroom watch` (events as JSON lines when
- * *json); returns 0 (with *out NULL when it could not start on its default
+/* Starts the broker beside `headroom watch`: its events are posted to `w`
+ * (history, watch --json, the live view) and its counters feed /metrics. `w`
+ * must outlive the broker. Returns 0 (with *out NULL when it could not start on its default
  * socket, said on stderr) or the exit status of a bad configuration. */
-int hr_cli_broker_start(hr_cli_t *cli, bool *json, hr_broker_t **out);
+int hr_cli_broker_start(hr_cli_t *cli, hr_watch_t *w, hr_broker_t **out);
 
 /* Sets an option from the command line; on error prints "headroom: <msg>" and
  * returns 2 (the usage-error status), else 0. */

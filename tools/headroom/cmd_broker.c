@@ -168,24 +168,29 @@ const hr_cli_command_t hr_cmd_broker = {
     "broker", "show the broker's clients, priorities, releasable bytes and leases", broker_run,
     broker_usage};
 
-static void print_event(const hr_broker_event_t *e, void *arg) {
-  char *s = NULL;
-  if (!*(bool *)arg || hr_broker_event_json(e, &s) != 0) return;
-  puts(s);
-  fflush(stdout);
-  free(s);
+/* Each broker event goes to the watch, which records it in history and
+ * writes it with its own events (watch --json, the live view). */
+static void post_event(const hr_broker_event_t *e, void *arg) {
+  hr_watch_event_t w;
+  hr_broker_event_to_watch(e, &w);
+  hr_watch_post_event(arg, &w);
 }
 
-int hr_cli_broker_start(hr_cli_t *cli, bool *json, hr_broker_t **out) {
+static void counters_of(void *arg, struct hr_broker_counters *out) {
+  hr_broker_get_counters(arg, out);
+}
+
+int hr_cli_broker_start(hr_cli_t *cli, hr_watch_t *w, hr_broker_t **out) {
   char err[600];
   *out = NULL;
   if (strcmp(hr_options_get_str(cli->opts, HR_OPTION_broker_socket), "none") == 0) return 0;
-  int rc = hr_broker_start(cli->opts, print_event, json, out, err, sizeof err);
+  int rc = hr_broker_start(cli->opts, post_event, w, out, err, sizeof err);
   if (rc == HR_EINVAL) return hr_cli_error("%s", err), 2;
   /* Like the exporter's: a socket asked for explicitly is an error, the
    * default one only a warning, so a second watch still runs. */
   if (rc && hr_options_source(cli->opts, HR_OPTION_broker_socket) != HR_SRC_DEFAULT)
     return hr_cli_error("%s", err), 1;
   if (rc) hr_cli_error("%s; watching without the broker", err);
+  if (*out) hr_watch_set_broker_counters(w, counters_of, *out);
   return 0;
 }

@@ -543,7 +543,7 @@ static int watch_run(hr_cli_t *cli, int argc, char **argv) {
   else
     snprintf(v.listen, sizeof v.listen, "metrics: off");
 
-  if ((status = hr_cli_broker_start(cli, &v.json, &bk)) != 0) goto out;
+  if ((status = hr_cli_broker_start(cli, w, &bk)) != 0) goto out;
   hr_watch_attach_history(w, h);
   hr_watch_attach_exporter(w, e);
   hr_watch_on_event(w, on_event, &v);
