@@ -16,6 +16,15 @@ out=bench/results/python.md
   echo "medians are the numbers to read; p99s carry other processes' noise."
   echo
   HEADROOM_LIB=$lib PYTHONPATH=python /usr/bin/python3 bench/python_overhead.py
+  if /usr/bin/python3 -c 'import psutil' 2>/dev/null; then
+    echo
+    echo "## snapshot() beside psutil"
+    echo
+    echo "Side by side in one run, alternating call by call (bench/snapshot_vs_psutil.py --md),"
+    echo "at the machine's own process count and with sleeping children up to 1,000."
+    echo
+    HEADROOM_LIB=$lib PYTHONPATH=python /usr/bin/python3 bench/snapshot_vs_psutil.py --md
+  fi
   if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
     echo
     HEADROOM_LIB=$lib PYTHONPATH=python /usr/bin/python3 bench/python_registry.py \

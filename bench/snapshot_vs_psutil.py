@@ -2,6 +2,10 @@
 
 Run with libheadroom on HEADROOM_LIB and python/ on PYTHONPATH:
     python3 bench/snapshot_vs_psutil.py [rounds]
+    python3 bench/snapshot_vs_psutil.py --md [rounds]
+The second form writes a markdown table with rows at the machine's own
+process count and at 1,000 processes (real `sleep` children started for the
+run and killed after it).
 Each round times one call of each, alternating, so both see the same load;
 the figures are the medians over the rounds, in microseconds.
 
@@ -12,7 +16,9 @@ the figures are the medians over the rounds, in microseconds.
 """
 
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import time
 
@@ -63,5 +69,43 @@ def main():
                                              os.getpid()))
 
 
+def sleepers_to(total):
+    """Starts `sleep` children until the machine runs `total` processes;
+    returns them (the caller kills them)."""
+    now = len(psutil.pids())
+    kids = []
+    for _ in range(max(total - now, 0)):
+        kids.append(subprocess.Popen(["sleep", "600"], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    time.sleep(0.5)
+    return kids
+
+
+def markdown(rounds):
+    print("| processes | call | headroom median µs | psutil median µs | ratio |")
+    print("| ---: | --- | ---: | ---: | ---: |")
+    headroom.snapshot(what=["host"])
+    for target in (0, 1000):
+        kids = sleepers_to(target)
+        try:
+            n = len(psutil.pids())
+            h, p = side_by_side(lambda: headroom.snapshot(what=["host"]), psutil.virtual_memory,
+                                rounds)
+            print("| %d | `snapshot(what=['host'])` / `virtual_memory()` | %.1f | %.1f | %.2fx |"
+                  % (n, h, p, h / p))
+            r = max(rounds // 40, 15)
+            h, p = side_by_side(headroom.snapshot, ps_procs, r)
+            print("| %d | `snapshot()` / `virtual_memory()` + `process_iter(pid, name, cmdline, "
+                  "memory_info)` | %.0f | %.0f | %.2fx |" % (n, h, p, h / p))
+        finally:
+            for k in kids:
+                k.send_signal(signal.SIGKILL)
+            for k in kids:
+                k.wait()
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 1 and sys.argv[1] == "--md":
+        markdown(int(sys.argv[2]) if len(sys.argv) > 2 else 2000)
+    else:
+        main()
