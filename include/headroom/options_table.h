@@ -45,7 +45,7 @@
   X(on_critical, HR_OPT_STRING, "", 0, 0, NULL, "command run at a critical level")                 \
   X(listen, HR_OPT_STRING, "127.0.0.1:10460", 0, 0, NULL, "exporter address, or none")             \
   X(metrics_top, HR_OPT_INT, "5", 0, 1000, NULL,                                                   \
-    "processes without GPU memory in /metrics besides the GPU holders, largest RSS first")          \
+    "processes without GPU memory in /metrics besides the GPU holders, largest RSS first")         \
   X(db, HR_OPT_STRING, "", 0, 0, NULL, "history database (default under $XDG_STATE_HOME)")         \
   X(retain, HR_OPT_DURATION, "7d", 60, 3650.0 * 86400, NULL, "history kept")                       \
   X(hysteresis, HR_OPT_PERCENT, "3", 0, 50, NULL,                                                  \
@@ -76,8 +76,8 @@
     "programs asked through their own API: KIND[@DEVICE]=URL,... (comfyui, ollama, vllm)")         \
   X(broker_adapter_priority, HR_OPT_INT, "0", -1000000, 1000000, NULL,                             \
     "priority the broker gives the programs of broker_adapters")                                   \
-  X(comfy_agent, HR_OPT_BOOL, "true", 0, 0, NULL,                                                 \
-    "inside ComfyUI, register with the broker when one runs (the node pack)")                     \
+  X(comfy_agent, HR_OPT_BOOL, "true", 0, 0, NULL,                                                  \
+    "inside ComfyUI, register with the broker when one runs (the node pack)")                      \
   /* backend and pool */                                                                           \
   X(libcuda, HR_OPT_STRING, "", 0, 0, NULL, "CUDA driver library to load (default libcuda.so.1)")  \
   X(lib, HR_OPT_STRING, "", 0, 0, NULL,                                                            \
