@@ -129,6 +129,13 @@ typedef struct hr_probe_options {
    * is not a number"). The pointer is copied, the buffer is written. */
   char *err;
   size_t errlen;
+  /* The memory cgroup to read instead of the caller's own, so that a watcher
+   * on the host reads a container's: `cgroup` (NULL or "" for none) is a
+   * directory under a cgroup mount (read under root) or a hierarchy path as
+   * /proc/PID/cgroup shows it; `cgroup_pid` (0 for none) names the cgroup of
+   * root/proc/PID. Both at once is the cgroup's HR_PROBE_ERROR state. */
+  const char *cgroup;
+  int cgroup_pid;
 } hr_probe_options_t;
 
 /* Takes a snapshot. Returns 0 and a snapshot the caller frees with

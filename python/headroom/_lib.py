@@ -55,7 +55,8 @@ class OptionInfo(_c.Structure):
 
 class ProbeOptions(_c.Structure):
     _fields_ = [("root", _c.c_char_p), ("what", _c.c_uint), ("nvml_path", _c.c_char_p),
-                ("err", _c.c_char_p), ("errlen", _c.c_size_t)]
+                ("err", _c.c_char_p), ("errlen", _c.c_size_t), ("cgroup", _c.c_char_p),
+                ("cgroup_pid", _c.c_int)]
 
 
 class Stat(_c.Structure):

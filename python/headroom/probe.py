@@ -15,8 +15,9 @@ ALL = 0x1F
 DEFAULT = HOST | CGROUP | PROCS | GPUS
 _NAMES = {"host": HOST, "cgroup": CGROUP, "procs": PROCS, "gpus": GPUS, "pss": PSS}
 
-# The root and NVML path of the process's options, encoded: those options are
-# read once per process and never change, so neither is looked up per call.
+# The root, NVML path and cgroup (path, pid) of the process's options, encoded:
+# those options are read once per process and never change, so none is looked
+# up per call.
 _process_paths = None
 # Each thread's error buffer for hr_snapshot_take: allocated once, not per call.
 _local = threading.local()
@@ -28,8 +29,9 @@ def _paths():
         from . import options
 
         o = options.process()
-        root, nvml = o.get("root"), o.get("nvml_library")
-        _process_paths = (root.encode() if root else None, nvml.encode() if nvml else None)
+        root, nvml, cg = o.get("root"), o.get("nvml_library"), o.get("cgroup")
+        _process_paths = (root.encode() if root else None, nvml.encode() if nvml else None,
+                          cg.encode() if cg else None, o.get("cgroup_pid"))
     return _process_paths
 
 
@@ -86,16 +88,14 @@ def snapshot(root=None, what=None, nvml_path=None, pss=False):
         raise _lib.HeadroomError(-7, "snapshot",
                                  "this libheadroom (%s) has no probe: hr_snapshot_json is missing"
                                  % _lib.loaded_path())
-    if root is None or nvml_path is None:
-        # The same chain as the CLI: default < config file < HEADROOM_ROOT /
-        # HEADROOM_NVML_LIBRARY < the arguments.
-        proot, pnvml = _paths()
-        root_b = proot if root is None else root.encode()
-        nvml_b = pnvml if nvml_path is None else nvml_path.encode()
-    else:
-        root_b, nvml_b = root.encode(), nvml_path.encode()
+    # The same chain as the CLI: default < config file < HEADROOM_* variables
+    # < the arguments; the cgroup to read (cgroup, cgroup_pid) as the CLI's.
+    proot, pnvml, cgroup, cgroup_pid = _paths()
+    root_b = proot if root is None else root.encode()
+    nvml_b = pnvml if nvml_path is None else nvml_path.encode()
     err, errp = _err_buffer()
-    opts = _lib.ProbeOptions(root_b or None, bits, nvml_b or None, errp, len(err))
+    opts = _lib.ProbeOptions(root_b or None, bits, nvml_b or None, errp, len(err), cgroup,
+                             cgroup_pid)
     snap = ctypes.c_void_p()
     _lib.check(lib.hr_snapshot_take(ctypes.byref(opts), ctypes.byref(snap)), "hr_snapshot_take",
                err)

@@ -91,6 +91,8 @@ static int configure(hr_broker_t *b, const hr_options_t *o, char *err, size_t n)
   const char *root = hr_options_get_str(o, HR_OPTION_root);
   hr__strlcpy(b->root, strcmp(root, "/") == 0 ? "" : root, sizeof b->root);
   hr__strlcpy(b->nvml, hr_options_get_str(o, HR_OPTION_nvml_library), sizeof b->nvml);
+  hr__strlcpy(b->cgroup, hr_options_get_str(o, HR_OPTION_cgroup), sizeof b->cgroup);
+  b->cgroup_pid = (int)hr_options_get_int(o, HR_OPTION_cgroup_pid);
   b->request_timeout = hr_options_get_double(o, HR_OPTION_broker_timeout);
   b->patience = hr_options_get_double(o, HR_OPTION_patience);
   b->cooldown = hr_options_get_double(o, HR_OPTION_cooldown);

@@ -113,7 +113,9 @@ typedef struct hr__breq {
 struct hr_broker {
   char path[256];
   char root[256];
-  char nvml[256]; /* nvml_library: the NVML the probe loads; empty: the default */
+  char nvml[256];   /* nvml_library: the NVML the probe loads; empty: the default */
+  char cgroup[512]; /* cgroup / cgroup_pid: the cgroup whose limit bounds host memory */
+  int cgroup_pid;
   int listen_fd, wake[2];
   pthread_t thread;
   bool running;

@@ -101,7 +101,7 @@ static void read_host(hr_broker_t *b) {
   double now = hr__now_mono();
   if (!b->cg_limited && now - b->cg_read_at < 1) return;
   b->cg_read_at = now;
-  hr__cgroup_read(b->root, &cg);
+  hr__cgroup_read_at(b->root, b->cgroup, b->cgroup_pid, &cg);
   b->cg_limited = cg.state == HR_PROBE_OK && cg.limit_bytes != HR_UNLIMITED &&
                   cg.limit_bytes != HR_UNKNOWN && cg.limit_bytes < r->capacity;
   if (b->cg_limited) {

@@ -346,15 +346,6 @@ static void read_dir(hr_cgroup_mem_t *cg, const char *root, const char *dir, con
   }
 }
 
-void hr__cgroup_read(const char *root, hr_cgroup_mem_t *cg) {
-  /* A chain that failed to load (a bad HEADROOM_* value) still hands out its
-   * defaults; whoever loaded it first has reported the error. */
-  const hr_options_t *o = NULL;
-  hr_options_process(&o, NULL, 0);
-  hr__cgroup_read_at(root, hr_options_get_str(o, HR_OPTION_cgroup),
-                     (int)hr_options_get_int(o, HR_OPTION_cgroup_pid), cg);
-}
-
 void hr__cgroup_read_at(const char *root, const char *named, int pid, hr_cgroup_mem_t *cg) {
   char path[1024], buf[16384], dir[1200], top[1024];
   char v1path[512] = "", v2path[512] = "";

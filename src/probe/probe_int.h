@@ -40,16 +40,12 @@ HR_INTERNAL bool hr__pressure_parse(const char *text, hr_pressure_t *some, hr_pr
 HR_INTERNAL void hr__proc_parse_cgroup(const char *text, char *container, size_t cn, char *pod,
                                        size_t pn);
 
-/* Fills *cg for the cgroup of the process reading root/proc/self. Never
- * fails: a missing mount is HR_PROBE_ABSENT, a broken file HR_PROBE_ERROR,
- * each with cg->message. */
-HR_INTERNAL void hr__cgroup_read(const char *root, hr_cgroup_mem_t *cg);
-/* The cgroup hr__cgroup_read() reads is named by the process's options
- * (hr_options_process: cgroup, cgroup_pid), so that a watcher on the host
- * reads a container's cgroup: with `path` (not NULL or "") that directory
- * (root + a path under a cgroup mount, or a hierarchy path as /proc/PID/cgroup
- * shows it), with pid > 0 the cgroup of root/proc/PID, else the reader's
- * own. Both at once is HR_PROBE_ERROR. Never fails, as above. */
+/* Fills *cg for a memory cgroup read under root: with `path` (not NULL or "")
+ * that directory (root + a path under a cgroup mount, or a hierarchy path as
+ * /proc/PID/cgroup shows it), with pid > 0 the cgroup of root/proc/PID, else
+ * that of the process reading root/proc/self. Both at once is HR_PROBE_ERROR.
+ * Never fails: a missing mount is HR_PROBE_ABSENT, a broken file
+ * HR_PROBE_ERROR, each with cg->message. */
 HR_INTERNAL void hr__cgroup_read_at(const char *root, const char *path, int pid,
                                     hr_cgroup_mem_t *cg);
 

@@ -95,7 +95,7 @@ int hr_probe_snapshot(hr_probe_t *ctx, const hr_probe_options_t *opts, hr_snapsh
 
   s->cgroup.state = HR_PROBE_ABSENT;
   if (what & HR_PROBE_CGROUP)
-    hr__cgroup_read(root, &s->cgroup);
+    hr__cgroup_read_at(root, opts->cgroup, opts->cgroup_pid, &s->cgroup);
   else
     snprintf(s->cgroup.message, sizeof s->cgroup.message, "not read");
 

@@ -38,8 +38,10 @@ static const hr_abi_field_t option_info_fields[] = {
 };
 
 static const hr_abi_field_t probe_options_fields[] = {
-    F_(hr_probe_options_t, root), F_(hr_probe_options_t, what),   F_(hr_probe_options_t, nvml_path),
-    F_(hr_probe_options_t, err),  F_(hr_probe_options_t, errlen),
+    F_(hr_probe_options_t, root),       F_(hr_probe_options_t, what),
+    F_(hr_probe_options_t, nvml_path),  F_(hr_probe_options_t, err),
+    F_(hr_probe_options_t, errlen),     F_(hr_probe_options_t, cgroup),
+    F_(hr_probe_options_t, cgroup_pid),
 };
 
 static const hr_abi_field_t stat_fields[] = {

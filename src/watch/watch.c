@@ -68,7 +68,10 @@ int hr_watch_create(const hr_options_t *o, hr_watch_t **out, char *err, size_t e
   w->on_critical = dup_opt(o, HR_OPTION_on_critical);
   w->root = dup_opt(o, HR_OPTION_root);
   w->nvml_path = dup_opt(o, HR_OPTION_nvml_library);
-  if (!w->filter || !w->on_warning || !w->on_critical || !w->root || !w->nvml_path) {
+  w->cgroup_path = dup_opt(o, HR_OPTION_cgroup);
+  w->cgroup_pid = (int)hr_options_get_int(o, HR_OPTION_cgroup_pid);
+  if (!w->filter || !w->on_warning || !w->on_critical || !w->root || !w->nvml_path ||
+      !w->cgroup_path) {
     rc = HR_ENOMEM;
     goto out;
   }
@@ -93,6 +96,7 @@ void hr_watch_destroy(hr_watch_t *w) {
   free(w->gpus), free(w->idle), free(w->watched), free(w->keep), free(w->leak_flag);
   free(w->top_idx), free(w->leak_idx), free(w->top);
   free(w->filter), free(w->on_warning), free(w->on_critical), free(w->root), free(w->nvml_path);
+  free(w->cgroup_path);
   free(w->posted);
   pthread_mutex_destroy(&w->post_lock);
   free(w);
@@ -265,7 +269,9 @@ static int default_sampler(void *arg, hr_snapshot_t **out) {
                                    (procs ? HR_PROBE_PROCS : 0u),
                            .nvml_path = *w->nvml_path ? w->nvml_path : NULL,
                            .err = err,
-                           .errlen = sizeof err};
+                           .errlen = sizeof err,
+                           .cgroup = w->cgroup_path,
+                           .cgroup_pid = w->cgroup_pid};
   double c0 = cpu_now();
   int rc = hr_probe_snapshot(w->probe, &po, out);
   if (rc) {

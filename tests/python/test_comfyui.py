@@ -194,7 +194,7 @@ def test_vram_through_the_stand_in_nvml(fresh_loader, libpath):
     # variable set now is not seen: the test sets the NVML path they hold.
     from headroom import probe
 
-    fresh_loader.setattr(probe, "_process_paths", (b"/", nvml.encode()))
+    fresh_loader.setattr(probe, "_process_paths", (b"/", nvml.encode(), None, 0))
     devs = _readings.vram_devices()
     assert [d["source"] for d in devs] == ["nvml", "nvml"]
     pct = devs[0]["used_percent"]

@@ -299,21 +299,32 @@ static void test_cgroup_named(void) {
   CHECK(c.state != HR_PROBE_OK);
 }
 
-/* The snapshot takes the cgroup from the process's options, as status and
- * watch do: HEADROOM_CGROUP_PID names the pod's process. */
+/* The snapshot reads the cgroup its options name, as status and watch pass
+ * --cgroup-pid and --cgroup: the pod's process, the pod's directory, else
+ * the reader's own; an environment variable alone changes nothing. */
 static void test_cgroup_option(void) {
   setenv("HEADROOM_CGROUP_PID", "4242", 1);
   hr_options_process_reload();
   hr_snapshot_t *s = NULL;
-  CHECK_OK(take("v2_host", HR_PROBE_HOST | HR_PROBE_CGROUP, &s, NULL, 0));
+  hr_probe_options_t o = {
+      .root = fixture("v2_host"), .what = HR_PROBE_HOST | HR_PROBE_CGROUP, .cgroup_pid = 4242};
+  CHECK_OK(hr_snapshot_take(&o, &s));
   CHECK_STR(s->cgroup.path, "/kubepods.slice/pod1.slice/ctr.scope");
   CHECK_EQ_U64(s->cgroup.limit_bytes, 2 * GIB);
   hr_snapshot_free(s);
-  unsetenv("HEADROOM_CGROUP_PID");
-  hr_options_process_reload();
+  o.cgroup_pid = 0, o.cgroup = "/kubepods.slice/pod1.slice/ctr.scope";
+  CHECK_OK(hr_snapshot_take(&o, &s));
+  CHECK_EQ_U64(s->cgroup.limit_bytes, 2 * GIB);
+  hr_snapshot_free(s);
+  o.cgroup_pid = 4242; /* both: the cgroup's error state, the snapshot still taken */
+  CHECK_OK(hr_snapshot_take(&o, &s));
+  CHECK(s->cgroup.state == HR_PROBE_ERROR);
+  hr_snapshot_free(s);
   CHECK_OK(take("v2_host", HR_PROBE_HOST | HR_PROBE_CGROUP, &s, NULL, 0));
   CHECK_STR(s->cgroup.path, "/system.slice/headroom.service");
   hr_snapshot_free(s);
+  unsetenv("HEADROOM_CGROUP_PID");
+  hr_options_process_reload();
 }
 
 static void test_fixture_no_cgroup(void) {

@@ -54,3 +54,16 @@ void hr_cli_json_str(FILE *f, const char *s) {
     fputs("null", f); /* out of memory: still valid JSON */
   free(q);
 }
+
+hr_probe_options_t hr_cli_probe_options(const hr_cli_t *cli, unsigned what, char *err,
+                                        size_t errlen) {
+  const char *nvml = hr_options_get_str(cli->opts, HR_OPTION_nvml_library);
+  return (hr_probe_options_t){.root = hr_options_get_str(cli->opts, HR_OPTION_root),
+                              .what = what,
+                              .nvml_path = *nvml ? nvml : NULL,
+                              .err = err,
+                              .errlen = errlen,
+                              .cgroup = hr_options_get_str(cli->opts, HR_OPTION_cgroup),
+                              .cgroup_pid =
+                                  (int)hr_options_get_int(cli->opts, HR_OPTION_cgroup_pid)};
+}

@@ -46,6 +46,12 @@ char *hr_cli_broker_read(int fd, double timeout);
  * socket, said on stderr) or the exit status of a bad configuration. */
 int hr_cli_broker_start(hr_cli_t *cli, hr_watch_t *w, hr_broker_t **out);
 
+/* The probe's options as the option chain sets them (root, nvml_library,
+ * cgroup, cgroup_pid), reading `what` and writing why a snapshot failed to
+ * err. The strings belong to cli->opts. */
+hr_probe_options_t hr_cli_probe_options(const hr_cli_t *cli, unsigned what, char *err,
+                                        size_t errlen);
+
 /* Sets an option from the command line; on error prints "headroom: <msg>" and
  * returns 2 (the usage-error status), else 0. */
 int hr_cli_set(hr_cli_t *cli, const char *name, const char *value);

@@ -411,12 +411,8 @@ static int doctor_run(hr_cli_t *cli, int argc, char **argv) {
     return 2;
   }
   char err[512] = "";
-  const char *nvml = hr_options_get_str(cli->opts, HR_OPTION_nvml_library);
-  hr_probe_options_t po = {.root = hr_options_get_str(cli->opts, HR_OPTION_root),
-                           .what = HR_PROBE_HOST | HR_PROBE_CGROUP | HR_PROBE_PROCS | HR_PROBE_GPUS,
-                           .nvml_path = *nvml ? nvml : NULL,
-                           .err = err,
-                           .errlen = sizeof err};
+  hr_probe_options_t po = hr_cli_probe_options(
+      cli, HR_PROBE_HOST | HR_PROBE_CGROUP | HR_PROBE_PROCS | HR_PROBE_GPUS, err, sizeof err);
   hr_snapshot_t *s = NULL;
   int rc = hr_snapshot_take(&po, &s);
   if (rc) {
@@ -425,7 +421,7 @@ static int doctor_run(hr_cli_t *cli, int argc, char **argv) {
     return 1;
   }
   doctor_t d = {.n = 0};
-  check_nvml(&d, s, nvml);
+  check_nvml(&d, s, po.nvml_path ? po.nvml_path : "");
   check_cgroup(&d, cli, s);
   check_procs(&d, cli, s);
   check_exporter(&d, cli);

@@ -224,12 +224,8 @@ static int status_run(hr_cli_t *cli, int argc, char **argv) {
     return 2;
   }
   char err[512] = "";
-  const char *nvml = hr_options_get_str(cli->opts, HR_OPTION_nvml_library);
-  hr_probe_options_t po = {.root = hr_options_get_str(cli->opts, HR_OPTION_root),
-                           .what = HR_PROBE_ALL & ~(unsigned)HR_PROBE_PSS,
-                           .nvml_path = *nvml ? nvml : NULL,
-                           .err = err,
-                           .errlen = sizeof err};
+  hr_probe_options_t po =
+      hr_cli_probe_options(cli, HR_PROBE_ALL & ~(unsigned)HR_PROBE_PSS, err, sizeof err);
   hr_snapshot_t *s = NULL;
   int rc = hr_snapshot_take(&po, &s);
   if (rc) {

@@ -46,25 +46,13 @@ static void log_to_stderr(hr_log_level_t level, const char *msg, void *arg) {
   fprintf(stderr, "headroom: %s: %s\n", hr_log_level_name(level), msg);
 }
 
-/* The probe takes the cgroup it reads from the process's options
- * (hr_options_process), which see the config file and the environment but not
- * this command line or --config: the chain's values are handed on as their
- * HEADROOM_* variables, so status, watch and doctor read the cgroup named
- * here, and hook commands inherit it. Returns the exit status. */
-static int export_probe_options(const hr_cli_t *cli) {
-  const hr_option_info_t *t = hr_options_table(NULL);
-  const char *path = hr_options_get_str(cli->opts, HR_OPTION_cgroup);
-  int64_t pid = hr_options_get_int(cli->opts, HR_OPTION_cgroup_pid);
-  if (*path && pid > 0) {
+/* --cgroup and --cgroup-pid (or their config lines and variables) name one
+ * cgroup each: both at once is a usage error. Returns the exit status. */
+static int check_cgroup_options(const hr_cli_t *cli) {
+  if (*hr_options_get_str(cli->opts, HR_OPTION_cgroup) &&
+      hr_options_get_int(cli->opts, HR_OPTION_cgroup_pid) > 0) {
     hr_cli_error("cgroup and cgroup_pid both name a cgroup: give one");
     return 2;
-  }
-  char num[32];
-  snprintf(num, sizeof num, "%lld", (long long)pid);
-  if (setenv(t[HR_OPTION_cgroup].env, path, 1) != 0 ||
-      setenv(t[HR_OPTION_cgroup_pid].env, num, 1) != 0) {
-    hr_cli_error("out of memory");
-    return 1;
   }
   return 0;
 }
@@ -140,7 +128,7 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < n_flags; i++)
     if ((status = hr_cli_set(&cli, flags[i].name, flags[i].value)) != 0) goto out;
 
-  if ((status = export_probe_options(&cli)) != 0) goto out;
+  if ((status = check_cgroup_options(&cli)) != 0) goto out;
 
   const char *level = hr_options_get_str(cli.opts, HR_OPTION_log_level);
   hr_log_level_t lv = strcmp(level, "debug") == 0  ? HR_LOG_DEBUG
