@@ -76,7 +76,7 @@ struct hr_watch {
   size_t top_n;
   char *filter, *on_warning, *on_critical, *root, *nvml_path;
   char *cgroup_path; /* the cgroup option: read instead of headroom's own */
-  int cgroup_pid; /* the cgroup_pid option */
+  int cgroup_pid;    /* the cgroup_pid option */
   hr_leak_config_t leak_cfg;
 
   hr_watch_event_fn on_event;
