@@ -164,11 +164,27 @@ static void test_help_lists_each_option_once(void) {
   CHECK(first && !strstr(first + 1, "--db"));
 }
 
+/* A command takes the library options its table names on its own command
+ * line: doctor checks the exporter address and the database it is given. */
+static void test_command_takes_library_options(void) {
+  if (!getenv("HR_CLI")) SKIP("HR_CLI is set by CTest");
+  char out[16384];
+  int st = run_cli("doctor --json --listen none --db none", out, sizeof out);
+  CHECK_MSG(st == 0 || st == 1, "status %d: %s", st, out);
+  CHECK_CONTAINS(out, "exporter off (listen = none)");
+  CHECK_CONTAINS(out, "history off (db = none)");
+  st = run_cli("doctor --json --listen 192.0.2.1:10460 --db /proc/1/nope/h.db", out, sizeof out);
+  CHECK_MSG(st == 1, "status %d: %s", st, out);
+  CHECK_CONTAINS(out, "192.0.2.1:10460: ");
+  CHECK_CONTAINS(out, "/proc/1/nope/h.db cannot be created");
+}
+
 int main(void) {
   HR_RUN(test_count_checked);
   HR_RUN(test_listen_checked);
   HR_RUN(test_history_empty_window);
   HR_RUN(test_bad_values_named);
   HR_RUN(test_help_lists_each_option_once);
+  HR_RUN(test_command_takes_library_options);
   return hr_test_finish("test_cli_options");
 }
