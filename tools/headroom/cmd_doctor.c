@@ -60,34 +60,39 @@ static check_t *add(doctor_t *d, const char *name, check_status_t st, const char
   return c;
 }
 
+/* NVML loaded: the driver and each GPU, failing when the driver lost one. */
+static void nvml_loaded(doctor_t *d, const hr_snapshot_t *s, const char *lib) {
+  char list[400] = "", b[32];
+  size_t used = 0, lost = 0;
+  for (size_t i = 0; i < s->n_gpus; i++) {
+    const hr_gpu_t *g = &s->gpus[i];
+    if (g->state != HR_PROBE_OK) lost++;
+    if (used < sizeof list)
+      used += (size_t)snprintf(
+          list + used, sizeof list - used, "%s%u %s (%s%s%s)", i ? ", " : "", g->index, g->name,
+          g->total_bytes == HR_UNKNOWN ? "?" : hr_size_text(b, sizeof b, g->total_bytes),
+          g->state == HR_PROBE_OK ? "" : ": ", g->state == HR_PROBE_OK ? "" : g->message);
+  }
+  if (lost)
+    add(d, "nvml", CHECK_FAIL,
+        "run 'nvidia-smi -q' for the failing GPU; a GPU the driver lost needs a reset "
+        "(nvidia-smi -r) or a reboot",
+        "NVML loaded (%s), driver %s, %zu GPU(s), %zu failing: %s", lib, s->driver_version,
+        s->n_gpus, lost, list);
+  else if (s->n_gpus == 0)
+    add(d, "nvml", CHECK_WARN,
+        "in a container, expose the GPUs (docker --gpus all; Kubernetes: the NVIDIA "
+        "runtime class and an nvidia.com/gpu resource or NVIDIA_VISIBLE_DEVICES=all)",
+        "NVML loaded (%s), driver %s, but it shows no GPU", lib, s->driver_version);
+  else
+    add(d, "nvml", CHECK_OK, NULL, "NVML loaded (%s), driver %s, %zu GPU(s): %s", lib,
+        s->driver_version, s->n_gpus, list);
+}
+
 static void check_nvml(doctor_t *d, const hr_snapshot_t *s, const char *nvml) {
   const char *lib = *nvml ? nvml : "libnvidia-ml.so.1";
   if (s->gpu_state == HR_PROBE_OK) {
-    char list[400] = "", b[32];
-    size_t used = 0, lost = 0;
-    for (size_t i = 0; i < s->n_gpus; i++) {
-      const hr_gpu_t *g = &s->gpus[i];
-      if (g->state != HR_PROBE_OK) lost++;
-      if (used < sizeof list)
-        used += (size_t)snprintf(
-            list + used, sizeof list - used, "%s%u %s (%s%s%s)", i ? ", " : "", g->index, g->name,
-            g->total_bytes == HR_UNKNOWN ? "?" : hr_size_text(b, sizeof b, g->total_bytes),
-            g->state == HR_PROBE_OK ? "" : ": ", g->state == HR_PROBE_OK ? "" : g->message);
-    }
-    if (lost)
-      add(d, "nvml", CHECK_FAIL,
-          "run 'nvidia-smi -q' for the failing GPU; a GPU the driver lost needs a reset "
-          "(nvidia-smi -r) or a reboot",
-          "NVML loaded (%s), driver %s, %zu GPU(s), %zu failing: %s", lib, s->driver_version,
-          s->n_gpus, lost, list);
-    else if (s->n_gpus == 0)
-      add(d, "nvml", CHECK_WARN,
-          "in a container, expose the GPUs (docker --gpus all; Kubernetes: the NVIDIA "
-          "runtime class and an nvidia.com/gpu resource or NVIDIA_VISIBLE_DEVICES=all)",
-          "NVML loaded (%s), driver %s, but it shows no GPU", lib, s->driver_version);
-    else
-      add(d, "nvml", CHECK_OK, NULL, "NVML loaded (%s), driver %s, %zu GPU(s): %s", lib,
-          s->driver_version, s->n_gpus, list);
+    nvml_loaded(d, s, lib);
     return;
   }
   bool devices = access("/dev/nvidiactl", F_OK) == 0;

@@ -107,18 +107,20 @@ static const char *clock_text(char *buf, size_t n, double t, bool date) {
 
 /* ---- text and JSON ------------------------------------------------------ */
 
-static void print_text(const hr_cli_t *cli, const char *path, double since, set_t *scopes,
-                       set_t *procs, const hr_history_event_t *ev, size_t ne) {
-  char a[32], b[32], c[32], d[32], t1[32], t2[32], lab[200], head[160];
-  printf("%s %s since %s\n\n", hr_cli_paint(cli, lab, sizeof lab, "bold", "history"), path,
-         clock_text(t1, sizeof t1, since, true));
-  if (scopes->n) {
-    snprintf(head, sizeof head, "%-8s %8s  %-8s  %-8s  %10s %10s %10s %10s", "SCOPE", "SAMPLES",
-             "FIRST", "LAST", "MIN", "MEAN", "MAX", "OF");
-    printf("%s\n", hr_cli_paint(cli, lab, sizeof lab, "bold", head));
-  }
+/* A table's heading in bold. */
+static void heading(const hr_cli_t *cli, const char *text) {
+  char lab[200];
+  printf("%s\n", hr_cli_paint(cli, lab, sizeof lab, "bold", text));
+}
+
+/* Each scope: its samples, their time and range. */
+static void print_scopes(const hr_cli_t *cli, const set_t *scopes) {
+  char a[32], b[32], c[32], d[32], t1[32], t2[32], head[160];
+  snprintf(head, sizeof head, "%-8s %8s  %-8s  %-8s  %10s %10s %10s %10s", "SCOPE", "SAMPLES",
+           "FIRST", "LAST", "MIN", "MEAN", "MAX", "OF");
+  if (scopes->n) heading(cli, head);
   for (size_t i = 0; i < scopes->n; i++) {
-    series_t *s = &scopes->s[i];
+    const series_t *s = &scopes->s[i];
     double mn = INFINITY, mx = 0, sum = 0, total = NAN;
     size_t k = 0;
     for (size_t j = 0; j < s->n; j++) {
@@ -134,19 +136,22 @@ static void print_text(const hr_cli_t *cli, const char *path, double since, set_
            k ? hr_size_text(c, sizeof c, (uint64_t)mx) : "-",
            isnan(total) ? "-" : hr_size_text(d, sizeof d, (uint64_t)total));
   }
+}
+
+/* The heaviest processes (at most 15): resident memory first and last, its
+ * growth per minute, the most GPU memory held. */
+static void print_procs(const hr_cli_t *cli, set_t *procs) {
+  char a[32], b[32], c[32], d[32], pm[40], head[160];
   if (procs->n > 1) qsort(procs->s, procs->n, sizeof *procs->s, cmp_weight);
-  if (procs->n) {
-    snprintf(head, sizeof head, "%8s %-16s %8s %10s %10s %12s %10s", "PID", "NAME", "SAMPLES",
-             "RSS FIRST", "RSS LAST", "PER MIN", "GPU MAX");
-    printf("\n%s\n", hr_cli_paint(cli, lab, sizeof lab, "bold", head));
-  }
+  snprintf(head, sizeof head, "%8s %-16s %8s %10s %10s %12s %10s", "PID", "NAME", "SAMPLES",
+           "RSS FIRST", "RSS LAST", "PER MIN", "GPU MAX");
+  if (procs->n) printf("\n"), heading(cli, head);
   for (size_t i = 0; i < procs->n && i < 15; i++) {
-    series_t *s = &procs->s[i];
+    const series_t *s = &procs->s[i];
     double span = s->t[s->n - 1] - s->t[0], gmax = 0;
     for (size_t j = 0; j < s->n; j++)
       if (!isnan(s->v2[j])) gmax = fmax(gmax, s->v2[j]);
     double per_min = span > 0 ? (s->v[s->n - 1] - s->v[0]) / span * 60 : 0;
-    char pm[40];
     snprintf(pm, sizeof pm, "%s%s", per_min < 0 ? "-" : "+",
              hr_size_text(c, sizeof c, (uint64_t)fabs(isnan(per_min) ? 0 : per_min)));
     printf("%8d %-16.16s %8zu %10s %10s %12s %10s\n", s->pid, s->name, s->n,
@@ -154,6 +159,15 @@ static void print_text(const hr_cli_t *cli, const char *path, double since, set_
            isnan(s->v[s->n - 1]) ? "-" : hr_size_text(b, sizeof b, (uint64_t)s->v[s->n - 1]), pm,
            gmax > 0 ? hr_size_text(d, sizeof d, (uint64_t)gmax) : "-");
   }
+}
+
+static void print_text(const hr_cli_t *cli, const char *path, double since, set_t *scopes,
+                       set_t *procs, const hr_history_event_t *ev, size_t ne) {
+  char t1[32], lab[200];
+  printf("%s %s since %s\n\n", hr_cli_paint(cli, lab, sizeof lab, "bold", "history"), path,
+         clock_text(t1, sizeof t1, since, true));
+  print_scopes(cli, scopes);
+  print_procs(cli, procs);
   printf("\n%s (%zu)\n", hr_cli_paint(cli, lab, sizeof lab, "bold", "events"), ne);
   for (size_t i = 0; i < ne; i++) printf("  %s\n", hr_event_text(&ev[i].event, lab, sizeof lab));
   if (!scopes->n && !procs->n && !ne) printf("nothing recorded in that time\n");

@@ -42,41 +42,41 @@ static void asset_name(hr_residency_t *r, hr_asset_id_t id, char *buf, size_t n)
     snprintf(buf, n, "%s", info.name);
 }
 
-static void on_step(size_t step, const char *name, int rc, const hr_plan_t *p, hr_residency_t *r,
-                    void *arg) {
-  plan_out_t *o = arg;
-  char an[200], sz[32];
-  if (o->json) {
-    for (size_t i = 0; i < p->n_actions; i++) {
-      asset_name(r, p->actions[i].id, an, sizeof an);
-      fprintf(o->actions,
-              "%s{\"step\": %zu, \"kind\": \"%s\", \"asset\": ", o->n_actions++ ? ", " : "",
-              step + 1, hr_action_kind_name(p->actions[i].kind));
-      hr_cli_json_str(o->actions, an);
-      fprintf(o->actions, ", \"bytes\": %" PRIu64 "}", p->actions[i].bytes);
-    }
-    if (rc) {
-      fprintf(o->failures, "%s{\"step\": %zu, \"name\": ", o->n_failures++ ? ", " : "", step + 1);
-      hr_cli_json_str(o->failures, name);
-      fprintf(o->failures, ", \"error\": \"%s\", \"message\": ", hr_err_name(rc));
-      hr_cli_json_str(o->failures, p->message);
-      fprintf(o->failures, ", \"short_bytes\": %" PRIu64 ", \"suggestions\": [", p->short_bytes);
-      for (size_t i = 0; i < p->n_suggestions; i++) {
-        fprintf(o->failures, "%s", i ? ", " : "");
-        hr_cli_json_str(o->failures, p->suggestions[i].text);
-      }
-      fprintf(o->failures, "]}");
-    }
-    return;
+/* A step's actions and its failure as JSON, into the two buffers. */
+static void step_json(plan_out_t *o, size_t step, const char *name, int rc, const hr_plan_t *p,
+                      hr_residency_t *r) {
+  char an[200];
+  for (size_t i = 0; i < p->n_actions; i++) {
+    asset_name(r, p->actions[i].id, an, sizeof an);
+    fprintf(o->actions,
+            "%s{\"step\": %zu, \"kind\": \"%s\", \"asset\": ", o->n_actions++ ? ", " : "", step + 1,
+            hr_action_kind_name(p->actions[i].kind));
+    hr_cli_json_str(o->actions, an);
+    fprintf(o->actions, ", \"bytes\": %" PRIu64 "}", p->actions[i].bytes);
   }
+  if (!rc) return;
+  fprintf(o->failures, "%s{\"step\": %zu, \"name\": ", o->n_failures++ ? ", " : "", step + 1);
+  hr_cli_json_str(o->failures, name);
+  fprintf(o->failures, ", \"error\": \"%s\", \"message\": ", hr_err_name(rc));
+  hr_cli_json_str(o->failures, p->message);
+  fprintf(o->failures, ", \"short_bytes\": %" PRIu64 ", \"suggestions\": [", p->short_bytes);
+  for (size_t i = 0; i < p->n_suggestions; i++) {
+    fprintf(o->failures, "%s", i ? ", " : "");
+    hr_cli_json_str(o->failures, p->suggestions[i].text);
+  }
+  fprintf(o->failures, "]}");
+}
+
+/* A step as a line of text: what cannot run with the suggestions, or the
+ * loads and offloads; the first PLAN_MAX_LISTED of each. */
+static void step_text(plan_out_t *o, size_t step, const char *name, int rc, const hr_plan_t *p,
+                      hr_residency_t *r) {
+  char an[200], sz[32], buf[64];
   if (rc) {
-    char buf[64];
-    if (o->failed_listed++ < PLAN_MAX_LISTED) {
-      printf("step %4zu  %-28s %s: %s\n", step + 1, name,
-             hr_cli_paint(o->cli, buf, sizeof buf, "red", "cannot run"), p->message);
-      for (size_t i = 0; i < p->n_suggestions; i++)
-        printf("%36s- %s\n", "", p->suggestions[i].text);
-    }
+    if (o->failed_listed++ >= PLAN_MAX_LISTED) return;
+    printf("step %4zu  %-28s %s: %s\n", step + 1, name,
+           hr_cli_paint(o->cli, buf, sizeof buf, "red", "cannot run"), p->message);
+    for (size_t i = 0; i < p->n_suggestions; i++) printf("%36s- %s\n", "", p->suggestions[i].text);
     return;
   }
   if (p->n_actions == 0) return;
@@ -90,6 +90,15 @@ static void on_step(size_t step, const char *name, int rc, const hr_plan_t *p, h
            hr_size_text(sz, sizeof sz, p->actions[i].bytes));
   }
   printf("\n");
+}
+
+static void on_step(size_t step, const char *name, int rc, const hr_plan_t *p, hr_residency_t *r,
+                    void *arg) {
+  plan_out_t *o = arg;
+  if (o->json)
+    step_json(o, step, name, rc, p, r);
+  else
+    step_text(o, step, name, rc, p, r);
 }
 
 /* What the simulation found, and the best possible plan to compare with. */
