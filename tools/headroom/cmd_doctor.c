@@ -431,7 +431,8 @@ HR_CLI_COMMAND(
     doctor, "check the driver, cgroup, /proc, port and history",
     .about = "Checks what headroom needs here and says how to fix what is missing:\n\n"
              "  nvml     the NVIDIA driver's NVML library: loaded, driver version, GPUs\n"
-             "  cgroup   the memory cgroup read (--cgroup, --cgroup-pid): mounted, limit readable\n"
+             "  cgroup   the memory cgroup read (--cgroup, --cgroup-pid): mounted, its limit\n"
+             "           readable\n"
              "  procs    /proc: other users' processes visible (hidepid), GPU processes'\n"
              "           pids visible (the host PID namespace)\n"
              "  exporter the --listen address: free and bindable\n"

@@ -59,16 +59,22 @@ void hr_cli_row_flag(const hr_cli_row_t *r, char *buf, size_t n) {
            r->arg == HR_CLI_FLAG ? "" : r->meta);
 }
 
+/* Appends `part` to the list in buf, after "; " when the list has one. */
+static void append(char *buf, size_t n, const char *part) {
+  size_t used = strlen(buf);
+  snprintf(buf + used, n - used, "%s%s", used ? "; " : "", part);
+}
+
 void hr_cli_row_help(const hr_cli_row_t *r, char *buf, size_t n) {
-  char extra[256] = "";
-  size_t used = 0;
-#define ADD_(...)                                                                                  \
-  used += (size_t)snprintf(extra + used, used < sizeof extra ? sizeof extra - used : 0, __VA_ARGS__)
-  if (r->arg == HR_CLI_CHOICE && r->choices) ADD_("%s", r->choices);
-  if (r->deflt && *r->deflt && r->arg != HR_CLI_FLAG)
-    ADD_("%sdefault %s", used ? "; " : "", r->deflt);
-  if (r->env) ADD_("%s%s", used ? "; " : "", r->env);
-#undef ADD_
+  char extra[256] = "", d[128];
+  /* Defaults of text in quotes: "default '/'" reads as a value, not a word. */
+  bool text = r->arg == HR_CLI_STRING || r->arg == HR_CLI_CHOICE || r->arg == HR_CLI_LIST;
+  if (r->arg == HR_CLI_CHOICE && r->choices) append(extra, sizeof extra, r->choices);
+  if (r->deflt && *r->deflt && r->arg != HR_CLI_FLAG) {
+    snprintf(d, sizeof d, text ? "default '%s'" : "default %s", r->deflt);
+    append(extra, sizeof extra, d);
+  }
+  if (r->env) append(extra, sizeof extra, r->env);
   /* A help that ends in a parenthesis takes the additions inside it. */
   size_t hl = strlen(r->help);
   bool inside = *extra && hl && r->help[hl - 1] == ')';
