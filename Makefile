@@ -6,13 +6,15 @@
 #   make bench     build Release and write bench/results/*.md
 #   make sanitize  the sanitizer builds and their tests only
 #   make format    clang-format every C file in place
+#   make packaging write the files the CLI's tables describe: the example
+#                  config, the man page, bash completion (tests keep them equal)
 MAKEFLAGS += --no-print-directory
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE ?= cmake
 PYTHON ?= /usr/bin/python3
 
 .PHONY: all deps build debug asan tsan run test test-debug test-asan test-tsan \
-        test-python bench sanitize format tidy clean
+        test-python bench sanitize format tidy clean packaging
 
 all: build
 
@@ -91,6 +93,13 @@ bench: build
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
+
+# Written by the binary from its option tables, and committed: edit the
+# tables (src/util, tools/headroom), then run this.
+packaging: build
+	./build/release/headroom config --example > packaging/headroom.conf.example
+	./build/release/headroom __man > packaging/man/headroom.1
+	./build/release/headroom __completion > packaging/completion/headroom.bash
 
 tidy: build/debug/Makefile
 	clang-tidy -p build/debug $$(git ls-files 'src/*.c' 'tools/*.c')

@@ -148,7 +148,8 @@ HR_API int hr_options_create(hr_options_t **out);
 HR_API void hr_options_destroy(hr_options_t *o);
 
 /* Sets `name` (dashes and underscores are the same) from text at `source`.
- * A value from a lower source never overrides one from a higher source.
+ * A value from a lower source never overrides one from a higher source (it
+ * is still checked: a bad value is an error whichever source outranks it).
  * On error returns HR_ENOENT (unknown option) or HR_EINVAL/HR_ERANGE and
  * writes a message naming the option and the accepted values into err. */
 HR_API int hr_options_set(hr_options_t *o, const char *name, const char *value,
@@ -207,6 +208,25 @@ HR_API hr_opt_source_t hr_options_source(const hr_options_t *o, hr_option_id_t i
 /* The table itself, for --help and docs: `*n` entries, entry i being the
  * option whose identifier is i. */
 HR_API const hr_option_info_t *hr_options_table(size_t *n);
+
+/* A value read as a row of the table describes it: the member of the row's
+ * type is set (strings and enums: `s` is the text given, not a copy). */
+typedef struct hr_option_value {
+  bool b;        /* HR_OPT_BOOL */
+  int64_t i;     /* HR_OPT_INT */
+  uint64_t u;    /* HR_OPT_SIZE, bytes */
+  double d;      /* HR_OPT_DURATION (seconds), HR_OPT_PERCENT */
+  const char *s; /* HR_OPT_STRING, HR_OPT_ENUM */
+} hr_option_value_t;
+
+/* Parses `text` as `row` describes it (type, range, choices) by the rules and
+ * with the messages of hr_options_set, for a program whose own options are
+ * rows of the same shape (the CLI's per-command flags): env and help of `row`
+ * are not read. Returns 0 with *out set, or HR_EINVAL / HR_ERANGE with a
+ * message in err opened by row->name ("--count: '-1' is out of range
+ * [1, 999999]"). Reentrant. */
+HR_API int hr_option_parse(const hr_option_info_t *row, const char *text, hr_option_value_t *out,
+                           char *err, size_t errlen);
 
 /* `s` as a JSON string literal, quotes included, in *out (malloc'd, the
  * caller frees): the library's one JSON string writer, for callers that write

@@ -1,73 +1,13 @@
-# bash completion for headroom. Commands, flags and the values of enum options
-# are read from the installed binary itself (`headroom --help`, `headroom help
-# COMMAND`, `headroom config --example`), once per shell, so the completion
-# cannot drift from the program it completes.
-
-_headroom_cache() {
-  local prog=$1
-  [[ -n ${_headroom_commands-} && ${_headroom_prog-} == "$prog" ]] && return
-  _headroom_prog=$prog
-  _headroom_commands=$("$prog" --help 2>/dev/null |
-    awk '/^commands:/ {on=1; next} on && /^  [a-z]/ {print $1; next} on && /^$/ {exit}')
-  _headroom_globals="$("$prog" --help 2>/dev/null |
-    awk '/^global options:/ {on=1; next} on && /^$/ {exit} on' |
-    grep -o -- '--[a-z][a-z-]*' | sort -u) --help --version"
-  # "# one of a|b|c; environment ..." precedes "#name = default".
-  _headroom_enums=$("$prog" config --example 2>/dev/null |
-    awk '/^# one of / {c=$4; sub(/;$/, "", c); next}
-         /^#[a-z_]+ = / {if (c != "") {n=substr($1, 2); gsub(/_/, "-", n); print n "=" c}; c=""}')
-}
-
-# The choices of enum option $1 (dashes), or nothing.
-_headroom_choices() {
-  local line
-  for line in $_headroom_enums; do
-    if [[ ${line%%=*} == "$1" ]]; then
-      printf '%s\n' "${line#*=}" | tr '|' '\n'
-      return
-    fi
-  done
-}
+# bash completion for headroom, written by `headroom __completion` from the
+# CLI's option tables: edit those (tools/headroom), then run `make packaging`.
 
 _headroom() {
-  local cur prev words cword
-  cur=${COMP_WORDS[COMP_CWORD]}
-  prev=${COMP_WORDS[COMP_CWORD-1]}
-  _headroom_cache "${COMP_WORDS[0]}"
-
-  # Values of the flag just typed.
-  case $prev in
-  --config | --db | --svg | -o)
-    COMPREPLY=($(compgen -f -- "$cur"))
-    return
-    ;;
-  --root)
-    COMPREPLY=($(compgen -d -- "$cur"))
-    return
-    ;;
-  --cgroup)
-    COMPREPLY=($(compgen -d -- "${cur:-/sys/fs/cgroup/}"))
-    return
-    ;;
-  --cgroup-pid | --pid)
-    COMPREPLY=($(compgen -W "$(ls /proc 2>/dev/null | grep -E '^[0-9]+$')" -- "$cur"))
-    return
-    ;;
-  --*)
-    local choices
-    choices=$(_headroom_choices "${prev#--}")
-    if [[ -n $choices ]]; then
-      COMPREPLY=($(compgen -W "$choices" -- "$cur"))
-      return
-    fi
-    ;;
-  esac
-
-  # The command: the first word that is not a global flag or its value.
-  local i cmd=
+  local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
+  local i j cmd= opts
+  # The command: the first word that is not a global option or its value.
   for ((i = 1; i < COMP_CWORD; i++)); do
     case ${COMP_WORDS[i]} in
-    --root | --config | --log-level | --color | --cgroup | --cgroup-pid) ((i++)) ;;
+    --root | --config | --cgroup | --cgroup-pid | --log-level | --color) ((i++)) ;;
     -*) ;;
     *)
       cmd=${COMP_WORDS[i]}
@@ -75,26 +15,116 @@ _headroom() {
       ;;
     esac
   done
-
-  if [[ -z $cmd ]]; then
-    if [[ $cur == -* ]]; then
-      COMPREPLY=($(compgen -W "$_headroom_globals" -- "$cur"))
-    else
-      COMPREPLY=($(compgen -W "$_headroom_commands help" -- "$cur"))
+  # After "--" (reserve SIZE -- CMD ARGS): a program, then its arguments.
+  for ((j = i + 1; j < COMP_CWORD; j++)); do
+    if [[ ${COMP_WORDS[j]} == -- ]]; then
+      if ((j + 1 == COMP_CWORD)); then
+        COMPREPLY=($(compgen -c -- "$cur"))
+      else
+        COMPREPLY=($(compgen -f -- "$cur"))
+      fi
+      return
     fi
+  done
+  # The value of the option just typed.
+  case $cmd:$prev in
+  :--root)
+    COMPREPLY=($(compgen -d -- "$cur"))
     return
-  fi
-  if [[ $cmd == help ]]; then
-    COMPREPLY=($(compgen -W "$_headroom_commands" -- "$cur"))
+    ;;
+  :--config | watch:--db | history:--svg | history:--db | \
+    replay:--svg | doctor:--db | broker:--socket | reserve:--socket)
+    COMPREPLY=($(compgen -f -- "$cur"))
     return
-  fi
+    ;;
+  :--cgroup)
+    COMPREPLY=($(compgen -d -- "${cur:-/sys/fs/cgroup/}"))
+    return
+    ;;
+  :--cgroup-pid | history:--pid)
+    COMPREPLY=($(compgen -W "$(ls /proc 2>/dev/null | grep -E '^[0-9]+$')" -- "$cur"))
+    return
+    ;;
+  :--log-level)
+    COMPREPLY=($(compgen -W 'debug info warn error' -- "$cur"))
+    return
+    ;;
+  :--color)
+    COMPREPLY=($(compgen -W 'auto always never' -- "$cur"))
+    return
+    ;;
+  status:--top | status:--filter | watch:--interval | watch:--filter | \
+    watch:--top | watch:--ram-warn | watch:--ram-critical | watch:--vram-warn | \
+    watch:--vram-critical | watch:--hysteresis | watch:--leak-window | watch:--leak-min-rate | \
+    watch:--leak-min-samples | watch:--idle-share | watch:--idle-util | watch:--idle-samples | \
+    watch:--on-warning | watch:--on-critical | watch:--cooldown | watch:--action-timeout | \
+    watch:--proc-budget | watch:--listen | watch:--metrics-top | watch:--retain | \
+    watch:--history-flush | watch:--budget | watch:--count | history:--since | \
+    replay:--conf | replay:--capacity | plan:--budget | doctor:--listen | \
+    reserve:--device | reserve:--timeout | reserve:--lease | reserve:--priority)
+    COMPREPLY=()
+    return
+    ;;
+  watch:--mode)
+    COMPREPLY=($(compgen -W 'conservative balanced aggressive' -- "$cur"))
+    return
+    ;;
+  replay:--backend)
+    COMPREPLY=($(compgen -W 'sim host' -- "$cur"))
+    return
+    ;;
+  plan:--policy)
+    COMPREPLY=($(compgen -W 'auto comfy lru lookahead' -- "$cur"))
+    return
+    ;;
+  esac
+  local commands='config status watch history replay plan doctor broker reserve'
+  case $cmd in
+  '')
+    opts='--root --config --cgroup --cgroup-pid --log-level --color --version --help'
+    ;;
+  help)
+    COMPREPLY=($(compgen -W "$commands" -- "$cur"))
+    return
+    ;;
+  config)
+    opts='--json --example --help'
+    ;;
+  status)
+    opts='--json --top --filter --pss --help'
+    ;;
+  watch)
+    opts='--interval --filter --top --mode --ram-warn --ram-critical --vram-warn --vram-critical --hysteresis --leak-window --leak-min-rate --leak-min-samples --idle-share --idle-util --idle-samples --on-warning --on-critical --cooldown --action-timeout --allow-drop-caches --proc-budget --listen --metrics-top --db --retain --history-flush --budget --json --once --count --help'
+    ;;
+  history)
+    opts='--since --pid --json --svg --db --help'
+    ;;
+  replay)
+    opts='--conf --capacity --backend --json --svg --help'
+    ;;
+  plan)
+    opts='--budget --policy --json --help'
+    ;;
+  doctor)
+    opts='--json --listen --db --help'
+    ;;
+  broker)
+    opts='--socket --json --help'
+    ;;
+  reserve)
+    opts='--device --timeout --lease --priority --socket --json --help'
+    ;;
+  *)
+    opts=--help
+    ;;
+  esac
   if [[ $cur == -* ]]; then
-    local flags
-    flags=$("${COMP_WORDS[0]}" help "$cmd" 2>/dev/null | grep -o -- '--[a-z][a-z-]*' | sort -u)
-    COMPREPLY=($(compgen -W "$flags --help" -- "$cur"))
-    return
+    COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+  elif [[ -z $cmd ]]; then
+    COMPREPLY=($(compgen -W "$commands help" -- "$cur"))
+  else
+    COMPREPLY=($(compgen -f -- "$cur"))
   fi
-  COMPREPLY=($(compgen -f -- "$cur"))
 }
 
 complete -F _headroom headroom

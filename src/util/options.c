@@ -22,12 +22,12 @@ _Static_assert(N_OPTIONS == HR_OPTION_COUNT_, "identifiers follow the table");
 
 typedef struct opt_value {
   hr_opt_source_t src;
-  union {
+  struct {
     bool b;
     int64_t i;
     uint64_t u;
     double d;
-  } v;
+  } v;     /* the member of the row's type holds the value */
   char *s; /* strings and enums */
 } opt_value_t;
 
@@ -172,12 +172,80 @@ static bool enum_has(const char *choices, const char *s) {
   return false;
 }
 
-static int range_err(const hr_option_info_t *t, const char *value, char *err, size_t errlen) {
-  if (t->type == HR_OPT_SIZE)
-    return hr__err(err, errlen, HR_ERANGE, "option %s: '%s' is out of range [%.0f, %.0f] bytes",
-                   t->name, value, t->min, t->max);
-  return hr__err(err, errlen, HR_ERANGE, "option %s: '%s' is out of range [%g, %g]%s", t->name,
-                 value, t->min, t->max, t->type == HR_OPT_DURATION ? " seconds" : "");
+/* The range of a number row as text: "[1, 100000]", "[0, 1099511627776] bytes",
+ * "[0.01, 86400] seconds"; in full, never as 1e+06. */
+static const char *range_text(const hr_option_info_t *t, char *buf, size_t n) {
+  bool whole = t->type == HR_OPT_INT || t->type == HR_OPT_SIZE;
+  snprintf(buf, n, whole ? "[%.0f, %.0f]%s" : "[%.15g, %.15g]%s", t->min, t->max,
+           t->type == HR_OPT_SIZE       ? " bytes"
+           : t->type == HR_OPT_DURATION ? " seconds"
+                                        : "");
+  return buf;
+}
+
+/* A number of `t`'s type from text (not yet range-checked). */
+static int parse_number_of(const hr_option_info_t *t, const char *value, hr_option_value_t *v) {
+  switch (t->type) {
+  case HR_OPT_INT: {
+    /* Digits with an optional minus: strtoll alone would also take " 3"
+     * and "+3". */
+    if (!isdigit((unsigned char)value[value[0] == '-'])) return HR_EINVAL;
+    char *e;
+    errno = 0;
+    long long i = strtoll(value, &e, 10);
+    if (e == value || *e || errno) return HR_EINVAL;
+    v->i = i;
+    return 0;
+  }
+  case HR_OPT_SIZE:
+    return hr_parse_size(value, &v->u);
+  case HR_OPT_DURATION:
+    return hr_parse_duration(value, &v->d);
+  default: {
+    const char *e = NULL;
+    int rc = parse_number(value, &v->d, &e);
+    if (!rc && *e == '%') e++;
+    return rc || *e ? HR_EINVAL : 0;
+  }
+  }
+}
+
+/* hr_option_parse with the message opened by `label` ("option top", "--count"). */
+static int parse_value(const hr_option_info_t *t, const char *label, const char *value,
+                       hr_option_value_t *out, char *err, size_t errlen) {
+  hr_option_value_t v = {.s = value};
+  char range[96];
+  switch (t->type) {
+  case HR_OPT_BOOL:
+    if (hr_parse_bool(value, &v.b))
+      return hr__err(err, errlen, HR_EINVAL, "%s: '%s' is not %s", label, value,
+                     type_word(t->type));
+    break;
+  case HR_OPT_ENUM:
+    if (!enum_has(t->choices, value))
+      return hr__err(err, errlen, HR_EINVAL, "%s: '%s' is not one of %s", label, value, t->choices);
+    break;
+  case HR_OPT_STRING:
+    break;
+  default: {
+    if (parse_number_of(t, value, &v))
+      return hr__err(err, errlen, HR_EINVAL, "%s: '%s' is not %s in %s", label, value,
+                     type_word(t->type), range_text(t, range, sizeof range));
+    double x = t->type == HR_OPT_INT ? (double)v.i : t->type == HR_OPT_SIZE ? (double)v.u : v.d;
+    if (x < t->min || x > t->max)
+      return hr__err(err, errlen, HR_ERANGE, "%s: '%s' is out of range %s", label, value,
+                     range_text(t, range, sizeof range));
+  }
+  }
+  *out = v;
+  return 0;
+}
+
+int hr_option_parse(const hr_option_info_t *row, const char *text, hr_option_value_t *out,
+                    char *err, size_t errlen) {
+  if (!row || !row->name || !text || !out)
+    return hr__err(err, errlen, HR_EINVAL, "option: missing row or value");
+  return parse_value(row, row->name, text, out, err, errlen);
 }
 
 int hr_options_set(hr_options_t *o, const char *name, const char *value, hr_opt_source_t source,
@@ -188,55 +256,20 @@ int hr_options_set(hr_options_t *o, const char *name, const char *value, hr_opt_
   if (i < 0) return hr__err(err, errlen, HR_ENOENT, "unknown option '%s'", name);
   const hr_option_info_t *t = &table[i];
   opt_value_t *ov = &o->values[i];
+  char label[80];
+  snprintf(label, sizeof label, "option %s", t->name);
+  hr_option_value_t v;
+  /* A bad value is an error even where a higher source has set the option:
+   * the command line may be read before the file and the environment. */
+  int rc = parse_value(t, label, value, &v, err, errlen);
+  if (rc) return rc;
   if (source < ov->src) return 0;
   opt_value_t nv = {.src = source};
-  int rc = 0;
-  switch (t->type) {
-  case HR_OPT_BOOL:
-    rc = hr_parse_bool(value, &nv.v.b);
-    break;
-  case HR_OPT_INT: {
-    char *e;
-    errno = 0;
-    long long v = strtoll(value, &e, 10);
-    if (e == value || *e || errno)
-      rc = HR_EINVAL;
-    else if ((double)v < t->min || (double)v > t->max)
-      return range_err(t, value, err, errlen);
-    nv.v.i = v;
-    break;
-  }
-  case HR_OPT_SIZE:
-    rc = hr_parse_size(value, &nv.v.u);
-    if (!rc && ((double)nv.v.u < t->min || (double)nv.v.u > t->max))
-      return range_err(t, value, err, errlen);
-    break;
-  case HR_OPT_DURATION:
-  case HR_OPT_PERCENT: {
-    const char *e = NULL;
-    if (t->type == HR_OPT_DURATION) {
-      rc = hr_parse_duration(value, &nv.v.d);
-    } else {
-      rc = parse_number(value, &nv.v.d, &e);
-      if (!rc && *e == '%') e++;
-      if (!rc && *e) rc = HR_EINVAL;
-    }
-    if (!rc && (nv.v.d < t->min || nv.v.d > t->max)) return range_err(t, value, err, errlen);
-    break;
-  }
-  case HR_OPT_ENUM:
-    if (!enum_has(t->choices, value))
-      return hr__err(err, errlen, HR_EINVAL, "option %s: '%s' is not one of %s", t->name, value,
-                     t->choices);
-    /* fall through */
-  case HR_OPT_STRING:
+  nv.v.b = v.b, nv.v.i = v.i, nv.v.u = v.u, nv.v.d = v.d;
+  if (t->type == HR_OPT_STRING || t->type == HR_OPT_ENUM) {
     nv.s = strdup(value);
     if (!nv.s) return hr__err(err, errlen, HR_ENOMEM, "option %s: out of memory", t->name);
-    break;
   }
-  if (rc)
-    return hr__err(err, errlen, HR_EINVAL, "option %s: '%s' is not %s", t->name, value,
-                   type_word(t->type));
   free(ov->s);
   *ov = nv;
   return 0;

@@ -1,6 +1,6 @@
 """Deployment: the example config against the option table, what `cmake
---install` puts where, the systemd unit under systemd-analyze, the man page
-under groff, bash completion run in bash, the Kubernetes manifest's structure,
+--install` puts where, the systemd unit under systemd-analyze (the man page and
+bash completion are in test_cli_help.py), the Kubernetes manifest's structure,
 `headroom doctor` on fixture trees and a stand-in NVML, and reading another
 process's cgroup (--cgroup-pid, --cgroup)."""
 
@@ -141,65 +141,6 @@ def test_systemd_unit_verifies(prefix):
     bad.write_text(text.replace("ProtectSystem=strict", "ProtectSystm=strict"))
     r = run([sa, "verify", str(bad)], env=env)
     assert "ProtectSystm" in r.stderr
-
-
-# ---- man page and completion ------------------------------------------------
-
-def help_commands_and_flags(cli):
-    text = run([cli, "--help"]).stdout
-    cmds = text.split("commands:\n")[1].split("\n\n")[0]
-    cmds = [ln.split()[0] for ln in cmds.splitlines()]
-    flags = text.split("global options:\n")[1].split("\n\n")[0]
-    flags = sorted({w for w in flags.split() if w.startswith("--")})
-    return cmds, flags
-
-
-def test_man_page_renders_without_warnings_and_covers_the_cli():
-    groff = shutil.which("groff")
-    if not groff:
-        pytest.skip("groff is not installed (Debian: groff-base)")
-    cli = cli_or_skip()
-    page = os.path.join(PKG, "man", "headroom.1")
-    r = run([groff, "-man", "-Tutf8", "-ww", "-z", page])
-    assert r.returncode == 0 and r.stderr == "", r.stderr
-    r = run([groff, "-man", "-Tascii", "-P", "-cbou", page])
-    text = r.stdout
-    cmds, flags = help_commands_and_flags(cli)
-    assert "doctor" in cmds
-    for c in cmds:
-        assert "\n       %s\n" % c in text or "\n       %s " % c in text, c
-    for f in flags + ["--example"]:
-        assert f in text, f
-    if shutil.which("man"):
-        r = run(["man", "-l", "--warnings", "-P", "cat", page], env={"MANWIDTH": "80"})
-        assert r.returncode == 0 and r.stderr == "", r.stderr
-
-
-def complete(cli, *words):
-    """Completes the last word as bash would after sourcing the script."""
-    script = os.path.join(PKG, "completion", "headroom.bash")
-    words = [cli] + list(words)
-    prog = ("source %s\nCOMP_WORDS=(%s)\nCOMP_CWORD=%d\n_headroom\nprintf '%%s\\n' "
-            '"${COMPREPLY[@]}"\n') % (script, " ".join("'%s'" % w for w in words),
-                                       len(words) - 1)
-    r = run(["bash", "--norc", "-c", prog])
-    assert r.returncode == 0, r.stderr
-    return [w for w in r.stdout.splitlines() if w]
-
-
-def test_bash_completion():
-    cli = cli_or_skip()
-    assert complete(cli, "st") == ["status"]
-    assert complete(cli, "do") == ["doctor"]
-    cmds, flags = help_commands_and_flags(cli)
-    assert sorted(complete(cli, "")) == sorted(cmds + ["help"])
-    assert sorted(complete(cli, "--")) == sorted(flags + ["--help", "--version"])
-    assert complete(cli, "--color", "") == ["auto", "always", "never"]
-    assert complete(cli, "--root", "/", "wa") == ["watch"]
-    assert complete(cli, "watch", "--mode", "b") == ["balanced"]
-    assert "--top" in complete(cli, "status", "--t")
-    assert "--example" in complete(cli, "config", "--")
-    assert complete(cli, "help", "rep") == ["replay"]
 
 
 # ---- container and Kubernetes -----------------------------------------------

@@ -4,6 +4,7 @@
  * other than asked. */
 #include "hr_test.h"
 
+#include <string.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -85,9 +86,105 @@ static void test_history_empty_window(void) {
   CHECK(strstr(out2, "runtime error") == NULL);
 }
 
+/* A bad value of each kind the option tables take, for a field of a
+ * command's settings and for a row of the library's table, at the command
+ * and at the global level: exit 2 at once, one message that names the
+ * command's option and what it accepts, and nothing run. */
+static void test_bad_values_named(void) {
+  if (!getenv("HR_CLI")) SKIP("HR_CLI is set by CTest");
+  static const struct {
+    const char *args, *option, *accepts;
+  } cases[] = {
+      {"status --top x", "status: --top", "not an integer in [1, 100000]"},
+      {"status --top 0", "status: --top", "option top: '0' is out of range [1, 100000]"},
+      {"history --since 2x", "history: --since", "not a duration (with ms/s/m/h/d) in [0, "},
+      {"history --pid 0", "history: --pid", "out of range [1, 2147483647]"},
+      {"plan --budget 0 w.json", "plan: --budget", "out of range [1, 1125899906842624] bytes"},
+      {"plan --budget lots w.json", "plan: --budget", "not a size (bytes, or with K/M/G/T)"},
+      {"watch --ram-warn 101", "watch: --ram-warn", "out of range [1, 100]"},
+      {"watch --interval 0", "watch: --interval", "out of range [0.01, 86400] seconds"},
+      {"watch --mode reckless", "watch: --mode", "not one of conservative|balanced|aggressive"},
+      {"watch --leak-min-rate 1Q", "watch: --leak-min-rate", "not a size"},
+      {"replay --backend gpu t", "replay: --backend", "not one of sim|host"},
+      {"reserve --device 64 1G -- true", "reserve: --device",
+       "not a GPU index in [0, 63] nor host"},
+      {"reserve --priority 1e9 1G -- true", "reserve: --priority", "not an integer in [-1000000, "},
+      {"reserve --timeout -1s 1G -- true", "reserve: --timeout", "not a duration"},
+      {"--cgroup-pid -1 status", "--cgroup-pid", "option cgroup_pid: '-1' is out of range"},
+      {"--log-level loud status", "--log-level", "not one of debug|info|warn|error"},
+      {"status --json=1", "status: '--json=1'", "--json takes no value"},
+      {"status --top", "status: --top", "needs a value: N"},
+      {"status --nope", "status: unknown or ambiguous option '--nope'", "status --help"},
+      {"replay --conf 1 --conf 2 --conf 3 --conf 4 --conf 5 --conf 6 --conf 7 --conf 8 --conf 9 t",
+       "replay: --conf", "at most 8 values"},
+      {"plan", "plan: a workflow file is needed", "plan --help"},
+      {"doctor extra", "doctor: unexpected argument 'extra'", "doctor"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char out[4096];
+    int st = run_cli(cases[i].args, out, sizeof out);
+    CHECK_MSG(st == 2, "'%s': status %d: %s", cases[i].args, st, out);
+    CHECK_MSG(strstr(out, cases[i].option) && strstr(out, cases[i].accepts),
+              "'%s': the message names neither '%s' nor '%s': %s", cases[i].args, cases[i].option,
+              cases[i].accepts, out);
+    CHECK_MSG(strchr(out, '\n') == out + strlen(out) - 1, "'%s': one line, not: %s", cases[i].args,
+              out);
+  }
+}
+
+/* Each command's --help (and `headroom help COMMAND`) lists each option
+ * once, --help among them. */
+static void test_help_lists_each_option_once(void) {
+  if (!getenv("HR_CLI")) SKIP("HR_CLI is set by CTest");
+  static const char *cmds[] = {"",       "config", "status", "watch",  "history",
+                               "replay", "plan",   "doctor", "broker", "reserve"};
+  for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+    char args[64], out[32768], out2[32768], seen[64][48];
+    size_t n_seen = 0;
+    snprintf(args, sizeof args, "%s --help", cmds[i]);
+    CHECK_MSG(run_cli(args, out, sizeof out) == 0, "%s: %s", args, out);
+    snprintf(args, sizeof args, "help %s", cmds[i]);
+    CHECK_MSG(run_cli(args, out2, sizeof out2) == 0, "%s: %s", args, out2);
+    CHECK_MSG(strcmp(out, out2) == 0, "'%s --help' and 'help %s' differ", cmds[i], cmds[i]);
+    CHECK_CONTAINS(out, "\n  --help ");
+    for (const char *p = strstr(out, "\n  --"); p; p = strstr(p + 1, "\n  --")) {
+      char name[48];
+      if (sscanf(p + 3, "%47[a-z0-9-]", name) != 1) continue;
+      for (size_t k = 0; k < n_seen; k++)
+        CHECK_MSG(strcmp(seen[k], name) != 0, "'%s --help' lists --%s twice", cmds[i], name);
+      if (n_seen < 64) snprintf(seen[n_seen++], sizeof seen[0], "%s", name);
+    }
+    CHECK_MSG(n_seen >= 2, "'%s --help' lists %zu options", cmds[i], n_seen);
+  }
+  /* history's database option once in the whole text, not also in a
+   * synopsis. */
+  char out[8192];
+  CHECK(run_cli("history --help", out, sizeof out) == 0);
+  const char *first = strstr(out, "--db");
+  CHECK(first && !strstr(first + 1, "--db"));
+}
+
+/* A command takes the library options its table names on its own command
+ * line: doctor checks the exporter address and the database it is given. */
+static void test_command_takes_library_options(void) {
+  if (!getenv("HR_CLI")) SKIP("HR_CLI is set by CTest");
+  char out[16384];
+  int st = run_cli("doctor --json --listen none --db none", out, sizeof out);
+  CHECK_MSG(st == 0 || st == 1, "status %d: %s", st, out);
+  CHECK_CONTAINS(out, "exporter off (listen = none)");
+  CHECK_CONTAINS(out, "history off (db = none)");
+  st = run_cli("doctor --json --listen 192.0.2.1:10460 --db /proc/1/nope/h.db", out, sizeof out);
+  CHECK_MSG(st == 1, "status %d: %s", st, out);
+  CHECK_CONTAINS(out, "192.0.2.1:10460: ");
+  CHECK_CONTAINS(out, "/proc/1/nope/h.db cannot be created");
+}
+
 int main(void) {
   HR_RUN(test_count_checked);
   HR_RUN(test_listen_checked);
   HR_RUN(test_history_empty_window);
+  HR_RUN(test_bad_values_named);
+  HR_RUN(test_help_lists_each_option_once);
+  HR_RUN(test_command_takes_library_options);
   return hr_test_finish("test_cli_options");
 }

@@ -95,6 +95,63 @@ static void test_options_defaults_and_errors(void) {
   hr_options_destroy(o);
 }
 
+/* A row of the CLI's own read by the table's rules: the same suffixes,
+ * ranges and words, the message opened by the row's name. */
+static void test_option_parse_row(void) {
+  char err[256];
+  hr_option_value_t v;
+  hr_option_info_t count = {
+      .name = "--count", .type = HR_OPT_INT, .min = 1, .max = 999999999999999};
+  CHECK_OK(hr_option_parse(&count, "42", &v, err, sizeof err));
+  CHECK_EQ_INT(v.i, 42);
+  /* Digits with an optional minus, nothing else: " 3" and "+3" are not
+   * whole numbers as a person types them, "-1" is one out of range. */
+  static const char *bad[] = {" 3", "+3", "3 ", "", "3x", "0x10", "18446744073709551617"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    CHECK_RC(hr_option_parse(&count, bad[i], &v, err, sizeof err), HR_EINVAL);
+    CHECK_CONTAINS(err, "--count: '");
+    CHECK_CONTAINS(err, "is not an integer in [1, 999999999999999]");
+  }
+  CHECK_RC(hr_option_parse(&count, "-1", &v, err, sizeof err), HR_ERANGE);
+  CHECK_CONTAINS(err, "--count: '-1' is out of range [1, 999999999999999]");
+  hr_option_info_t since = {.name = "--since", .type = HR_OPT_DURATION, .max = 3650 * 86400.0};
+  CHECK_OK(hr_option_parse(&since, "2h", &v, err, sizeof err));
+  CHECK_NEAR(v.d, 7200, 0);
+  CHECK_RC(hr_option_parse(&since, "2x", &v, err, sizeof err), HR_EINVAL);
+  CHECK_CONTAINS(err, "[0, 315360000] seconds"); /* in full, not 3.1536e+08 */
+  hr_option_info_t size = {.name = "--budget", .type = HR_OPT_SIZE, .min = 1, .max = 1 << 30};
+  CHECK_OK(hr_option_parse(&size, "512M", &v, err, sizeof err));
+  CHECK_EQ_U64(v.u, 512ull << 20);
+  CHECK_RC(hr_option_parse(&size, "2G", &v, err, sizeof err), HR_ERANGE);
+  CHECK_CONTAINS(err, "[1, 1073741824] bytes");
+  hr_option_info_t kind = {.name = "--backend", .type = HR_OPT_ENUM, .choices = "sim|host"};
+  CHECK_OK(hr_option_parse(&kind, "host", &v, err, sizeof err));
+  CHECK_STR(v.s, "host");
+  CHECK_RC(hr_option_parse(&kind, "gpu", &v, err, sizeof err), HR_EINVAL);
+  CHECK_CONTAINS(err, "--backend: 'gpu' is not one of sim|host");
+  /* A library row reads the same: hr_options_set is this parse plus the
+   * layering. */
+  size_t n;
+  const hr_option_info_t *top = &hr_options_table(&n)[HR_OPTION_top];
+  CHECK_RC(hr_option_parse(top, "+3", &v, err, sizeof err), HR_EINVAL);
+  CHECK_RC(hr_option_parse(NULL, "3", &v, err, sizeof err), HR_EINVAL);
+}
+
+/* A bad value is an error even where a higher source has already set the
+ * option: the CLI sets its flags before it reads the file and the
+ * environment. */
+static void test_options_lower_source_still_checked(void) {
+  hr_options_t *o;
+  char err[256];
+  CHECK_OK(hr_options_create(&o));
+  CHECK_OK(hr_options_set(o, "top", "7", HR_SRC_CLI, err, sizeof err));
+  CHECK_RC(hr_options_set(o, "top", "x", HR_SRC_ENV, err, sizeof err), HR_EINVAL);
+  CHECK_CONTAINS(err, "option top: 'x' is not an integer in [1, 100000]");
+  CHECK_OK(hr_options_set(o, "top", "3", HR_SRC_ENV, err, sizeof err));
+  CHECK_EQ_INT(hr_options_get_int(o, HR_OPTION_top), 7);
+  hr_options_destroy(o);
+}
+
 static void test_options_layering(void) {
   char path[] = "/tmp/hr_test_conf_XXXXXX", err[256];
   int fd = mkstemp(path);
@@ -261,6 +318,8 @@ int main(void) {
   HR_RUN(test_parse_size);
   HR_RUN(test_parse_duration_bool);
   HR_RUN(test_options_defaults_and_errors);
+  HR_RUN(test_option_parse_row);
+  HR_RUN(test_options_lower_source_still_checked);
   HR_RUN(test_options_layering);
   HR_RUN(test_options_bad_file_and_env);
   HR_RUN(test_option_table_env_names);

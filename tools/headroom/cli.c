@@ -1,19 +1,10 @@
-/* Helpers every subcommand shares: option setting with clear errors, colour, JSON strings. */
+/* Helpers every subcommand shares: colour, sizes and shares as the tables
+ * show them, JSON strings, whole files, the probe's options. */
 #include "cli.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-
-int hr_cli_set(hr_cli_t *cli, const char *name, const char *value) {
-  char err[512];
-  int rc = hr_options_set(cli->opts, name, value, HR_SRC_CLI, err, sizeof err);
-  if (rc) {
-    hr_cli_error("%s", err);
-    return 2;
-  }
-  return 0;
-}
 
 const char *hr_cli_paint(const hr_cli_t *cli, char *buf, size_t n, const char *color,
                          const char *text) {
@@ -66,4 +57,23 @@ hr_probe_options_t hr_cli_probe_options(const hr_cli_t *cli, unsigned what, char
                               .cgroup = hr_options_get_str(cli->opts, HR_OPTION_cgroup),
                               .cgroup_pid =
                                   (int)hr_options_get_int(cli->opts, HR_OPTION_cgroup_pid)};
+}
+
+const char *hr_cli_size(char *buf, size_t n, uint64_t v) {
+  if (v == HR_UNKNOWN) return snprintf(buf, n, "-"), buf;
+  if (v == HR_UNLIMITED) return snprintf(buf, n, "unlimited"), buf;
+  return hr_size_text(buf, n, v);
+}
+
+double hr_cli_pct(uint64_t part, uint64_t whole) {
+  if (part == HR_UNKNOWN || whole == HR_UNKNOWN || whole == HR_UNLIMITED || whole == 0) return -1;
+  return 100.0 * (double)part / (double)whole;
+}
+
+int hr_cli_write_file(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  if (!f) return -1;
+  int rc = fputs(text, f) < 0 ? -1 : 0;
+  if (fclose(f) != 0) rc = -1;
+  return rc;
 }

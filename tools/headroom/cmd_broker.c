@@ -7,7 +7,6 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <getopt.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,9 +14,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-int hr_cli_broker_connect(hr_cli_t *cli, const char *socket_opt) {
+int hr_cli_broker_connect(hr_cli_t *cli) {
   char path[256];
-  if (socket_opt && hr_cli_set(cli, "broker_socket", socket_opt) != 0) return -1;
   if (hr_broker_socket_path(cli->opts, path, sizeof path) != 0) {
     hr_cli_error("no broker socket: set broker_socket, or XDG_RUNTIME_DIR");
     return -1;
@@ -73,15 +71,15 @@ char *hr_cli_broker_read(int fd, double timeout) {
   return NULL;
 }
 
-static void broker_usage(FILE *f) {
-  fprintf(f, "usage: headroom broker [--socket PATH] [--json]\n\n"
-             "Shows what the broker in 'headroom watch' knows: each resource (host, gpuN)\n"
-             "with its budget and what is free, the registered clients with their\n"
-             "priorities and releasable bytes, the adapters and the leases.\n\n"
-             "  --socket PATH  the broker's socket (broker_socket; default\n"
-             "                 $XDG_RUNTIME_DIR/headroom/broker.sock)\n"
-             "  --json         the broker's status object as it is\n");
-}
+typedef struct broker_args {
+  bool json;
+} broker_args_t;
+
+static const hr_cli_opt_t broker_opts[] = {
+    HR_CLI_OPTION_AS("socket", broker_socket, "PATH", HR_CLI_COMPLETE_FILE),
+    {"json", HR_CLI_FLAG, HR_CLI_AT(broker_args_t, json),
+     .help = "the broker's status object as it is"},
+};
 
 static const char *sz(char *buf, size_t n, const cJSON *v) {
   if (!cJSON_IsNumber(v)) return snprintf(buf, n, "-"), buf;
@@ -121,29 +119,10 @@ static void show(const cJSON *j) {
              sz(a, sizeof a, cJSON_GetObjectItem(x, "bytes")));
 }
 
-static int broker_run(hr_cli_t *cli, int argc, char **argv) {
-  static const struct option longopts[] = {{"socket", required_argument, NULL, 's'},
-                                           {"json", no_argument, NULL, 'j'},
-                                           {"help", no_argument, NULL, 'h'},
-                                           {NULL, 0, NULL, 0}};
-  const char *sock = NULL;
-  bool json = false;
-  int c;
-  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-    if (c == 's')
-      sock = optarg;
-    else if (c == 'j')
-      json = true;
-    else if (c == 'h')
-      return broker_usage(stdout), 0;
-    else
-      return broker_usage(stderr), 2;
-  }
-  if (optind < argc) {
-    hr_cli_error("broker: unexpected argument '%s'", argv[optind]);
-    return 2;
-  }
-  int fd = hr_cli_broker_connect(cli, sock);
+static int broker_run(hr_cli_t *cli, const void *args, int argc, char **argv) {
+  const broker_args_t *a = args;
+  (void)argc, (void)argv;
+  int fd = hr_cli_broker_connect(cli);
   if (fd < 0) return 1;
   char *line = hr_cli_broker_send(fd, "{\"v\":1,\"op\":\"status\"}") == 0
                    ? hr_cli_broker_read(fd, 10)
@@ -155,7 +134,7 @@ static int broker_run(hr_cli_t *cli, int argc, char **argv) {
   if (!cJSON_IsString(op) || strcmp(op->valuestring, "status") != 0) {
     hr_cli_error("broker: no status came back%s%s", line ? ": " : "", line ? line : "");
     status = 1;
-  } else if (json)
+  } else if (a->json)
     printf("%s\n", line);
   else
     show(j);
@@ -164,9 +143,11 @@ static int broker_run(hr_cli_t *cli, int argc, char **argv) {
   return status;
 }
 
-const hr_cli_command_t hr_cmd_broker = {
-    "broker", "show the broker's clients, priorities, releasable bytes and leases", broker_run,
-    broker_usage};
+HR_CLI_COMMAND(
+    broker, "show the broker's clients, priorities, releasable bytes and leases",
+    .about = "Shows what the broker in 'headroom watch' knows: each resource (host, gpuN) with "
+             "its budget and what is free, the registered clients with their priorities and "
+             "releasable bytes, the adapters and the leases.");
 
 /* Each broker event goes to the watch, which records it in history and
  * writes it with its own events (watch --json, the live view). */

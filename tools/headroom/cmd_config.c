@@ -4,19 +4,21 @@
  * that the shipped example (packaging/headroom.conf.example) cannot drift. */
 #include "cli.h"
 
-#include <getopt.h>
 #include <inttypes.h>
 #include <string.h>
 
-static void config_usage(FILE *f) {
-  fprintf(f, "usage: headroom config [--json | --example]\n\n"
-             "Prints every option: its value, where the value came from (default, file,\n"
-             "env, cli), its environment variable and what it does.\n\n"
-             "  --json     one JSON object: {\"options\": [{\"name\", \"value\", \"source\",\n"
-             "             \"env\", \"type\", \"help\"}, ...]}\n"
-             "  --example  a config file with every option at its default, commented out\n"
-             "             (the example installed as headroom.conf.example)\n");
-}
+typedef struct config_args {
+  bool json, example;
+} config_args_t;
+
+static const hr_cli_opt_t config_opts[] = {
+    {"json", HR_CLI_FLAG, HR_CLI_AT(config_args_t, json),
+     .help = "one JSON object: {\"options\": [{\"name\", \"value\", \"source\", \"env\", "
+             "\"type\", \"help\"}, ...]}"},
+    {"example", HR_CLI_FLAG, HR_CLI_AT(config_args_t, example),
+     .help = "a config file with every option at its default, commented out (the example "
+             "installed as headroom.conf.example)"},
+};
 
 static const char *source_name(hr_opt_source_t s) {
   static const char *names[] = {"default", "file", "env", "cli"};
@@ -49,29 +51,19 @@ static void value_text(const hr_options_t *o, hr_option_id_t id, char *buf, size
 
 /* The accepted values of an option, for the example's comment. */
 static void range_text(const hr_option_info_t *t, char *buf, size_t n) {
-  switch (t->type) {
-  case HR_OPT_BOOL:
-    snprintf(buf, n, "true or false");
-    break;
-  case HR_OPT_INT:
-    snprintf(buf, n, "an integer, %.0f to %.0f", t->min, t->max);
-    break;
-  case HR_OPT_SIZE:
-    snprintf(buf, n, "a size (K/M/G/T suffixes), %.0f to %.0f bytes", t->min, t->max);
-    break;
-  case HR_OPT_DURATION:
-    snprintf(buf, n, "a duration (ms/s/m/h/d), %g to %g seconds", t->min, t->max);
-    break;
-  case HR_OPT_PERCENT:
-    snprintf(buf, n, "a percentage, %g to %g", t->min, t->max);
-    break;
-  case HR_OPT_STRING:
-    snprintf(buf, n, "text");
-    break;
-  case HR_OPT_ENUM:
-    snprintf(buf, n, "one of %s", t->choices);
-    break;
-  }
+  static const char *const forms[] = {
+      [HR_OPT_BOOL] = "true or false",
+      [HR_OPT_INT] = "an integer, %.0f to %.0f",
+      [HR_OPT_SIZE] = "a size (K/M/G/T suffixes), %.0f to %.0f bytes",
+      [HR_OPT_DURATION] = "a duration (ms/s/m/h/d), %g to %g seconds",
+      [HR_OPT_PERCENT] = "a percentage, %g to %g",
+      [HR_OPT_STRING] = "text",
+      [HR_OPT_ENUM] = "one of %s",
+  };
+  if (t->type == HR_OPT_ENUM)
+    snprintf(buf, n, forms[t->type], t->choices);
+  else
+    snprintf(buf, n, forms[t->type], t->min, t->max);
 }
 
 /* Writes the example config file: every option of the table, in table order,
@@ -98,39 +90,8 @@ static void print_example(void) {
   }
 }
 
-static int config_run(hr_cli_t *cli, int argc, char **argv) {
-  static const struct option longopts[] = {{"json", no_argument, NULL, 'j'},
-                                           {"example", no_argument, NULL, 'e'},
-                                           {"help", no_argument, NULL, 'h'},
-                                           {NULL, 0, NULL, 0}};
-  bool json = false, example = false;
-  int c;
-  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-    if (c == 'j')
-      json = true;
-    else if (c == 'e')
-      example = true;
-    else if (c == 'h')
-      return config_usage(stdout), 0;
-    else
-      return config_usage(stderr), 2;
-  }
-  if (optind < argc) {
-    hr_cli_error("config: unexpected argument '%s'", argv[optind]);
-    return 2;
-  }
-  if (json && example) {
-    hr_cli_error("config: --json and --example do not go together");
-    return 2;
-  }
-  if (example) {
-    print_example();
-    if (fflush(stdout) != 0) {
-      hr_cli_error("config: cannot write the output");
-      return 1;
-    }
-    return 0;
-  }
+/* Every option with its value and source, as a table or as JSON. */
+static void print_options(const hr_cli_t *cli, bool json) {
   static const char *types[] = {"bool", "int", "size", "duration", "percent", "string", "enum"};
   size_t n;
   const hr_option_info_t *t = hr_options_table(&n);
@@ -151,8 +112,27 @@ static int config_run(hr_cli_t *cli, int argc, char **argv) {
     }
   }
   if (json) printf("]}\n");
+}
+
+static int config_run(hr_cli_t *cli, const void *args, int argc, char **argv) {
+  const config_args_t *a = args;
+  (void)argc, (void)argv;
+  if (a->json && a->example) {
+    hr_cli_error("config: --json and --example do not go together");
+    return 2;
+  }
+  if (a->example)
+    print_example();
+  else
+    print_options(cli, a->json);
+  if (fflush(stdout) != 0) {
+    hr_cli_error("config: cannot write the output");
+    return 1;
+  }
   return 0;
 }
 
-const hr_cli_command_t hr_cmd_config = {"config", "show every option, its value and its source",
-                                        config_run, config_usage};
+HR_CLI_COMMAND(config, "show every option, its value and its source",
+               .about =
+                   "Prints every option: its value, where the value came from (default, file, env, "
+                   "cli), its environment variable and what it does.");

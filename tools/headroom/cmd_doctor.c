@@ -10,7 +10,6 @@
 #include "cli.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <netdb.h>
 #include <sqlite3.h>
 #include <stdarg.h>
@@ -33,20 +32,17 @@ typedef struct doctor {
   size_t n;
 } doctor_t;
 
-static void doctor_usage(FILE *f) {
-  fprintf(f, "usage: headroom doctor [--json]\n\n"
-             "Checks what headroom needs here and says how to fix what is missing:\n"
-             "  nvml     the NVIDIA driver's NVML library: loaded, driver version, GPUs\n"
-             "  cgroup   the memory cgroup read (--cgroup, --cgroup-pid): mounted, limit readable\n"
-             "  procs    /proc: other users' processes visible (hidepid), GPU processes'\n"
-             "           pids visible (the host PID namespace)\n"
-             "  exporter the --listen address: free and bindable\n"
-             "  history  the --db database: its folder writable, the file intact\n\n"
-             "Each check is ok, warn or fail; the exit status is 1 when one fails, else 0.\n"
-             "The global options (--root, --config, --cgroup, ...) apply as for watch.\n\n"
-             "  --json   one JSON object: {\"checks\": [{\"name\", \"status\", \"detail\",\n"
-             "           \"fix\"}, ...], \"ok\", \"warn\", \"fail\"}\n");
-}
+typedef struct doctor_args {
+  bool json;
+} doctor_args_t;
+
+static const hr_cli_opt_t doctor_opts[] = {
+    {"json", HR_CLI_FLAG, HR_CLI_AT(doctor_args_t, json),
+     .help = "one JSON object: {\"checks\": [{\"name\", \"status\", \"detail\", \"fix\"}, ...], "
+             "\"ok\", \"warn\", \"fail\"}"},
+    HR_CLI_OPTION_AS(NULL, listen, "ADDR", HR_CLI_COMPLETE_NONE),
+    HR_CLI_OPTION_AS(NULL, db, "PATH", HR_CLI_COMPLETE_FILE),
+};
 
 /* Adds a check; `fix` may be NULL. The detail is formatted. */
 static check_t *add(doctor_t *d, const char *name, check_status_t st, const char *fix,
@@ -64,34 +60,39 @@ static check_t *add(doctor_t *d, const char *name, check_status_t st, const char
   return c;
 }
 
+/* NVML loaded: the driver and each GPU, failing when the driver lost one. */
+static void nvml_loaded(doctor_t *d, const hr_snapshot_t *s, const char *lib) {
+  char list[400] = "", b[32];
+  size_t used = 0, lost = 0;
+  for (size_t i = 0; i < s->n_gpus; i++) {
+    const hr_gpu_t *g = &s->gpus[i];
+    if (g->state != HR_PROBE_OK) lost++;
+    if (used < sizeof list)
+      used += (size_t)snprintf(
+          list + used, sizeof list - used, "%s%u %s (%s%s%s)", i ? ", " : "", g->index, g->name,
+          g->total_bytes == HR_UNKNOWN ? "?" : hr_size_text(b, sizeof b, g->total_bytes),
+          g->state == HR_PROBE_OK ? "" : ": ", g->state == HR_PROBE_OK ? "" : g->message);
+  }
+  if (lost)
+    add(d, "nvml", CHECK_FAIL,
+        "run 'nvidia-smi -q' for the failing GPU; a GPU the driver lost needs a reset "
+        "(nvidia-smi -r) or a reboot",
+        "NVML loaded (%s), driver %s, %zu GPU(s), %zu failing: %s", lib, s->driver_version,
+        s->n_gpus, lost, list);
+  else if (s->n_gpus == 0)
+    add(d, "nvml", CHECK_WARN,
+        "in a container, expose the GPUs (docker --gpus all; Kubernetes: the NVIDIA "
+        "runtime class and an nvidia.com/gpu resource or NVIDIA_VISIBLE_DEVICES=all)",
+        "NVML loaded (%s), driver %s, but it shows no GPU", lib, s->driver_version);
+  else
+    add(d, "nvml", CHECK_OK, NULL, "NVML loaded (%s), driver %s, %zu GPU(s): %s", lib,
+        s->driver_version, s->n_gpus, list);
+}
+
 static void check_nvml(doctor_t *d, const hr_snapshot_t *s, const char *nvml) {
   const char *lib = *nvml ? nvml : "libnvidia-ml.so.1";
   if (s->gpu_state == HR_PROBE_OK) {
-    char list[400] = "", b[32];
-    size_t used = 0, lost = 0;
-    for (size_t i = 0; i < s->n_gpus; i++) {
-      const hr_gpu_t *g = &s->gpus[i];
-      if (g->state != HR_PROBE_OK) lost++;
-      if (used < sizeof list)
-        used += (size_t)snprintf(
-            list + used, sizeof list - used, "%s%u %s (%s%s%s)", i ? ", " : "", g->index, g->name,
-            g->total_bytes == HR_UNKNOWN ? "?" : hr_size_text(b, sizeof b, g->total_bytes),
-            g->state == HR_PROBE_OK ? "" : ": ", g->state == HR_PROBE_OK ? "" : g->message);
-    }
-    if (lost)
-      add(d, "nvml", CHECK_FAIL,
-          "run 'nvidia-smi -q' for the failing GPU; a GPU the driver lost needs a reset "
-          "(nvidia-smi -r) or a reboot",
-          "NVML loaded (%s), driver %s, %zu GPU(s), %zu failing: %s", lib, s->driver_version,
-          s->n_gpus, lost, list);
-    else if (s->n_gpus == 0)
-      add(d, "nvml", CHECK_WARN,
-          "in a container, expose the GPUs (docker --gpus all; Kubernetes: the NVIDIA "
-          "runtime class and an nvidia.com/gpu resource or NVIDIA_VISIBLE_DEVICES=all)",
-          "NVML loaded (%s), driver %s, but it shows no GPU", lib, s->driver_version);
-    else
-      add(d, "nvml", CHECK_OK, NULL, "NVML loaded (%s), driver %s, %zu GPU(s): %s", lib,
-          s->driver_version, s->n_gpus, list);
+    nvml_loaded(d, s, lib);
     return;
   }
   bool devices = access("/dev/nvidiactl", F_OK) == 0;
@@ -393,23 +394,9 @@ static void print_text(const hr_cli_t *cli, const doctor_t *d, const size_t coun
   printf("\n%zu ok, %zu warnings, %zu failed\n", count[0], count[1], count[2]);
 }
 
-static int doctor_run(hr_cli_t *cli, int argc, char **argv) {
-  static const struct option longopts[] = {
-      {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
-  bool json = false;
-  int c;
-  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-    if (c == 'j')
-      json = true;
-    else if (c == 'h')
-      return doctor_usage(stdout), 0;
-    else
-      return doctor_usage(stderr), 2;
-  }
-  if (optind < argc) {
-    hr_cli_error("doctor: unexpected argument '%s'", argv[optind]);
-    return 2;
-  }
+static int doctor_run(hr_cli_t *cli, const void *args, int argc, char **argv) {
+  const doctor_args_t *a = args;
+  (void)argc, (void)argv;
   char err[512] = "";
   hr_probe_options_t po = hr_cli_probe_options(
       cli, HR_PROBE_HOST | HR_PROBE_CGROUP | HR_PROBE_PROCS | HR_PROBE_GPUS, err, sizeof err);
@@ -429,7 +416,7 @@ static int doctor_run(hr_cli_t *cli, int argc, char **argv) {
   hr_snapshot_free(s);
   size_t count[3] = {0, 0, 0};
   for (size_t i = 0; i < d.n; i++) count[d.checks[i].status]++;
-  if (json)
+  if (a->json)
     print_json(&d, count);
   else
     print_text(cli, &d, count);
@@ -440,5 +427,15 @@ static int doctor_run(hr_cli_t *cli, int argc, char **argv) {
   return count[CHECK_FAIL] ? 1 : 0;
 }
 
-const hr_cli_command_t hr_cmd_doctor = {
-    "doctor", "check the driver, cgroup, /proc, port and history", doctor_run, doctor_usage};
+HR_CLI_COMMAND(
+    doctor, "check the driver, cgroup, /proc, port and history",
+    .about = "Checks what headroom needs here and says how to fix what is missing:\n\n"
+             "  nvml     the NVIDIA driver's NVML library: loaded, driver version, GPUs\n"
+             "  cgroup   the memory cgroup read (--cgroup, --cgroup-pid): mounted, its limit\n"
+             "           readable\n"
+             "  procs    /proc: other users' processes visible (hidepid), GPU processes'\n"
+             "           pids visible (the host PID namespace)\n"
+             "  exporter the --listen address: free and bindable\n"
+             "  history  the --db database: its folder writable, the file intact\n\n"
+             "The global options (--root, --config, --cgroup, ...) apply as for watch.",
+    .notes = "Exit status: 1 when a check fails, else 0; each check is ok, warn or fail.");

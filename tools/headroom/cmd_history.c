@@ -6,7 +6,6 @@
  * watch first, never a new empty file. */
 #include "cli.h"
 
-#include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
@@ -14,17 +13,26 @@
 #include <time.h>
 #include <unistd.h>
 
-static void history_usage(FILE *f) {
-  fprintf(f, "usage: headroom history [--since 1h] [--pid N] [--json] [--svg FILE] [--db PATH]\n\n"
-             "Shows what 'headroom watch' recorded: per scope (host, cgroup, each GPU) the\n"
-             "samples and their range, the top processes with their growth, and the events.\n\n"
-             "  --since D   how far back (durations: 30s, 10m, 1h, 2d; default 1h)\n"
-             "  --pid N     only that process's samples and events\n"
-             "  --json      {\"samples\": [...], \"events\": [...]} with sizes in bytes\n"
-             "  --svg FILE  draw memory over time per GPU, host and cgroup, and for the top\n"
-             "              processes, with events marked, into FILE\n"
-             "  --db PATH   the database (default $XDG_STATE_HOME/headroom/history.db)\n");
-}
+typedef struct history_args {
+  double since;
+  int64_t pid;
+  bool json;
+  const char *svg;
+} history_args_t;
+
+static const hr_cli_opt_t history_opts[] = {
+    {"since", HR_CLI_DURATION, HR_CLI_AT(history_args_t, since), .meta = "D", .deflt = "1h",
+     .max = 3650 * 86400.0, .help = "how far back (durations: 30s, 10m, 1h, 2d)"},
+    {"pid", HR_CLI_INT, HR_CLI_AT(history_args_t, pid), .meta = "N", .min = 1, .max = 2147483647,
+     .complete = HR_CLI_COMPLETE_PID, .help = "only that process's samples and events"},
+    {"json", HR_CLI_FLAG, HR_CLI_AT(history_args_t, json),
+     .help = "{\"samples\": [...], \"events\": [...]} with sizes in bytes"},
+    {"svg", HR_CLI_STRING, HR_CLI_AT(history_args_t, svg), .meta = "FILE",
+     .complete = HR_CLI_COMPLETE_FILE,
+     .help = "draw memory over time per GPU, host and cgroup, and for the top processes, with "
+             "events marked, into FILE"},
+    HR_CLI_OPTION_AS(NULL, db, "PATH", HR_CLI_COMPLETE_FILE),
+};
 
 typedef struct series {
   char key[80]; /* scope, or "pid name" */
@@ -99,18 +107,20 @@ static const char *clock_text(char *buf, size_t n, double t, bool date) {
 
 /* ---- text and JSON ------------------------------------------------------ */
 
-static void print_text(const hr_cli_t *cli, const char *path, double since, set_t *scopes,
-                       set_t *procs, const hr_history_event_t *ev, size_t ne) {
-  char a[32], b[32], c[32], d[32], t1[32], t2[32], lab[200], head[160];
-  printf("%s %s since %s\n\n", hr_cli_paint(cli, lab, sizeof lab, "bold", "history"), path,
-         clock_text(t1, sizeof t1, since, true));
-  if (scopes->n) {
-    snprintf(head, sizeof head, "%-8s %8s  %-8s  %-8s  %10s %10s %10s %10s", "SCOPE", "SAMPLES",
-             "FIRST", "LAST", "MIN", "MEAN", "MAX", "OF");
-    printf("%s\n", hr_cli_paint(cli, lab, sizeof lab, "bold", head));
-  }
+/* A table's heading in bold. */
+static void heading(const hr_cli_t *cli, const char *text) {
+  char lab[200];
+  printf("%s\n", hr_cli_paint(cli, lab, sizeof lab, "bold", text));
+}
+
+/* Each scope: its samples, their time and range. */
+static void print_scopes(const hr_cli_t *cli, const set_t *scopes) {
+  char a[32], b[32], c[32], d[32], t1[32], t2[32], head[160];
+  snprintf(head, sizeof head, "%-8s %8s  %-8s  %-8s  %10s %10s %10s %10s", "SCOPE", "SAMPLES",
+           "FIRST", "LAST", "MIN", "MEAN", "MAX", "OF");
+  if (scopes->n) heading(cli, head);
   for (size_t i = 0; i < scopes->n; i++) {
-    series_t *s = &scopes->s[i];
+    const series_t *s = &scopes->s[i];
     double mn = INFINITY, mx = 0, sum = 0, total = NAN;
     size_t k = 0;
     for (size_t j = 0; j < s->n; j++) {
@@ -126,19 +136,22 @@ static void print_text(const hr_cli_t *cli, const char *path, double since, set_
            k ? hr_size_text(c, sizeof c, (uint64_t)mx) : "-",
            isnan(total) ? "-" : hr_size_text(d, sizeof d, (uint64_t)total));
   }
+}
+
+/* The heaviest processes (at most 15): resident memory first and last, its
+ * growth per minute, the most GPU memory held. */
+static void print_procs(const hr_cli_t *cli, set_t *procs) {
+  char a[32], b[32], c[32], d[32], pm[40], head[160];
   if (procs->n > 1) qsort(procs->s, procs->n, sizeof *procs->s, cmp_weight);
-  if (procs->n) {
-    snprintf(head, sizeof head, "%8s %-16s %8s %10s %10s %12s %10s", "PID", "NAME", "SAMPLES",
-             "RSS FIRST", "RSS LAST", "PER MIN", "GPU MAX");
-    printf("\n%s\n", hr_cli_paint(cli, lab, sizeof lab, "bold", head));
-  }
+  snprintf(head, sizeof head, "%8s %-16s %8s %10s %10s %12s %10s", "PID", "NAME", "SAMPLES",
+           "RSS FIRST", "RSS LAST", "PER MIN", "GPU MAX");
+  if (procs->n) printf("\n"), heading(cli, head);
   for (size_t i = 0; i < procs->n && i < 15; i++) {
-    series_t *s = &procs->s[i];
+    const series_t *s = &procs->s[i];
     double span = s->t[s->n - 1] - s->t[0], gmax = 0;
     for (size_t j = 0; j < s->n; j++)
       if (!isnan(s->v2[j])) gmax = fmax(gmax, s->v2[j]);
     double per_min = span > 0 ? (s->v[s->n - 1] - s->v[0]) / span * 60 : 0;
-    char pm[40];
     snprintf(pm, sizeof pm, "%s%s", per_min < 0 ? "-" : "+",
              hr_size_text(c, sizeof c, (uint64_t)fabs(isnan(per_min) ? 0 : per_min)));
     printf("%8d %-16.16s %8zu %10s %10s %12s %10s\n", s->pid, s->name, s->n,
@@ -146,6 +159,15 @@ static void print_text(const hr_cli_t *cli, const char *path, double since, set_
            isnan(s->v[s->n - 1]) ? "-" : hr_size_text(b, sizeof b, (uint64_t)s->v[s->n - 1]), pm,
            gmax > 0 ? hr_size_text(d, sizeof d, (uint64_t)gmax) : "-");
   }
+}
+
+static void print_text(const hr_cli_t *cli, const char *path, double since, set_t *scopes,
+                       set_t *procs, const hr_history_event_t *ev, size_t ne) {
+  char t1[32], lab[200];
+  printf("%s %s since %s\n\n", hr_cli_paint(cli, lab, sizeof lab, "bold", "history"), path,
+         clock_text(t1, sizeof t1, since, true));
+  print_scopes(cli, scopes);
+  print_procs(cli, procs);
   printf("\n%s (%zu)\n", hr_cli_paint(cli, lab, sizeof lab, "bold", "events"), ne);
   for (size_t i = 0; i < ne; i++) printf("  %s\n", hr_event_text(&ev[i].event, lab, sizeof lab));
   if (!scopes->n && !procs->n && !ne) printf("nothing recorded in that time\n");
@@ -284,56 +306,60 @@ static void fill_panels(const hr_options_t *opts, set_t *scopes, set_t *procs, p
   }
 }
 
-/* Three panels: GPUs, host and cgroup, the top processes (resident memory
- * on the left axis, GPU memory dashed on the right one: a process's RSS of a
- * few hundred MiB would lie flat at zero on an axis that GPU gigabytes set).
- * The scopes' panels draw the warning and critical thresholds of the
- * options in force. Events are vertical markers on every panel. */
-static int write_svg(const hr_options_t *opts, const char *file, set_t *scopes, set_t *procs,
-                     const hr_history_event_t *ev, size_t ne, double since) {
-  double t0 = INFINITY, t1 = -INFINITY;
-  for (size_t i = 0; i < scopes->n; i++)
-    t0 = fmin(t0, scopes->s[i].t[0]), t1 = fmax(t1, scopes->s[i].t[scopes->s[i].n - 1]);
-  for (size_t i = 0; i < procs->n; i++)
-    t0 = fmin(t0, procs->s[i].t[0]), t1 = fmax(t1, procs->s[i].t[procs->s[i].n - 1]);
-  if (isinf(t0)) t0 = since, t1 = since + 1;
-  if (t1 <= t0) t1 = t0 + 1;
+/* The time the series span; [since, since + 1] when they hold nothing. */
+static void time_span(const set_t *scopes, const set_t *procs, double since, double *t0,
+                      double *t1) {
+  const set_t *sets[] = {scopes, procs};
+  *t0 = INFINITY, *t1 = -INFINITY;
+  for (size_t k = 0; k < 2; k++)
+    for (size_t i = 0; i < sets[k]->n; i++)
+      *t0 = fmin(*t0, sets[k]->s[i].t[0]), *t1 = fmax(*t1, sets[k]->s[i].t[sets[k]->s[i].n - 1]);
+  if (isinf(*t0)) *t0 = since, *t1 = since + 1;
+  if (*t1 <= *t0) *t1 = *t0 + 1;
+}
 
-  panel_t pd[3] = {0};
-  fill_panels(opts, scopes, procs, pd);
+/* The events as markers and their key. Every event but samples is a marker,
+ * labelled with its kind and pid; the key counts them by kind. */
+typedef struct marks {
+  hr_chart_marker_t *m;
+  char (*label)[96];
+  size_t n;
+  hr_chart_key_t keys[N_KINDS];
+  char klabel[N_KINDS][48];
+} marks_t;
 
-  /* Every event but samples is a marker, labelled with its kind and pid on
-   * the first panel drawn; the key counts them by kind. */
+static int fill_marks(marks_t *mk, const hr_history_event_t *ev, size_t ne) {
   static const char *const kinds[N_KINDS] = {"level", "leak",   "idle_hog", "oom_kill",
                                              "exit",  "action", "error"};
-  hr_chart_marker_t *marks = calloc(ne ? ne : 1, sizeof *marks);
-  char(*mlabel)[96] = calloc(ne ? ne : 1, sizeof *mlabel);
-  char *svg = NULL;
-  int status = -1;
-  size_t nm = 0;
-  if (!marks || !mlabel) goto out;
+  mk->m = calloc(ne ? ne : 1, sizeof *mk->m);
+  mk->label = calloc(ne ? ne : 1, sizeof *mk->label);
+  if (!mk->m || !mk->label) return -1;
   for (size_t i = 0; i < ne; i++) {
     if (strcmp(ev[i].kind, "sample") == 0) continue;
     if (ev[i].pid)
-      snprintf(mlabel[nm], sizeof mlabel[0], "%s %d", ev[i].kind, ev[i].pid);
+      snprintf(mk->label[mk->n], sizeof mk->label[0], "%s %d", ev[i].kind, ev[i].pid);
     else
-      snprintf(mlabel[nm], sizeof mlabel[0], "%s", ev[i].kind);
-    marks[nm] = (hr_chart_marker_t){ev[i].time, mlabel[nm], event_color(ev[i].kind)};
-    nm++;
+      snprintf(mk->label[mk->n], sizeof mk->label[0], "%s", ev[i].kind);
+    mk->m[mk->n] = (hr_chart_marker_t){ev[i].time, mk->label[mk->n], event_color(ev[i].kind)};
+    mk->n++;
   }
-  hr_chart_key_t keys[N_KINDS];
-  char klabel[N_KINDS][48];
   for (size_t k = 0; k < N_KINDS; k++) {
     size_t cnt = 0;
     for (size_t i = 0; i < ne; i++) cnt += strcmp(ev[i].kind, kinds[k]) == 0;
-    snprintf(klabel[k], sizeof klabel[k], "%s (%zu)", kinds[k], cnt);
-    keys[k] = (hr_chart_key_t){klabel[k], event_color(kinds[k])};
+    snprintf(mk->klabel[k], sizeof mk->klabel[k], "%s (%zu)", kinds[k], cnt);
+    mk->keys[k] = (hr_chart_key_t){mk->klabel[k], event_color(kinds[k])};
   }
+  return 0;
+}
+
+/* The three panels of the chart, the events marked on each; their labels
+ * on the first that has points. */
+static void fill_chart_panels(hr_chart_panel_t panels[3], panel_t pd[3], const marks_t *mk,
+                              double t0, double t1) {
   static const char *const titles[] = {
       "GPU memory used (dashed: total; thresholds: warning and critical)",
       "host and cgroup memory used (dashed: total or limit; thresholds: warning and critical)",
       "top processes: resident memory (left axis; dashed: GPU memory, right axis)"};
-  hr_chart_panel_t panels[3];
   bool labelled = false;
   for (int i = 0; i < 3; i++) {
     bool points = false;
@@ -350,91 +376,58 @@ static int write_svg(const hr_options_t *opts, const char *file, set_t *scopes, 
                                    .n_series = pd[i].n,
                                    .hlines = pd[i].hlines,
                                    .n_hlines = pd[i].nh,
-                                   .markers = marks,
-                                   .n_markers = nm,
+                                   .markers = mk->m,
+                                   .n_markers = mk->n,
                                    .marker_labels = points && !labelled};
     labelled |= points;
   }
+}
+
+/* Three panels: GPUs, host and cgroup, the top processes (resident memory
+ * on the left axis, GPU memory dashed on the right one: a process's RSS of a
+ * few hundred MiB would lie flat at zero on an axis that GPU gigabytes set).
+ * The scopes' panels draw the warning and critical thresholds of the
+ * options in force. Events are vertical markers on every panel. */
+static int write_svg(const hr_options_t *opts, const char *file, set_t *scopes, set_t *procs,
+                     const hr_history_event_t *ev, size_t ne, double since) {
+  double t0, t1;
+  time_span(scopes, procs, since, &t0, &t1);
+  panel_t pd[3] = {0};
+  fill_panels(opts, scopes, procs, pd);
+  marks_t mk = {0};
+  char *svg = NULL;
+  int status = -1;
+  if (fill_marks(&mk, ev, ne) != 0) goto out;
+  hr_chart_panel_t panels[3];
+  fill_chart_panels(panels, pd, &mk, t0, t1);
   char title[128], a[32], b[32];
   snprintf(title, sizeof title, "headroom history %s to %s", clock_text(a, sizeof a, t0, true),
            clock_text(b, sizeof b, t1, false));
   hr_chart_t chart = {.title = title,
-                      .keys = keys,
+                      .keys = mk.keys,
                       .n_keys = N_KINDS,
                       .panels = panels,
                       .n_panels = 3,
                       .width = 1100,
                       .plot_height = 210};
-  if (hr_chart_svg(&chart, &svg) != 0) goto out;
-  FILE *f = fopen(file, "w");
-  if (!f) goto out;
-  status = fputs(svg, f) < 0 ? -1 : 0;
-  if (fclose(f) != 0) status = -1;
+  if (hr_chart_svg(&chart, &svg) == 0) status = hr_cli_write_file(file, svg);
 out:
   free(svg);
-  free(marks);
-  free(mlabel);
+  free(mk.m);
+  free(mk.label);
   return status;
 }
 
 /* ---- the command -------------------------------------------------------- */
 
-static int history_run(hr_cli_t *cli, int argc, char **argv) {
-  static const struct option longopts[] = {{"since", required_argument, NULL, 's'},
-                                           {"pid", required_argument, NULL, 'p'},
-                                           {"json", no_argument, NULL, 'j'},
-                                           {"svg", required_argument, NULL, 'g'},
-                                           {"db", required_argument, NULL, 'd'},
-                                           {"help", no_argument, NULL, 'h'},
-                                           {NULL, 0, NULL, 0}};
-  double since_s = 3600;
-  int pid = 0, c;
-  bool json = false;
-  const char *svg = NULL;
-  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-    switch (c) {
-    case 's':
-      if (hr_parse_duration(optarg, &since_s) != 0) {
-        hr_cli_error("history: --since: '%s' is not a duration (30s, 10m, 1h, 2d)", optarg);
-        return 2;
-      }
-      break;
-    case 'p': {
-      char *end;
-      long v = strtol(optarg, &end, 10);
-      if (*end || v <= 0 || v > 0x7fffffff) {
-        hr_cli_error("history: --pid: '%s' is not a process id", optarg);
-        return 2;
-      }
-      pid = (int)v;
-      break;
-    }
-    case 'j':
-      json = true;
-      break;
-    case 'g':
-      svg = optarg;
-      break;
-    case 'd':
-      if (hr_cli_set(cli, "db", optarg) != 0) return 2;
-      break;
-    case 'h':
-      history_usage(stdout);
-      return 0;
-    default:
-      history_usage(stderr);
-      return 2;
-    }
-  }
-  if (optind < argc) {
-    hr_cli_error("history: unexpected argument '%s'", argv[optind]);
-    return 2;
-  }
-  char path[512];
+/* Opens the database of --db (or the default one) for reading: a missing
+ * one is an error that says to run watch first. Returns 0 or 1. */
+static int open_db(const hr_cli_t *cli, char *path, size_t n, hr_history_t **h) {
+  char err[600];
   const char *db = hr_options_get_str(cli->opts, HR_OPTION_db);
   if (*db && strcmp(db, "none") != 0)
-    snprintf(path, sizeof path, "%s", db);
-  else if (hr_history_default_path(path, sizeof path) != 0) {
+    snprintf(path, n, "%s", db);
+  else if (hr_history_default_path(path, n) != 0) {
     hr_cli_error("history: no database path: set --db, XDG_STATE_HOME or HOME");
     return 1;
   }
@@ -442,25 +435,15 @@ static int history_run(hr_cli_t *cli, int argc, char **argv) {
     hr_cli_error("history: no history at %s (run 'headroom watch' first, or give --db)", path);
     return 1;
   }
-  char err[600];
-  hr_history_t *h = NULL;
-  if (hr_history_open(path, &h, err, sizeof err) != 0) {
+  if (hr_history_open(path, h, err, sizeof err) != 0) {
     hr_cli_error("%s", err);
     return 1;
   }
-  struct timespec now;
-  clock_gettime(CLOCK_REALTIME, &now);
-  double since = (double)now.tv_sec - since_s;
-  hr_history_row_t *rows = NULL;
-  hr_history_event_t *ev = NULL;
-  size_t nr = 0, ne = 0;
-  int status = 0;
-  set_t scopes = {0}, procs = {0};
-  if (hr_history_query(h, since, pid, &rows, &nr, &ev, &ne, err, sizeof err) != 0) {
-    hr_cli_error("%s", err);
-    status = 1;
-    goto out;
-  }
+  return 0;
+}
+
+/* Sorts the rows into series: one per scope, one per process. */
+static int collect(const hr_history_row_t *rows, size_t nr, set_t *scopes, set_t *procs) {
   for (size_t i = 0; i < nr; i++) {
     const hr_history_row_t *r = &rows[i];
     bool proc = strcmp(r->scope, "proc") == 0;
@@ -469,34 +452,65 @@ static int history_run(hr_cli_t *cli, int argc, char **argv) {
       snprintf(key, sizeof key, "%d %s", r->pid, r->name);
     else
       snprintf(key, sizeof key, "%s", r->scope);
-    series_t *s = find_series(proc ? &procs : &scopes, key, proc ? r->pid : 0, r->name);
-    if (!s || series_push(s, r->time, r->used_bytes, r->total_bytes) != 0) {
-      hr_cli_error("history: out of memory");
-      status = 1;
-      goto out;
-    }
+    series_t *s = find_series(proc ? procs : scopes, key, proc ? r->pid : 0, r->name);
+    if (!s || series_push(s, r->time, r->used_bytes, r->total_bytes) != 0) return -1;
   }
-  if (json && print_json(rows, nr, ev, ne, since) != 0) {
+  return 0;
+}
+
+/* The query's result, in the form each output takes. */
+typedef struct recorded {
+  hr_history_row_t *rows;
+  hr_history_event_t *ev;
+  size_t nr, ne;
+  set_t scopes, procs;
+} recorded_t;
+
+static int show(const hr_cli_t *cli, const history_args_t *a, const char *path, recorded_t *r,
+                double since) {
+  if (a->json && print_json(r->rows, r->nr, r->ev, r->ne, since) != 0) {
+    hr_cli_error("history: out of memory");
+    return 1;
+  }
+  if (a->svg) {
+    if (write_svg(cli->opts, a->svg, &r->scopes, &r->procs, r->ev, r->ne, since) != 0) {
+      hr_cli_error("history: cannot write %s", a->svg);
+      return 1;
+    }
+    if (!a->json) fprintf(stderr, "headroom: history: wrote %s\n", a->svg);
+  }
+  if (!a->json && !a->svg) print_text(cli, path, since, &r->scopes, &r->procs, r->ev, r->ne);
+  return 0;
+}
+
+static int history_run(hr_cli_t *cli, const void *args, int argc, char **argv) {
+  const history_args_t *a = args;
+  char path[512], err[600];
+  hr_history_t *h = NULL;
+  recorded_t r = {0};
+  (void)argc, (void)argv;
+  int status = open_db(cli, path, sizeof path, &h);
+  if (status) return status;
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  double since = (double)now.tv_sec - a->since;
+  if (hr_history_query(h, since, (int)a->pid, &r.rows, &r.nr, &r.ev, &r.ne, err, sizeof err) != 0) {
+    hr_cli_error("%s", err);
+    status = 1;
+  } else if (collect(r.rows, r.nr, &r.scopes, &r.procs) != 0) {
     hr_cli_error("history: out of memory");
     status = 1;
-    goto out;
+  } else {
+    status = show(cli, a, path, &r, since);
   }
-  if (svg) {
-    if (write_svg(cli->opts, svg, &scopes, &procs, ev, ne, since) != 0) {
-      hr_cli_error("history: cannot write %s", svg);
-      status = 1;
-      goto out;
-    }
-    if (!json) fprintf(stderr, "headroom: history: wrote %s\n", svg);
-  }
-  if (!json && !svg) print_text(cli, path, since, &scopes, &procs, ev, ne);
-out:
-  set_free(&scopes);
-  set_free(&procs);
-  hr_history_free_rows(rows, ev, ne);
+  set_free(&r.scopes);
+  set_free(&r.procs);
+  hr_history_free_rows(r.rows, r.ev, r.ne);
   hr_history_close(h);
   return status;
 }
 
-const hr_cli_command_t hr_cmd_history = {
-    "history", "show recorded samples and events; draw them as SVG", history_run, history_usage};
+HR_CLI_COMMAND(history, "show recorded samples and events; draw them as SVG",
+               .about =
+                   "Shows what 'headroom watch' recorded: per scope (host, cgroup, each GPU) the "
+                   "samples and their range, the top processes with their growth, and the events.");

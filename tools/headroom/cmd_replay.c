@@ -6,7 +6,6 @@
  * times and over the order of its events where it does not. */
 #include "cli.h"
 
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,34 +36,37 @@ typedef struct replay_ctx {
   bool oom; /* out of memory for the chart: drawn without it */
 } replay_ctx_t;
 
-static void replay_usage(FILE *f) {
-  fprintf(f, "usage: headroom replay TRACE... [--conf CONF]... [--capacity BYTES]\n"
-             "                       [--backend sim|host] [--json] [--svg FILE]\n\n"
-             "Replays allocation traces (import PyTorch snapshots first with\n"
-             "'python3 -m headroom.trace import SNAPSHOT.pickle -o TRACE') through the pool\n"
-             "and prints, per trace and device: events, peak live, peak reserved, their\n"
-             "ratio beside PyTorch's recorded one, OOMs at the capacity, and the median and\n"
-             "p99 time of a pool call.\n\n"
-             "  --conf CONF       'default' (headroom's default), 'pytorch' (PyTorch's policy\n"
-             "                    with the settings the trace was recorded with), or a\n"
-             "                    PYTORCH_CUDA_ALLOC_CONF string; repeat to compare side by\n"
-             "                    side (default: --conf default)\n"
-             "  --capacity BYTES  device memory for the replay, K/M/G suffixes (default:\n"
-             "                    PyTorch's recorded peak reserved of each device; 1 TiB\n"
-             "                    for a trace without one, such as an RMM log)\n"
-             "  --backend KIND    sim (address space only; default) or host (real memory)\n"
-             "  --json            one JSON object per line: trace, device, config, events,\n"
-             "                    peak_live_bytes, peak_reserved_bytes, ratio,\n"
-             "                    pytorch_peak_reserved_bytes, pytorch_peak_live_bytes,\n"
-             "                    pytorch_ratio, ooms, device_calls,\n"
-             "                    pytorch_ooms, capacity_bytes, ns_per_op_median,\n"
-             "                    ns_per_op_p99, seconds, events_per_second,\n"
-             "                    duration_seconds (the recorded window; null when the\n"
-             "                    trace keeps no times)\n"
-             "  --svg FILE        chart of live and reserved memory over each trace, ours and\n"
-             "                    PyTorch's, over seconds (or over events for a trace\n"
-             "                    without times)\n");
-}
+typedef struct replay_args {
+  hr_cli_list_t confs;
+  uint64_t capacity;
+  const char *backend;
+  bool json;
+  const char *svg;
+} replay_args_t;
+
+static const hr_cli_opt_t replay_opts[] = {
+    {"conf", HR_CLI_LIST, HR_CLI_AT(replay_args_t, confs), .meta = "CONF", .deflt = "default",
+     .max = MAX_CONFS,
+     .help = "'default' (headroom's default), 'pytorch' (PyTorch's policy with the settings the "
+             "trace was recorded with), or a PYTORCH_CUDA_ALLOC_CONF string; repeat to compare "
+             "side by side"},
+    {"capacity", HR_CLI_SIZE, HR_CLI_AT(replay_args_t, capacity), .meta = "BYTES", .min = 1,
+     .max = 1125899906842624.0,
+     .help = "device memory for the replay, K/M/G suffixes (default: PyTorch's recorded peak "
+             "reserved of each device; 1 TiB for a trace without one, such as an RMM log)"},
+    {"backend", HR_CLI_CHOICE, HR_CLI_AT(replay_args_t, backend), .meta = "KIND", .deflt = "sim",
+     .choices = "sim|host", .help = "sim: address space only; host: real memory"},
+    {"json", HR_CLI_FLAG, HR_CLI_AT(replay_args_t, json),
+     .help = "one JSON object per line: trace, device, config, events, peak_live_bytes, "
+             "peak_reserved_bytes, ratio, pytorch_peak_reserved_bytes, pytorch_peak_live_bytes, "
+             "pytorch_ratio, ooms, device_calls, pytorch_ooms, capacity_bytes, ns_per_op_median, "
+             "ns_per_op_p99, seconds, events_per_second, duration_seconds (the recorded window; "
+             "null when the trace keeps no times)"},
+    {"svg", HR_CLI_STRING, HR_CLI_AT(replay_args_t, svg), .meta = "FILE",
+     .complete = HR_CLI_COMPLETE_FILE,
+     .help = "chart of live and reserved memory over each trace, ours and PyTorch's, over "
+             "seconds (or over events for a trace without times)"},
+};
 
 static const char *base_name(const char *path) {
   const char *s = strrchr(path, '/');
@@ -232,7 +234,7 @@ typedef struct panel_data {
 } panel_data_t;
 
 static void fill_panel(panel_data_t *d, hr_chart_panel_t *p, const series_t *const *all,
-                       const char *trace_name, const char **confs, int n_confs) {
+                       const char *trace_name, const char *const *confs, int n_confs) {
   const series_t *s0 = all[0];
   bool timed = s0->duration_us > 0;
   double total = timed ? (double)s0->duration_us / 1e6 : s0->total ? (double)s0->total : 1;
@@ -277,8 +279,8 @@ static void fill_panel(panel_data_t *d, hr_chart_panel_t *p, const series_t *con
 }
 
 /* Writes one panel per trace and device through the chart writer. */
-static int write_svg(const char *path, replay_ctx_t *c, char **trace_names, const char **confs,
-                     int n_confs) {
+static int write_svg(const char *path, replay_ctx_t *c, char **trace_names,
+                     const char *const *confs, int n_confs) {
   int rc = -1;
   size_t n_panels = 0;
   for (size_t i = 0; i < c->n_series; i++)
@@ -286,7 +288,6 @@ static int write_svg(const char *path, replay_ctx_t *c, char **trace_names, cons
   panel_data_t *data = calloc(n_panels ? n_panels : 1, sizeof *data);
   hr_chart_panel_t *panels = calloc(n_panels ? n_panels : 1, sizeof *panels);
   char *svg = NULL;
-  FILE *f = NULL;
   if (!data || !panels) goto out;
   size_t k = 0;
   for (size_t i = 0; i < c->n_series; i++) {
@@ -305,10 +306,7 @@ static int write_svg(const char *path, replay_ctx_t *c, char **trace_names, cons
                       .legend_below = true,
                       .width = 960,
                       .plot_height = 240};
-  if (hr_chart_svg(&chart, &svg) != 0) goto out;
-  if (!(f = fopen(path, "w"))) goto out;
-  rc = fputs(svg, f) < 0 ? -1 : 0;
-  if (fclose(f) != 0) rc = -1;
+  if (hr_chart_svg(&chart, &svg) == 0) rc = hr_cli_write_file(path, svg);
 out:
   for (size_t i = 0; data && i < n_panels; i++) free(data[i].pts);
   free(data);
@@ -319,112 +317,73 @@ out:
 
 /* ---- the command -------------------------------------------------------- */
 
-static int replay_run(hr_cli_t *cli, int argc, char **argv) {
-  static const struct option longopts[] = {{"conf", required_argument, NULL, 'c'},
-                                           {"capacity", required_argument, NULL, 'C'},
-                                           {"backend", required_argument, NULL, 'b'},
-                                           {"json", no_argument, NULL, 'j'},
-                                           {"svg", required_argument, NULL, 's'},
-                                           {"help", no_argument, NULL, 'h'},
-                                           {NULL, 0, NULL, 0}};
-  const char *confs[MAX_CONFS];
-  int n_confs = 0, status = 0, opt;
-  bool json = false;
-  const char *svg = NULL;
-  hr_replay_opts_t o = {0};
-  while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-    switch (opt) {
-    case 'c':
-      if (n_confs == MAX_CONFS) {
-        hr_cli_error("replay: at most %d --conf values", MAX_CONFS);
-        return 2;
-      }
-      confs[n_confs++] = optarg;
-      break;
-    case 'C':
-      if (hr_parse_size(optarg, &o.capacity) != 0 || o.capacity == 0) {
-        hr_cli_error("replay: --capacity '%s' is not a size (bytes, or with K/M/G/T)", optarg);
-        return 2;
-      }
-      break;
-    case 'b':
-      if (strcmp(optarg, "sim") != 0 && strcmp(optarg, "host") != 0) {
-        hr_cli_error("replay: --backend must be sim or host, not '%s'", optarg);
-        return 2;
-      }
-      o.backend = optarg;
-      break;
-    case 'j':
-      json = true;
-      break;
-    case 's':
-      svg = optarg;
-      break;
-    case 'h':
-      replay_usage(stdout);
-      return 0;
-    default:
-      replay_usage(stderr);
-      return 2;
+/* Replays trace t under each configuration; its devices become rows from
+ * rows[*n_rows] on. Returns 0, or 1 when a replay failed (said on stderr). */
+static int replay_trace(const replay_args_t *a, const char *trace, int t, replay_ctx_t *ctx,
+                        hr_replay_opts_t *o, row_t *rows, size_t *n_rows) {
+  size_t n_dev = 0;
+  int status = 0;
+  for (size_t c = 0; c < a->confs.n; c++) {
+    hr_replay_result_t res[MAX_DEVICES];
+    size_t n = 0;
+    char err[512];
+    ctx->trace = t, ctx->conf = (int)c, ctx->conf_name = a->confs.v[c];
+    o->conf = a->confs.v[c];
+    int rc = hr_replay_file(trace, o, res, MAX_DEVICES, &n, err, sizeof err);
+    if (ctx->bar) fprintf(stderr, "\r%78s\r", "");
+    if (rc) {
+      hr_cli_error("replay: %s", err);
+      status = 1;
+      continue;
+    }
+    if (n > MAX_DEVICES) n = MAX_DEVICES;
+    if (n > n_dev) n_dev = n;
+    for (size_t d = 0; d < n; d++) {
+      row_t *row = &rows[*n_rows + d];
+      row->trace = ctx->trace_name;
+      row->res[c] = res[d];
+      row->have[c] = true;
+      if (a->json) print_json(ctx->trace_name, a->confs.v[c], &res[d]);
     }
   }
-  if (optind >= argc) {
-    hr_cli_error("replay: no trace given (see 'headroom replay --help')");
-    return 2;
+  *n_rows += n_dev;
+  return status;
+}
+
+/* The chart, when asked for. Returns 0 or 1. */
+static int chart(const replay_args_t *a, replay_ctx_t *ctx, char **names) {
+  if (ctx->oom) hr_cli_error("replay: out of memory for the chart; some series are missing");
+  if (write_svg(a->svg, ctx, names, a->confs.v, (int)a->confs.n) != 0) {
+    hr_cli_error("replay: cannot write %s", a->svg);
+    return 1;
   }
-  if (n_confs == 0) confs[n_confs++] = "default";
-  int n_traces = argc - optind;
-  char **traces = argv + optind;
-  row_t *rows = calloc((size_t)n_traces * MAX_DEVICES, sizeof *rows);
-  char **names = calloc((size_t)n_traces, sizeof *names);
+  if (!a->json) printf("chart: %s\n", a->svg);
+  return 0;
+}
+
+static int replay_run(hr_cli_t *cli, const void *args, int argc, char **argv) {
+  const replay_args_t *a = args;
+  int status = 0;
+  row_t *rows = calloc((size_t)argc * MAX_DEVICES, sizeof *rows);
+  char **names = calloc((size_t)argc, sizeof *names);
   replay_ctx_t ctx = {.bar = isatty(STDERR_FILENO) &&
                              !hr_options_get_bool(cli->opts, HR_OPTION_no_progress)};
+  hr_replay_opts_t o = {
+      .capacity = a->capacity, .backend = a->backend, .progress = progress, .progress_arg = &ctx};
   size_t n_rows = 0;
   if (!rows || !names) {
     hr_cli_error("out of memory");
     status = 1;
     goto out;
   }
-  o.progress = progress, o.progress_arg = &ctx;
-  if (svg) o.sample = on_sample, o.sample_arg = &ctx;
-  for (int t = 0; t < n_traces; t++) {
-    names[t] = (char *)base_name(traces[t]);
-    size_t first_row = n_rows, n_dev = 0;
-    for (int c = 0; c < n_confs; c++) {
-      hr_replay_result_t res[MAX_DEVICES];
-      size_t n = 0;
-      char err[512];
-      ctx.trace = t, ctx.conf = c, ctx.trace_name = names[t], ctx.conf_name = confs[c];
-      o.conf = confs[c];
-      int rc = hr_replay_file(traces[t], &o, res, MAX_DEVICES, &n, err, sizeof err);
-      if (ctx.bar) fprintf(stderr, "\r%78s\r", "");
-      if (rc) {
-        hr_cli_error("replay: %s", err);
-        status = 1;
-        continue;
-      }
-      if (n > MAX_DEVICES) n = MAX_DEVICES;
-      if (n > n_dev) n_dev = n;
-      for (size_t d = 0; d < n; d++) {
-        row_t *row = &rows[first_row + d];
-        row->trace = names[t];
-        row->res[c] = res[d];
-        row->have[c] = true;
-        if (json) print_json(names[t], confs[c], &res[d]);
-      }
-    }
-    n_rows += n_dev;
+  if (a->svg) o.sample = on_sample, o.sample_arg = &ctx;
+  for (int t = 0; t < argc; t++) {
+    names[t] = (char *)base_name(argv[t]);
+    ctx.trace_name = names[t];
+    status |= replay_trace(a, argv[t], t, &ctx, &o, rows, &n_rows);
   }
-  if (!json && n_rows) print_table(cli, rows, n_rows, confs, n_confs);
-  if (svg) {
-    if (ctx.oom) hr_cli_error("replay: out of memory for the chart; some series are missing");
-    if (write_svg(svg, &ctx, names, confs, n_confs) != 0) {
-      hr_cli_error("replay: cannot write %s", svg);
-      status = 1;
-    } else if (!json) {
-      printf("chart: %s\n", svg);
-    }
-  }
+  if (!a->json && n_rows) print_table(cli, rows, n_rows, a->confs.v, (int)a->confs.n);
+  if (a->svg) status |= chart(a, &ctx, names);
 out:
   free(ctx.series);
   free(rows);
@@ -432,5 +391,10 @@ out:
   return status;
 }
 
-const hr_cli_command_t hr_cmd_replay = {"replay", "replay allocation traces through the pool",
-                                        replay_run, replay_usage};
+HR_CLI_COMMAND(
+    replay, "replay allocation traces through the pool", .operands = "TRACE...", .min_operands = 1,
+    .max_operands = -1, .missing = "no trace given",
+    .about = "Replays allocation traces (import PyTorch snapshots first with 'python3 -m "
+             "headroom.trace import SNAPSHOT.pickle -o TRACE') through the pool and prints, per "
+             "trace and device: events, peak live, peak reserved, their ratio beside PyTorch's "
+             "recorded one, OOMs at the capacity, and the median and p99 time of a pool call.");

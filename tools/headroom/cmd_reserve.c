@@ -6,7 +6,6 @@
 #include "cli.h"
 
 #include <cjson/cJSON.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,21 +14,27 @@
 
 #define EXIT_REFUSED 75
 
-static void reserve_usage(FILE *f) {
-  fprintf(f, "usage: headroom reserve SIZE [--device N|host] [--timeout D] [--lease D]\n"
-             "                        [--priority P] [--socket PATH] [--json] -- CMD [ARGS...]\n\n"
-             "Reserves SIZE (512M, 8G) through the broker of 'headroom watch' before CMD\n"
-             "runs: the broker grants at once when it is free, or asks idle clients of no\n"
-             "higher priority to release first. CMD runs while the lease is held; the lease\n"
-             "ends when CMD exits, and headroom exits with CMD's status.\n\n"
-             "  --device N     GPU N, or host for host memory (default 0)\n"
-             "  --timeout D    how long to wait for room (30s)\n"
-             "  --lease D      the lease ends after D even if CMD still runs (default: never)\n"
-             "  --priority P   the priority asked with; clients above it are never asked (0)\n"
-             "  --json         the broker's answer as JSON on stderr\n\n"
-             "Exit status: CMD's, or 75 when refused (the reason and the holders on\n"
-             "stderr), 1 when the broker cannot be reached, 2 on a usage error.\n");
-}
+typedef struct reserve_args {
+  int64_t device; /* -1: host */
+  double timeout, lease;
+  int64_t priority;
+  bool json;
+} reserve_args_t;
+
+static const hr_cli_opt_t reserve_opts[] = {
+    {"device", HR_CLI_DEVICE, HR_CLI_AT(reserve_args_t, device), .meta = "N|host", .deflt = "0",
+     .max = 63, .help = "GPU N, or host for host memory"},
+    {"timeout", HR_CLI_DURATION, HR_CLI_AT(reserve_args_t, timeout), .meta = "D", .deflt = "30s",
+     .max = 3650 * 86400.0, .help = "how long to wait for room"},
+    {"lease", HR_CLI_DURATION, HR_CLI_AT(reserve_args_t, lease), .meta = "D", .max = 3650 * 86400.0,
+     .help = "the lease ends after D even if CMD still runs (default: never)"},
+    {"priority", HR_CLI_INT, HR_CLI_AT(reserve_args_t, priority), .meta = "P", .deflt = "0",
+     .min = -1000000, .max = 1000000,
+     .help = "the priority asked with; clients above it are never asked"},
+    HR_CLI_OPTION_AS("socket", broker_socket, "PATH", HR_CLI_COMPLETE_FILE),
+    {"json", HR_CLI_FLAG, HR_CLI_AT(reserve_args_t, json),
+     .help = "the broker's answer as JSON on stderr"},
+};
 
 /* Prints a refusal: the reason and every holder. */
 static void show_refusal(const cJSON *j) {
@@ -77,68 +82,38 @@ static int run_child(char **argv) {
   return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-static int reserve_run(hr_cli_t *cli, int argc, char **argv) {
-  static const struct option longopts[] = {
-      {"device", required_argument, NULL, 'd'}, {"timeout", required_argument, NULL, 't'},
-      {"lease", required_argument, NULL, 'l'},  {"priority", required_argument, NULL, 'p'},
-      {"socket", required_argument, NULL, 's'}, {"json", no_argument, NULL, 'j'},
-      {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
-  char device[32] = "gpu0", *end;
-  const char *sock = NULL;
-  double timeout = 30, lease = 0;
-  long prio = 0;
-  bool json = false;
-  int c;
-  /* Options may follow SIZE; "--" ends them, and CMD keeps its own. */
-  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-    if (c == 'd') {
-      long n = strtol(optarg, &end, 10);
-      if (strcmp(optarg, "host") == 0)
-        snprintf(device, sizeof device, "host");
-      else if (*optarg && !*end && n >= 0 && n < 64)
-        snprintf(device, sizeof device, "gpu%ld", n);
-      else
-        return hr_cli_error("reserve: --device: '%s' is not a GPU index nor host", optarg), 2;
-    } else if (c == 't' || c == 'l') {
-      double *d = c == 't' ? &timeout : &lease;
-      if (hr_parse_duration(optarg, d) != 0 || *d < 0)
-        return hr_cli_error("reserve: --%s: '%s' is not a duration (30s, 5m)",
-                            c == 't' ? "timeout" : "lease", optarg),
-               2;
-    } else if (c == 'p') {
-      prio = strtol(optarg, &end, 10);
-      if (!*optarg || *end || prio < -1000000 || prio > 1000000)
-        return hr_cli_error("reserve: --priority: '%s' is not a number in [-1e6, 1e6]", optarg), 2;
-    } else if (c == 's')
-      sock = optarg;
-    else if (c == 'j')
-      json = true;
-    else if (c == 'h')
-      return reserve_usage(stdout), 0;
-    else
-      return reserve_usage(stderr), 2;
-  }
-  uint64_t bytes;
-  if (optind >= argc || hr_parse_size(argv[optind], &bytes) != 0 || bytes == 0)
-    return hr_cli_error("reserve: SIZE%s%s is not a size (512M, 8G)", optind < argc ? " " : "",
-                        optind < argc ? argv[optind] : ""),
-           2;
-  if (++optind >= argc)
-    return hr_cli_error("reserve: no command to run (headroom reserve SIZE -- CMD ARGS...)"), 2;
-  int fd = hr_cli_broker_connect(cli, sock);
-  if (fd < 0) return 1;
-  char req[300];
+/* Asks the broker for `bytes` on the connection `fd`; returns its answer
+ * (malloc'd), or NULL when none came. */
+static char *ask(int fd, const reserve_args_t *a, uint64_t bytes) {
+  char req[300], device[32];
+  if (a->device < 0)
+    snprintf(device, sizeof device, "host");
+  else
+    snprintf(device, sizeof device, "gpu%lld", (long long)a->device);
   snprintf(req, sizeof req,
            "{\"v\":1,\"op\":\"reserve\",\"id\":1,\"bytes\":%llu,\"device\":\"%s\","
-           "\"timeout\":%g,\"lease\":%g,\"priority\":%ld}",
-           (unsigned long long)bytes, device, timeout, lease, prio);
-  char *line = hr_cli_broker_send(fd, req) == 0 ? hr_cli_broker_read(fd, timeout + 10) : NULL;
+           "\"timeout\":%g,\"lease\":%g,\"priority\":%lld}",
+           (unsigned long long)bytes, device, a->timeout, a->lease, (long long)a->priority);
+  return hr_cli_broker_send(fd, req) == 0 ? hr_cli_broker_read(fd, a->timeout + 10) : NULL;
+}
+
+/* Options may follow SIZE; "--" ends them, and CMD keeps its own. */
+static int reserve_run(hr_cli_t *cli, const void *args, int argc, char **argv) {
+  const reserve_args_t *a = args;
+  uint64_t bytes;
+  if (hr_parse_size(argv[0], &bytes) != 0 || bytes == 0)
+    return hr_cli_error("reserve: SIZE %s is not a size (512M, 8G)", argv[0]), 2;
+  if (argc < 2)
+    return hr_cli_error("reserve: no command to run (headroom reserve SIZE -- CMD ARGS...)"), 2;
+  int fd = hr_cli_broker_connect(cli);
+  if (fd < 0) return 1;
+  char *line = ask(fd, a, bytes);
   cJSON *j = line ? cJSON_Parse(line) : NULL;
   const char *op = cJSON_GetStringValue(cJSON_GetObjectItem(j, "op"));
   int status;
-  if (json && line) fprintf(stderr, "%s\n", line);
+  if (a->json && line) fprintf(stderr, "%s\n", line);
   if (op && strcmp(op, "granted") == 0)
-    status = run_child(argv + optind);
+    status = run_child(argv + 1);
   else if (op && strcmp(op, "refused") == 0)
     show_refusal(j), status = EXIT_REFUSED;
   else {
@@ -153,6 +128,13 @@ static int reserve_run(hr_cli_t *cli, int argc, char **argv) {
   return status;
 }
 
-const hr_cli_command_t hr_cmd_reserve = {"reserve",
-                                         "reserve memory through the broker while a command runs",
-                                         reserve_run, reserve_usage};
+HR_CLI_COMMAND(
+    reserve, "reserve memory through the broker while a command runs",
+    .operands = "SIZE -- CMD [ARGS...]", .min_operands = 1, .max_operands = -1,
+    .missing = "SIZE and a command are needed",
+    .about = "Reserves SIZE (512M, 8G) through the broker of 'headroom watch' before CMD runs: "
+             "the broker grants at once when it is free, or asks idle clients of no higher "
+             "priority to release first. CMD runs while the lease is held; the lease ends when "
+             "CMD exits, and headroom exits with CMD's status.",
+    .notes = "Exit status: CMD's, or 75 when refused (the reason and the holders on stderr), 1 "
+             "when the broker cannot be reached, 2 on a usage error.");

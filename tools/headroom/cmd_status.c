@@ -12,28 +12,24 @@
  * snapshot, so it is not done by default. */
 #include "cli.h"
 
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-static void status_usage(FILE *f) {
-  fprintf(f, "usage: headroom status [--json] [--top N] [--filter NAMES] [--pss]\n\n"
-             "Shows host memory, the cgroup's limit and usage, each GPU, and the processes\n"
-             "that hold GPU memory followed by the largest by resident memory.\n\n"
-             "  --json          one JSON object (schema: docs/status-schema.json); sizes in\n"
-             "                  bytes under keys ending in _bytes\n"
-             "  --top N         processes shown besides those holding GPU memory: the N\n"
-             "                  largest by resident memory after --filter (HEADROOM_TOP; 10)\n"
-             "  --filter NAMES  comma-separated words; only processes whose name or command\n"
-             "                  line contains one of them (HEADROOM_FILTER)\n"
-             "  --pss           read each shown process's PSS from smaps_rollup (HEADROOM_PSS;\n"
-             "                  costs milliseconds per large process)\n\n"
-             "Exit status: 0 when the snapshot was taken (with or without a GPU), 1 when it\n"
-             "could not be, 2 on a usage error.\n");
-}
+typedef struct status_args {
+  bool json;
+} status_args_t;
+
+static const hr_cli_opt_t status_opts[] = {
+    {"json", HR_CLI_FLAG, HR_CLI_AT(status_args_t, json),
+     .help = "one JSON object (schema: docs/status-schema.json); sizes in bytes under keys "
+             "ending in _bytes"},
+    HR_CLI_OPTION(top, "N"),
+    HR_CLI_OPTION(filter, "NAMES"),
+    HR_CLI_OPTION(pss, NULL),
+};
 
 /* Picks the rows (hr_snapshot_select: GPU holders, then the top N others,
  * after the filter) into a malloc'd array of pointers. Returns the count, or
@@ -66,19 +62,6 @@ static int print_json(const hr_snapshot_t *s, hr_proc_t **rows, size_t n) {
   return 0;
 }
 
-/* Percent of `part` in `whole`, or -1 when either is not known. */
-static double pct(uint64_t part, uint64_t whole) {
-  if (part == HR_UNKNOWN || whole == HR_UNKNOWN || whole == HR_UNLIMITED || whole == 0) return -1;
-  return 100.0 * (double)part / (double)whole;
-}
-
-/* Formats a size, "-" when unknown, "unlimited" when not set. */
-static const char *size_or(char *buf, size_t n, uint64_t v) {
-  if (v == HR_UNKNOWN) return snprintf(buf, n, "-"), buf;
-  if (v == HR_UNLIMITED) return snprintf(buf, n, "unlimited"), buf;
-  return hr_size_text(buf, n, v);
-}
-
 /* A percentage coloured by the warn and critical thresholds. */
 static const char *level_pct(const hr_cli_t *cli, char *buf, size_t n, double p,
                              hr_option_id_t warn, hr_option_id_t crit) {
@@ -102,12 +85,12 @@ static void print_host(const hr_cli_t *cli, const hr_snapshot_t *s) {
                            ? h->swap_total_bytes - h->swap_free_bytes
                            : HR_UNKNOWN;
   printf("%s used %s of %s (%s)  available %s  swap %s of %s\n",
-         hr_cli_paint(cli, lab, sizeof lab, "bold", "host    "), size_or(a, sizeof a, used),
-         size_or(b, sizeof b, h->total_bytes),
-         level_pct(cli, p, sizeof p, pct(used, h->total_bytes), HR_OPTION_ram_warn,
+         hr_cli_paint(cli, lab, sizeof lab, "bold", "host    "), hr_cli_size(a, sizeof a, used),
+         hr_cli_size(b, sizeof b, h->total_bytes),
+         level_pct(cli, p, sizeof p, hr_cli_pct(used, h->total_bytes), HR_OPTION_ram_warn,
                    HR_OPTION_ram_critical),
-         size_or(c, sizeof c, h->available_bytes), size_or(d, sizeof d, swap_used),
-         size_or(e, sizeof e, h->swap_total_bytes));
+         hr_cli_size(c, sizeof c, h->available_bytes), hr_cli_size(d, sizeof d, swap_used),
+         hr_cli_size(e, sizeof e, h->swap_total_bytes));
 }
 
 static void print_cgroup(const hr_cli_t *cli, const hr_cgroup_mem_t *cg) {
@@ -118,8 +101,8 @@ static void print_cgroup(const hr_cli_t *cli, const hr_cgroup_mem_t *cg) {
     return;
   }
   printf("%s v%d %s  usage %s of %s", lab, cg->version, cg->path,
-         size_or(a, sizeof a, cg->usage_bytes), size_or(b, sizeof b, cg->limit_bytes));
-  double up = pct(cg->usage_bytes, cg->limit_bytes);
+         hr_cli_size(a, sizeof a, cg->usage_bytes), hr_cli_size(b, sizeof b, cg->limit_bytes));
+  double up = hr_cli_pct(cg->usage_bytes, cg->limit_bytes);
   if (up >= 0)
     printf(" (%s)", level_pct(cli, p, sizeof p, up, HR_OPTION_ram_warn, HR_OPTION_ram_critical));
   if (cg->oom_kill_events != HR_UNKNOWN) {
@@ -152,10 +135,10 @@ static void print_gpus(const hr_cli_t *cli, const hr_snapshot_t *s) {
       printf("  %s\n", hr_cli_paint(cli, msg, sizeof msg, "red", g->message));
       continue;
     }
-    printf("  %s of %s (%s)", size_or(a, sizeof a, g->used_bytes),
-           size_or(b, sizeof b, g->total_bytes),
-           level_pct(cli, p, sizeof p, pct(g->used_bytes, g->total_bytes), HR_OPTION_vram_warn,
-                     HR_OPTION_vram_critical));
+    printf("  %s of %s (%s)", hr_cli_size(a, sizeof a, g->used_bytes),
+           hr_cli_size(b, sizeof b, g->total_bytes),
+           level_pct(cli, p, sizeof p, hr_cli_pct(g->used_bytes, g->total_bytes),
+                     HR_OPTION_vram_warn, HR_OPTION_vram_critical));
     if (g->util_gpu >= 0) printf("  util %d%%", g->util_gpu);
     if (g->temperature_c >= 0) printf("  %d C", g->temperature_c);
     if (g->power_mw >= 0) printf("  %.0f W", g->power_mw / 1000.0);
@@ -181,53 +164,47 @@ static void print_procs(const hr_cli_t *cli, hr_proc_t **rows, size_t n, bool ps
       snprintf(g, sizeof g, "-");
     if (pss) {
       char v[24];
-      snprintf(s, sizeof s, " %9s", size_or(v, sizeof v, p->pss_bytes));
+      snprintf(s, sizeof s, " %9s", hr_cli_size(v, sizeof v, p->pss_bytes));
     }
-    int col = printf("%8d %9s %9s %9s%s %9s  %-15.15s ", p->pid, g,
-                     size_or(r, sizeof r, p->rss_bytes), size_or(a, sizeof a, p->rss_anon_bytes), s,
-                     size_or(w, sizeof w, p->swap_bytes), p->name);
+    int col =
+        printf("%8d %9s %9s %9s%s %9s  %-15.15s ", p->pid, g,
+               hr_cli_size(r, sizeof r, p->rss_bytes), hr_cli_size(a, sizeof a, p->rss_anon_bytes),
+               s, hr_cli_size(w, sizeof w, p->swap_bytes), p->name);
     const char *cmd = p->cmdline[0] ? p->cmdline : (p->kernel_thread ? "[kernel]" : "");
     int room = width > col ? width - col : (width ? 0 : (int)strlen(cmd));
     printf("%.*s\n", room, cmd);
   }
 }
 
-static int status_run(hr_cli_t *cli, int argc, char **argv) {
-  static const struct option longopts[] = {
-      {"json", no_argument, NULL, 'j'},         {"top", required_argument, NULL, 't'},
-      {"filter", required_argument, NULL, 'f'}, {"pss", no_argument, NULL, 'p'},
-      {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
-  bool json = false;
-  int c, status;
-  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-    switch (c) {
-    case 'j':
-      json = true;
-      break;
-    case 't':
-      if ((status = hr_cli_set(cli, "top", optarg)) != 0) return status;
-      break;
-    case 'f':
-      if ((status = hr_cli_set(cli, "filter", optarg)) != 0) return status;
-      break;
-    case 'p':
-      if ((status = hr_cli_set(cli, "pss", "true")) != 0) return status;
-      break;
-    case 'h':
-      return status_usage(stdout), 0;
-    default:
-      return status_usage(stderr), 2;
-    }
+/* The table a person reads: host, cgroup, GPUs, processes, and the GPU
+ * processes whose pids this /proc does not show. */
+static void print_table(const hr_cli_t *cli, const hr_snapshot_t *s, hr_proc_t **rows, size_t n,
+                        bool pss, const char *root) {
+  print_host(cli, s);
+  print_cgroup(cli, &s->cgroup);
+  print_gpus(cli, s);
+  print_procs(cli, rows, n, pss);
+  /* NVML's pids are host pids: through a container's own /proc some are
+   * not visible, and they are listed rather than dropped. */
+  for (size_t i = 0; i < s->n_gpu_procs; i++) {
+    const hr_gpu_proc_t *g = &s->gpu_procs[i];
+    char b[32];
+    if (!g->local_pid)
+      printf("%8d %9s  (gpu %u; host pid not visible under %s)\n", g->pid,
+             hr_cli_size(b, sizeof b, g->used_bytes), g->gpu, root);
   }
-  if (optind < argc) {
-    hr_cli_error("status: unexpected argument '%s'", argv[optind]);
-    return 2;
-  }
+  if (s->n_procs_unreadable)
+    printf("(%zu processes left out: malformed /proc files)\n", s->n_procs_unreadable);
+}
+
+static int status_run(hr_cli_t *cli, const void *args, int argc, char **argv) {
+  const status_args_t *a = args;
   char err[512] = "";
+  (void)argc, (void)argv;
   hr_probe_options_t po =
       hr_cli_probe_options(cli, HR_PROBE_ALL & ~(unsigned)HR_PROBE_PSS, err, sizeof err);
   hr_snapshot_t *s = NULL;
-  int rc = hr_snapshot_take(&po, &s);
+  int rc = hr_snapshot_take(&po, &s), status = 0;
   if (rc) {
     hr_cli_error("status: snapshot failed: %s", err[0] ? err : hr_strerror(rc));
     return 1;
@@ -240,31 +217,14 @@ static int status_run(hr_cli_t *cli, int argc, char **argv) {
   for (long i = 0; pss && i < n; i++)
     if (!rows[i]->kernel_thread && rows[i]->state != 'Z')
       hr_proc_read_pss(po.root, rows[i]->pid, &rows[i]->pss_bytes);
-  status = 0;
   if (n < 0) {
     hr_cli_error("status: out of memory");
     status = 1;
-  } else if (json) {
-    if ((rc = print_json(s, rows, (size_t)n)) != 0) {
-      hr_cli_error("status: %s", hr_strerror(rc));
-      status = 1;
-    }
-  } else {
-    print_host(cli, s);
-    print_cgroup(cli, &s->cgroup);
-    print_gpus(cli, s);
-    print_procs(cli, rows, (size_t)n, pss);
-    /* NVML's pids are host pids: through a container's own /proc some are
-     * not visible, and they are listed rather than dropped. */
-    for (size_t i = 0; i < s->n_gpu_procs; i++) {
-      const hr_gpu_proc_t *g = &s->gpu_procs[i];
-      char b[32];
-      if (!g->local_pid)
-        printf("%8d %9s  (gpu %u; host pid not visible under %s)\n", g->pid,
-               size_or(b, sizeof b, g->used_bytes), g->gpu, po.root);
-    }
-    if (s->n_procs_unreadable)
-      printf("(%zu processes left out: malformed /proc files)\n", s->n_procs_unreadable);
+  } else if (a->json && (rc = print_json(s, rows, (size_t)n)) != 0) {
+    hr_cli_error("status: %s", hr_strerror(rc));
+    status = 1;
+  } else if (!a->json) {
+    print_table(cli, s, rows, (size_t)n, pss, po.root);
   }
   if (fflush(stdout) != 0 && status == 0) {
     hr_cli_error("status: cannot write the output");
@@ -275,5 +235,11 @@ static int status_run(hr_cli_t *cli, int argc, char **argv) {
   return status;
 }
 
-const hr_cli_command_t hr_cmd_status = {"status", "memory of the host, cgroup, GPUs and processes",
-                                        status_run, status_usage};
+HR_CLI_COMMAND(
+    status, "memory of the host, cgroup, GPUs and processes",
+    .about = "Shows host memory, the cgroup's limit and usage, each GPU, and the processes that "
+             "hold GPU memory followed by the --top N largest by resident memory, after "
+             "--filter. --pss reads each shown process's PSS from smaps_rollup, which costs "
+             "milliseconds per large process.",
+    .notes = "Exit status: 0 when the snapshot was taken (with or without a GPU), 1 when it "
+             "could not be, 2 on a usage error.");

@@ -13,7 +13,6 @@
  * stopped, hooks killed. */
 #include "cli.h"
 
-#include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
 #include <poll.h>
@@ -27,48 +26,44 @@
 #include <time.h>
 #include <unistd.h>
 
-static void watch_usage(FILE *f) {
-  fprintf(
-      f, "usage: headroom watch [--interval 1s] [--filter NAMES] [--mode MODE] [--ram-warn 80]\n"
-         "                      [--ram-critical 90] [--vram-warn 85] [--vram-critical 95]\n"
-         "                      [--leak-window 10m] [--on-warning CMD] [--on-critical CMD]\n"
-         "                      [--cooldown 60s] [--listen 127.0.0.1:10460|none] [--db PATH|none]\n"
-         "                      [--retain 7d] [--top N] [--json] [--once] [--count N]\n\n"
-         "Samples host, cgroup, GPU and process memory every interval. Each GPU, the host\n"
-         "and the cgroup is ok, warning or critical against the thresholds (percent), with\n"
-         "hysteresis. Leaks (memory rising steadily over the window, by a Mann-Kendall\n"
-         "test and a Theil-Sen slope), idle GPU hogs, cgroup OOM kills and exits of\n"
-         "watched processes are events.\n\n"
-         "  --mode MODE          conservative: report only (default); balanced: also run\n"
-         "                       --on-warning/--on-critical with the event as JSON in\n"
-         "                       HEADROOM_EVENT; aggressive: also sync and drop the page\n"
-         "                       cache at critical host or cgroup use, when root and\n"
-         "                       --allow-drop-caches. Each action waits --cooldown.\n"
-         "  --action-timeout D   a hook running longer is killed (10s)\n"
-         "  --leak-min-rate SIZE growth per minute a leak must exceed (2M)\n"
-         "  --leak-min-samples N samples a leak alarm needs (30)\n"
-         "  --idle-share P, --idle-util P, --idle-samples N\n"
-         "                       idle hog: holds P%% of a GPU whose utilisation stays under\n"
-         "                       P%% for N samples (20, 10, 60)\n"
-         "  --proc-budget P      share of a core that reading processes may take (1%%):\n"
-         "                       with many processes they are read less often than the\n"
-         "                       interval, and leaks need as many process reads\n"
-         "  --top N              processes shown, recorded and exported besides those\n"
-         "                       holding GPU memory: the N largest by resident memory\n"
-         "                       after --filter, as in 'headroom status' (10)\n"
-         "  --metrics-top N      processes without GPU memory in /metrics, besides\n"
-         "                       those holding some (5; docs/metrics.md)\n"
-         "  --listen ADDR        Prometheus /metrics and /api/snapshot (none: off)\n"
-         "  --db PATH            history database ($XDG_STATE_HOME/headroom/history.db;\n"
-         "                       none: off)\n"
-         "  --budget SPEC        what the broker may hand out: host=16G,gpu0=20G\n"
-         "  --json               JSON lines even on a terminal\n"
-         "  --once, --count N    stop after 1 or N samples\n\n"
-         "Every option also comes from the config file and HEADROOM_<NAME> variables\n"
-         "(see 'headroom config'). An outside process cannot free another process's GPU\n"
-         "memory or heap: hooks and the Python layer let processes free their own\n"
-         "(docs/freeing-memory.md).\n");
-}
+typedef struct watch_args {
+  bool json, once;
+  int64_t count;
+} watch_args_t;
+
+static const hr_cli_opt_t watch_opts[] = {
+    HR_CLI_OPTION(interval, NULL),
+    HR_CLI_OPTION(filter, "NAMES"),
+    HR_CLI_OPTION(top, "N"),
+    HR_CLI_OPTION(mode, "MODE"),
+    HR_CLI_OPTION(ram_warn, NULL),
+    HR_CLI_OPTION(ram_critical, NULL),
+    HR_CLI_OPTION(vram_warn, NULL),
+    HR_CLI_OPTION(vram_critical, NULL),
+    HR_CLI_OPTION(hysteresis, NULL),
+    HR_CLI_OPTION(leak_window, NULL),
+    HR_CLI_OPTION(leak_min_rate, NULL),
+    HR_CLI_OPTION(leak_min_samples, NULL),
+    HR_CLI_OPTION(idle_share, NULL),
+    HR_CLI_OPTION(idle_util, NULL),
+    HR_CLI_OPTION(idle_samples, NULL),
+    HR_CLI_OPTION(on_warning, "CMD"),
+    HR_CLI_OPTION(on_critical, "CMD"),
+    HR_CLI_OPTION(cooldown, NULL),
+    HR_CLI_OPTION(action_timeout, NULL),
+    HR_CLI_OPTION(allow_drop_caches, NULL),
+    HR_CLI_OPTION(proc_budget, NULL),
+    HR_CLI_OPTION(listen, "ADDR"),
+    HR_CLI_OPTION(metrics_top, "N"),
+    HR_CLI_OPTION_AS(NULL, db, "PATH", HR_CLI_COMPLETE_FILE),
+    HR_CLI_OPTION(retain, NULL),
+    HR_CLI_OPTION(history_flush, NULL),
+    HR_CLI_OPTION(budget, "SPEC"),
+    {"json", HR_CLI_FLAG, HR_CLI_AT(watch_args_t, json), .help = "JSON lines even on a terminal"},
+    {"once", HR_CLI_FLAG, HR_CLI_AT(watch_args_t, once), .help = "stop after one sample"},
+    {"count", HR_CLI_INT, HR_CLI_AT(watch_args_t, count), .meta = "N", .min = 1,
+     .max = 999999999999999.0, .help = "stop after N samples"},
+};
 
 static volatile sig_atomic_t stop_flag;
 static void on_signal(int sig) {
@@ -134,17 +129,6 @@ static const char *level_paint(const hr_cli_t *cli, char *buf, size_t n, hr_leve
                       hr_level_name(l));
 }
 
-static double pct(uint64_t part, uint64_t whole) {
-  if (part == HR_UNKNOWN || whole == HR_UNKNOWN || whole == HR_UNLIMITED || whole == 0) return -1;
-  return 100.0 * (double)part / (double)whole;
-}
-
-static const char *size_or(char *buf, size_t n, uint64_t v) {
-  if (v == HR_UNKNOWN) return snprintf(buf, n, "-"), buf;
-  if (v == HR_UNLIMITED) return snprintf(buf, n, "unlimited"), buf;
-  return hr_size_text(buf, n, v);
-}
-
 static const char *trend(const view_state_t *v, char *buf, size_t n, double per_min) {
   char a[32];
   double bar = v->leak_min_rate / 4;
@@ -183,17 +167,17 @@ static void collect_locked(view_state_t *v) {
   head_line(v, "%s", v->db);
   if (s->host_state == HR_PROBE_OK) {
     uint64_t used = s->host.total_bytes - s->host.available_bytes;
-    head_line(v, "host     %s of %s (%.0f%%)  available %s  %s", size_or(a, sizeof a, used),
-              size_or(b, sizeof b, s->host.total_bytes), pct(used, s->host.total_bytes),
-              size_or(c, sizeof c, s->host.available_bytes),
+    head_line(v, "host     %s of %s (%.0f%%)  available %s  %s", hr_cli_size(a, sizeof a, used),
+              hr_cli_size(b, sizeof b, s->host.total_bytes), hr_cli_pct(used, s->host.total_bytes),
+              hr_cli_size(c, sizeof c, s->host.available_bytes),
               level_paint(cli, lab, sizeof lab, w.host));
   }
   if (s->cgroup.state == HR_PROBE_OK) {
-    double p = pct(s->cgroup.usage_bytes, s->cgroup.limit_bytes);
+    double p = hr_cli_pct(s->cgroup.usage_bytes, s->cgroup.limit_bytes);
     char pc[16] = "";
     if (p >= 0) snprintf(pc, sizeof pc, " (%.0f%%)", p);
-    head_line(v, "cgroup   %s of %s%s  %s  %s", size_or(a, sizeof a, s->cgroup.usage_bytes),
-              size_or(b, sizeof b, s->cgroup.limit_bytes), pc,
+    head_line(v, "cgroup   %s of %s%s  %s  %s", hr_cli_size(a, sizeof a, s->cgroup.usage_bytes),
+              hr_cli_size(b, sizeof b, s->cgroup.limit_bytes), pc,
               level_paint(cli, lab, sizeof lab, w.cgroup), s->cgroup.path);
   } else {
     head_line(v, "cgroup   %s", s->cgroup.message);
@@ -205,8 +189,8 @@ static void collect_locked(view_state_t *v) {
     char util[24] = "";
     if (g->util_gpu >= 0) snprintf(util, sizeof util, "  util %d%%", g->util_gpu);
     head_line(v, "gpu %-4u %s of %s (%.0f%%)%s  %s  %s", g->index,
-              size_or(a, sizeof a, g->used_bytes), size_or(b, sizeof b, g->total_bytes),
-              pct(g->used_bytes, g->total_bytes), util,
+              hr_cli_size(a, sizeof a, g->used_bytes), hr_cli_size(b, sizeof b, g->total_bytes),
+              hr_cli_pct(g->used_bytes, g->total_bytes), util,
               level_paint(cli, lab, sizeof lab, w.gpus ? w.gpus[i] : HR_LEVEL_OK), g->name);
   }
   if (w.n_top > v->cap_rows) {
@@ -320,7 +304,7 @@ static void render_locked(view_state_t *v) {
     leak[0] = '\0';
     if (r->leak) hr_cli_paint(cli, leak, sizeof leak, "red", "LEAK?");
     snprintf(line, sizeof line, "%8d %-16.16s %9s %9s %9s  %-20s %s", r->pid, r->name,
-             size_or(a, sizeof a, r->rss), size_or(b, sizeof b, r->anon), g,
+             hr_cli_size(a, sizeof a, r->rss), hr_cli_size(b, sizeof b, r->anon), g,
              trend(v, tr, sizeof tr, r->per_min), leak);
     EMIT(line);
   }
@@ -427,88 +411,12 @@ static void on_event(const hr_watch_event_t *e, void *arg) {
   }
 }
 
-/* Long options that map one to one onto option-table names. */
-static const char *const table_opts[] = {"interval",      "filter",
-                                         "mode",          "ram-warn",
-                                         "ram-critical",  "vram-warn",
-                                         "vram-critical", "leak-window",
-                                         "leak-min-rate", "leak-min-samples",
-                                         "on-warning",    "on-critical",
-                                         "cooldown",      "action-timeout",
-                                         "listen",        "db",
-                                         "retain",        "top",
-                                         "idle-share",    "idle-util",
-                                         "idle-samples",  "hysteresis",
-                                         "history-flush", "proc-budget",
-                                         "metrics-top",   NULL};
-
-static int watch_run(hr_cli_t *cli, int argc, char **argv) {
-  enum { OPT_JSON = 1000, OPT_ONCE, OPT_COUNT, OPT_DROP, OPT_HELP, OPT_BUDGET };
-  struct option longopts[40];
-  size_t n = 0;
-  for (; table_opts[n]; n++)
-    longopts[n] = (struct option){table_opts[n], required_argument, NULL, (int)n + 1};
-  longopts[n++] = (struct option){"json", no_argument, NULL, OPT_JSON};
-  longopts[n++] = (struct option){"once", no_argument, NULL, OPT_ONCE};
-  longopts[n++] = (struct option){"count", required_argument, NULL, OPT_COUNT};
-  longopts[n++] = (struct option){"allow-drop-caches", no_argument, NULL, OPT_DROP};
-  longopts[n++] = (struct option){"help", no_argument, NULL, OPT_HELP};
-  longopts[n++] = (struct option){"budget", required_argument, NULL, OPT_BUDGET};
-  longopts[n] = (struct option){NULL, 0, NULL, 0};
-  bool json = !cli->tty;
-  uint64_t count = 0;
-  int c, status = 0;
-  while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-    if (c >= 1 && c <= (int)(sizeof table_opts / sizeof table_opts[0])) {
-      if ((status = hr_cli_set(cli, table_opts[c - 1], optarg)) != 0) return status;
-    } else if (c == OPT_JSON)
-      json = true;
-    else if (c == OPT_ONCE)
-      count = 1;
-    else if (c == OPT_COUNT) {
-      /* Digits only: strtoull would take "-1" as 2^64-1, a watch for ever. */
-      size_t nd = strspn(optarg, "0123456789");
-      unsigned long long v = nd && nd <= 15 && !optarg[nd] ? strtoull(optarg, NULL, 10) : 0;
-      if (v == 0) {
-        hr_cli_error("watch: --count: '%s' is not a whole number from 1 to 10^15-1", optarg);
-        return 2;
-      }
-      count = v;
-    } else if (c == OPT_DROP) {
-      if ((status = hr_cli_set(cli, "allow_drop_caches", "true")) != 0) return status;
-    } else if (c == OPT_BUDGET) {
-      if ((status = hr_cli_set(cli, "budget", optarg)) != 0) return status;
-    } else if (c == OPT_HELP || c == 'h')
-      return watch_usage(stdout), 0;
-    else
-      return watch_usage(stderr), 2;
-  }
-  if (optind < argc) {
-    hr_cli_error("watch: unexpected argument '%s'", argv[optind]);
-    return 2;
-  }
-
-  char err[600];
-  hr_watch_t *w = NULL;
+/* History: a database that cannot be opened is reported, and watch goes on
+ * without it. */
+static hr_history_t *open_history(const hr_cli_t *cli, view_state_t *v) {
+  char err[600], path[512] = "";
   hr_history_t *h = NULL;
-  hr_exporter_t *e = NULL;
-  hr_broker_t *bk = NULL;
-  view_state_t v = {.cli = cli,
-                    .json = json,
-                    .lock = PTHREAD_MUTEX_INITIALIZER,
-                    .sort = SORT_GPU,
-                    .leak_min_rate =
-                        (double)hr_options_get_size(cli->opts, HR_OPTION_leak_min_rate)};
-  if (hr_watch_create(cli->opts, &w, err, sizeof err) != 0) {
-    hr_cli_error("watch: %s", err);
-    return 2;
-  }
-  v.w = w;
-
-  /* History: a database that cannot be opened is reported, and watch goes
-   * on without it. */
   const char *db = hr_options_get_str(cli->opts, HR_OPTION_db);
-  char path[512] = "";
   if (strcmp(db, "none") != 0) {
     if (*db)
       snprintf(path, sizeof path, "%s", db);
@@ -521,48 +429,50 @@ static int watch_run(hr_cli_t *cli, int argc, char **argv) {
       h = NULL;
     }
   }
-  snprintf(v.db, sizeof v.db, "history: %s", h ? path : "off");
+  snprintf(v->db, sizeof v->db, "history: %s", h ? path : "off");
+  return h;
+}
 
-  /* The exporter: an address asked for explicitly that cannot be served is
-   * an error; the default one is only a warning, so a second watch still
-   * runs. */
+/* The exporter: an address asked for explicitly that cannot be served is an
+ * error (returns 1); the default one is only a warning, so a second watch
+ * still runs. */
+static int open_exporter(const hr_cli_t *cli, view_state_t *v, hr_exporter_t **e) {
+  char err[600];
   const char *listen = hr_options_get_str(cli->opts, HR_OPTION_listen);
-  if (strcmp(listen, "none") != 0) {
-    if (hr_exporter_start(listen, &e, err, sizeof err) != 0) {
-      if (hr_options_source(cli->opts, HR_OPTION_listen) != HR_SRC_DEFAULT) {
-        hr_cli_error("%s", err);
-        status = 1;
-        goto out;
-      }
-      hr_cli_error("%s; watching without the exporter", err);
-      e = NULL;
+  *e = NULL;
+  if (strcmp(listen, "none") != 0 && hr_exporter_start(listen, e, err, sizeof err) != 0) {
+    *e = NULL;
+    if (hr_options_source(cli->opts, HR_OPTION_listen) != HR_SRC_DEFAULT) {
+      hr_cli_error("%s", err);
+      return 1;
     }
+    hr_cli_error("%s; watching without the exporter", err);
   }
-  if (e)
-    snprintf(v.listen, sizeof v.listen, "metrics: http://%s/metrics", listen);
+  if (*e)
+    snprintf(v->listen, sizeof v->listen, "metrics: http://%s/metrics", listen);
   else
-    snprintf(v.listen, sizeof v.listen, "metrics: off");
+    snprintf(v->listen, sizeof v->listen, "metrics: off");
+  return 0;
+}
 
-  if ((status = hr_cli_broker_start(cli, w, &bk)) != 0) goto out;
-  hr_watch_attach_history(w, h);
-  hr_watch_attach_exporter(w, e);
-  hr_watch_on_event(w, on_event, &v);
-
+/* Runs the loop until a signal, q or `count` samples: on the alternate
+ * screen with the key thread unless the output is JSON or one sample.
+ * Returns hr_watch_run's result. */
+static int run_loop(hr_watch_t *w, view_state_t *v, uint64_t count) {
   struct sigaction sa = {.sa_handler = on_signal};
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGHUP, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
-  bool screen = !json && count != 1;
-  v.clear = screen;
+  v->clear = !v->json && count != 1;
   pthread_t keys;
   bool have_keys = false;
-  if (screen) {
+  if (v->clear) {
     printf("\033[?1049h\033[?25l"); /* alternate screen, hide the cursor */
     screen_on = true;
     atexit(tty_restore);
-    if (tty_raw_on()) have_keys = pthread_create(&keys, NULL, keys_main, &v) == 0;
+    if (tty_raw_on()) have_keys = pthread_create(&keys, NULL, keys_main, v) == 0;
   }
   int rc = hr_watch_run(w, &stop_flag, count);
   if (have_keys) {
@@ -570,26 +480,79 @@ static int watch_run(hr_cli_t *cli, int argc, char **argv) {
     pthread_join(keys, NULL);
   }
   tty_restore();
+  return rc;
+}
+
+/* The last line of a watch on the screen. */
+static void print_summary(hr_watch_t *w) {
+  hr_watch_view_t vw;
+  hr_watch_get_view(w, &vw);
+  printf("headroom watch: stopped; %" PRIu64 " samples, %" PRIu64 " level changes, %" PRIu64
+         " leaks suspected\n",
+         vw.events_total[HR_EVENT_SAMPLE], vw.events_total[HR_EVENT_LEVEL],
+         vw.events_total[HR_EVENT_LEAK]);
+}
+
+static int watch_run(hr_cli_t *cli, const void *args, int argc, char **argv) {
+  const watch_args_t *a = args;
+  uint64_t count = a->once ? 1 : (uint64_t)a->count;
+  char err[600];
+  hr_history_t *h = NULL;
+  hr_exporter_t *e = NULL;
+  hr_broker_t *bk = NULL;
+  int status = 0;
+  (void)argc, (void)argv;
+  view_state_t v = {.cli = cli,
+                    .json = a->json || !cli->tty,
+                    .lock = PTHREAD_MUTEX_INITIALIZER,
+                    .sort = SORT_GPU,
+                    .leak_min_rate =
+                        (double)hr_options_get_size(cli->opts, HR_OPTION_leak_min_rate)};
+  if (hr_watch_create(cli->opts, &v.w, err, sizeof err) != 0) {
+    hr_cli_error("watch: %s", err);
+    return 2;
+  }
+  h = open_history(cli, &v);
+  if ((status = open_exporter(cli, &v, &e)) != 0) goto out;
+  if ((status = hr_cli_broker_start(cli, v.w, &bk)) != 0) goto out;
+  hr_watch_attach_history(v.w, h);
+  hr_watch_attach_exporter(v.w, e);
+  hr_watch_on_event(v.w, on_event, &v);
+  int rc = run_loop(v.w, &v, count);
   if (rc) {
     hr_cli_error("watch: the first sample failed: %s", hr_strerror(rc));
     status = 1;
-  } else if (!json && count != 1) {
-    hr_watch_view_t vw;
-    hr_watch_get_view(w, &vw);
-    printf("headroom watch: stopped; %" PRIu64 " samples, %" PRIu64 " level changes, %" PRIu64
-           " leaks suspected\n",
-           vw.events_total[HR_EVENT_SAMPLE], vw.events_total[HR_EVENT_LEVEL],
-           vw.events_total[HR_EVENT_LEAK]);
+  } else if (!v.json && count != 1) {
+    print_summary(v.w);
   }
 out:
   hr_broker_stop(bk);
-  hr_watch_destroy(w);
+  hr_watch_destroy(v.w);
   hr_exporter_stop(e);
   hr_history_close(h);
   free(v.rows);
   return status;
 }
 
-const hr_cli_command_t hr_cmd_watch = {
-    "watch", "sample memory, detect leaks and idle hogs, act, record, serve /metrics", watch_run,
-    watch_usage};
+HR_CLI_COMMAND(
+    watch, "sample memory, detect leaks and idle hogs, act, record, serve /metrics",
+    .about =
+        "Samples host, cgroup, GPU and process memory every interval. Each GPU, the host and "
+        "the cgroup is ok, warning or critical against the thresholds (percent), with "
+        "hysteresis. Leaks (memory rising steadily over the window, by a Mann-Kendall test and a "
+        "Theil-Sen slope), idle GPU hogs (a process holding --idle-share of a GPU whose "
+        "utilisation stays under --idle-util for --idle-samples samples), cgroup OOM kills and "
+        "exits of watched processes are events.\n\n"
+        "--mode conservative reports only; balanced also runs --on-warning or --on-critical "
+        "with the event as JSON in HEADROOM_EVENT; aggressive also syncs and drops the page "
+        "cache at critical host or cgroup use, when root and --allow-drop-caches. Each action "
+        "waits --cooldown.\n\n"
+        "On a terminal the view is redrawn each interval (q quits; m, g and p sort by memory, "
+        "GPU memory and pid); otherwise, or with --json, each event is one JSON object per "
+        "line. --listen serves Prometheus /metrics and /api/snapshot (docs/metrics.md); --db "
+        "records history ($XDG_STATE_HOME/headroom/history.db by default); --budget starts the "
+        "broker with what it may hand out (docs/broker.md).",
+    .notes = "Every option also comes from the config file and HEADROOM_<NAME> variables (see "
+             "'headroom config'); none turns --listen or --db off. An outside process cannot "
+             "free another process's GPU memory or heap: hooks and the Python layer let "
+             "processes free their own (docs/freeing-memory.md).");

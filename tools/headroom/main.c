@@ -1,45 +1,45 @@
-/* headroom: the CLI entry. Loads the option chain (defaults < config file <
- * HEADROOM_* environment < global flags), then hands the rest of the command
- * line to one subcommand from the table below. */
+/* headroom: the CLI entry. Reads the global options (their table is below),
+ * loads the option chain (defaults < config file < HEADROOM_* environment <
+ * global flags: each source outranks the ones before, whatever the order
+ * they are read in), then hands the rest of the command line to one
+ * subcommand, whose options its own table describes. */
 #include "cli.h"
 
-#include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-static const hr_cli_command_t *commands[] = {
-    &hr_cmd_config, &hr_cmd_status, &hr_cmd_watch,  &hr_cmd_history, &hr_cmd_replay,
-    &hr_cmd_plan,   &hr_cmd_doctor, &hr_cmd_broker, &hr_cmd_reserve,
+typedef struct global_args {
+  const char *config;
+  bool version;
+} global_args_t;
+
+static const hr_cli_opt_t global_opts[] = {
+    HR_CLI_OPTION_AS(NULL, root, "DIR", HR_CLI_COMPLETE_DIR),
+    {"config", HR_CLI_STRING, HR_CLI_AT(global_args_t, config), .meta = "FILE",
+     .complete = HR_CLI_COMPLETE_FILE,
+     .help = "config file read instead of /etc/headroom/headroom.conf and "
+             "$XDG_CONFIG_HOME/headroom/headroom.conf (HEADROOM_CONFIG)"},
+    HR_CLI_OPTION_AS(NULL, cgroup, "PATH", HR_CLI_COMPLETE_CGROUP),
+    HR_CLI_OPTION_AS(NULL, cgroup_pid, "PID", HR_CLI_COMPLETE_PID),
+    HR_CLI_OPTION(log_level, "LEVEL"),
+    HR_CLI_OPTION(color, "WHEN"),
+    {"version", HR_CLI_FLAG, HR_CLI_AT(global_args_t, version),
+     .help = "print the version and exit"},
 };
-#define N_COMMANDS (sizeof commands / sizeof commands[0])
 
-static void usage(FILE *f) {
-  fprintf(f, "usage: headroom [--root DIR] [--config FILE] [--log-level LEVEL] [--color WHEN]\n"
-             "                [--cgroup PATH | --cgroup-pid PID] COMMAND [ARGS]\n"
-             "       headroom --version | --help | help COMMAND\n\n"
-             "Sees where GPU and host memory go, and keeps inference processes out of\n"
-             "out-of-memory trouble.\n\ncommands:\n");
-  for (size_t i = 0; i < N_COMMANDS; i++)
-    fprintf(f, "  %-10s %s\n", commands[i]->name, commands[i]->summary);
-  fprintf(f, "\nglobal options:\n"
-             "  --root DIR         read /proc and /sys under DIR (HEADROOM_ROOT; default /)\n"
-             "  --config FILE      config file read instead of /etc/headroom/headroom.conf\n"
-             "                     and $XDG_CONFIG_HOME/headroom/headroom.conf (HEADROOM_CONFIG)\n"
-             "  --cgroup PATH      read this memory cgroup instead of headroom's own: a\n"
-             "                     directory under /sys/fs/cgroup (HEADROOM_CGROUP)\n"
-             "  --cgroup-pid PID   read the memory cgroup of process PID (HEADROOM_CGROUP_PID)\n"
-             "  --log-level LEVEL  debug, info, warn or error (default warn)\n"
-             "  --color WHEN       auto, always or never\n\n"
-             "Run 'headroom COMMAND --help' for a command's options, and 'headroom config'\n"
-             "for every option, its value and where the value came from.\n");
-}
-
-static const hr_cli_command_t *find_command(const char *name) {
-  for (size_t i = 0; i < N_COMMANDS; i++)
-    if (strcmp(commands[i]->name, name) == 0) return commands[i];
-  return NULL;
-}
+const hr_cli_command_t hr_cli_global = {
+    .name = "",
+    .operands = "COMMAND [ARGS]",
+    .about = "Sees where GPU and host memory go, and keeps inference processes out of "
+             "out-of-memory trouble.",
+    .notes = "Run 'headroom COMMAND --help' for a command's options, and 'headroom config' for "
+             "every option, its value and where the value came from.",
+    HR_CLI_ROWS(global_opts),
+    .args_size = sizeof(global_args_t),
+    .max_operands = -1,
+    .in_order = true,
+};
 
 static void log_to_stderr(hr_log_level_t level, const char *msg, void *arg) {
   (void)arg;
@@ -57,109 +57,77 @@ static int check_cgroup_options(const hr_cli_t *cli) {
   return 0;
 }
 
-int main(int argc, char **argv) {
-  static const struct option longopts[] = {{"root", required_argument, NULL, 'r'},
-                                           {"config", required_argument, NULL, 'c'},
-                                           {"log-level", required_argument, NULL, 'l'},
-                                           {"color", required_argument, NULL, 'C'},
-                                           {"cgroup", required_argument, NULL, 'g'},
-                                           {"cgroup-pid", required_argument, NULL, 'p'},
-                                           {"version", no_argument, NULL, 'V'},
-                                           {"help", no_argument, NULL, 'h'},
-                                           {NULL, 0, NULL, 0}};
-  hr_cli_t cli = {.prog = "headroom"};
-  const char *config = NULL;
-  int status = 0;
-  char err[512];
-
-  if (hr_options_create(&cli.opts) != 0) {
-    hr_cli_error("out of memory");
-    return 1;
-  }
-  /* Global flags stop at the first non-option: the command name. */
-  struct {
-    const char *name, *value;
-  } flags[8];
-  size_t n_flags = 0;
-  int c;
-  while ((c = getopt_long(argc, argv, "+h", longopts, NULL)) != -1) {
-    switch (c) {
-    case 'r':
-      flags[n_flags].name = "root", flags[n_flags++].value = optarg;
-      break;
-    case 'l':
-      flags[n_flags].name = "log_level", flags[n_flags++].value = optarg;
-      break;
-    case 'C':
-      flags[n_flags].name = "color", flags[n_flags++].value = optarg;
-      break;
-    case 'g':
-      flags[n_flags].name = "cgroup", flags[n_flags++].value = optarg;
-      break;
-    case 'p':
-      flags[n_flags].name = "cgroup_pid", flags[n_flags++].value = optarg;
-      break;
-    case 'c':
-      config = optarg;
-      break;
-    case 'V':
-      printf("headroom %s\n", hr_version());
-      goto out;
-    case 'h':
-      usage(stdout);
-      goto out;
-    default:
-      usage(stderr);
-      status = 2;
-      goto out;
-    }
-    if (n_flags == sizeof flags / sizeof flags[0]) n_flags--;
-  }
-  if (optind >= argc) {
-    usage(stderr);
-    status = 2;
-    goto out;
-  }
-  if (hr_options_load_defaults(cli.opts, config, err, sizeof err) != 0) {
-    hr_cli_error("%s", err);
-    status = 2;
-    goto out;
-  }
-  for (size_t i = 0; i < n_flags; i++)
-    if ((status = hr_cli_set(&cli, flags[i].name, flags[i].value)) != 0) goto out;
-
-  if ((status = check_cgroup_options(&cli)) != 0) goto out;
-
-  const char *level = hr_options_get_str(cli.opts, HR_OPTION_log_level);
+/* The log level and colour the option chain asks for. */
+static void set_output(hr_cli_t *cli) {
+  const char *level = hr_options_get_str(cli->opts, HR_OPTION_log_level);
   hr_log_level_t lv = strcmp(level, "debug") == 0  ? HR_LOG_DEBUG
                       : strcmp(level, "info") == 0 ? HR_LOG_INFO
                       : strcmp(level, "warn") == 0 ? HR_LOG_WARN
                                                    : HR_LOG_ERROR;
   hr_set_log(log_to_stderr, NULL, lv);
-  const char *color = hr_options_get_str(cli.opts, HR_OPTION_color);
-  cli.tty = isatty(STDOUT_FILENO);
-  cli.color = strcmp(color, "always") == 0 ||
-              (strcmp(color, "auto") == 0 && cli.tty && !getenv("NO_COLOR"));
+  const char *color = hr_options_get_str(cli->opts, HR_OPTION_color);
+  cli->tty = isatty(STDOUT_FILENO);
+  cli->color = strcmp(color, "always") == 0 ||
+               (strcmp(color, "auto") == 0 && cli->tty && !getenv("NO_COLOR"));
+}
 
-  const char *name = argv[optind];
-  if (strcmp(name, "help") == 0) {
-    const hr_cli_command_t *cmd = optind + 1 < argc ? find_command(argv[optind + 1]) : NULL;
-    if (cmd)
-      cmd->usage(stdout);
-    else
-      usage(optind + 1 < argc ? stderr : stdout), status = optind + 1 < argc ? 2 : 0;
-    goto out;
-  }
-  const hr_cli_command_t *cmd = find_command(name);
+/* `headroom help [COMMAND]`. */
+static int help(int argc, char **argv) {
+  const hr_cli_command_t *cmd = argc > 1 ? hr_cli_find(argv[1]) : &hr_cli_global;
   if (!cmd) {
-    hr_cli_error("unknown command '%s' (see 'headroom --help')", name);
-    status = 2;
-    goto out;
+    hr_cli_error("unknown command '%s' (see 'headroom --help')", argv[1]);
+    return 2;
   }
-  int first = optind;
-  optind = 0; /* getopt starts afresh for the command; its argv[0] is the command's name */
-  status = cmd->run(&cli, argc - first, argv + first);
-out:
+  hr_cli_usage(cmd, stdout);
+  return 0;
+}
+
+/* Parses the command's options into its settings and runs it. */
+static int run_command(hr_cli_t *cli, int argc, char **argv) {
+  if (strcmp(argv[0], "help") == 0) return help(argc, argv);
+  const hr_cli_command_t *cmd = hr_cli_find(argv[0]);
+  if (!cmd) {
+    hr_cli_error("unknown command '%s' (see 'headroom --help')", argv[0]);
+    return 2;
+  }
+  void *args = calloc(1, cmd->args_size ? cmd->args_size : 1);
+  int first = 0, status = args ? hr_cli_parse(cli, cmd, args, argc, argv, &first) : 1;
+  if (!args) hr_cli_error("out of memory");
+  if (status == 0) status = cmd->run(cli, args, argc - first, argv + first);
+  free(args);
+  return status == HR_CLI_HELPED ? 0 : status;
+}
+
+/* The global options, the option chain, then the command. */
+static int run(hr_cli_t *cli, int argc, char **argv) {
+  global_args_t g = {0};
+  char err[512];
+  int first = 0, status = hr_cli_parse(cli, &hr_cli_global, &g, argc, argv, &first);
+  if (status) return status == HR_CLI_HELPED ? 0 : status;
+  if (g.version) {
+    printf("headroom %s\n", hr_version());
+    return 0;
+  }
+  if (first >= argc) {
+    hr_cli_usage(&hr_cli_global, stderr);
+    return 2;
+  }
+  if (hr_options_load_defaults(cli->opts, g.config, err, sizeof err) != 0) {
+    hr_cli_error("%s", err);
+    return 2;
+  }
+  if ((status = check_cgroup_options(cli)) != 0) return status;
+  set_output(cli);
+  return run_command(cli, argc - first, argv + first);
+}
+
+int main(int argc, char **argv) {
+  hr_cli_t cli = {.prog = "headroom"};
+  if (hr_options_create(&cli.opts) != 0) {
+    hr_cli_error("out of memory");
+    return 1;
+  }
+  int status = run(&cli, argc, argv);
   hr_options_destroy(cli.opts);
   return status;
 }
