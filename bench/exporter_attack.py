@@ -16,7 +16,9 @@ largest time, replies without a status line, the CPU of the whole watch
 process meanwhile, and the exporter's own counters read from /metrics
 afterwards. Then the exporter thread's CPU over 10 s with no client (it
 must sleep, not spin). Usage:
-exporter_attack.py OUT.md|- [SECONDS] [LABEL]   (HEADROOM_CLI: the CLI)."""
+exporter_attack.py OUT.md|- [SECONDS]   (HEADROOM_CLI: the CLI; HEADROOM_CLI_BEFORE,
+optional: another build run through the same attacks in the same run, its
+table titled HEADROOM_BEFORE_LABEL)."""
 
 import os
 import re
@@ -194,61 +196,84 @@ def row(name, r, want):
         want)
 
 
-def main():
-    out = sys.argv[1] if len(sys.argv) > 1 else "-"
-    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 20.0
-    label = sys.argv[3] if len(sys.argv) > 3 else ""
-    cli = os.environ.get("HEADROOM_CLI") or os.path.join(HERE, "..", "build", "release",
-                                                         "headroom")
-    one = flood(cli, "127.0.0.1", 64, int(seconds), seconds)
-    many = flood(cli, "127.0.0.2-11", 640, 16, max(seconds, 18.0))
-    many_burst = concurrent(cli, 200)
-    try:
-        rest = "%.2f s" % at_rest(cli)
-    except OSError as e:  # a CLI without the thread name
-        rest = "not measured (%s)" % e
-    lines = [
-        "# exporter: scrapes under connection floods",
-        "",
-        "Measured %s by `bench/exporter.sh` (`bench/exporter_attack.py`)%s, %d CPUs, "
-        "against a real `headroom watch --listen 127.0.0.1:PORT --interval 1s --db none`. "
-        "Slow clients run in a process of their own: each sends the start of a request, then a "
-        "byte a second, never the end of its headers, and reconnects the moment the server "
-        "closes it. The scraper asks for /metrics once a second from 127.0.0.1 on a fresh "
-        "connection and reads to the end; *answered* is a 200 with the metrics. Counters are "
-        "the exporter's own, read from /metrics before and after."
-        % (time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-           " " + label if label else "", os.cpu_count() or 0),
+def counted(c):
+    """The exporter's counters over a run, in words."""
+    if not c:
+        return "none (this build serves no headroom_exporter_* counters)"
+    get = lambda k: int(c.get(k, 0))  # noqa: E731
+    drop = 'headroom_exporter_connections_dropped_total{reason="%s"}'
+    return ("%d accepted; dropped at the header deadline %d, for a new one at capacity %d, "
+            "at the response deadline %d; %d shed" % (
+                get("headroom_exporter_connections_accepted_total"),
+                get(drop % "header_deadline"), get(drop % "capacity"),
+                get(drop % "response_deadline"), get("headroom_exporter_requests_shed_total")))
+
+
+def run_all(cli, seconds):
+    return {"one": flood(cli, "127.0.0.1", 64, int(seconds), seconds),
+            "many": flood(cli, "127.0.0.2-11", 640, 16, max(seconds, 18.0)),
+            "burst": concurrent(cli, 200)}
+
+
+def table(title, r, seconds):
+    return [
+        "## " + title,
         "",
         "| attack | scrapes | answered within 1 s | answered within 2 s | no status line | "
         "503 | median ms | max ms | watch CPU, % of a core | target |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-        row("64 reconnecting slow clients from 127.0.0.1, %.0f s" % seconds, one,
-            "all within 1 s (accepted: 90 % within 2 s)"),
-        row("640 slow clients from 127.0.0.2-.11", many, "all answered"),
-        row("200 concurrent complete scrapes", many_burst, "all get a status line"),
+        row("64 reconnecting slow clients from 127.0.0.1, %.0f s, 1 scrape/s" % seconds,
+            r["one"], "all within 1 s (accepted: 90 % within 2 s)"),
+        row("640 slow clients from 127.0.0.2-.11, 16 scrapes", r["many"], "all answered"),
+        row("200 concurrent complete scrapes", r["burst"], "all get a status line"),
         "",
-        "Slow clients' own counts: one address %s; many addresses %s."
-        % (one["attack"], many["attack"]),
+        "- slow clients' own counts: one address %s; ten addresses %s"
+        % (r["one"]["attack"], r["many"]["attack"]),
+        "- the exporter's counters: one address: %s; ten addresses: %s; 200 at once: %s"
+        % (counted(r["one"]["counters"]), counted(r["many"]["counters"]),
+           counted(r["burst"]["counters"])),
         "",
-        "Exporter counters over each run: one address %s; many addresses %s; "
-        "200 concurrent %s." % (one["counters"] or "none served",
-                                many["counters"] or "none served",
-                                many_burst["counters"] or "none served"),
-        "",
-        "At rest (no client) for 10 s, the exporter thread (`hr-exporter`) used %s of CPU."
-        % rest,
     ]
-    text = "\n".join(lines) + "\n"
-    if out == "-":
-        sys.stdout.write(text)
-    else:
+
+
+def main():
+    out = sys.argv[1] if len(sys.argv) > 1 else "-"
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 20.0
+    cli = os.environ.get("HEADROOM_CLI") or os.path.join(HERE, "..", "build", "release",
+                                                         "headroom")
+    before = os.environ.get("HEADROOM_CLI_BEFORE")
+    before_label = os.environ.get("HEADROOM_BEFORE_LABEL", "before")
+    now = run_all(cli, seconds)
+    rest = at_rest(cli)
+    then = run_all(before, seconds) if before else None
+    lines = [
+        "# exporter: scrapes under connection floods",
+        "",
+        "Measured %s by `bench/exporter.sh` (`bench/exporter_attack.py`), %d CPUs, against a "
+        "real `headroom watch --listen 127.0.0.1:PORT --interval 1s --db none`. Slow clients "
+        "run in a process of their own: each sends the start of a request, then a byte a "
+        "second, never the end of its headers, and reconnects the moment the server closes it. "
+        "The scraper asks for /metrics once a second from 127.0.0.1 on a fresh connection and "
+        "reads to the end; *answered* is a 200 with the metrics. Counters are the exporter's "
+        "own, read from /metrics before and after each run; watch CPU is the whole process's "
+        "over the scrapes."
+        % (time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.cpu_count() or 0),
+        "",
+    ]
+    lines += table("This build", now, seconds)
+    lines += ["At rest (no client) for 10 s, the exporter thread (`hr-exporter`) used %.2f s "
+              "of CPU: it sleeps in epoll until a connection or a deadline is due." % rest, ""]
+    if then:
+        lines += table("%s, in the same run" % before_label, then, seconds)
+    text = "\n".join(lines)
+    if out != "-":
         with open(out, "w", encoding="utf-8") as f:
             f.write(text)
-        sys.stdout.write(text)
-    for name, r in (("one", one), ("many", many), ("burst", many_burst)):
-        if r["stderr"]:
-            sys.stderr.write("watch stderr (%s): %s\n" % (name, r["stderr"]))
+    sys.stdout.write(text)
+    for r in [now] + ([then] if then else []):
+        for name, res in r.items():
+            if res["stderr"]:
+                sys.stderr.write("watch stderr (%s): %s\n" % (name, res["stderr"]))
 
 
 if __name__ == "__main__":
