@@ -149,16 +149,22 @@ void hr__conn_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                         enum MHD_RequestTerminationCode code) {
   (void)con_cls, (void)code;
   hr__conn_t *k = record(c);
-  /* Answered: a keep-alive connection waits for its next request from now. */
-  if (k && k->state == HR__CONN_ANSWERING) enter(cls, k, HR__CONN_WAITING);
+  /* Answered. libmicrohttpd closes the connection after a response queued
+   * as the headers arrive (ours are); should it keep one alive, it waits
+   * for its next request from now. */
+  if (k && k->state == HR__CONN_ANSWERING) {
+    k->shed = false;
+    enter(cls, k, HR__CONN_WAITING);
+  }
 }
 
 bool hr__conn_answering(hr_exporter_t *e, struct MHD_Connection *c) {
   hr__conn_t *k = record(c);
-  if (k && k->state == HR__CONN_WAITING) enter(e, k, HR__CONN_ANSWERING);
-  if (e->answering.n <= e->lim.max_answering) return false;
-  atomic_fetch_add_explicit(&e->shed, 1, memory_order_relaxed);
-  return true;
+  if (!k || k->state != HR__CONN_WAITING) return k && k->shed;
+  enter(e, k, HR__CONN_ANSWERING);
+  k->shed = e->answering.n > e->lim.max_answering;
+  if (k->shed) atomic_fetch_add_explicit(&e->shed, 1, memory_order_relaxed);
+  return k->shed;
 }
 
 /* ---- accepting ----------------------------------------------------------- */

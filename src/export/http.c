@@ -90,10 +90,11 @@ static enum MHD_Result serve_doc(hr_exporter_t *e, struct MHD_Connection *c, boo
   enum MHD_Result ret;
   if (!doc)
     ret = reply_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "no sample yet\n");
-  else if (metrics)
-    ret = queue(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8",
-                metrics_response_locked(e));
-  else
+  else if (metrics) {
+    struct MHD_Response *r = metrics_response_locked(e);
+    ret = r ? queue(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", r)
+            : reply_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory\n");
+  } else
     ret = reply(c, MHD_HTTP_OK, "application/json", doc, strlen(doc));
   pthread_mutex_unlock(&e->lock);
   return ret;
@@ -105,11 +106,11 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
   hr_exporter_t *e = cls;
   (void)version, (void)upload;
   /* The first call only sees the headers; answering then means a body, if
-   * any, is never read. */
-  bool first = *con_cls == NULL;
+   * any, is never read (and libmicrohttpd closes the connection after the
+   * response). */
   *con_cls = e;
   *upload_size = 0;
-  if (first && hr__conn_answering(e, c)) return reply_shed(c);
+  if (hr__conn_answering(e, c)) return reply_shed(c);
   bool metrics = strcmp(url, "/metrics") == 0, snap = strcmp(url, "/api/snapshot") == 0;
   bool root = strcmp(url, "/") == 0;
   if (!metrics && !snap && !root) return reply_text(c, MHD_HTTP_NOT_FOUND, "not found\n");

@@ -37,6 +37,7 @@ typedef struct hr__conn {
   struct hr__conn *prev, *next;
   int fd;
   hr__conn_state_t state;
+  bool shed;    /* its request is answered 503 */
   double since; /* monotonic: when it entered its state */
 } hr__conn_t;
 
@@ -96,7 +97,8 @@ HR_INTERNAL void hr__conn_completed(void *cls, struct MHD_Connection *c, void **
 /* The request on c has complete headers and is about to be answered: its
  * connection leaves the waiting list (it can no longer be dropped for a new
  * one) for the answering one. Returns true when the request must be shed
- * (answered 503): too many responses are in flight. */
+ * (answered 503): too many responses are in flight. Called again for the
+ * same request, it gives the same answer. */
 HR_INTERNAL bool hr__conn_answering(hr_exporter_t *e, struct MHD_Connection *c);
 
 #endif /* HR_EXPORT_HTTP_H */
