@@ -21,105 +21,13 @@ optional: another build run through the same attacks in the same run, its
 table titled HEADROOM_BEFORE_LABEL)."""
 
 import os
-import re
-import socket
 import statistics
-import subprocess
 import sys
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "python"))
-from exporter_attackers import burst, scrape  # noqa: E402
-
-ATTACKERS = os.path.join(HERE, "..", "tests", "python", "exporter_attackers.py")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Watch:
-    """A real `headroom watch` serving on a free loopback port."""
-
-    def __init__(self, cli, seconds):
-        self.port = free_port()
-        count = str(int(seconds) + 600)
-        self.proc = subprocess.Popen([cli, "watch", "--listen", "127.0.0.1:%d" % self.port,
-                                      "--interval", "1s", "--db", "none", "--json", "--count",
-                                      count], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            r = scrape(self.port, limit=5)
-            if r.status == 200:
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("headroom watch did not serve /metrics within 60 s")
-
-    def cpu(self, thread=None):
-        """CPU seconds (user + system) of the process, or of its thread
-        named `thread`."""
-        tick = os.sysconf("SC_CLK_TCK")
-        paths = ["/proc/%d/stat" % self.proc.pid]
-        if thread:
-            task = "/proc/%d/task" % self.proc.pid
-            paths = [os.path.join(task, t, "stat") for t in os.listdir(task)
-                     if open(os.path.join(task, t, "comm")).read().strip() == thread]
-        total = 0
-        for path in paths:
-            with open(path) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        return total / tick
-
-    def counters(self):
-        """headroom_exporter_* samples of /metrics, {series: value}."""
-        r = scrape(self.port, limit=10)
-        text = r.body.decode(errors="replace")
-        return {m.group(1): float(m.group(2))
-                for m in re.finditer(r"^(headroom_exporter_\S+) (\S+)$", text, re.M)}
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        err = self.proc.stderr.read().decode(errors="replace")
-        self.proc.stderr.close()
-        return err
-
-
-def attackers(port, sources, n, seconds):
-    """Starts the slow clients; returns the process once all are connected."""
-    p = subprocess.Popen([sys.executable, ATTACKERS, "attack", "--port", str(port), "--sources",
-                          sources, "--sockets", str(n), "--seconds", str(seconds)],
-                         stdout=subprocess.PIPE, text=True)
-    line = p.stdout.readline()
-    if line.strip() != "ready":
-        p.kill()
-        raise RuntimeError("the slow clients did not start: %r" % line)
-    return p
-
-
-def scrapes_during(port, n, every=1.0, limit=10.0):
-    """n scrapes from 127.0.0.1, one every `every` seconds; their Replies."""
-    out, t0 = [], time.monotonic()
-    for i in range(n):
-        wait = t0 + i * every - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
-        out.append(scrape(port, limit=limit))
-    return out
+from exporter_attackers import Watch, burst, scrapes, slow_clients  # noqa: E402
 
 
 def judged(replies):
@@ -138,13 +46,13 @@ def judged(replies):
     }
 
 
-def flood(cli, sources, n, scrapes, seconds):
-    w = Watch(cli, seconds)
+def flood(cli, sources, n, count, seconds):
+    w = Watch(cli, seconds + 600)
     try:
         before = w.counters()
-        p = attackers(w.port, sources, n, seconds)
+        p = slow_clients(w.port, sources, n, seconds)
         c0, t0 = w.cpu(), time.monotonic()
-        replies = scrapes_during(w.port, scrapes)
+        replies = scrapes(w.port, count, 1.0)
         cpu = (w.cpu() - c0) / (time.monotonic() - t0)
         counts = p.communicate(timeout=seconds + 120)[0].strip().splitlines()[-1]
         after = w.counters()
@@ -160,7 +68,7 @@ def flood(cli, sources, n, scrapes, seconds):
 
 
 def concurrent(cli, n):
-    w = Watch(cli, 30)
+    w = Watch(cli, 600)
     try:
         before = w.counters()
         c0, t0 = w.cpu(), time.monotonic()
@@ -179,7 +87,7 @@ def concurrent(cli, n):
 
 def at_rest(cli, seconds=10.0):
     """CPU seconds of the exporter thread over `seconds` with no client."""
-    w = Watch(cli, 30)
+    w = Watch(cli, 600)
     try:
         time.sleep(1)
         c0 = w.cpu("hr-exporter")

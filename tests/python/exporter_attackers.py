@@ -8,8 +8,11 @@ for tests/python/test_exporter_attack.py and bench/exporter_attack.py.
   socket the server closes is opened again at once, as a slow-loris client
   does. Prints `ready` once all N have connected, and a JSON line of counts
   when it ends.
-- scrape(): one complete GET from a given source address, read to the end.
-- burst(): N complete GETs sent at the same moment from N threads.
+- scrape(): one complete GET from a given source address, read to the end;
+  scrapes(): one every so often; burst(): N sent at the same moment from N
+  threads.
+- Watch: a real `headroom watch` serving on a free loopback port, its CPU
+  and its own counters; slow_clients() starts the attack against it.
 
 Linux routes all of 127.0.0.0/8 to loopback, so a socket bound to
 127.0.0.2 ... 127.0.0.11 is a client of another address without any setup."""
@@ -17,8 +20,11 @@ Linux routes all of 127.0.0.0/8 to loopback, so a socket bound to
 import argparse
 import errno
 import json
+import os
+import re
 import selectors
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -82,6 +88,17 @@ def scrape(port, source="127.0.0.1", request=REQUEST, limit=10.0):
     reply.seconds = time.monotonic() - t0
     parse(raw, reply)
     return reply
+
+
+def scrapes(port, n, every, limit=10.0):
+    """n scrapes from 127.0.0.1, one every `every` seconds; their Replies."""
+    out, t0 = [], time.monotonic()
+    for i in range(n):
+        wait = t0 + i * every - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        out.append(scrape(port, limit=limit))
+    return out
 
 
 def burst(port, n, source="127.0.0.1", limit=30.0):
@@ -205,6 +222,86 @@ class SlowClients:
             self.drop(s)
         return {"sockets": self.n, "opened": self.opened, "cut_by_server": self.cut,
                 "connect_failures": self.failed, "peak_connected": self.peak}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Watch:
+    """A real `headroom watch --listen 127.0.0.1:PORT` on a free port, ended
+    by --count after `seconds` whatever happens; ready once it serves
+    /metrics (60 s at most, else RuntimeError)."""
+
+    def __init__(self, cli, seconds, env=None):
+        self.port = free_port()
+        self.proc = subprocess.Popen([cli, "watch", "--listen", "127.0.0.1:%d" % self.port,
+                                      "--interval", "1s", "--db", "none", "--json", "--count",
+                                      str(int(seconds))], env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if scrape(self.port, limit=5).status == 200:
+                return
+            time.sleep(0.2)
+        err = self.stop()
+        raise RuntimeError("headroom watch did not serve /metrics within 60 s: " + err)
+
+    def cpu(self, thread=None):
+        """CPU seconds (user + system) of the process, or of its threads
+        named `thread`."""
+        paths = ["/proc/%d/stat" % self.proc.pid]
+        if thread:
+            task = "/proc/%d/task" % self.proc.pid
+            paths = []
+            for t in os.listdir(task):
+                with open(os.path.join(task, t, "comm")) as f:
+                    if f.read().strip() == thread:
+                        paths.append(os.path.join(task, t, "stat"))
+        total = 0
+        for path in paths:
+            with open(path) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def counters(self):
+        """The exporter's own samples on /metrics (headroom_exporter_*),
+        {series: value}; empty when it serves none."""
+        r = scrape(self.port)
+        text = r.body.decode(errors="replace")
+        return {m.group(1): float(m.group(2))
+                for m in re.finditer(r"^(headroom_exporter_\S+) (\S+)$", text, re.M)}
+
+    def stop(self):
+        """Ends watch; returns what it wrote on stderr."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        err = self.proc.stderr.read().decode(errors="replace")
+        self.proc.stderr.close()
+        return err
+
+
+def slow_clients(port, sources, n, seconds):
+    """Starts the attack in a process of its own (`sources` as --sources
+    takes them); returns the process once all n have connected. Its last
+    line of output, once it ends, is the JSON of its counts."""
+    p = subprocess.Popen([sys.executable, os.path.abspath(__file__), "attack", "--port",
+                          str(port), "--sources", sources, "--sockets", str(n), "--seconds",
+                          str(seconds)], stdout=subprocess.PIPE, text=True)
+    line = p.stdout.readline().strip()
+    if line != "ready":
+        p.kill()
+        p.wait()
+        raise RuntimeError("the slow clients did not start: %r" % line)
+    return p
 
 
 def main():

@@ -16,87 +16,24 @@ the scraper measured. Bookkeeping limits are long (10 s a request, 60 s to
 start); the figures asserted are the acceptance ones."""
 
 import os
-import re
-import subprocess
-import sys
-import time
 
 import pytest
 
 from conftest import REPO, cli_or_skip
-from exporter_attackers import burst, scrape
+from exporter_attackers import Watch, burst, scrapes, slow_clients
 
-ATTACKERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "exporter_attackers.py")
 SECONDS = float(os.environ.get("HEADROOM_ATTACK_SECONDS", "6"))
-
-
-def free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def watch(tmp_path):
-    """A real `headroom watch` serving on a free loopback port; yields the
-    port. Bounded by --count whatever happens."""
-    cli = cli_or_skip()
-    port = free_port()
-    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path))
-    p = subprocess.Popen([cli, "watch", "--listen", "127.0.0.1:%d" % port, "--interval", "1s",
-                          "--db", "none", "--json", "--count", str(int(SECONDS) + 300)],
-                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    """A real `headroom watch` serving on a free loopback port."""
+    w = Watch(cli_or_skip(), SECONDS + 300, env=dict(os.environ, XDG_CONFIG_HOME=str(tmp_path)))
     try:
-        deadline = time.monotonic() + 60
-        while scrape(port, limit=5).status != 200:
-            assert p.poll() is None, p.stderr.read().decode(errors="replace")
-            assert time.monotonic() < deadline, "watch did not serve /metrics within 60 s"
-            time.sleep(0.2)
-        yield port
+        yield w
     finally:
-        p.terminate()
-        try:
-            p.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        err = p.stderr.read().decode(errors="replace")
-        p.stderr.close()
+        err = w.stop()
     assert "error" not in err.lower(), err
-
-
-def counters(port):
-    """The exporter's own counters, {series: value}."""
-    r = scrape(port, limit=10)
-    assert r.status == 200, r
-    text = r.body.decode(errors="replace")
-    return {m.group(1): float(m.group(2))
-            for m in re.finditer(r"^(headroom_exporter_\S+) (\S+)$", text, re.M)}
-
-
-def slow_clients(port, sources, n, seconds):
-    """Starts the slow clients in a process of their own; returns it once
-    all n have connected."""
-    p = subprocess.Popen([sys.executable, ATTACKERS, "attack", "--port", str(port), "--sources",
-                          sources, "--sockets", str(n), "--seconds", str(seconds)],
-                         stdout=subprocess.PIPE, text=True)
-    line = p.stdout.readline().strip()
-    if line != "ready":
-        p.kill()
-        p.wait()
-        pytest.fail("the slow clients did not start: %r" % line)
-    return p
-
-
-def scrapes(port, n, every):
-    out, t0 = [], time.monotonic()
-    for i in range(n):
-        wait = t0 + i * every - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
-        out.append(scrape(port))
-    return out
 
 
 def answered(replies):
@@ -108,39 +45,39 @@ def dropped(c, reason):
 
 
 def test_reconnecting_flood_from_the_scrapers_address(watch):
-    p = slow_clients(watch, "127.0.0.1", 64, SECONDS)
+    p = slow_clients(watch.port, "127.0.0.1", 64, SECONDS)
     try:
-        replies = scrapes(watch, int(SECONDS * 2), 0.5)
+        replies = scrapes(watch.port, int(SECONDS * 2), 0.5)
     finally:
         counts = p.communicate(timeout=SECONDS + 120)[0]
     ok = answered(replies)
     assert len(ok) * 10 >= len(replies) * 9, (len(ok), replies, counts)
     assert all(r.status is not None for r in replies), replies
     # The slow clients were cut at the header deadline and came back.
-    c = counters(watch)
+    c = watch.counters()
     assert dropped(c, "header_deadline") >= 64, (c, counts)
 
 
 def test_flood_past_capacity_from_ten_addresses(watch):
-    p = slow_clients(watch, "127.0.0.2-11", 640, 8)
+    p = slow_clients(watch.port, "127.0.0.2-11", 640, 8)
     try:
-        replies = scrapes(watch, 16, 0.25)
+        replies = scrapes(watch.port, 16, 0.25)
     finally:
         counts = p.communicate(timeout=130)[0]
     assert len(answered(replies)) == 16, (replies, counts)
-    c = counters(watch)
+    c = watch.counters()
     assert c["headroom_exporter_connection_limit"] < 640
     assert dropped(c, "capacity") > 0, (c, counts)
 
 
 def test_200_concurrent_scrapes_all_get_a_status_line(watch):
-    replies = burst(watch, 200)
+    replies = burst(watch.port, 200)
     assert all(r is not None for r in replies)
     for r in replies:
         assert r.status in (200, 503), r
         if r.status == 503:
             assert "retry-after" in r.headers, r.headers
-    c = counters(watch)
+    c = watch.counters()
     assert c["headroom_exporter_requests_shed_total"] == sum(1 for r in replies
                                                              if r.status == 503)
     assert c["headroom_exporter_connections_accepted_total"] >= 200
@@ -149,7 +86,7 @@ def test_200_concurrent_scrapes_all_get_a_status_line(watch):
 def test_counters_documented(watch):
     with open(os.path.join(REPO, "docs", "metrics.md"), encoding="utf-8") as f:
         doc = f.read()
-    names = {k.split("{")[0] for k in counters(watch)}
+    names = {k.split("{")[0] for k in watch.counters()}
     assert len(names) == 5, names
     for name in names:
         assert "`%s`" % name in doc, name

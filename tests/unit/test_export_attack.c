@@ -501,29 +501,46 @@ static void test_capacity_drops_longest_waiting(void) {
   CHECK_EQ_U64(k.shed, 0);
 }
 
+/* An exporter with `lim` serving a document too big for the socket
+ * buffers, and a client `a` whose response to it stays in flight. */
+typedef struct {
+  hr_exporter_t *e;
+  int port, a;
+  char *doc;
+} stuck_t;
+
+static bool stuck_start(stuck_t *s, hr__http_limits_t lim) {
+  memset(s, 0, sizeof *s);
+  s->a = -1;
+  s->e = started_with(&s->port, &lim);
+  s->doc = big_doc();
+  if (!s->e || !s->doc) return false;
+  hr_exporter_publish(s->e, s->doc, NULL);
+  s->a = stuck_reader(s->port);
+  return s->a >= 0;
+}
+
+static void stuck_end(stuck_t *s) {
+  if (s->a >= 0) close(s->a);
+  hr_exporter_stop(s->e);
+  free(s->doc);
+}
+
 /* A connection whose request is being answered is never dropped for a new
  * one; a waiting one is, and the new one is answered. */
 static void test_answering_never_dropped(void) {
-  hr__http_limits_t lim = patient(2, 4);
-  int port = 0;
-  hr_exporter_t *e = started_with(&port, &lim);
-  CHECK(e != NULL);
-  char *doc = big_doc();
-  CHECK(doc != NULL);
-  hr_exporter_publish(e, doc, NULL);
-  int a = stuck_reader(port);
-  int b = connect_from("127.0.0.2", port);
-  bool two = wait_open(e, 2);
-  reply_t c = scrape_from("127.0.0.3", port); /* reads 4 KiB of the big answer */
+  stuck_t s;
+  bool ok = stuck_start(&s, patient(2, 4));
+  int b = ok ? connect_from("127.0.0.2", s.port) : -1;
+  bool two = b >= 0 && wait_open(s.e, 2);
+  reply_t c = scrape_from("127.0.0.3", s.port); /* reads 4 KiB of the big answer */
   bool b_gone = b >= 0 && closed_by_server(b, 5);
   size_t body = 0;
-  int a_status = a >= 0 ? read_whole(a, &body) : -1;
-  hr__http_counters_t k = counters(e);
-  if (a >= 0) close(a);
+  int a_status = ok ? read_whole(s.a, &body) : -1;
+  hr__http_counters_t k = ok ? counters(s.e) : (hr__http_counters_t){0};
   if (b >= 0) close(b);
-  hr_exporter_stop(e);
-  free(doc);
-  CHECK(a >= 0 && b >= 0 && two);
+  stuck_end(&s);
+  CHECK(ok && two);
   CHECK_MSG(c.status == 200, "the new connection got %d", c.status);
   CHECK(b_gone);
   CHECK_MSG(a_status == 200 && body > BIG_DOC, "the answer in flight: %d, %zu bytes", a_status,
@@ -535,24 +552,16 @@ static void test_answering_never_dropped(void) {
  * Retry-After at once, and is counted; once the response in flight is
  * taken, requests are answered again. */
 static void test_shed_with_retry_after(void) {
-  hr__http_limits_t lim = patient(8, 1);
-  int port = 0;
-  hr_exporter_t *e = started_with(&port, &lim);
-  CHECK(e != NULL);
-  char *doc = big_doc();
-  CHECK(doc != NULL);
-  hr_exporter_publish(e, doc, NULL);
-  int a = stuck_reader(port);
-  reply_t shed = scrape_from("127.0.0.1", port);
+  stuck_t s;
+  bool ok = stuck_start(&s, patient(8, 1));
+  reply_t shed = scrape_from("127.0.0.1", s.port);
   size_t body = 0;
-  int a_status = a >= 0 ? read_whole(a, &body) : -1;
-  hr_exporter_publish(e, "headroom_attack_probe 1\n", NULL);
-  reply_t after = scrape_from("127.0.0.1", port);
-  hr__http_counters_t k = counters(e);
-  if (a >= 0) close(a);
-  hr_exporter_stop(e);
-  free(doc);
-  CHECK(a >= 0);
+  int a_status = ok ? read_whole(s.a, &body) : -1;
+  if (s.e) hr_exporter_publish(s.e, "headroom_attack_probe 1\n", NULL);
+  reply_t after = scrape_from("127.0.0.1", s.port);
+  hr__http_counters_t k = ok ? counters(s.e) : (hr__http_counters_t){0};
+  stuck_end(&s);
+  CHECK(ok);
   CHECK_MSG(shed.status == 503 && shed.retry_after, "shed: %d, Retry-After %d", shed.status,
             shed.retry_after);
   CHECK_EQ_INT(a_status, 200);
@@ -565,27 +574,19 @@ static void test_shed_with_retry_after(void) {
  * in flight, gets 503 with Retry-After; the next waits in the backlog until
  * a connection is free, and is answered. */
 static void test_full_of_answers(void) {
-  hr__http_limits_t lim = patient(1, 1);
-  int port = 0;
-  hr_exporter_t *e = started_with(&port, &lim);
-  CHECK(e != NULL);
-  char *doc = big_doc();
-  CHECK(doc != NULL);
-  hr_exporter_publish(e, doc, NULL);
-  int a = stuck_reader(port);
-  reply_t b = scrape_from("127.0.0.2", port);
-  int c = connect_from("127.0.0.3", port); /* the kernel's backlog takes it */
+  stuck_t s;
+  bool ok = stuck_start(&s, patient(1, 1));
+  reply_t b = scrape_from("127.0.0.2", s.port);
+  int c = ok ? connect_from("127.0.0.3", s.port) : -1; /* the kernel's backlog takes it */
   if (c >= 0) send(c, request, strlen(request), MSG_NOSIGNAL);
   bool c_waits = c >= 0 && !closed_by_server(c, 0.3);
   size_t body = 0, c_body = 0;
-  int a_status = a >= 0 ? read_whole(a, &body) : -1;
+  int a_status = ok ? read_whole(s.a, &body) : -1;
   int c_status = c >= 0 ? read_whole(c, &c_body) : -1;
-  hr__http_counters_t k = counters(e);
-  if (a >= 0) close(a);
+  hr__http_counters_t k = ok ? counters(s.e) : (hr__http_counters_t){0};
   if (c >= 0) close(c);
-  hr_exporter_stop(e);
-  free(doc);
-  CHECK(a >= 0 && c >= 0);
+  stuck_end(&s);
+  CHECK(ok && c >= 0);
   CHECK_MSG(b.status == 503 && b.retry_after, "over capacity: %d", b.status);
   CHECK(c_waits);
   CHECK_EQ_INT(a_status, 200);
@@ -597,25 +598,40 @@ static void test_full_of_answers(void) {
 static void test_response_deadline(void) {
   hr__http_limits_t lim = patient(8, 8);
   lim.response_deadline = 0.5;
-  int port = 0;
-  hr_exporter_t *e = started_with(&port, &lim);
-  CHECK(e != NULL);
-  char *doc = big_doc();
-  CHECK(doc != NULL);
-  hr_exporter_publish(e, doc, NULL);
-  int a = stuck_reader(port);
+  stuck_t s;
+  bool ok = stuck_start(&s, lim);
   uint64_t slow = 0;
-  for (double t0 = now_s(); a >= 0 && slow == 0 && now_s() - t0 < 10; sleep_s(0.05))
-    slow = counters(e).dropped_slow;
-  bool ok;
-  hr_exporter_publish(e, "headroom_attack_probe 1\n", NULL);
-  scrape(port, &ok);
-  if (a >= 0) close(a);
-  hr_exporter_stop(e);
-  free(doc);
-  CHECK(a >= 0);
-  CHECK_EQ_U64(slow, 1);
+  for (double t0 = now_s(); ok && slow == 0 && now_s() - t0 < 10; sleep_s(0.05))
+    slow = counters(s.e).dropped_slow;
+  if (s.e) hr_exporter_publish(s.e, "headroom_attack_probe 1\n", NULL);
+  reply_t after = scrape_from("127.0.0.1", s.port);
+  stuck_end(&s);
   CHECK(ok);
+  CHECK_EQ_U64(slow, 1);
+  CHECK(after.body_ok);
+}
+
+/* The server's thread sleeps while nothing is due: with idle connections
+ * waiting on a deadline a minute away and a response stuck in flight, it
+ * uses (almost) no CPU over a second. CPU time, not wall time, so a loaded
+ * machine does not change it; a loop that spun would use the whole second. */
+static void test_no_spin(void) {
+  stuck_t s;
+  bool ok = stuck_start(&s, patient(64, 8));
+  int fds[32];
+  for (int i = 0; i < 32; i++) fds[i] = ok ? connect_from("127.0.0.2", s.port) : -1;
+  bool all = ok && wait_open(s.e, 33);
+  clockid_t clock;
+  struct timespec t0 = {0}, t1 = {0};
+  bool timed =
+      ok && pthread_getcpuclockid(s.e->thread, &clock) == 0 && clock_gettime(clock, &t0) == 0;
+  sleep_s(1.0);
+  timed = timed && clock_gettime(clock, &t1) == 0;
+  double used = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+  close_all(fds, 32);
+  stuck_end(&s);
+  CHECK(all && timed);
+  CHECK_MSG(used < 0.05, "the server's thread used %.3f s of CPU in 1 s at rest", used);
 }
 
 /* ---- idle, slow and oversized -------------------------------------------- */
@@ -774,6 +790,7 @@ int main(void) {
   HR_RUN(test_shed_with_retry_after);
   HR_RUN(test_full_of_answers);
   HR_RUN(test_response_deadline);
+  HR_RUN(test_no_spin);
   HR_RUN(test_concurrent_complete_requests);
   HR_RUN(test_reconnecting_from_scrapers_address);
   HR_RUN(test_more_than_capacity_spread);
