@@ -409,9 +409,9 @@ void hr__prom_http(hr__buf_t *b, const hr__http_counters_t *k) {
   counter(b, "headroom_exporter_connections_accepted_total", "connections the exporter accepted",
           k->accepted);
   family(b, "headroom_exporter_connections_dropped_total", "counter",
-         "connections the exporter closed before answering, by reason: header_deadline (no "
-         "complete request in time), capacity (the oldest idle or incomplete one, for a new "
-         "one), response_deadline (a response not taken in time)");
+         "connections the exporter closed itself, by reason: header_deadline (no complete "
+         "request in time), capacity (the oldest idle or incomplete one, for a new one), "
+         "response_deadline (a response not taken in time)");
   hr__buf_printf(b,
                  "headroom_exporter_connections_dropped_total{reason=\"header_deadline\"} %" PRIu64
                  "\n"
