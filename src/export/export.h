@@ -37,4 +37,18 @@ HR_INTERNAL int hr__prom_render(const hr__prom_input_t *in, char **out);
  * the probe reads. A file that cannot be read leaves its metric out. */
 HR_INTERNAL void hr__prom_self(hr__buf_t *b);
 
+/* The exporter's own connection counters (src/export/conns.c), appended to
+ * /metrics each time it is served (docs/metrics.md). */
+typedef struct hr__http_counters {
+  uint64_t accepted;         /* connections accepted */
+  uint64_t dropped_deadline; /* closed: headers not complete within the header deadline */
+  uint64_t dropped_capacity; /* closed at capacity: the oldest idle or incomplete, for a new one */
+  uint64_t dropped_slow;     /* closed: a response not taken within the response deadline */
+  uint64_t shed;             /* requests answered 503 because too many responses were in flight */
+  uint64_t open, capacity;   /* connections open now; the most held at once */
+} hr__http_counters_t;
+
+/* Appends the headroom_exporter_* families of those counters. */
+HR_INTERNAL void hr__prom_http(hr__buf_t *b, const hr__http_counters_t *k);
+
 #endif /* HR_EXPORT_H */

@@ -1,79 +1,63 @@
-/* The exporter's HTTP side: libmicrohttpd on one thread of its own serving
- * two read-only documents that the watch loop replaces after each sample.
+/* What the exporter serves: two read-only documents that the watch loop
+ * replaces after each sample, over libmicrohttpd, and the start and stop of
+ * the server. Whom it serves, and for how long, is conns.c.
  *
- * We bind the listening socket ourselves and hand it to libmicrohttpd, so a
- * port in use is a clear "address already in use" rather than a NULL daemon,
- * and port 0 gives a free port that tests can read back. Only GET (and HEAD)
- * /, /metrics and /api/snapshot answer 200 (/ is a small page linking the
- * other two, for a person who opens the address in a browser); other paths
- * are 404, other methods on those paths 405.
- *
- * Hostile clients must not keep a scraper out. The one thread polls with
- * epoll, so idle or slow connections cost a file descriptor each and no
- * time; there may be MAX_CONNECTIONS of them, at most PER_IP_LIMIT from one
- * address, so one host cannot take them all. libmicrohttpd's timeout is an
- * idle timeout that restarts with every byte, so a client sending one byte a
- * second would keep its connection for ever: a reaper thread cuts (shuts
- * down) every connection whose request has not been answered within
- * REQUEST_DEADLINE_S of its start, counted from the accept or from the end of
- * the previous request on that connection. The per-connection memory limit
- * caps a request's headers; no endpoint reads a body. */
-#include "util/util.h"
+ * We bind the listening socket ourselves, so a port in use is a clear
+ * "address already in use" rather than a NULL daemon, and port 0 gives a
+ * free port that tests can read back; conns.c accepts on it and hands each
+ * connection to libmicrohttpd, which runs without a thread or a listening
+ * socket of its own. Only GET (and HEAD) /, /metrics and /api/snapshot
+ * answer 200 (/ is a small page linking the other two, for a person who
+ * opens the address in a browser); other paths are 404, other methods on
+ * those paths 405. Every 503 (no sample yet, or shed because too many
+ * responses are in flight) carries Retry-After. /metrics is the published
+ * text with the exporter's own counters appended as it is served. The
+ * per-connection memory limit caps a request's headers; no endpoint reads
+ * a body. */
+#include "export/http.h"
 
 #include <errno.h>
-#include <microhttpd.h>
 #include <netdb.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stdatomic.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
-#define MEMORY_LIMIT       (16 * 1024)
-#define MAX_CONNECTIONS    512
-#define PER_IP_LIMIT       64
-#define REQUEST_DEADLINE_S 5.0
-#define REAP_PERIOD_NS     (100 * 1000 * 1000L)
+#define MEMORY_LIMIT   (16 * 1024)
+#define LISTEN_BACKLOG 1024 /* the kernel caps it at net.core.somaxconn */
+#define RETRY_AFTER    "1"
 
-/* One open connection as the reaper sees it; it lives from libmicrohttpd's
- * "started" notification to its "closed" one, which comes before the socket
- * is closed, so `fd` is never a reused descriptor while it is listed. */
-typedef struct conn {
-  struct conn *prev, *next;
-  int fd;
-  double since; /* monotonic: accept, or the end of the last request */
-  bool cut;
-} conn_t;
-
-struct hr_exporter {
-  struct MHD_Daemon *daemon;
-  int fd, port;
-  pthread_mutex_t lock;
-  char *metrics, *snapshot; /* guarded by lock */
-  pthread_mutex_t conn_lock;
-  conn_t conns; /* list head, guarded by conn_lock */
-  pthread_t reaper;
-  bool reaper_started;
-  atomic_bool stopping;
-};
-
-static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *type,
-                             const char *body, size_t len) {
-  struct MHD_Response *r =
-      MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+static enum MHD_Result queue(struct MHD_Connection *c, unsigned status, const char *type,
+                             struct MHD_Response *r) {
   if (!r) return MHD_NO;
   MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
   MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
   if (status == MHD_HTTP_METHOD_NOT_ALLOWED) MHD_add_response_header(r, "Allow", "GET, HEAD");
+  if (status == MHD_HTTP_SERVICE_UNAVAILABLE)
+    MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, RETRY_AFTER);
   enum MHD_Result ret = MHD_queue_response(c, status, r);
   MHD_destroy_response(r);
   return ret;
 }
 
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *type,
+                             const char *body, size_t len) {
+  return queue(c, status, type,
+               MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY));
+}
+
 static enum MHD_Result reply_text(struct MHD_Connection *c, unsigned status, const char *text) {
   return reply(c, status, "text/plain; charset=utf-8", text, strlen(text));
+}
+
+/* 503 to a request shed for load; the connection closes after it, so the
+ * client comes back on a fresh one when the Retry-After has passed. */
+static enum MHD_Result reply_shed(struct MHD_Connection *c) {
+  static const char text[] = "busy: too many requests in flight; retry\n";
+  struct MHD_Response *r =
+      MHD_create_response_from_buffer(sizeof text - 1, (void *)text, MHD_RESPMEM_PERSISTENT);
+  if (r) MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+  return queue(c, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", r);
 }
 
 static const char index_page[] =
@@ -83,15 +67,50 @@ static const char index_page[] =
     "<li><a href=\"/api/snapshot\">/api/snapshot</a>: the last sample as JSON</li>\n"
     "</ul></body></html>\n";
 
+/* The published metrics with the exporter's own counters after them, as a
+ * response (malloc'd text, freed by libmicrohttpd). Needs e->lock. */
+static struct MHD_Response *metrics_response_locked(hr_exporter_t *e) {
+  hr__buf_t b = {0};
+  hr__http_counters_t k;
+  hr__buf_puts(&b, e->metrics);
+  hr__exporter_counters(e, &k);
+  hr__prom_http(&b, &k);
+  if (b.failed) {
+    hr__buf_free(&b);
+    return NULL;
+  }
+  struct MHD_Response *r = MHD_create_response_from_buffer(b.len, b.s, MHD_RESPMEM_MUST_FREE);
+  if (!r) hr__buf_free(&b);
+  return r;
+}
+
+static enum MHD_Result serve_doc(hr_exporter_t *e, struct MHD_Connection *c, bool metrics) {
+  pthread_mutex_lock(&e->lock);
+  const char *doc = metrics ? e->metrics : e->snapshot;
+  enum MHD_Result ret;
+  if (!doc)
+    ret = reply_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "no sample yet\n");
+  else if (metrics) {
+    struct MHD_Response *r = metrics_response_locked(e);
+    ret = r ? queue(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", r)
+            : reply_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory\n");
+  } else
+    ret = reply(c, MHD_HTTP_OK, "application/json", doc, strlen(doc));
+  pthread_mutex_unlock(&e->lock);
+  return ret;
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
                               const char *method, const char *version, const char *upload,
                               size_t *upload_size, void **con_cls) {
   hr_exporter_t *e = cls;
   (void)version, (void)upload;
   /* The first call only sees the headers; answering then means a body, if
-   * any, is never read. */
-  if (*con_cls == NULL) *con_cls = e;
+   * any, is never read (and libmicrohttpd closes the connection after the
+   * response). */
+  *con_cls = e;
   *upload_size = 0;
+  if (hr__conn_answering(e, c)) return reply_shed(c);
   bool metrics = strcmp(url, "/metrics") == 0, snap = strcmp(url, "/api/snapshot") == 0;
   bool root = strcmp(url, "/") == 0;
   if (!metrics && !snap && !root) return reply_text(c, MHD_HTTP_NOT_FOUND, "not found\n");
@@ -99,83 +118,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     return reply_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
   if (root)
     return reply(c, MHD_HTTP_OK, "text/html; charset=utf-8", index_page, sizeof index_page - 1);
-  pthread_mutex_lock(&e->lock);
-  const char *doc = metrics ? e->metrics : e->snapshot;
-  enum MHD_Result ret;
-  if (!doc)
-    ret = reply_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "no sample yet\n");
-  else
-    ret = reply(c, MHD_HTTP_OK,
-                metrics ? "text/plain; version=0.0.4; charset=utf-8" : "application/json", doc,
-                strlen(doc));
-  pthread_mutex_unlock(&e->lock);
-  return ret;
-}
-
-/* Keeps the reaper's list of open connections (libmicrohttpd's thread). */
-static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
-                          enum MHD_ConnectionNotificationCode code) {
-  hr_exporter_t *e = cls;
-  conn_t *k = *socket_context;
-  if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-    k = calloc(1, sizeof *k);
-    if (!k || !ci) {
-      /* Without a record the reaper cannot cut it: refuse it instead. */
-      free(k);
-      if (ci) shutdown(ci->connect_fd, SHUT_RDWR);
-      return;
-    }
-    k->fd = ci->connect_fd;
-    k->since = hr__now_mono();
-    pthread_mutex_lock(&e->conn_lock);
-    k->next = e->conns.next, k->prev = &e->conns;
-    e->conns.next->prev = k, e->conns.next = k;
-    pthread_mutex_unlock(&e->conn_lock);
-    *socket_context = k;
-  } else if (k) {
-    pthread_mutex_lock(&e->conn_lock);
-    k->prev->next = k->next, k->next->prev = k->prev;
-    pthread_mutex_unlock(&e->conn_lock);
-    free(k);
-    *socket_context = NULL;
-  }
-}
-
-/* A request answered: the deadline of the next one on this keep-alive
- * connection starts now. */
-static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
-                         enum MHD_RequestTerminationCode code) {
-  hr_exporter_t *e = cls;
-  (void)con_cls, (void)code;
-  const union MHD_ConnectionInfo *ci =
-      MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-  conn_t *k = ci ? ci->socket_context : NULL;
-  if (!k) return;
-  pthread_mutex_lock(&e->conn_lock);
-  k->since = hr__now_mono();
-  pthread_mutex_unlock(&e->conn_lock);
-}
-
-/* Cuts every connection past its deadline. shutdown() rather than close():
- * libmicrohttpd owns the descriptor, sees the end of the stream and closes
- * it itself, on its own thread. */
-static void *reap(void *arg) {
-  hr_exporter_t *e = arg;
-  struct timespec period = {0, REAP_PERIOD_NS};
-  while (!atomic_load(&e->stopping)) {
-    nanosleep(&period, NULL);
-    double now = hr__now_mono();
-    pthread_mutex_lock(&e->conn_lock);
-    for (conn_t *k = e->conns.next; k != &e->conns; k = k->next)
-      if (!k->cut && now - k->since > REQUEST_DEADLINE_S) {
-        shutdown(k->fd, SHUT_RDWR);
-        k->cut = true;
-      }
-    pthread_mutex_unlock(&e->conn_lock);
-  }
-  return NULL;
+  return serve_doc(e, c, metrics);
 }
 
 /* Splits "HOST:PORT" or "[V6]:PORT" into host and port. */
@@ -221,14 +164,14 @@ static int open_listener(const char *addr, int *port_out, char *err, size_t errl
   if (g != 0) return hr__err(err, errlen, HR_EINVAL, "listen: %s: %s", addr, gai_strerror(g));
   int fd = -1, e = 0;
   for (struct addrinfo *a = res; a; a = a->ai_next) {
-    fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
     if (fd < 0) {
       e = errno;
       continue;
     }
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 64) == 0) break;
+    if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, LISTEN_BACKLOG) == 0) break;
     e = errno;
     close(fd);
     fd = -1;
@@ -251,48 +194,61 @@ static int open_listener(const char *addr, int *port_out, char *err, size_t errl
   return fd;
 }
 
-int hr_exporter_start(const char *listen, hr_exporter_t **out, char *err, size_t errlen) {
-  if (!listen || !out) return HR_EINVAL;
+/* libmicrohttpd without a thread or a listening socket of its own: conns.c
+ * accepts and runs it. Its connection limit is a backstop above ours (cut
+ * connections linger until its next run); its timeout, a backstop behind
+ * our deadlines. */
+static struct MHD_Daemon *daemon_start(hr_exporter_t *e) {
+  unsigned limit = (unsigned)(2 * e->lim.capacity + 64);
+  unsigned timeout = (unsigned)(e->lim.header_deadline + e->lim.response_deadline) + 5;
+  return MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_NO_LISTEN_SOCKET, 0, NULL, NULL, handle, e,
+                          MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)MEMORY_LIMIT,
+                          MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_CONNECTION_TIMEOUT,
+                          timeout, MHD_OPTION_NOTIFY_CONNECTION, hr__conn_notify, e,
+                          MHD_OPTION_NOTIFY_COMPLETED, hr__conn_completed, e, MHD_OPTION_END);
+}
+
+int hr__exporter_start_with(const char *listen, const hr__http_limits_t *lim, hr_exporter_t **out,
+                            char *err, size_t errlen) {
+  if (!listen || !lim || !out || lim->capacity == 0) return HR_EINVAL;
   *out = NULL;
   hr_exporter_t *e = calloc(1, sizeof *e);
   if (!e) return HR_ENOMEM;
+  e->lim = *lim;
+  e->ep = e->wake = -1;
   pthread_mutex_init(&e->lock, NULL);
-  pthread_mutex_init(&e->conn_lock, NULL);
-  e->conns.next = e->conns.prev = &e->conns;
-  e->fd = open_listener(listen, &e->port, err, errlen);
-  if (e->fd < 0) {
-    int rc = e->fd;
-    hr_exporter_stop(e);
-    return rc;
+  int rc = e->fd = open_listener(listen, &e->port, err, errlen);
+  if (rc < 0) goto fail;
+  if ((rc = hr__conns_init(e)) != 0) {
+    hr__err(err, errlen, rc, "listen: %s: %s", listen, strerror(errno));
+    goto fail;
   }
-  e->daemon = MHD_start_daemon(
-      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL, handle, e,
-      MHD_OPTION_LISTEN_SOCKET, (MHD_socket)e->fd, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-      (size_t)MEMORY_LIMIT, MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
-      MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)PER_IP_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
-      (unsigned)REQUEST_DEADLINE_S, MHD_OPTION_NOTIFY_CONNECTION, on_connection, e,
-      MHD_OPTION_NOTIFY_COMPLETED, on_completed, e, MHD_OPTION_END);
-  if (!e->daemon) {
-    close(e->fd);
-    hr_exporter_stop(e);
-    return hr__err(err, errlen, HR_EIO, "listen: %s: libmicrohttpd could not start", listen);
+  if (!(e->daemon = daemon_start(e))) {
+    rc = hr__err(err, errlen, HR_EIO, "listen: %s: libmicrohttpd could not start", listen);
+    goto fail;
   }
-  if (pthread_create(&e->reaper, NULL, reap, e) != 0) {
-    hr_exporter_stop(e);
-    return hr__err(err, errlen, HR_ENOMEM, "listen: %s: no thread for the request deadline",
-                   listen);
+  if ((rc = hr__conns_start(e)) != 0) {
+    hr__err(err, errlen, rc, "listen: %s: the exporter's thread could not start", listen);
+    goto fail;
   }
-  e->reaper_started = true;
   *out = e;
   return 0;
+fail:
+  hr_exporter_stop(e);
+  return rc;
+}
+
+int hr_exporter_start(const char *listen, hr_exporter_t **out, char *err, size_t errlen) {
+  hr__http_limits_t lim = hr__http_limits_default();
+  return hr__exporter_start_with(listen, &lim, out, err, errlen);
 }
 
 void hr_exporter_stop(hr_exporter_t *e) {
   if (!e) return;
-  atomic_store(&e->stopping, true);
-  if (e->reaper_started) pthread_join(e->reaper, NULL);
-  if (e->daemon) MHD_stop_daemon(e->daemon); /* closes the listening socket too */
-  pthread_mutex_destroy(&e->conn_lock);
+  hr__conns_stop(e);
+  if (e->daemon) MHD_stop_daemon(e->daemon); /* closes every connection */
+  hr__conns_close(e);
+  if (e->fd >= 0) close(e->fd);
   pthread_mutex_destroy(&e->lock);
   free(e->metrics);
   free(e->snapshot);

@@ -402,3 +402,28 @@ static void broker_families(hr__buf_t *b, const hr_broker_counters_t *k) {
   family(b, "headroom_broker_leases", "gauge", "leases held now");
   hr__buf_printf(b, "headroom_broker_leases %" PRIu64 "\n", k->leases);
 }
+
+/* ---- the exporter's own connections ------------------------------------- */
+
+void hr__prom_http(hr__buf_t *b, const hr__http_counters_t *k) {
+  counter(b, "headroom_exporter_connections_accepted_total", "connections the exporter accepted",
+          k->accepted);
+  family(b, "headroom_exporter_connections_dropped_total", "counter",
+         "connections the exporter closed itself, by reason: header_deadline (no complete "
+         "request in time), capacity (the oldest idle or incomplete one, for a new one), "
+         "response_deadline (a response not taken in time)");
+  hr__buf_printf(b,
+                 "headroom_exporter_connections_dropped_total{reason=\"header_deadline\"} %" PRIu64
+                 "\n"
+                 "headroom_exporter_connections_dropped_total{reason=\"capacity\"} %" PRIu64 "\n"
+                 "headroom_exporter_connections_dropped_total{reason=\"response_deadline\"} "
+                 "%" PRIu64 "\n",
+                 k->dropped_deadline, k->dropped_capacity, k->dropped_slow);
+  counter(b, "headroom_exporter_requests_shed_total",
+          "requests answered 503 because too many responses were in flight", k->shed);
+  family(b, "headroom_exporter_connections", "gauge", "connections open now");
+  hr__buf_printf(b, "headroom_exporter_connections %" PRIu64 "\n", k->open);
+  family(b, "headroom_exporter_connection_limit", "gauge",
+         "connections the exporter holds at most");
+  hr__buf_printf(b, "headroom_exporter_connection_limit %" PRIu64 "\n", k->capacity);
+}
