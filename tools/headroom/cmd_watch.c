@@ -27,47 +27,84 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Appends `text` to `out` (of `len` bytes, `*at` used) under the option
+ * column (23 spaces; 25 for the lines it continues on), broken at spaces so
+ * that no line passes 80 columns. */
+static void append_wrapped(char *out, size_t len, size_t *at, const char *text) {
+  int indent = 23;
+  while (*text && *at < len) {
+    int n = (int)strlen(text), width = 80 - indent;
+    if (n > width) {
+      n = width;
+      while (n > 0 && text[n] != ' ') n--;
+      if (n == 0) n = width;
+    }
+    int w = snprintf(out + *at, len - *at, "%*s%.*s\n", indent, "", n, text);
+    *at = w < 0 ? len : *at + (size_t)w;
+    text += n;
+    while (*text == ' ') text++;
+    indent = 25;
+  }
+}
+
+/* The modes of --mode, one paragraph each, from the cleanup mode table. */
+static void cleanup_modes_help(char *out, size_t len) {
+  size_t n = 0, at = 0;
+  const hr_cleanup_mode_t *modes = hr_cleanup_modes(&n);
+  out[0] = '\0';
+  for (size_t i = 0; i < n; i++) {
+    char line[512];
+    snprintf(line, sizeof line, "%s: %s", modes[i].name, modes[i].summary);
+    append_wrapped(out, len, &at, line);
+  }
+}
+
 static void watch_usage(FILE *f) {
+  char modes[2048];
+  cleanup_modes_help(modes, sizeof modes);
   fprintf(
-      f, "usage: headroom watch [--interval 1s] [--filter NAMES] [--mode MODE] [--ram-warn 80]\n"
-         "                      [--ram-critical 90] [--vram-warn 85] [--vram-critical 95]\n"
-         "                      [--leak-window 10m] [--on-warning CMD] [--on-critical CMD]\n"
-         "                      [--cooldown 60s] [--listen 127.0.0.1:10460|none] [--db PATH|none]\n"
-         "                      [--retain 7d] [--top N] [--json] [--once] [--count N]\n\n"
-         "Samples host, cgroup, GPU and process memory every interval. Each GPU, the host\n"
-         "and the cgroup is ok, warning or critical against the thresholds (percent), with\n"
-         "hysteresis. Leaks (memory rising steadily over the window, by a Mann-Kendall\n"
-         "test and a Theil-Sen slope), idle GPU hogs, cgroup OOM kills and exits of\n"
-         "watched processes are events.\n\n"
-         "  --mode MODE          conservative: report only (default); balanced: also run\n"
-         "                       --on-warning/--on-critical with the event as JSON in\n"
-         "                       HEADROOM_EVENT; aggressive: also sync and drop the page\n"
-         "                       cache at critical host or cgroup use, when root and\n"
-         "                       --allow-drop-caches. Each action waits --cooldown.\n"
-         "  --action-timeout D   a hook running longer is killed (10s)\n"
-         "  --leak-min-rate SIZE growth per minute a leak must exceed (2M)\n"
-         "  --leak-min-samples N samples a leak alarm needs (30)\n"
-         "  --idle-share P, --idle-util P, --idle-samples N\n"
-         "                       idle hog: holds P%% of a GPU whose utilisation stays under\n"
-         "                       P%% for N samples (20, 10, 60)\n"
-         "  --proc-budget P      share of a core that reading processes may take (1%%):\n"
-         "                       with many processes they are read less often than the\n"
-         "                       interval, and leaks need as many process reads\n"
-         "  --top N              processes shown, recorded and exported besides those\n"
-         "                       holding GPU memory: the N largest by resident memory\n"
-         "                       after --filter, as in 'headroom status' (10)\n"
-         "  --metrics-top N      processes without GPU memory in /metrics, besides\n"
-         "                       those holding some (5; docs/metrics.md)\n"
-         "  --listen ADDR        Prometheus /metrics and /api/snapshot (none: off)\n"
-         "  --db PATH            history database ($XDG_STATE_HOME/headroom/history.db;\n"
-         "                       none: off)\n"
-         "  --budget SPEC        what the broker may hand out: host=16G,gpu0=20G\n"
-         "  --json               JSON lines even on a terminal\n"
-         "  --once, --count N    stop after 1 or N samples\n\n"
-         "Every option also comes from the config file and HEADROOM_<NAME> variables\n"
-         "(see 'headroom config'). An outside process cannot free another process's GPU\n"
-         "memory or heap: hooks and the Python layer let processes free their own\n"
-         "(docs/freeing-memory.md).\n");
+      f,
+      "usage: headroom watch [--interval 1s] [--filter NAMES] [--mode MODE] [--ram-warn 80]\n"
+      "                      [--ram-critical 90] [--vram-warn 85] [--vram-critical 95]\n"
+      "                      [--leak-window 10m] [--on-warning CMD] [--on-critical CMD]\n"
+      "                      [--cooldown 60s] [--listen 127.0.0.1:10460|none] [--db PATH|none]\n"
+      "                      [--retain 7d] [--top N] [--json] [--once] [--count N]\n\n"
+      "Samples host, cgroup, GPU and process memory every interval. Each GPU, the host\n"
+      "and the cgroup is ok, warning or critical against the thresholds (percent), with\n"
+      "hysteresis. Leaks (memory rising steadily over the window, by a Mann-Kendall\n"
+      "test and a Theil-Sen slope), idle GPU hogs, cgroup OOM kills and exits of\n"
+      "watched processes are events.\n\n"
+      "  --mode MODE          the cleanup mode (conservative); each does what the one\n"
+      "                       before it does, and more (docs/freeing-memory.md):\n"
+      "%s"
+      "                       A hook gets the event as JSON in HEADROOM_EVENT; the page\n"
+      "                       cache is dropped only as root with --allow-drop-caches.\n"
+      "                       Each action waits --cooldown.\n"
+      "  --action-timeout D   a hook running longer is killed (10s)\n"
+      "  --leak-min-rate SIZE growth per minute a leak must exceed (2M)\n"
+      "  --leak-min-samples N samples a leak alarm needs (30)\n"
+      "  --idle-share P, --idle-util P, --idle-samples N\n"
+      "                       idle hog: holds P%% of a GPU whose utilisation stays under\n"
+      "                       P%% for N samples (20, 10, 60)\n"
+      "  --proc-budget P      share of a core that reading processes may take (1%%):\n"
+      "                       with many processes they are read less often than the\n"
+      "                       interval, and leaks need as many process reads\n"
+      "  --top N              processes shown, recorded and exported besides those\n"
+      "                       holding GPU memory: the N largest by resident memory\n"
+      "                       after --filter, as in 'headroom status' (10)\n"
+      "  --metrics-top N      processes without GPU memory in /metrics, besides\n"
+      "                       those holding some (5; docs/metrics.md)\n"
+      "  --listen ADDR        Prometheus /metrics and /api/snapshot (none: off)\n"
+      "  --db PATH            history database ($XDG_STATE_HOME/headroom/history.db;\n"
+      "                       none: off)\n"
+      "  --budget SPEC        what the broker may hand out: host=16G,gpu0=20G\n"
+      "  --json               JSON lines even on a terminal\n"
+      "  --once, --count N    stop after 1 or N samples\n\n"
+      "Every option also comes from the config file and HEADROOM_<NAME> variables\n"
+      "(see 'headroom config'). An outside process cannot free another process's GPU\n"
+      "memory or heap: hooks and the Python layer let processes free their own\n"
+      "(docs/freeing-memory.md).\n",
+      modes);
 }
 
 static volatile sig_atomic_t stop_flag;
