@@ -20,10 +20,10 @@ def clean():
 
 
 def library_or_skip():
-    from headroom import watch
+    from headroom.readings import detect
 
-    if not watch.available():
-        pytest.skip("the leak test is libheadroom's: %s" % watch.unavailable_reason())
+    if not detect.available():
+        pytest.skip("the leak test is libheadroom's: %s" % detect.unavailable_reason())
 
 
 LOOP = r"""
