@@ -22,7 +22,7 @@ import time
 from . import free as _free
 from ._c import lib as _lib, options
 from .pytorch import vram
-from .readings import detect, procfs
+from .readings import detection, procfs
 from .readings.units import fmt_bytes
 
 LEVELS = ("ok", "warning", "critical")
@@ -93,12 +93,12 @@ class SmartMemoryManager:
                      vram_warn=vram_warn, vram_critical=vram_critical, mode=mode,
                      leak_mib_per_min=leak_mib_per_min, window=window, cooldown=cooldown,
                      hysteresis=hysteresis, min_samples=min_samples)
-        if not detect.available():
+        if not detection.available():
             raise _lib_error()
         cfg = self.defaults()
         cfg.update({k: v for k, v in given.items() if v is not None})
         _check(cfg)
-        detector = detect.LeakDetector(cfg["window"], cfg["leak_mib_per_min"] * _MIB,
+        detector = detection.LeakDetector(cfg["window"], cfg["leak_mib_per_min"] * _MIB,
                                       cfg["min_samples"])
         with self._lock:
             old, self._detector = self._detector, detector
@@ -152,10 +152,10 @@ class SmartMemoryManager:
         s = self._read()
         now = self._clock()
         with self._lock:
-            ram = self._ram_level = detect.level_update(
+            ram = self._ram_level = detection.level_update(
                 self._ram_level, s.get("ram_percent"), cfg["ram_warn"], cfg["ram_critical"],
                 cfg["hysteresis"])
-            vram = self._vram_level = detect.level_update(
+            vram = self._vram_level = detection.level_update(
                 self._vram_level, s.get("vram_percent"), cfg["vram_warn"], cfg["vram_critical"],
                 cfg["hysteresis"])
         if s.get("vram_percent") is None:
@@ -208,7 +208,7 @@ class SmartMemoryManager:
         """A dict: running, level, last sample, leak text, frees, recent events."""
         with self._lock:
             return {"running": self._thread is not None and self._thread.is_alive(),
-                    "logic": detect.unavailable_reason() or "libheadroom",
+                    "logic": detection.unavailable_reason() or "libheadroom",
                     "level": self._level, "last": dict(self._last), "leak": self._leak,
                     "frees": self._frees, "events": list(self._events),
                     "settings": dict(self._cfg)}
@@ -240,7 +240,7 @@ def _lib_error():
         _lib.load()
     except _lib.HeadroomError as e:
         return e
-    return _lib.HeadroomError(-7, "manager", detect.unavailable_reason())
+    return _lib.HeadroomError(-7, "manager", detection.unavailable_reason())
 
 
 def _check(cfg):

@@ -20,10 +20,10 @@ def clean():
 
 
 def library_or_skip():
-    from headroom.readings import detect
+    from headroom.readings import detection
 
-    if not detect.available():
-        pytest.skip("the leak test is libheadroom's: %s" % detect.unavailable_reason())
+    if not detection.available():
+        pytest.skip("the leak test is libheadroom's: %s" % detection.unavailable_reason())
 
 
 LOOP = r"""

@@ -5,7 +5,7 @@ The ComfyUI room:
 
 - models: what is loaded, the prompt queue, events, and the unloading steps
   headroom.free_memory() runs inside ComfyUI.
-- actions: free(), unload_index() and the smart manager's critical action,
+- freeing: free(), unload_index() and the smart manager's critical action,
   aliases of headroom.free_memory() that name what to unload.
 - auxiliary: models registered with a parent (register_auxiliary, using).
 - panel: what the node pack's panel shows (panel_state).
@@ -16,7 +16,7 @@ Outside ComfyUI every function says that ComfyUI's model management is
 absent (ComfyAbsent, or a report saying so) instead of failing in odd ways.
 """
 
-from .actions import critical_action, free, install_manager_action, unload_index
+from .freeing import critical_action, free, install_manager_action, unload_index
 from .auxiliary import load_with_auxiliary, register_auxiliary, using
 from .models import (ComfyAbsent, NotAPatcher, PromptRunning, absent_reason, available,
                      check_idle, check_patcher, dynamic_vram, events, is_patcher, loaded_models,

@@ -33,7 +33,7 @@ import time
 
 from .. import agent as _agent
 from .._c import options
-from . import actions, models as comfy
+from . import freeing, models as comfy
 
 __all__ = ["ComfyModels", "start", "stop", "enabled"]
 
@@ -139,12 +139,12 @@ class ComfyModels:
             for p, n in stay:
                 if total >= nbytes:
                     break
-                res = actions.free(target="input", model=p)
+                res = freeing.free(target="input", model=p)
                 still += res.still_referenced
                 total += n
             del stay, p
         else:
-            res = actions.free(target="amount", amount=int(nbytes))
+            res = freeing.free(target="amount", amount=int(nbytes))
             still = res.still_referenced
         self.last_result = res
         got = max(0, before - self._loaded_on(device))

@@ -23,7 +23,7 @@ import threading
 import time
 
 from .._c import options
-from ..readings import detect, procfs
+from ..readings import detection, procfs
 from ..readings.units import fmt_bytes
 from . import vram
 
@@ -143,7 +143,7 @@ def _series(samples, key):
 def _leak_settings():
     """(window_s, min_rate_per_min, min_samples) from the option table, or
     None without the library."""
-    if not detect.available():
+    if not detection.available():
         return None
     o = options.process()
     return o.get("leak_window"), o.get("leak_min_rate"), o.get("leak_min_samples")
@@ -155,7 +155,7 @@ def _judge(points, settings):
     pts = [p for p in points if p[0] >= last - window]
     if len(pts) < max(3, min_samples):
         return None
-    return detect.leak_evaluate(pts, window, rate, min_samples=max(3, min_samples))
+    return detection.leak_evaluate(pts, window, rate, min_samples=max(3, min_samples))
 
 
 def summary():

@@ -3,7 +3,7 @@ tests that judge it.
 
 - snapshot: the machine through libheadroom's probe (headroom.snapshot()).
 - procfs: this process's RSS, the host's memory and processes, from /proc.
-- detect: levels with hysteresis and leak detection (the trend test).
+- detection: levels with hysteresis and leak detection (the trend test).
 - units: sizes written and read as text.
 
 PyTorch's and the pools' VRAM readings live in the PyTorch room

@@ -37,7 +37,7 @@ def unavailable_reason():
 def _need():
     lib = _lib.load()
     if not available():
-        raise _lib.HeadroomError(-7, "detect", unavailable_reason())
+        raise _lib.HeadroomError(-7, "detection", unavailable_reason())
     return lib
 
 
