@@ -14,7 +14,7 @@ docs/freeing-memory.md), in this order:
    between prompts instead.
 2. A pass, repeated up to the row's max_passes while a pass brings back at
    least min_pass_bytes: a garbage collection (collect), then the caches
-   (caches): ComfyUI's soft_empty_cache() inside ComfyUI, else PyTorch's
+   (caches): ComfyUI's soft_empty_cache() inside ComfyUI, and PyTorch's
    synchronize / empty_cache / ipc_collect when CUDA is initialised here;
    the cached segments of headroom's pools (those behind PyTorch's
    allocator under install_allocator(), and every open Pool); malloc_trim(0),
@@ -149,21 +149,20 @@ def malloc_trim():
 
 def release_caches(actions):
     """The caches step of every mode: ComfyUI's soft_empty_cache() when
-    ComfyUI runs here, else PyTorch's synchronize / empty_cache / ipc_collect
-    when CUDA is initialised; the cached segments of headroom's pools; then
+    ComfyUI runs here, PyTorch's synchronize / empty_cache / ipc_collect when
+    CUDA is initialised; the cached segments of headroom's pools; then
     malloc_trim(0). Appends what it did to `actions`; returns {CUDA device
     index: reserved bytes that came back}, read from PyTorch's (or the
     pools') counters before and after."""
     before = vram.by_device()
-    if comfy_models.running():
+    if comfy_models.running():  # its own device's cache (CUDA, MPS, XPU)
         comfy_models.soft_empty_cache(actions)
-    else:
-        torch = vram.torch_cuda()
-        if torch is not None:
-            torch.cuda.synchronize()
-            torch.cuda.empty_cache()
-            torch.cuda.ipc_collect()
-            actions.append("torch.cuda synchronize/empty_cache/ipc_collect")
+    torch = vram.torch_cuda()
+    if torch is not None:
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.ipc_collect()
+        actions.append("torch.cuda synchronize/empty_cache/ipc_collect")
     if allocator.installed():
         try:
             got = sum(_pool.release_cached(h) for h in allocator.torch_pools().values())
