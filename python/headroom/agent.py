@@ -132,7 +132,10 @@ class _Lines:
 def _torch_caches():
     """PyTorch's cached, unused CUDA blocks per device, when CUDA is up."""
     torch = sys.modules.get("torch")
-    if torch is None or not torch.cuda.is_initialized():
+    try:
+        if torch is None or not torch.cuda.is_initialized():
+            return []
+    except AttributeError:  # torch is being imported by another thread
         return []
     out = []
     for i in range(torch.cuda.device_count()):

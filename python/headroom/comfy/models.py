@@ -329,12 +329,18 @@ def unload_entries(mm, entries, res):
             mm.current_loaded_models.remove(lm)
         except ValueError:
             pass
-        res.unloaded.append(info)
-        try:
-            refs.append((info["name"], weakref.ref(lm.model.model)))
-        except (TypeError, AttributeError):
-            pass
+        _unloaded(res, refs, info, lm)
     return refs
+
+
+def _unloaded(res, refs, info, lm):
+    """Adds an unloaded model's info to res.unloaded and a weak reference to
+    its module to `refs`, for the still-referenced check."""
+    res.unloaded.append(info)
+    try:
+        refs.append((info["name"], weakref.ref(lm.model.model)))
+    except (TypeError, AttributeError):  # no module, or one that takes no weak reference
+        pass
 
 
 def devices(mm):
@@ -400,13 +406,8 @@ def unload_lru(amount, res):
         want = 1e30 if amount is None else mm.get_free_memory(dev) + amount
         for lm in mm.free_memory(want, dev, keep_loaded=keep):
             info = infos.get(id(lm)) or model_info(lm)
-            if info is None:
-                continue
-            res.unloaded.append(info)
-            try:
-                refs.append((info["name"], weakref.ref(lm.model.model)))
-            except (TypeError, AttributeError):
-                pass
+            if info is not None:
+                _unloaded(res, refs, info, lm)
         res.actions.append("free_memory(%s, %s)" % (
             "all" if amount is None else fmt_bytes(want), dev))
     del infos, keep
