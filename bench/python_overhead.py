@@ -7,7 +7,7 @@ import sys
 import time
 
 import headroom
-from headroom import memory
+from headroom import free
 
 
 def measure(fn, n):
@@ -23,7 +23,7 @@ def measure(fn, n):
 def free(mode, cooldown=0.0):
     def f():
         if cooldown == 0:
-            memory._last_done = None
+            free._last_done = None
         headroom.free_memory(mode, cooldown=cooldown)
     return f
 

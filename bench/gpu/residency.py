@@ -124,7 +124,7 @@ def calibrate(torch, models, device):
     if device.type != "cuda":
         return 4 * MIB, 0, []
     per, work, slack = [], 0, 0
-    from headroom.registry import module_bytes
+    from headroom.pytorch.registry import module_bytes
     for key, name, m, make in models:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -260,7 +260,7 @@ def core(torch, headroom, cli, device, cfg, seq, policies, tmpdir, plan_budget=N
     the comparison. plan_budget gives the plan another budget than the live
     run (the tests use it to make the two disagree)."""
     models = models or build_models(torch, cfg)
-    from headroom.registry import module_bytes
+    from headroom.pytorch.registry import module_bytes
     sizes = {name: module_bytes(m) for _, name, m, _ in models}
     working, slack, calib = calibrate(torch, models, device)
     order = sorted(sizes.values())

@@ -219,9 +219,9 @@ def child_maxbatch(spec):
         if not device.startswith("cuda"):
             return
         if allocator == "headroom":
-            from headroom import torch as hr_torch
+            import headroom
 
-            hr_torch.release_cached()
+            headroom.free_memory("conservative")  # the pools' caches, among the caches
         else:
             torch.cuda.empty_cache()
 

@@ -1,9 +1,10 @@
 /* detect: the pure decision primitives, shared by the daemon and the Python
  * package: the level of a use in percent (ok / warning / critical with
- * hysteresis) and the leak trend test (Mann-Kendall with a Theil-Sen slope
- * over a window). They read no machine state and keep none beyond a leak
- * detector's series, so they live in libheadroom, where an inference process
- * that loads no daemon can use them.
+ * hysteresis), the leak trend test (Mann-Kendall with a Theil-Sen slope
+ * over a window) and the table of what each cleanup mode does. They read
+ * no machine state and keep none beyond a leak detector's series, so they
+ * live in libheadroom, where an inference process that loads no daemon can
+ * use them.
  * Included by headroom/headroom.h; do not include it alone. */
 #ifndef HEADROOM_DETECT_H
 #define HEADROOM_DETECT_H
@@ -94,6 +95,39 @@ HR_API int hr_leak_slope(hr_leak_t *d, int pid, uint64_t start_ticks, int series
 HR_API void hr_leak_prune(hr_leak_t *d, double before);
 /* Number of series held. */
 HR_API size_t hr_leak_count(const hr_leak_t *d);
+
+/* ---- cleanup modes ------------------------------------------------------ */
+
+/* What each cleanup mode (the `mode` option: conservative, balanced,
+ * aggressive) does, in one table read by `headroom watch`, the Python
+ * package's free_memory() and the ComfyUI nodes alike. A process does what
+ * only it can do (caches, a collection, idle modules, models, repeated
+ * passes); watch, an outside process, runs hooks and drops the page cache.
+ * Each mode does what the one before it does, and more. */
+typedef struct hr_cleanup_mode {
+  const char *name;        /* "conservative", "balanced", "aggressive" */
+  const char *summary;     /* what the mode does, in one sentence */
+  bool caches;             /* a process releases its allocator caches: PyTorch's CUDA cache,
+                              headroom's pools' cached segments, malloc_trim(0) */
+  bool collect;            /* ... after a garbage collection (Python's gc.collect) */
+  bool idle_modules;       /* ... and offloads the idle modules of its open registries */
+  bool models;             /* ... and, inside ComfyUI, unloads its models through
+                              comfy.model_management */
+  bool hooks;              /* watch runs on_warning at a warning, on_critical at a critical level */
+  bool drop_caches;        /* watch drops the page cache at a critical host or cgroup level
+                              (as root, with allow_drop_caches) */
+  uint32_t max_passes;     /* a process repeats its pass at most this many times ... */
+  uint64_t min_pass_bytes; /* ... while a pass brings back at least this many bytes */
+} hr_cleanup_mode_t;
+
+/* Returns the table, in the order of the `mode` option's choices, from the
+ * gentlest mode to the strongest; `n` gets the number of rows. The table is
+ * static and lives as long as the library. Never fails. */
+HR_API const hr_cleanup_mode_t *hr_cleanup_modes(size_t *n);
+
+/* Returns the row of the mode named `name`, or NULL when there is none
+ * (NULL `name` included). */
+HR_API const hr_cleanup_mode_t *hr_cleanup_mode(const char *name);
 
 #ifdef __cplusplus
 }

@@ -33,7 +33,7 @@
     "read PSS (smaps_rollup) of the processes shown; costs ms per large process")                  \
   X(interval, HR_OPT_DURATION, "1s", 0.01, 86400, NULL, "time between samples")                    \
   X(mode, HR_OPT_ENUM, "conservative", 0, 0, "conservative|balanced|aggressive",                   \
-    "what watch does at a warning or critical level")                                              \
+    "what watch, free_memory and the ComfyUI nodes free (docs/freeing-memory.md)")                 \
   X(ram_warn, HR_OPT_PERCENT, "80", 1, 100, NULL, "host or cgroup memory use that warns")          \
   X(ram_critical, HR_OPT_PERCENT, "90", 1, 100, NULL,                                              \
     "host or cgroup memory use that is critical")                                                  \

@@ -2,7 +2,7 @@
 nodes (the Model one unloads through ComfyUI's model management), VRAM
 optimizer, smart memory manager, per-stage report, an auxiliary-model
 example, the /headroom/* routes, a web panel (web/), and ComfyUI's agent
-for the memory broker (headroom.comfy_agent).
+for the memory broker (headroom.comfy.broker_client).
 
 ComfyUI loads this folder when it is linked or copied into custom_nodes/.
 The nodes need the headroom Python package: installed with pip, or, when this
@@ -11,7 +11,7 @@ folder is a link into a headroom checkout, the checkout's python/ folder.
 
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from . import routes as _routes
-from headroom import comfy_agent as _comfy_agent
+from headroom.comfy import broker_client as _broker_client
 
 WEB_DIRECTORY = "./web"
 
@@ -19,6 +19,6 @@ _routes.register()
 # Registers ComfyUI with the memory broker of `headroom watch` whenever its
 # socket exists, on a background thread (option comfy_agent; off with
 # HEADROOM_COMFY_AGENT=0).
-_comfy_agent.start()
+_broker_client.start()
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

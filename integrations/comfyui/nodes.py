@@ -17,11 +17,15 @@ except ImportError:  # a link into a checkout: use its python/ folder
     sys.path.insert(0, os.path.normpath(os.path.join(_here, "..", "..", "python")))
     import headroom
 
-from headroom import _readings, comfy as _comfy, manager as _manager, memory as _memory
+from headroom import comfy as _comfy, free as _free, manager as _manager
 from headroom import stages as _stages
+from headroom._c import cleanup as _cleanup
+from headroom.pytorch import vram as _vram
+from headroom.readings import procfs as _procfs
+from headroom.readings.units import fmt_bytes
 
 CATEGORY = "headroom"
-MODES = list(_memory.MODES)
+MODES = list(_free.MODES)
 
 
 class AnyType(str):
@@ -50,6 +54,19 @@ def _nonneg(value, label):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise ValueError("%s must be a number >= 0; got %r" % (label, value))
     return float(value)
+
+
+def _mode_input(default=None):
+    """The mode input: the cleanup modes, each described by its row of
+    libheadroom's table (the one `headroom watch --mode` reads), when the
+    library is there."""
+    spec = {} if default is None else {"default": default}
+    try:
+        spec["tooltip"] = "\n".join("%s: %s" % (m["name"], m["summary"])
+                                    for m in _cleanup.modes())
+    except Exception:  # no library: the modes still work, caches alone (free_memory says so)
+        pass
+    return (MODES, spec)
 
 
 def _ui(text, *result):
@@ -95,9 +112,9 @@ def _cgroup():
 
 def monitor_report(ram_threshold, vram_threshold, process_filter=""):
     """The Memory Monitor's text: host RAM, this process, VRAM, matching processes."""
-    f = _readings.fmt_bytes
+    f = fmt_bytes
     lines = []
-    host = _readings.host_memory()
+    host = _procfs.host_memory()
     warn = host["used_percent"] >= ram_threshold
     lines.append("%sRAM: %s of %s used (%.1f%%), %s available" % (
         "WARNING " if warn else "", f(host["used_bytes"]), f(host["total_bytes"]),
@@ -108,16 +125,16 @@ def monitor_report(ram_threshold, vram_threshold, process_filter=""):
             "WARNING " if 100.0 * cg["usage_bytes"] / cg["limit_bytes"] >= ram_threshold else "",
             cg["version"], f(cg["usage_bytes"]), f(cg["limit_bytes"]),
             100.0 * cg["usage_bytes"] / cg["limit_bytes"]))
-    lines.append("this process: RSS %s" % f(_readings.rss_bytes()))
-    devs = _readings.vram_devices()
+    lines.append("this process: RSS %s" % f(_procfs.rss_bytes()))
+    devs = _vram.devices()
     if not devs:
-        lines.append("VRAM: n/a (%s)" % _readings.vram_status())
+        lines.append("VRAM: n/a (%s)" % _vram.status())
     for d in devs:
         used = d["total_bytes"] - d["free_bytes"]
         lines.append("%sVRAM cuda:%d %s: %s of %s used (%.1f%%, %s)" % (
             "WARNING " if d["used_percent"] >= vram_threshold else "", d["index"], d["name"],
             f(used), f(d["total_bytes"]), d["used_percent"], d["source"]))
-    alloc, res = _readings.vram_process()
+    alloc, res = _vram.process_bytes()
     if alloc is not None:
         lines.append("this process: VRAM allocated %s, reserved %s" % (f(alloc), f(res)))
     terms = [t.strip() for t in process_filter.split(",") if t.strip()]
@@ -147,7 +164,7 @@ def matching_processes(terms, top=10):
                      if any(t in p["name"].lower() or t in p["cmdline"].lower() for t in low)]
             procs.sort(key=lambda p: -((p.get("gpu_bytes") or 0) + (p.get("rss_bytes") or 0)))
             return procs[:top], "libheadroom probe"
-    return _readings.processes(terms, top=top), "/proc"
+    return _procfs.processes(terms, top=top), "/proc"
 
 
 @_always_run
@@ -189,7 +206,7 @@ def _free_node(type_name, label):
             return {
                 "required": {
                     label: (type_name,),
-                    "mode": (MODES, {"default": "balanced"}),
+                    "mode": _mode_input("balanced"),
                     "cooldown": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 3600.0,
                                            "step": 0.5}),
                 }
@@ -204,7 +221,8 @@ def _free_node(type_name, label):
         def run(self, mode="balanced", cooldown=0.0, **inputs):
             if label not in inputs:
                 raise ValueError("missing input %r" % label)
-            res = headroom.free_memory(mode, cooldown=_nonneg(cooldown, "cooldown"))
+            res = headroom.free_memory(mode, cooldown=_nonneg(cooldown, "cooldown"),
+                                       in_prompt=True)
             return (inputs[label], str(res))
 
     FreeMemory.__name__ = FreeMemory.__qualname__ = "FreeMemory" + label.capitalize()
@@ -231,7 +249,7 @@ class FreeMemoryModel:
         return {
             "required": {
                 "model": ("MODEL",),
-                "mode": (MODES, {"default": "balanced"}),
+                "mode": _mode_input("balanced"),
                 "cooldown": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 3600.0,
                                        "step": 0.5}),
             },
@@ -251,7 +269,7 @@ class FreeMemoryModel:
 
     def run(self, model=None, mode="balanced", cooldown=0.0, target="this model", amount="2G",
             when="now", unique_id=None):
-        _memory.check_mode(mode)
+        _free.check_mode(mode)
         cooldown = _nonneg(cooldown, "cooldown")
         if target not in _TARGETS:
             raise ValueError("target must be one of %s; got %r" % (", ".join(_TARGETS), target))
@@ -293,7 +311,7 @@ class VRAMOptimizer:
         return {
             "required": {
                 "value": (ANY,),
-                "mode": (MODES, {"default": "balanced"}),
+                "mode": _mode_input("balanced"),
                 "threshold": ("FLOAT", {"default": 80.0, "min": 0.0, "max": 100.0,
                                         "step": 1.0}),
                 "cooldown": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 3600.0, "step": 0.5}),
@@ -307,17 +325,17 @@ class VRAMOptimizer:
     OUTPUT_NODE = False
 
     def run(self, value, mode="balanced", threshold=80.0, cooldown=5.0):
-        _memory.check_mode(mode)
+        _free.check_mode(mode)
         threshold = _percent(threshold, "threshold")
         cooldown = _nonneg(cooldown, "cooldown")
-        used = _readings.vram_usage_percent()
+        used = _vram.usage_percent()
         if used is None:
             return (value, "VRAM optimizer: no VRAM reading (%s); nothing done"
-                    % _readings.vram_status())
+                    % _vram.status())
         if used <= threshold:
             return (value, "VRAM optimizer: VRAM %.1f%% <= threshold %.1f%%; nothing done"
                     % (used, threshold))
-        res = headroom.free_memory(mode, cooldown=cooldown)
+        res = headroom.free_memory(mode, cooldown=cooldown, in_prompt=True)
         return (value, "VRAM optimizer: VRAM %.1f%% > threshold %.1f%%; %s"
                 % (used, threshold, res))
 
@@ -344,11 +362,10 @@ class SmartMemoryManager:
             return ("FLOAT", spec)
 
         pct = lambda key: num(key, 0.0, 100.0, 1.0)
-        mode = {"default": d["mode"]} if "mode" in d else {}
         return {
             "required": {
                 "enabled": ("BOOLEAN", {"default": True}),
-                "mode": (MODES, mode),
+                "mode": _mode_input(d.get("mode")),
                 "interval": num("interval", 0.1, 600.0, 0.1),
                 "ram_warning": pct("ram_warn"),
                 "ram_critical": pct("ram_critical"),

@@ -15,10 +15,13 @@ import argparse
 import json
 import sys
 
+from . import __version__
+from ._c import lib as _lib
+from .readings.snapshot import snapshot
+from .trace import main as trace_main
+
 
 def _snapshot(args):
-    from .probe import snapshot
-
     what = [w for w in args.what.split(",") if w] if args.what else None
     json.dump(snapshot(root=args.root, what=what), sys.stdout, indent=2)
     sys.stdout.write("\n")
@@ -26,8 +29,6 @@ def _snapshot(args):
 
 
 def _library(args):
-    from . import _lib
-
     _lib.load()
     print("%s %s" % (_lib.loaded_path(), _lib.load().hr_version().decode()))
     return 0
@@ -36,11 +37,7 @@ def _library(args):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["trace"]:
-        from .trace import main as trace_main
-
         return trace_main(argv[1:])
-    from . import __version__, _lib
-
     ap = argparse.ArgumentParser(
         prog="headroom-py",
         description="headroom's Python layer from the command line. The full CLI is the "

@@ -2,15 +2,17 @@
 
 The broker runs in ``headroom watch`` and listens on a Unix socket
 ($XDG_RUNTIME_DIR/headroom/broker.sock; docs/broker.md). Its protocol is
-JSON lines, spoken here in pure Python: the agent needs neither the C
-library nor ctypes.
+JSON lines, spoken here in pure Python: the agent needs no C library.
 
 - ``connect(priority=0, registry=None)`` starts a daemon thread that
   registers the process, reports what it could give back (caches added
   with ``add_cache``, PyTorch's cached CUDA blocks when CUDA is
   initialised, and every registry's ``releasable_bytes()``), and answers
-  the broker's release requests by emptying caches first and then calling
-  ``registry.release(nbytes)``, replying with the bytes that came back.
+  the broker's release requests by emptying its caches, then the
+  process's caches (headroom.free's release_caches(), the caches step of
+  every cleanup mode, when PyTorch holds cached blocks on that device),
+  then calling ``registry.release(nbytes)``, replying with the bytes that
+  came back.
 - ``with reserve(8 << 30, device=0, timeout=60):`` asks the broker for room
   before a big load; the lease ends when the block ends (or the process
   exits). A refusal raises ``Refused`` naming who holds what.
@@ -19,7 +21,7 @@ A registry is any object with ``releasable_bytes() -> int`` and
 ``release(nbytes) -> int`` (headroom.Registry has both). One that also has
 ``offer_items()`` (a list of offer items, each with its device) and
 ``release_device(device, nbytes)`` is offered item by item and asked per
-device: ComfyUI's loaded models (headroom.comfy_agent.ComfyModels).
+device: ComfyUI's loaded models (headroom.comfy.broker_client.ComfyModels).
 """
 
 import contextlib
@@ -29,6 +31,8 @@ import socket
 import sys
 import threading
 import time
+
+from . import free as _free
 
 PROTOCOL = 1
 
@@ -128,12 +132,15 @@ class _Lines:
 def _torch_caches():
     """PyTorch's cached, unused CUDA blocks per device, when CUDA is up."""
     torch = sys.modules.get("torch")
-    if torch is None or not torch.cuda.is_initialized():
+    try:
+        if torch is None or not torch.cuda.is_initialized():
+            return []
+    except AttributeError:  # torch is being imported by another thread
         return []
     out = []
     for i in range(torch.cuda.device_count()):
         cached = torch.cuda.memory_reserved(i) - torch.cuda.memory_allocated(i)
-        out.append(("torch", "gpu%d" % i, max(0, cached), torch.cuda.empty_cache))
+        out.append(("torch", "gpu%d" % i, max(0, cached)))
     return out
 
 
@@ -186,7 +193,7 @@ class Agent:
             caches, regs = list(self._caches), list(self._registries)
         for name, dev, size_fn, _ in caches:
             items.append({"name": name, "device": dev, "kind": "cache", "bytes": int(size_fn())})
-        for name, dev, size, _ in _torch_caches():
+        for name, dev, size in _torch_caches():
             items.append({"name": name, "device": dev, "kind": "cache", "bytes": int(size)})
         for i, (reg, dev) in enumerate(regs):
             if callable(getattr(reg, "offer_items", None)):
@@ -212,10 +219,11 @@ class Agent:
                 before = int(size_fn())
                 release_fn()
                 freed += max(0, before - int(size_fn()))
-        for _, dev, size, empty in _torch_caches():
-            if dev == device and freed < nbytes and size:
-                empty()
-                freed += size
+        if freed < nbytes and any(dev == device and size for _, dev, size in _torch_caches()):
+            # The process's caches, as every cleanup mode releases them; what
+            # came back on this device, by PyTorch's (or the pools') counters.
+            back = _free.release_caches([])
+            freed += back.get(int(device[3:]), 0)
         for reg, dev in regs:
             if callable(getattr(reg, "release_device", None)):
                 if freed < nbytes:

@@ -19,7 +19,11 @@ settings instead of starting a second thread.
 import threading
 import time
 
-from . import _readings, memory, options, watch
+from . import free as _free
+from ._c import lib as _lib, options
+from .pytorch import vram
+from .readings import detection, procfs
+from .readings.units import fmt_bytes
 
 LEVELS = ("ok", "warning", "critical")
 _MIB = 1 << 20
@@ -39,17 +43,17 @@ def check_thresholds(warn, critical, what):
 def default_read():
     """One sample: RAM used percent of the host, VRAM used percent of the
     fullest device (None without CUDA), this process's RSS."""
-    return {"ram_percent": _readings.host_memory()["used_percent"],
-            "vram_percent": _readings.vram_usage_percent(),
-            "rss_bytes": _readings.rss_bytes()}
+    return {"ram_percent": procfs.host_memory()["used_percent"],
+            "vram_percent": vram.usage_percent(),
+            "rss_bytes": procfs.rss_bytes()}
 
 
 class SmartMemoryManager:
-    def __init__(self, read=default_read, free=memory.free_memory, clock=time.monotonic):
+    def __init__(self, read=default_read, free=None, clock=time.monotonic):
         """read, free and clock replace the readings, free_memory and the
         monotonic clock (tests)."""
         self._read = read
-        self._free = free
+        self._free = free if free is not None else _free.free_memory
         self._clock = clock
         self._lock = threading.Lock()
         self._thread = None
@@ -89,12 +93,12 @@ class SmartMemoryManager:
                      vram_warn=vram_warn, vram_critical=vram_critical, mode=mode,
                      leak_mib_per_min=leak_mib_per_min, window=window, cooldown=cooldown,
                      hysteresis=hysteresis, min_samples=min_samples)
-        if not watch.available():
+        if not detection.available():
             raise _lib_error()
         cfg = self.defaults()
         cfg.update({k: v for k, v in given.items() if v is not None})
         _check(cfg)
-        detector = watch.LeakDetector(cfg["window"], cfg["leak_mib_per_min"] * _MIB,
+        detector = detection.LeakDetector(cfg["window"], cfg["leak_mib_per_min"] * _MIB,
                                       cfg["min_samples"])
         with self._lock:
             old, self._detector = self._detector, detector
@@ -148,10 +152,10 @@ class SmartMemoryManager:
         s = self._read()
         now = self._clock()
         with self._lock:
-            ram = self._ram_level = watch.level_update(
+            ram = self._ram_level = detection.level_update(
                 self._ram_level, s.get("ram_percent"), cfg["ram_warn"], cfg["ram_critical"],
                 cfg["hysteresis"])
-            vram = self._vram_level = watch.level_update(
+            vram = self._vram_level = detection.level_update(
                 self._vram_level, s.get("vram_percent"), cfg["vram_warn"], cfg["vram_critical"],
                 cfg["hysteresis"])
         if s.get("vram_percent") is None:
@@ -187,7 +191,7 @@ class SmartMemoryManager:
         if not r["suspected"] or cfg["leak_mib_per_min"] <= 0:
             return ""
         return "RSS growing %s/min over the last %.0f s (trend confidence %.4f)" % (
-            _readings.fmt_bytes(r["slope_per_min"], signed=True), r["span_s"], r["confidence"])
+            fmt_bytes(r["slope_per_min"], signed=True), r["span_s"], r["confidence"])
 
     def _run(self):
         while not self._stop.is_set():
@@ -204,7 +208,7 @@ class SmartMemoryManager:
         """A dict: running, level, last sample, leak text, frees, recent events."""
         with self._lock:
             return {"running": self._thread is not None and self._thread.is_alive(),
-                    "logic": watch.unavailable_reason() or "libheadroom",
+                    "logic": detection.unavailable_reason() or "libheadroom",
                     "level": self._level, "last": dict(self._last), "leak": self._leak,
                     "frees": self._frees, "events": list(self._events),
                     "settings": dict(self._cfg)}
@@ -212,7 +216,7 @@ class SmartMemoryManager:
     def report(self):
         """The status in a few lines of text."""
         st = self.status()
-        f = _readings.fmt_bytes
+        f = fmt_bytes
         last = st["last"]
         lines = ["Smart Memory Manager: %s, level %s" % (
             "running" if st["running"] else "stopped", st["level"])]
@@ -232,13 +236,11 @@ class SmartMemoryManager:
 
 def _lib_error():
     """The error that says why the manager cannot run without the library."""
-    from . import _lib
-
     try:
         _lib.load()
     except _lib.HeadroomError as e:
         return e
-    return _lib.HeadroomError(-7, "manager", watch.unavailable_reason())
+    return _lib.HeadroomError(-7, "manager", detection.unavailable_reason())
 
 
 def _check(cfg):
@@ -247,7 +249,7 @@ def _check(cfg):
         raise ValueError("interval must be > 0 seconds; got %r" % (cfg["interval"],))
     check_thresholds(cfg["ram_warn"], cfg["ram_critical"], "RAM")
     check_thresholds(cfg["vram_warn"], cfg["vram_critical"], "VRAM")
-    memory.check_mode(cfg["mode"])
+    _free.check_mode(cfg["mode"])
     for name in ("leak_mib_per_min", "cooldown", "hysteresis"):
         v = cfg[name]
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0:

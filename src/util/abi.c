@@ -147,6 +147,14 @@ static const hr_abi_field_t residency_stats_fields[] = {
     F_(hr_residency_stats_t, reclaims),       F_(hr_residency_stats_t, assets),
 };
 
+static const hr_abi_field_t cleanup_mode_fields[] = {
+    F_(hr_cleanup_mode_t, name),         F_(hr_cleanup_mode_t, summary),
+    F_(hr_cleanup_mode_t, caches),       F_(hr_cleanup_mode_t, collect),
+    F_(hr_cleanup_mode_t, idle_modules), F_(hr_cleanup_mode_t, models),
+    F_(hr_cleanup_mode_t, hooks),        F_(hr_cleanup_mode_t, drop_caches),
+    F_(hr_cleanup_mode_t, max_passes),   F_(hr_cleanup_mode_t, min_pass_bytes),
+};
+
 static const hr_abi_struct_t abi_structs[] = {
     S_(hr_abi_field_t, abi_field_fields),
     S_(hr_abi_struct_t, abi_struct_fields),
@@ -164,6 +172,7 @@ static const hr_abi_struct_t abi_structs[] = {
     S_(hr_plan_t, plan_fields),
     S_(hr_lookahead_t, lookahead_fields),
     S_(hr_residency_stats_t, residency_stats_fields),
+    S_(hr_cleanup_mode_t, cleanup_mode_fields),
 };
 
 const hr_abi_struct_t *hr_abi_structs(size_t *n) {

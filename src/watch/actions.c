@@ -1,4 +1,5 @@
-/* Actions: hook commands and drop_caches, by mode, with a cooldown.
+/* Actions: hook commands and drop_caches, as the cleanup mode's row says
+ * (hr_cleanup_modes), with a cooldown.
  *
  * A hook runs as `/bin/sh -c CMD` in a process group of its own, with the
  * event that caused it as JSON in HEADROOM_EVENT. The loop does not wait
@@ -172,8 +173,7 @@ static hr_event_level_t worst(const hr_watch_t *w) {
 static void start_hook(hr_watch_t *w, const char *name, const char *cmd, hr_event_level_t lv,
                        double now) {
   hr_watch_event_t e = {.kind = HR_EVENT_LEVEL, .time = w->snap->time, .level = lv};
-  hr__strlcpy(e.level.mode, w->mode == HR__MODE_AGGRESSIVE ? "aggressive" : "balanced",
-              sizeof e.level.mode);
+  hr__strlcpy(e.level.mode, w->cleanup->name, sizeof e.level.mode);
   hr__buf_t b = {0};
   hr__event_json(&b, &e);
   int rc = b.failed ? HR_ENOMEM : hr__hook_start(&w->hooks, name, cmd, b.s, w->action_timeout, now);
@@ -184,20 +184,21 @@ static void start_hook(hr_watch_t *w, const char *name, const char *cmd, hr_even
 void hr__watch_actions(hr_watch_t *w) {
   double now = hr__now_mono();
   reap_hooks(w, now);
-  if (w->mode == HR__MODE_CONSERVATIVE) return;
+  const hr_cleanup_mode_t *mode = w->cleanup;
+  if (!mode->hooks && !mode->drop_caches) return;
   hr_event_level_t lv = worst(w);
   if (lv.level == HR_LEVEL_OK) return;
   int slot = lv.level == HR_LEVEL_CRITICAL ? 1 : 0;
   const char *cmd = slot ? w->on_critical : w->on_warning;
-  if (*cmd && now - w->last_action[slot] >= w->cooldown) {
+  if (mode->hooks && *cmd && now - w->last_action[slot] >= w->cooldown) {
     w->last_action[slot] = now;
     start_hook(w, slot ? "on_critical" : "on_warning", cmd, lv, now);
   }
   /* drop_caches frees clean page cache, which only helps the host or the
    * cgroup, and only at critical. */
   bool ram = strcmp(lv.scope, "host") == 0 || strcmp(lv.scope, "cgroup") == 0;
-  if (w->mode == HR__MODE_AGGRESSIVE && lv.level == HR_LEVEL_CRITICAL && ram &&
-      w->allow_drop_caches && now - w->last_action[2] >= w->cooldown) {
+  if (mode->drop_caches && lv.level == HR_LEVEL_CRITICAL && ram && w->allow_drop_caches &&
+      now - w->last_action[2] >= w->cooldown) {
     w->last_action[2] = now;
     char err[256];
     int rc = hr__drop_caches(err, sizeof err);

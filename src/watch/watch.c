@@ -35,9 +35,7 @@ int hr_watch_create(const hr_options_t *o, hr_watch_t **out, char *err, size_t e
   w->history_flush = hr_options_get_double(o, HR_OPTION_history_flush);
   w->retain = hr_options_get_double(o, HR_OPTION_retain);
   const char *mode = hr_options_get_str(o, HR_OPTION_mode);
-  w->mode = strcmp(mode, "aggressive") == 0 ? HR__MODE_AGGRESSIVE
-            : strcmp(mode, "balanced") == 0 ? HR__MODE_BALANCED
-                                            : HR__MODE_CONSERVATIVE;
+  w->cleanup = hr_cleanup_mode(mode);
   w->ram_warn = hr_options_get_double(o, HR_OPTION_ram_warn);
   w->ram_crit = hr_options_get_double(o, HR_OPTION_ram_critical);
   w->vram_warn = hr_options_get_double(o, HR_OPTION_vram_warn);
@@ -56,6 +54,10 @@ int hr_watch_create(const hr_options_t *o, hr_watch_t **out, char *err, size_t e
   for (int i = 0; i < 3; i++) w->last_action[i] = -INFINITY;
   w->last_history_error = -INFINITY;
   int rc = 0;
+  if (!w->cleanup) {
+    rc = hr__err(err, errlen, HR_EINVAL, "mode %s: no such cleanup mode", mode);
+    goto out;
+  }
   if (w->ram_warn > w->ram_crit || w->vram_warn > w->vram_crit) {
     rc = hr__err(err, errlen, HR_EINVAL,
                  "a warning threshold is above its critical one (ram_warn %g, ram_critical %g, "

@@ -47,7 +47,6 @@ HR_INTERNAL int hr__drop_caches(char *err, size_t errlen);
 
 /* ---- the engine's state ------------------------------------------------- */
 
-enum { HR__MODE_CONSERVATIVE, HR__MODE_BALANCED, HR__MODE_AGGRESSIVE };
 enum { HR__SERIES_RSS_ANON = 0, HR__SERIES_GPU = 1 };
 
 typedef struct hr__idle_entry {
@@ -67,7 +66,7 @@ typedef struct hr__watched {
 struct hr_watch {
   /* configuration */
   double interval, cooldown, action_timeout, history_flush, retain;
-  int mode;
+  const hr_cleanup_mode_t *cleanup; /* the mode's row: which actions run */
   double ram_warn, ram_crit, vram_warn, vram_crit, hyst;
   double idle_share, idle_util;
   double proc_budget; /* fraction of a core */

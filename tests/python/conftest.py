@@ -33,7 +33,7 @@ def libpath():
 def fresh_loader(monkeypatch):
     """Forgets the loaded library before and after the test, so HEADROOM_LIB
     changes made through monkeypatch take effect and do not leak."""
-    from headroom import _lib
+    from headroom._c import lib as _lib
 
     _lib.reset_for_tests()
     yield monkeypatch

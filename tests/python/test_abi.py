@@ -7,7 +7,7 @@ import ctypes
 
 import pytest
 
-from headroom import _lib, pool
+from headroom._c import lib as _lib, pool
 
 
 @pytest.fixture
@@ -78,13 +78,14 @@ def test_stat_names_come_from_the_library(lib):
 
 
 def test_every_function_is_declared_in_the_one_module(lib):
-    # Other modules use what _lib declares; none sets argtypes of its own.
+    # Other modules use what headroom._c.lib declares; none sets argtypes of
+    # its own.
     import glob
     import os
 
-    pkg = os.path.dirname(_lib.__file__)
-    for path in glob.glob(os.path.join(pkg, "*.py")):
-        if os.path.basename(path) == "_lib.py":
+    pkg = os.path.dirname(os.path.dirname(_lib.__file__))
+    for path in glob.glob(os.path.join(pkg, "**", "*.py"), recursive=True):
+        if path == _lib.__file__:
             continue
         text = open(path).read()
         assert "argtypes" not in text and "ctypes.Structure" not in text \

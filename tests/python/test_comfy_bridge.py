@@ -7,6 +7,7 @@ import gc
 import pytest
 
 from headroom import comfy, manager as mgr
+from headroom.comfy import models as comfy_models
 
 import comfy_standin
 
@@ -16,8 +17,8 @@ M = 1 << 20
 
 @pytest.fixture
 def fake(monkeypatch):
-    with comfy._events_lock:
-        del comfy._events[:]
+    with comfy_models._events_lock:
+        del comfy_models._events[:]
     return comfy_standin.install(monkeypatch)
 
 
@@ -81,7 +82,7 @@ def test_free_input_unloads_that_model_and_says_it_is_still_referenced(fake):
     assert a.loaded_size() == 0 and a.model.device == "offload"
     assert res.still_referenced == ["unet"]  # this test holds it, as ComfyUI's cache would
     text = str(res)
-    assert text.startswith("ComfyUI free (input): 1 model unloaded")
+    assert text.startswith("free_memory(balanced, input): 1 model unloaded")
     assert "unloaded unet (FakeModule) from cpu: 256.0 MiB on device before" in text
     assert "unet is still referenced" in text and "free_memory flag" in text
     assert "soft_empty_cache()" in text and "gc.collect()" in text
@@ -221,16 +222,19 @@ def test_critical_action_frees_lru_when_idle_and_flags_while_running(fake):
     st = {"last": {"vram_level": "critical", "ram_level": "ok"},
           "settings": {"vram_warn": 50.0}}
     # 800 of 1024 MiB used, warning at 50 %: 288 MiB to free: the older model goes.
-    text = comfy.critical_action("balanced", st)
+    # Only a mode that unloads models (the table's models column) does so.
+    res = comfy.critical_action("balanced", st)
+    assert res.unloaded == [] and len(fake.mm.current_loaded_models) == 2
+    text = comfy.critical_action("aggressive", st)
     assert "1 model unloaded" in text and "under 50%" in text
     assert [lm.model for lm in fake.mm.current_loaded_models] == [new]
     fake.queue.currently_running[1] = (0, "p1", {}, {}, [])
-    text = comfy.critical_action("balanced", st)
+    text = comfy.critical_action("aggressive", st)
     assert fake.queue.flags == {"unload_models": True} and "between prompts" in text
     assert [lm.model for lm in fake.mm.current_loaded_models] == [new]
     fake.queue.flags.clear()
     st["last"] = {"vram_level": "ok", "ram_level": "critical"}
-    text = comfy.critical_action("balanced", st)
+    text = comfy.critical_action("aggressive", st)
     assert fake.queue.flags == {"free_memory": True} and text.endswith("free_memory")
     # What was asked of ComfyUI is recorded once each; the manager records the action.
     assert [e["text"] for e in comfy.events() if "between prompts" in e["text"]] == [
@@ -244,12 +248,13 @@ def test_the_manager_runs_the_comfy_action_at_critical(fake):
     fake.mm.load_models_gpu([p])
     m = mgr.SmartMemoryManager(read=lambda: {"ram_percent": 10.0, "vram_percent": 99.0,
                                              "rss_bytes": 1 << 30})
-    m.configure(vram_warn=50.0, vram_critical=90.0, cooldown=60.0, leak_mib_per_min=0)
+    m.configure(vram_warn=50.0, vram_critical=90.0, cooldown=60.0, leak_mib_per_min=0,
+                mode="aggressive")
     assert comfy.install_manager_action(m) is True
     assert m.step() == "critical"
     assert fake.mm.current_loaded_models == []
     st = m.status()
-    assert st["frees"] == 1 and "ComfyUI free (amount): 1 model unloaded" in st["events"][-1][1]
+    assert st["frees"] == 1 and "free_memory(aggressive, amount): 1 model unloaded" in st["events"][-1][1]
     fake.mm.load_models_gpu([p])
     m.step()  # within the cooldown: nothing more
     assert len(fake.mm.current_loaded_models) == 1 and m.status()["frees"] == 1

@@ -6,6 +6,7 @@ ComfyUI), and the same nodes outside ComfyUI."""
 import pytest
 
 from headroom import comfy, manager as mgr
+from headroom.comfy import models as comfy_models
 
 import comfy_standin
 from test_comfyui import NODES, pack  # noqa: F401  (loads the pack once)
@@ -29,7 +30,7 @@ def fake(monkeypatch):
     f = comfy_standin.install(monkeypatch)
     yield f
     mgr.manager().stop()
-    mgr.manager().set_critical_action(__import__("headroom").memory.free_memory)
+    mgr.manager().set_critical_action(__import__("headroom").free.free_memory)
 
 
 def loaded(fake, nbytes, name):
@@ -61,7 +62,8 @@ def test_free_model_node_unloads_its_input(fake):
     a, b = loaded(fake, 256 * M, "unet"), loaded(fake, 64 * M, "clip")
     out, text = call(FREE, model=a, mode="balanced", cooldown=0.0, unique_id="12")
     assert out is a
-    assert text.startswith("ComfyUI free (input): 1 model unloaded") and "unloaded unet" in text
+    assert text.startswith("free_memory(balanced, input): 1 model unloaded")
+    assert "unloaded unet" in text
     assert [lm.model for lm in fake.mm.current_loaded_models] == [b]
     assert fake.sent == [("headroom.report", {"node": "12", "text": text})]
     # Within the cooldown: nothing done.
@@ -97,7 +99,7 @@ def test_reports_list_the_loaded_models(fake):
 def test_smart_manager_node_installs_the_comfy_action(fake):
     call("HeadroomSmartMemoryManager", enabled=True, interval=60.0, cooldown=30.0)
     m = mgr.manager()
-    assert m._free is not __import__("headroom").memory.free_memory
+    assert m._free is not __import__("headroom").free.free_memory
     m.stop()
 
 

@@ -9,7 +9,8 @@ import threading
 import pytest
 
 import headroom
-from headroom import _readings, manager as mgr, memory, stages
+from headroom import free, manager as mgr, stages
+from headroom.pytorch import vram
 
 from conftest import REPO
 
@@ -33,7 +34,7 @@ NODES = pack.NODE_CLASS_MAPPINGS
 @pytest.fixture(autouse=True)
 def clean():
     stages.reset()
-    memory._last_done = None
+    free._last_done = None
     yield
     stages.reset()
     mgr.manager().stop()
@@ -103,13 +104,13 @@ def test_vram_optimizer_acts_only_above_threshold(monkeypatch):
     out, text = call("HeadroomVRAMOptimizer", value=value, mode="balanced", threshold=50.0,
                      cooldown=0.0)
     assert out is value
-    if _readings.vram_usage_percent() is None:
+    if vram.usage_percent() is None:
         assert "no VRAM reading" in text and "nothing done" in text
     # The decision on a given reading (the reading is the test's, not a GPU's).
-    monkeypatch.setattr(_readings, "vram_usage_percent", lambda: 40.0)
+    monkeypatch.setattr(vram, "usage_percent", lambda: 40.0)
     assert "40.0% <= threshold 50.0%; nothing done" in call(
         "HeadroomVRAMOptimizer", value=value, mode="balanced", threshold=50.0, cooldown=0.0)[1]
-    monkeypatch.setattr(_readings, "vram_usage_percent", lambda: 70.0)
+    monkeypatch.setattr(vram, "usage_percent", lambda: 70.0)
     text = call("HeadroomVRAMOptimizer", value=value, mode="conservative", threshold=50.0,
                 cooldown=0.0)[1]
     assert "70.0% > threshold 50.0%; free_memory(conservative)" in text
@@ -186,16 +187,16 @@ def test_vram_through_the_stand_in_nvml(fresh_loader, libpath):
     nvml = os.path.join(os.path.dirname(libpath), "helpers", "libfake-nvml-v3.so")
     if not os.path.exists(nvml):
         pytest.skip("the probe's stand-in NVML is not built at %s" % nvml)
-    if _readings.torch_cuda() is not None:
+    if vram.torch_cuda() is not None:
         pytest.skip("CUDA is in use in this process: readings come from torch")
     fresh_loader.setenv("HEADROOM_LIB", libpath)
     fresh_loader.setenv("FAKE_NVML_GPUS", "2")
     # The process's options are read once per process, so an environment
     # variable set now is not seen: the test sets the NVML path they hold.
-    from headroom import probe
+    from headroom.readings import snapshot as probe
 
     fresh_loader.setattr(probe, "_process_paths", (b"/", nvml.encode(), None, 0))
-    devs = _readings.vram_devices()
+    devs = vram.devices()
     assert [d["source"] for d in devs] == ["nvml", "nvml"]
     pct = devs[0]["used_percent"]
     assert 0 < pct < 100

@@ -8,7 +8,7 @@ import struct
 import pytest
 
 import headroom
-from headroom.estimate import MAX_HEADER_BYTES, safetensors_header
+from headroom.pytorch.estimate import MAX_HEADER_BYTES, safetensors_header
 
 from conftest import torch_or_skip
 

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 import headroom
-from headroom import _lib, options
+from headroom._c import lib as _lib, options
 
 from conftest import PYDIR, run_python
 
@@ -59,7 +59,7 @@ def test_found_next_to_the_package(tmp_path, libpath):
     shutil.copytree(os.path.join(PYDIR, "headroom"), pkg / "headroom",
                     ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(libpath, pkg / "headroom" / "libheadroom.so")
-    r = run_python("import headroom, headroom._lib as l; headroom.load_library(); "
+    r = run_python("import headroom, headroom._c.lib as l; headroom.load_library(); "
                    "print(l.loaded_path())", env={"HEADROOM_LIB": None, "PYTHONPATH": str(pkg)})
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(pkg / "headroom" / "libheadroom.so")
@@ -80,13 +80,18 @@ def test_not_found_anywhere_lists_places(tmp_path):
 
 
 def test_import_works_without_the_library():
-    code = ("import headroom, headroom.stages, headroom.memory, headroom.manager\n"
+    # Without the library the cleanup mode table cannot be read: every mode
+    # releases the caches alone (what every row of the table does), no
+    # garbage collection, one pass, and the result says so.
+    code = ("import headroom, headroom.stages, headroom.free, headroom.manager, headroom.torch\n"
             "assert not headroom.library_available()\n"
             "with headroom.stage('s'):\n  pass\n"
-            "print(headroom.free_memory('conservative').mode)\n")
+            "r = headroom.free_memory('aggressive')\n"
+            "print(r.mode, r.passes, 'only caches were released' in r.note,\n"
+            "      any(a.startswith('gc.') for a in r.actions), 'only caches' in str(r))\n")
     r = run_python(code, env={"HEADROOM_LIB": "/nonexistent/libheadroom.so"})
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "conservative"
+    assert r.stdout.strip() == "aggressive 1 True False True"
 
 
 def test_import_does_not_import_torch():

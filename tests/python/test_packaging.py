@@ -69,6 +69,9 @@ def test_sdist_builds_a_py3_none_platform_wheel(tmp_path):
         tag = z.read(DIST + ".dist-info/WHEEL").decode()
         z.extractall(tmp_path / "site")
     assert "headroom/libheadroom.so" in names and "headroom/__init__.py" in names
+    # Every room of the package travels with it.
+    for room in ("_c/lib.py", "readings/snapshot.py", "pytorch/allocator.py", "comfy/models.py"):
+        assert "headroom/" + room in names, room
     # dist-info/LICENSE, or dist-info/licenses/LICENSE from setuptools 69 on.
     assert any(n.startswith(DIST + ".dist-info/") and n.endswith("LICENSE") for n in names)
     assert "Name: headroom-gpu" in meta
@@ -78,7 +81,7 @@ def test_sdist_builds_a_py3_none_platform_wheel(tmp_path):
 
     site = tmp_path / "site"
     env = {"HEADROOM_LIB": None, "PYTHONPATH": str(site)}
-    r = run_python("import headroom, headroom._lib as l\n"
+    r = run_python("import headroom, headroom._c.lib as l\n"
                    "print(headroom.library_version(), l.loaded_path())",
                    env=env, cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr

@@ -5,8 +5,8 @@ python3-torch is enough)."""
 import pytest
 
 import headroom
-from headroom import _lib
-from headroom.registry import module_bytes
+from headroom._c import lib as _lib
+from headroom.pytorch.registry import module_bytes
 
 from conftest import torch_or_skip
 
@@ -111,7 +111,7 @@ def test_offloadable_bytes_skip_modules_in_use(torch):
     with r.use(a, b):
         assert r.offloadable_bytes() == 0  # a is in use, b is pinned
     assert r.offloadable_bytes() == 16 * MIB
-    choice = headroom.device.decide(40 * MIB, 30 * MIB, r.offloadable_bytes())
+    choice = headroom.pytorch.device_choice.decide(40 * MIB, 30 * MIB, r.offloadable_bytes())
     assert choice.is_gpu and choice.offload_bytes == 10 * MIB
 
 

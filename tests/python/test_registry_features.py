@@ -9,7 +9,7 @@ import warnings
 import pytest
 
 import headroom
-from headroom import _lib
+from headroom._c import lib as _lib
 
 from conftest import torch_or_skip
 

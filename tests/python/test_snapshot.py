@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 import headroom
-from headroom import _lib
+from headroom._c import lib as _lib
 
 from conftest import REPO
 
@@ -155,7 +155,8 @@ def test_pss_only_when_asked(lib):
 
 
 def test_the_option_table_is_read_once_per_process(lib, monkeypatch):
-    from headroom import options, probe
+    from headroom import options
+    from headroom.readings import snapshot as probe
 
     calls = []
     real = lib.hr_options_process

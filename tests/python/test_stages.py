@@ -20,10 +20,10 @@ def clean():
 
 
 def library_or_skip():
-    from headroom import watch
+    from headroom.readings import detection
 
-    if not watch.available():
-        pytest.skip("the leak test is libheadroom's: %s" % watch.unavailable_reason())
+    if not detection.available():
+        pytest.skip("the leak test is libheadroom's: %s" % detection.unavailable_reason())
 
 
 LOOP = r"""

@@ -17,7 +17,7 @@ import types
 
 import pytest
 
-from headroom import _lib
+from headroom._c import lib as _lib
 from headroom import torch as hr_torch
 
 from conftest import run_python, torch_or_skip
@@ -87,7 +87,8 @@ def test_lookup_finds_torch_check_fail_in_debian_libc10(lib):
 RAISE_CHILD = r"""
 import ctypes, os, sys
 import torch
-from headroom import _lib, torch as hr_torch
+from headroom import torch as hr_torch
+from headroom._c import lib as _lib
 lib = _lib.load()
 addr, path = hr_torch.find_check_fail(torch)
 hr_torch.set_oom_raise(lib, addr)

@@ -110,6 +110,10 @@ typedef struct hr_cli_command {
   const char *missing;            /* the message when fewer than min_operands are given */
   const char *about;              /* paragraphs ("\n\n" between) under the usage line */
   const char *notes;              /* paragraphs after the options (exit status, ...), or NULL */
+  /* Writes paragraphs ("\n\n" between) that come from the library's own
+   * tables into buf (of len bytes), printed after the options, before the
+   * notes; NULL when there are none. */
+  void (*tables)(char *buf, size_t len);
   const hr_cli_opt_t *opts;
   size_t n_opts;
   size_t args_size; /* sizeof the settings struct the rows fill */

@@ -534,6 +534,19 @@ out:
   return status;
 }
 
+/* The cleanup modes of --mode, a paragraph each, from the library's table
+ * (the one free_memory and the ComfyUI nodes read too). */
+static void cleanup_modes_text(char *buf, size_t len) {
+  size_t n = 0, at = 0;
+  const hr_cleanup_mode_t *modes = hr_cleanup_modes(&n);
+  buf[0] = '\0';
+  for (size_t i = 0; i < n && at < len; i++) {
+    int w = snprintf(buf + at, len - at, "%s--mode %s: %s", i ? "\n\n" : "", modes[i].name,
+                     modes[i].summary);
+    at = w < 0 ? len : at + (size_t)w;
+  }
+}
+
 HR_CLI_COMMAND(
     watch, "sample memory, detect leaks and idle hogs, act, record, serve /metrics",
     .about =
@@ -543,15 +556,15 @@ HR_CLI_COMMAND(
         "Theil-Sen slope), idle GPU hogs (a process holding --idle-share of a GPU whose "
         "utilisation stays under --idle-util for --idle-samples samples), cgroup OOM kills and "
         "exits of watched processes are events.\n\n"
-        "--mode conservative reports only; balanced also runs --on-warning or --on-critical "
-        "with the event as JSON in HEADROOM_EVENT; aggressive also syncs and drops the page "
-        "cache at critical host or cgroup use, when root and --allow-drop-caches. Each action "
-        "waits --cooldown.\n\n"
+        "--mode picks a cleanup mode from the table below (docs/freeing-memory.md); each does "
+        "what the one before it does, and more. A hook gets the event as JSON in "
+        "HEADROOM_EVENT. Each action waits --cooldown.\n\n"
         "On a terminal the view is redrawn each interval (q quits; m, g and p sort by memory, "
         "GPU memory and pid); otherwise, or with --json, each event is one JSON object per "
         "line. --listen serves Prometheus /metrics and /api/snapshot (docs/metrics.md); --db "
         "records history ($XDG_STATE_HOME/headroom/history.db by default); --budget starts the "
         "broker with what it may hand out (docs/broker.md).",
+    .tables = cleanup_modes_text,
     .notes = "Every option also comes from the config file and HEADROOM_<NAME> variables (see "
              "'headroom config'); none turns --listen or --db off. An outside process cannot "
              "free another process's GPU memory or heap: hooks and the Python layer let "

@@ -68,6 +68,11 @@ static void roff_command(FILE *f, const hr_cli_command_t *cmd) {
   hr_cli_paragraphs(f, roff_paragraph, cmd->summary);
   hr_cli_paragraphs(f, roff_paragraph, cmd->about);
   if (cmd->n_opts) roff_options(f, cmd);
+  if (cmd->tables) {
+    char buf[4096];
+    cmd->tables(buf, sizeof buf);
+    hr_cli_paragraphs(f, roff_paragraph, buf);
+  }
   hr_cli_paragraphs(f, roff_paragraph, cmd->notes);
 }
 

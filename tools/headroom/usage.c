@@ -132,5 +132,10 @@ void hr_cli_usage(const hr_cli_command_t *cmd, FILE *f) {
   if (global) command_list(f);
   fprintf(f, "\n%s:\n", global ? "global options" : "options");
   option_list(cmd, f);
+  if (cmd->tables) {
+    char buf[4096];
+    cmd->tables(buf, sizeof buf);
+    hr_cli_paragraphs(f, paragraph, buf);
+  }
   hr_cli_paragraphs(f, paragraph, cmd->notes);
 }

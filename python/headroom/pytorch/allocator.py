@@ -21,14 +21,19 @@ alloc_conf(**knobs) writes a PYTORCH_CUDA_ALLOC_CONF string in PyTorch's
 syntax, checked by the pool's own parser.
 
 This module does not import torch at import time: ``import headroom`` stays
-cheap and works without torch.
+cheap and works without torch. ``headroom.torch`` is an alias of this module
+(the package names no module torch, which would shadow PyTorch's).
 """
 
+import ctypes
 import os
+import sys
+import warnings
 
-from . import _lib
+from .._c import lib as _lib, pool
 
 _installed = False
+_when_installed = []  # callables run once the allocator is installed
 
 
 class AllocatorError(RuntimeError):
@@ -40,13 +45,18 @@ def installed():
     return _installed
 
 
+def when_installed(fn):
+    """Adds fn() to what install_allocator() runs once it has installed the
+    allocator (the registries attach to the pools behind it); returns fn."""
+    _when_installed.append(fn)
+    return fn
+
+
 def _check_conf(conf):
     if conf is None:
         return None
     if not isinstance(conf, str):
         raise TypeError("conf must be a string like 'max_split_size_mb:128'; got %r" % (conf,))
-    from . import pool
-
     try:
         pool.parse_config(conf)
     except _lib.HeadroomError as e:
@@ -83,8 +93,6 @@ def find_check_fail(torch):
     pip, conda and Debian put it; ``import torch`` has loaded it, so ctypes
     gets the same handle), then in every libc10 already mapped into the
     process. Raises AllocatorError naming every place it looked."""
-    import ctypes
-
     tried = []
     places = []
     base = os.path.dirname(getattr(torch, "__file__", None) or "")
@@ -198,44 +206,19 @@ def install_allocator(conf=None, require_oom_raise=True):
     # Every Registry on a CUDA device becomes the reclaimer of that device's
     # pool: now for pools that exist, and at its next use() for the others
     # (a device's pool is made by its first allocation).
-    from . import registry
-
-    registry.attach_torch_pools()
-
-
-def _torch_pools():
-    """Handles of the pools behind hr_torch_malloc, one per device that has
-    allocated, through the library's hr_torch_pool(device)."""
-    from . import pool
-
-    lib = pool.lib()
-    if not hasattr(lib, "hr_torch_pool"):
-        raise AllocatorError(
-            "this libheadroom (%s) does not export hr_torch_pool(device), so the pool behind "
-            "PyTorch's allocator cannot be reached for statistics or release"
-            % _lib.loaded_path())
-    out = {}
-    for d in range(64):
-        h = lib.hr_torch_pool(d)
-        if h:
-            out[d] = h
-    return out
+    for fn in _when_installed:
+        fn()
 
 
-def release_cached():
-    """Returns the pool's cached free segments to the driver on every device;
-    returns the bytes released. Raises AllocatorError when not installed."""
-    if not _installed:
-        raise AllocatorError("headroom's allocator is not installed in this process")
-    from . import pool
-
-    freed = 0
-    lib = pool.lib()
-    for h in _torch_pools().values():
-        before = pool.read_stats(h)["reserved_bytes.all.current"]
-        _lib.check(lib.hr_pool_release_cached(h), "hr_pool_release_cached")
-        freed += before - pool.read_stats(h)["reserved_bytes.all.current"]
-    return freed
+def torch_pools():
+    """{device: handle} of the pools behind hr_torch_malloc, one per device
+    that has allocated. Raises AllocatorError when the library cannot say."""
+    try:
+        return pool.torch_pools()
+    except _lib.HeadroomError as e:
+        if e.code == -7:
+            raise AllocatorError(e.detail) from None
+        raise
 
 
 def pool_stats(device=None):
@@ -246,9 +229,7 @@ def pool_stats(device=None):
     if not _installed:
         raise AllocatorError("headroom's allocator is not installed in this process; call "
                              "headroom.torch.install_allocator() first")
-    from . import pool
-
-    pools = _torch_pools()
+    pools = torch_pools()
     if device is not None:
         if device not in pools:
             raise AllocatorError("no pool on device %r: nothing was allocated there" % (device,))
@@ -337,8 +318,6 @@ def alloc_conf(apply=False, **knobs):
     # The pool's parser holds the ranges; backend is PyTorch's choice of
     # allocator, which the pool (itself an allocator) refuses as a key.
     checked = ",".join("%s:%s" % kv for kv in parts if kv[0] != "backend")
-    from . import pool
-
     try:
         pool.parse_config(checked)
     except _lib.HeadroomError as e:
@@ -352,9 +331,6 @@ def alloc_conf(apply=False, **knobs):
 
 
 def _warn_if_late(name):
-    import sys
-    import warnings
-
     torch = sys.modules.get("torch")
     if torch is None:
         return

@@ -1,6 +1,8 @@
 """libheadroom's caching allocator from Python: Pool over the public pool API
-(hr_backend_create, hr_pool_create, hr_pool_alloc, ...), and the decoding of
-hr_pool_stats_t into the names torch.cuda.memory_stats() uses.
+(hr_backend_create, hr_pool_create, hr_pool_alloc, ...), the pools behind
+PyTorch's allocator (hr_torch_pool), the list of open pools whose caches
+headroom.free_memory() releases, and the decoding of hr_pool_stats_t into the
+names torch.cuda.memory_stats() uses.
 
 A Pool on the "sim" backend (address space only) or the "host" backend
 (mmap'd memory) works on any machine; "cuda" needs the NVIDIA driver and
@@ -8,12 +10,17 @@ says HR_ENODRIVER without one.
 """
 
 import ctypes
+import weakref
 
-from . import _lib
+from . import lib as _lib
 
 STATS_VERSION = _lib.POOL_STATS_VERSION
 BACKENDS = ("sim", "host", "cuda")
 _U64 = (0, (1 << 64) - 1)
+#: Devices hr_torch_pool() is asked about.
+MAX_DEVICES = 64
+
+_open = weakref.WeakSet()  # every Pool not yet closed
 
 
 def stat_names():
@@ -75,6 +82,38 @@ def parse_config(conf):
     return cfg
 
 
+def torch_pools():
+    """{device: pool handle} of the pools behind hr_torch_malloc, one per
+    device that has allocated (hr_torch_pool). HeadroomError (HR_ENOTSUP)
+    when this build does not export hr_torch_pool."""
+    lb = lib()
+    if not hasattr(lb, "hr_torch_pool"):
+        raise _lib.HeadroomError(
+            -7, "hr_torch_pool", "this libheadroom (%s) does not export hr_torch_pool(device), "
+            "so the pools behind PyTorch's allocator cannot be reached" % _lib.loaded_path())
+    out = {}
+    for d in range(MAX_DEVICES):
+        h = lb.hr_torch_pool(d)
+        if h:
+            out[d] = h
+    return out
+
+
+def release_cached(handle):
+    """Returns the cached free segments of the pool at `handle` to its
+    backend (hr_pool_release_cached); returns the reserved bytes that went
+    back, read from the pool's statistics before and after."""
+    lb = lib()
+    before = read_stats(handle)["reserved_bytes.all.current"]
+    _lib.check(lb.hr_pool_release_cached(handle), "hr_pool_release_cached")
+    return before - read_stats(handle)["reserved_bytes.all.current"]
+
+
+def open_pools():
+    """The Pool objects not yet closed."""
+    return [p for p in list(_open) if p._pool]
+
+
 class Pool(_lib.Handle):
     """A caching allocator on its own backend. Pointers are ints; on the
     "host" backend they are real memory the caller may write."""
@@ -98,6 +137,7 @@ class Pool(_lib.Handle):
             self.close()
             raise
         self._pool = p
+        _open.add(self)
 
     def close(self):
         if getattr(self, "_pool", None):
@@ -128,10 +168,9 @@ class Pool(_lib.Handle):
 
     def release_cached(self):
         """Returns fully free cached segments to the backend; returns the
-        reserved bytes that went back."""
-        before = self.stats()["reserved_bytes.all.current"]
-        _lib.check(self._lib.hr_pool_release_cached(self._h()), "hr_pool_release_cached")
-        return before - self.stats()["reserved_bytes.all.current"]
+        reserved bytes that went back. headroom.free_memory() does this for
+        every open pool."""
+        return release_cached(self._h())
 
     def stats(self):
         return read_stats(self._h())

@@ -3,21 +3,21 @@
 import pytest
 
 import headroom
-from headroom import device
+from headroom.pytorch import device_choice
 
 GIB = 1 << 30
 
 
 def test_decide_fits_offload_cpu():
-    c = device.decide(2 * GIB, 4 * GIB, 0)
+    c = device_choice.decide(2 * GIB, 4 * GIB, 0)
     assert c.device == "cuda:0" and c.offload_bytes == 0 and c.is_gpu
-    c = device.decide(6 * GIB, 4 * GIB, 3 * GIB)
+    c = device_choice.decide(6 * GIB, 4 * GIB, 3 * GIB)
     assert c.device == "cuda:0" and c.offload_bytes == 2 * GIB
     assert "after offloading 2.0 GiB" in c.reason
-    c = device.decide(8 * GIB, 4 * GIB, 3 * GIB)
+    c = device_choice.decide(8 * GIB, 4 * GIB, 3 * GIB)
     assert c.device == "cpu" and not c.is_gpu
     assert "8.0 GiB needed" in c.reason and "3.0 GiB offloadable" in c.reason
-    c = device.decide(3 * GIB, 4 * GIB, 0, reserve=2 * GIB)
+    c = device_choice.decide(3 * GIB, 4 * GIB, 0, reserve=2 * GIB)
     assert c.device == "cpu"
 
 
@@ -120,8 +120,8 @@ def test_choose_on_numbers():
     rows = [{"index": 0, "free_bytes": 4 * GIB, "releasable_bytes": 0},
             {"index": 1, "free_bytes": 2 * GIB, "releasable_bytes": 3 * GIB,
              "cached_bytes": GIB}]
-    c = device.choose(5 * GIB, rows)
+    c = device_choice.choose(5 * GIB, rows)
     assert c.device == "cuda:1" and c.offload_bytes == 2 * GIB
-    assert device.choose(GIB, []).reason == "no GPU is visible"
-    c = device.choose(7 * GIB, rows, reserve=GIB)
+    assert device_choice.choose(GIB, []).reason == "no GPU is visible"
+    c = device_choice.choose(7 * GIB, rows, reserve=GIB)
     assert c.device == "cpu" and "with 1.0 GiB kept free" in c.reason

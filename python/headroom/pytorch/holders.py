@@ -27,7 +27,7 @@ import sys
 import types
 import warnings
 
-from . import _readings
+from ..readings.units import fmt_bytes
 
 #: Tensors and referrers reported, at most.
 MAX_TENSORS = 16
@@ -46,7 +46,7 @@ class Holders:
         self.bytes_in_cycles = 0
 
     def text(self):
-        f = _readings.fmt_bytes
+        f = fmt_bytes
         lines = []
         if self.cycles:
             lines.append("kept alive only by reference cycles (%s, now collected):"
@@ -75,7 +75,7 @@ def _tensor_text(t):
     except Exception:
         nbytes = 0
     return "%s %s %s on %s (%s)" % (type(t).__name__, t.dtype, tuple(t.shape), t.device,
-                                     _readings.fmt_bytes(nbytes))
+                                     fmt_bytes(nbytes))
 
 
 def _matches(obj, torch, ptrs):

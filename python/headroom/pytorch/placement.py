@@ -25,6 +25,7 @@ that holds it, so the units' bytes add up to the module's.
 import ctypes
 import threading
 
+from . import allocator
 from .estimate import module_tensors
 
 #: Units a partial module is split into, at most.
@@ -160,24 +161,16 @@ class TorchPlacement:
     def allocated(self):
         """Bytes allocated on the device now, or None when not measurable."""
         if self.device.type == "cuda":
-            from . import torch as hrtorch
-
-            if hrtorch.installed():
-                return hrtorch.pool_stats(self.device.index)["allocated_bytes.all.current"]
+            if allocator.installed():
+                return allocator.pool_stats(self.device.index)["allocated_bytes.all.current"]
             return self.torch.cuda.memory_allocated(self.device.index)
         return None
 
     def after_offload(self):
-        if self.device.type == "cuda" and not _headroom_allocator():
+        if self.device.type == "cuda" and not allocator.installed():
             # The freed blocks stay in PyTorch's cache otherwise; the budget
             # counts them as free already, but other processes do not.
             self.torch.cuda.empty_cache()
-
-
-def _headroom_allocator():
-    from . import torch as hrtorch
-
-    return hrtorch.installed()
 
 
 class _Block:

@@ -1,12 +1,14 @@
-"""What connects registries to headroom's pools: one reclaimer callback per
-pool that asks every Registry attached to it to give memory back, the list
-of open registries (for select_device and install_allocator), and tags for
-the pools' allocations.
+"""What connects registries to headroom's pools and to free_memory(): the
+list of open registries (for select_device, install_allocator and
+free_memory), release_idle(), which offloads their idle modules (the one step
+that the pool's reclaimer and free_memory() both run), one reclaimer
+callback per pool that calls it for the registries attached to that pool,
+and tags for the pools' allocations.
 
 A pool calls its reclaimers, under no pool lock, when an allocation would
 fail after its cache is released. One C callback per process (kept alive
 for the life of the process, since a pool cannot unregister one) is added
-once per pool; it calls Registry.release() of each registry attached to that
+once per pool; it runs release_idle() over the registries attached to that
 pool until the bytes needed came back. A closed registry leaves the list; a
 closed Pool's address may be reused by the next pool, which then gets the
 callback again.
@@ -16,7 +18,8 @@ import contextlib
 import threading
 import weakref
 
-from . import _lib
+from .._c import lib as _lib
+from . import allocator
 
 _ENOSPC = -3
 
@@ -30,21 +33,47 @@ def track(reg):
     _all.add(reg)
 
 
-def _reclaim(pool, needed, freed, arg):
-    """hr_reclaim_fn of every pool a registry is attached to: offloads idle
-    modules of each registry on that pool until `needed` bytes came back."""
-    freed[0] = 0
-    with _reclaim_lock:
-        entry = _reclaim_targets.get(pool or 0)
-        regs = list(entry[1]) if entry else []
+def release_idle(nbytes, regs=None, errors=None):
+    """Offloads idle modules of `regs` (every open registry when None), each
+    registry least valuable first under its policy (Registry.release), until
+    `nbytes` were moved off their devices; returns the bytes moved, as the
+    registries count them. A registry that fails is skipped; its exception is
+    appended to `errors` when given."""
     got = 0
-    for r in regs:
-        if got >= needed:
+    for r in registries() if regs is None else regs:
+        if got >= nbytes:
             break
         try:
-            got += r.release(needed - got)
-        except Exception:  # noqa: BLE001 - never let an exception cross into C
+            got += r.release(nbytes - got)
+        except Exception as e:  # noqa: BLE001 - the others may still give back
+            if errors is not None:
+                errors.append(e)
+    return got
+
+
+def registry_of(module):
+    """The open registry that holds `module` (a registered module or its
+    name), or None."""
+    for r in registries():
+        try:
+            r._aid(module)
+        except (KeyError, TypeError):
             continue
+        return r
+    return None
+
+
+def _reclaim(pool, needed, freed, arg):
+    """hr_reclaim_fn of every pool a registry is attached to: offloads idle
+    modules of the registries on that pool until `needed` bytes came back."""
+    freed[0] = 0
+    try:  # never let an exception cross into C
+        with _reclaim_lock:
+            entry = _reclaim_targets.get(pool or 0)
+            regs = list(entry[1]) if entry else []
+        got = release_idle(needed, regs)
+    except Exception:  # noqa: BLE001
+        got = 0
     freed[0] = got
     return 0 if got else _ENOSPC
 
@@ -78,13 +107,12 @@ def registries(device=None):
     return out
 
 
+@allocator.when_installed
 def attach_torch_pools():
     """Under headroom's allocator: attaches every registry on a CUDA device
     to the pool behind that device, once the pool exists. Returns how many
     registries are attached."""
-    from . import torch as hrtorch
-
-    if not hrtorch.installed():
+    if not allocator.installed():
         return 0
     n = 0
     for r in registries():

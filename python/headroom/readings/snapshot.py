@@ -6,7 +6,7 @@ import ctypes
 import json
 import threading
 
-from . import _lib
+from .._c import lib as _lib, options
 
 HOST, CGROUP, PROCS, GPUS, PSS = 1, 2, 4, 8, 16
 ALL = 0x1F
@@ -26,8 +26,6 @@ _local = threading.local()
 def _paths():
     global _process_paths
     if _process_paths is None:
-        from . import options
-
         o = options.process()
         root, nvml, cg = o.get("root"), o.get("nvml_library"), o.get("cgroup")
         _process_paths = (root.encode() if root else None, nvml.encode() if nvml else None,

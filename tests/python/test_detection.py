@@ -5,7 +5,9 @@ import random
 
 import pytest
 
-from headroom import _lib, manager as mgr, options, watch
+from headroom import manager as mgr, options
+from headroom._c import lib as _lib
+from headroom.readings import detection
 
 MIB = 1 << 20
 
@@ -13,14 +15,14 @@ MIB = 1 << 20
 @pytest.fixture
 def native(fresh_loader, libpath):
     fresh_loader.setenv("HEADROOM_LIB", libpath)
-    if not watch.available():
+    if not detection.available():
         pytest.skip("this libheadroom has no level classifier or leak test")
 
 
 def walk(values):
     cur, out = "ok", []
     for v in values:
-        cur = watch.level_update(cur, v, 80, 90, 2.0)
+        cur = detection.level_update(cur, v, 80, 90, 2.0)
         out.append(cur)
     return out
 
@@ -37,18 +39,18 @@ def test_library_levels_have_hysteresis(native):
 def test_library_leak_test(native):
     rnd = random.Random(7)
     leak = [(float(t), 500 * MIB + t * 2 * MIB + rnd.randrange(MIB)) for t in range(120)]
-    r = watch.leak_evaluate(leak, 120.0, 10 * MIB)
+    r = detection.leak_evaluate(leak, 120.0, 10 * MIB)
     assert r["suspected"] and 100 * MIB <= r["slope_per_min"] <= 140 * MIB
     flat = [(float(t), 500 * MIB + rnd.randrange(MIB)) for t in range(120)]
-    assert not watch.leak_evaluate(flat, 120.0, 10 * MIB)["suspected"]
+    assert not detection.leak_evaluate(flat, 120.0, 10 * MIB)["suspected"]
     saw = [(float(t), 500 * MIB + (t % 20) * 5 * MIB) for t in range(120)]
-    assert not watch.leak_evaluate(saw, 120.0, 10 * MIB)["suspected"]
+    assert not detection.leak_evaluate(saw, 120.0, 10 * MIB)["suspected"]
     with pytest.raises(ValueError, match="window_s"):
-        watch.leak_evaluate(leak, 0, 10 * MIB)
+        detection.leak_evaluate(leak, 0, 10 * MIB)
 
 
 def test_detector_is_the_library_one_and_refuses_use_after_close(native):
-    d = watch.LeakDetector(120.0, 10 * MIB)
+    d = detection.LeakDetector(120.0, 10 * MIB)
     rs = [d.add(float(t), 500 * MIB + t * 2 * MIB) for t in range(60)]
     assert rs[-1]["suspected"] and sum(r["raised"] for r in rs) == 1
     d.close()
@@ -106,12 +108,12 @@ def test_manager_raises_nothing_on_loads_or_a_plateau(native):
 
 def test_without_library_the_manager_says_unavailable(fresh_loader):
     fresh_loader.setenv("HEADROOM_LIB", "/nonexistent/libheadroom.so")
-    assert not watch.available()
-    assert watch.unavailable_reason().startswith("unavailable: libheadroom")
+    assert not detection.available()
+    assert detection.unavailable_reason().startswith("unavailable: libheadroom")
     with pytest.raises(_lib.LibraryNotFoundError):
-        watch.level_update("ok", 50, 80, 90, 2)
+        detection.level_update("ok", 50, 80, 90, 2)
     with pytest.raises(_lib.LibraryNotFoundError):
-        watch.leak_evaluate([(0, 1), (1, 2)], 10, 1)
+        detection.leak_evaluate([(0, 1), (1, 2)], 10, 1)
     m = mgr.SmartMemoryManager()
     assert m.status()["logic"].startswith("unavailable: ")
     with pytest.raises(_lib.LibraryNotFoundError):

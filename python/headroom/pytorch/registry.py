@@ -38,7 +38,10 @@ import ctypes
 import threading
 import warnings
 
-from . import _lib, _readings, placement, reclaim
+from .._c import lib as _lib
+from .._c.pool import Pool, read_stats
+from ..readings.units import fmt_bytes
+from . import allocator, holders, placement, reclaim
 from .reclaim import attach_torch_pools, registries, tag  # noqa: F401  (the API)
 from .estimate import module_bytes  # noqa: F401  (part of this module's API)
 
@@ -102,7 +105,7 @@ class Plan:
         return bool(self.risk)
 
     def __repr__(self):
-        f = _readings.fmt_bytes
+        f = fmt_bytes
         acts = ", ".join("%s %s %s" % (k, n, f(b)) for k, n, b in self.actions) or "nothing"
         return "Plan(%s; loaded %s, offloaded %s; %s of %s used%s)" % (
             acts, f(self.bytes_loaded), f(self.bytes_offloaded), f(self.used_bytes),
@@ -181,8 +184,6 @@ class Registry(_lib.Handle):
             raise ValueError("patience must be >= 0 seconds; got %r" % (patience,))
         self.pool = pool
         if pool is not None:
-            from .pool import Pool
-
             if not isinstance(pool, Pool):
                 raise TypeError("pool must be a headroom.pool.Pool; got %s" % type(pool).__name__)
             self._place = placement.PoolPlacement(torch, pool)
@@ -235,13 +236,9 @@ class Registry(_lib.Handle):
                 t = self._torch
                 d = self.device.index
                 f, tot = t.cuda.mem_get_info(d)
-                from . import torch as hrtorch
-
-                if hrtorch.installed():
+                if allocator.installed():
                     h = self._attach_torch_pool()
                     if h:
-                        from .pool import read_stats
-
                         st = read_stats(h)
                         f += st["reserved_bytes.all.current"] - st["allocated_bytes.all.current"]
                 else:
@@ -368,11 +365,9 @@ class Registry(_lib.Handle):
         return moved
 
     def _report_holders(self, a, moved, returned, ptrs):
-        from . import holders
-
         h = holders.find_holders(ptrs)
         after = self._place.allocated()
-        f = _readings.fmt_bytes
+        f = fmt_bytes
         text = ("offloading %s moved %s to the host but gave back only %s of device memory; "
                 "after a garbage collection %s is still held\n%s"
                 % (a.label, f(moved), f(max(returned, 0)), f(h.bytes_alive), h.text()))
@@ -539,7 +534,10 @@ class Registry(_lib.Handle):
         """Offloads idle modules, least valuable first under the policy (lru
         for lookahead: there is no upcoming sequence here), until `nbytes`
         are freed; returns the bytes actually freed (0 when nothing is idle).
-        What the broker and the pool's reclaimer call."""
+        The step that headroom.free_memory() runs on every open registry
+        (aggressive mode, or target "all" or "amount"), and what the pool's
+        reclaimer and the broker agent call; to free what the whole process
+        can, call headroom.free_memory()."""
         _check_bytes("nbytes", nbytes)
         with self._lock:
             h = self._handle()
@@ -677,7 +675,7 @@ class Registry(_lib.Handle):
         made resident, when it would fit in what is free after this plan."""
         spare = plan.capacity_bytes - plan.used_bytes if plan.capacity_bytes > plan.used_bytes \
             else 0
-        f = _readings.fmt_bytes
+        f = fmt_bytes
         out = []
         for aid in aids:
             a = self._assets[aid]
@@ -739,7 +737,7 @@ class Registry(_lib.Handle):
         working memory when that is all that is missing, else by offloading
         every idle module and moving the modules in outside the budget (they
         go back to the host when the block ends)."""
-        f = _readings.fmt_bytes
+        f = fmt_bytes
         short = refusal.short_bytes
         if short <= working_bytes:
             plan = self.require(*modules, working_bytes=working_bytes - short)
@@ -786,9 +784,7 @@ class Registry(_lib.Handle):
         pool handle or None."""
         if self._torch_pool or self.device.type != "cuda":
             return self._torch_pool
-        from . import torch as hrtorch
-
-        if not hrtorch.installed() or not hasattr(self._lib, "hr_torch_pool"):
+        if not allocator.installed() or not hasattr(self._lib, "hr_torch_pool"):
             return None
         h = self._lib.hr_torch_pool(self.device.index)
         if h:

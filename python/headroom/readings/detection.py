@@ -1,8 +1,8 @@
-"""The library's decision functions, for the parts of the package that
-decide: levels with hysteresis (hr_level_update) and the leak trend test
-(Mann-Kendall trend plus Theil-Sen slope: hr_leak_evaluate on a series,
-hr_leak_create/hr_leak_add for a detector fed sample by sample, as
-``headroom watch`` runs it).
+"""Detection: the library's decision functions (src/detect), for the parts of
+the package that decide: levels with hysteresis (hr_level_update) and leak
+detection, the trend test (Mann-Kendall trend plus Theil-Sen slope:
+hr_leak_evaluate on a series, hr_leak_create/hr_leak_add for a detector fed
+sample by sample, as ``headroom watch`` runs it).
 
 There is no second implementation here: without libheadroom these raise
 LibraryNotFoundError, and callers say that the feature is unavailable rather
@@ -11,7 +11,7 @@ than deciding with other arithmetic.
 
 import ctypes
 
-from . import _lib
+from .._c import lib as _lib
 
 LEVELS = ("ok", "warning", "critical")
 
@@ -37,7 +37,7 @@ def unavailable_reason():
 def _need():
     lib = _lib.load()
     if not available():
-        raise _lib.HeadroomError(-7, "watch", unavailable_reason())
+        raise _lib.HeadroomError(-7, "detection", unavailable_reason())
     return lib
 
 

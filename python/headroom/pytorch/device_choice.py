@@ -13,7 +13,10 @@ CUDA_VISIBLE_DEVICES lets through (as indices; UUIDs are matched too).
 
 import os
 
-from . import _readings
+from ..readings import snapshot
+from ..readings.units import fmt_bytes
+from . import allocator
+from .reclaim import registries
 
 
 class DeviceChoice:
@@ -44,7 +47,7 @@ def decide(bytes_needed, free_bytes, offloadable_bytes, device="cuda:0", reserve
     """The decision for one device, on numbers: the GPU when bytes_needed +
     reserve fit in free_bytes, or in free_bytes + offloadable_bytes after an
     offload; else the CPU."""
-    f = _readings.fmt_bytes
+    f = fmt_bytes
     want = bytes_needed + reserve
     if want <= free_bytes:
         return DeviceChoice(device, "%s needed, %s free on %s" % (f(bytes_needed), f(free_bytes),
@@ -64,7 +67,7 @@ def choose(bytes_needed, candidates, reserve=0):
     index, free_bytes and releasable_bytes (cached_bytes optional). Picks the
     one with the most usable memory (free + cached + releasable); the GPU
     when the work fits there, else the CPU naming every GPU's numbers."""
-    f = _readings.fmt_bytes
+    f = fmt_bytes
     rows = []
     for c in candidates:
         c = dict(c)
@@ -113,15 +116,13 @@ def _visible(indices_uuids):
 
 
 def _torch_readings(torch):
-    from . import torch as hrtorch
-
     rows = []
     for i in range(torch.cuda.device_count()):
         free, _total = torch.cuda.mem_get_info(i)
         cached = 0
-        if hrtorch.installed():
+        if allocator.installed():
             try:
-                st = hrtorch.pool_stats(i)
+                st = allocator.pool_stats(i)
                 cached = st["reserved_bytes.all.current"] - st["allocated_bytes.all.current"]
             except Exception:  # noqa: BLE001 - no pool on that device yet
                 cached = 0
@@ -133,9 +134,7 @@ def _torch_readings(torch):
 
 
 def _nvml_readings(nvml_path):
-    from . import probe
-
-    snap = probe.snapshot(what=["gpus"], nvml_path=nvml_path)
+    snap = snapshot.snapshot(what=["gpus"], nvml_path=nvml_path)
     gpu = snap.get("gpu") or {}
     devs = [d for d in gpu.get("devices", ()) if d.get("state") == "ok"]
     by_index = {d["index"]: d for d in devs}
@@ -188,8 +187,6 @@ def select_device(bytes_needed, device=None, registry=None, reserve=0, nvml_path
         rows = [rows[device]]
     extra = registry if isinstance(registry, (list, tuple)) else (
         [registry] if registry is not None else [])
-    from .registry import registries
-
     regs = {id(r): r for r in list(registries()) + list(extra)}
     for row in rows:
         dev = "cuda:%d" % row["index"]

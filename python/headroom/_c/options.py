@@ -13,7 +13,7 @@ caller that needs a setting on every call (snapshot) pays for no parsing.
 import ctypes
 import threading
 
-from . import _lib
+from . import lib as _lib
 
 _TYPES = ["bool", "int", "size", "duration", "percent", "string", "enum"]
 _SOURCES = ["default", "file", "env", "cli"]
@@ -167,9 +167,10 @@ def process():
     return _process
 
 
+@_lib.on_reset
 def forget_process_options():
     """Drops this module's handle on the process's options (tests, through
-    _lib.reset_for_tests, after the library dropped its own)."""
+    lib.reset_for_tests, after the library dropped its own)."""
     global _process
     with _process_lock:
         _process = None

@@ -1,4 +1,4 @@
-"""ComfyUI's agent for the broker (headroom.comfy_agent) against the
+"""ComfyUI's agent for the broker (headroom.comfy.broker_client) against the
 stand-in of ComfyUI (tests/python/comfy_standin: NOT ComfyUI; the real one
 is checked in integrations/comfyui/VERIFIED.md), with a real `headroom
 watch` running the broker: the loaded models are offered item by item,
@@ -18,7 +18,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import comfy_standin  # noqa: E402
 from broker_fixtures import MiB, Broker, cli_path, wait_for  # noqa: E402
 
-from headroom import agent, comfy, comfy_agent  # noqa: E402
+from headroom import agent, comfy  # noqa: E402
+from headroom.comfy import broker_client, models as comfy_models  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not os.path.exists(cli_path()),
                                 reason="headroom CLI not built (set HEADROOM_CLI)")
@@ -26,8 +27,8 @@ pytestmark = pytest.mark.skipif(not os.path.exists(cli_path()),
 
 @pytest.fixture
 def fake(monkeypatch):
-    with comfy._events_lock:
-        del comfy._events[:]
+    with comfy_models._events_lock:
+        del comfy_models._events[:]
     return comfy_standin.install(monkeypatch)
 
 
@@ -57,7 +58,7 @@ def test_offers_loaded_models_and_unloads_through_the_bridge(fake, broker):
     keep = []
     load(fake, "vae", 64 * MiB, keep)
     load(fake, "unet", 300 * MiB, keep)  # the most recently used
-    models = comfy_agent.ComfyModels()
+    models = broker_client.ComfyModels()
     a = agent.connect(priority=0, registry=models, name="comfyui", path=broker.path,
                       interval=0.2)
     try:
@@ -102,7 +103,7 @@ def test_a_running_prompt_gets_the_between_prompts_flags(fake):
     keep = []
     load(fake, "unet", 100 * MiB, keep)
     fake.queue.currently_running = {1: (0, "prompt-7")}
-    models = comfy_agent.ComfyModels(wait_s=0.3)
+    models = broker_client.ComfyModels(wait_s=0.3)
     t0 = time.monotonic()
     assert models.release_device("host", 10 * MiB) == 0  # nothing went within wait_s
     assert time.monotonic() - t0 >= 0.3
@@ -112,25 +113,25 @@ def test_a_running_prompt_gets_the_between_prompts_flags(fake):
 
 
 def test_the_pack_thread_connects_when_a_broker_runs(fake, broker, monkeypatch):
-    comfy_agent.stop()  # importing the node pack (other tests) started it
+    broker_client.stop()  # importing the node pack (other tests) started it
     monkeypatch.setenv("HEADROOM_BROKER_SOCKET", broker.path)
     keep = []
     load(fake, "unet", 128 * MiB, keep)
     monkeypatch.setenv("HEADROOM_COMFY_AGENT", "0")
-    monkeypatch.setattr(comfy_agent, "enabled", lambda: False)
-    assert comfy_agent.start() is False
+    monkeypatch.setattr(broker_client, "enabled", lambda: False)
+    assert broker_client.start() is False
     monkeypatch.undo()
     fake = comfy_standin.install(monkeypatch)
     load(fake, "unet", 128 * MiB, keep)
     monkeypatch.setenv("HEADROOM_BROKER_SOCKET", broker.path)
-    assert comfy_agent.start(interval=0.2) is True
+    assert broker_client.start(interval=0.2) is True
     try:
         c = wait_for(lambda: client(broker, os.getpid()), timeout=10)
         assert c and c["name"] == "comfyui"
         assert wait_for(lambda: client(broker, os.getpid())["releasable_bytes"]["host"]
                         == 128 * MiB)
     finally:
-        comfy_agent.stop()
+        broker_client.stop()
     assert wait_for(lambda: client(broker, os.getpid()) is None)
 
 
@@ -155,7 +156,7 @@ def test_where_the_offload_device_is_the_device_whole_models_go(fake):
         p.headroom_name = name
         keep.append(p)
         fake.mm.load_models_gpu([p])
-    models = comfy_agent.ComfyModels()
+    models = broker_client.ComfyModels()
     assert models.release_device("host", 120 * MiB) == 150 * MiB  # "old", then "mid"
     assert [m["name"] for m in comfy.loaded_models()] == ["new"]
     assert fake.queue.flags == {"unload_models": False, "free_memory": True}

@@ -4,11 +4,11 @@ library's error codes as exceptions.
 
 The library is looked for, in this order: the file named by $HEADROOM_LIB (an
 explicit choice: if it cannot be loaded that is an error, not a reason to try
-elsewhere), a libheadroom.so next to this package (a pip install puts it
-there), and the system's library path. Loading happens on first use, not at
+elsewhere), a libheadroom.so in the headroom package's folder (a pip install
+puts it there), and the system's library path. Loading happens on first use, not at
 import, so the parts of the package that need only the standard library
-(``python3 -m headroom.trace``, stage logging, free_memory) work on a machine
-without the library.
+(``python3 -m headroom.trace``, stage logging, free_memory's cache release)
+work on a machine without the library.
 
 Every struct here mirrors one of the library's; STRUCTS maps the C name to
 the ctypes class, and tests/python/test_abi.py compares each size and field
@@ -82,6 +82,13 @@ DROP_FN = _c.CFUNCTYPE(None, _c.c_uint32, _c.c_void_p)
 MEMINFO_FN = _c.CFUNCTYPE(_c.c_int, _c.c_void_p, _P(_c.c_uint64), _P(_c.c_uint64))
 # The pool's reclaimer (hr_reclaim_fn).
 RECLAIM_FN = _c.CFUNCTYPE(_c.c_int, _c.c_void_p, _c.c_uint64, _P(_c.c_uint64), _c.c_void_p)
+
+
+class CleanupMode(_c.Structure):
+    _fields_ = [("name", _c.c_char_p), ("summary", _c.c_char_p), ("caches", _c.c_bool),
+                ("collect", _c.c_bool), ("idle_modules", _c.c_bool), ("models", _c.c_bool),
+                ("hooks", _c.c_bool), ("drop_caches", _c.c_bool), ("max_passes", _c.c_uint32),
+                ("min_pass_bytes", _c.c_uint64)]
 
 
 class ResidencyOptions(_c.Structure):
@@ -180,7 +187,7 @@ def structs():
         "hr_residency_options_t": ResidencyOptions, "hr_asset_desc_t": AssetDesc,
         "hr_asset_info_t": AssetInfo, "hr_action_t": Action, "hr_suggestion_t": Suggestion,
         "hr_plan_t": Plan, "hr_lookahead_t": Lookahead,
-        "hr_residency_stats_t": ResidencyStats,
+        "hr_residency_stats_t": ResidencyStats, "hr_cleanup_mode_t": CleanupMode,
     }
 
 
@@ -389,6 +396,9 @@ _PARTS = [
                          ("t", _c.c_double), ("bytes", _u64), ("out", _P(LeakResult))]),
     ("hr_leak_evaluate", _i, [("config", _P(LeakConfig)), ("t", _P(_c.c_double)),
                               ("y", _P(_c.c_double)), ("n", _sz), ("out", _P(LeakResult))]),
+    # the cleanup modes
+    ("hr_cleanup_modes", _P(CleanupMode), [("n", _P(_sz))]),
+    ("hr_cleanup_mode", _P(CleanupMode), [("name", _c.c_char_p)]),
     # residency
     ("hr_residency_options_default", None, [("table", _vp), ("out", _P(ResidencyOptions))]),
     ("hr_residency_create", _i, [("options", _P(ResidencyOptions)), ("out", _P(_vp))]),
@@ -505,7 +515,9 @@ def _candidates():
     if env:
         yield env, True
         return
-    here = os.path.dirname(os.path.abspath(__file__))
+    # The package's own folder (headroom/, where a pip install puts it), one
+    # above this room.
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     yield os.path.join(here, "libheadroom.so"), False
     found = ctypes.util.find_library("headroom")
     if found:
@@ -623,6 +635,18 @@ def check(rc, where, err=None):
     raise HeadroomError(rc, where, detail)
 
 
+# What else holds on to the loaded library's state, forgotten with it
+# (options.process()'s handle): callables added by the modules that keep one.
+_on_reset = []
+
+
+def on_reset(fn):
+    """Adds fn() to what reset_for_tests() calls after forgetting the library;
+    returns fn."""
+    _on_reset.append(fn)
+    return fn
+
+
 def reset_for_tests():
     """Forgets the loaded library (or the failed search) so that a test can
     load another one."""
@@ -633,6 +657,5 @@ def reset_for_tests():
             # test is about to change: read them again on next use.
             _lib.hr_options_process_reload()
         _lib, _path, _failure, _pool_stats_type = None, None, None, None
-    from . import options
-
-    options.forget_process_options()
+    for fn in _on_reset:
+        fn()

@@ -1,4 +1,4 @@
-"""headroom.comfy_agent: ComfyUI as a client of the memory broker.
+"""headroom.comfy.broker_client: ComfyUI as a client of the memory broker.
 
 Inside ComfyUI, the broker's agent (headroom.agent) offers ComfyUI's loaded
 models (headroom.comfy.loaded_models(): each model's bytes on its device,
@@ -31,8 +31,9 @@ import os
 import threading
 import time
 
-from . import agent as _agent
-from . import comfy
+from .. import agent as _agent
+from .._c import options
+from . import freeing, models as comfy
 
 __all__ = ["ComfyModels", "start", "stop", "enabled"]
 
@@ -108,7 +109,7 @@ class ComfyModels:
         out = []
         for lm in reversed(list(comfy.model_management().current_loaded_models)):
             p = lm.model
-            if p is None or comfy._dynamic(p) or _device(lm.device) != device:
+            if p is None or comfy.is_dynamic(p) or _device(lm.device) != device:
                 continue
             if str(lm.device) == str(getattr(p, "offload_device", "")):
                 n = int(p.loaded_size())
@@ -138,19 +139,19 @@ class ComfyModels:
             for p, n in stay:
                 if total >= nbytes:
                     break
-                res = comfy.free(target="input", model=p)
+                res = freeing.free(target="input", model=p)
                 still += res.still_referenced
                 total += n
             del stay, p
         else:
-            res = comfy.free(target="amount", amount=int(nbytes))
+            res = freeing.free(target="amount", amount=int(nbytes))
             still = res.still_referenced
         self.last_result = res
         got = max(0, before - self._loaded_on(device))
         if still:
             # The output cache holds them: let the worker reset it (at once
             # when idle), without unloading the models still loaded.
-            q = comfy._prompt_queue()
+            q = comfy.prompt_queue()
             if q is not None:
                 q.set_flag("unload_models", False)
                 q.set_flag("free_memory", True)
@@ -163,7 +164,6 @@ def enabled():
     HEADROOM_COMFY_AGENT); read through the library's option table, or the
     environment alone when the library is not loadable."""
     try:
-        from . import options
         return bool(options.process().get("comfy_agent"))
     except Exception:
         v = os.environ.get("HEADROOM_COMFY_AGENT", "1").strip().lower()

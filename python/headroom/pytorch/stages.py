@@ -22,7 +22,10 @@ import sys
 import threading
 import time
 
-from . import _readings
+from .._c import options
+from ..readings import detection, procfs
+from ..readings.units import fmt_bytes
+from . import vram
 
 #: The first calls of a stage are warm-up and are not judged.
 WARMUP_CALLS = 2
@@ -33,8 +36,8 @@ _order = []
 
 
 def _sample():
-    alloc, res = _readings.vram_process()
-    return _readings.rss_bytes(), alloc, res
+    alloc, res = vram.process_bytes()
+    return procfs.rss_bytes(), alloc, res
 
 
 class stage:
@@ -140,25 +143,19 @@ def _series(samples, key):
 def _leak_settings():
     """(window_s, min_rate_per_min, min_samples) from the option table, or
     None without the library."""
-    from . import watch
-
-    if not watch.available():
+    if not detection.available():
         return None
-    from . import options
-
     o = options.process()
     return o.get("leak_window"), o.get("leak_min_rate"), o.get("leak_min_samples")
 
 
 def _judge(points, settings):
-    from . import watch
-
     window, rate, min_samples = settings
     last = points[-1][0]
     pts = [p for p in points if p[0] >= last - window]
     if len(pts) < max(3, min_samples):
         return None
-    return watch.leak_evaluate(pts, window, rate, min_samples=max(3, min_samples))
+    return detection.leak_evaluate(pts, window, rate, min_samples=max(3, min_samples))
 
 
 def summary():
@@ -191,8 +188,8 @@ def summary():
             res = _judge(points, settings)
             if res is not None and res["suspected"]:
                 leak.append("%s %s per call over %d calls (%s/min, confidence %.3f)" % (
-                    words, _readings.fmt_bytes(growth, signed=True), len(points),
-                    _readings.fmt_bytes(res["slope_per_min"], signed=True), res["confidence"]))
+                    words, fmt_bytes(growth, signed=True), len(points),
+                    fmt_bytes(res["slope_per_min"], signed=True), res["confidence"]))
         row["leak"] = bool(leak)
         row["leak_text"] = "; ".join(leak)
         out.append(row)
@@ -202,7 +199,7 @@ def summary():
 def report(file=sys.stdout):
     """Writes the per-stage table to `file` (None: write nothing) and returns it."""
     rows = summary()
-    f = _readings.fmt_bytes
+    f = fmt_bytes
     if not rows:
         text = "no stages recorded\n"
     else:

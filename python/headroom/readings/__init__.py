@@ -1,0 +1,11 @@
+"""The readings room: what the package knows about memory, and the library's
+tests that judge it.
+
+- snapshot: the machine through libheadroom's probe (headroom.snapshot()).
+- procfs: this process's RSS, the host's memory and processes, from /proc.
+- detection: levels with hysteresis and leak detection (the trend test).
+- units: sizes written and read as text.
+
+PyTorch's and the pools' VRAM readings live in the PyTorch room
+(headroom.pytorch.vram). Nothing here imports torch.
+"""
