@@ -42,9 +42,9 @@ static void proc(hr__buf_t *b, const hr_watch_event_t *e) {
   str(b, "name", e->name);
 }
 
-static void sample_json(hr__buf_t *b, const hr_event_sample_t *x) {
+/* The host, the cgroup and each GPU with their levels. */
+static void sample_scopes(hr__buf_t *b, const hr_event_sample_t *x) {
   const hr_snapshot_t *s = x->snap;
-  if (!s) return;
   if (s->host_state == HR_PROBE_OK) {
     hr__buf_printf(b, ",\"host\":{\"total_bytes\":%" PRIu64 ",\"available_bytes\":%" PRIu64,
                    s->host.total_bytes, s->host.available_bytes);
@@ -68,7 +68,12 @@ static void sample_json(hr__buf_t *b, const hr_event_sample_t *x) {
                    i ? "," : "", g->index, g->used_bytes, g->total_bytes, g->util_gpu,
                    hr_level_name(x->gpus ? x->gpus[i] : HR_LEVEL_OK));
   }
-  hr__buf_puts(b, "],\"top\":[");
+  hr__buf_puts(b, "]");
+}
+
+/* The processes shown, with their trends. */
+static void sample_top(hr__buf_t *b, const hr_event_sample_t *x) {
+  hr__buf_puts(b, ",\"top\":[");
   for (size_t i = 0; i < x->n_top; i++) {
     const hr_watch_proc_view_t *v = &x->top[i];
     const hr_proc_t *p = v->proc;
@@ -80,7 +85,14 @@ static void sample_json(hr__buf_t *b, const hr_event_sample_t *x) {
     num(b, "rss_anon_per_min_bytes", "%.0f", v->rss_per_min);
     hr__buf_printf(b, ",\"leak\":%s}", v->leak ? "true" : "false");
   }
-  hr__buf_printf(b, "],\"processes\":%zu,\"processes_read\":%s", s->n_procs,
+  hr__buf_puts(b, "]");
+}
+
+static void sample_json(hr__buf_t *b, const hr_event_sample_t *x) {
+  if (!x->snap) return;
+  sample_scopes(b, x);
+  sample_top(b, x);
+  hr__buf_printf(b, ",\"processes\":%zu,\"processes_read\":%s", x->snap->n_procs,
                  x->processes_read ? "true" : "false");
   num(b, "cpu_ms", "%.3f", x->cpu_s * 1000);
 }
