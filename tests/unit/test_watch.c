@@ -308,18 +308,17 @@ static void test_history_while_watching(void) {
  * a snapshot without a selection is selected once, with the watch's
  * options. */
 static void test_shows_the_snapshots_selection(void) {
+  hr_snapshot_t *s = fake_snapshot(100, 8 * GiB, 0, 4);
+  CHECK(s && (s->selected = malloc(sizeof *s->selected)) != NULL);
+  s->selected[0] = 0, s->n_selected = 1; /* pid 1000, the smallest */
+  rec_t r;
+  hr_watch_t *w = make(&r, (const char *const[]){"top", "3", "metrics_top", "3", NULL});
   char path[256], err[256];
   snprintf(path, sizeof path, "%s/sel.db", tmp);
   hr_history_t *h;
   CHECK_OK(hr_history_open(path, &h, err, sizeof err));
-  rec_t r;
-  const char *const kv[] = {"top", "3", "metrics_top", "3", NULL};
-  hr_watch_t *w = make(&r, kv);
   CHECK(w);
   hr_watch_attach_history(w, h);
-  hr_snapshot_t *s = fake_snapshot(100, 8 * GiB, 0, 4);
-  CHECK(s && (s->selected = malloc(sizeof *s->selected)) != NULL);
-  s->selected[0] = 0, s->n_selected = 1; /* pid 1000, the smallest */
   CHECK_OK(hr_watch_feed(w, s));
   hr_watch_view_t v;
   hr_watch_get_view(w, &v);
