@@ -14,9 +14,10 @@
  * the run lies inside one free block. The PyTorch-like policy maps one page
  * per call (2 MiB in the small pool, 20 MiB in the large one) and unmaps
  * only when the cache is released, as PyTorch does. headroom's default maps
- * up to HR__MAX_EXTENT granules per call, grows by HR__GROW_STEP at least,
- * and compacts: before reserved memory would pass the mark (the most
- * memory ever allocated, plus one step) it unmaps free extents elsewhere,
+ * up to HR__MAX_EXTENT granules per call, grows by a step at least (1/64
+ * of the most memory ever allocated, 20 to 40 MiB), and compacts: before
+ * reserved memory would pass the mark (the most memory ever allocated,
+ * plus one step) it unmaps free extents elsewhere,
  * so reserved memory follows the peak of live memory rather than its
  * history, at a device call per extent. Bigger extents would mean fewer
  * calls but strand more memory: an extent goes back only once no block
@@ -504,14 +505,18 @@ uint64_t hr__expand_release_locked(hr_pool_t *p) {
 }
 
 /* The most reserved memory may reach before a growth compacts: the most
- * memory ever allocated (this request included) and one growth step.
- * Below it, compacting cannot lower the peak much and costs device calls
- * and a synchronize; the step lets growth map HR__GROW_STEP at a time.
- * Letting reserved memory pass the mark by a share of it saved few calls
- * and cost the tightest real trace its margin (bench/results/pool-ideas.md). */
-static uint64_t compact_mark(const hr_pool_t *p, uint64_t size) {
+ * memory ever allocated (this request included) and one growth step, which
+ * *step gets: 1/HR__GROW_SHARE of that peak, at least PyTorch's 20 MiB
+ * segment for 1-10 MiB requests, at most HR__GROW_STEP_MAX. Below the
+ * mark, compacting cannot lower the peak much and costs device calls and
+ * a synchronize; the step lets growth map that much at a time, so that
+ * the next small requests fit. Bigger steps, or letting reserved memory
+ * pass the mark by a share of it, saved calls but cost the tightest real
+ * traces their margin (bench/results/pool-ideas.md). */
+static uint64_t compact_mark(const hr_pool_t *p, uint64_t size, uint64_t *step) {
   uint64_t hwm = HR_MAX((uint64_t)p->alloc_hwm, (uint64_t)p->st.allocated_bytes.current + size);
-  return HR_MIN(hwm + HR__GROW_STEP, p->allowed);
+  *step = HR_MIN(HR_MAX(hwm / HR__GROW_SHARE, HR__GROW_STEP_MIN), HR__GROW_STEP_MAX);
+  return HR_MIN(hwm + *step, p->allowed);
 }
 
 int hr__expand_grow_locked(hr_pool_t *p, uint64_t size, void *stream, bool small,
@@ -528,15 +533,13 @@ int hr__expand_grow_locked(hr_pool_t *p, uint64_t size, void *stream, bool small
   }
   uint64_t need = chain_need(c, size);
   if (!p->cfg.pytorch_compat) {
-    uint64_t mark = compact_mark(p, size), res = (uint64_t)p->st.reserved_bytes.current;
+    uint64_t step, mark = compact_mark(p, size, &step);
+    uint64_t res = (uint64_t)p->st.reserved_bytes.current;
     /* The row being grown is left alone. */
     if (p->cfg.compact_mapping && res + need > mark) compact(p, res + need - mark, c->addr, end);
-    /* Grow by a step at least, as PyTorch's 20 MiB segments for 1-10 MiB
-     * requests do, while that stays under the mark: the next requests fit
-     * without a device call. */
+    /* Grow by a step at least while that stays under the mark. */
     res = (uint64_t)p->st.reserved_bytes.current;
-    if (need < HR__GROW_STEP && mark > res + need)
-      extra = HR_MIN(HR__GROW_STEP - need, mark - res - need);
+    if (need < step && mark > res + need) extra = HR_MIN(step - need, mark - res - need);
   }
   return map_chain(p, c, size, extra, out);
 }

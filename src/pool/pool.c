@@ -10,9 +10,10 @@
  *
  * headroom's default differs in one place: segments are expandable (one
  * address reservation per stream and pool, mapped in 2 MiB granules, up to
- * 16 of them per backend call, growing by 20 MiB at least) and compact:
- * before reserved memory would pass the most memory ever allocated (plus
- * one growth step) the pool unmaps free extents elsewhere (expand.c).
+ * 16 of them per backend call, growing by 20 to 40 MiB at least) and
+ * compact: before reserved memory would pass the most memory ever
+ * allocated (plus one growth step) the pool unmaps free extents elsewhere
+ * (expand.c).
  *
  * On a miss the order is: the GC (by age, above garbage_collection_threshold),
  * a new segment, releasing oversize cached blocks, releasing every cached

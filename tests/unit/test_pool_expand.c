@@ -155,9 +155,9 @@ static void test_last_granule_extent(void) {
   rm();
 }
 
-/* Growth maps a step of 20 MiB at least (PyTorch's segment for 1-10 MiB
- * requests), so four 5 MiB blocks cost one call; the step never passes
- * the pool's limit. */
+/* Growth maps a step at least: 1/64 of the most memory ever allocated,
+ * 20 MiB (PyTorch's segment for 1-10 MiB requests) to 40 MiB. Four 5 MiB
+ * blocks cost one call; the step never passes the pool's limit. */
 static void test_growth_step(void) {
   CHECK_OK(mk("default", 4 * GiB));
   void *p[5];
@@ -178,6 +178,24 @@ static void test_growth_step(void) {
   s = stats();
   CHECK_EQ_U64(s.num_device_alloc, 1);
   CHECK_EQ_U64(s.reserved_bytes.current, 12 * MiB);
+  CHECK_OK(hr_pool_check(pool));
+  rm();
+  /* After 2 GiB (64 calls of 16 granules) the step is 2052 MiB / 64:
+   * 4 MiB maps 34 MiB (16 and 1 granules), and seven more fit in it. */
+  CHECK_OK(mk("default", 8 * GiB));
+  CHECK(A(2 * GiB, NULL));
+  CHECK(A(4 * MiB, NULL));
+  s = stats();
+  CHECK_EQ_U64(s.num_device_alloc, 66);
+  CHECK_EQ_U64(s.reserved_bytes.current, 2 * GiB + 34 * MiB);
+  for (int i = 0; i < 7; i++) CHECK(A(4 * MiB, NULL));
+  CHECK_EQ_U64(stats().num_device_alloc, 66);
+  rm();
+  /* From 2.5 GiB on the step stays at 40 MiB. */
+  CHECK_OK(mk("default", 16 * GiB));
+  CHECK(A(4 * GiB, NULL));
+  CHECK(A(4 * MiB, NULL));
+  CHECK_EQ_U64(stats().reserved_bytes.current, 4 * GiB + 40 * MiB);
   CHECK_OK(hr_pool_check(pool));
   rm();
 }
