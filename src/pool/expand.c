@@ -380,14 +380,15 @@ static int gather_block(hr_pool_t *p, hr__block_t *b, size_t *n) {
   return 0;
 }
 
-/* Lists the extents inside free blocks of expandable segments, leaving
- * out the blocks inside [lo, hi). Only free blocks of a granule or more
- * can hold one: the index gives them, largest last, without a walk over
- * every block. Returns how many. */
-static size_t gather(hr_pool_t *p, uint64_t lo, uint64_t hi) {
+/* Lists the extents inside free blocks of `min` bytes or more (a granule
+ * at least) of expandable segments, leaving out the blocks inside
+ * [lo, hi). The index gives those blocks without a walk over every block.
+ * Returns how many. */
+static size_t gather(hr_pool_t *p, uint64_t min, uint64_t lo, uint64_t hi) {
   size_t n = 0;
+  min = HR_MAX(min, p->backend->granularity);
   for (hr__bins_t *x = p->bins; x; x = x->next)
-    for (hr__block_t *b = hr__index_best(x, p->backend->granularity); b; b = hr__index_next(x, b)) {
+    for (hr__block_t *b = hr__index_best(x, min); b; b = hr__index_next(x, b)) {
       if (!b->seg->expandable) continue;
       if ((b->addr + b->size <= lo || b->addr >= hi) && gather_block(p, b, &n))
         return n; /* out of memory: what was found so far */
@@ -448,21 +449,23 @@ static uint64_t ext_bytes(const hr__ext_ref_t *x) {
   return (uint64_t)x->len * x->b->seg->gran;
 }
 
-/* Picks from the n listed extents those to unmap for `want` bytes: the
- * smallest that is enough alone (the lowest among equals), else the
- * largest first (the highest among equals) until enough, or all. Moves
- * them to the front of the list; returns how many. A selection, not a
- * sort: usually one or two are picked from hundreds. */
-static size_t pick(hr_pool_t *p, size_t n, uint64_t want) {
-  size_t best = n, k = 0;
+/* The smallest of the n listed extents that holds `want` bytes alone (the
+ * lowest among equals), moved to the front of the list; false when none. */
+static bool pick_one(hr_pool_t *p, size_t n, uint64_t want) {
+  size_t best = n;
   for (size_t i = 0; i < n; i++)
     if (ext_bytes(&p->exts[i]) >= want &&
         (best == n || cmp_size_addr(&p->exts[i], &p->exts[best]) < 0))
       best = i;
-  if (best < n) {
-    p->exts[0] = p->exts[best];
-    return 1;
-  }
+  if (best < n) p->exts[0] = p->exts[best];
+  return best < n;
+}
+
+/* Moves the largest of the n listed extents (the highest among equals) to
+ * the front until they hold `want` bytes, or all are; returns how many. A
+ * selection, not a sort: usually a few are picked from hundreds. */
+static size_t pick_largest(hr_pool_t *p, size_t n, uint64_t want) {
+  size_t k = 0;
   for (uint64_t sum = 0; k < n && sum < want; k++) {
     size_t top = k;
     for (size_t i = k + 1; i < n; i++)
@@ -494,14 +497,18 @@ static uint64_t unmap_listed(hr_pool_t *p, size_t k) {
 }
 
 /* Unmaps free extents outside [lo, hi) for at least `want` bytes, or as
- * many as there are. Returns the bytes unmapped. */
+ * many as there are: the smallest that is enough alone, else the largest
+ * first. Only a free block of `want` bytes or more can hold an extent that
+ * is enough alone, so those are searched first. Returns the bytes unmapped. */
 static uint64_t compact(hr_pool_t *p, uint64_t want, uint64_t lo, uint64_t hi) {
-  size_t n = gather(p, lo, hi);
-  return n ? unmap_listed(p, pick(p, n, want)) : 0;
+  size_t n = gather(p, want, lo, hi);
+  if (n && pick_one(p, n, want)) return unmap_listed(p, 1);
+  n = gather(p, 0, lo, hi);
+  return n ? unmap_listed(p, pick_largest(p, n, want)) : 0;
 }
 
 uint64_t hr__expand_release_locked(hr_pool_t *p) {
-  return unmap_listed(p, gather(p, 0, 0));
+  return unmap_listed(p, gather(p, 0, 0, 0));
 }
 
 /* The most reserved memory may reach before a growth compacts: the most
