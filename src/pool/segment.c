@@ -15,17 +15,21 @@
 
 /* ---- block records ------------------------------------------------------- */
 
-hr__block_t *hr__block_new_locked(hr_pool_t *p) {
-  if (!p->free_records) {
-    hr__slab_t *s = malloc(sizeof *s + SLAB_BLOCKS * sizeof(hr__block_t));
-    if (!s) return NULL;
-    s->next = p->slabs;
-    p->slabs = s;
-    for (int i = SLAB_BLOCKS - 1; i >= 0; i--) {
-      s->blocks[i].left = p->free_records;
-      p->free_records = &s->blocks[i];
-    }
+/* Adds a slab of SLAB_BLOCKS records to the free list. */
+static int slab_add(hr_pool_t *p) {
+  hr__slab_t *s = malloc(sizeof *s + SLAB_BLOCKS * sizeof(hr__block_t));
+  if (!s) return HR_ENOMEM;
+  s->next = p->slabs;
+  p->slabs = s;
+  for (int i = SLAB_BLOCKS - 1; i >= 0; i--) {
+    s->blocks[i].left = p->free_records;
+    p->free_records = &s->blocks[i];
   }
+  return 0;
+}
+
+hr__block_t *hr__block_new_locked(hr_pool_t *p) {
+  if (!p->free_records && slab_add(p)) return NULL;
   hr__block_t *b = p->free_records;
   p->free_records = b->left;
   memset(b, 0, sizeof *b);
@@ -40,17 +44,8 @@ hr__block_t *hr__block_new_locked(hr_pool_t *p) {
 int hr__block_reserve_locked(hr_pool_t *p, size_t n) {
   size_t have = 0;
   for (hr__block_t *b = p->free_records; b && have < n; b = b->left) have++;
-  while (have < n) {
-    hr__slab_t *s = malloc(sizeof *s + SLAB_BLOCKS * sizeof(hr__block_t));
-    if (!s) return HR_ENOMEM;
-    s->next = p->slabs;
-    p->slabs = s;
-    for (int i = SLAB_BLOCKS - 1; i >= 0; i--) {
-      s->blocks[i].left = p->free_records;
-      p->free_records = &s->blocks[i];
-    }
-    have += SLAB_BLOCKS;
-  }
+  for (; have < n; have += SLAB_BLOCKS)
+    if (slab_add(p)) return HR_ENOMEM;
   return 0;
 }
 
