@@ -26,7 +26,7 @@
 #define HR__MIN_LARGE   (10ull << 20) /* requests from here get their own segment */
 #define HR__ROUND_LARGE (2ull << 20)  /* rounding of such segments */
 #define HR__MAX_TAGS    256
-#define HR__VA_FACTOR   4   /* address reserved per expandable segment / allowed */
+#define HR__VA_FACTOR   4   /* address reserved per expandable segment / allowed (default) */
 #define HR__NBINS       256 /* size bins of the free index, 8 per power of two */
 #define HR__MAX_EXTENT  16  /* most granules one map call covers (default policy) */
 /* Least an expandable segment grows by (default): 1/HR__GROW_SHARE of the
