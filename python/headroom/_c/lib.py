@@ -14,15 +14,13 @@ Every struct here mirrors one of the library's; STRUCTS maps the C name to
 the ctypes class, and tests/python/test_abi.py compares each size and field
 offset with the library's own table (hr_abi_structs), so a change on one side
 that the other does not follow fails a test instead of corrupting memory.
-Every function is declared once, with the names of its parameters: load()
-returns a Library whose functions check each integer argument against its C
-type's range and raise ValueError naming the parameter, instead of letting
-ctypes wrap 2**64 + 100 to 100. Functions from parts of the library that are
-not in every build are declared only when the library exports them; callers
-ask with ``has()``.
+Every function is declared once, with the names of its parameters. Functions
+from parts of the library that are not in every build are declared only when
+the library exports them; callers ask with ``has()``.
 
 Every integer that crosses into C passes one check, check_int(), chosen by
-the C type it lands in (to_c): a function's argument (Function, from the
+the C type it lands in (to_c), instead of ctypes keeping the low bits (2**64
++ 100 would be 100): a function's argument (Function, from the
 prototypes here), a struct's field (Struct, the base of every struct here;
 positional and keyword construction and assignment alike), a value stored
 through a pointer a callback was given (store) and an array's element
@@ -381,7 +379,8 @@ class Function:
 
 class Library:
     """The loaded library: one attribute per declared function (a Function
-    when it has integer parameters to check, else the ctypes function), plus
+    when it has integer or pointer parameters to check, else the ctypes
+    function), plus
     `cdll` (the ctypes.CDLL) and `path`."""
 
     def __init__(self, cdll, path):
