@@ -380,8 +380,7 @@ class Function:
 class Library:
     """The loaded library: one attribute per declared function (a Function
     when it has integer or pointer parameters to check, else the ctypes
-    function), plus
-    `cdll` (the ctypes.CDLL) and `path`."""
+    function), plus `cdll` (the ctypes.CDLL) and `path`."""
 
     def __init__(self, cdll, path):
         self.cdll = cdll
