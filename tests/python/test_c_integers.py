@@ -12,6 +12,8 @@ import pytest
 
 from headroom._c import lib as _lib, pool
 
+from test_pool import lib  # noqa: F401  (the fixture: the library, with a pool)
+
 U64 = (1 << 64) - 1
 HOSTILE_INTS = [-1, 1 << 64, (1 << 64) + 7]
 NOT_INTS = [1.5, 2.0, True, False, "7", b"7"]
@@ -131,14 +133,6 @@ def test_pointer_arguments_take_ctypes_objects_and_none():
 
 
 # ---- the real library ----
-
-
-@pytest.fixture
-def lib(fresh_loader, libpath):
-    fresh_loader.setenv("HEADROOM_LIB", libpath)
-    if not _lib.has("hr_pool_create"):
-        pytest.skip("this libheadroom has no pool")
-    return _lib.load()
 
 
 def test_every_declared_function_with_numbers_or_pointers_is_checked(lib):
