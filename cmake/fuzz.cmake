@@ -58,7 +58,7 @@ endif()
 if(hr_fuzz_why)
   message(STATUS "Fuzz harnesses not built: ${hr_fuzz_why}")
   string(CONCAT hr_msg "fuzz harnesses not built: ${hr_fuzz_why}; on Debian apt-get install "
-    "clang libclang-rt-14-dev (scripts/install-deps does)")
+    "clang libclang-rt-dev (bookworm: libclang-rt-14-dev; scripts/install-deps does)")
   add_test(NAME fuzz_harnesses COMMAND sh -c "echo '${hr_msg}'; exit 77")
   set_tests_properties(fuzz_harnesses PROPERTIES LABELS fuzz SKIP_RETURN_CODE 77)
   return()
