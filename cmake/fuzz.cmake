@@ -71,7 +71,7 @@ ExternalProject_Add(fuzz_harnesses
   BINARY_DIR ${PROJECT_BINARY_DIR}/fuzz
   CMAKE_ARGS -DCMAKE_C_COMPILER=${HR_FUZZ_CC} -DCMAKE_BUILD_TYPE=Debug
     "-DCMAKE_C_FLAGS_DEBUG=-g -O1" -DHR_SANITIZE=fuzzer-no-link,address,undefined
-    -DHR_FUZZ_HARNESSES=ON
+    -DHR_FUZZ_HARNESSES=ON -DHR_WERROR=${HR_WERROR}
   BUILD_COMMAND ${CMAKE_COMMAND} --build <BINARY_DIR> --target fuzz_all --parallel ${hr_cores}
   INSTALL_COMMAND ""
   BUILD_ALWAYS ON)
