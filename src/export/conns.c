@@ -14,14 +14,18 @@
  *
  * The policy (docs/watch.md, "Exporter"):
  *  - a connection that waits (idle, or its request's headers incomplete) is
- *    cut header_deadline after its accept or the end of its last response;
+ *    cut header_deadline after its accept or the end of its last response,
+ *    judged only after what had arrived by then has been read: a thread
+ *    kept from running (a loaded machine) never cuts a request that came in
+ *    time;
  *  - a request whose headers are complete is answered and never dropped for
  *    another connection; its response must be taken within
  *    response_deadline;
  *  - at capacity, a new connection takes the place of the one that has
- *    waited longest; when none waits (every one is being answered) the new
- *    one is taken all the same and accepting pauses until there is room,
- *    the next ones waiting in the kernel's backlog;
+ *    waited longest, once what it sent has been read; when none waits
+ *    (every one is being answered) the new one is taken all the same and
+ *    accepting pauses until there is room, the next ones waiting in the
+ *    kernel's backlog;
  *  - a request that arrives while max_answering responses are in flight is
  *    answered 503 with Retry-After (http.c);
  *  - no limit per address: the scraper often shares its address with the
@@ -38,6 +42,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -176,10 +181,22 @@ static void listen_polled(hr_exporter_t *e, bool on, double until) {
   e->resume_at = until;
 }
 
+/* Whether bytes wait on fd that libmicrohttpd has not read yet. */
+static bool unread(int fd) {
+  int n = 0;
+  return ioctl(fd, FIONREAD, &n) == 0 && n > 0;
+}
+
 /* Cuts the connection that has waited longest, to make room for a new one,
- * and lets libmicrohttpd close it at once. False when none waits. */
+ * and lets libmicrohttpd close it at once. False when none waits. Bytes
+ * that came since the last read are read first: the request they complete
+ * is answered, and its connection no longer waits. */
 static bool make_room(hr_exporter_t *e) {
   hr__conn_t *k = oldest(&e->waiting);
+  if (k && unread(k->fd)) {
+    MHD_run(e->daemon);
+    k = oldest(&e->waiting);
+  }
   if (!k) return false;
   cut(e, k, HR__DROP_CAPACITY);
   MHD_run(e->daemon);
@@ -218,6 +235,8 @@ static void accept_some(hr_exporter_t *e) {
 
 /* ---- the loop ------------------------------------------------------------ */
 
+/* Cuts what is past its deadline at `now`, read before libmicrohttpd last
+ * read the connections (serve). */
 static void expire(hr_exporter_t *e, double now) {
   hr__conn_t *k;
   while ((k = oldest(&e->waiting)) && now - k->since >= e->lim.header_deadline)
@@ -256,8 +275,12 @@ static void *serve(void *arg) {
       if (ev[i].data.fd == e->fd) incoming = true;
       if (ev[i].data.fd == e->wake) drain(e->wake);
     }
-    MHD_run(e->daemon);
+    /* The clock is read before the connections are: every request that
+     * had come by `now` is parsed (its connection answering, no longer
+     * waiting) before expire() judges against `now`, however long the
+     * thread was kept from running in between. */
     double now = hr__now_mono();
+    MHD_run(e->daemon);
     expire(e, now);
     if (e->paused &&
         (e->resume_at > 0 ? now >= e->resume_at : live(e) < e->lim.capacity || e->waiting.n > 0))

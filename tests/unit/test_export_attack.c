@@ -10,7 +10,9 @@
  *   for the new one, never one being answered; a request past the responses
  *   in flight gets 503 with Retry-After; when every connection is being
  *   answered a new one waits for room instead of being turned away; a
- *   response not taken in time is cut; each is counted.
+ *   response not taken in time is cut; each is counted. A server's thread
+ *   held up past the header deadline (a loaded machine) still answers the
+ *   requests that came meanwhile.
  * - Hundreds of idle connections, oversized requests and addresses that
  *   must not bind.
  * Every socket is closed before each test ends. Timings asserted are the
@@ -27,6 +29,7 @@
 #include "export/http.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -35,6 +38,7 @@
 #include <stdatomic.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -91,25 +95,31 @@ static void parse(const char *buf, reply_t *r) {
   r->body_ok = r->status == 200 && strstr(buf, "headroom_attack_probe 1") != NULL;
 }
 
-/* GET /metrics from `src` with a 10 s limit, reading the first 4 KiB. */
-static reply_t scrape_from(const char *src, int port) {
+/* The reply on fd (fd < 0: none), read with a 10 s limit up to its end or
+ * its first 4 KiB. */
+static reply_t receive(int fd) {
   reply_t r = {0};
-  double t0 = now_s();
-  int fd = connect_from(src, port);
   char buf[4096];
   size_t n = 0;
-  if (fd >= 0) {
-    struct timeval tv = {10, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    if (send(fd, request, strlen(request), MSG_NOSIGNAL) == (ssize_t)strlen(request)) {
-      ssize_t got;
-      while (n < sizeof buf - 1 && (got = recv(fd, buf + n, sizeof buf - 1 - n, 0)) > 0)
-        n += (size_t)got;
-    }
-    close(fd);
-  }
+  struct timeval tv = {10, 0};
+  if (fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0)
+    for (ssize_t got; n < sizeof buf - 1 && (got = recv(fd, buf + n, sizeof buf - 1 - n, 0)) > 0;)
+      n += (size_t)got;
   buf[n] = '\0';
   parse(buf, &r);
+  return r;
+}
+
+static bool send_request(int fd) {
+  return fd >= 0 && send(fd, request, strlen(request), MSG_NOSIGNAL) == (ssize_t)strlen(request);
+}
+
+/* GET /metrics from `src` with a 10 s limit, reading the first 4 KiB. */
+static reply_t scrape_from(const char *src, int port) {
+  double t0 = now_s();
+  int fd = connect_from(src, port);
+  reply_t r = receive(send_request(fd) ? fd : -1);
+  if (fd >= 0) close(fd);
   r.took = now_s() - t0;
   return r;
 }
@@ -346,27 +356,16 @@ static void test_more_than_capacity_spread(void) {
  * status line, 200 or 503 with Retry-After. Returns the 503s in *shed. */
 static void concurrent(int port, int n, int *statuses, int *shed) {
   int *fds = calloc((size_t)n, sizeof *fds);
-  char(*buf)[512] = calloc((size_t)n, sizeof *buf);
-  size_t *len = calloc((size_t)n, sizeof *len);
-  if (!fds || !buf || !len) goto out;
+  if (!fds) return;
   for (int i = 0; i < n; i++) fds[i] = socket_from("127.0.0.1", port, false, 0);
-  for (int i = 0; i < n; i++)
-    if (fds[i] >= 0) send(fds[i], request, strlen(request), MSG_NOSIGNAL);
+  for (int i = 0; i < n; i++) send_request(fds[i]);
   for (int i = 0; i < n; i++) {
-    struct timeval tv = {10, 0};
-    ssize_t r = 0;
-    if (fds[i] >= 0) setsockopt(fds[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    while (fds[i] >= 0 && len[i] < sizeof buf[i] - 1 &&
-           (r = recv(fds[i], buf[i] + len[i], sizeof buf[i] - 1 - len[i], 0)) > 0)
-      len[i] += (size_t)r;
-    reply_t rep = {0};
-    parse(buf[i], &rep);
+    reply_t rep = receive(fds[i]);
     statuses[i] = rep.status == 503 && !rep.retry_after ? -503 : rep.status;
     *shed += rep.status == 503;
   }
-out:
-  if (fds) close_all(fds, n);
-  free(fds), free(buf), free(len);
+  close_all(fds, n);
+  free(fds);
 }
 
 static char *big_doc(void);
@@ -578,7 +577,7 @@ static void test_full_of_answers(void) {
   bool ok = stuck_start(&s, patient(1, 1));
   reply_t b = scrape_from("127.0.0.2", s.port);
   int c = ok ? connect_from("127.0.0.3", s.port) : -1; /* the kernel's backlog takes it */
-  if (c >= 0) send(c, request, strlen(request), MSG_NOSIGNAL);
+  send_request(c);
   bool c_waits = c >= 0 && !closed_by_server(c, 0.3);
   size_t body = 0, c_body = 0;
   int a_status = ok ? read_whole(s.a, &body) : -1;
@@ -632,6 +631,77 @@ static void test_no_spin(void) {
   stuck_end(&s);
   CHECK(all && timed);
   CHECK_MSG(used < 0.05, "the server's thread used %.3f s of CPU in 1 s at rest", used);
+}
+
+/* The system call the exporter's thread (named hr-exporter) is in, from
+ * /proc/self/task/TID/syscall; -1 when it cannot be read. */
+static long exporter_syscall(void) {
+  DIR *d = opendir("/proc/self/task");
+  long nr = -1;
+  for (struct dirent *t; d && nr < 0 && (t = readdir(d));) {
+    char path[300], buf[64] = "";
+    snprintf(path, sizeof path, "/proc/self/task/%s/comm", t->d_name);
+    FILE *f = fopen(path, "r");
+    bool ours = f && fgets(buf, sizeof buf, f) && strcmp(buf, "hr-exporter\n") == 0;
+    if (f) fclose(f);
+    snprintf(path, sizeof path, "/proc/self/task/%s/syscall", t->d_name);
+    if (ours && (f = fopen(path, "r"))) {
+      if (fscanf(f, "%ld", &nr) != 1) nr = -1;
+      fclose(f);
+    }
+  }
+  if (d) closedir(d);
+  return nr;
+}
+
+/* Waits (10 s at most) until the exporter's thread has been blocked on a
+ * lock for 100 ms on end. */
+static bool exporter_blocked(void) {
+  int seen = 0;
+  for (double t0 = now_s(); now_s() - t0 < 10 && seen < 10; sleep_s(0.01))
+    seen = exporter_syscall() == SYS_futex ? seen + 1 : 0;
+  return seen == 10;
+}
+
+/* A server's thread kept from running must not hold that against clients
+ * whose requests arrived in time. Eight connections wait; the thread is
+ * stalled, in libmicrohttpd's run after it has looked for input, by a
+ * request whose answer waits on the document's lock, held here; the eight
+ * send complete requests meanwhile, and the stall outlasts the header
+ * deadline. When the thread runs again every one is answered: none is cut
+ * for a deadline that its request met. */
+static void test_stalled_loop_answers_requests_that_came_in_time(void) {
+  hr__http_limits_t lim = patient(64, 64);
+  lim.header_deadline = 2.0;
+  int port = 0, fds[8];
+  hr_exporter_t *e = started_with(&port, &lim);
+  CHECK(e != NULL);
+  for (int i = 0; i < 8; i++) fds[i] = connect_from("127.0.0.2", port);
+  int a = connect_from("127.0.0.3", port);
+  bool all = wait_open(e, 9);
+  pthread_mutex_lock(&e->lock);
+  bool a_sent = send_request(a);
+  bool stalled = exporter_blocked();
+  bool sent = true;
+  for (int i = 0; i < 8; i++) sent &= send_request(fds[i]);
+  sleep_s(lim.header_deadline + 0.5);
+  pthread_mutex_unlock(&e->lock);
+  reply_t ra = receive(a), r[8];
+  for (int i = 0; i < 8; i++) r[i] = receive(fds[i]);
+  hr__http_counters_t k = counters(e);
+  close_all(fds, 8);
+  if (a >= 0) close(a);
+  hr_exporter_stop(e);
+  CHECK(all && a_sent && sent);
+  CHECK_MSG(stalled, "the server's thread never waited on the lock");
+  CHECK_MSG(ra.body_ok, "the request that stalled the thread got %d", ra.status);
+  int answered = 0, silent = 0;
+  for (int i = 0; i < 8; i++) answered += r[i].body_ok, silent += r[i].status == 0;
+  CHECK_MSG(answered == 8,
+            "%d of 8 requests sent during the stall answered, %d with no status line; "
+            "%" PRIu64 " cut at the header deadline",
+            answered, silent, k.dropped_deadline);
+  CHECK_EQ_U64(k.dropped_deadline, 0);
 }
 
 /* ---- idle, slow and oversized -------------------------------------------- */
@@ -792,6 +862,7 @@ int main(void) {
   HR_RUN(test_response_deadline);
   HR_RUN(test_no_spin);
   HR_RUN(test_concurrent_complete_requests);
+  HR_RUN(test_stalled_loop_answers_requests_that_came_in_time);
   HR_RUN(test_reconnecting_from_scrapers_address);
   HR_RUN(test_more_than_capacity_spread);
   HR_RUN(test_slow_and_idle_from_one_address);
