@@ -294,6 +294,13 @@ class Function:
         return "<libheadroom %s>" % self.name
 
 
+def unchecked(fn):
+    """The ctypes function under a library function, without the range checks
+    of its integer arguments: for a hot path whose caller passed only integers
+    it checked itself or got from the library."""
+    return fn.fn if isinstance(fn, Function) else fn
+
+
 class Library:
     """The loaded library: one attribute per declared function (a Function
     when it has integer parameters to check, else the ctypes function), plus
@@ -409,6 +416,9 @@ _PARTS = [
     ("hr_residency_require", _i, [("registry", _vp), ("ids", _P(_u32)), ("n", _sz),
                                   ("working_bytes", _u64), ("lookahead", _P(Lookahead)),
                                   ("plan", _P(Plan))]),
+    ("hr_residency_use", _i, [("registry", _vp), ("ids", _P(_u32)), ("n", _sz),
+                              ("working_bytes", _u64), ("lookahead", _P(Lookahead)),
+                              ("plan", _P(Plan))]),
     ("hr_plan_free", None, [("plan", _P(Plan))]),
     ("hr_residency_stats", _i, [("registry", _vp), ("out", _P(ResidencyStats))]),
     ("hr_policy_parse", _i, [("text", _c.c_char_p), ("out", _P(_i))]),

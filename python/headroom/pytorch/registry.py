@@ -33,7 +33,6 @@ the registry reports what still holds it (headroom.holders), as a
 MemoryNotReturnedWarning and in ``last_holders``.
 """
 
-import contextlib
 import ctypes
 import threading
 import warnings
@@ -110,6 +109,35 @@ class Plan:
         return "Plan(%s; loaded %s, offloaded %s; %s of %s used%s)" % (
             acts, f(self.bytes_loaded), f(self.bytes_offloaded), f(self.used_bytes),
             f(self.capacity_bytes), "; " + self.risk if self.risk else "")
+
+
+class _Use:
+    """What Registry.use() returns: a context manager whose __enter__ makes the
+    modules resident and busy and returns the Plan, and whose __exit__ makes
+    them idle. A class, not a generator, because use() runs on every step of
+    a loop; one object serves one `with` block at a time."""
+
+    __slots__ = ("registry", "modules", "working_bytes", "upcoming", "offload_after",
+                 "allow_low_memory", "aids")
+
+    def __init__(self, registry, modules, working_bytes, upcoming, offload_after,
+                 allow_low_memory):
+        self.registry, self.modules = registry, modules
+        self.working_bytes, self.upcoming = working_bytes, upcoming
+        self.offload_after, self.allow_low_memory = offload_after, allow_low_memory
+        self.aids = None
+
+    def __enter__(self):
+        if self.aids is not None:
+            raise RuntimeError("this use() block is already open; call use() again")
+        return self.registry._enter(self)
+
+    def __exit__(self, *exc):
+        try:
+            self.registry._leave(self)
+        finally:
+            self.aids = None
+        return False
 
 
 class _Asset:
@@ -197,7 +225,18 @@ class Registry(_lib.Handle):
         self._c_active = set()  # asset ids of the last require, until their block ends
         self._low = {}  # asset id -> units loaded by a low-memory use, outside the budget
         self._torch_pool = None
-        self._roots = None  # asset id -> its group's root, cached
+        self._cuda = self.device.type == "cuda"
+        self._forget_groups()
+        self._variants = False  # whether two registered modules share a name
+        # The hot path (use() on every step) calls these unchecked: its
+        # integers are asset ids and a checked working_bytes.
+        self._c_require = _lib.unchecked(self._lib.hr_residency_require)
+        self._c_use = _lib.unchecked(self._lib.hr_residency_use)
+        self._c_busy = _lib.unchecked(self._lib.hr_asset_set_busy)
+        # require's result, one struct for the registry's life: each
+        # hr_residency_require frees the previous one's arrays, close() the last.
+        self._plan = _lib.Plan()
+        self._plan_ref = _c.byref(self._plan)
         self.last_holders = None
         opts = _lib.ResidencyOptions()
         self._lib.hr_residency_options_default(None, _c.byref(opts))
@@ -461,8 +500,9 @@ class Registry(_lib.Handle):
             a = _Asset(aid, label, name, variant, module if is_mod else None,
                        None if is_mod else module, nbytes, bool(partial), bool(pinned))
             a.max_groups = groups or placement.MAX_GROUPS
+            self._variants = self._variants or any(b.name == name for b in self._assets.values())
             self._assets[aid] = a
-            self._roots = None
+            self._forget_groups()
             if is_mod:
                 self._ids[id(module)] = aid
         return nbytes
@@ -477,7 +517,9 @@ class Registry(_lib.Handle):
             for h in a.hooks:
                 h.remove()
             self._assets.pop(aid)
-            self._roots = None
+            self._forget_groups()
+            names = [b.name for b in self._assets.values()]
+            self._variants = len(set(names)) < len(names)
             if a.module is not None:
                 self._ids.pop(id(a.module), None)
             self._c_active.discard(aid)
@@ -629,46 +671,82 @@ class Registry(_lib.Handle):
             raise ValueError("use() needs at least one registered module")
         with self._lock:
             h = self._handle()
-            aids = [self._aid(m) for m in modules]
+            return self._require(h, tuple([self._aid(m) for m in modules]), working_bytes,
+                                 upcoming, self._c_require)
+
+    def _require(self, h, aids, working_bytes, upcoming, fn):
+        """require() of asset ids, under the lock, by `fn`: hr_residency_require,
+        or hr_residency_use, which leaves their groups busy too."""
+        la = None
+        if upcoming is not None:
             la, _keep = self._lookahead(upcoming, working_bytes)
-            arr = (_c.c_uint32 * len(aids))(*aids)
-            plan = _lib.Plan()
-            self._error = None
-            rc = self._lib.hr_residency_require(h, arr, len(aids), working_bytes,
-                                                _c.byref(la) if la is not None else None,
-                                                _c.byref(plan))
-            try:
-                if self._error is not None:
-                    err, self._error = self._error, None
-                    raise ResidencyError(rc if rc < 0 else _EDEVICE, "use",
-                                         "moving a module failed: %r" % (err,)) from err
-                if rc < 0:
-                    sugg = [plan.suggestions[i].text.decode()
-                            for i in range(min(plan.n_suggestions, _lib.PLAN_MAX_SUGGESTIONS))]
-                    raise ResidencyError(rc, "use", plan.message.decode(), sugg,
-                                         plan.short_bytes)
-                acts = [(_ACTIONS[a.kind], self._label(a.id), a.bytes)
-                        for a in plan.actions[:plan.n_actions]]
-                self._c_active = self._group_of(aids)
-                out = Plan(acts, plan.bytes_loaded, plan.bytes_offloaded, plan.capacity_bytes,
-                           plan.used_bytes, POLICIES[plan.policy])
+        ids = self._set_of(aids)[0]
+        plan = self._plan
+        self._error = None
+        try:
+            rc = fn(h, ids, len(aids), working_bytes, _c.byref(la) if la is not None else None,
+                    self._plan_ref)
+            if self._error is not None:
+                err, self._error = self._error, None
+                raise ResidencyError(rc if rc < 0 else _EDEVICE, "use",
+                                     "moving a module failed: %r" % (err,)) from err
+            if rc < 0:
+                sugg = [plan.suggestions[i].text.decode()
+                        for i in range(min(plan.n_suggestions, _lib.PLAN_MAX_SUGGESTIONS))]
+                raise ResidencyError(rc, "use", plan.message.decode(), sugg, plan.short_bytes)
+            n = plan.n_actions
+            acts = [(_ACTIONS[a.kind], self._label(a.id), a.bytes)
+                    for a in plan.actions[:n]] if n else []
+            self._c_active = set(self._set_of(aids)[2])
+            out = Plan(acts, plan.bytes_loaded, plan.bytes_offloaded, plan.capacity_bytes,
+                       plan.used_bytes, POLICIES[plan.policy])
+            if self._variants:
                 out.suggestions = self._better_variants(aids, out)
-                return out
-            finally:
-                self._lib.hr_plan_free(_c.byref(plan))
+            return out
+        finally:
+            if self._cuda and self._torch_pool is None:
                 self._attach_torch_pool()
 
     def _label(self, aid):
         a = self._assets.get(aid)
         return a.label if a else "#%d" % aid
 
-    def _group_of(self, aids):
-        """The ids of every module in the groups of `aids` (cached: groups
-        change only when modules are registered or unregistered)."""
+    def _forget_groups(self):
+        """Drops what _groups and _set_of cached: a module was registered or
+        unregistered."""
+        self._roots = None  # asset id -> its group's root
+        self._members = None  # group root -> ids of its members
+        self._sets = {}  # tuple of asset ids -> _set_of's answer
+
+    def _groups(self):
+        """(asset id -> its group's root, root -> its members' ids), cached:
+        groups change only when modules are registered or unregistered."""
         if self._roots is None:
-            self._roots = {aid: self._info(aid).group for aid in self._assets}
-        roots = {self._roots[a] for a in aids}
-        return {aid for aid, r in self._roots.items() if r in roots}
+            roots = {aid: self._info(aid).group for aid in self._assets}
+            members = {}
+            for aid, root in roots.items():
+                members.setdefault(root, []).append(aid)
+            self._members = {root: tuple(m) for root, m in members.items()}
+            self._roots = roots
+        return self._roots, self._members
+
+    def _set_of(self, aids):
+        """For a tuple of asset ids: (their uint32 array, the roots of their
+        groups, the ids of every member of those groups), cached until a
+        module is registered or unregistered (at most 256 sets)."""
+        got = self._sets.get(aids)
+        if got is None:
+            roots, members = self._groups()
+            rts = tuple(sorted({roots[a] for a in aids}))
+            if len(self._sets) >= 256:
+                self._sets.clear()
+            got = self._sets[aids] = ((_c.c_uint32 * len(aids))(*aids), rts,
+                                      frozenset(m for r in rts for m in members[r]))
+        return got
+
+    def _group_of(self, aids):
+        """The ids of every module in the groups of `aids`."""
+        return set(self._set_of(tuple(aids))[2])
 
     def _better_variants(self, aids, plan):
         """Suggestions of a larger variant (higher quality) of a module just
@@ -688,11 +766,12 @@ class Registry(_lib.Handle):
                                % (a.label, f(spare), b.label, f(b.nbytes), f(spare - extra)))
         return out
 
-    def _set_busy(self, aids, busy):
-        for aid in aids:
-            _lib.check(self._lib.hr_asset_set_busy(self._handle(), aid, busy), "busy")
+    def _set_busy(self, h, root, busy):
+        """Marks the group of `root` busy or idle in the C registry."""
+        rc = self._c_busy(h, root, busy)
+        if rc:
+            _lib.check(rc, "busy")
 
-    @contextlib.contextmanager
     def use(self, *modules, working_bytes=0, upcoming=None, offload_after=False,
             allow_low_memory=False):
         """with registry.use(unet, vae, working_bytes=2 << 30) as plan: ...
@@ -703,34 +782,54 @@ class Registry(_lib.Handle):
         block ends. allow_low_memory: when they do not fit, load them anyway
         (offloading every idle module first) instead of raising; the plan's
         `risk` and a LowMemoryWarning say what that risks."""
-        try:
-            plan = self.require(*modules, working_bytes=working_bytes, upcoming=upcoming)
-        except ResidencyError as e:
-            if not allow_low_memory or e.code != _ENOSPC:
-                raise
-            plan = self._low_memory(modules, working_bytes, e)
+        return _Use(self, modules, working_bytes, upcoming, offload_after, allow_low_memory)
+
+    def _enter(self, u):
+        """use()'s start: require and the groups busy, in one C call."""
+        _check_bytes("working_bytes", u.working_bytes)
+        if not u.modules:
+            raise ValueError("use() needs at least one registered module")
         with self._lock:
-            aids = [self._aid(m) for m in modules]
+            h = self._handle()
+            aids = tuple([self._aid(m) for m in u.modules])
+            try:
+                plan = self._require(h, aids, u.working_bytes, u.upcoming, self._c_use)
+            except ResidencyError as e:
+                if not u.allow_low_memory or e.code != _ENOSPC:
+                    raise
+                plan = self._low_memory(u.modules, u.working_bytes, e)
+                for root in self._set_of(aids)[1]:
+                    self._set_busy(h, root, True)
+            assets = self._assets
             for a in aids:
-                self._assets[a].uses += 1
-            group = self._group_of(aids)
-            self._set_busy(group, True)
-        try:
-            yield plan
-        finally:
-            with self._lock:
-                for a in aids:
-                    self._assets[a].uses -= 1
-                idle = [a for a in group
-                        if not any(self._assets[m].uses for m in self._group_of([a]))]
-                if self._h:
-                    self._set_busy(idle, False)
-                    self._c_active -= set(idle)
-                    self._end_low_memory(idle)
-                    if offload_after:
-                        for a in aids:
-                            if a in idle:
-                                self._offload_one(self._h, a)
+                assets[a].uses += 1
+            u.aids = aids
+        return plan
+
+    def _leave(self, u):
+        """use()'s end: each group none of whose members is still in a use()
+        block becomes idle (and goes back to the host when it was loaded
+        outside the budget, or offload_after asked)."""
+        with self._lock:
+            assets = self._assets
+            for a in u.aids:
+                assets[a].uses -= 1
+            h = self._h
+            if not h:
+                return
+            members = self._groups()[1]
+            for root in self._set_of(u.aids)[1]:
+                group = members[root]
+                if any([assets[m].uses for m in group]):
+                    continue
+                self._set_busy(h, root, False)
+                self._c_active.difference_update(group)
+                if self._low:
+                    self._end_low_memory(group)
+                if u.offload_after:
+                    for a in u.aids:
+                        if a in group:
+                            self._offload_one(h, a)
 
     def _low_memory(self, modules, working_bytes, refusal):
         """Loads `modules` although the registry refused them: first with less
@@ -805,6 +904,7 @@ class Registry(_lib.Handle):
                     hk.remove()
             self._lib.hr_residency_destroy(self._h)
             self._h = None
+            self._lib.hr_plan_free(self._plan_ref)
 
 
 def _storage_ptr(t):
