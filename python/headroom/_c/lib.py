@@ -59,6 +59,18 @@ class ProbeOptions(_c.Structure):
                 ("cgroup_pid", _c.c_int), ("filter", _c.c_char_p), ("top", _c.c_size_t)]
 
 
+class Pressure(_c.Structure):
+    _fields_ = [("avg10", _c.c_double), ("avg60", _c.c_double), ("avg300", _c.c_double),
+                ("total_us", _c.c_uint64)]
+
+
+class HostMem(_c.Structure):
+    _fields_ = [(n, _c.c_uint64) for n in (
+        "total_bytes", "available_bytes", "free_bytes", "buffers_bytes", "cached_bytes",
+        "swap_total_bytes", "swap_free_bytes", "shmem_bytes")] + [
+        ("has_pressure", _c.c_bool), ("pressure_some", Pressure), ("pressure_full", Pressure)]
+
+
 class Stat(_c.Structure):
     _fields_ = [("current", _c.c_int64), ("peak", _c.c_int64), ("total", _c.c_uint64)]
 
@@ -182,6 +194,7 @@ def structs():
     return {
         "hr_abi_field_t": AbiField, "hr_abi_struct_t": AbiStruct,
         "hr_option_info_t": OptionInfo, "hr_probe_options_t": ProbeOptions,
+        "hr_pressure_t": Pressure, "hr_host_mem_t": HostMem,
         "hr_stat_t": Stat, "hr_pool_stats_t": pool_stats_type(),
         "hr_leak_config_t": LeakConfig, "hr_leak_result_t": LeakResult,
         "hr_residency_options_t": ResidencyOptions, "hr_asset_desc_t": AssetDesc,
@@ -371,7 +384,12 @@ _PARTS = [
     # probe
     ("hr_snapshot_take", _i, [("options", _P(ProbeOptions)), ("out", _P(_vp))]),
     ("hr_snapshot_free", None, [("snapshot", _vp)]),
+    ("hr_probe_create", _i, [("out", _P(_vp))]),
+    ("hr_probe_destroy", None, [("probe", _vp)]),
+    ("hr_probe_snapshot", _i, [("probe", _vp), ("options", _P(ProbeOptions)), ("out", _P(_vp))]),
     ("hr_snapshot_json", _i, [("snapshot", _vp), ("out", _P(_vp))]),
+    ("hr_host_mem_read", _i, [("root", _c.c_char_p), ("pressure", _c.c_bool),
+                              ("out", _P(HostMem))] + _err),
     ("hr_snapshot_json_selected", _i, [("snapshot", _vp), ("out", _P(_vp))]),
     # backend and pool
     ("hr_backend_create", _i, [("backend", _c.c_char_p), ("device", _i), ("capacity", _u64),
