@@ -184,3 +184,61 @@ def test_a_closed_registry_raises_and_numbers_are_range_checked(torch):
     with pytest.raises(ValueError, match="working_bytes must be an integer in"):
         r.require(m, working_bytes=1 << 64)
     r.close()
+
+
+def test_nested_and_grouped_use_keep_the_c_registrys_books(torch):
+    """use() makes the module's group busy in the C registry while any of the
+    group's modules is inside a use() block, and idle when the last block
+    ends; every use counts in the C registry's books as a require does."""
+    r = headroom.Registry(device="cpu", budget_bytes=64 * MIB, policy="lru")
+    a, b, child = linear(torch, 8), linear(torch, 8), linear(torch, 4)
+    r.register(a, "a")
+    r.register(b, "b")
+    r.register(child, "child", group=a)
+    with r.use(b):
+        pass
+    with r.use(a):
+        with r.use(child):
+            with r.use(a):
+                assert r.info(a)["busy"] and r.info(child)["busy"]
+            assert r.release(1 << 40) == 8 * MIB  # b only: a's group is in a block
+            assert sorted(r.resident()) == ["a", "child"]
+        assert r.release(1 << 40) == 0  # a's block is still open
+    assert not r.info(a)["busy"]
+    assert r.release(1 << 40) == 12 * MIB and r.resident() == []
+    uses = r.info(a)["uses"]
+    for _ in range(5):
+        with r.use(child):
+            pass
+    assert r.info(a)["uses"] == uses + 5 and r.info(child)["uses"] == r.info(a)["uses"]
+    # The parent unregistered inside its member's block: the block still ends
+    # cleanly and the member becomes idle on its own.
+    with r.use(child):
+        r.unregister(a)
+    assert r.info(child)["group"] == "child" and r.release(1 << 40) == 4 * MIB
+    r.close()
+
+
+def test_use_is_two_c_calls(torch):
+    """A use() block on a resident module calls the C registry twice: once to
+    require and mark busy, once to mark idle; the plan is the one the C
+    registry wrote."""
+    r = headroom.Registry(device="cpu", budget_bytes=64 * MIB)
+    m = linear(torch, 2)
+    r.register(m, "m")
+    calls = []
+    for name in ("_c_use", "_c_busy", "_c_require"):
+        real = getattr(r, name)
+        setattr(r, name, lambda *a, _n=name, _f=real: calls.append(_n) or _f(*a))
+    with r.use(m) as plan:
+        assert plan.actions == [("load", "m", 2 * MIB)] and plan.bytes_loaded == 2 * MIB
+    with r.use(m) as plan:
+        assert plan.actions == [] and plan.used_bytes == 2 * MIB
+    assert calls == ["_c_use", "_c_busy"] * 2
+    u = r.use(m)
+    with u:
+        with pytest.raises(RuntimeError, match="already open"):
+            u.__enter__()
+    with u:  # a finished block may be opened again
+        pass
+    r.close()

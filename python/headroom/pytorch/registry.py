@@ -786,12 +786,16 @@ class Registry(_lib.Handle):
 
     def _enter(self, u):
         """use()'s start: require and the groups busy, in one C call."""
-        _check_bytes("working_bytes", u.working_bytes)
+        w = u.working_bytes
+        if w.__class__ is not int or not 0 <= w <= _U64:
+            _check_bytes("working_bytes", w)
         if not u.modules:
             raise ValueError("use() needs at least one registered module")
         with self._lock:
             h = self._handle()
-            aids = tuple([self._aid(m) for m in u.modules])
+            ids = self._ids
+            # A registered module by its id, else _aid (a name, or the error).
+            aids = tuple([ids.get(id(m)) or self._aid(m) for m in u.modules])
             try:
                 plan = self._require(h, aids, u.working_bytes, u.upcoming, self._c_use)
             except ResidencyError as e:
