@@ -28,25 +28,10 @@ import time
 import torch
 
 import headroom
+from python_overhead import measure  # bench/, beside this file
+from python_registry import MIB, blob
 
 STEPS = 200
-MIB = 1 << 20
-
-
-def measure(fn, n):
-    ts = []
-    for _ in range(n):
-        t0 = time.perf_counter_ns()
-        fn()
-        ts.append(time.perf_counter_ns() - t0)
-    ts.sort()
-    return statistics.median(ts), ts[min(len(ts) - 1, int(len(ts) * 0.99))]
-
-
-def blob(n):
-    m = torch.nn.Module()
-    m.w = torch.nn.Parameter(torch.zeros(n, dtype=torch.uint8), requires_grad=False)
-    return m
 
 
 def per_call():
