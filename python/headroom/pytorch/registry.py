@@ -55,6 +55,7 @@ RETURNED_SHARE = 0.5
 RETURNED_MIN_BYTES = 1 << 20
 
 _c = ctypes
+_NONE = frozenset()
 
 
 class ResidencyError(_lib.HeadroomError):
@@ -222,7 +223,9 @@ class Registry(_lib.Handle):
         self._assets = {}  # asset id -> _Asset
         self._ids = {}  # id(module) -> asset id
         self._error = None  # an exception raised inside a callback
-        self._c_active = set()  # asset ids of the last require, until their block ends
+        # Asset ids of the last require, until their block ends: a frozenset,
+        # replaced rather than changed (use() sets it to a cached one each step).
+        self._c_active = frozenset()
         self._low = {}  # asset id -> units loaded by a low-memory use, outside the budget
         self._torch_pool = None
         self._cuda = self.device.type == "cuda"
@@ -522,7 +525,7 @@ class Registry(_lib.Handle):
             self._variants = len(set(names)) < len(names)
             if a.module is not None:
                 self._ids.pop(id(a.module), None)
-            self._c_active.discard(aid)
+            self._c_active = self._c_active - {aid}
 
     def _info(self, aid):
         inf = _lib.AssetInfo()
@@ -614,7 +617,7 @@ class Registry(_lib.Handle):
         freed = _c.c_uint64()
         self._error = None
         rc = self._lib.hr_asset_offload(h, aid, _U64, _c.byref(freed))
-        self._c_active.discard(aid)
+        self._c_active = self._c_active - {aid}
         self._raise_callback_error("offload")
         _lib.check(rc, "offload %s" % self._assets[aid].label)
         return freed.value
@@ -697,7 +700,7 @@ class Registry(_lib.Handle):
             n = plan.n_actions
             acts = [(_ACTIONS[a.kind], self._label(a.id), a.bytes)
                     for a in plan.actions[:n]] if n else []
-            self._c_active = set(self._set_of(aids)[2])
+            self._c_active = self._set_of(aids)[2]
             out = Plan(acts, plan.bytes_loaded, plan.bytes_offloaded, plan.capacity_bytes,
                        plan.used_bytes, POLICIES[plan.policy])
             if self._variants:
@@ -726,7 +729,7 @@ class Registry(_lib.Handle):
             members = {}
             for aid, root in roots.items():
                 members.setdefault(root, []).append(aid)
-            self._members = {root: tuple(m) for root, m in members.items()}
+            self._members = {root: frozenset(m) for root, m in members.items()}
             self._roots = roots
         return self._roots, self._members
 
@@ -743,10 +746,6 @@ class Registry(_lib.Handle):
             got = self._sets[aids] = ((_c.c_uint32 * len(aids))(*aids), rts,
                                       frozenset(m for r in rts for m in members[r]))
         return got
-
-    def _group_of(self, aids):
-        """The ids of every module in the groups of `aids`."""
-        return set(self._set_of(tuple(aids))[2])
 
     def _better_variants(self, aids, plan):
         """Suggestions of a larger variant (higher quality) of a module just
@@ -795,7 +794,9 @@ class Registry(_lib.Handle):
             h = self._handle()
             ids = self._ids
             # A registered module by its id, else _aid (a name, or the error).
-            aids = tuple([ids.get(id(m)) or self._aid(m) for m in u.modules])
+            mods = u.modules
+            aids = (ids.get(id(mods[0])) or self._aid(mods[0]),) if len(mods) == 1 else \
+                tuple([ids.get(id(m)) or self._aid(m) for m in mods])
             try:
                 plan = self._require(h, aids, u.working_bytes, u.upcoming, self._c_use)
             except ResidencyError as e:
@@ -827,7 +828,9 @@ class Registry(_lib.Handle):
                 if any([assets[m].uses for m in group]):
                     continue
                 self._set_busy(h, root, False)
-                self._c_active.difference_update(group)
+                active = self._c_active
+                if active:
+                    self._c_active = _NONE if active <= group else active - group
                 if self._low:
                     self._end_low_memory(group)
                 if u.offload_after:
