@@ -286,7 +286,8 @@ class Registry(_lib.Handle):
                 else:
                     # PyTorch's cache is free memory to the next PyTorch allocation.
                     f += t.cuda.memory_reserved(d) - t.cuda.memory_allocated(d)
-            free[0], total[0] = f, tot
+            _lib.store(free, f, "free")
+            _lib.store(total, tot, "total")
             return 0
         except Exception as e:  # reported after the C call returns
             self._error = e
@@ -351,7 +352,7 @@ class Registry(_lib.Handle):
                 placement.move_unit(u, self._place.to_device)
                 u.on = True
                 have += u.nbytes
-            loaded[0] = min(have, a.nbytes) if a.partial else a.nbytes
+            _lib.store(loaded, min(have, a.nbytes) if a.partial else a.nbytes, "loaded")
             return 0
         except Exception as e:
             self._error = e
@@ -365,7 +366,7 @@ class Registry(_lib.Handle):
         a = self._assets[aid]
         freed[0] = 0
         try:
-            freed[0] = self._offload_units(a, to_free)
+            _lib.store(freed, self._offload_units(a, to_free), "freed")
             return 0
         except Exception as e:
             self._error = e
@@ -659,7 +660,8 @@ class Registry(_lib.Handle):
                 steps.append(k)
                 work.append(w)
         n = len(ids)
-        keep = ((_c.c_uint32 * n)(*ids), (_c.c_uint32 * n)(*steps), (_c.c_uint64 * n)(*work))
+        keep = (_lib.array(_c.c_uint32, ids, "ids"), _lib.array(_c.c_uint32, steps, "steps"),
+                _lib.array(_c.c_uint64, work, "working_bytes"))
         la = _lib.Lookahead(_c.cast(keep[0], _c.POINTER(_c.c_uint32)),
                             _c.cast(keep[1], _c.POINTER(_c.c_uint32)), n,
                             _c.cast(keep[2], _c.POINTER(_c.c_uint64)))
@@ -669,7 +671,7 @@ class Registry(_lib.Handle):
         """Makes the modules resident with working_bytes to spare; returns a
         Plan. Raises ResidencyError (what would fit instead) when they cannot
         fit, KeyError for a module that is not registered."""
-        _check_bytes("working_bytes", working_bytes)
+        working_bytes = _check_bytes("working_bytes", working_bytes)
         if not modules:
             raise ValueError("use() needs at least one registered module")
         with self._lock:
@@ -787,7 +789,7 @@ class Registry(_lib.Handle):
         """use()'s start: require and the groups busy, in one C call."""
         w = u.working_bytes
         if w.__class__ is not int or not 0 <= w <= _U64:
-            _check_bytes("working_bytes", w)
+            w = _check_bytes("working_bytes", w)
         if not u.modules:
             raise ValueError("use() needs at least one registered module")
         with self._lock:
@@ -798,11 +800,11 @@ class Registry(_lib.Handle):
             aids = (ids.get(id(mods[0])) or self._aid(mods[0]),) if len(mods) == 1 else \
                 tuple([ids.get(id(m)) or self._aid(m) for m in mods])
             try:
-                plan = self._require(h, aids, u.working_bytes, u.upcoming, self._c_use)
+                plan = self._require(h, aids, w, u.upcoming, self._c_use)
             except ResidencyError as e:
                 if not u.allow_low_memory or e.code != _ENOSPC:
                     raise
-                plan = self._low_memory(u.modules, u.working_bytes, e)
+                plan = self._low_memory(u.modules, w, e)
                 for root in self._set_of(aids)[1]:
                     self._set_busy(h, root, True)
             assets = self._assets
