@@ -219,26 +219,71 @@ def test_nested_and_grouped_use_keep_the_c_registrys_books(torch):
     r.close()
 
 
-def test_use_is_two_c_calls(torch):
-    """A use() block on a resident module calls the C registry twice: once to
-    require and mark busy, once to mark idle; the plan is the one the C
-    registry wrote."""
-    r = headroom.Registry(device="cpu", budget_bytes=64 * MIB)
-    m = linear(torch, 2)
+def test_a_loop_calls_the_library_once_a_step(torch):
+    """A use() block calls the C registry once (hr_residency_use: require and
+    mark busy); the C registry learns that the block ended at the next call
+    into it, before anything there could act on the mark: a use() of the
+    same module keeps it busy, anything else marks it idle first."""
+    r = headroom.Registry(device="cpu", budget_bytes=64 * MIB, policy="lru")
+    m, other = linear(torch, 2), linear(torch, 4)
     r.register(m, "m")
+    r.register(other, "other")
     calls = []
     for name in ("_c_use", "_c_busy", "_c_require"):
         real = getattr(r, name)
-        setattr(r, name, lambda *a, _n=name, _f=real: calls.append(_n) or _f(*a))
+        setattr(r, name, lambda *a, _n=name, _f=real: calls.append((_n,) + a[1:]) or _f(*a))
     with r.use(m) as plan:
         assert plan.actions == [("load", "m", 2 * MIB)] and plan.bytes_loaded == 2 * MIB
-    with r.use(m) as plan:
-        assert plan.actions == [] and plan.used_bytes == 2 * MIB
-    assert calls == ["_c_use", "_c_busy"] * 2
+    for _ in range(3):
+        with r.use(m) as plan:
+            assert plan.actions == [] and plan.used_bytes == 2 * MIB
+    assert [c[0] for c in calls] == ["_c_use"] * 4
+    calls.clear()
+    with r.use(other):  # another set: m's group is marked idle first
+        pass
+    assert [c[0] for c in calls] == ["_c_busy", "_c_use"] and calls[0][1:] == (1, False)
+    calls.clear()
+    assert r.release(1 << 40) == 6 * MIB  # both idle: the mark of other's block settles first
+    assert calls == [("_c_busy", 2, False)]
     u = r.use(m)
     with u:
         with pytest.raises(RuntimeError, match="already open"):
             u.__enter__()
     with u:  # a finished block may be opened again
         pass
+    r.close()
+
+
+def test_an_ended_block_is_idle_to_every_caller(torch):
+    """Between blocks a module is idle for a reclaim from another thread, an
+    offload, an unregister and a plain require of another set, though the C
+    registry hears of it only at that call."""
+    import threading
+
+    r = headroom.Registry(device="cpu", budget_bytes=16 * MIB, policy="lru")
+    a, b, c = linear(torch, 8), linear(torch, 8), linear(torch, 8)
+    for m, k in ((a, "a"), (b, "b"), (c, "c")):
+        r.register(m, k)
+    with r.use(a):
+        pass
+    got = []
+    t = threading.Thread(target=lambda: got.append(r.release(1 << 40)))
+    t.start()
+    t.join()
+    assert got == [8 * MIB] and r.resident() == []
+    with r.use(a):
+        pass
+    with r.use(b):
+        pass
+    r.require(c, working_bytes=8 * MIB)  # needs a and b gone: neither is busy any more
+    assert r.resident() == ["c"]
+    with r.use(c):
+        pass
+    assert r.offload(c) == 8 * MIB
+    with r.use(a):
+        pass
+    r.unregister(a)
+    with r.use(b):  # nothing about a is left to settle
+        pass
+    assert r.stats()["assets"] == 2
     r.close()

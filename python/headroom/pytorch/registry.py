@@ -226,6 +226,10 @@ class Registry(_lib.Handle):
         # Asset ids of the last require, until their block ends: a frozenset,
         # replaced rather than changed (use() sets it to a cached one each step).
         self._c_active = frozenset()
+        # Roots of groups whose use() blocks ended while the C registry still
+        # marks them busy: the next call into the library marks them idle
+        # first (_settle), or keeps them busy when it is a use() of them.
+        self._idle_later = ()
         self._low = {}  # asset id -> units loaded by a low-memory use, outside the budget
         self._torch_pool = None
         self._cuda = self.device.type == "cuda"
@@ -517,9 +521,12 @@ class Registry(_lib.Handle):
             a = self._assets[aid]
             if a.uses:
                 raise RuntimeError("%s is in use" % a.label)
-            _lib.check(self._lib.hr_asset_unregister(self._handle(), aid), "unregister")
-            for h in a.hooks:
-                h.remove()
+            h = self._handle()
+            if self._idle_later:
+                self._settle(h)
+            _lib.check(self._lib.hr_asset_unregister(h, aid), "unregister")
+            for hk in a.hooks:
+                hk.remove()
             self._assets.pop(aid)
             self._forget_groups()
             names = [b.name for b in self._assets.values()]
@@ -589,6 +596,8 @@ class Registry(_lib.Handle):
             h = self._handle()
             if nbytes == 0:
                 return 0
+            if self._idle_later:
+                self._settle(h)
             freed = _c.c_uint64()
             self._error = None
             rc = self._lib.hr_residency_reclaim(None, nbytes, _c.byref(freed), h)
@@ -615,6 +624,8 @@ class Registry(_lib.Handle):
         return total
 
     def _offload_one(self, h, aid):
+        if self._idle_later:
+            self._settle(h)
         freed = _c.c_uint64()
         self._error = None
         rc = self._lib.hr_asset_offload(h, aid, _U64, _c.byref(freed))
@@ -685,12 +696,16 @@ class Registry(_lib.Handle):
         la = None
         if upcoming is not None:
             la, _keep = self._lookahead(upcoming, working_bytes)
-        ids = self._set_of(aids)[0]
+        ids, roots, group = self._set_of(aids)
+        if self._idle_later:
+            self._settle(h, roots if fn is self._c_use else ())
         plan = self._plan
         self._error = None
         try:
             rc = fn(h, ids, len(aids), working_bytes, _c.byref(la) if la is not None else None,
                     self._plan_ref)
+            if rc >= 0:
+                self._idle_later = ()  # what was left is this set's: busy again
             if self._error is not None:
                 err, self._error = self._error, None
                 raise ResidencyError(rc if rc < 0 else _EDEVICE, "use",
@@ -702,7 +717,7 @@ class Registry(_lib.Handle):
             n = plan.n_actions
             acts = [(_ACTIONS[a.kind], self._label(a.id), a.bytes)
                     for a in plan.actions[:n]] if n else []
-            self._c_active = self._set_of(aids)[2]
+            self._c_active = group
             out = Plan(acts, plan.bytes_loaded, plan.bytes_offloaded, plan.capacity_bytes,
                        plan.used_bytes, POLICIES[plan.policy])
             if self._variants:
@@ -773,6 +788,18 @@ class Registry(_lib.Handle):
         if rc:
             _lib.check(rc, "busy")
 
+    def _settle(self, h, keep=()):
+        """Marks idle in the C registry the groups whose use() blocks ended
+        since the last call into it, but those whose roots are in `keep`
+        (they stay in _idle_later). Every call into the library that could
+        act on busy marks (require, reclaim, offload, unregister) settles
+        first, so the marks it reads are the blocks that are open."""
+        later = self._idle_later
+        self._idle_later = tuple([r for r in later if r in keep])
+        for root in later:
+            if root not in keep:
+                self._set_busy(h, root, False)
+
     def use(self, *modules, working_bytes=0, upcoming=None, offload_after=False,
             allow_low_memory=False):
         """with registry.use(unet, vae, working_bytes=2 << 30) as plan: ...
@@ -816,7 +843,9 @@ class Registry(_lib.Handle):
     def _leave(self, u):
         """use()'s end: each group none of whose members is still in a use()
         block becomes idle (and goes back to the host when it was loaded
-        outside the budget, or offload_after asked)."""
+        outside the budget, or offload_after asked). The C registry learns it
+        at the next call into the library (_settle): a loop that uses the
+        same modules step after step calls the library once a step."""
         with self._lock:
             assets = self._assets
             for a in u.aids:
@@ -829,7 +858,7 @@ class Registry(_lib.Handle):
                 group = members[root]
                 if any([assets[m].uses for m in group]):
                     continue
-                self._set_busy(h, root, False)
+                self._idle_later += (root,)
                 active = self._c_active
                 if active:
                     self._c_active = _NONE if active <= group else active - group
