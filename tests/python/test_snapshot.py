@@ -303,3 +303,24 @@ def test_polling_reads_each_process_fresh(lib):
         p.kill()
         p.wait()
     assert mine() == []
+
+
+def test_the_panel_names_the_gpu_holders_from_the_selection(lib, libpath, monkeypatch):
+    """ComfyUI's panel takes the probe's selection with top 0 (the GPU
+    holders alone) to name the processes on the GPUs."""
+    from headroom import comfy
+    from headroom.readings import snapshot as probe
+
+    nvml = fake_nvml(libpath)
+    monkeypatch.setenv("FAKE_NVML_GPUS", "1")
+    monkeypatch.setenv("FAKE_NVML_PROCS", "0:%d:512" % os.getpid())
+    root, _, cg, cg_pid = probe._paths()
+    monkeypatch.setattr(probe, "_process_paths", (root, nvml.encode(), cg, cg_pid))
+    taken = []
+    real = probe.snapshot
+    monkeypatch.setattr(probe, "snapshot", lambda *a, **k: taken.append(k) or real(*a, **k))
+    st = comfy.panel_state(machine=True)
+    assert st["machine_note"] == "" and taken and taken[0]["select"] == ("", 0)
+    with open("/proc/self/comm") as f:
+        me = f.read().strip()
+    assert [(p["pid"], p["name"]) for p in st["gpu"]["processes"]] == [(os.getpid(), me)]
