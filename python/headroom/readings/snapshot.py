@@ -111,10 +111,10 @@ def _host_only(lib, root):
         d = snapshot(root=root, what=HOST, select=("", 0))
         _not_read = {k: v for k, v in d.items() if k not in ("time", "host")}
     e = getattr(_local, "host", None)
-    if e is None:
+    if e is None or e[3] is not lib:
         m = _lib.HostMem()
-        e = _local.host = (m, ctypes.byref(m), _lib.unchecked(lib.hr_host_mem_read))
-    m, ref, read = e
+        e = _local.host = (m, ctypes.byref(m), _lib.unchecked(lib.hr_host_mem_read), lib)
+    m, ref, read, _ = e
     proot = _paths()[0]
     root_b = proot if root is None else root.encode()
     err, errp = _err_buffer()
