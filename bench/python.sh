@@ -1,11 +1,17 @@
 #!/bin/sh
-# Per-call cost of the Python layer (free_memory, stage, snapshot), and the
-# Registry's use() overhead and bytes moved on the example workflows beside
-# `headroom plan` (bench/python_registry.py, when torch is there); writes
-# bench/results/python.md. Run from the repository root after a Release build.
+# Per-call cost of the Python layer (free_memory, stage, snapshot), snapshot()
+# beside psutil and a pure-Python meminfo floor, Registry.use() per call and
+# per step beside accelerate's hooks (bench/python_use.py), and the bytes
+# moved on the example workflows beside `headroom plan`
+# (bench/python_registry.py); writes bench/results/python.md. Run from the
+# repository root after a Release build. The Registry parts run under
+# $HR_BENCH_PYTHON (default /usr/bin/python3): a Python with torch, and with
+# accelerate for the per-step comparison (a benchmark-only virtual
+# environment outside the repository: see bench/results/python.md).
 set -eu
 lib=${HEADROOM_LIB:-build/release/libheadroom.so}
 out=bench/results/python.md
+bpy=${HR_BENCH_PYTHON:-/usr/bin/python3}
 {
   echo "# Python layer: per-call cost"
   echo
@@ -21,13 +27,19 @@ out=bench/results/python.md
     echo "## snapshot() beside psutil"
     echo
     echo "Side by side in one run, alternating call by call (bench/snapshot_vs_psutil.py --md),"
-    echo "at the machine's own process count and with sleeping children up to 1,000."
+    echo "at the machine's own process count and with sleeping children up to 1,000. The host row"
+    echo "is also beside the floor: pure Python reading /proc/meminfo's first figures (os.open,"
+    echo "os.read, five numbers) and nothing else. The whole snapshot is taken again and again, as a"
+    echo "monitor polls it: each thread's probe context reads a process it saw last time the short way"
+    echo "(statm), as psutil's process_iter keeps its Process objects from one call to the next."
     echo
     HEADROOM_LIB=$lib PYTHONPATH=python /usr/bin/python3 bench/snapshot_vs_psutil.py --md
   fi
-  if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+  if "$bpy" -c 'import torch' 2>/dev/null; then
     echo
-    HEADROOM_LIB=$lib PYTHONPATH=python /usr/bin/python3 bench/python_registry.py \
+    HEADROOM_LIB=$lib PYTHONPATH=python "$bpy" bench/python_use.py
+    echo
+    HEADROOM_LIB=$lib PYTHONPATH=python "$bpy" bench/python_registry.py \
       "${HR_CLI:-build/release/headroom}"
   fi
 } > "$out"

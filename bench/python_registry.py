@@ -1,6 +1,7 @@
-"""The Registry from Python: use() overhead on hot modules, and bytes moved by
-the example workflows run on real CPU modules beside what `headroom plan
---json` predicts for the same sequence, for lru, comfy and lookahead.
+"""The Registry from Python: bytes moved by the example workflows run on real
+CPU modules beside what `headroom plan --json` predicts for the same
+sequence, for lru, comfy and lookahead. (use()'s own cost is
+bench/python_use.py.)
 
 Workflows: each examples/*.json is scaled down by SCALE (sizes, budget,
 reserve, working memory, divided and rounded down) so that its models fit in
@@ -17,7 +18,6 @@ Usage: python3 bench/python_registry.py HEADROOM_CLI
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,46 +33,10 @@ WINDOW = 1024
 MIB = 1 << 20
 
 
-def measure(fn, n):
-    ts = []
-    for _ in range(n):
-        t0 = time.perf_counter_ns()
-        fn()
-        ts.append(time.perf_counter_ns() - t0)
-    ts.sort()
-    return statistics.median(ts), ts[min(len(ts) - 1, int(len(ts) * 0.99))]
-
-
 def blob(n):
     m = torch.nn.Module()
     m.w = torch.nn.Parameter(torch.zeros(n, dtype=torch.uint8), requires_grad=False)
     return m
-
-
-def overhead():
-    r = headroom.Registry(device="cpu", budget_bytes=1 << 30)
-    mods = [blob(MIB) for _ in range(4)]
-    for i, m in enumerate(mods):
-        r.register(m, "m%d" % i)
-    for m in mods:
-        with r.use(m):
-            pass
-    hot = mods[0]
-
-    def use_one():
-        with r.use(hot):
-            pass
-
-    def use_two():
-        with r.use(mods[1], mods[2]):
-            pass
-
-    rows = [("with registry.use(m): pass (resident)", *measure(use_one, 20000)),
-            ("with registry.use(a, b): pass (resident)", *measure(use_two, 20000)),
-            ("registry.require(m) (resident)", *measure(lambda: r.require(hot), 20000)),
-            ("registry.releasable_bytes() (4 modules)", *measure(r.releasable_bytes, 20000))]
-    r.close()
-    return rows
 
 
 def size(v):
@@ -201,14 +165,7 @@ def workflows(cli):
 def main():
     cli = sys.argv[1]
     out = sys.stdout
-    out.write("## Registry: use() on hot modules\n\n")
-    out.write("torch %s on the CPU device (the moves leave the data in place: this is the "
-              "Python and library cost of the decision and the bookkeeping).\n\n" %
-              torch.__version__)
-    out.write("| call | median | p99 |\n| --- | ---: | ---: |\n")
-    for name, med, p99 in overhead():
-        out.write("| `%s` | %.1f µs | %.1f µs |\n" % (name, med / 1e3, p99 / 1e3))
-    out.write("\n## Registry: bytes moved on the example workflows, real modules vs "
+    out.write("## Registry: bytes moved on the example workflows, real modules vs "
               "`headroom plan`\n\n")
     out.write("Sizes scaled down %dx; partial assets split into %d groups. `plan` is `headroom "
               "plan --json` on the scaled file; `Registry` sums `plan.bytes_loaded` of every "

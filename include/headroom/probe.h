@@ -168,6 +168,17 @@ typedef struct hr_probe_options {
 HR_API int hr_snapshot_take(const hr_probe_options_t *opts, hr_snapshot_t **out);
 HR_API void hr_snapshot_free(hr_snapshot_t *s);
 
+/* The host part of a snapshot alone, without taking one, for a caller that
+ * wants only these figures and wants them often: reads root/proc/meminfo
+ * (root NULL or "": "/") into *out, fields missing from the file
+ * HR_UNKNOWN, and with `pressure` root/proc/pressure/memory too (without,
+ * or without PSI, has_pressure is false). Returns 0 or the errors for which
+ * hr_snapshot_take fails on the host (HR_ENOENT, HR_EPERM, HR_EIO, HR_EPARSE,
+ * HR_ERANGE), or HR_EINVAL for a NULL out, with the reason in err (may be
+ * NULL). */
+HR_API int hr_host_mem_read(const char *root, bool pressure, hr_host_mem_t *out, char *err,
+                            size_t errlen);
+
 /* A probe context: for a caller that takes snapshots again and again (watch),
  * it remembers each process from one snapshot to the next, keyed by (pid,
  * start time), so a process that was already seen costs one or two small

@@ -224,6 +224,15 @@ HR_API int hr_residency_require(hr_residency_t *r, const hr_asset_id_t *ids, siz
                                 uint64_t working_bytes, const hr_lookahead_t *lookahead,
                                 hr_plan_t *plan);
 
+/* hr_residency_require, and on success the set and its groups marked busy
+ * (hr_asset_set_busy) while the lock is still held, so that nothing can
+ * offload them in between: the start of a block of computation with the set
+ * (Python's `with registry.use(...)`), in one call. The caller marks the
+ * groups idle when the block ends. On failure nothing is marked busy. */
+HR_API int hr_residency_use(hr_residency_t *r, const hr_asset_id_t *ids, size_t n,
+                            uint64_t working_bytes, const hr_lookahead_t *lookahead,
+                            hr_plan_t *plan);
+
 /* What requiring ids[0..n) would cost, without doing it: `*need` is the
  * bytes that would be loaded (missing bytes of the set and its groups) plus
  * working_bytes; `*can_free` is what could be made available for them: the

@@ -1,4 +1,5 @@
-/* Host memory from /proc/meminfo, and the "key value" scanner that the
+/* Host memory from /proc/meminfo (and /proc/pressure/memory), alone
+ * (hr_host_mem_read) or for a snapshot, and the "key value" scanner that the
  * /proc and cgroup readers share. meminfo gives sizes in kB (really KiB);
  * they are turned into bytes here with an overflow check, so a corrupt or
  * absurd value is an error and never a wrapped-around number. */
@@ -91,8 +92,7 @@ bool hr__pressure_parse(const char *text, hr_pressure_t *some, hr_pressure_t *fu
   return got != 0;
 }
 
-/* The host's memory pressure: absent without PSI, which is no error. */
-static void host_pressure(const char *root, hr_host_mem_t *m) {
+void hr__host_pressure_read(const char *root, hr_host_mem_t *m) {
   char path[4096], buf[512];
   m->has_pressure = false;
   if (hr__path(path, sizeof path, root, "/proc/pressure/memory") != 0) return;
@@ -108,6 +108,15 @@ int hr__meminfo_read(const char *root, hr_host_mem_t *m, char *err, size_t errle
   if (len < 0) return hr__err(err, errlen, (int)len, "%s: %s", path, hr_strerror((int)len));
   rc = hr__meminfo_parse(buf, m, msg, sizeof msg);
   if (rc) return hr__err(err, errlen, rc, "%s: %s", path, msg);
-  host_pressure(root, m);
   return 0;
+}
+
+int hr_host_mem_read(const char *root, bool pressure, hr_host_mem_t *out, char *err,
+                     size_t errlen) {
+  if (!out) return hr__err(err, errlen, HR_EINVAL, "hr_host_mem_read: no output");
+  memset(out, 0, sizeof *out);
+  if (!root || !*root) root = "/";
+  int rc = hr__meminfo_read(root, out, err, errlen);
+  if (rc == 0 && pressure) hr__host_pressure_read(root, out);
+  return rc;
 }

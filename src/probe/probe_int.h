@@ -26,8 +26,11 @@ HR_INTERNAL void hr__kv_scan(const char *text, char sep, hr__kv_t *keys, size_t 
  * returns HR_EPARSE or HR_ERANGE with a message naming the key; the other
  * fields are HR_UNKNOWN when missing or malformed. */
 HR_INTERNAL int hr__meminfo_parse(const char *text, hr_host_mem_t *m, char *err, size_t errlen);
-/* Reads root/proc/meminfo; errors name the file. */
+/* Reads root/proc/meminfo; errors name the file. Leaves the pressure alone. */
 HR_INTERNAL int hr__meminfo_read(const char *root, hr_host_mem_t *m, char *err, size_t errlen);
+/* Reads root/proc/pressure/memory into m's pressure; has_pressure is false
+ * where there is none (no PSI), which is no error. */
+HR_INTERNAL void hr__host_pressure_read(const char *root, hr_host_mem_t *m);
 
 /* Parses PSI text ("some avg10=0.00 avg60=0.00 avg300=0.00 total=0", then
  * a "full" line) into *some and *full; returns whether either line was

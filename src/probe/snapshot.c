@@ -74,6 +74,7 @@ static int read_host(const hr_probe_options_t *opts, const char *root, unsigned 
     hr__log(HR_LOG_DEBUG, "snapshot: %s", s->host_message);
     return rc;
   }
+  hr__host_pressure_read(root, &s->host);
   s->host_state = HR_PROBE_OK;
   return 0;
 }

@@ -430,8 +430,10 @@ static int execute_locked(hr_residency_t *r, uint64_t working, hr_plan_t *p) {
   return 0;
 }
 
-int hr_residency_require(hr_residency_t *r, const hr_asset_id_t *ids, size_t n,
-                         uint64_t working_bytes, const hr_lookahead_t *la, hr_plan_t *plan) {
+/* hr_residency_require, and with `busy` the set's groups marked busy on
+ * success, in the same hold of the lock. */
+static int require(hr_residency_t *r, const hr_asset_id_t *ids, size_t n, uint64_t working_bytes,
+                   const hr_lookahead_t *la, hr_plan_t *plan, bool busy) {
   hr_plan_t local = {0};
   hr_plan_t *p = plan ? plan : &local;
   int rc;
@@ -470,10 +472,12 @@ int hr_residency_require(hr_residency_t *r, const hr_asset_id_t *ids, size_t n,
   uint64_t now = ++r->clock;
   for (size_t i = 0; i < r->n; i++) {
     hr__asset_t *a = &r->a[i];
+    /* req marks the set and its groups (mark_required_locked). */
     a->active = a->live && a->req;
     if (a->active && rc == 0) {
       a->uses++;
       a->last_use = now;
+      if (busy) a->busy = true;
     }
   }
   p->used_bytes = hr__resident_total_locked(r) + working_bytes;
@@ -481,6 +485,16 @@ out:
   pthread_mutex_unlock(&r->mu);
   if (p == &local) hr_plan_free(&local);
   return rc;
+}
+
+int hr_residency_require(hr_residency_t *r, const hr_asset_id_t *ids, size_t n,
+                         uint64_t working_bytes, const hr_lookahead_t *la, hr_plan_t *plan) {
+  return require(r, ids, n, working_bytes, la, plan, false);
+}
+
+int hr_residency_use(hr_residency_t *r, const hr_asset_id_t *ids, size_t n, uint64_t working_bytes,
+                     const hr_lookahead_t *la, hr_plan_t *plan) {
+  return require(r, ids, n, working_bytes, la, plan, true);
 }
 
 int hr_residency_estimate(hr_residency_t *r, const hr_asset_id_t *ids, size_t n,

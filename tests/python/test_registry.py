@@ -184,3 +184,106 @@ def test_a_closed_registry_raises_and_numbers_are_range_checked(torch):
     with pytest.raises(ValueError, match="working_bytes must be an integer in"):
         r.require(m, working_bytes=1 << 64)
     r.close()
+
+
+def test_nested_and_grouped_use_keep_the_c_registrys_books(torch):
+    """use() makes the module's group busy in the C registry while any of the
+    group's modules is inside a use() block, and idle when the last block
+    ends; every use counts in the C registry's books as a require does."""
+    r = headroom.Registry(device="cpu", budget_bytes=64 * MIB, policy="lru")
+    a, b, child = linear(torch, 8), linear(torch, 8), linear(torch, 4)
+    r.register(a, "a")
+    r.register(b, "b")
+    r.register(child, "child", group=a)
+    with r.use(b):
+        pass
+    with r.use(a):
+        with r.use(child):
+            with r.use(a):
+                assert r.info(a)["busy"] and r.info(child)["busy"]
+            assert r.release(1 << 40) == 8 * MIB  # b only: a's group is in a block
+            assert sorted(r.resident()) == ["a", "child"]
+        assert r.release(1 << 40) == 0  # a's block is still open
+    assert not r.info(a)["busy"]
+    assert r.release(1 << 40) == 12 * MIB and r.resident() == []
+    uses = r.info(a)["uses"]
+    for _ in range(5):
+        with r.use(child):
+            pass
+    assert r.info(a)["uses"] == uses + 5 and r.info(child)["uses"] == r.info(a)["uses"]
+    # The parent unregistered inside its member's block: the block still ends
+    # cleanly and the member becomes idle on its own.
+    with r.use(child):
+        r.unregister(a)
+    assert r.info(child)["group"] == "child" and r.release(1 << 40) == 4 * MIB
+    r.close()
+
+
+def test_a_loop_calls_the_library_once_a_step(torch):
+    """A use() block calls the C registry once (hr_residency_use: require and
+    mark busy); the C registry learns that the block ended at the next call
+    into it, before anything there could act on the mark: a use() of the
+    same module keeps it busy, anything else marks it idle first."""
+    r = headroom.Registry(device="cpu", budget_bytes=64 * MIB, policy="lru")
+    m, other = linear(torch, 2), linear(torch, 4)
+    r.register(m, "m")
+    r.register(other, "other")
+    calls = []
+    for name in ("_c_use", "_c_busy", "_c_require"):
+        real = getattr(r, name)
+        setattr(r, name, lambda *a, _n=name, _f=real: calls.append((_n,) + a[1:]) or _f(*a))
+    with r.use(m) as plan:
+        assert plan.actions == [("load", "m", 2 * MIB)] and plan.bytes_loaded == 2 * MIB
+    for _ in range(3):
+        with r.use(m) as plan:
+            assert plan.actions == [] and plan.used_bytes == 2 * MIB
+    assert [c[0] for c in calls] == ["_c_use"] * 4
+    calls.clear()
+    with r.use(other):  # another set: m's group is marked idle first
+        pass
+    assert [c[0] for c in calls] == ["_c_busy", "_c_use"] and calls[0][1:] == (1, False)
+    calls.clear()
+    assert r.release(1 << 40) == 6 * MIB  # both idle: the mark of other's block settles first
+    assert calls == [("_c_busy", 2, False)]
+    u = r.use(m)
+    with u:
+        with pytest.raises(RuntimeError, match="already open"):
+            u.__enter__()
+    with u:  # a finished block may be opened again
+        pass
+    r.close()
+
+
+def test_an_ended_block_is_idle_to_every_caller(torch):
+    """Between blocks a module is idle for a reclaim from another thread, an
+    offload, an unregister and a plain require of another set, though the C
+    registry hears of it only at that call."""
+    import threading
+
+    r = headroom.Registry(device="cpu", budget_bytes=16 * MIB, policy="lru")
+    a, b, c = linear(torch, 8), linear(torch, 8), linear(torch, 8)
+    for m, k in ((a, "a"), (b, "b"), (c, "c")):
+        r.register(m, k)
+    with r.use(a):
+        pass
+    got = []
+    t = threading.Thread(target=lambda: got.append(r.release(1 << 40)))
+    t.start()
+    t.join()
+    assert got == [8 * MIB] and r.resident() == []
+    with r.use(a):
+        pass
+    with r.use(b):
+        pass
+    r.require(c, working_bytes=8 * MIB)  # needs a and b gone: neither is busy any more
+    assert r.resident() == ["c"]
+    with r.use(c):
+        pass
+    assert r.offload(c) == 8 * MIB
+    with r.use(a):
+        pass
+    r.unregister(a)
+    with r.use(b):  # nothing about a is left to settle
+        pass
+    assert r.stats()["assets"] == 2
+    r.close()

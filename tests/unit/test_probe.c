@@ -410,6 +410,41 @@ static void test_fixture_meminfo(void) {
   hr_snapshot_free(s);
 }
 
+/* hr_host_mem_read: the host part of a snapshot, field for field, without
+ * one; the same errors; the pressure only when asked. */
+static void test_host_mem_read(void) {
+  const char *names[] = {"v2_limited", "meminfo_truncated"};
+  char err[512];
+  for (size_t i = 0; i < HR_ARRAY_LEN(names); i++) {
+    hr_snapshot_t *s = NULL;
+    hr_host_mem_t m;
+    CHECK_OK(take(names[i], HR_PROBE_HOST, &s, err, sizeof err));
+    CHECK_OK(hr_host_mem_read(fixture(names[i]), true, &m, err, sizeof err));
+    CHECK_EQ_U64(m.total_bytes, s->host.total_bytes);
+    CHECK_EQ_U64(m.available_bytes, s->host.available_bytes);
+    CHECK_EQ_U64(m.free_bytes, s->host.free_bytes);
+    CHECK_EQ_U64(m.buffers_bytes, s->host.buffers_bytes);
+    CHECK_EQ_U64(m.cached_bytes, s->host.cached_bytes);
+    CHECK_EQ_U64(m.swap_total_bytes, s->host.swap_total_bytes);
+    CHECK_EQ_U64(m.swap_free_bytes, s->host.swap_free_bytes);
+    CHECK_EQ_U64(m.shmem_bytes, s->host.shmem_bytes);
+    CHECK(m.has_pressure == s->host.has_pressure);
+    if (m.has_pressure) CHECK_EQ_U64(m.pressure_some.total_us, s->host.pressure_some.total_us);
+    CHECK_OK(hr_host_mem_read(fixture(names[i]), false, &m, NULL, 0));
+    CHECK(!m.has_pressure);
+    hr_snapshot_free(s);
+  }
+  hr_host_mem_t m;
+  CHECK_RC(hr_host_mem_read(fixture("meminfo_garbage"), false, &m, err, sizeof err), HR_EPARSE);
+  CHECK_CONTAINS(err, "/proc/meminfo: MemTotal is not a number");
+  CHECK_RC(hr_host_mem_read(fixture("no_such_fixture"), false, &m, err, sizeof err), HR_ENOENT);
+  CHECK_CONTAINS(err, "no_such_fixture/proc/meminfo: not found");
+  CHECK_RC(hr_host_mem_read(NULL, false, NULL, err, sizeof err), HR_EINVAL);
+  /* The live host: "/" and NULL are the same root. */
+  CHECK_OK(hr_host_mem_read(NULL, false, &m, err, sizeof err));
+  CHECK(m.total_bytes > 0 && m.total_bytes != HR_UNKNOWN && m.free_bytes <= m.total_bytes);
+}
+
 static void test_fixture_cgroup_broken(void) {
   hr_snapshot_t *s = NULL;
   CHECK_OK(take("cgroup_garbage", 0, &s, NULL, 0));
@@ -1184,6 +1219,7 @@ int main(void) {
   HR_RUN(test_fixture_no_cgroup);
   HR_RUN(test_fixture_procs_odd);
   HR_RUN(test_fixture_meminfo);
+  HR_RUN(test_host_mem_read);
   HR_RUN(test_fixture_cgroup_broken);
   HR_RUN(test_nvml_v3);
   HR_RUN(test_nvml_v3_wide_records);

@@ -537,6 +537,45 @@ static void test_busy(void) {
   hr_residency_destroy(r);
 }
 
+/* hr_residency_use is a require that leaves the set's groups busy: reclaim
+ * cannot offload them until they are marked idle; the use counts as a
+ * require (uses, the clock), and a refused use marks nothing busy. */
+static void test_use(void) {
+  fake_t f = {0};
+  hr_plan_t p = {0};
+  hr_residency_t *r = make_fixed(10 * GiB, HR_POLICY_LRU);
+  hr_asset_id_t a = add(r, &f, "a", NULL, 4 * GiB, 0, false, false);
+  hr_asset_id_t child = add(r, &f, "child", NULL, 1 * GiB, a, false, false);
+  hr_asset_id_t b = add(r, &f, "b", NULL, 4 * GiB, 0, false, false);
+  hr_asset_id_t big = add(r, &f, "big", NULL, 9 * GiB, 0, false, false);
+  CHECK_RC(hr_residency_use(NULL, &a, 1, 0, NULL, &p), HR_EINVAL);
+  hr_asset_id_t bad = 99;
+  CHECK_RC(hr_residency_use(r, &bad, 1, 0, NULL, &p), HR_ENOENT);
+  CHECK_OK(hr_residency_use(r, &child, 1, 0, NULL, &p));
+  CHECK_EQ_U64(p.loads, 2); /* the whole group */
+  hr_asset_info_t info;
+  CHECK_OK(hr_asset_info(r, a, &info));
+  CHECK_EQ_U64(info.uses, 1);
+  CHECK_OK(req1(r, b, 0, NULL)); /* a's group stays busy after another require */
+  CHECK_OK(hr_asset_set_busy(r, b, false));
+  uint64_t freed = 0;
+  CHECK_OK(hr_residency_reclaim(NULL, 10 * GiB, &freed, r));
+  CHECK_EQ_U64(freed, 4 * GiB); /* b only */
+  CHECK_EQ_U64(resident(r, a), 4 * GiB);
+  CHECK_EQ_U64(resident(r, child), 1 * GiB);
+  /* A use that cannot fit (a's group is busy) changes nothing and marks nothing. */
+  CHECK_RC(hr_residency_use(r, &big, 1, 0, NULL, &p), HR_ENOSPC);
+  CHECK_OK(hr_asset_set_busy(r, a, false));
+  CHECK_OK(hr_residency_reclaim(NULL, 10 * GiB, &freed, r));
+  CHECK_EQ_U64(freed, 5 * GiB);
+  CHECK_EQ_U64(resident(r, big), 0);
+  CHECK_OK(hr_residency_use(r, &big, 1, 0, NULL, NULL)); /* a NULL plan is fine */
+  CHECK_EQ_U64(resident(r, big), 9 * GiB);
+  CHECK_RC(hr_residency_reclaim(NULL, GiB, &freed, r), HR_ENOSPC);
+  hr_plan_free(&p);
+  hr_residency_destroy(r);
+}
+
 /* Assets whose bytes are real blocks of a pool on the sim backend. */
 typedef struct pooled {
   hr_pool_t *pool;
@@ -967,6 +1006,7 @@ int main(void) {
   HR_RUN(test_device_budget);
   HR_RUN(test_reclaim_direct);
   HR_RUN(test_busy);
+  HR_RUN(test_use);
   HR_RUN(test_reclaim_pool);
   HR_RUN(test_threads);
   HR_RUN(test_workflow_bad);

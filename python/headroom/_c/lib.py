@@ -179,6 +179,18 @@ class ProbeOptions(Struct):
                 ("cgroup_pid", _c.c_int), ("filter", _c.c_char_p), ("top", _c.c_size_t)]
 
 
+class Pressure(Struct):
+    _fields_ = [("avg10", _c.c_double), ("avg60", _c.c_double), ("avg300", _c.c_double),
+                ("total_us", _c.c_uint64)]
+
+
+class HostMem(Struct):
+    _fields_ = [(n, _c.c_uint64) for n in (
+        "total_bytes", "available_bytes", "free_bytes", "buffers_bytes", "cached_bytes",
+        "swap_total_bytes", "swap_free_bytes", "shmem_bytes")] + [
+        ("has_pressure", _c.c_bool), ("pressure_some", Pressure), ("pressure_full", Pressure)]
+
+
 class Stat(Struct):
     _fields_ = [("current", _c.c_int64), ("peak", _c.c_int64), ("total", _c.c_uint64)]
 
@@ -302,6 +314,7 @@ def structs():
     return {
         "hr_abi_field_t": AbiField, "hr_abi_struct_t": AbiStruct,
         "hr_option_info_t": OptionInfo, "hr_probe_options_t": ProbeOptions,
+        "hr_pressure_t": Pressure, "hr_host_mem_t": HostMem,
         "hr_stat_t": Stat, "hr_pool_stats_t": pool_stats_type(),
         "hr_leak_config_t": LeakConfig, "hr_leak_result_t": LeakResult,
         "hr_residency_options_t": ResidencyOptions, "hr_asset_desc_t": AssetDesc,
@@ -377,6 +390,13 @@ class Function:
         return "<libheadroom %s>" % self.name
 
 
+def unchecked(fn):
+    """The ctypes function under a library function, without the range checks
+    of its integer arguments: for a hot path whose caller passed only integers
+    it checked itself or got from the library."""
+    return fn.fn if isinstance(fn, Function) else fn
+
+
 class Library:
     """The loaded library: one attribute per declared function (a Function
     when it has integer or pointer parameters to check, else the ctypes
@@ -448,7 +468,13 @@ _PARTS = [
     # probe
     ("hr_snapshot_take", _i, [("options", _P(ProbeOptions)), ("out", _P(_vp))]),
     ("hr_snapshot_free", None, [("snapshot", _vp)]),
+    ("hr_probe_create", _i, [("out", _P(_vp))]),
+    ("hr_probe_destroy", None, [("probe", _vp)]),
+    ("hr_probe_snapshot", _i, [("probe", _vp), ("options", _P(ProbeOptions)), ("out", _P(_vp))]),
     ("hr_snapshot_json", _i, [("snapshot", _vp), ("out", _P(_vp))]),
+    ("hr_host_mem_read", _i, [("root", _c.c_char_p), ("pressure", _c.c_bool),
+                              ("out", _P(HostMem))] + _err),
+    ("hr_snapshot_json_selected", _i, [("snapshot", _vp), ("out", _P(_vp))]),
     # backend and pool
     ("hr_backend_create", _i, [("backend", _c.c_char_p), ("device", _i), ("capacity", _u64),
                                ("out", _P(_vp))]),
@@ -493,6 +519,9 @@ _PARTS = [
     ("hr_residency_require", _i, [("registry", _vp), ("ids", _P(_u32)), ("n", _sz),
                                   ("working_bytes", _u64), ("lookahead", _P(Lookahead)),
                                   ("plan", _P(Plan))]),
+    ("hr_residency_use", _i, [("registry", _vp), ("ids", _P(_u32)), ("n", _sz),
+                              ("working_bytes", _u64), ("lookahead", _P(Lookahead)),
+                              ("plan", _P(Plan))]),
     ("hr_plan_free", None, [("plan", _P(Plan))]),
     ("hr_residency_stats", _i, [("registry", _vp), ("out", _P(ResidencyStats))]),
     ("hr_policy_parse", _i, [("text", _c.c_char_p), ("out", _P(_i))]),

@@ -31,7 +31,8 @@ def panel_state(machine=True):
             out["machine_note"] = "libheadroom not loaded: no GPU processes or container view"
         else:
             try:
-                snap = snapshot.snapshot(what=["host", "cgroup", "procs", "gpus"])
+                # The GPU holders alone (the probe's selection with top 0), for their names.
+                snap = snapshot.snapshot(what=["host", "cgroup", "procs", "gpus"], select=("", 0))
                 names = {p["pid"]: p.get("name", "") for p in snap.get("processes", [])}
                 gpu = dict(snap.get("gpu") or {})
                 gpu["processes"] = [dict(p, name=names.get(p.get("pid"), ""))

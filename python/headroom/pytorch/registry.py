@@ -33,7 +33,6 @@ the registry reports what still holds it (headroom.holders), as a
 MemoryNotReturnedWarning and in ``last_holders``.
 """
 
-import contextlib
 import ctypes
 import threading
 import warnings
@@ -56,6 +55,7 @@ RETURNED_SHARE = 0.5
 RETURNED_MIN_BYTES = 1 << 20
 
 _c = ctypes
+_NONE = frozenset()
 
 
 class ResidencyError(_lib.HeadroomError):
@@ -110,6 +110,35 @@ class Plan:
         return "Plan(%s; loaded %s, offloaded %s; %s of %s used%s)" % (
             acts, f(self.bytes_loaded), f(self.bytes_offloaded), f(self.used_bytes),
             f(self.capacity_bytes), "; " + self.risk if self.risk else "")
+
+
+class _Use:
+    """What Registry.use() returns: a context manager whose __enter__ makes the
+    modules resident and busy and returns the Plan, and whose __exit__ makes
+    them idle. A class, not a generator, because use() runs on every step of
+    a loop; one object serves one `with` block at a time."""
+
+    __slots__ = ("registry", "modules", "working_bytes", "upcoming", "offload_after",
+                 "allow_low_memory", "aids")
+
+    def __init__(self, registry, modules, working_bytes, upcoming, offload_after,
+                 allow_low_memory):
+        self.registry, self.modules = registry, modules
+        self.working_bytes, self.upcoming = working_bytes, upcoming
+        self.offload_after, self.allow_low_memory = offload_after, allow_low_memory
+        self.aids = None
+
+    def __enter__(self):
+        if self.aids is not None:
+            raise RuntimeError("this use() block is already open; call use() again")
+        return self.registry._enter(self)
+
+    def __exit__(self, *exc):
+        try:
+            self.registry._leave(self)
+        finally:
+            self.aids = None
+        return False
 
 
 class _Asset:
@@ -194,10 +223,27 @@ class Registry(_lib.Handle):
         self._assets = {}  # asset id -> _Asset
         self._ids = {}  # id(module) -> asset id
         self._error = None  # an exception raised inside a callback
-        self._c_active = set()  # asset ids of the last require, until their block ends
+        # Asset ids of the last require, until their block ends: a frozenset,
+        # replaced rather than changed (use() sets it to a cached one each step).
+        self._c_active = frozenset()
+        # Roots of groups whose use() blocks ended while the C registry still
+        # marks them busy: the next call into the library marks them idle
+        # first (_settle), or keeps them busy when it is a use() of them.
+        self._idle_later = ()
         self._low = {}  # asset id -> units loaded by a low-memory use, outside the budget
         self._torch_pool = None
-        self._roots = None  # asset id -> its group's root, cached
+        self._cuda = self.device.type == "cuda"
+        self._forget_groups()
+        self._variants = False  # whether two registered modules share a name
+        # The hot path (use() on every step) calls these unchecked: its
+        # integers are asset ids and a checked working_bytes.
+        self._c_require = _lib.unchecked(self._lib.hr_residency_require)
+        self._c_use = _lib.unchecked(self._lib.hr_residency_use)
+        self._c_busy = _lib.unchecked(self._lib.hr_asset_set_busy)
+        # require's result, one struct for the registry's life: each
+        # hr_residency_require frees the previous one's arrays, close() the last.
+        self._plan = _lib.Plan()
+        self._plan_ref = _c.byref(self._plan)
         self.last_holders = None
         opts = _lib.ResidencyOptions()
         self._lib.hr_residency_options_default(None, _c.byref(opts))
@@ -462,8 +508,9 @@ class Registry(_lib.Handle):
             a = _Asset(aid, label, name, variant, module if is_mod else None,
                        None if is_mod else module, nbytes, bool(partial), bool(pinned))
             a.max_groups = groups or placement.MAX_GROUPS
+            self._variants = self._variants or any(b.name == name for b in self._assets.values())
             self._assets[aid] = a
-            self._roots = None
+            self._forget_groups()
             if is_mod:
                 self._ids[id(module)] = aid
         return nbytes
@@ -474,14 +521,19 @@ class Registry(_lib.Handle):
             a = self._assets[aid]
             if a.uses:
                 raise RuntimeError("%s is in use" % a.label)
-            _lib.check(self._lib.hr_asset_unregister(self._handle(), aid), "unregister")
-            for h in a.hooks:
-                h.remove()
+            h = self._handle()
+            if self._idle_later:
+                self._settle(h)
+            _lib.check(self._lib.hr_asset_unregister(h, aid), "unregister")
+            for hk in a.hooks:
+                hk.remove()
             self._assets.pop(aid)
-            self._roots = None
+            self._forget_groups()
+            names = [b.name for b in self._assets.values()]
+            self._variants = len(set(names)) < len(names)
             if a.module is not None:
                 self._ids.pop(id(a.module), None)
-            self._c_active.discard(aid)
+            self._c_active = self._c_active - {aid}
 
     def _info(self, aid):
         inf = _lib.AssetInfo()
@@ -544,6 +596,8 @@ class Registry(_lib.Handle):
             h = self._handle()
             if nbytes == 0:
                 return 0
+            if self._idle_later:
+                self._settle(h)
             freed = _c.c_uint64()
             self._error = None
             rc = self._lib.hr_residency_reclaim(None, nbytes, _c.byref(freed), h)
@@ -570,10 +624,12 @@ class Registry(_lib.Handle):
         return total
 
     def _offload_one(self, h, aid):
+        if self._idle_later:
+            self._settle(h)
         freed = _c.c_uint64()
         self._error = None
         rc = self._lib.hr_asset_offload(h, aid, _U64, _c.byref(freed))
-        self._c_active.discard(aid)
+        self._c_active = self._c_active - {aid}
         self._raise_callback_error("offload")
         _lib.check(rc, "offload %s" % self._assets[aid].label)
         return freed.value
@@ -626,51 +682,87 @@ class Registry(_lib.Handle):
         """Makes the modules resident with working_bytes to spare; returns a
         Plan. Raises ResidencyError (what would fit instead) when they cannot
         fit, KeyError for a module that is not registered."""
-        _check_bytes("working_bytes", working_bytes)
+        working_bytes = _check_bytes("working_bytes", working_bytes)
         if not modules:
             raise ValueError("use() needs at least one registered module")
         with self._lock:
             h = self._handle()
-            aids = [self._aid(m) for m in modules]
+            return self._require(h, tuple([self._aid(m) for m in modules]), working_bytes,
+                                 upcoming, self._c_require)
+
+    def _require(self, h, aids, working_bytes, upcoming, fn):
+        """require() of asset ids, under the lock, by `fn`: hr_residency_require,
+        or hr_residency_use, which leaves their groups busy too."""
+        la = None
+        if upcoming is not None:
             la, _keep = self._lookahead(upcoming, working_bytes)
-            arr = _lib.array(_c.c_uint32, aids, "ids")
-            plan = _lib.Plan()
-            self._error = None
-            rc = self._lib.hr_residency_require(h, arr, len(aids), working_bytes,
-                                                _c.byref(la) if la is not None else None,
-                                                _c.byref(plan))
-            try:
-                if self._error is not None:
-                    err, self._error = self._error, None
-                    raise ResidencyError(rc if rc < 0 else _EDEVICE, "use",
-                                         "moving a module failed: %r" % (err,)) from err
-                if rc < 0:
-                    sugg = [plan.suggestions[i].text.decode()
-                            for i in range(min(plan.n_suggestions, _lib.PLAN_MAX_SUGGESTIONS))]
-                    raise ResidencyError(rc, "use", plan.message.decode(), sugg,
-                                         plan.short_bytes)
-                acts = [(_ACTIONS[a.kind], self._label(a.id), a.bytes)
-                        for a in plan.actions[:plan.n_actions]]
-                self._c_active = self._group_of(aids)
-                out = Plan(acts, plan.bytes_loaded, plan.bytes_offloaded, plan.capacity_bytes,
-                           plan.used_bytes, POLICIES[plan.policy])
+        ids, roots, group = self._set_of(aids)
+        if self._idle_later:
+            self._settle(h, roots if fn is self._c_use else ())
+        plan = self._plan
+        self._error = None
+        try:
+            rc = fn(h, ids, len(aids), working_bytes, _c.byref(la) if la is not None else None,
+                    self._plan_ref)
+            if rc >= 0:
+                self._idle_later = ()  # what was left is this set's: busy again
+            if self._error is not None:
+                err, self._error = self._error, None
+                raise ResidencyError(rc if rc < 0 else _EDEVICE, "use",
+                                     "moving a module failed: %r" % (err,)) from err
+            if rc < 0:
+                sugg = [plan.suggestions[i].text.decode()
+                        for i in range(min(plan.n_suggestions, _lib.PLAN_MAX_SUGGESTIONS))]
+                raise ResidencyError(rc, "use", plan.message.decode(), sugg, plan.short_bytes)
+            n = plan.n_actions
+            acts = [(_ACTIONS[a.kind], self._label(a.id), a.bytes)
+                    for a in plan.actions[:n]] if n else []
+            self._c_active = group
+            out = Plan(acts, plan.bytes_loaded, plan.bytes_offloaded, plan.capacity_bytes,
+                       plan.used_bytes, POLICIES[plan.policy])
+            if self._variants:
                 out.suggestions = self._better_variants(aids, out)
-                return out
-            finally:
-                self._lib.hr_plan_free(_c.byref(plan))
+            return out
+        finally:
+            if self._cuda and self._torch_pool is None:
                 self._attach_torch_pool()
 
     def _label(self, aid):
         a = self._assets.get(aid)
         return a.label if a else "#%d" % aid
 
-    def _group_of(self, aids):
-        """The ids of every module in the groups of `aids` (cached: groups
-        change only when modules are registered or unregistered)."""
+    def _forget_groups(self):
+        """Drops what _groups and _set_of cached: a module was registered or
+        unregistered."""
+        self._roots = None  # asset id -> its group's root
+        self._members = None  # group root -> ids of its members
+        self._sets = {}  # tuple of asset ids -> _set_of's answer
+
+    def _groups(self):
+        """(asset id -> its group's root, root -> its members' ids), cached:
+        groups change only when modules are registered or unregistered."""
         if self._roots is None:
-            self._roots = {aid: self._info(aid).group for aid in self._assets}
-        roots = {self._roots[a] for a in aids}
-        return {aid for aid, r in self._roots.items() if r in roots}
+            roots = {aid: self._info(aid).group for aid in self._assets}
+            members = {}
+            for aid, root in roots.items():
+                members.setdefault(root, []).append(aid)
+            self._members = {root: frozenset(m) for root, m in members.items()}
+            self._roots = roots
+        return self._roots, self._members
+
+    def _set_of(self, aids):
+        """For a tuple of asset ids: (their uint32 array, the roots of their
+        groups, the ids of every member of those groups), cached until a
+        module is registered or unregistered (at most 256 sets)."""
+        got = self._sets.get(aids)
+        if got is None:
+            roots, members = self._groups()
+            rts = tuple(sorted({roots[a] for a in aids}))
+            if len(self._sets) >= 256:
+                self._sets.clear()
+            got = self._sets[aids] = ((_c.c_uint32 * len(aids))(*aids), rts,
+                                      frozenset(m for r in rts for m in members[r]))
+        return got
 
     def _better_variants(self, aids, plan):
         """Suggestions of a larger variant (higher quality) of a module just
@@ -690,11 +782,24 @@ class Registry(_lib.Handle):
                                % (a.label, f(spare), b.label, f(b.nbytes), f(spare - extra)))
         return out
 
-    def _set_busy(self, aids, busy):
-        for aid in aids:
-            _lib.check(self._lib.hr_asset_set_busy(self._handle(), aid, busy), "busy")
+    def _set_busy(self, h, root, busy):
+        """Marks the group of `root` busy or idle in the C registry."""
+        rc = self._c_busy(h, root, busy)
+        if rc:
+            _lib.check(rc, "busy")
 
-    @contextlib.contextmanager
+    def _settle(self, h, keep=()):
+        """Marks idle in the C registry the groups whose use() blocks ended
+        since the last call into it, but those whose roots are in `keep`
+        (they stay in _idle_later). Every call into the library that could
+        act on busy marks (require, reclaim, offload, unregister) settles
+        first, so the marks it reads are the blocks that are open."""
+        later = self._idle_later
+        self._idle_later = tuple([r for r in later if r in keep])
+        for root in later:
+            if root not in keep:
+                self._set_busy(h, root, False)
+
     def use(self, *modules, working_bytes=0, upcoming=None, offload_after=False,
             allow_low_memory=False):
         """with registry.use(unet, vae, working_bytes=2 << 30) as plan: ...
@@ -705,34 +810,64 @@ class Registry(_lib.Handle):
         block ends. allow_low_memory: when they do not fit, load them anyway
         (offloading every idle module first) instead of raising; the plan's
         `risk` and a LowMemoryWarning say what that risks."""
-        try:
-            plan = self.require(*modules, working_bytes=working_bytes, upcoming=upcoming)
-        except ResidencyError as e:
-            if not allow_low_memory or e.code != _ENOSPC:
-                raise
-            plan = self._low_memory(modules, working_bytes, e)
+        return _Use(self, modules, working_bytes, upcoming, offload_after, allow_low_memory)
+
+    def _enter(self, u):
+        """use()'s start: require and the groups busy, in one C call."""
+        w = u.working_bytes
+        if w.__class__ is not int or not 0 <= w <= _U64:
+            w = _check_bytes("working_bytes", w)
+        if not u.modules:
+            raise ValueError("use() needs at least one registered module")
         with self._lock:
-            aids = [self._aid(m) for m in modules]
+            h = self._handle()
+            ids = self._ids
+            # A registered module by its id, else _aid (a name, or the error).
+            mods = u.modules
+            aids = (ids.get(id(mods[0])) or self._aid(mods[0]),) if len(mods) == 1 else \
+                tuple([ids.get(id(m)) or self._aid(m) for m in mods])
+            try:
+                plan = self._require(h, aids, w, u.upcoming, self._c_use)
+            except ResidencyError as e:
+                if not u.allow_low_memory or e.code != _ENOSPC:
+                    raise
+                plan = self._low_memory(u.modules, w, e)
+                for root in self._set_of(aids)[1]:
+                    self._set_busy(h, root, True)
+            assets = self._assets
             for a in aids:
-                self._assets[a].uses += 1
-            group = self._group_of(aids)
-            self._set_busy(group, True)
-        try:
-            yield plan
-        finally:
-            with self._lock:
-                for a in aids:
-                    self._assets[a].uses -= 1
-                idle = [a for a in group
-                        if not any(self._assets[m].uses for m in self._group_of([a]))]
-                if self._h:
-                    self._set_busy(idle, False)
-                    self._c_active -= set(idle)
-                    self._end_low_memory(idle)
-                    if offload_after:
-                        for a in aids:
-                            if a in idle:
-                                self._offload_one(self._h, a)
+                assets[a].uses += 1
+            u.aids = aids
+        return plan
+
+    def _leave(self, u):
+        """use()'s end: each group none of whose members is still in a use()
+        block becomes idle (and goes back to the host when it was loaded
+        outside the budget, or offload_after asked). The C registry learns it
+        at the next call into the library (_settle): a loop that uses the
+        same modules step after step calls the library once a step."""
+        with self._lock:
+            assets = self._assets
+            for a in u.aids:
+                assets[a].uses -= 1
+            h = self._h
+            if not h:
+                return
+            members = self._groups()[1]
+            for root in self._set_of(u.aids)[1]:
+                group = members[root]
+                if any([assets[m].uses for m in group]):
+                    continue
+                self._idle_later += (root,)
+                active = self._c_active
+                if active:
+                    self._c_active = _NONE if active <= group else active - group
+                if self._low:
+                    self._end_low_memory(group)
+                if u.offload_after:
+                    for a in u.aids:
+                        if a in group:
+                            self._offload_one(h, a)
 
     def _low_memory(self, modules, working_bytes, refusal):
         """Loads `modules` although the registry refused them: first with less
@@ -807,6 +942,7 @@ class Registry(_lib.Handle):
                     hk.remove()
             self._lib.hr_residency_destroy(self._h)
             self._h = None
+            self._lib.hr_plan_free(self._plan_ref)
 
 
 def _storage_ptr(t):
