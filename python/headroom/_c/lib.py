@@ -309,9 +309,19 @@ class Library:
 _libc = None
 
 
+class MallInfo2(ctypes.Structure):
+    """glibc's struct mallinfo2 (glibc 2.33 and later): uordblks is the
+    bytes of the heap's arenas in use, hblkhd the bytes of blocks mapped on
+    their own."""
+
+    _fields_ = [(n, _c.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                           "usmblks", "fsmblks", "uordblks", "fordblks",
+                                           "keepcost")]
+
+
 def libc():
-    """The process's C library with free() and malloc_trim() declared (None
-    for malloc_trim where the libc has none). Looked up in the process's
+    """The process's C library with free(), malloc_trim() and mallinfo2()
+    declared (None for those the libc lacks: malloc_trim, mallinfo2). Looked up in the process's
     global namespace, not in libc by name, so that `free` is the one the
     library's malloc pairs with when an allocator is interposed (a sanitizer,
     jemalloc through LD_PRELOAD)."""
@@ -324,6 +334,10 @@ def libc():
         if trim is not None:
             trim.argtypes = [_c.c_size_t]
             trim.restype = _c.c_int
+        info = getattr(c, "mallinfo2", None)
+        if info is not None:
+            info.argtypes = []
+            info.restype = MallInfo2
         _libc = c
     return _libc
 
