@@ -35,6 +35,7 @@ import threading
 import time
 import weakref
 
+from ..pytorch import holders as _holders
 from ..readings.units import fmt_bytes
 
 
@@ -419,3 +420,32 @@ def soft_empty_cache(actions):
     device it runs on)."""
     need().soft_empty_cache()
     actions.append("soft_empty_cache()")
+
+
+#: How holder paths through ComfyUI's CacheSet begin (its .outputs, .ui and
+#: .objects caches follow).
+CACHES = "ComfyUI's caches"
+
+
+def cache_root(o):
+    """CACHES for ComfyUI's CacheSet (execution.CacheSet: the prompt
+    executor's output, UI and node-object caches), else None: where
+    holders_of() stops and names the cache."""
+    t = type(o)
+    if t.__name__ == "CacheSet" and t.__module__ == "execution":
+        return CACHES
+    return None
+
+
+def holders_of(obj):
+    """Who holds `obj` (an unloaded model's module): paths from where each
+    reference starts ("ComfyUI's caches.outputs.cache[...][0]",
+    "__main__.model", "local 'm' of run() (a.py:3)"); [] when nothing Python
+    can see holds it."""
+    return _holders.holder_paths(obj, roots=cache_root)
+
+
+def in_output_cache(paths):
+    """True when one of holders_of()'s paths goes through ComfyUI's output
+    cache (what its free_memory flag resets)."""
+    return any(p.startswith(CACHES + ".outputs") for p in paths)

@@ -244,7 +244,9 @@ def _search(obj, roots, max_paths, max_depth, skip):
                     edge = _edge(r, child)
                     root = local[id(r)] + _hop_from(r, child), edge[0]
                 if root is not None:
-                    found.append(root[0] + _hops(child, down, obj, root[1]))
+                    text = root[0] + _hops(child, down, obj, root[1])
+                    if text not in found:
+                        found.append(text)
                 elif id(r) not in seen:
                     seen.add(id(r))
                     step = (child, _edge(r, child))
