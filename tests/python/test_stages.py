@@ -134,3 +134,29 @@ def test_begin_end_and_errors():
     assert stages.report().startswith("stage")
     stages.reset()
     assert stages.report() == "no stages recorded\n"
+
+
+def test_rss_readings_follow_this_process_across_a_fork():
+    import os
+
+    from headroom.readings import procfs
+
+    def vmrss():
+        with open("/proc/self/status") as f:
+            return int(next(x for x in f if x.startswith("VmRSS:")).split()[1]) * 1024
+
+    assert abs(procfs.rss_bytes() - vmrss()) < 4 << 20
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the reading must be its own, not the parent's
+        b = bytearray(64 * MIB)
+        b[::4096] = b"\x01" * len(b[::4096])
+        ok = abs(procfs.rss_bytes() - vmrss()) < 4 << 20
+        os.write(w, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(w)
+    got = os.read(r, 1)
+    os.waitpid(pid, 0)
+    os.close(r)
+    assert got == b"1"
+    assert abs(procfs.rss_bytes() - vmrss()) < 4 << 20

@@ -34,7 +34,9 @@ def live_bytes():
     glibc mallinfo2, or turned off as too slow)."""
     if _state["off"] is not None:
         return None
-    fn = getattr(_lib.libc(), "mallinfo2", None)
+    fn = _state.get("fn")
+    if fn is None:
+        fn = _state["fn"] = getattr(_lib.libc(), "mallinfo2", None)
     if fn is None:
         _off("this C library has no mallinfo2 (glibc 2.33 or later)")
         return None
