@@ -1,20 +1,21 @@
 """Stage logging: which named stage keeps the memory a process gains.
 
 ``with headroom.stage("unet"):`` (or ``@headroom.stage("unet")``) reads RSS
-(/proc/self/statm) and, when CUDA is in use, VRAM allocated and reserved at
-entry and exit. The readings go to the package's one attribution engine
-(headroom.readings.attribution): a stage is named only when the process's
-own memory rises and the growth stays in what that stage added (memory a
-stage allocates and that is freed between stages, or in a later stage, is not
-its growth; the time between stages is a part of its own, "outside stages").
+(/proc/self/statm), the C heap's live bytes (glibc's mallinfo2) and, when
+CUDA is in use, VRAM allocated and reserved at entry and exit. The readings
+go to the package's one attribution engine (headroom.readings.attribution):
+a stage is named only when the process's own memory rises and the growth
+stays in what that stage added (memory a stage allocates and that is freed
+between stages, or in a later stage, is not its growth; the time between
+stages is a part of its own, "outside stages").
 
 report() returns the table and the verdicts as a Report (a str); it prints
 only when asked (report(print=True), or .print()). A warm-up that levels off,
-a one-off load and a sawtooth are no leaks; the thresholds are those of
-attribution.Settings: 1 MiB kept per call, judged over the last 30 calls
-from 10 calls on, after 2 warm-up calls of each stage. Without libheadroom
-(the trend test is its hr_leak_evaluate) the table is written and nothing is
-judged.
+a one-off load and a sawtooth are no leaks; the thresholds are
+attribution.Settings' (1 MiB per call, judged over the last 30 calls once 20
+are counted after 2 warm-up calls of each stage; configure() changes them).
+Without libheadroom (the trend test is its hr_leak_evaluate) the table is
+written and nothing is judged.
 """
 
 import functools
@@ -35,7 +36,7 @@ _open_lock = threading.Lock()
 def _sample():
     alloc, res = vram.process_bytes()
     live = heap.live_bytes()
-    if live is None:
+    if live is None and "heap" in _tracker.keys:
         _tracker.drop("heap")
     return {"rss": procfs.rss_bytes(), "heap": live, "vram_allocated": alloc,
             "vram_reserved": res}
@@ -133,7 +134,7 @@ def verdicts():
 def summary():
     """Per stage, in first-seen order, then "outside stages" (the time
     between stages): dict with name, kind, calls, seconds_mean, judged and,
-    for rss / vram_allocated / vram_reserved, <key>_inside (mean change
+    for rss / heap / vram_allocated / vram_reserved, <key>_inside (mean change
     within a call), <key>_kept_per_call (the growth that stays with the
     stage, bytes per call, over its last calls; None before enough calls) and
     <key>_process_per_call (the process's growth per call of it). leak is
@@ -167,10 +168,10 @@ class Report(str):
     print() show it once; .rows are summary()'s dicts, .attribution the
     engine's result; .print(file) writes it."""
 
-    def __new__(cls, text, rows=(), attribution_=None):
+    def __new__(cls, text, rows=(), result=None):
         self = super().__new__(cls, text)
         self.rows = list(rows)
-        self.attribution = attribution_
+        self.attribution = result
         return self
 
     def print(self, file=None):

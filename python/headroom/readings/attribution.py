@@ -369,6 +369,7 @@ class Tracker:
         turned off as too slow); verdicts on it fall back as judge() says."""
         with self._lock:
             self._ledgers.pop(key, None)
+            self.keys = tuple(k for k in self.keys if k != key)
 
     def judge(self):
         """The verdicts now: an Attribution. Without libheadroom nothing is
