@@ -139,7 +139,7 @@ class FreeResult:
         if name in self.in_output_cache:
             return (head + ": ComfyUI's output cache keeps the loader's output (%s); ComfyUI's "
                     "free_memory flag (POST /free {\"free_memory\": true}, or this node with "
-                    "when = after this prompt) resets the cache and drops it"
+                    "when = after this prompt) resets the cache and drops the cache's reference"
                     % "; ".join(paths))
         if paths:
             return (head + ": held by %s; ComfyUI's output cache does not hold it: drop that "

@@ -153,3 +153,13 @@ def test_the_search_keeps_nothing_alive():
 def test_depth_is_bounded(depth):
     paths = holders.holder_paths(innermost(), max_depth=depth)
     assert paths == ["a list" + "[0]" * depth], paths
+
+
+def test_a_walk_down_from_where_the_caller_knows_to_look():
+    target = object()
+    box = Holder(target)
+    cache = {"k": [box], "other": list(range(100))}
+    assert holders.path_down(cache, target) == "['k'][0].weights['unet'][1]"
+    assert holders.path_down(cache, object()) is None
+    # Bounded: a target further than `limit` objects down is not found.
+    assert holders.path_down(cache, target, limit=3) is None

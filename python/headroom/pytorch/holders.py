@@ -294,6 +294,41 @@ def _hops(o, down, target, prev=None):
     return text
 
 
+def path_down(root, target, limit=20000):
+    """The hops from `root` down to `target` (".outputs.cache['k'][0].model"),
+    or None when `target` is not within `limit` objects below `root`. A
+    breadth-first walk through dicts, lists, tuples and objects' attributes:
+    cheap where the caller knows where to look (a cache), where holder_paths
+    would scan every object of the process at each step up."""
+    seen, level = {id(root)}, [(root, "")]
+    while level and len(seen) < limit:
+        nxt = []
+        for o, text in level:
+            for label, child in _children(o):
+                if child is target:
+                    return text + label
+                if id(child) not in seen and len(seen) < limit:
+                    seen.add(id(child))
+                    nxt.append((child, text + label))
+        level = nxt
+    return None
+
+
+def _children(o):
+    """(hop text, object) for what a container or an object's attributes hold."""
+    if isinstance(o, dict):
+        return [("[%s]" % _short(k), v) for k, v in list(o.items())]
+    if isinstance(o, (list, tuple)):
+        return [("[%d]" % i, v) for i, v in enumerate(o)]
+    if isinstance(o, (str, bytes, int, float, type, types.ModuleType, types.FunctionType)):
+        return []
+    try:
+        d = object.__getattribute__(o, "__dict__")
+    except (AttributeError, TypeError):
+        return []
+    return [(".%s" % k, v) for k, v in list(d.items())] if isinstance(d, dict) else []
+
+
 # ---- tensors on given storages ----
 
 def _storage_ptr(t):
