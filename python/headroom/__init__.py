@@ -8,8 +8,10 @@ The Python layer over libheadroom (loaded with ctypes on first use, so that
 - free_memory(mode): the one way to release what this process can (caches,
   idle registered modules, ComfyUI's models, by the cleanup mode's row of
   libheadroom's table), and say how much came back.
-- stage(name) / stages.report(): memory growth per named stage.
-- select_device(bytes_needed): the GPU if the work fits, else the CPU.
+- stage(name) / stages.report(): which named stage keeps the memory the
+  process gains.
+- select_device(bytes_needed): the GPU if the work fits (and PyTorch can use
+  it), else the CPU, with the reason.
 - headroom.torch.install_allocator(): headroom's pool as PyTorch's allocator.
 - Registry: residency for torch.nn.Modules under a byte budget (partial,
   lookahead, offload after use, the pool's reclaimer); tag(name) for allocations.
@@ -18,7 +20,7 @@ The Python layer over libheadroom (loaded with ctypes on first use, so that
 - agent.connect() / reserve(): this process as a client of the memory broker.
 
 The package is in rooms: _c (the ctypes layer: the library, the option table,
-the pool, the cleanup modes), readings (snapshot, /proc, detection), pytorch
+the pool, the cleanup modes), readings (snapshot, /proc, the C heap, detection, attribution), pytorch
 (allocator, registry, stages, device choice, VRAM), comfy (ComfyUI), agent
 (the broker's client), and free and manager on top of them.
 

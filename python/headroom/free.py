@@ -63,17 +63,20 @@ class FreeResult:
     has no CUDA memory to read. unloaded: model_info dicts of the models
     unloaded (ComfyUI's, and a registered module asked for by name);
     still_referenced: names of unloaded models something still holds;
+    held_by: {name: paths of what holds it} for those (holders_of());
+    in_output_cache: the names among them that ComfyUI's output cache holds;
     left_to_aimdo: names of models comfy-aimdo manages, left to it."""
 
     __slots__ = ("mode", "target", "skipped", "passes", "actions", "unloaded",
-                 "still_referenced", "left_to_aimdo", "note", "seconds", "ram_before",
-                 "ram_after", "vram_before", "vram_after", "vram_note")
+                 "still_referenced", "held_by", "in_output_cache", "left_to_aimdo", "note",
+                 "seconds", "ram_before", "ram_after", "vram_before", "vram_after", "vram_note")
 
     def __init__(self, mode, target=None):
         self.mode, self.target = mode, target
         self.skipped = False
         self.passes = 0
         self.actions, self.unloaded, self.still_referenced, self.left_to_aimdo = [], [], [], []
+        self.held_by, self.in_output_cache = {}, []
         self.note = ""
         self.seconds = 0.0
         self.ram_before = self.ram_after = 0
@@ -92,8 +95,9 @@ class FreeResult:
 
     def as_dict(self):
         d = {k: getattr(self, k) for k in self.__slots__}
-        for k in ("actions", "unloaded", "still_referenced", "left_to_aimdo"):
+        for k in ("actions", "unloaded", "still_referenced", "in_output_cache", "left_to_aimdo"):
             d[k] = list(d[k])
+        d["held_by"] = {k: list(v) for k, v in self.held_by.items()}
         d["ram_freed"] = self.ram_freed
         d["vram_freed"] = self.vram_freed
         return d
@@ -120,10 +124,7 @@ class FreeResult:
             lines.append("  unloaded %s (%s) from %s: %s on device before" % (
                 m["name"], m["class"], m["device"], f(m["loaded_bytes"])))
         for name in self.still_referenced:
-            lines.append("  %s is still referenced after the unload (its weights stay in RAM): "
-                         "ComfyUI's output cache keeps the loader's output; ComfyUI's "
-                         "free_memory flag (POST /free {\"free_memory\": true}, or this node "
-                         "with when = after this prompt) resets the cache and drops it" % name)
+            lines.append("  " + self._held_text(name))
         for name in self.left_to_aimdo:
             lines.append("  %s is managed by dynamic VRAM (comfy-aimdo): left to it" % name)
         if self.note:
@@ -131,6 +132,19 @@ class FreeResult:
         return "\n".join(lines)
 
     __repr__ = __str__
+
+    def _held_text(self, name):
+        paths = self.held_by.get(name, [])
+        head = "%s is still referenced after the unload (its weights stay in RAM)" % name
+        if name in self.in_output_cache:
+            return (head + ": ComfyUI's output cache keeps the loader's output (%s); ComfyUI's "
+                    "free_memory flag (POST /free {\"free_memory\": true}, or this node with "
+                    "when = after this prompt) resets the cache and drops the cache's reference"
+                    % "; ".join(paths))
+        if paths:
+            return (head + ": held by %s; ComfyUI's output cache does not hold it: drop that "
+                    "reference to free it" % "; ".join(paths))
+        return head + ", by nothing Python can see (held from C++ or by the interpreter)"
 
 
 def malloc_trim():
@@ -350,6 +364,11 @@ def run(mode, unload=None, target=None, cooldown=0.0, max_passes=None):
     if refs:
         gc.collect()  # so that only a real holder keeps an unloaded model
         res.still_referenced = [name for name, r in refs if r() is not None]
+        for name, r in refs:
+            if r() is not None:
+                res.held_by[name] = comfy_models.holders_of(r())
+        res.in_output_cache = [n for n, p in res.held_by.items()
+                               if comfy_models.in_output_cache(p)]
         del refs
     res.ram_after, res.vram_after = procfs.rss_bytes(), vram.process_bytes()[1]
     res.seconds = time.perf_counter() - t0

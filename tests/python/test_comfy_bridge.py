@@ -22,6 +22,18 @@ def fake(monkeypatch):
     return comfy_standin.install(monkeypatch)
 
 
+class CacheSet:
+    """ComfyUI's execution.CacheSet as a holder search sees it: the prompt
+    executor's caches, its output cache keeping each node's outputs."""
+
+    def __init__(self):
+        self.outputs = type("HierarchicalCache", (), {})()
+        self.outputs.cache = {}
+
+
+CacheSet.__module__ = "execution"
+
+
 def patcher(fake, nbytes, name=None):
     p = fake.mp.ModelPatcher(fake.FakeModule(nbytes), "cpu", "offload")
     if name:
@@ -80,16 +92,41 @@ def test_free_input_unloads_that_model_and_says_it_is_still_referenced(fake):
     assert [m["name"] for m in res.unloaded] == ["unet"]
     assert [lm.model for lm in fake.mm.current_loaded_models] == [b]
     assert a.loaded_size() == 0 and a.model.device == "offload"
-    assert res.still_referenced == ["unet"]  # this test holds it, as ComfyUI's cache would
+    assert res.still_referenced == ["unet"]  # this test's `a` holds it
     text = str(res)
     assert text.startswith("free_memory(balanced, input): 1 model unloaded")
     assert "unloaded unet (FakeModule) from cpu: 256.0 MiB on device before" in text
-    assert "unet is still referenced" in text and "free_memory flag" in text
+    # The holder is named; ComfyUI's output cache is not blamed for it.
+    (path,) = res.held_by["unet"]
+    assert path.startswith("local 'a' of test_free_input_unloads_that_model_and_says_it_is_"
+                           "still_referenced() (test_comfy_bridge.py:") and path.endswith(".model")
+    assert res.in_output_cache == [] and "free_memory flag" not in text
+    assert "unet is still referenced after the unload (its weights stay in RAM): held by " \
+        "local 'a'" in text and "ComfyUI's output cache does not hold it" in text
     assert "soft_empty_cache()" in text and "gc.collect()" in text
     assert "soft_empty_cache" in fake.mm.calls
     assert comfy.events()[-1]["kind"] == "free"
     res = comfy.free("input", model=a, in_prompt=True)
     assert res.unloaded == [] and "was not loaded" in str(res)
+
+
+def test_the_output_cache_is_blamed_only_when_it_holds_the_model(fake):
+    caches = CacheSet()
+    a = patcher(fake, 256 * M, "unet")
+    caches.outputs.cache[("CheckpointLoaderSimple", 4)] = [[a], [None]]
+    fake.mm.load_models_gpu([a])
+    del a
+    res = comfy.free("all", in_prompt=True)
+    assert res.still_referenced == ["unet"] and res.in_output_cache == ["unet"]
+    assert res.held_by["unet"] == [
+        "ComfyUI's caches.outputs.cache[('CheckpointLoaderSimple', 4)][0][0].model"]
+    text = str(res)
+    assert "ComfyUI's output cache keeps the loader's output (ComfyUI's caches.outputs" in text
+    assert "free_memory flag" in text
+    caches.outputs.cache.clear()
+    # Nothing holds a model Python cannot see: said so.
+    res.held_by, res.in_output_cache = {"unet": []}, []
+    assert "by nothing Python can see" in str(res)
 
 
 def test_free_all_sees_what_the_cache_still_holds(fake):

@@ -39,10 +39,21 @@ def broker():
     b.stop()
 
 
-def load(fake, name, nbytes, keep):
+class CacheSet:
+    """ComfyUI's execution.CacheSet as a holder search sees it."""
+
+    def __init__(self):
+        self.outputs = type("HierarchicalCache", (), {})()
+        self.outputs.cache = {}
+
+
+CacheSet.__module__ = "execution"
+
+
+def load(fake, name, nbytes, caches):
     p = fake.mp.ModelPatcher(fake.FakeModule(nbytes), "cpu", "offload")
     p.headroom_name = name
-    keep.append(p)  # what ComfyUI's output cache does
+    caches.outputs.cache[name] = [[p]]  # a loader node's output, in the output cache
     fake.mm.load_models_gpu([p])
     return p
 
@@ -55,7 +66,7 @@ def client(b, pid):
 
 
 def test_offers_loaded_models_and_unloads_through_the_bridge(fake, broker):
-    keep = []
+    keep = CacheSet()
     load(fake, "vae", 64 * MiB, keep)
     load(fake, "unet", 300 * MiB, keep)  # the most recently used
     models = broker_client.ComfyModels()
@@ -79,9 +90,10 @@ def test_offers_loaded_models_and_unloads_through_the_bridge(fake, broker):
         got = a.release("host", 50 * MiB)
         assert got == 64 * MiB
         assert [m["name"] for m in comfy.loaded_models()] == ["unet"]
-        # The stand-in's "output cache" (keep) still holds the VAE: the agent
-        # asked the worker to reset it without unloading the rest.
+        # The output cache (keep) still holds the VAE: the agent asked the
+        # worker to reset it without unloading the rest.
         assert models.last_result.still_referenced == ["vae"]
+        assert models.last_result.in_output_cache == ["vae"]
         assert fake.queue.flags == {"unload_models": False, "free_memory": True}
 
         # A release asked through the broker is answered with the bytes.
@@ -100,7 +112,7 @@ def test_offers_loaded_models_and_unloads_through_the_bridge(fake, broker):
 
 
 def test_a_running_prompt_gets_the_between_prompts_flags(fake):
-    keep = []
+    keep = CacheSet()
     load(fake, "unet", 100 * MiB, keep)
     fake.queue.currently_running = {1: (0, "prompt-7")}
     models = broker_client.ComfyModels(wait_s=0.3)
@@ -115,7 +127,7 @@ def test_a_running_prompt_gets_the_between_prompts_flags(fake):
 def test_the_pack_thread_connects_when_a_broker_runs(fake, broker, monkeypatch):
     broker_client.stop()  # importing the node pack (other tests) started it
     monkeypatch.setenv("HEADROOM_BROKER_SOCKET", broker.path)
-    keep = []
+    keep = CacheSet()
     load(fake, "unet", 128 * MiB, keep)
     monkeypatch.setenv("HEADROOM_COMFY_AGENT", "0")
     monkeypatch.setattr(broker_client, "enabled", lambda: False)
@@ -150,13 +162,24 @@ def test_comfy_agent_option_reads_the_environment(monkeypatch):
 def test_where_the_offload_device_is_the_device_whole_models_go(fake):
     # As with ComfyUI --cpu: a partial unload would move nothing, so the
     # agent unloads whole models, least recently used first, until enough.
-    keep = []
+    keep = CacheSet()
     for name, n in (("old", 100 * MiB), ("mid", 50 * MiB), ("new", 200 * MiB)):
         p = fake.mp.ModelPatcher(fake.FakeModule(n), "cpu", "cpu")
         p.headroom_name = name
-        keep.append(p)
+        keep.outputs.cache[name] = [[p]]
         fake.mm.load_models_gpu([p])
+    del p
     models = broker_client.ComfyModels()
     assert models.release_device("host", 120 * MiB) == 150 * MiB  # "old", then "mid"
     assert [m["name"] for m in comfy.loaded_models()] == ["new"]
+    # The output cache holds the unloaded ones: the worker is asked to reset it.
     assert fake.queue.flags == {"unload_models": False, "free_memory": True}
+    # Held elsewhere (a script's variable), resetting the cache would not help.
+    fake.queue.flags.clear()
+    other = fake.mp.ModelPatcher(fake.FakeModule(10 * MiB), "cpu", "cpu")
+    other.headroom_name = "script"
+    fake.mm.load_models_gpu([other])
+    keep.outputs.cache.clear()
+    models.release_device("host", 300 * MiB)
+    assert models.last_result.still_referenced == ["script"]
+    assert models.last_result.in_output_cache == [] and fake.queue.flags == {}

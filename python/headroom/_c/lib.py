@@ -412,22 +412,33 @@ class Library:
 _libc = None
 
 
+class MallInfo2(ctypes.Structure):
+    """glibc's struct mallinfo2 (glibc 2.33 and later): uordblks is the
+    bytes of the heap's arenas in use, hblkhd the bytes of blocks mapped on
+    their own."""
+
+    _fields_ = [(n, _c.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                           "usmblks", "fsmblks", "uordblks", "fordblks",
+                                           "keepcost")]
+
+
 def libc():
-    """The process's C library, as a Library with free() and malloc_trim()
-    declared (no malloc_trim where the libc has none). Looked up in the
-    process's global namespace, not in libc by name, so that `free` is the
-    one the library's malloc pairs with when an allocator is interposed (a
-    sanitizer, jemalloc through LD_PRELOAD)."""
+    """The process's C library, as a Library with free(), malloc_trim() and
+    mallinfo2() declared (no attribute for those the libc lacks: malloc_trim,
+    mallinfo2). Looked up in the process's global namespace, not in libc by
+    name, so that `free` is the one the library's malloc pairs with when an
+    allocator is interposed (a sanitizer, jemalloc through LD_PRELOAD)."""
     global _libc
     if _libc is None:
         c = ctypes.CDLL(None)
         out = Library(c, None)
         for name, res, params in (("free", None, [("ptr", _c.c_void_p)]),
-                                  ("malloc_trim", _c.c_int, [("pad", _c.c_size_t)])):
+                                  ("malloc_trim", _c.c_int, [("pad", _c.c_size_t)]),
+                                  ("mallinfo2", MallInfo2, [])):
             fn = getattr(c, name, None)
             if fn is not None:
                 fn.restype, fn.argtypes = res, [t for _, t in params]
-                setattr(out, name, Function(fn, name, params))
+                setattr(out, name, Function(fn, name, params) if params else fn)
         _libc = out
     return _libc
 

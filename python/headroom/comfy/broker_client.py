@@ -140,12 +140,12 @@ class ComfyModels:
                 if total >= nbytes:
                     break
                 res = freeing.free(target="input", model=p)
-                still += res.still_referenced
+                still += res.in_output_cache
                 total += n
             del stay, p
         else:
             res = freeing.free(target="amount", amount=int(nbytes))
-            still = res.still_referenced
+            still = res.in_output_cache
         self.last_result = res
         got = max(0, before - self._loaded_on(device))
         if still:

@@ -30,11 +30,13 @@ and evicted by aimdo itself: the views report it and the freeing functions
 leave such models to aimdo.
 """
 
+import gc
 import sys
 import threading
 import time
 import weakref
 
+from ..pytorch import holders as _holders
 from ..readings.units import fmt_bytes
 
 
@@ -419,3 +421,61 @@ def soft_empty_cache(actions):
     device it runs on)."""
     need().soft_empty_cache()
     actions.append("soft_empty_cache()")
+
+
+#: How holder paths through ComfyUI's CacheSet begin (its .outputs, .ui and
+#: .objects caches follow).
+CACHES = "ComfyUI's caches"
+
+
+def cache_root(o):
+    """CACHES for ComfyUI's CacheSet (execution.CacheSet: the prompt
+    executor's output, UI and node-object caches), else None: where
+    holders_of() stops and names the cache."""
+    t = type(o)
+    if t.__name__ == "CacheSet" and t.__module__ == "execution":
+        return CACHES
+    return None
+
+
+_cachesets = weakref.WeakSet()
+
+
+def _cachesets_now(rescan):
+    """ComfyUI's CacheSets alive (the prompt executor's), found with one pass
+    over the process's objects when none is known yet or `rescan`."""
+    if rescan or not len(_cachesets):
+        for o in gc.get_objects():
+            if cache_root(o) is not None:
+                _cachesets.add(o)
+    return list(_cachesets)
+
+
+def output_cache_path(obj):
+    """The path from ComfyUI's output cache down to `obj` ("ComfyUI's
+    caches.outputs.cache[...][0][0].model"), or None when that cache does not
+    hold it: a walk down the cache, not a search of the whole process."""
+    for rescan in (False, True):
+        for cs in _cachesets_now(rescan):
+            hops = _holders.path_down(getattr(cs, "outputs", None), obj)
+            if hops is not None:
+                return CACHES + ".outputs" + hops
+    return None
+
+
+def holders_of(obj):
+    """Who holds `obj` (an unloaded model's module): paths from where each
+    reference starts. When ComfyUI's output cache holds it, the path through
+    the cache alone (found by walking the cache); else a search of the
+    process ("__main__.model", "local 'm' of run() (a.py:3)"); [] when
+    nothing Python can see holds it."""
+    path = output_cache_path(obj)
+    if path is not None:
+        return [path]
+    return _holders.holder_paths(obj, roots=cache_root)
+
+
+def in_output_cache(paths):
+    """True when one of holders_of()'s paths goes through ComfyUI's output
+    cache (what its free_memory flag resets)."""
+    return any(p.startswith(CACHES + ".outputs") for p in paths)

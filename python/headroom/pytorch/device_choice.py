@@ -9,6 +9,11 @@ that device could give back (Registry.releasable_bytes()). The readings come
 from PyTorch when it sees CUDA (torch.cuda.mem_get_info, in CUDA's device
 order), else from NVML through headroom.snapshot(), which lists the GPUs
 CUDA_VISIBLE_DEVICES lets through (as indices; UUIDs are matched too).
+
+The device returned is one this process's PyTorch can use: when NVML shows
+GPUs but PyTorch has no CUDA (a CPU build, no driver it can load), the
+choice is the CPU and the reason says what NVML shows and why PyTorch
+cannot use it; the GPUs' numbers stay in .candidates.
 """
 
 import os
@@ -147,13 +152,46 @@ def _nvml_readings(nvml_path):
     return rows, gpu.get("state"), gpu.get("message")
 
 
+def _no_cuda_reason(torch):
+    """Why this process's PyTorch cannot use a CUDA device, in words."""
+    if torch is None:
+        return "torch is not installed"
+    if getattr(getattr(torch, "version", None), "cuda", None) is None:
+        return "this PyTorch (%s) is built without CUDA" % getattr(torch, "__version__", "?")
+    return "torch.cuda.is_available() is False (no usable driver or device for this PyTorch)"
+
+
+def _nvml_only(rows, torch, bytes_needed, reserve, registries_):
+    """The CPU, when NVML shows GPUs this process's PyTorch cannot use: the
+    reason names what NVML shows and why PyTorch cannot have it."""
+    why = _no_cuda_reason(torch)
+    _releasable(rows, registries_)
+    seen = choose(bytes_needed, rows, reserve)
+    best = max(seen.candidates, key=lambda c: (c["usable_bytes"], -c["index"]))
+    return DeviceChoice("cpu", "NVML shows %d GPU%s (cuda:%d has the most usable memory, %s), "
+                        "but %s: PyTorch could not use %s" % (
+                            len(rows), "" if len(rows) == 1 else "s", best["index"],
+                            fmt_bytes(best["usable_bytes"]), why,
+                            "it" if len(rows) == 1 else "them"), 0, seen.candidates)
+
+
+def _releasable(rows, registries_):
+    for row in rows:
+        dev = "cuda:%d" % row["index"]
+        row["releasable_bytes"] = sum(r.releasable_bytes() for r in registries_
+                                      if str(r.device) == dev)
+
+
 def select_device(bytes_needed, device=None, registry=None, reserve=0, nvml_path=None):
     """Chooses where `bytes_needed` bytes of work go: the visible GPU with
     the most usable memory (or GPU `device` alone, an int), when the work
-    plus `reserve` fits there, else the CPU. registry: a Registry (or a
-    list of them) to count beyond the open ones. nvml_path: the NVML
-    library to read GPUs through when PyTorch sees no CUDA. Returns a
-    DeviceChoice; raises ValueError or TypeError naming a bad argument."""
+    plus `reserve` fits there, else the CPU. Only a device this process's
+    PyTorch can use is ever returned: GPUs NVML shows while PyTorch has no
+    CUDA are listed in .candidates and named in the reason, and the choice is
+    the CPU. registry: a Registry (or a list of them) to count beyond the
+    open ones. nvml_path: the NVML library to read GPUs through when PyTorch
+    sees no CUDA. Returns a DeviceChoice; raises ValueError or TypeError
+    naming a bad argument."""
     for label, v in (("bytes_needed", bytes_needed), ("reserve", reserve)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise ValueError("%s must be a non-negative integer of bytes; got %r" % (label, v))
@@ -165,8 +203,13 @@ def select_device(bytes_needed, device=None, registry=None, reserve=0, nvml_path
         import torch
     except ImportError:
         torch = None
-    source_note = ""
-    if torch is not None and torch.cuda.is_available():
+    cuda = False
+    if torch is not None:
+        try:
+            cuda = bool(torch.cuda.is_available())
+        except Exception:  # noqa: BLE001 - a broken driver is no CUDA
+            cuda = False
+    if cuda:
         rows = _torch_readings(torch)
     else:
         try:
@@ -176,22 +219,17 @@ def select_device(bytes_needed, device=None, registry=None, reserve=0, nvml_path
         if not rows:
             if torch is None:
                 return DeviceChoice("cpu", "torch is not installed")
-            return DeviceChoice("cpu", "no CUDA device (torch.cuda.is_available() is False%s)"
-                                % ("; NVML: %s" % (message or state) if state not in (None, "ok")
-                                   else ""))
-        source_note = ("; read through NVML: %s" % ("torch is not installed" if torch is None
-                                                     else "PyTorch sees no CUDA device"))
+            return DeviceChoice("cpu", "no CUDA device (%s%s)" % (
+                _no_cuda_reason(torch), "; NVML: %s" % (message or state)
+                if state not in (None, "ok") else ""))
     if device is not None:
         if device >= len(rows):
             raise ValueError("device %d does not exist; %d GPU(s) visible" % (device, len(rows)))
         rows = [rows[device]]
     extra = registry if isinstance(registry, (list, tuple)) else (
         [registry] if registry is not None else [])
-    regs = {id(r): r for r in list(registries()) + list(extra)}
-    for row in rows:
-        dev = "cuda:%d" % row["index"]
-        row["releasable_bytes"] = sum(r.releasable_bytes() for r in regs.values()
-                                      if str(r.device) == dev)
-    choice = choose(bytes_needed, rows, reserve)
-    choice.reason += source_note
-    return choice
+    regs = list({id(r): r for r in list(registries()) + list(extra)}.values())
+    if not cuda:
+        return _nvml_only(rows, torch, bytes_needed, reserve, regs)
+    _releasable(rows, regs)
+    return choose(bytes_needed, rows, reserve)

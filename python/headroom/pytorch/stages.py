@@ -1,20 +1,21 @@
-"""Stage logging: where memory grows, per named stage, across repetitions.
+"""Stage logging: which named stage keeps the memory a process gains.
 
-``with headroom.stage("unet"):`` (or ``@headroom.stage("unet")``) samples
-RSS and, when CUDA is in use, VRAM allocated and reserved at entry and exit.
-A stage's growth is its own net change: what the process holds at the
-stage's exit beyond what it held at its entry, so work between stages (or
-in another stage) is never blamed on it. The first WARMUP_CALLS calls of a
-stage are warm-up (caches filling, lazy initialisation) and do not count.
+``with headroom.stage("unet"):`` (or ``@headroom.stage("unet")``) reads RSS
+(/proc/self/statm), the C heap's live bytes (glibc's mallinfo2) and, when
+CUDA is in use, VRAM allocated and reserved at entry and exit. The readings
+go to the package's one attribution engine (headroom.readings.attribution):
+a stage is named only when the process's own memory rises and the growth
+stays in what that stage added (memory a stage allocates and that is freed
+between stages, or in a later stage, is not its growth; the time between
+stages is a part of its own, "outside stages").
 
-report() puts each stage's running sum of net changes, over time, through
-the library's one leak test (Mann-Kendall trend with a Theil-Sen slope,
-hr_leak_evaluate, with the window, minimum rate and minimum samples of the
-option table: leak_window, leak_min_rate, leak_min_samples), the same test
-watch and the smart manager use; a stage is named only when its own memory
-keeps rising ("decode: RSS +2.0 MiB per call over 120 calls"). A model load,
-a sawtooth (a cache that fills and is flushed) and a plateau do not alarm.
-Without the library the table is written and no stage is judged.
+report() returns the table and the verdicts as a Report (a str); it prints
+only when asked (report(print=True), or .print()). A warm-up that levels off,
+a one-off load and a sawtooth are no leaks; the thresholds are
+attribution.Settings' (1 MiB per call, judged over the last 30 calls once 20
+are counted after 2 warm-up calls of each stage; configure() changes them).
+Without libheadroom (the trend test is its hr_leak_evaluate) the table is
+written and nothing is judged.
 """
 
 import functools
@@ -22,22 +23,23 @@ import sys
 import threading
 import time
 
-from .._c import options
-from ..readings import detection, procfs
+from ..readings import attribution, heap, procfs
 from ..readings.units import fmt_bytes
 from . import vram
 
-#: The first calls of a stage are warm-up and are not judged.
-WARMUP_CALLS = 2
-
-_lock = threading.Lock()
-_stats = {}  # name -> list of samples (dicts)
-_order = []
+Settings = attribution.Settings
+_tracker = attribution.Tracker()
+_open = {}  # name -> call of begin()
+_open_lock = threading.Lock()
 
 
 def _sample():
     alloc, res = vram.process_bytes()
-    return procfs.rss_bytes(), alloc, res
+    live = heap.live_bytes()
+    if live is None and "heap" in _tracker.keys:
+        _tracker.drop("heap")
+    return {"rss": procfs.rss_bytes(), "heap": live, "vram_allocated": alloc,
+            "vram_reserved": res}
 
 
 class stage:
@@ -47,17 +49,15 @@ class stage:
         if not isinstance(name, str) or not name:
             raise ValueError("stage name must be a non-empty string; got %r" % (name,))
         self.name = name
-        self._enter = None
+        self._call = None
 
     def __enter__(self):
-        self._enter = (time.perf_counter(),) + _sample()
+        self._call = _tracker.enter(self.name, _sample(), time.perf_counter())
         return self
 
     def __exit__(self, *exc):
-        t1 = time.perf_counter()
-        rss1, alloc1, res1 = _sample()
-        t0, rss0, alloc0, res0 = self._enter
-        record(self.name, t1 - t0, (rss0, rss1), (alloc0, alloc1), (res0, res1))
+        call, self._call = self._call, None
+        _tracker.exit(call, _sample(), time.perf_counter())
         return False
 
     def __call__(self, fn):
@@ -72,156 +72,167 @@ class stage:
 
 
 def record(name, seconds, rss, vram_allocated=(None, None), vram_reserved=(None, None), t=None):
-    """Adds one call of `name` with (entry, exit) pairs of bytes; what stage()
-    does on exit, public so that samples taken elsewhere (or recorded
-    earlier, and replayed) can be added. t: the call's exit time in seconds
-    (time.monotonic() when None)."""
-    s = {"seconds": seconds, "rss": rss, "alloc": vram_allocated, "res": vram_reserved,
-         "t": time.monotonic() if t is None else float(t)}
-    with _lock:
-        if name not in _stats:
-            _stats[name] = []
-            _order.append(name)
-        _stats[name].append(s)
-
-
-_open = {}  # name -> entry sample of begin()
+    """Adds one call of `name` taken elsewhere (or recorded earlier, and
+    replayed): (entry, exit) pairs of bytes; t is the call's exit time in
+    seconds (now when None) and seconds its length. Calls recorded one after
+    another follow each other on the one line of readings, the time between
+    them outside any stage."""
+    t1 = time.perf_counter() if t is None else float(t)
+    keys = ("rss", "vram_allocated", "vram_reserved")
+    pairs = (rss, vram_allocated, vram_reserved)
+    call = _tracker.enter(name, {k: p[0] for k, p in zip(keys, pairs)}, t1 - seconds)
+    _tracker.exit(call, {k: p[1] for k, p in zip(keys, pairs)}, t1)
 
 
 def begin(name):
     """Starts a call of stage `name` that end(name) closes, for callers that
     cannot wrap the work in a `with` block (a node graph: a begin node and an
     end node with the work between them). A second begin() restarts it."""
-    s = stage(name)
-    s.__enter__()
-    with _lock:
-        _open[name] = s
+    if not isinstance(name, str) or not name:
+        raise ValueError("stage name must be a non-empty string; got %r" % (name,))
+    with _open_lock:
+        old = _open.pop(name, None)
+        if old is not None:
+            _tracker.exit(old, _sample(), time.perf_counter())
+        _open[name] = _tracker.enter(name, _sample(), time.perf_counter())
 
 
 def end(name):
     """Closes the call begin(name) started and records it; raises ValueError
     when no such call is open."""
-    with _lock:
-        s = _open.pop(name, None)
-    if s is None:
+    with _open_lock:
+        call = _open.pop(name, None)
+    if call is None:
         raise ValueError("stage %r was not begun: call begin(%r) first" % (name, name))
-    s.__exit__(None, None, None)
+    _tracker.exit(call, _sample(), time.perf_counter())
 
 
 def reset():
-    """Forgets every sample and every open begin()."""
-    with _lock:
-        _stats.clear()
-        _order.clear()
+    """Forgets every call and every open begin()."""
+    with _open_lock:
+        _open.clear()
+    _tracker.reset()
+
+
+def configure(settings):
+    """Makes `settings` (a Settings) the thresholds of report() and verdicts()
+    from now on; the calls recorded so far are forgotten."""
+    if not isinstance(settings, Settings):
+        raise ValueError("settings must be a headroom.stages.Settings; got %r" % (settings,))
+    global _tracker
+    _tracker = attribution.Tracker(settings)
+    with _open_lock:
         _open.clear()
 
 
-_KEYS = (("rss", "rss", "RSS"), ("alloc", "vram_allocated", "VRAM allocated"),
-         ("res", "vram_reserved", "VRAM reserved"))
-_judged = ("rss", "alloc")  # reserved memory is a cache: its growth is not a leak
-
-
-def _series(samples, key):
-    """(mean change inside a call, mean net change per counted call, total
-    net change of the counted calls, [(t, running sum)]) or Nones when not
-    measured."""
-    pairs = [s[key] for s in samples]
-    if any(a is None or b is None for a, b in pairs):
-        return None, None, None, None
-    inside = sum(b - a for a, b in pairs) / len(pairs)
-    counted = samples[WARMUP_CALLS:]
-    if not counted:
-        return inside, None, None, None
-    total, points = 0, []
-    for s in counted:
-        a, b = s[key]
-        total += b - a
-        points.append((s["t"], total))
-    return inside, total / len(counted), total, points
-
-
-def _leak_settings():
-    """(window_s, min_rate_per_min, min_samples) from the option table, or
-    None without the library."""
-    if not detection.available():
-        return None
-    o = options.process()
-    return o.get("leak_window"), o.get("leak_min_rate"), o.get("leak_min_samples")
-
-
-def _judge(points, settings):
-    window, rate, min_samples = settings
-    last = points[-1][0]
-    pts = [p for p in points if p[0] >= last - window]
-    if len(pts) < max(3, min_samples):
-        return None
-    return detection.leak_evaluate(pts, window, rate, min_samples=max(3, min_samples))
+def verdicts():
+    """The attribution now (an attribution.Attribution): rows, leaks,
+    unattributed growth."""
+    return _tracker.judge()
 
 
 def summary():
-    """Per stage, in first-seen order: dict with name, calls, seconds_mean and,
-    for rss / vram_allocated / vram_reserved, <key>_inside (mean change within
-    a call), <key>_growth_per_call (the stage's own net change, exit minus
-    entry, per call after the warm-up; None before) and <key>_total (that net
-    change summed); None where not measured. leak is True when the library's
-    trend test finds the stage's own RSS or VRAM allocated rising; leak_text
-    says by how much; judged is False without the library."""
-    with _lock:
-        items = [(n, list(_stats[n])) for n in _order]
-    try:
-        settings = _leak_settings()
-    except Exception:  # noqa: BLE001 - a broken library must not break the table
-        settings = None
+    """Per stage, in first-seen order, then "outside stages" (the time
+    between stages): dict with name, kind, calls, seconds_mean, judged and,
+    for rss / heap / vram_allocated / vram_reserved, <key>_inside (mean change
+    within a call), <key>_kept_per_call (the growth that stays with the
+    stage, bytes per call, over its last calls; None before enough calls) and
+    <key>_process_per_call (the process's growth per call of it). leak is
+    True when the stage is named; leak_text says why."""
+    return _rows(verdicts())
+
+
+def _rows(a):
     out = []
-    for name, samples in items:
-        row = {"name": name, "calls": len(samples),
-               "seconds_mean": sum(s["seconds"] for s in samples) / len(samples),
-               "judged": settings is not None}
-        leak = []
-        for key, label, words in _KEYS:
-            inside, growth, total, points = _series(samples, key)
-            row[label + "_inside"] = inside
-            row[label + "_growth_per_call"] = growth
-            row[label + "_total"] = total
-            if settings is None or key not in _judged or not points:
-                continue
-            res = _judge(points, settings)
-            if res is not None and res["suspected"]:
-                leak.append("%s %s per call over %d calls (%s/min, confidence %.3f)" % (
-                    words, fmt_bytes(growth, signed=True), len(points),
-                    fmt_bytes(res["slope_per_min"], signed=True), res["confidence"]))
-        row["leak"] = bool(leak)
-        row["leak_text"] = "; ".join(leak)
+    texts = {}
+    for v in a.leaks:
+        texts.setdefault(v["part"], []).append(v["text"])
+    for r in a.rows:
+        row = {"name": r["name"], "kind": r["kind"], "calls": r["calls"],
+               "seconds_mean": r["seconds_mean"], "judged": a.judged}
+        for k in attribution.KEYS:
+            v = r.get(k) or {}
+            row[k + "_inside"] = r["inside"].get(k)
+            row[k + "_kept_per_call"] = v.get("kept_per_call")
+            row[k + "_process_per_call"] = v.get("process_per_call")
+        names = [r["name"]] if r["kind"] == "stage" else [
+            n for n in texts if n.startswith(attribution.OUTSIDE)]
+        row["leak_text"] = "; ".join(t for n in names for t in texts.get(n, ()))
+        row["leak"] = bool(row["leak_text"])
         out.append(row)
     return out
 
 
-def report(file=sys.stdout):
-    """Writes the per-stage table to `file` (None: write nothing) and returns it."""
-    rows = summary()
-    f = fmt_bytes
+class Report(str):
+    """The stage report: its text is the table and the verdicts. str() and
+    print() show it once; .rows are summary()'s dicts, .attribution the
+    engine's result; .print(file) writes it."""
+
+    def __new__(cls, text, rows=(), result=None):
+        self = super().__new__(cls, text)
+        self.rows = list(rows)
+        self.attribution = result
+        return self
+
+    def print(self, file=None):
+        (file or sys.stdout).write(str(self))
+
+    def __str__(self):
+        return str.__str__(self)
+
+    def __repr__(self):
+        return str.__str__(self)
+
+
+def report(print=False, file=None):  # noqa: A002 - print is the natural word here
+    """The per-stage table and verdicts as a Report (a str). Writes it to
+    `file` (sys.stdout when print=True) only when asked."""
+    a = verdicts()
+    rows = _rows(a)
+    text = _text(a, rows)
+    rep = Report(text, rows, a)
+    if print or file is not None:
+        rep.print(file)
+    return rep
+
+
+def _text(a, rows):
     if not rows:
-        text = "no stages recorded\n"
-    else:
-        head = ("stage", "calls", "ms/call", "RSS in call", "RSS growth/call",
-                "VRAM alloc growth/call", "VRAM resv growth/call")
-        table = [head]
-        for r in rows:
-            table.append((r["name"], str(r["calls"]), "%.2f" % (r["seconds_mean"] * 1e3),
-                          f(r["rss_inside"], True), f(r["rss_growth_per_call"], True),
-                          f(r["vram_allocated_growth_per_call"], True),
-                          f(r["vram_reserved_growth_per_call"], True)))
-        w = [max(len(row[i]) for row in table) for i in range(len(head))]
-        lines = []
-        for i, row in enumerate(table):
-            cells = [row[0].ljust(w[0])] + [c.rjust(w[j + 1]) for j, c in enumerate(row[1:])]
-            lines.append("  ".join(cells).rstrip())
-            if i == 0:
-                lines.append("  ".join("-" * x for x in w))
-        for r in rows:
-            if r["leak"]:
-                lines.append("possible leak: %s: %s" % (r["name"], r["leak_text"]))
-        text = "\n".join(lines) + "\n"
-    if file is not None:
-        file.write(text)
-    return text
+        return "no stages recorded\n"
+    f = fmt_bytes
+    cols = [("RSS in call", "rss_inside", True), ("RSS kept/call", "rss_kept_per_call", False)]
+    if any(r["heap_inside"] is not None for r in rows):
+        cols.append(("heap kept/call", "heap_kept_per_call", False))
+    if any(r["vram_allocated_inside"] is not None for r in rows):
+        cols += [("VRAM alloc in call", "vram_allocated_inside", True),
+                 ("VRAM alloc kept/call", "vram_allocated_kept_per_call", False),
+                 ("VRAM resv kept/call", "vram_reserved_kept_per_call", False)]
+    head = ["stage", "calls", "ms/call"] + [c[0] for c in cols]
+    table = [head]
+    for r in rows:
+        table.append([r["name"], str(r["calls"]), "%.2f" % (r["seconds_mean"] * 1e3)] + [
+            f(r[k], True) if inside else _kept(r[k]) for _, k, inside in cols])
+    w = [max(len(row[i]) for row in table) for i in range(len(head))]
+    lines = []
+    for i, row in enumerate(table):
+        cells = [row[0].ljust(w[0])] + [c.rjust(w[j + 1]) for j, c in enumerate(row[1:])]
+        lines.append("  ".join(cells).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * x for x in w))
+    s = a.settings
+    lines.append("kept/call: what a stage added and still holds at its next call, per call, "
+                 "over its last %d calls after %d warm-up calls (\"-\" before %d); a stage is "
+                 "named when it keeps %s or more per call and the process's own memory rises "
+                 "%s or more per call of it" % (s.window, s.warmup, s.min_calls,
+                                                f(s.min_growth), f(s.min_growth)))
+    if heap.status() != "ok":
+        lines.append("C heap not read (%s): host memory is attributed by RSS" % heap.status())
+    if not a.judged:
+        lines.append("not judged: the trend test is libheadroom's and the library is not "
+                     "loaded")
+    lines += a.lines()
+    return "\n".join(lines) + "\n"
+
+
+def _kept(v):
+    return "-" if v is None else fmt_bytes(v, signed=True)

@@ -4,14 +4,29 @@ Cheap enough to call on every frame; nothing here needs libheadroom.
 """
 
 import os
+import threading
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+_statm = {"pid": None, "fd": None}
+_statm_lock = threading.Lock()
 
 
 def rss_bytes():
-    """This process's resident set size in bytes (from /proc/self/statm)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * _PAGE
+    """This process's resident set size in bytes (from /proc/self/statm).
+    The file stays open and is read again from its start (cheaper than an
+    open per reading, for stages read on every call); reopened after a fork,
+    since /proc/self named the parent when it was opened."""
+    with _statm_lock:
+        pid = os.getpid()
+        if _statm["pid"] != pid:
+            if _statm["fd"] is not None and _statm["pid"] is not None:
+                try:
+                    os.close(_statm["fd"])
+                except OSError:
+                    pass
+            _statm["fd"], _statm["pid"] = os.open("/proc/self/statm", os.O_RDONLY), pid
+        data = os.pread(_statm["fd"], 256, 0)
+    return int(data.split()[1]) * _PAGE
 
 
 def host_memory(root="/"):
