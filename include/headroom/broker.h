@@ -6,11 +6,13 @@
  * process needs room or memory runs short. The protocol is versioned JSON
  * lines (docs/broker.md). The broker runs on its own thread, polls every
  * connection from that one thread (no thread per client), and reports what
- * it does as typed events and counters. Include headroom/headroom.h first. */
+ * it does as typed events (the watch's event type, kind HR_EVENT_BROKER) and
+ * counters. Include headroom/headroom.h first. */
 #ifndef HEADROOM_BROKER_H
 #define HEADROOM_BROKER_H
 
 #include "headroom/headroom.h"
+#include "headroom/event.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -21,47 +23,11 @@ extern "C" {
 
 typedef struct hr_broker hr_broker_t;
 
-#define HR_BROKER_EVENTS(X)                                                                        \
-  X(HR_BROKER_EV_REFUSED_PEER, "refused_peer")     /* a connection refused: cap, user, pid */      \
-  X(HR_BROKER_EV_PROTOCOL_ERROR, "protocol_error") /* garbage from a client: it is closed */       \
-  X(HR_BROKER_EV_REGISTER, "register")             /* a client registered */                       \
-  X(HR_BROKER_EV_GONE, "gone")                     /* a registered client closed or exited */      \
-  X(HR_BROKER_EV_RESERVE, "reserve")               /* a reservation asked */                       \
-  X(HR_BROKER_EV_GRANTED, "granted")               /* a reservation granted (latency_s) */         \
-  X(HR_BROKER_EV_REFUSED, "refused")               /* a reservation refused (message) */           \
-  X(HR_BROKER_EV_ASK, "ask")                       /* a client or adapter asked to release */      \
-  X(HR_BROKER_EV_ANSWER, "answer")                 /* what it said it released (latency_s) */      \
-  X(HR_BROKER_EV_NO_ANSWER, "no_answer")           /* no answer before the deadline */             \
-  X(HR_BROKER_EV_ADAPTER_FAILED, "adapter_failed") /* an adapter's HTTP call failed (status) */    \
-  X(HR_BROKER_EV_LEASE_END, "lease_end")           /* a lease ended (message: why) */              \
-  X(HR_BROKER_EV_PRESSURE, "pressure")             /* warning or critical use: releases asked */
-
-typedef enum hr_broker_event_kind {
-#define HR_BROKER_EV_ENUM_(name, text) name,
-  HR_BROKER_EVENTS(HR_BROKER_EV_ENUM_)
-#undef HR_BROKER_EV_ENUM_
-      HR_BROKER_EV_COUNT
-} hr_broker_event_kind_t;
-
-/* One thing the broker did or saw. Strings are terminated and may be empty. */
-typedef struct hr_broker_event {
-  hr_broker_event_kind_t kind;
-  double time;       /* seconds since the epoch */
-  int pid;           /* the client's pid; 0 for an adapter or none */
-  uint32_t uid;      /* the peer's uid */
-  char name[64];     /* the client's or the adapter's name */
-  char device[16];   /* "host", "gpu0", ... */
-  int priority;      /* the client's priority */
-  uint64_t bytes;    /* asked, reserved or granted */
-  uint64_t released; /* released (answer), or released for a grant */
-  double latency_s;  /* ask to answer, or reserve to granted/refused */
-  int status;        /* an adapter's HTTP status; 0 when no answer came */
-  uint64_t lease;    /* the lease's id, when one is concerned */
-  char message[256]; /* why, in words */
-} hr_broker_event_t;
-
-/* Called on the broker's thread for every event; must not block. */
-typedef void (*hr_broker_event_fn)(const hr_broker_event_t *e, void *arg);
+/* Called on the broker's thread for every event, a typed event of kind
+ * HR_EVENT_BROKER (headroom/event.h: `broker.what` says what happened), the
+ * type watch records in history and writes with its one JSON and text
+ * writer; valid during the call; must not block. */
+typedef void (*hr_broker_event_fn)(const hr_watch_event_t *e, void *arg);
 
 /* Bytes released by one client or adapter name, for the exporter. */
 typedef struct hr_broker_released_by {
@@ -94,20 +60,6 @@ typedef struct hr_broker_counters {
   hr_broker_released_by_t released_by[HR_BROKER_NAMES_COUNTED];
   size_t n_released_by;
 } hr_broker_counters_t;
-
-/* The event kind's name ("granted"); "?" for an unknown one. */
-HR_API const char *hr_broker_event_name(hr_broker_event_kind_t kind);
-
-/* The event as one JSON object ({"event":"broker_granted",...}) in *out,
- * malloc'd; the caller frees: hr_event_json of hr_broker_event_to_watch.
- * Returns 0, HR_EINVAL or HR_ENOMEM. */
-HR_API int hr_broker_event_json(const hr_broker_event_t *e, char **out);
-
-struct hr_watch_event;
-
-/* The event as the watch's typed event (kind HR_EVENT_BROKER), which the
- * watch records in history and writes with its one JSON and text writer. */
-HR_API void hr_broker_event_to_watch(const hr_broker_event_t *e, struct hr_watch_event *out);
 
 /* The socket path the options give (broker_socket; empty: the default,
  * $XDG_RUNTIME_DIR/headroom/broker.sock, or /run/headroom/broker.sock for

@@ -87,6 +87,9 @@ typedef struct hr_gpu_proc {
   int pid;             /* as NVML reports it: a host pid */
   int local_pid;       /* the pid in our /proc, or 0 when not visible here */
   uint64_t used_bytes; /* HR_UNKNOWN when the driver does not say */
+  /* The process of local_pid in the snapshot's procs, or NULL when it is not
+   * visible here (or the processes were not read). */
+  const hr_proc_t *proc;
 } hr_gpu_proc_t;
 
 typedef struct hr_snapshot {
@@ -107,6 +110,16 @@ typedef struct hr_snapshot {
   /* Processes left out because their /proc files were malformed (a process
    * that exited mid-read is left out without being counted). */
   size_t n_procs_unreadable;
+  /* The processes that matter, picked once per snapshot by the probe
+   * (hr_snapshot_select with the options' filter and top), which status,
+   * watch, history, the exporter and the Python layer show without picking
+   * again: indexes into procs, the n_selected_gpu processes holding GPU
+   * memory first (most first), then the largest by RSS. A caller that shows
+   * only the `top` largest besides the GPU holders takes the first
+   * n_selected_gpu + min(top, n_selected - n_selected_gpu). NULL (and 0)
+   * when no selection was made: a snapshot built by hand. */
+  size_t *selected;
+  size_t n_selected, n_selected_gpu;
 } hr_snapshot_t;
 
 /* What to read. */
@@ -136,9 +149,16 @@ typedef struct hr_probe_options {
    * root/proc/PID. Both at once is the cgroup's HR_PROBE_ERROR state. */
   const char *cgroup;
   int cgroup_pid;
+  /* The selection the snapshot carries (hr_snapshot_t's selected): the
+   * processes whose name or command line holds one of the comma-separated
+   * words of `filter` (NULL or "" for every process), and of those, besides
+   * every GPU holder, the `top` largest by RSS (0: the GPU holders alone). */
+  const char *filter;
+  size_t top;
 } hr_probe_options_t;
 
-/* Takes a snapshot. Returns 0 and a snapshot the caller frees with
+/* Takes a snapshot and selects its processes (opts->filter, opts->top).
+ * Returns 0 and a snapshot the caller frees with
  * hr_snapshot_free(), even when parts are absent (see their states); fails
  * only when the host memory cannot be read (HR_ENOENT, HR_EPERM, HR_EIO: the
  * file; HR_EPARSE, HR_ERANGE: MemTotal or MemFree missing, malformed or over
@@ -200,22 +220,27 @@ HR_API const char *hr_probe_state_name(hr_probe_state_t state);
  * _bytes; an unknown size is null, an unset limit is the string "max".
  * Returns 0, HR_EINVAL or HR_ENOMEM. */
 HR_API int hr_snapshot_json(const hr_snapshot_t *s, char **out);
+/* The same object with only the selected processes under "processes", in
+ * the selection's order (s->selected; what `status --json` and the
+ * exporter's /api/snapshot show). HR_EINVAL when s has no selection. */
+HR_API int hr_snapshot_json_selected(const hr_snapshot_t *s, char **out);
 
 /* True when p's name or command line contains one of the comma-separated
  * words of `filter` (case-insensitive); an empty filter matches every
  * process. Words longer than 127 bytes are ignored. */
 HR_API bool hr_proc_matches(const hr_proc_t *p, const char *filter);
 
-/* The processes that matter, as status, watch, history, the exporter and the
- * Python layer show them: every process holding GPU memory (most first),
+/* Selects the processes that matter into s->selected, s->n_selected and
+ * s->n_selected_gpu (malloc'd; hr_snapshot_free frees it; an earlier
+ * selection is replaced): every process holding GPU memory (most first),
  * then the `top` largest by RSS among the others; kernel threads, processes
  * holding nothing and those `filter` does not match (see hr_proc_matches;
  * NULL or "" matches all) are left out, and a non-empty filter never matches
- * the calling process. Writes indexes into s->procs to `out_idx`, which has
- * room for s->n_procs entries, and their count to *n_out. Returns 0 or
- * HR_EINVAL. O(n log n) in the processes. */
-HR_API int hr_snapshot_select(const hr_snapshot_t *s, size_t top, const char *filter,
-                              size_t *out_idx, size_t *n_out);
+ * the calling process. hr_probe_snapshot() does this with its options; a
+ * caller calls it only for a snapshot it built by hand. Returns 0, HR_EINVAL
+ * or HR_ENOMEM (the snapshot is left without a selection). O(n log n) in the
+ * processes. */
+HR_API int hr_snapshot_select(hr_snapshot_t *s, size_t top, const char *filter);
 
 /* The process `pid` of the snapshot (whose procs are sorted by pid), or NULL.
  * O(log n). */

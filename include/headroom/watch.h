@@ -42,15 +42,15 @@ HR_API void hr_history_close(hr_history_t *h);
  * ~/.local/state/headroom/history.db. */
 HR_API int hr_history_default_path(char *buf, size_t n);
 
-/* Queues a sample: host, cgroup, each GPU, and the processes
- * hr_snapshot_select(s, top, NULL) picks (GPU holders, then the `top`
- * largest by RSS). Writes go into an open transaction that
- * hr_history_flush() commits. */
-HR_API int hr_history_add_snapshot(hr_history_t *h, const hr_snapshot_t *s, size_t top, char *err,
+/* Queues a sample: host, cgroup, each GPU, and the snapshot's selected
+ * processes (s->selected: GPU holders, then the largest by RSS; none when
+ * it has no selection), so history keeps what status and watch show.
+ * Writes go into an open transaction that hr_history_flush() commits. */
+HR_API int hr_history_add_snapshot(hr_history_t *h, const hr_snapshot_t *s, char *err,
                                    size_t errlen);
 /* Queues an event: its kind, time, process and typed payload, one column
- * per payload field (a sample's pointers are not kept: samples have their
- * own tables). */
+ * per field of the kind's field list (headroom/event.h; a sample's
+ * pointers are not kept: samples have their own tables). */
 HR_API int hr_history_add_event(hr_history_t *h, const hr_watch_event_t *e, char *err,
                                 size_t errlen);
 /* Commits the open batch. A full disk is HR_ENOSPC, other failures HR_EIO;
@@ -162,7 +162,7 @@ typedef struct hr_watch_view {
   hr_level_t host, cgroup;
   const hr_level_t *gpus; /* one per snapshot GPU */
   size_t n_top;
-  const hr_watch_proc_view_t *top; /* hr_snapshot_select's order: GPU holders, then RSS */
+  const hr_watch_proc_view_t *top; /* the snapshot's selection: GPU holders, then RSS */
   uint64_t events_total[HR_EVENT_KINDS_];
   double cpu_s_last; /* CPU time the last feed took, seconds */
 } hr_watch_view_t;

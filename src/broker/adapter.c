@@ -194,15 +194,14 @@ static int call(hr_broker_t *b, hr__badapter_t *a, const char *method, const cha
   int rc = hr__http(a->host, a->port, method, target, body, b->request_timeout, &status, resp, err,
                     sizeof err);
   if (rc == 0 && status >= 200 && status < 300) return status;
-  hr_broker_event_t e = {
-      .kind = HR_BROKER_EV_ADAPTER_FAILED, .status = status, .priority = b->adapter_priority};
-  hr__strlcpy(e.name, a->name, sizeof e.name);
-  hr__strlcpy(e.device, a->device, sizeof e.device);
+  hr_watch_event_t e = {.broker.what = HR_BROKER_EV_ADAPTER_FAILED,
+                        .broker.status = status,
+                        .broker.priority = b->adapter_priority};
   if (rc)
-    snprintf(e.message, sizeof e.message, "%s", err);
+    snprintf(e.broker.message, sizeof e.broker.message, "%s", err);
   else
-    snprintf(e.message, sizeof e.message, "%s %s: HTTP %d", method, target, status);
-  hr__broker_emit(b, &e);
+    snprintf(e.broker.message, sizeof e.broker.message, "%s %s: HTTP %d", method, target, status);
+  hr__broker_emit(b, &e, a->name, a->device);
   hr__broker_count(b, &b->counters.adapter_failures, 1);
   free(*resp);
   *resp = NULL;
@@ -252,16 +251,14 @@ uint64_t hr__adapter_releasable(hr_broker_t *b, hr__badapter_t *a, bool *unknown
 
 static void answered(hr_broker_t *b, hr__badapter_t *a, uint64_t asked, uint64_t got, int status,
                      double t0, const char *msg) {
-  hr_broker_event_t e = {.kind = HR_BROKER_EV_ANSWER,
-                         .bytes = asked,
-                         .released = got,
-                         .status = status,
-                         .priority = b->adapter_priority,
-                         .latency_s = hr__now_mono() - t0};
-  hr__strlcpy(e.name, a->name, sizeof e.name);
-  hr__strlcpy(e.device, a->device, sizeof e.device);
-  hr__strlcpy(e.message, msg, sizeof e.message);
-  hr__broker_emit(b, &e);
+  hr_watch_event_t e = {.broker.what = HR_BROKER_EV_ANSWER,
+                        .broker.bytes = asked,
+                        .broker.released_bytes = got,
+                        .broker.status = status,
+                        .broker.priority = b->adapter_priority,
+                        .broker.latency_s = hr__now_mono() - t0};
+  hr__strlcpy(e.broker.message, msg, sizeof e.broker.message);
+  hr__broker_emit(b, &e, a->name, a->device);
   pthread_mutex_lock(&b->lock);
   b->counters.answers++;
   hr__broker_count_released_locked(b, a->name, got);
@@ -273,10 +270,10 @@ uint64_t hr__adapter_release(hr_broker_t *b, hr__badapter_t *a, uint64_t bytes) 
   uint64_t got = 0;
   char *resp = NULL, msg[200] = "";
   int status = 0;
-  hr_broker_event_t e = {.kind = HR_BROKER_EV_ASK, .bytes = bytes, .priority = b->adapter_priority};
-  hr__strlcpy(e.name, a->name, sizeof e.name);
-  hr__strlcpy(e.device, a->device, sizeof e.device);
-  hr__broker_emit(b, &e);
+  hr_watch_event_t e = {.broker.what = HR_BROKER_EV_ASK,
+                        .broker.bytes = bytes,
+                        .broker.priority = b->adapter_priority};
+  hr__broker_emit(b, &e, a->name, a->device);
   hr__broker_count(b, &b->counters.asks, 1);
   if (strcmp(a->kind, "comfyui") == 0) {
     status = call(b, a, "POST", "/free", "{\"unload_models\":true,\"free_memory\":true}", &resp);

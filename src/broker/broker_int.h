@@ -1,8 +1,8 @@
 /* Internal contract between the broker's files: server.c (the socket, the
  * poll loop, the connections and the protocol's parsing), reserve.c
  * (resources, budgets, release plans, reservations and leases), adapter.c
- * (programs asked through their own HTTP API) and event.c (events, counters,
- * the status JSON). Everything here runs on the broker's one thread, except
+ * (programs asked through their own HTTP API) and report.c (events,
+ * counters, the status JSON). Everything here runs on the broker's one thread, except
  * the counters, which hold their own lock. */
 #ifndef HR_BROKER_INT_H
 #define HR_BROKER_INT_H
@@ -144,8 +144,12 @@ struct hr_broker {
   hr_broker_counters_t counters;
 };
 
-/* event.c */
-HR_INTERNAL void hr__broker_emit(hr_broker_t *b, hr_broker_event_t *e);
+/* report.c */
+/* Hands e to the caller as a broker event (kind HR_EVENT_BROKER; its time
+ * now when unset), with the client's or adapter's `name` and the `device`
+ * when not NULL. */
+HR_INTERNAL void hr__broker_emit(hr_broker_t *b, hr_watch_event_t *e, const char *name,
+                                 const char *device);
 /* Adds one to a counter under the lock: hr__broker_count(b, &b->counters.x, 1). */
 HR_INTERNAL void hr__broker_count(hr_broker_t *b, uint64_t *field, uint64_t n);
 /* Adds `bytes` released by `name` to the counters: its own slot, or the

@@ -20,12 +20,13 @@ static void end_lease(hr_broker_t *b, size_t i, const char *why) {
   b->leases[i] = b->leases[--b->n_leases];
   for (size_t a = 0; a < b->n_adapters; a++)
     if (l.woke[a]) hr__adapter_wake(b, &b->adapters[a]);
-  hr_broker_event_t e = {
-      .kind = HR_BROKER_EV_LEASE_END, .pid = l.pid, .uid = l.uid, .bytes = l.bytes, .lease = l.id};
-  hr__strlcpy(e.name, l.name, sizeof e.name);
-  hr__strlcpy(e.device, b->res[l.res].name, sizeof e.device);
-  hr__strlcpy(e.message, why, sizeof e.message);
-  hr__broker_emit(b, &e);
+  hr_watch_event_t e = {.broker.what = HR_BROKER_EV_LEASE_END,
+                        .pid = l.pid,
+                        .broker.uid = l.uid,
+                        .broker.bytes = l.bytes,
+                        .broker.lease = l.id};
+  hr__strlcpy(e.broker.message, why, sizeof e.broker.message);
+  hr__broker_emit(b, &e, l.name, b->res[l.res].name);
   hr__broker_count(b, &b->counters.leases, 0);
   b->last_read = 0; /* the next reading counts the lease no more */
 }
@@ -34,6 +35,22 @@ static void pop(hr_broker_t *b) {
   hr__breq_t *q = b->queue;
   b->queue = q->next;
   free(q);
+}
+
+/* The event of reservation q that came to `what`: its asker, its size and
+ * what was released for it so far, on `device`. */
+static void emit_request(hr_broker_t *b, const hr__breq_t *q, hr_broker_event_kind_t what,
+                         const char *device, double latency_s, uint64_t lease, const char *msg) {
+  hr_watch_event_t e = {.pid = q->pid,
+                        .broker = {.what = what,
+                                   .uid = q->uid,
+                                   .priority = q->priority,
+                                   .bytes = q->bytes,
+                                   .released_bytes = q->released,
+                                   .latency_s = latency_s,
+                                   .lease = lease}};
+  if (msg) hr__strlcpy(e.broker.message, msg, sizeof e.broker.message);
+  hr__broker_emit(b, &e, q->name, device);
 }
 
 static void grant(hr_broker_t *b, hr__breq_t *q) {
@@ -63,17 +80,7 @@ static void grant(hr_broker_t *b, hr__breq_t *q) {
       "\"released_bytes\":%llu,\"waited_s\":%.6f}",
       (unsigned long long)q->req_id, (unsigned long long)l->id, b->res[q->res].name,
       (unsigned long long)q->bytes, (unsigned long long)q->released, now - q->started);
-  hr_broker_event_t e = {.kind = HR_BROKER_EV_GRANTED,
-                         .pid = q->pid,
-                         .uid = q->uid,
-                         .priority = q->priority,
-                         .bytes = q->bytes,
-                         .released = q->released,
-                         .latency_s = now - q->started,
-                         .lease = l->id};
-  hr__strlcpy(e.name, q->name, sizeof e.name);
-  hr__strlcpy(e.device, b->res[q->res].name, sizeof e.device);
-  hr__broker_emit(b, &e);
+  emit_request(b, q, HR_BROKER_EV_GRANTED, b->res[q->res].name, now - q->started, l->id, NULL);
   pthread_mutex_lock(&b->lock);
   hr__broker_count_grant_locked(b, now - q->started);
   b->counters.leases = b->n_leases;
@@ -146,17 +153,7 @@ static void refuse(hr_broker_t *b, hr__breq_t *q, const char *reason) {
   snprintf(msg, sizeof msg, "%s: %s asked, %s fits; held by %s", reason,
            hr__size_text(a, sizeof a, q->bytes), hr__size_text(f, sizeof f, free_now),
            words.s && !words.failed ? words.s : "nobody registered");
-  hr_broker_event_t e = {.kind = HR_BROKER_EV_REFUSED,
-                         .pid = q->pid,
-                         .uid = q->uid,
-                         .priority = q->priority,
-                         .bytes = q->bytes,
-                         .released = q->released,
-                         .latency_s = hr__now_mono() - q->started};
-  hr__strlcpy(e.name, q->name, sizeof e.name);
-  hr__strlcpy(e.device, r->name, sizeof e.device);
-  hr__strlcpy(e.message, msg, sizeof e.message);
-  hr__broker_emit(b, &e);
+  emit_request(b, q, HR_BROKER_EV_REFUSED, r->name, hr__now_mono() - q->started, 0, msg);
   hr__broker_count(b, &b->counters.refused, 1);
   /* A server put to sleep for room that was not granted after all wakes,
    * before the asker hears the refusal: whoever hears it sees it awake. */
@@ -192,14 +189,7 @@ void hr__broker_reserve(hr_broker_t *b, hr__bconn_t *c, uint64_t req_id, const c
   hr__breq_t **tail = &b->queue;
   while (*tail) tail = &(*tail)->next;
   *tail = q;
-  hr_broker_event_t e = {.kind = HR_BROKER_EV_RESERVE,
-                         .pid = q->pid,
-                         .uid = q->uid,
-                         .priority = priority,
-                         .bytes = bytes};
-  hr__strlcpy(e.name, q->name, sizeof e.name);
-  hr__strlcpy(e.device, device, sizeof e.device);
-  hr__broker_emit(b, &e);
+  emit_request(b, q, HR_BROKER_EV_RESERVE, device, 0, 0, NULL);
   hr__broker_count(b, &b->counters.reservations, 1);
 }
 
@@ -244,17 +234,15 @@ static bool step(hr_broker_t *b, hr__breq_t *q) {
 
 void hr__broker_answer(hr_broker_t *b, hr__bconn_t *c, uint64_t id, uint64_t bytes) {
   if (!c->ask_id || c->ask_id != id) return; /* late, after its deadline: already counted */
-  hr_broker_event_t e = {.kind = HR_BROKER_EV_ANSWER,
-                         .pid = c->pid,
-                         .uid = c->uid,
-                         .priority = c->priority,
-                         .bytes = c->ask_bytes,
-                         .released = bytes,
-                         .latency_s = hr__now_mono() - c->ask_at};
-  hr__strlcpy(e.name, c->name, sizeof e.name);
-  hr__strlcpy(e.device, c->ask_device, sizeof e.device);
+  hr_watch_event_t e = {.broker.what = HR_BROKER_EV_ANSWER,
+                        .pid = c->pid,
+                        .broker.uid = c->uid,
+                        .broker.priority = c->priority,
+                        .broker.bytes = c->ask_bytes,
+                        .broker.released_bytes = bytes,
+                        .broker.latency_s = hr__now_mono() - c->ask_at};
   c->ask_id = 0;
-  hr__broker_emit(b, &e);
+  hr__broker_emit(b, &e, c->name, c->ask_device);
   pthread_mutex_lock(&b->lock);
   b->counters.answers++;
   hr__broker_count_released_locked(b, c->name, bytes);
@@ -296,10 +284,11 @@ void hr__broker_conn_gone(hr_broker_t *b, hr__bconn_t *c) {
       p = &(*p)->next;
   }
   if (c->registered) {
-    hr_broker_event_t e = {
-        .kind = HR_BROKER_EV_GONE, .pid = c->pid, .uid = c->uid, .priority = c->priority};
-    hr__strlcpy(e.name, c->name, sizeof e.name);
-    hr__broker_emit(b, &e);
+    hr_watch_event_t e = {.broker.what = HR_BROKER_EV_GONE,
+                          .pid = c->pid,
+                          .broker.uid = c->uid,
+                          .broker.priority = c->priority};
+    hr__broker_emit(b, &e, c->name, NULL);
     c->registered = false;
   }
   b->last_read = 0;
@@ -328,12 +317,11 @@ static void pressure(hr_broker_t *b) {
      * registers next is asked at the next look. */
     if (asked == 0) continue;
     r->pressure_at = now;
-    hr_broker_event_t e = {.kind = HR_BROKER_EV_PRESSURE, .bytes = need};
-    hr__strlcpy(e.device, r->name, sizeof e.device);
-    snprintf(e.message, sizeof e.message, "%s use %.1f%% (%s): %zu asked to release%s", r->name,
-             used * 100, used >= crit ? "critical" : "warning", asked,
-             used < crit ? " their caches" : "");
-    hr__broker_emit(b, &e);
+    hr_watch_event_t e = {.broker.what = HR_BROKER_EV_PRESSURE, .broker.bytes = need};
+    snprintf(e.broker.message, sizeof e.broker.message,
+             "%s use %.1f%% (%s): %zu asked to release%s", r->name, used * 100,
+             used >= crit ? "critical" : "warning", asked, used < crit ? " their caches" : "");
+    hr__broker_emit(b, &e, NULL, r->name);
     hr__broker_count(b, &b->counters.pressure_asks, asked);
   }
 }
@@ -343,18 +331,16 @@ void hr__broker_tick(hr_broker_t *b) {
   for (size_t i = 0; i < b->n_conns; i++) {
     hr__bconn_t *c = b->conns[i];
     if (!c->ask_id || now < c->ask_deadline) continue;
-    hr_broker_event_t e = {.kind = HR_BROKER_EV_NO_ANSWER,
-                           .pid = c->pid,
-                           .uid = c->uid,
-                           .priority = c->priority,
-                           .bytes = c->ask_bytes,
-                           .latency_s = now - c->ask_at};
-    hr__strlcpy(e.name, c->name, sizeof e.name);
-    hr__strlcpy(e.device, c->ask_device, sizeof e.device);
-    snprintf(e.message, sizeof e.message, "no answer within %gs (broker_timeout)",
+    hr_watch_event_t e = {.broker.what = HR_BROKER_EV_NO_ANSWER,
+                          .pid = c->pid,
+                          .broker.uid = c->uid,
+                          .broker.priority = c->priority,
+                          .broker.bytes = c->ask_bytes,
+                          .broker.latency_s = now - c->ask_at};
+    snprintf(e.broker.message, sizeof e.broker.message, "no answer within %gs (broker_timeout)",
              b->request_timeout);
     c->ask_id = 0;
-    hr__broker_emit(b, &e);
+    hr__broker_emit(b, &e, c->name, c->ask_device);
     hr__broker_count(b, &b->counters.no_answers, 1);
   }
   for (size_t i = b->n_leases; i-- > 0;)

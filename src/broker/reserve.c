@@ -209,14 +209,12 @@ static void ask_conn(hr_broker_t *b, hr__bconn_t *c, const hr__bres_t *r, uint64
            "{\"v\":1,\"op\":\"release\",\"id\":%llu,\"device\":\"%s\",\"bytes\":%llu}",
            (unsigned long long)c->ask_id, r->name, (unsigned long long)bytes);
   hr__broker_send(b, c, line);
-  hr_broker_event_t e = {.kind = HR_BROKER_EV_ASK,
-                         .pid = c->pid,
-                         .uid = c->uid,
-                         .priority = c->priority,
-                         .bytes = bytes};
-  hr__strlcpy(e.name, c->name, sizeof e.name);
-  hr__strlcpy(e.device, r->name, sizeof e.device);
-  hr__broker_emit(b, &e);
+  hr_watch_event_t e = {.broker.what = HR_BROKER_EV_ASK,
+                        .pid = c->pid,
+                        .broker.uid = c->uid,
+                        .broker.priority = c->priority,
+                        .broker.bytes = bytes};
+  hr__broker_emit(b, &e, c->name, r->name);
   hr__broker_count(b, &b->counters.asks, 1);
 }
 

@@ -61,10 +61,10 @@ void hr__broker_send(hr_broker_t *b, hr__bconn_t *c, const char *line) {
 /* Sends {"v":1,"op":"error","error":msg} and closes the connection. */
 static void fail_conn(hr_broker_t *b, hr__bconn_t *c, hr_broker_event_kind_t kind,
                       const char *msg) {
-  hr_broker_event_t e = {.kind = kind, .pid = c->registered ? c->pid : c->peer_pid, .uid = c->uid};
-  hr__strlcpy(e.name, c->name, sizeof e.name);
-  hr__strlcpy(e.message, msg, sizeof e.message);
-  hr__broker_emit(b, &e);
+  hr_watch_event_t e = {
+      .broker.what = kind, .pid = c->registered ? c->pid : c->peer_pid, .broker.uid = c->uid};
+  hr__strlcpy(e.broker.message, msg, sizeof e.broker.message);
+  hr__broker_emit(b, &e, c->name, NULL);
   hr__broker_count(b,
                    kind == HR_BROKER_EV_PROTOCOL_ERROR ? &b->counters.protocol_errors
                                                        : &b->counters.refused_peers,
@@ -139,10 +139,11 @@ static int do_hello(hr_broker_t *b, hr__bconn_t *c, const cJSON *j, char *err, s
   hr__strlcpy(c->name, jstr(j, "name", "?"), sizeof c->name);
   b->last_read = 0; /* its memory counts from the next reading on */
   hr__broker_count(b, &b->counters.registrations, 1);
-  hr_broker_event_t e = {
-      .kind = HR_BROKER_EV_REGISTER, .pid = c->pid, .uid = c->uid, .priority = c->priority};
-  hr__strlcpy(e.name, c->name, sizeof e.name);
-  hr__broker_emit(b, &e);
+  hr_watch_event_t e = {.broker.what = HR_BROKER_EV_REGISTER,
+                        .pid = c->pid,
+                        .broker.uid = c->uid,
+                        .broker.priority = c->priority};
+  hr__broker_emit(b, &e, c->name, NULL);
   hr__buf_t o = {0};
   hr__buf_printf(&o, "{\"v\":1,\"op\":\"welcome\",\"client\":%llu,\"pid\":%d}",
                  (unsigned long long)c->id, c->pid);

@@ -1,29 +1,18 @@
 /* The writers of an event: the JSON line and the terminal line.
  *
- * Both read the typed payload of hr_watch_event_t; they are the only places
- * that turn an event into text, so `watch --json`, the hook's
- * HEADROOM_EVENT, `history --json` and the live view cannot disagree. JSON
- * strings go through hr__buf_json_str (invalid UTF-8 becomes U+FFFD), and a
- * number that is not finite is written as null, never as "nan". */
+ * Both walk the kind's field list (fields.c) over the typed payload of
+ * hr_watch_event_t; they are the only places that turn an event into text,
+ * so `watch --json`, the hook's HEADROOM_EVENT, `history --json` and the live
+ * view cannot disagree. JSON strings go through hr__buf_json_str (invalid
+ * UTF-8 becomes U+FFFD), and a number that is not finite is written as null,
+ * never as "nan". The sample, whose payload points into the watch's state,
+ * is the one kind written by hand. */
 #include "event/event.h"
 
 #include <inttypes.h>
 #include <math.h>
 #include <string.h>
 #include <time.h>
-
-static const char *const kind_names[HR_EVENT_KINDS_] = {
-    "sample", "level", "leak", "idle_hog", "oom_kill", "exit", "action", "error", "broker"};
-
-const char *hr_event_kind_name(hr_event_kind_t k) {
-  return (unsigned)k < HR_EVENT_KINDS_ ? kind_names[k] : "unknown";
-}
-
-hr_event_kind_t hr_event_kind_from_name(const char *name) {
-  for (int k = 0; name && k < HR_EVENT_KINDS_; k++)
-    if (strcmp(name, kind_names[k]) == 0) return (hr_event_kind_t)k;
-  return HR_EVENT_KINDS_;
-}
 
 /* ---- JSON --------------------------------------------------------------- */
 
@@ -53,9 +42,9 @@ static void proc(hr__buf_t *b, const hr_watch_event_t *e) {
   str(b, "name", e->name);
 }
 
-static void sample_json(hr__buf_t *b, const hr_event_sample_t *x) {
+/* The host, the cgroup and each GPU with their levels. */
+static void sample_scopes(hr__buf_t *b, const hr_event_sample_t *x) {
   const hr_snapshot_t *s = x->snap;
-  if (!s) return;
   if (s->host_state == HR_PROBE_OK) {
     hr__buf_printf(b, ",\"host\":{\"total_bytes\":%" PRIu64 ",\"available_bytes\":%" PRIu64,
                    s->host.total_bytes, s->host.available_bytes);
@@ -79,7 +68,12 @@ static void sample_json(hr__buf_t *b, const hr_event_sample_t *x) {
                    i ? "," : "", g->index, g->used_bytes, g->total_bytes, g->util_gpu,
                    hr_level_name(x->gpus ? x->gpus[i] : HR_LEVEL_OK));
   }
-  hr__buf_puts(b, "],\"top\":[");
+  hr__buf_puts(b, "]");
+}
+
+/* The processes shown, with their trends. */
+static void sample_top(hr__buf_t *b, const hr_event_sample_t *x) {
+  hr__buf_puts(b, ",\"top\":[");
   for (size_t i = 0; i < x->n_top; i++) {
     const hr_watch_proc_view_t *v = &x->top[i];
     const hr_proc_t *p = v->proc;
@@ -91,89 +85,65 @@ static void sample_json(hr__buf_t *b, const hr_event_sample_t *x) {
     num(b, "rss_anon_per_min_bytes", "%.0f", v->rss_per_min);
     hr__buf_printf(b, ",\"leak\":%s}", v->leak ? "true" : "false");
   }
-  hr__buf_printf(b, "],\"processes\":%zu,\"processes_read\":%s", s->n_procs,
+  hr__buf_puts(b, "]");
+}
+
+static void sample_json(hr__buf_t *b, const hr_event_sample_t *x) {
+  if (!x->snap) return;
+  sample_scopes(b, x);
+  sample_top(b, x);
+  hr__buf_printf(b, ",\"processes\":%zu,\"processes_read\":%s", x->snap->n_procs,
                  x->processes_read ? "true" : "false");
   num(b, "cpu_ms", "%.3f", x->cpu_s * 1000);
 }
 
-/* The broker's fields, in the order its lines always had. */
-static void broker_json(hr__buf_t *b, const hr_watch_event_t *e) {
-  const hr_event_broker_t *x = &e->broker;
-  proc(b, e);
-  hr__buf_printf(b, ",\"uid\":%u", x->uid);
-  str(b, "device", x->device);
-  hr__buf_printf(b, ",\"priority\":%d", x->priority);
-  u64(b, "bytes", x->bytes);
-  u64(b, "released_bytes", x->released_bytes);
-  num(b, "latency_s", "%.6f", x->latency_s);
-  hr__buf_printf(b, ",\"status\":%d", x->status);
-  u64(b, "lease", x->lease);
-  str(b, "message", x->message);
+/* ,"key":value for one field of the list. */
+static void field_json(hr__buf_t *b, const hr__event_field_t *f, const hr_watch_event_t *e) {
+  const void *v = hr__field_in(f, e);
+  switch (f->type) {
+  case HR__FIELD_STR:
+    if (!(f->flags & HR_EVENT_FIELD_OPTIONAL) || *(const char *)v) str(b, f->name, v);
+    break;
+  case HR__FIELD_U64:
+    u64(b, f->name, *(const uint64_t *)v);
+    break;
+  case HR__FIELD_INT:
+    hr__buf_printf(b, ",\"%s\":%d", f->name, *(const int *)v);
+    break;
+  case HR__FIELD_UINT:
+    hr__buf_printf(b, ",\"%s\":%u", f->name, *(const unsigned *)v);
+    break;
+  case HR__FIELD_REAL:
+    num(b, f->name, f->fmt, *(const double *)v);
+    break;
+  case HR__FIELD_LEVEL:
+    str(b, f->name, hr__field_value_name(f->type, *(const int *)v));
+    break;
+  case HR__FIELD_WHAT: /* in the event's name */
+    break;
+  }
+}
+
+/* {"event":"kind" or "kind_what" ("broker_granted"). */
+static void event_name(hr__buf_t *b, const hr_watch_event_t *e, const hr__event_kind_info_t *k) {
+  hr__buf_printf(b, "{\"event\":\"%s", hr_event_kind_name(e->kind));
+  for (size_t i = 0; k && i < k->n_fields; i++) {
+    const hr__event_field_t *f = &k->fields[i];
+    if (f->type == HR__FIELD_WHAT)
+      hr__buf_printf(b, "_%s", hr__field_value_name(f->type, *(const int *)hr__field_in(f, e)));
+  }
+  hr__buf_puts(b, "\"");
 }
 
 void hr__event_json(hr__buf_t *b, const hr_watch_event_t *e) {
-  if (e->kind == HR_EVENT_BROKER) {
-    /* "broker_ask", "broker_granted": what the broker's lines are called. */
-    char kind[32];
-    snprintf(kind, sizeof kind, "broker_%s", e->broker.what);
-    hr__buf_puts(b, "{\"event\":");
-    hr__buf_json_str(b, kind);
-  } else
-    hr__buf_printf(b, "{\"event\":\"%s\"", hr_event_kind_name(e->kind));
+  const hr__event_kind_info_t *k = hr__event_kind_info(e->kind);
+  event_name(b, e, k);
   num(b, "time", "%.3f", e->time);
-  switch (e->kind) {
-  case HR_EVENT_SAMPLE:
+  if (e->kind == HR_EVENT_SAMPLE)
     sample_json(b, &e->sample);
-    break;
-  case HR_EVENT_LEVEL:
-    str(b, "scope", e->level.scope);
-    str(b, "level", hr_level_name(e->level.level));
-    str(b, "previous", hr_level_name(e->level.previous));
-    num(b, "used_pct", "%.1f", e->level.used_pct);
-    u64(b, "used_bytes", e->level.used_bytes);
-    u64(b, "total_bytes", e->level.total_bytes);
-    if (e->level.mode[0]) str(b, "mode", e->level.mode);
-    break;
-  case HR_EVENT_LEAK:
+  else if (k ? k->about_process : e->pid != 0)
     proc(b, e);
-    str(b, "series", e->leak.series);
-    num(b, "slope_bytes_per_min", "%.0f", e->leak.slope_bytes_per_min);
-    num(b, "window_s", "%g", e->leak.window_s);
-    num(b, "span_s", "%.1f", e->leak.span_s);
-    u64(b, "points", e->leak.points);
-    num(b, "confidence", "%.6f", e->leak.confidence);
-    break;
-  case HR_EVENT_IDLE_HOG:
-    proc(b, e);
-    hr__buf_printf(b, ",\"gpu\":%u", e->idle_hog.gpu);
-    u64(b, "gpu_bytes", e->idle_hog.gpu_bytes);
-    num(b, "share_pct", "%.1f", e->idle_hog.share_pct);
-    hr__buf_printf(b, ",\"util_pct\":%d", e->idle_hog.util_pct);
-    u64(b, "samples", e->idle_hog.samples);
-    break;
-  case HR_EVENT_OOM_KILL:
-    str(b, "scope", e->oom_kill.scope);
-    str(b, "path", e->oom_kill.path);
-    u64(b, "kills", e->oom_kill.kills);
-    u64(b, "total", e->oom_kill.total);
-    break;
-  case HR_EVENT_EXIT:
-    proc(b, e);
-    break;
-  case HR_EVENT_ACTION:
-    str(b, "action", e->action.action);
-    str(b, "result", e->action.result);
-    if (e->action.detail[0]) str(b, "detail", e->action.detail);
-    break;
-  case HR_EVENT_ERROR:
-    str(b, "message", e->error.message);
-    break;
-  case HR_EVENT_BROKER:
-    broker_json(b, e);
-    break;
-  default:
-    if (e->pid) proc(b, e);
-  }
+  for (size_t i = 0; k && i < k->n_fields; i++) field_json(b, &k->fields[i], e);
   hr__buf_puts(b, "}");
 }
 
@@ -186,67 +156,140 @@ int hr_event_json(const hr_watch_event_t *e, char **out) {
 
 /* ---- the terminal line -------------------------------------------------- */
 
-/* "ask pid 42 comfyui host 1 GiB released 512 MiB in 0.120 s: why". */
-static void broker_text(char *buf, size_t n, const char *t, const hr_watch_event_t *e) {
-  const hr_event_broker_t *x = &e->broker;
-  char a[32], r[48] = "", l[32] = "";
-  if (x->released_bytes || !strcmp(x->what, "answer") || !strcmp(x->what, "granted")) {
-    char s[32];
-    snprintf(r, sizeof r, " released %s", hr__size_text(s, sizeof s, x->released_bytes));
+/* The caller's buffer, filled from the left and always terminated; what does
+ * not fit is cut. */
+typedef struct line {
+  char *s;
+  size_t n, len;
+} line_t;
+
+static void put(line_t *l, const char *s, size_t n) {
+  size_t room = l->n - 1 - l->len;
+  if (n > room) n = room;
+  memcpy(l->s + l->len, s, n);
+  l->len += n;
+  l->s[l->len] = '\0';
+}
+
+static void puts_(line_t *l, const char *s) {
+  put(l, s, strlen(s));
+}
+
+/* A number as text: a size in binary units with spec "size", else printf
+ * with spec when it is a format, else with `fmt`. */
+static void number_text(line_t *l, double v, const char *spec, const char *fmt) {
+  char t[64];
+  if (strcmp(spec, "size") == 0)
+    hr__size_text(t, sizeof t, v >= (double)UINT64_MAX ? UINT64_MAX : (uint64_t)fmax(0, v));
+  else
+    snprintf(t, sizeof t, spec[0] == '%' ? spec : fmt, v);
+  puts_(l, t);
+}
+
+/* Writes a field's value; returns whether it is set (non-zero, non-empty,
+ * a positive finite number), which decides a [ ... ] segment. */
+static bool field_text(line_t *l, const hr__event_field_t *f, const void *v, const char *spec) {
+  char t[32];
+  switch (f->type) {
+  case HR__FIELD_STR:
+    puts_(l, v);
+    return *(const char *)v != '\0';
+  case HR__FIELD_U64: {
+    uint64_t u = *(const uint64_t *)v;
+    if (strcmp(spec, "size") == 0)
+      puts_(l, hr__size_text(t, sizeof t, u));
+    else
+      snprintf(t, sizeof t, "%" PRIu64, u), puts_(l, t);
+    return u != 0 && u != HR_UNKNOWN;
   }
-  if (x->latency_s > 0 && isfinite(x->latency_s)) snprintf(l, sizeof l, " in %.3f s", x->latency_s);
-  snprintf(buf, n, "%s  broker    %s pid %d %s %s %s%s%s%s%s", t, x->what, e->pid, e->name,
-           x->device, hr__size_text(a, sizeof a, x->bytes), r, l, x->message[0] ? ": " : "",
-           x->message);
+  case HR__FIELD_INT:
+    snprintf(t, sizeof t, "%d", *(const int *)v), puts_(l, t);
+    return *(const int *)v != 0;
+  case HR__FIELD_UINT:
+    snprintf(t, sizeof t, "%u", *(const unsigned *)v), puts_(l, t);
+    return *(const unsigned *)v != 0;
+  case HR__FIELD_REAL:
+    number_text(l, *(const double *)v, spec, f->fmt);
+    return isfinite(*(const double *)v) && *(const double *)v > 0;
+  case HR__FIELD_LEVEL:
+  case HR__FIELD_WHAT:
+    puts_(l, hr__field_value_name(f->type, *(const int *)v));
+    return true;
+  }
+  return false;
+}
+
+/* Writes the placeholder "name" or "name:spec" of the template. */
+static bool placeholder(line_t *l, const char *ph, const hr_watch_event_t *e,
+                        const hr__event_kind_info_t *k) {
+  char name[48];
+  size_t n = strcspn(ph, ":}");
+  snprintf(name, sizeof name, "%.*s", (int)n, ph);
+  char spec[16] = "";
+  if (ph[n] == ':') snprintf(spec, sizeof spec, "%.*s", (int)strcspn(ph + n + 1, "}"), ph + n + 1);
+  if (strcmp(name, "pid") == 0) {
+    char t[16];
+    snprintf(t, sizeof t, "%d", e->pid);
+    puts_(l, t);
+    return e->pid != 0;
+  }
+  if (strcmp(name, "name") == 0) {
+    puts_(l, e->name);
+    return e->name[0] != '\0';
+  }
+  for (size_t i = 0; i < k->n_fields; i++)
+    if (strcmp(k->fields[i].name, name) == 0)
+      return field_text(l, &k->fields[i], hr__field_in(&k->fields[i], e), spec);
+  return false;
+}
+
+/* Fills the kind's template (event/event.h says its form). */
+static void render(line_t *l, const hr_watch_event_t *e, const hr__event_kind_info_t *k) {
+  size_t seg = 0;
+  bool in_seg = false, seg_set = true;
+  for (const char *p = k->text; *p;) {
+    if (*p == '[' || *p == ']') {
+      if (*p == ']' && in_seg && !seg_set) l->len = seg, l->s[seg] = '\0';
+      in_seg = *p == '[', seg = l->len, seg_set = true;
+      p++;
+    } else if (*p == '{') {
+      bool set = placeholder(l, p + 1, e, k);
+      seg_set = seg_set && set;
+      p += strcspn(p, "}");
+      if (*p) p++;
+    } else {
+      size_t n = strcspn(p, "[]{");
+      put(l, p, n);
+      p += n;
+    }
+  }
 }
 
 const char *hr_event_text(const hr_watch_event_t *e, char *buf, size_t n) {
   if (!buf || n == 0) return buf;
   buf[0] = '\0';
   if (!e) return buf;
-  char t[16], a[32];
+  char t[16], head[48];
   time_t secs = (time_t)e->time;
   struct tm tm;
   localtime_r(&secs, &tm);
   strftime(t, sizeof t, "%H:%M:%S", &tm);
-  switch (e->kind) {
-  case HR_EVENT_SAMPLE:
-    snprintf(buf, n, "%s  sample    %zu processes, decisions %.1f ms", t,
+  const hr__event_kind_info_t *k = hr__event_kind_info(e->kind);
+  if (!k) return snprintf(buf, n, "%s  %s", t, hr_event_kind_name(e->kind)), buf;
+  char label[16];
+  hr__strlcpy(label, k->name, sizeof label);
+  for (char *c = label; *c; c++)
+    if (*c == '_') *c = ' ';
+  snprintf(head, sizeof head, "%s  %-10s", t, label);
+  line_t l = {buf, n, 0};
+  puts_(&l, head);
+  if (e->kind == HR_EVENT_SAMPLE) {
+    char s[96];
+    snprintf(s, sizeof s, "%zu processes, decisions %.1f ms",
              e->sample.snap ? e->sample.snap->n_procs : 0, e->sample.cpu_s * 1000);
-    break;
-  case HR_EVENT_LEVEL:
-    snprintf(buf, n, "%s  level     %s %s -> %s (%.1f%%)", t, e->level.scope,
-             hr_level_name(e->level.previous), hr_level_name(e->level.level), e->level.used_pct);
-    break;
-  case HR_EVENT_LEAK:
-    snprintf(buf, n, "%s  leak      pid %d %s %s +%s/min (confidence %.4f)", t, e->pid, e->name,
-             e->leak.series,
-             hr__size_text(a, sizeof a, (uint64_t)fmax(0, e->leak.slope_bytes_per_min)),
-             e->leak.confidence);
-    break;
-  case HR_EVENT_IDLE_HOG:
-    snprintf(buf, n, "%s  idle hog  pid %d %s holds %s of idle gpu %u", t, e->pid, e->name,
-             hr__size_text(a, sizeof a, e->idle_hog.gpu_bytes), e->idle_hog.gpu);
-    break;
-  case HR_EVENT_OOM_KILL:
-    snprintf(buf, n, "%s  oom kill  %" PRIu64 " in cgroup %s", t, e->oom_kill.kills,
-             e->oom_kill.path);
-    break;
-  case HR_EVENT_EXIT:
-    snprintf(buf, n, "%s  exit      pid %d %s", t, e->pid, e->name);
-    break;
-  case HR_EVENT_ACTION:
-    snprintf(buf, n, "%s  action    %s %s %s", t, e->action.action, e->action.result,
-             e->action.detail);
-    break;
-  case HR_EVENT_ERROR:
-    snprintf(buf, n, "%s  error     %s", t, e->error.message);
-    break;
-  case HR_EVENT_BROKER:
-    broker_text(buf, n, t, e);
-    break;
-  default:
-    snprintf(buf, n, "%s  %s", t, hr_event_kind_name(e->kind));
+    puts_(&l, s);
+  } else {
+    render(&l, e, k);
   }
   return buf;
 }

@@ -1,7 +1,7 @@
 /* Internal: what the Prometheus renderer is given. Plain values only (the
- * snapshot, levels, indexes into the snapshot's processes, counters with
- * their names, the last sample's timings), so the exporter knows nothing of
- * the watch that feeds it. */
+ * snapshot, levels, the processes the probe selected, counters and state
+ * names, the last sample's timings), so the exporter knows the types and
+ * calls nothing in the watch that feeds it or the probe that read them. */
 #ifndef HR_EXPORT_H
 #define HR_EXPORT_H
 
@@ -12,12 +12,15 @@ typedef struct hr__prom_input {
   const char *hostname; /* the Hostname label of per-GPU series, as dcgm-exporter's */
   hr_level_t host, cgroup;
   const hr_level_t *gpus; /* snap->n_gpus entries */
-  /* Indexes into snap->procs: hr_snapshot_select's pick (GPU holders, then
-   * the top N by RSS of the others). */
+  /* Indexes into snap->procs: the front of the probe's selection
+   * (snap->selected: GPU holders, then the top N by RSS of the others). */
   const size_t *shown;
   size_t n_shown;
   const size_t *leaks; /* indexes into snap->procs: leak suspected */
   size_t n_leaks;
+  /* The names of the probe's states, indexed by hr_probe_state_t from
+   * HR_PROBE_OK to HR_PROBE_ERROR ("ok", "absent", ...). */
+  const char *const *state_names;
   const char *const *counter_names; /* headroom_events_total{kind=NAME} */
   const uint64_t *counters;
   size_t n_counters;

@@ -146,7 +146,7 @@ static void gpus(hr__buf_t *b, const hr__prom_input_t *in) {
     for (int st = HR_PROBE_OK; st <= HR_PROBE_ERROR; st++) {
       hr__buf_puts(b, "headroom_gpu_state{");
       gpu_labels(b, in, &s->gpus[i]);
-      hr__buf_printf(b, ",state=\"%s\"} %d\n", hr_probe_state_name((hr_probe_state_t)st),
+      hr__buf_printf(b, ",state=\"%s\"} %d\n", in->state_names[st],
                      s->gpus[i].state == (hr_probe_state_t)st);
     }
 }
@@ -228,7 +228,7 @@ static void proc_gpu(hr__buf_t *b, const hr__prom_input_t *in) {
   for (size_t i = 0; i < s->n_gpu_procs; i++) {
     const hr_gpu_proc_t *gp = &s->gpu_procs[i];
     if (gp->used_bytes == 0 || gp->used_bytes == HR_UNKNOWN || gp->gpu >= s->n_gpus) continue;
-    const hr_proc_t *p = gp->local_pid ? hr_snapshot_proc(s, gp->local_pid) : NULL;
+    const hr_proc_t *p = gp->proc;
     hr_proc_t unseen = {.pid = gp->pid}; /* another PID namespace: the host pid alone */
     hr__buf_puts(b, "headroom_process_gpu_memory_bytes{");
     gpu_labels(b, in, &s->gpus[gp->gpu]);
@@ -310,8 +310,7 @@ static void health(hr__buf_t *b, const hr__prom_input_t *in) {
   for (size_t i = 0; i < HR_ARRAY_LEN(parts); i++)
     for (int st = HR_PROBE_OK; st <= HR_PROBE_ERROR; st++)
       hr__buf_printf(b, "headroom_probe_state{part=\"%s\",state=\"%s\"} %d\n", parts[i].part,
-                     hr_probe_state_name((hr_probe_state_t)st),
-                     parts[i].st == (hr_probe_state_t)st);
+                     in->state_names[st], parts[i].st == (hr_probe_state_t)st);
   family(b, "headroom_gpus", "gauge", "GPUs NVML lists");
   hr__buf_printf(b, "headroom_gpus %zu\n", s->n_gpus);
   family(b, "headroom_last_sample_timestamp_seconds", "gauge",
@@ -335,7 +334,7 @@ static void health(hr__buf_t *b, const hr__prom_input_t *in) {
 static void broker_families(hr__buf_t *b, const hr_broker_counters_t *k);
 
 int hr__prom_render(const hr__prom_input_t *in, char **out) {
-  if (!in || !in->snap || !out) return HR_EINVAL;
+  if (!in || !in->snap || !in->state_names || !out) return HR_EINVAL;
   hr__buf_t b = {0};
   health(&b, in);
   gpus(&b, in);

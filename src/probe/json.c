@@ -167,17 +167,29 @@ static void put_proc(hr__buf_t *b, const hr_proc_t *p) {
   put(b, ",");
 }
 
-int hr_snapshot_json(const hr_snapshot_t *s, char **out) {
-  if (!s || !out) return HR_EINVAL;
-  *out = NULL;
+/* The snapshot with the processes idx names (every process when idx is
+ * NULL), in that order. */
+static int snapshot_json(const hr_snapshot_t *s, const size_t *idx, size_t n, char **out) {
   hr__buf_t b = {0};
   put(&b, "{\"schema_version\":1,\"time\":%.3f,", s->time);
   put_host(&b, s);
   put_cgroup(&b, &s->cgroup);
   put_gpus(&b, s);
   put(&b, "\"processes\":[");
-  for (size_t i = 0; i < s->n_procs; i++) put_proc(&b, &s->procs[i]);
+  for (size_t i = 0; i < n; i++) put_proc(&b, &s->procs[idx ? idx[i] : i]);
   close_with(&b, ']');
   put(&b, ",\"processes_unreadable\":%zu}", s->n_procs_unreadable);
   return hr__buf_finish(&b, out);
+}
+
+int hr_snapshot_json(const hr_snapshot_t *s, char **out) {
+  if (!s || !out) return HR_EINVAL;
+  *out = NULL;
+  return snapshot_json(s, NULL, s->n_procs, out);
+}
+
+int hr_snapshot_json_selected(const hr_snapshot_t *s, char **out) {
+  if (!s || !out || !s->selected) return HR_EINVAL;
+  *out = NULL;
+  return snapshot_json(s, s->selected, s->n_selected, out);
 }

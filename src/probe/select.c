@@ -1,5 +1,5 @@
-/* Which processes matter: the one selection that status, watch, history,
- * the exporter and the Python layer show.
+/* Which processes matter: the one selection, made once per snapshot, that
+ * status, watch, history, the exporter and the Python layer show.
  *
  * Every process that holds GPU memory comes first (most GPU memory first),
  * then the `top` largest by resident memory among the others. Kernel threads
@@ -7,7 +7,8 @@
  * out, and so is everything the filter does not match. Like pgrep, a filter
  * never matches the calling process: `headroom watch --filter python` holds
  * "python" in its own command line. One order (GPU bytes, then RSS, then
- * pid) keeps the result stable from one sample to the next. */
+ * pid) keeps the result stable from one sample to the next. The snapshot
+ * keeps the selection; nothing downstream picks again. */
 #include "probe/probe_int.h"
 
 #include <stdlib.h>
@@ -26,9 +27,12 @@ static int cmp_idx(const void *a, const void *b, void *arg) {
   return (x->pid > y->pid) - (x->pid < y->pid);
 }
 
-int hr_snapshot_select(const hr_snapshot_t *s, size_t top, const char *filter, size_t *out_idx,
-                       size_t *n_out) {
-  if (!s || !n_out || (s->n_procs && !out_idx)) return HR_EINVAL;
+int hr_snapshot_select(hr_snapshot_t *s, size_t top, const char *filter) {
+  if (!s || (s->n_procs && !s->procs)) return HR_EINVAL;
+  free(s->selected);
+  s->n_selected = s->n_selected_gpu = 0;
+  s->selected = malloc((s->n_procs ? s->n_procs : 1) * sizeof *s->selected);
+  if (!s->selected) return HR_ENOMEM;
   if (!filter) filter = "";
   int self = *filter ? (int)getpid() : 0;
   size_t n = 0, gpu = 0;
@@ -36,12 +40,13 @@ int hr_snapshot_select(const hr_snapshot_t *s, size_t top, const char *filter, s
     const hr_proc_t *p = &s->procs[i];
     if (p->kernel_thread || (rss_of(p) == 0 && p->gpu_bytes == 0)) continue;
     if (p->pid == self || !hr_proc_matches(p, filter)) continue;
-    out_idx[n++] = i;
+    s->selected[n++] = i;
     gpu += p->gpu_bytes > 0;
   }
-  if (n > 1) qsort_r(out_idx, n, sizeof *out_idx, cmp_idx, s->procs);
+  if (n > 1) qsort_r(s->selected, n, sizeof *s->selected, cmp_idx, s->procs);
   /* Sorted, the GPU holders are the first `gpu` entries. */
-  *n_out = n - gpu > top ? gpu + top : n;
+  s->n_selected = n - gpu > top ? gpu + top : n;
+  s->n_selected_gpu = gpu;
   return 0;
 }
 

@@ -1,24 +1,16 @@
 /* hr_snapshot_take: host memory, cgroup, processes and GPUs, read in that
- * order, then GPU processes are matched to /proc entries. The snapshot is one
- * allocation for the struct plus one array per list; hr_snapshot_free
- * releases them all. */
+ * order, then GPU processes are matched to /proc entries and the processes
+ * that matter are selected (select.c). The snapshot is one allocation for
+ * the struct plus one array per list; hr_snapshot_free releases them all. */
 #include "probe/probe_int.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 const char *hr_probe_state_name(hr_probe_state_t state) {
-  switch (state) {
-  case HR_PROBE_OK:
-    return "ok";
-  case HR_PROBE_ABSENT:
-    return "absent";
-  case HR_PROBE_DENIED:
-    return "denied";
-  case HR_PROBE_ERROR:
-    return "error";
-  }
-  return "error";
+  static const char *const names[] = {
+      [HR_PROBE_OK] = "ok", [HR_PROBE_ABSENT] = "absent", [HR_PROBE_DENIED] = "denied"};
+  return (unsigned)state < HR_ARRAY_LEN(names) ? names[state] : "error";
 }
 
 static int cmp_pid_key(const void *key, const void *elem) {
@@ -39,6 +31,7 @@ static void map_gpu_procs(hr_snapshot_t *s) {
     hr_proc_t *p = bsearch(&g->pid, s->procs, s->n_procs, sizeof *s->procs, cmp_pid_key);
     if (!p) continue;
     g->local_pid = p->pid;
+    g->proc = p;
     if (g->used_bytes != HR_UNKNOWN) p->gpu_bytes += g->used_bytes;
   }
 }
@@ -69,6 +62,46 @@ int hr_snapshot_take(const hr_probe_options_t *opts, hr_snapshot_t **out) {
   return hr_probe_snapshot(NULL, opts, out);
 }
 
+/* Host memory: the one part whose failure fails the snapshot. */
+static int read_host(const hr_probe_options_t *opts, const char *root, unsigned what,
+                     hr_snapshot_t *s) {
+  s->host_state = HR_PROBE_ABSENT;
+  memset(&s->host, 0xff, sizeof s->host); /* every field HR_UNKNOWN */
+  if (!(what & HR_PROBE_HOST)) return 0;
+  int rc = hr__meminfo_read(root, &s->host, s->host_message, sizeof s->host_message);
+  if (rc) {
+    hr__err(opts->err, opts->errlen, rc, "%s", s->host_message);
+    hr__log(HR_LOG_DEBUG, "snapshot: %s", s->host_message);
+    return rc;
+  }
+  s->host_state = HR_PROBE_OK;
+  return 0;
+}
+
+/* The processes; a /proc that cannot be listed is a warning, not a failure. */
+static int read_procs(hr_probe_t *ctx, const hr_probe_options_t *opts, const char *root,
+                      unsigned what, hr_snapshot_t *s) {
+  if (!(what & HR_PROBE_PROCS)) return 0;
+  int rc = hr__procs_read(ctx ? &ctx->procs : NULL, root, (what & HR_PROBE_PSS) != 0, &s->procs,
+                          &s->n_procs, &s->n_procs_unreadable);
+  if (rc == HR_ENOMEM) return hr__err(opts->err, opts->errlen, rc, "processes: out of memory");
+  if (rc) hr__log(HR_LOG_WARN, "%s/proc: cannot list processes: %s", root, hr_strerror(rc));
+  return 0;
+}
+
+/* The GPUs, and which process holds what on them. */
+static int read_gpus(const hr_probe_options_t *opts, unsigned what, hr_snapshot_t *s) {
+  s->gpu_state = HR_PROBE_ABSENT;
+  if (!(what & HR_PROBE_GPUS)) {
+    snprintf(s->gpu_message, sizeof s->gpu_message, "not read");
+    return 0;
+  }
+  int rc = hr__nvml_read(opts->nvml_path, s);
+  if (rc) return hr__err(opts->err, opts->errlen, rc, "gpus: %s", hr_strerror(rc));
+  map_gpu_procs(s);
+  return 0;
+}
+
 int hr_probe_snapshot(hr_probe_t *ctx, const hr_probe_options_t *opts, hr_snapshot_t **out) {
   static const hr_probe_options_t none = {0};
   if (!out) return HR_EINVAL;
@@ -76,65 +109,28 @@ int hr_probe_snapshot(hr_probe_t *ctx, const hr_probe_options_t *opts, hr_snapsh
   if (!opts) opts = &none;
   const char *root = opts->root && *opts->root ? opts->root : "/";
   unsigned what = opts->what ? opts->what : HR_PROBE_ALL;
-  int rc = 0;
   hr_snapshot_t *s = calloc(1, sizeof *s);
   if (!s) return hr__err(opts->err, opts->errlen, HR_ENOMEM, "snapshot: out of memory");
   s->time = hr__now_wall();
-
-  s->host_state = HR_PROBE_ABSENT;
-  memset(&s->host, 0xff, sizeof s->host); /* every field HR_UNKNOWN */
-  if (what & HR_PROBE_HOST) {
-    rc = hr__meminfo_read(root, &s->host, s->host_message, sizeof s->host_message);
-    if (rc) {
-      hr__err(opts->err, opts->errlen, rc, "%s", s->host_message);
-      hr__log(HR_LOG_DEBUG, "snapshot: %s", s->host_message);
-      goto out;
-    }
-    s->host_state = HR_PROBE_OK;
-  }
-
+  int rc = read_host(opts, root, what, s);
   s->cgroup.state = HR_PROBE_ABSENT;
-  if (what & HR_PROBE_CGROUP)
+  if (rc == 0 && (what & HR_PROBE_CGROUP))
     hr__cgroup_read_at(root, opts->cgroup, opts->cgroup_pid, &s->cgroup);
   else
     snprintf(s->cgroup.message, sizeof s->cgroup.message, "not read");
-
-  if (what & HR_PROBE_PROCS) {
-    rc = hr__procs_read(ctx ? &ctx->procs : NULL, root, (what & HR_PROBE_PSS) != 0, &s->procs,
-                        &s->n_procs, &s->n_procs_unreadable);
-    if (rc == HR_ENOMEM) {
-      hr__err(opts->err, opts->errlen, rc, "processes: out of memory");
-      goto out;
-    }
-    if (rc) hr__log(HR_LOG_WARN, "%s/proc: cannot list processes: %s", root, hr_strerror(rc));
-    rc = 0;
-  }
-
-  s->gpu_state = HR_PROBE_ABSENT;
-  if (what & HR_PROBE_GPUS) {
-    rc = hr__nvml_read(opts->nvml_path, s);
-    if (rc) {
-      hr__err(opts->err, opts->errlen, rc, "gpus: %s", hr_strerror(rc));
-      goto out;
-    }
-    map_gpu_procs(s);
-  } else {
-    snprintf(s->gpu_message, sizeof s->gpu_message, "not read");
-  }
-out:
-  if (rc) {
-    hr_snapshot_free(s);
-    return rc;
-  }
+  if (rc == 0) rc = read_procs(ctx, opts, root, what, s);
+  if (rc == 0) rc = read_gpus(opts, what, s);
+  if (rc == 0 && (rc = hr_snapshot_select(s, opts->top, opts->filter)) != 0)
+    hr__err(opts->err, opts->errlen, rc, "processes: out of memory");
+  if (rc) hr_snapshot_free(s), s = NULL;
   *out = s;
-  return 0;
+  return rc;
 }
 
 void hr_snapshot_free(hr_snapshot_t *s) {
   if (!s) return;
-  free(s->gpus);
-  free(s->gpu_procs);
-  free(s->procs);
+  free(s->gpus), free(s->gpu_procs);
+  free(s->procs), free(s->selected);
   free(s);
 }
 bool hr_proc_matches(const hr_proc_t *p, const char *filter) {

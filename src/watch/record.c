@@ -2,10 +2,12 @@
  * documents (Prometheus text and the status JSON), from the engine's state
  * after a feed.
  *
- * Both show the processes hr_snapshot_select picked for this sample (the
- * top N after the filter), so history, /metrics, /api/snapshot and the
- * status command agree. The exporter is handed plain values: indexes into
- * the snapshot, levels and counters with their names. */
+ * Each shows the front of the selection the probe made for this sample (the
+ * GPU holders, then the top N after the filter: fewer for /metrics, where
+ * every series costs), so history, /metrics, /api/snapshot and the status
+ * command agree and nothing picks again. The exporter is handed plain
+ * values: the snapshot with its selection, levels, state names and
+ * counters with their names. */
 #include "export/export.h"
 #include "watch/watch_int.h"
 
@@ -23,31 +25,15 @@ static void history_error(hr_watch_t *w, const char *msg) {
   hr__watch_error(w, w->snap->time, m);
 }
 
-/* The snapshot with only the processes shown, in their order, in *view
- * (its procs malloc'd; the rest borrowed from w->snap). */
-static int shown(const hr_watch_t *w, hr_snapshot_t *view) {
-  *view = *w->snap;
-  view->procs = malloc((w->n_top ? w->n_top : 1) * sizeof *view->procs);
-  if (!view->procs) return HR_ENOMEM;
-  for (size_t i = 0; i < w->n_top; i++) view->procs[i] = w->snap->procs[w->top_idx[i]];
-  view->n_procs = w->n_top;
-  return 0;
-}
-
 void hr__watch_record(hr_watch_t *w) {
   if (!w->history) return;
   char err[512];
   double now = hr__now_mono();
-  hr_snapshot_t view;
-  if (shown(w, &view) != 0) {
-    history_error(w, "history: out of memory");
-    return;
-  }
-  /* A carried-over process table is not a new measurement. */
-  if (!w->sample_fresh) view.n_procs = 0;
-  if (hr_history_add_snapshot(w->history, &view, w->top_n, err, sizeof err) != 0)
-    history_error(w, err);
-  free(view.procs);
+  /* The processes shown; a carried-over process table is not a new
+   * measurement. */
+  hr_snapshot_t view = *w->snap;
+  view.n_selected = w->sample_fresh ? w->n_top : 0;
+  if (hr_history_add_snapshot(w->history, &view, err, sizeof err) != 0) history_error(w, err);
   if (w->last_prune == 0 || now - w->last_prune >= 3600) {
     w->last_prune = now;
     if (hr_history_prune(w->history, w->snap->time - w->retain, err, sizeof err) != 0)
@@ -66,10 +52,9 @@ int hr_watch_metrics(const hr_watch_t *w, char **out) {
   if (!w || !w->snap || !out) return HR_ESTATE;
   const char *names[HR_EVENT_KINDS_];
   for (int k = 0; k < HR_EVENT_KINDS_; k++) names[k] = hr_event_kind_name((hr_event_kind_t)k);
-  /* Fewer processes than the live view: every series costs Prometheus. */
-  size_t *shown = malloc((w->snap->n_procs ? w->snap->n_procs : 1) * sizeof *shown), n_shown = 0;
-  if (!shown) return HR_ENOMEM;
-  int rc = hr_snapshot_select(w->snap, w->metrics_top, w->filter, shown, &n_shown);
+  const char *states[HR_PROBE_ERROR + 1];
+  for (int st = HR_PROBE_OK; st <= HR_PROBE_ERROR; st++)
+    states[st] = hr_probe_state_name((hr_probe_state_t)st);
   char host[256] = "";
   if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
   hr__prom_input_t in = {.snap = w->snap,
@@ -77,8 +62,10 @@ int hr_watch_metrics(const hr_watch_t *w, char **out) {
                          .host = w->host,
                          .cgroup = w->cgroup,
                          .gpus = w->gpus,
-                         .shown = shown,
-                         .n_shown = n_shown,
+                         /* Fewer processes than the live view: every series costs. */
+                         .shown = w->snap->selected,
+                         .n_shown = hr__selected_top(w->snap, w->metrics_top),
+                         .state_names = states,
                          .leaks = w->leak_idx,
                          .n_leaks = w->n_leaks,
                          .counter_names = names,
@@ -87,18 +74,14 @@ int hr_watch_metrics(const hr_watch_t *w, char **out) {
                          .sample_seconds = w->sample_wall_s,
                          .sample_errors = w->sample_errors,
                          .self = true};
-  if (rc == 0) rc = broker_metrics(w, &in, out);
-  free(shown);
-  return rc;
+  return broker_metrics(w, &in, out);
 }
 
 int hr_watch_status_json(const hr_watch_t *w, char **out) {
   if (!w || !w->snap || !out) return HR_ESTATE;
-  hr_snapshot_t view;
-  int rc = shown(w, &view);
-  if (rc == 0) rc = hr_snapshot_json(&view, out);
-  free(view.procs);
-  return rc;
+  hr_snapshot_t view = *w->snap;
+  view.n_selected = w->n_top;
+  return hr_snapshot_json_selected(&view, out);
 }
 
 void hr__watch_publish(hr_watch_t *w) {

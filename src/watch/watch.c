@@ -2,8 +2,8 @@
  *
  * hr_watch_feed() takes one snapshot and, in order: updates the levels of
  * the host, the cgroup and each GPU; feeds the leak detector; counts idle
- * GPU holders; compares the cgroup's oom_kill counter; picks the processes
- * shown (hr_snapshot_select) and notices watched processes that exited
+ * GPU holders; compares the cgroup's oom_kill counter; takes the processes
+ * shown from the snapshot's selection and notices watched processes that exited
  * (detect.c); runs actions by mode (actions.c); writes history; emits the
  * sample event; and last hands the exporter its documents (record.c). Each
  * event goes, as a typed value, to its counter, to history and to the
@@ -96,7 +96,7 @@ void hr_watch_destroy(hr_watch_t *w) {
   hr_leak_destroy(w->leak);
   hr_probe_destroy(w->probe);
   free(w->gpus), free(w->idle), free(w->watched), free(w->keep), free(w->leak_flag);
-  free(w->top_idx), free(w->leak_idx), free(w->top);
+  free(w->leak_idx), free(w->top);
   free(w->filter), free(w->on_warning), free(w->on_critical), free(w->root), free(w->nvml_path);
   free(w->cgroup_path);
   free(w->posted);
@@ -140,6 +140,12 @@ void hr__watch_error(hr_watch_t *w, double t, const char *msg) {
 
 /* ---- the processes shown ------------------------------------------------ */
 
+/* The selection's top: the live view's and /metrics' processes are both its
+ * front (hr__selected_top). */
+static size_t selection_top(const hr_watch_t *w) {
+  return w->top_n > w->metrics_top ? w->top_n : w->metrics_top;
+}
+
 /* Grows the per-process arrays to hold n processes. */
 static int reserve_procs(hr_watch_t *w, size_t n) {
   if (n <= w->cap_procs) return 0;
@@ -147,9 +153,7 @@ static int reserve_procs(hr_watch_t *w, size_t n) {
   if (keep) w->keep = keep;
   bool *flag = keep ? realloc(w->leak_flag, n * sizeof *flag) : NULL;
   if (flag) w->leak_flag = flag;
-  size_t *top = flag ? realloc(w->top_idx, n * sizeof *top) : NULL;
-  if (top) w->top_idx = top;
-  size_t *leak = top ? realloc(w->leak_idx, n * sizeof *leak) : NULL;
+  size_t *leak = flag ? realloc(w->leak_idx, n * sizeof *leak) : NULL;
   if (leak) w->leak_idx = leak;
   hr_watch_proc_view_t *v = leak ? realloc(w->top, n * sizeof *v) : NULL;
   if (!v) return HR_ENOMEM;
@@ -158,14 +162,14 @@ static int reserve_procs(hr_watch_t *w, size_t n) {
   return 0;
 }
 
-/* The processes shown (hr_snapshot_select: GPU holders, then the top N
- * after the filter) with their trends, and those with a leak suspected. */
-static int build_views(hr_watch_t *w) {
+/* The processes shown (the front of the snapshot's selection: GPU holders,
+ * then the top N after the filter) with their trends, and those with a leak
+ * suspected. */
+static void build_views(hr_watch_t *w) {
   const hr_snapshot_t *s = w->snap;
-  int rc = hr_snapshot_select(s, w->top_n, w->filter, w->top_idx, &w->n_top);
-  if (rc) return rc;
+  w->n_top = hr__selected_top(s, w->top_n);
   for (size_t i = 0; i < w->n_top; i++) {
-    size_t j = w->top_idx[i];
+    size_t j = s->selected[i];
     const hr_proc_t *p = &s->procs[j];
     hr_watch_proc_view_t *v = &w->top[i];
     v->proc = p;
@@ -178,7 +182,6 @@ static int build_views(hr_watch_t *w) {
   w->n_leaks = 0;
   for (size_t i = 0; i < s->n_procs; i++)
     if (w->leak_flag[i]) w->leak_idx[w->n_leaks++] = i;
-  return 0;
 }
 
 /* ---- the sample --------------------------------------------------------- */
@@ -208,6 +211,9 @@ int hr_watch_feed(hr_watch_t *w, hr_snapshot_t *s) {
   hr_snapshot_free(w->snap);
   w->snap = s;
   if (reserve_procs(w, s->n_procs ? s->n_procs : 1) != 0) return HR_ENOMEM;
+  /* The sampler's probe selected the processes; a snapshot that comes
+   * without a selection (another sampler, a test) is selected here, once. */
+  if (!s->selected && hr_snapshot_select(s, selection_top(w), w->filter) != 0) return HR_ENOMEM;
   /* Like pgrep, a filter never matches watch itself: its own command line
    * holds the filter's words. */
   int self = *w->filter ? (int)getpid() : 0;
@@ -228,7 +234,7 @@ int hr_watch_feed(hr_watch_t *w, hr_snapshot_t *s) {
   if (fresh && (rc = hr__watch_leaks(w)) != 0) return rc;
   if ((rc = hr__watch_idle(w)) != 0) return rc;
   hr__watch_oom(w);
-  if ((rc = build_views(w)) != 0) return rc;
+  build_views(w);
   if (fresh && (rc = hr__watch_exits(w)) != 0) return rc;
   hr__watch_actions(w);
   hr__watch_deliver_posted(w);
@@ -257,6 +263,21 @@ void hr_watch_get_view(const hr_watch_t *w, hr_watch_view_t *out) {
 
 /* ---- the loop ----------------------------------------------------------- */
 
+/* Gives s the last snapshot's process table and its selection, for a
+ * sample that did not read processes. */
+static int carry_procs(hr_snapshot_t *s, const hr_snapshot_t *last) {
+  size_t n = last->n_procs ? last->n_procs : 1;
+  free(s->procs), free(s->selected);
+  s->procs = malloc(n * sizeof *s->procs);
+  s->selected = malloc(n * sizeof *s->selected);
+  if (!s->procs || !s->selected) return HR_ENOMEM;
+  memcpy(s->procs, last->procs, last->n_procs * sizeof *s->procs);
+  if (last->selected) memcpy(s->selected, last->selected, last->n_selected * sizeof *s->selected);
+  s->n_procs = last->n_procs;
+  s->n_selected = last->n_selected, s->n_selected_gpu = last->n_selected_gpu;
+  return 0;
+}
+
 /* Takes a snapshot; reads the processes only when the time since the last
  * read covers their cost within the budget (proc_cpu / proc_budget), and
  * otherwise carries the last table over. */
@@ -273,7 +294,9 @@ static int default_sampler(void *arg, hr_snapshot_t **out) {
                            .err = err,
                            .errlen = sizeof err,
                            .cgroup = w->cgroup_path,
-                           .cgroup_pid = w->cgroup_pid};
+                           .cgroup_pid = w->cgroup_pid,
+                           .filter = w->filter,
+                           .top = selection_top(w)};
   double c0 = cpu_now();
   int rc = hr_probe_snapshot(w->probe, &po, out);
   if (rc) {
@@ -285,16 +308,11 @@ static int default_sampler(void *arg, hr_snapshot_t **out) {
     w->proc_read_mono = now;
     return 0;
   }
-  hr_snapshot_t *s = *out;
-  free(s->procs);
-  s->procs = malloc((w->snap->n_procs ? w->snap->n_procs : 1) * sizeof *s->procs);
-  if (!s->procs) {
-    hr_snapshot_free(s);
+  if (carry_procs(*out, w->snap) != 0) {
+    hr_snapshot_free(*out);
     *out = NULL;
     return HR_ENOMEM;
   }
-  memcpy(s->procs, w->snap->procs, w->snap->n_procs * sizeof *s->procs);
-  s->n_procs = w->snap->n_procs;
   w->procs_stale = true;
   return 0;
 }

@@ -100,11 +100,10 @@ struct hr_watch {
   size_t n_watched, cap_watched;
   /* Per snapshot process, sized for the largest snapshot so far (cap_procs). */
   size_t cap_procs;
-  bool *keep;       /* matches the filter, and is not watch itself */
-  bool *leak_flag;  /* leak suspected */
-  size_t *top_idx;  /* hr_snapshot_select's pick: n_top of them */
-  size_t *leak_idx; /* processes with leak_flag: n_leaks of them */
-  hr_watch_proc_view_t *top;
+  bool *keep;                /* matches the filter, and is not watch itself */
+  bool *leak_flag;           /* leak suspected */
+  size_t *leak_idx;          /* processes with leak_flag: n_leaks of them */
+  hr_watch_proc_view_t *top; /* the first n_top of the snapshot's selection */
   size_t n_top, n_leaks;
   uint64_t events_total[HR_EVENT_KINDS_];
   double last_action[3]; /* on_warning, on_critical, drop_caches */
@@ -146,6 +145,13 @@ HR_INTERNAL void hr__watch_deliver_posted(hr_watch_t *w);
 HR_INTERNAL void hr__watch_emit(hr_watch_t *w, const hr_watch_event_t *e);
 /* An error event, never written into history (it may be about history). */
 HR_INTERNAL void hr__watch_error(hr_watch_t *w, double t, const char *msg);
+
+/* How many of the snapshot's selection one shows who shows the `top`
+ * largest besides the GPU holders: its front, since the GPU holders lead. */
+static inline size_t hr__selected_top(const hr_snapshot_t *s, size_t top) {
+  size_t others = s->n_selected - s->n_selected_gpu;
+  return s->n_selected_gpu + (others < top ? others : top);
+}
 
 /* Percent of used in total; NaN when either is unknown or total unlimited. */
 HR_INTERNAL double hr__pct_of(uint64_t used, uint64_t total);

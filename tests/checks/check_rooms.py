@@ -54,15 +54,17 @@ def include_graph(src):
     return g
 
 
-def object_files(build):
-    """(room, file stem, path) of every object built from src/<room>/<file>.c."""
+def object_files(build, src):
+    """(room, file stem, path) of every object built from src/<room>/<file>.c
+    that is still there: a build folder keeps the object of a file since
+    renamed or removed, which would draw arrows the code no longer has."""
     out = []
     for top, _dirs, files in os.walk(os.path.join(build, "CMakeFiles")):
         parts = top.replace(os.sep, "/").split("/src/")
         if len(parts) < 2 or "/" in parts[-1]:
             continue
         for name in files:
-            if name.endswith(".c.o"):
+            if name.endswith(".c.o") and os.path.exists(os.path.join(src, parts[-1], name[:-2])):
                 out.append((parts[-1], name[:-4], os.path.join(top, name)))
     return out
 
@@ -79,8 +81,8 @@ def nm_symbols(path):
     return defined, used
 
 
-def symbol_graphs(build):
-    objs = object_files(build)
+def symbol_graphs(build, src):
+    objs = object_files(build, src)
     if not objs:
         sys.exit(f"check_rooms: no object files of src/ under {build}")
     seen = {}
@@ -160,7 +162,7 @@ def main(argv):
     g = include_graph(src)
     ok = report("includes", g, ALLOWED) & layering("includes", g, core)
     if len(argv) == 4:
-        rooms, files = symbol_graphs(argv[3])
+        rooms, files = symbol_graphs(argv[3], src)
         ok = report("symbols", rooms, ALLOWED) & layering("symbols", rooms, core) & ok
         for r, g in files.items():
             ok = report(f"files of {r}", g, {}) and ok

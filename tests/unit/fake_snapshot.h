@@ -71,6 +71,7 @@ static inline int fake_gpu_proc(hr_snapshot_t *s, size_t i, unsigned gpu, uint64
   gp[s->n_gpu_procs].gpu = gpu;
   gp[s->n_gpu_procs].pid = gp[s->n_gpu_procs].local_pid = s->procs[i].pid;
   gp[s->n_gpu_procs].used_bytes = bytes;
+  gp[s->n_gpu_procs].proc = &s->procs[i];
   s->n_gpu_procs++;
   s->procs[i].gpu_bytes += bytes;
   return 0;

@@ -18,10 +18,10 @@
 static pthread_mutex_t ev_lock = PTHREAD_MUTEX_INITIALIZER;
 static int ev_count[HR_BROKER_EV_COUNT];
 
-static void on_event(const hr_broker_event_t *e, void *arg) {
+static void on_event(const hr_watch_event_t *e, void *arg) {
   (void)arg;
   pthread_mutex_lock(&ev_lock);
-  ev_count[e->kind]++;
+  if (e->kind == HR_EVENT_BROKER && e->broker.what < HR_BROKER_EV_COUNT) ev_count[e->broker.what]++;
   pthread_mutex_unlock(&ev_lock);
 }
 
@@ -126,10 +126,12 @@ static void test_bad_options(void) {
 }
 
 static void test_event_json(void) {
-  hr_broker_event_t e = {.kind = HR_BROKER_EV_ANSWER, .pid = 7, .bytes = 3, .released = 2};
+  hr_watch_event_t e = {.kind = HR_EVENT_BROKER,
+                        .pid = 7,
+                        .broker = {.what = HR_BROKER_EV_ANSWER, .bytes = 3, .released_bytes = 2}};
   snprintf(e.name, sizeof e.name, "a\"b\xff");
   char *s = NULL;
-  CHECK_OK(hr_broker_event_json(&e, &s));
+  CHECK_OK(hr_event_json(&e, &s));
   cJSON *j = cJSON_Parse(s);
   CHECK(j != NULL);
   CHECK_STR(cJSON_GetObjectItem(j, "event")->valuestring, "broker_answer");

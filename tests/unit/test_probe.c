@@ -1061,36 +1061,70 @@ static void test_select(void) {
   procs[3].rss_bytes = HR_UNKNOWN; /* holds nothing known */
   procs[6].kernel_thread = true;
   hr_snapshot_t s = {.procs = procs, .n_procs = 7};
-  size_t idx[7], n = 99;
-  CHECK_OK(hr_snapshot_select(&s, 2, NULL, idx, &n));
-  CHECK_EQ_U64(n, 4);
+  CHECK_OK(hr_snapshot_select(&s, 2, NULL));
+  CHECK_EQ_U64(s.n_selected, 4);
+  CHECK_EQ_U64(s.n_selected_gpu, 2);
   static const size_t want[] = {5, 4, 1, 2};
-  for (size_t i = 0; i < 4; i++) CHECK_EQ_U64(idx[i], want[i]);
-  CHECK_OK(hr_snapshot_select(&s, 0, "", idx, &n));
-  CHECK_EQ_U64(n, 2); /* GPU holders are always shown */
-  CHECK_OK(hr_snapshot_select(&s, 100, "", idx, &n));
-  CHECK_EQ_U64(n, 5);
-  CHECK_OK(hr_snapshot_select(&s, 1, "p0,p4", idx, &n));
-  CHECK_EQ_U64(n, 2);
-  CHECK_EQ_U64(idx[0], 4);
-  CHECK_EQ_U64(idx[1], 0);
+  for (size_t i = 0; i < 4; i++) CHECK_EQ_U64(s.selected[i], want[i]);
+  CHECK_OK(hr_snapshot_select(&s, 0, ""));
+  CHECK_EQ_U64(s.n_selected, 2); /* GPU holders are always shown */
+  CHECK_OK(hr_snapshot_select(&s, 100, ""));
+  CHECK_EQ_U64(s.n_selected, 5);
+  CHECK_OK(hr_snapshot_select(&s, 1, "p0,p4"));
+  CHECK_EQ_U64(s.n_selected, 2);
+  CHECK_EQ_U64(s.n_selected_gpu, 1);
+  CHECK_EQ_U64(s.selected[0], 4);
+  CHECK_EQ_U64(s.selected[1], 0);
   /* Under a filter the caller never matches, as with pgrep. */
   procs[1].pid = (int)getpid();
   snprintf(procs[1].cmdline, sizeof procs[1].cmdline, "headroom status --filter p0");
-  CHECK_OK(hr_snapshot_select(&s, 5, "p0", idx, &n));
-  CHECK_EQ_U64(n, 1);
-  CHECK_EQ_U64(idx[0], 0);
-  CHECK_OK(hr_snapshot_select(&s, 5, "", idx, &n));
-  CHECK_EQ_U64(n, 5); /* no filter: the caller is a process like any other */
+  CHECK_OK(hr_snapshot_select(&s, 5, "p0"));
+  CHECK_EQ_U64(s.n_selected, 1);
+  CHECK_EQ_U64(s.selected[0], 0);
+  CHECK_OK(hr_snapshot_select(&s, 5, ""));
+  CHECK_EQ_U64(s.n_selected, 5); /* no filter: the caller is a process like any other */
   hr_snapshot_t empty = {0};
-  CHECK_OK(hr_snapshot_select(&empty, 5, NULL, NULL, &n));
-  CHECK_EQ_U64(n, 0);
-  CHECK_RC(hr_snapshot_select(&s, 5, NULL, NULL, &n), HR_EINVAL);
+  CHECK_OK(hr_snapshot_select(&empty, 5, NULL));
+  CHECK(empty.selected != NULL); /* selected, and none of them */
+  CHECK_EQ_U64(empty.n_selected, 0);
+  free(empty.selected);
+  hr_snapshot_t broken = {.n_procs = 3};
+  CHECK_RC(hr_snapshot_select(&broken, 5, NULL), HR_EINVAL);
+  CHECK_RC(hr_snapshot_select(NULL, 5, NULL), HR_EINVAL);
   /* Lookup by pid in the pid-sorted list: every one found, a gap not. */
   procs[1].pid = 11;
   for (int i = 0; i < 7; i++) CHECK(hr_snapshot_proc(&s, 10 + i) == &procs[i]);
   CHECK(hr_snapshot_proc(&s, 9) == NULL && hr_snapshot_proc(&s, 17) == NULL);
   CHECK(hr_snapshot_proc(&empty, 10) == NULL && hr_snapshot_proc(NULL, 10) == NULL);
+  free(s.selected);
+}
+
+/* The probe selects as it takes the snapshot, with its options' filter
+ * and top, and the selected JSON holds those processes alone, in order. */
+static void test_probe_selects(void) {
+  hr_probe_options_t o = {
+      .root = fixture("v2_limited"), .nvml_path = "/nonexistent/libnvidia-ml.so.1", .top = 1};
+  hr_snapshot_t *s = NULL;
+  CHECK_OK(hr_snapshot_take(&o, &s));
+  CHECK(s->selected != NULL);
+  CHECK_EQ_U64(s->n_selected, 1);
+  CHECK_EQ_U64(s->n_selected_gpu, 0);
+  CHECK_EQ_INT(s->procs[s->selected[0]].pid, 100);
+  char *j = NULL;
+  CHECK_OK(hr_snapshot_json_selected(s, &j));
+  CHECK_CONTAINS(j, "\"processes\":[{\"pid\":100,");
+  CHECK(!strstr(j, "\"pid\":200,") && !strstr(j, "\"pid\":300,"));
+  free(j);
+  hr_snapshot_free(s);
+  o.filter = "OLLAMA", o.top = 5;
+  CHECK_OK(hr_snapshot_take(&o, &s));
+  CHECK(s->n_selected >= 1);
+  for (size_t i = 0; i < s->n_selected; i++)
+    CHECK(hr_proc_matches(&s->procs[s->selected[i]], "ollama"));
+  hr_snapshot_t hand = *s;
+  hand.selected = NULL;
+  CHECK_RC(hr_snapshot_json_selected(&hand, &j), HR_EINVAL);
+  hr_snapshot_free(s);
 }
 
 /* Container ids and pod UIDs from the cgroup paths each runtime and the
@@ -1138,6 +1172,7 @@ int main(void) {
   HR_RUN(test_cgroup_ids);
   HR_RUN(test_proc_matches);
   HR_RUN(test_select);
+  HR_RUN(test_probe_selects);
   HR_RUN(test_kv_scan);
   HR_RUN(test_meminfo_parse);
   HR_RUN(test_stat_parse);

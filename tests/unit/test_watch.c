@@ -302,6 +302,60 @@ static void test_history_while_watching(void) {
   hr_history_close(h);
 }
 
+/* The watch shows the selection the snapshot carries and picks none of its
+ * own: a snapshot whose probe picked only its smallest process shows that
+ * one in the view, the sample event, /api/snapshot, /metrics and history;
+ * a snapshot without a selection is selected once, with the watch's
+ * options. */
+static void test_shows_the_snapshots_selection(void) {
+  hr_snapshot_t *s = fake_snapshot(100, 8 * GiB, 0, 4);
+  CHECK(s && (s->selected = malloc(sizeof *s->selected)) != NULL);
+  s->selected[0] = 0, s->n_selected = 1; /* pid 1000, the smallest */
+  rec_t r;
+  hr_watch_t *w = make(&r, (const char *const[]){"top", "3", "metrics_top", "3", NULL});
+  char path[256], err[256];
+  snprintf(path, sizeof path, "%s/sel.db", tmp);
+  hr_history_t *h;
+  CHECK_OK(hr_history_open(path, &h, err, sizeof err));
+  CHECK(w);
+  hr_watch_attach_history(w, h);
+  CHECK_OK(hr_watch_feed(w, s));
+  hr_watch_view_t v;
+  hr_watch_get_view(w, &v);
+  CHECK_EQ_U64(v.n_top, 1);
+  CHECK_EQ_INT(v.top[0].proc->pid, 1000);
+  CHECK_CONTAINS(r.last[HR_EVENT_SAMPLE], "\"top\":[{\"pid\":1000,");
+  CHECK(!strstr(r.last[HR_EVENT_SAMPLE], "\"pid\":1003,"));
+  char *text = NULL;
+  CHECK_OK(hr_watch_status_json(w, &text));
+  CHECK_CONTAINS(text, "\"processes\":[{\"pid\":1000,");
+  CHECK(!strstr(text, "\"pid\":1003,"));
+  free(text);
+  CHECK_OK(hr_watch_metrics(w, &text));
+  CHECK_CONTAINS(text, "comm=\"proc0\"");
+  CHECK(!strstr(text, "comm=\"proc3\""));
+  free(text);
+  CHECK_OK(hr_history_flush(h, err, sizeof err));
+  hr_history_row_t *rows;
+  hr_history_event_t *ev;
+  size_t nr, ne;
+  CHECK_OK(hr_history_query(h, 0, 0, &rows, &nr, &ev, &ne, err, sizeof err));
+  int procs = 0;
+  for (size_t i = 0; i < nr; i++) {
+    if (strcmp(rows[i].scope, "proc") != 0) continue;
+    procs++;
+    CHECK_EQ_INT(rows[i].pid, 1000);
+  }
+  CHECK_EQ_INT(procs, 1);
+  hr_history_free_rows(rows, ev, ne);
+  CHECK_OK(hr_watch_feed(w, fake_snapshot(101, 8 * GiB, 0, 4)));
+  hr_watch_get_view(w, &v);
+  CHECK_EQ_U64(v.n_top, 3);
+  CHECK_EQ_INT(v.top[0].proc->pid, 1003); /* the largest first */
+  hr_watch_destroy(w);
+  hr_history_close(h);
+}
+
 typedef struct seq {
   int i;
 } seq_t;
@@ -342,6 +396,7 @@ int main(void) {
   HR_RUN(test_action_timeout_and_conservative);
   HR_RUN(test_bad_thresholds);
   HR_RUN(test_history_while_watching);
+  HR_RUN(test_shows_the_snapshots_selection);
   HR_RUN(test_loop_count_and_stop);
   int rc = hr_test_finish("test_watch");
   char cmd[256];

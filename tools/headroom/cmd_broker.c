@@ -151,10 +151,8 @@ HR_CLI_COMMAND(
 
 /* Each broker event goes to the watch, which records it in history and
  * writes it with its own events (watch --json, the live view). */
-static void post_event(const hr_broker_event_t *e, void *arg) {
-  hr_watch_event_t w;
-  hr_broker_event_to_watch(e, &w);
-  hr_watch_post_event(arg, &w);
+static void post_event(const hr_watch_event_t *e, void *arg) {
+  hr_watch_post_event(arg, e);
 }
 
 static void counters_of(void *arg, struct hr_broker_counters *out) {

@@ -1,11 +1,11 @@
 /* headroom status: one snapshot as a table a person reads in two seconds
  * (host, cgroup, GPUs, then processes), or as one JSON object.
  *
- * Processes are chosen the same way for both, and as watch, history and the
- * exporter choose them (hr_snapshot_select): every process that holds GPU
- * memory (largest first), then the --top N largest by RSS among the others,
- * after --filter; kernel threads and processes holding nothing are left out.
- * The JSON's "processes" array is that list in that order.
+ * Processes are the ones the probe selected for the snapshot, as for watch,
+ * history and the exporter (hr_snapshot_t's selection): every process that
+ * holds GPU memory (largest first), then the --top N largest by RSS among
+ * the others, after --filter; kernel threads and processes holding nothing
+ * are left out. The JSON's "processes" array is that list in that order.
  * The snapshot is taken without PSS. With --pss it is then read for the
  * chosen processes only: smaps_rollup walks a process's page tables, and for
  * one large inference process that costs more than the whole rest of the
@@ -31,31 +31,10 @@ static const hr_cli_opt_t status_opts[] = {
     HR_CLI_OPTION(pss, NULL),
 };
 
-/* Picks the rows (hr_snapshot_select: GPU holders, then the top N others,
- * after the filter) into a malloc'd array of pointers. Returns the count, or
- * -1 when out of memory. */
-static long pick_rows(hr_snapshot_t *s, const char *filter, int64_t top, hr_proc_t ***out) {
-  size_t *idx = malloc((s->n_procs ? s->n_procs : 1) * sizeof *idx), n = 0;
-  hr_proc_t **rows = malloc((s->n_procs ? s->n_procs : 1) * sizeof *rows);
-  if (!idx || !rows || hr_snapshot_select(s, (size_t)top, filter, idx, &n) != 0) {
-    free(idx), free(rows);
-    return -1;
-  }
-  for (size_t i = 0; i < n; i++) rows[i] = &s->procs[idx[i]];
-  free(idx);
-  *out = rows;
-  return (long)n;
-}
-
-static int print_json(const hr_snapshot_t *s, hr_proc_t **rows, size_t n) {
-  hr_snapshot_t view = *s;
-  view.procs = malloc((n ? n : 1) * sizeof *view.procs);
-  if (!view.procs) return HR_ENOMEM;
-  for (size_t i = 0; i < n; i++) view.procs[i] = *rows[i];
-  view.n_procs = n;
+/* The snapshot with its selected processes as one JSON object. */
+static int print_json(const hr_snapshot_t *s) {
   char *json = NULL;
-  int rc = hr_snapshot_json(&view, &json);
-  free(view.procs);
+  int rc = hr_snapshot_json_selected(s, &json);
   if (rc) return rc;
   puts(json);
   free(json);
@@ -147,7 +126,7 @@ static void print_gpus(const hr_cli_t *cli, const hr_snapshot_t *s) {
 }
 
 /* The process table; the PSS column only when PSS was read. */
-static void print_procs(const hr_cli_t *cli, hr_proc_t **rows, size_t n, bool pss) {
+static void print_procs(const hr_cli_t *cli, const hr_snapshot_t *snap, bool pss) {
   int width = 0;
   struct winsize ws;
   if (cli->tty && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) width = ws.ws_col;
@@ -155,8 +134,8 @@ static void print_procs(const hr_cli_t *cli, hr_proc_t **rows, size_t n, bool ps
   snprintf(head, sizeof head, "%8s %9s %9s %9s%s %9s  %-15s %s", "PID", "GPU", "RSS", "ANON",
            pss ? "       PSS" : "", "SWAP", "NAME", "COMMAND");
   printf("\n%s\n", hr_cli_paint(cli, buf, sizeof buf, "bold", head));
-  for (size_t i = 0; i < n; i++) {
-    const hr_proc_t *p = rows[i];
+  for (size_t i = 0; i < snap->n_selected; i++) {
+    const hr_proc_t *p = &snap->procs[snap->selected[i]];
     char g[32], r[32], a[32], s[32] = "", w[32];
     if (p->gpu_bytes)
       hr_size_text(g, sizeof g, p->gpu_bytes);
@@ -178,12 +157,11 @@ static void print_procs(const hr_cli_t *cli, hr_proc_t **rows, size_t n, bool ps
 
 /* The table a person reads: host, cgroup, GPUs, processes, and the GPU
  * processes whose pids this /proc does not show. */
-static void print_table(const hr_cli_t *cli, const hr_snapshot_t *s, hr_proc_t **rows, size_t n,
-                        bool pss, const char *root) {
+static void print_table(const hr_cli_t *cli, const hr_snapshot_t *s, bool pss, const char *root) {
   print_host(cli, s);
   print_cgroup(cli, &s->cgroup);
   print_gpus(cli, s);
-  print_procs(cli, rows, n, pss);
+  print_procs(cli, s, pss);
   /* NVML's pids are host pids: through a container's own /proc some are
    * not visible, and they are listed rather than dropped. */
   for (size_t i = 0; i < s->n_gpu_procs; i++) {
@@ -203,34 +181,30 @@ static int status_run(hr_cli_t *cli, const void *args, int argc, char **argv) {
   (void)argc, (void)argv;
   hr_probe_options_t po =
       hr_cli_probe_options(cli, HR_PROBE_ALL & ~(unsigned)HR_PROBE_PSS, err, sizeof err);
+  po.filter = hr_options_get_str(cli->opts, HR_OPTION_filter);
+  po.top = (size_t)hr_options_get_int(cli->opts, HR_OPTION_top);
   hr_snapshot_t *s = NULL;
   int rc = hr_snapshot_take(&po, &s), status = 0;
   if (rc) {
     hr_cli_error("status: snapshot failed: %s", err[0] ? err : hr_strerror(rc));
     return 1;
   }
-  hr_proc_t **rows = NULL;
-  long n = pick_rows(s, hr_options_get_str(cli->opts, HR_OPTION_filter),
-                     hr_options_get_int(cli->opts, HR_OPTION_top), &rows);
   /* PSS stays unknown where it cannot be read (another user's process). */
   bool pss = hr_options_get_bool(cli->opts, HR_OPTION_pss);
-  for (long i = 0; pss && i < n; i++)
-    if (!rows[i]->kernel_thread && rows[i]->state != 'Z')
-      hr_proc_read_pss(po.root, rows[i]->pid, &rows[i]->pss_bytes);
-  if (n < 0) {
-    hr_cli_error("status: out of memory");
-    status = 1;
-  } else if (a->json && (rc = print_json(s, rows, (size_t)n)) != 0) {
+  for (size_t i = 0; pss && i < s->n_selected; i++) {
+    hr_proc_t *p = &s->procs[s->selected[i]];
+    if (!p->kernel_thread && p->state != 'Z') hr_proc_read_pss(po.root, p->pid, &p->pss_bytes);
+  }
+  if (a->json && (rc = print_json(s)) != 0) {
     hr_cli_error("status: %s", hr_strerror(rc));
     status = 1;
   } else if (!a->json) {
-    print_table(cli, s, rows, (size_t)n, pss, po.root);
+    print_table(cli, s, pss, po.root);
   }
   if (fflush(stdout) != 0 && status == 0) {
     hr_cli_error("status: cannot write the output");
     status = 1;
   }
-  free(rows);
   hr_snapshot_free(s);
   return status;
 }

@@ -56,7 +56,7 @@ class OptionInfo(_c.Structure):
 class ProbeOptions(_c.Structure):
     _fields_ = [("root", _c.c_char_p), ("what", _c.c_uint), ("nvml_path", _c.c_char_p),
                 ("err", _c.c_char_p), ("errlen", _c.c_size_t), ("cgroup", _c.c_char_p),
-                ("cgroup_pid", _c.c_int)]
+                ("cgroup_pid", _c.c_int), ("filter", _c.c_char_p), ("top", _c.c_size_t)]
 
 
 class Stat(_c.Structure):
