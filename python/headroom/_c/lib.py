@@ -365,6 +365,7 @@ _PARTS = [
     ("hr_snapshot_take", _i, [("options", _P(ProbeOptions)), ("out", _P(_vp))]),
     ("hr_snapshot_free", None, [("snapshot", _vp)]),
     ("hr_snapshot_json", _i, [("snapshot", _vp), ("out", _P(_vp))]),
+    ("hr_snapshot_json_selected", _i, [("snapshot", _vp), ("out", _P(_vp))]),
     # backend and pool
     ("hr_backend_create", _i, [("backend", _c.c_char_p), ("device", _i), ("capacity", _u64),
                                ("out", _P(_vp))]),

@@ -67,7 +67,22 @@ def _what_bits(what, pss):
     return bits
 
 
-def snapshot(root=None, what=None, nvml_path=None, pss=False):
+def _select(select):
+    """(filter bytes or None, top) for the probe's options."""
+    if select is None:
+        return None, 0
+    try:
+        filt, top = select
+    except (TypeError, ValueError):
+        raise ValueError("select must be a (filter, top) pair; got %r" % (select,)) from None
+    if not isinstance(filt, str):
+        raise ValueError("select's filter must be text (words separated by commas); got %r"
+                         % (filt,))
+    _lib.check_int(top, "select's top", 0, 1 << 20)
+    return filt.encode() or None, top
+
+
+def snapshot(root=None, what=None, nvml_path=None, pss=False, select=None):
     """Takes a snapshot and returns it as a dict.
 
     root: directory that /proc and /sys are read under (a fixture tree in
@@ -77,10 +92,16 @@ def snapshot(root=None, what=None, nvml_path=None, pss=False):
     library. what: None for host, cgroup, processes and GPUs, or names from
     "host", "cgroup", "procs", "gpus", "pss" (or the bits). PSS (smaps_rollup
     of every process) is read only when asked: "pss" in what, or pss=True.
-    No GPU or NVML is a state in the dict, not an error. Raises HeadroomError
-    when the host memory cannot be read, LibraryNotFoundError without the
-    library."""
+    No GPU or NVML is a state in the dict, not an error.
+    select: (filter, top) to have "processes" hold only the probe's one
+    selection (hr_snapshot_select, as status and watch show them): every
+    process holding GPU memory, then the `top` largest by RSS, among those
+    whose name or command line holds one of the comma-separated words of
+    `filter` ("" for all; a non-empty filter never matches this process).
+    Raises HeadroomError when the host memory cannot be read,
+    LibraryNotFoundError without the library, ValueError for a bad select."""
     bits = _what_bits(what, pss)
+    filt, top = _select(select)
     lib = _lib.load()
     if not hasattr(lib, "hr_snapshot_json"):
         raise _lib.HeadroomError(-7, "snapshot",
@@ -93,14 +114,15 @@ def snapshot(root=None, what=None, nvml_path=None, pss=False):
     nvml_b = pnvml if nvml_path is None else nvml_path.encode()
     err, errp = _err_buffer()
     opts = _lib.ProbeOptions(root_b or None, bits, nvml_b or None, errp, len(err), cgroup,
-                             cgroup_pid)
+                             cgroup_pid, filt, top)
     snap = ctypes.c_void_p()
     _lib.check(lib.hr_snapshot_take(ctypes.byref(opts), ctypes.byref(snap)), "hr_snapshot_take",
                err)
     text = ctypes.c_void_p()
     free = _lib.libc().free
     try:
-        _lib.check(lib.hr_snapshot_json(snap, ctypes.byref(text)), "hr_snapshot_json")
+        writer = "hr_snapshot_json" if select is None else "hr_snapshot_json_selected"
+        _lib.check(getattr(lib, writer)(snap, ctypes.byref(text)), writer)
         try:
             return json.loads(ctypes.string_at(text.value))
         finally:
