@@ -7,7 +7,8 @@ this process's own RSS from /proc."""
 import pytest
 
 from headroom.comfy import pernode
-from headroom.readings import procfs
+from headroom.comfy import models as comfy_models
+from headroom.readings import detection, procfs
 
 import comfy_standin
 
@@ -175,3 +176,89 @@ def test_async_nodes_follow_comfyuis_execute(monkeypatch):
     assert pernode.async_nodes() is True
     monkeypatch.setitem(sys.modules, "execution", comfy_standin.execution(sync=True))
     assert pernode.async_nodes() is False
+
+
+needs_lib = pytest.mark.skipif(not detection.available(),
+                               reason="the verdict's trend test is libheadroom's")
+
+
+def verdict_run(ex, g, n):
+    """Runs `g` n times with the hook installed and glibc's mmap threshold
+    fixed; returns (tracker, first prompt a node was named or None, the
+    names then, RSS change read from /proc over the run)."""
+    tr = pernode.Tracker()
+    assert pernode.install(ex, tr) and tr.host_exact, tr.host_note
+    pe = ex.PromptExecutor()
+    first, names = None, []
+    rss0 = procfs.rss_bytes()
+    for i in range(n):
+        pe.execute(g, "p%d" % i)
+        v = tr.verdicts()
+        if first is None and (v["leaks"] or v["unattributed"]):
+            first, names = i + 1, [x["node"] for x in v["leaks"]]
+    return tr, first, names, procfs.rss_bytes() - rss0
+
+
+@needs_lib
+def test_a_node_leaking_among_three_is_named_alone_within_30_prompts(ex):
+    with comfy_models._events_lock:
+        del comfy_models._events[:]
+    tr, first, names, grown = verdict_run(
+        ex, graph(("Transient", 8), ("Keep", 4), ("Transient", 8)), 30)
+    assert 30 * 4 * M - 8 * M <= grown <= 30 * 4 * M + 16 * M  # the leak, read from /proc
+    assert first is not None and first <= 30 and names == ["Keep #3"]
+    v = tr.verdicts()
+    assert [x["node"] for x in v["leaks"]] == ["Keep #3"] and v["unattributed"] == []
+    assert 3.5 * M <= v["leaks"][0]["kept_per_call"] <= 4.5 * M
+    text = tr.verdict_text()
+    assert text.startswith("per-node verdict:\n  possible leak: Keep #3 keeps +4.0 MiB")
+    # Named once among the panel's events, however many prompts follow.
+    ex.PromptExecutor().execute(graph(("Transient", 8), ("Keep", 4), ("Transient", 8)), "px")
+    leaks = [e for e in comfy_models.events() if e["kind"] == "leak"]
+    assert len(leaks) == 1 and "Keep #3" in leaks[0]["text"]
+    # A node that no longer runs keeps its verdict, saying when it last ran.
+    pe = ex.PromptExecutor()
+    pe.execute(graph(("Transient", 8)), "py")
+    assert "(it last ran 1 prompts ago)" in tr.verdict_text()
+
+
+@needs_lib
+def test_a_workflow_that_frees_what_it_allocates_gets_no_verdict_in_50_prompts(ex):
+    tr, first, names, grown = verdict_run(
+        ex, graph(("Transient", 20), ("Transient", 20), ("Transient", 3)), 50)
+    assert first is None, tr.verdict_text()
+    assert abs(grown) < 8 * M
+    assert tr.verdict_text().startswith("per-node verdict: no leak")
+
+
+def test_verdict_text_before_any_prompt_and_without_the_hook():
+    tr = pernode.Tracker()
+    assert tr.verdict_text().startswith("per-node verdict: none (not installed")
+    tr.installed = True
+    assert tr.verdict_text() == "per-node verdict: no prompt judged yet"
+    st = tr.panel()
+    assert st["installed"] and st["last_prompt"] is None and st["verdict"] == []
+
+
+def test_glibcs_mmap_threshold_follows_the_option(ex, monkeypatch):
+    from headroom._c import options
+
+    class Opts:
+        def __init__(self, n):
+            self.n = n
+
+        def get(self, name):
+            assert name == "comfy_mmap_threshold"
+            return self.n
+
+    monkeypatch.setattr(options, "process", lambda: Opts(0))
+    tr = pernode.Tracker()
+    pernode.install(ex, tr)
+    assert not tr.host_exact and "comfy_mmap_threshold = 0" in tr.host_note
+    monkeypatch.setattr(options, "process", lambda: Opts(M))
+    tr = pernode.Tracker()
+    pernode.install(ex, tr)
+    assert tr.host_exact and "every block of 1.0 MiB or more" in tr.host_note
+    tr = pernode.Tracker()
+    pernode.install(ex, tr, fix_mmap=False)
+    assert not tr.host_exact

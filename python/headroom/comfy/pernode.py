@@ -24,23 +24,46 @@ The time between nodes (ComfyUI's bookkeeping) and between prompts is
 outside every node and is accounted as such. A node whose coroutine runs
 while others run (an async node) shares its growth with them.
 
-One tracker per process (tracker()) keeps the recent prompts across
-prompts: rerunning a node never resets it.
+The verdict is the package's one attribution engine
+(headroom.readings.attribution), fed every node call as a call of a part
+named "<class> #<id>": a node is named only when this process's memory
+rises prompt after prompt and the growth stays in what that node added
+(memory a node allocates and ComfyUI or a later node frees is not its
+growth; the time between nodes and between prompts is a part of its own).
+Its thresholds are the engine's (attribution.Settings: 1 MiB kept per call,
+judged over the last 30 calls once 10 are counted, after 2 warm-up calls).
+
+RSS shows the memory a node keeps only where the allocator gives freed
+memory back: glibc keeps blocks under its mmap threshold, which it raises
+up to 32 MiB as large blocks are freed, and hands them to the next
+allocation, so one node's growth shows in whichever node next makes the
+heap grow. install() therefore fixes glibc's mmap threshold (mallopt
+M_MMAP_THRESHOLD) at the option comfy_mmap_threshold (1 MiB; 0 leaves
+glibc's own): every block of that size or more is then mapped and unmapped
+on its own, and RSS follows it. The cost is a fresh mapping (page faults)
+for each such block instead of reused heap memory.
+
+One tracker per process (tracker()) keeps its books across prompts:
+rerunning a node, the Smart Memory Manager included, never resets them.
 """
 
+import ctypes
 import functools
 import inspect
 import sys
 import threading
 import time
 
+from .._c import options
 from ..pytorch import vram
-from ..readings import procfs
+from ..readings import attribution, procfs
 from ..readings.units import fmt_bytes
+from .models import record
 
 #: Prompts kept for the verdict and the panel.
 KEEP_PROMPTS = 200
 _NEEDED = ("dynprompt", "current_item", "prompt_id")
+_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 
 
 def read():
@@ -60,7 +83,7 @@ def async_nodes():
 class Tracker:
     """The recent prompts of this process, node by node."""
 
-    def __init__(self, read=read):
+    def __init__(self, read=read, settings=None):
         self._read = read
         self._lock = threading.Lock()
         self.installed = False
@@ -68,6 +91,23 @@ class Tracker:
         self.errors = 0
         self._prompts = []  # finished prompts, oldest first
         self._current = None
+        self.engine = attribution.Tracker(settings, keys=("rss", "vram_allocated"))
+        self._named = set()  # (part, key) already recorded as a leak event
+        self._verdict = None  # the Attribution after the last prompt
+        self._count = 0  # prompts finished
+        self._seen = {}  # node key -> the prompt count when it last ran
+        self.host_exact = False  # glibc's mmap threshold fixed: RSS follows each large block
+        self.host_note = "glibc's mmap threshold left as it is (not installed)"
+
+    # --- the engine's side of a node call ---
+
+    def node_enter(self, key, before):
+        """Tells the engine a call of node `key` began; returns the call."""
+        return self.engine.enter(key, {"rss": before[1], "vram_allocated": before[2]},
+                                 before[0])
+
+    def node_exit(self, call, after):
+        self.engine.exit(call, {"rss": after[1], "vram_allocated": after[2]}, after[0])
 
     # --- recording (the hooks call these; each is cheap and never raises) ---
 
@@ -110,6 +150,20 @@ class Tracker:
         with self._lock:
             if self._current is not None and self._current["id"] == str(prompt_id):
                 self._finish_locked(t, rss, alloc)
+        self.judge()
+
+    def judge(self):
+        """Judges now (the engine's trend tests), keeps the result for
+        verdicts(), and records each newly named node as a "leak" event (the
+        panel's events). Returns the Attribution."""
+        a = self.engine.judge()
+        with self._lock:
+            self._verdict = a
+            new = [v for v in a.leaks if (v["part"], v["key"]) not in self._named]
+            self._named.update((v["part"], v["key"]) for v in a.leaks)
+        for v in new:
+            record("leak", "per-node verdict: " + v["text"])
+        return a
 
     def _finish_locked(self, t, rss, alloc):
         cur, self._current = self._current, None
@@ -119,6 +173,9 @@ class Tracker:
         cur["outside_change"] = (rss - cur["rss0"]) - inside
         self._prompts.append(cur)
         del self._prompts[:-KEEP_PROMPTS]
+        self._count += 1
+        for n in cur["nodes"]:
+            self._seen[n["key"]] = self._count
 
     # --- reading ---
 
@@ -160,9 +217,55 @@ class Tracker:
                                           + [c.rjust(w[i + 1]) for i, c in enumerate(r[1:])]))
         return "\n".join(lines)
 
+    def verdicts(self):
+        """The verdict after the last prompt: leaks (one dict per node and
+        kind of memory named: node, key, kept_per_call, process_per_call,
+        counted, confidence, text) and unattributed (the process's memory
+        rises and no node keeps it: key, process_per_call, candidates, text),
+        judged (False without libheadroom: no verdict is given)."""
+        with self._lock:
+            a = self._verdict
+        if a is None:
+            return {"judged": None, "leaks": [], "unattributed": []}
+        leaks = []
+        for v in a.leaks:
+            ago = self._count - self._seen.get(v["part"], self._count)
+            text = v["text"] + (" (it last ran %d prompts ago)" % ago if ago else "")
+            leaks.append(dict(v, node=v["part"], prompts_ago=ago, text=text))
+        return {"judged": a.judged, "leaks": leaks,
+                "unattributed": [dict(v) for v in a.unattributed]}
+
+    def verdict_text(self):
+        """The per-node verdict in words: the Smart Memory Manager's and the
+        Memory Report's."""
+        v = self.verdicts()
+        if not self.installed:
+            return "per-node verdict: none (%s)" % self.why
+        if v["judged"] is None:
+            return "per-node verdict: no prompt judged yet"
+        if not v["judged"]:
+            return ("per-node verdict: not judged (the trend test is libheadroom's, which is "
+                    "not loaded)")
+        lines = [x["text"] for x in v["leaks"] + v["unattributed"]]
+        if lines and not self.host_exact:
+            lines.append("(RSS may put a node's growth on another: %s)" % self.host_note)
+        if not lines:
+            s = self.engine.settings
+            return ("per-node verdict: no leak (no node keeps %s or more per prompt while this "
+                    "process's memory rises; judged over the last %d prompts once %d are "
+                    "counted)" % (fmt_bytes(s.min_growth), s.window, s.min_calls))
+        return "per-node verdict:\n" + "\n".join("  " + x for x in lines)
+
+    def panel(self):
+        """What the panel shows: status, the last prompt's nodes, the verdict."""
+        return dict(self.status(), last_prompt=self.last_prompt(),
+                    verdict=self.verdicts()["leaks"], unattributed=self.verdicts()["unattributed"],
+                    verdict_text=self.verdict_text())
+
     def status(self):
         return {"installed": self.installed, "why": "" if self.installed else self.why,
-                "errors": self.errors, "prompts": len(self._prompts)}
+                "errors": self.errors, "prompts": self._count, "host_exact": self.host_exact,
+                "host_note": self.host_note}
 
 
 _tracker = Tracker()
@@ -208,7 +311,9 @@ def _wrap_node(fn, tr):
     def start(args, kwargs):
         try:
             a = sig.bind_partial(*args, **kwargs).arguments
-            return a["prompt_id"], _node_info(a), tr._read()
+            info, before = _node_info(a), tr._read()
+            call = tr.node_enter("%s #%s" % (info["class"], info["id"]), before)
+            return a["prompt_id"], info, before, call
         except Exception:
             tr.errors += 1
             return None
@@ -217,7 +322,9 @@ def _wrap_node(fn, tr):
         if begun is None:
             return
         try:
-            tr.node_done(begun[0], begun[1], begun[2], tr._read())
+            after = tr._read()
+            tr.node_exit(begun[3], after)
+            tr.node_done(begun[0], begun[1], begun[2], after)
         except Exception:
             tr.errors += 1
 
@@ -260,9 +367,26 @@ def _wrap_prompt(fn, tr):
     return prompt
 
 
-def install(execution=None, tr=None):
+def fix_mmap_threshold(nbytes):
+    """Sets glibc's mmap threshold to `nbytes` (mallopt M_MMAP_THRESHOLD),
+    which also ends its dynamic adjustment. Returns "" when set, else why
+    not (not glibc, or mallopt refused)."""
+    try:
+        libc = ctypes.CDLL(None)
+        version = libc.gnu_get_libc_version
+    except (OSError, AttributeError):
+        return "the C library is not glibc"
+    version.restype = ctypes.c_char_p
+    if libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(int(nbytes))) != 1:
+        return "glibc %s refused mallopt(M_MMAP_THRESHOLD, %d)" % (
+            version().decode(), nbytes)
+    return ""
+
+
+def install(execution=None, tr=None, fix_mmap=True):
     """Hooks ComfyUI's execution (the `execution` module, ComfyUI's own by
-    default) for per-node memory, once per process. Returns True when
+    default) for per-node memory, once per process, and with fix_mmap fixes
+    glibc's mmap threshold (see the module's docstring). Returns True when
     hooked; else False and tracker().why says why."""
     tr = tr or _tracker
     ex = execution if execution is not None else sys.modules.get("execution")
@@ -283,4 +407,28 @@ def install(execution=None, tr=None):
             pe.execute = _wrap_prompt(pe.execute, tr)
         tr.installed = True
         tr.why = ""
+        if fix_mmap:
+            _host_attribution(tr)
     return tr.installed
+
+
+def _host_attribution(tr):
+    """Fixes glibc's mmap threshold at the option comfy_mmap_threshold;
+    says in tr.host_note what RSS follows."""
+    try:
+        n = options.process().get("comfy_mmap_threshold")
+    except Exception as e:  # no library: there is no verdict either
+        tr.host_note = "glibc's mmap threshold left as it is (no option table: %s)" % e
+        return
+    if not n:
+        tr.host_note = ("glibc's own mmap threshold left (comfy_mmap_threshold = 0): memory "
+                        "glibc keeps after a node frees it and hands to another node hides "
+                        "where growth stays")
+        return
+    why = fix_mmap_threshold(n)
+    if why:
+        tr.host_note = "glibc's mmap threshold not fixed: %s" % why
+        return
+    tr.host_exact = True
+    tr.host_note = ("RSS follows every block of %s or more (glibc's mmap threshold fixed at "
+                    "comfy_mmap_threshold)" % fmt_bytes(n))

@@ -59,19 +59,29 @@ def _inputs(dynprompt, caches, node):
     return out
 
 
+def _set_prompt(caches, prompt):
+    """As ComfyUI's cache.set_prompt: an output stays cached only for a node
+    of the same class and inputs and without IS_CHANGED (whose NaN never
+    matches); the others are dropped before the prompt runs."""
+    for node_id in list(caches.outputs.data):
+        node = prompt.get(node_id)
+        key = None if node is None else (node["class_type"], repr(node["inputs"]))
+        if (key is None or caches.keys.get(node_id) != key
+                or hasattr(NODE_CLASS_MAPPINGS[node["class_type"]], "IS_CHANGED")):
+            del caches.outputs.data[node_id]
+
+
 def _run(server, dynprompt, caches, current_item, prompt_id):
     node = dynprompt.get_node(current_item)
     cls = NODE_CLASS_MAPPINGS[node["class_type"]]
-    key = (node["class_type"], repr(node["inputs"]))
-    if (caches.outputs.get(current_item) is not None and caches.keys.get(current_item) == key
-            and not hasattr(cls, "IS_CHANGED")):
+    if caches.outputs.get(current_item) is not None:
         return ExecutionResult.SUCCESS, None, None
     try:
         out = getattr(cls(), cls.FUNCTION)(**_inputs(dynprompt, caches, node))
     except Exception as e:
         return ExecutionResult.FAILURE, {"node_id": current_item}, e
     caches.outputs.set(current_item, out)
-    caches.keys[current_item] = key
+    caches.keys[current_item] = (node["class_type"], repr(node["inputs"]))
     return ExecutionResult.SUCCESS, None, None
 
 
@@ -101,6 +111,7 @@ class PromptExecutor:
     async def execute_async(self, prompt, prompt_id, extra_data={}, execute_outputs=[]):
         dp = DynamicPrompt(prompt)
         self.success = True
+        _set_prompt(self.caches, prompt)
         for node_id in prompt:
             res, _, ex = await execute(self.server, dp, self.caches, node_id, extra_data, set(),
                                        prompt_id, None, {}, {})
@@ -112,6 +123,7 @@ class PromptExecutor:
     def _execute_sync(self, prompt, prompt_id):
         dp = DynamicPrompt(prompt)
         self.success = True
+        _set_prompt(self.caches, prompt)
         for node_id in prompt:
             res, _, ex = execute(self.server, dp, self.caches, node_id, {}, set(), prompt_id,
                                  None, {})
