@@ -208,9 +208,44 @@ class Sleep(_Base):
         return (1,)
 
 
+class HeapCost(_Base):
+    """How long glibc's mallinfo2 takes in this process (CPU time of the
+    calling thread, microseconds: median and worst of `n` calls), and how
+    many bytes it says are live."""
+
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"n": ("INT", {"default": 200, "min": 1})}}
+
+    RETURN_TYPES = ()
+
+    def run(self, n):
+        import ctypes
+
+        class MI2(ctypes.Structure):
+            _fields_ = [(k, ctypes.c_size_t) for k in (
+                "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                "uordblks", "fordblks", "keepcost")]
+
+        f = ctypes.CDLL(None).mallinfo2
+        f.restype = MI2
+        ts = []
+        for _ in range(n):
+            t0 = time.thread_time()
+            m = f()
+            ts.append(time.thread_time() - t0)
+        ts.sort()
+        text = "mallinfo2: median %.0f us, worst %.0f us CPU over %d calls; live %d MiB, " \
+               "free chunks %d" % (ts[len(ts) // 2] * 1e6, ts[-1] * 1e6, n,
+                                   (m.uordblks + m.hblkhd) >> 20, m.ordblks)
+        return {"ui": {"text": [text]}}
+
+
 NODE_CLASS_MAPPINGS = {
     "HeadroomTestSource": Source, "HeadroomTestLeak": Leak, "HeadroomTestTransient": Transient,
     "HeadroomTestHandoff": Handoff, "HeadroomTestSink": Sink, "HeadroomTestLoadBig": LoadBig,
     "HeadroomTestAddAuxDirect": AddAuxDirect, "HeadroomTestRandomCLIP": RandomCLIP,
-    "HeadroomTestSleep": Sleep,
+    "HeadroomTestSleep": Sleep, "HeadroomTestHeapCost": HeapCost,
 }

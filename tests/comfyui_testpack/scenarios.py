@@ -5,7 +5,7 @@ and prints what it saw. ComfyUI's RSS is read by this script from
 
     python scenarios.py --url http://127.0.0.1:8212 --pid PID leak [--prompts 30]
     python scenarios.py ... flat [--prompts 50]
-    python scenarios.py ... aux | clip | wait | panel-graph
+    python scenarios.py ... aux | clip | wait | heapcost
 
 Standard library only.
 """
@@ -101,7 +101,7 @@ def main(argv):
     ap.add_argument("--url", default="http://127.0.0.1:8212")
     ap.add_argument("--pid", type=int, required=True)
     ap.add_argument("--prompts", type=int, default=0)
-    ap.add_argument("what", choices=["leak", "flat", "aux", "clip", "wait", "panel-graph"])
+    ap.add_argument("what", choices=["leak", "flat", "aux", "clip", "wait", "heapcost"])
     a = ap.parse_args(argv)
     c = Comfy(a.url, a.pid)
     if a.what == "leak":
@@ -149,6 +149,9 @@ def main(argv):
         print("status:", h["status"]["status_str"], "prompt seconds: %.1f" % (time.time() - t0))
         print("wait report:", h["outputs"].get("3", {}).get("text"))
         print("messages:", [(m[0], m[1].get("node")) for m in h["status"]["messages"]])
+    elif a.what == "heapcost":
+        pid, h = c.run({"1": {"class_type": "HeadroomTestHeapCost", "inputs": {"n": 200}}})
+        print(h["outputs"]["1"]["text"][0])
     return 0
 
 
