@@ -162,6 +162,13 @@ def _free_node(type_name, label):
 FreeMemoryImage = _free_node("IMAGE", "image")
 FreeMemoryLatent = _free_node("LATENT", "latent")
 
+def _free_outside_comfy(mode, cooldown):
+    """What the unloading nodes do outside ComfyUI: the mode's pass, and why
+    nothing was unloaded."""
+    res = _free.free_memory(mode, cooldown=cooldown)
+    return "%s\n%s: nothing unloaded" % (res, _comfy.absent_reason())
+
+
 _TARGETS = {"this model": "input", "all models": "all", "LRU until amount free": "amount"}
 _WHEN = ("now", "after this prompt")
 _last_model_free = [None]
@@ -218,8 +225,7 @@ class FreeMemoryModel:
         if _TARGETS[target] == "amount":
             amount = _comfy.parse_size(amount, "amount")
         if not _comfy.available():
-            res = _free.free_memory(mode, cooldown=cooldown)
-            text = "%s\n%s: nothing unloaded" % (res, _comfy.absent_reason())
+            text = _free_outside_comfy(mode, cooldown)
             show(unique_id, text)
             return (model, text)
         if _TARGETS[target] == "input":
@@ -276,8 +282,7 @@ class FreeMemoryCLIP:
         _free.check_mode(mode)
         cooldown = nonneg(cooldown, "cooldown")
         if not _comfy.available():
-            res = _free.free_memory(mode, cooldown=cooldown)
-            text = "%s\n%s: nothing unloaded" % (res, _comfy.absent_reason())
+            text = _free_outside_comfy(mode, cooldown)
         else:
             patcher = getattr(clip, "patcher", None)
             if not _comfy.is_patcher(patcher):

@@ -75,7 +75,9 @@ def blocks(text):
     return [m.group(2) for m in _BLOCK.finditer(text)]
 
 
-def _load_pack():
+def load_pack():
+    """Loads the pack from this folder as the package `headroom_comfyui`
+    (as ComfyUI would, without ComfyUI) and returns it."""
     import importlib.util
 
     here = os.path.dirname(os.path.abspath(__file__))
@@ -88,7 +90,7 @@ def _load_pack():
 
 
 def main(argv):
-    mappings = _load_pack().NODE_CLASS_MAPPINGS
+    mappings = load_pack().NODE_CLASS_MAPPINGS
     with open(README) as f:
         text = f.read()
     missing = [k for k in mappings if k not in blocks(text)]

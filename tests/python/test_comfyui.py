@@ -17,13 +17,19 @@ from conftest import REPO
 PACK = os.path.join(REPO, "integrations", "comfyui")
 
 
-def load_pack():
-    spec = importlib.util.spec_from_file_location(
-        "headroom_comfyui", os.path.join(PACK, "__init__.py"), submodule_search_locations=[PACK])
+def _tables():
+    spec = importlib.util.spec_from_file_location("headroom_readme_tables",
+                                                  os.path.join(PACK, "readme_tables.py"))
     mod = importlib.util.module_from_spec(spec)
-    sys.modules["headroom_comfyui"] = mod
     spec.loader.exec_module(mod)
     return mod
+
+
+tables = _tables()
+
+
+def load_pack():
+    return tables.load_pack()
 
 
 pack = load_pack()
@@ -73,9 +79,6 @@ def test_every_node_follows_the_conventions():
 def test_readme_tables_are_the_node_definitions():
     if not headroom.library_available():
         pytest.skip("the Smart Memory Manager's defaults are the library's option table")
-    tables = sys.modules["headroom_comfyui.readme_tables"] if \
-        "headroom_comfyui.readme_tables" in sys.modules else __import__(
-            "importlib").import_module("headroom_comfyui.readme_tables")
     with open(tables.README) as f:
         text = f.read()
     assert tables.blocks(text) == [k for k in tables.blocks(text) if k in NODES]
