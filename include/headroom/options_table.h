@@ -78,8 +78,6 @@
     "priority the broker gives the programs of broker_adapters")                                   \
   X(comfy_agent, HR_OPT_BOOL, "true", 0, 0, NULL,                                                  \
     "inside ComfyUI, register with the broker when one runs (the node pack)")                      \
-  X(comfy_mmap_threshold, HR_OPT_SIZE, "1M", 0, 33554432.0, NULL,                                  \
-    "inside ComfyUI, fix glibc's mmap threshold so RSS follows each node (0: leave it)")           \
   /* backend and pool */                                                                           \
   X(libcuda, HR_OPT_STRING, "", 0, 0, NULL, "CUDA driver library to load (default libcuda.so.1)")  \
   X(lib, HR_OPT_STRING, "", 0, 0, NULL,                                                            \

@@ -18,8 +18,7 @@ WEB_DIRECTORY = "./web"
 
 _routes.register()
 # Measures each node's memory from now on, in every prompt (ComfyUI's
-# execution hooked once per process, glibc's mmap threshold fixed at the
-# option comfy_mmap_threshold; outside ComfyUI it does nothing).
+# execution hooked once per process; outside ComfyUI it does nothing).
 _pernode.install()
 # Registers ComfyUI with the memory broker of `headroom watch` whenever its
 # socket exists, on a background thread (option comfy_agent; off with

@@ -171,6 +171,11 @@ def _free_outside_comfy(mode, cooldown):
 
 _TARGETS = {"this model": "input", "all models": "all", "LRU until amount free": "amount"}
 _WHEN = ("now", "after this prompt")
+_WHEN_TIP = ("'after this prompt' sets ComfyUI's unload_models and free_memory flags, as POST "
+             "/free does: after the prompt it unloads every model and resets its output cache, "
+             "which drops models only the cache still holds")
+_BETWEEN = (" (ComfyUI unloads every model and resets its output cache, which drops models "
+            "only the cache still holds)")
 _last_model_free = [None]
 
 
@@ -201,9 +206,7 @@ class FreeMemoryModel:
                            "unload least recently used models until `amount` more is free"}),
                 "amount": ("STRING", {"default": "2G", "multiline": False, "tooltip": "a size "
                            "for 'LRU until amount free': bytes, or a number with K, M, G, T"}),
-                "when": (list(_WHEN), {"default": "now", "tooltip": "'after this prompt' sets "
-                         "ComfyUI's unload_models and free_memory flags, as POST /free does: "
-                         "after the prompt it unloads every model and resets its output cache"}),
+                "when": (list(_WHEN), {"default": "now", "tooltip": _WHEN_TIP}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -235,9 +238,7 @@ class FreeMemoryModel:
         if cooldown > 0 and last is not None and now - last < cooldown:
             text = "Free Memory (Model): skipped, within the cooldown (%.1f s)" % cooldown
         elif when == "after this prompt":
-            text = _comfy.request_between_prompts(unload_models=True, free_memory=True) + (
-                " (ComfyUI unloads every model and resets its output cache, which drops "
-                "models only the cache still holds)")
+            text = _comfy.request_between_prompts(unload_models=True, free_memory=True) + _BETWEEN
             _last_model_free[0] = now
         else:
             res = _comfy.free(_TARGETS[target], model=model, amount=amount, mode=mode,
@@ -266,6 +267,7 @@ class FreeMemoryCLIP:
                 "after": (ANY, {"tooltip": "wire the output of the last node that uses this "
                                            "CLIP (a CLIP Text Encode's CONDITIONING) so the "
                                            "unload runs after it; only orders the node"}),
+                "when": (list(_WHEN), {"default": "now", "tooltip": _WHEN_TIP}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -278,9 +280,10 @@ class FreeMemoryCLIP:
     CATEGORY = CATEGORY
     OUTPUT_NODE = False
 
-    def run(self, clip, mode="balanced", cooldown=0.0, after=None, unique_id=None):
+    def run(self, clip, mode="balanced", cooldown=0.0, after=None, when="now", unique_id=None):
         _free.check_mode(mode)
         cooldown = nonneg(cooldown, "cooldown")
+        choice(when, _WHEN, "when")
         if not _comfy.available():
             text = _free_outside_comfy(mode, cooldown)
         else:
@@ -288,8 +291,12 @@ class FreeMemoryCLIP:
             if not _comfy.is_patcher(patcher):
                 raise ValueError("clip must be a ComfyUI CLIP (with a ModelPatcher in .patcher);"
                                  " got %s" % type(clip).__name__)
-            text = str(_free.free_memory(mode, cooldown=cooldown, target="input", model=patcher,
-                                         in_prompt=True))
+            if when == "after this prompt":
+                text = _comfy.request_between_prompts(unload_models=True,
+                                                      free_memory=True) + _BETWEEN
+            else:
+                text = str(_free.free_memory(mode, cooldown=cooldown, target="input",
+                                             model=patcher, in_prompt=True))
         show(unique_id, text)
         return (clip, text)
 

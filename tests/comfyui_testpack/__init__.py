@@ -243,9 +243,29 @@ class HeapCost(_Base):
         return {"ui": {"text": [text]}}
 
 
+class HeapOff(_Base):
+    """Turns headroom's C heap readings off in this process (as a heap too
+    fragmented to read would), so nodes are judged by RSS alone."""
+
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    RETURN_TYPES = ()
+
+    def run(self):
+        from headroom.readings import heap
+
+        heap._off("turned off by the test pack")
+        return {"ui": {"text": [heap.status()]}}
+
+
 NODE_CLASS_MAPPINGS = {
     "HeadroomTestSource": Source, "HeadroomTestLeak": Leak, "HeadroomTestTransient": Transient,
     "HeadroomTestHandoff": Handoff, "HeadroomTestSink": Sink, "HeadroomTestLoadBig": LoadBig,
     "HeadroomTestAddAuxDirect": AddAuxDirect, "HeadroomTestRandomCLIP": RandomCLIP,
     "HeadroomTestSleep": Sleep, "HeadroomTestHeapCost": HeapCost,
+    "HeadroomTestHeapOff": HeapOff,
 }

@@ -101,9 +101,14 @@ def main(argv):
     ap.add_argument("--url", default="http://127.0.0.1:8212")
     ap.add_argument("--pid", type=int, required=True)
     ap.add_argument("--prompts", type=int, default=0)
+    ap.add_argument("--heap-off", action="store_true",
+                    help="turn headroom's C heap readings off first: judge by RSS alone")
     ap.add_argument("what", choices=["leak", "flat", "aux", "clip", "wait", "heapcost"])
     a = ap.parse_args(argv)
     c = Comfy(a.url, a.pid)
+    if a.heap_off:
+        print("heap:", c.run({"1": {"class_type": "HeadroomTestHeapOff",
+                                    "inputs": {}}})[1]["outputs"]["1"]["text"][0])
     if a.what == "leak":
         # A node leaking 20 MiB per prompt among three working nodes.
         verdicts(c, chain(("HeadroomTestTransient", 20), ("HeadroomTestLeak", 20),

@@ -145,6 +145,11 @@ def test_free_clip_node_unloads_the_text_encoder(fake):
     assert "unloaded clip-l" in text
     assert [lm.model for lm in fake.mm.current_loaded_models] == [unet]
     assert fake.sent[-1] == ("headroom.report", {"node": "4", "text": text})
+    text = call("HeadroomFreeMemoryCLIP", clip=clip, when="after this prompt")[1]
+    assert fake.queue.flags == {"unload_models": True, "free_memory": True}
+    assert "between prompts" in text
+    with pytest.raises(ValueError, match="when must be one of"):
+        call("HeadroomFreeMemoryCLIP", clip=clip, when="later")
     with pytest.raises(ValueError, match="clip must be a ComfyUI CLIP .* got dict"):
         call("HeadroomFreeMemoryCLIP", clip={"patcher": te}, mode="balanced", cooldown=0.0)
     with pytest.raises(ValueError, match="mode must be one of"):
@@ -173,8 +178,7 @@ def test_wait_node_reads_comfyuis_free_memory(fake):
 
 def test_panel_shows_per_node_memory_and_the_verdict(fake):
     st = comfy.panel_state(machine=False)
-    assert set(st["nodes"]) >= {"installed", "last_prompt", "verdict", "verdict_text",
-                                "host_note"}
+    assert set(st["nodes"]) >= {"installed", "last_prompt", "verdict", "verdict_text", "heap"}
 
 
 def test_route_unload_refuses_while_a_prompt_runs(fake):

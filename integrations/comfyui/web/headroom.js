@@ -195,24 +195,29 @@ class Panel {
     } else {
       const signed = (b) => (b > 0 ? "+" : b < 0 ? "-" : "") + fmt(Math.abs(b));
       const cell = { padding: "1px 4px", textAlign: "right", whiteSpace: "nowrap" };
+      const opt = (b) => (b === null || b === undefined ? "n/a" : signed(b));
       const rows = p.nodes.map((x) => el("tr", {},
         el("td", { style: { padding: "1px 4px" } }, x.key + (x.cached ? " (cached)" : "")),
         el("td", { style: cell }, (x.seconds * 1000).toFixed(0) + " ms"),
-        el("td", { style: cell }, signed(x.rss_change))));
+        el("td", { style: cell }, signed(x.rss_change)),
+        el("td", { style: cell }, opt(x.heap_change))));
       rows.push(el("tr", { style: { opacity: 0.7 } },
         el("td", { style: { padding: "1px 4px" } }, "(outside the nodes)"),
-        el("td", {}, ""), el("td", { style: cell }, signed(p.outside_change))));
+        el("td", {}, ""), el("td", { style: cell }, signed(p.outside_change)), el("td", {}, "")));
       out.push(el("div", { style: small }, "RSS " + fmt(p.rss0) + " -> " + fmt(p.rss1) + " in "
                                            + (p.t1 - p.t0).toFixed(2) + " s"));
       out.push(el("table", { style: { fontSize: "11px", borderCollapse: "collapse" } },
         el("tr", { style: { opacity: 0.7 } }, el("th", {}, "node"), el("th", {}, "time"),
-           el("th", {}, "RSS change")), ...rows));
+           el("th", {}, "RSS change"), el("th", {}, "C heap change")), ...rows));
     }
     const leaks = (n.verdict || []).concat(n.unattributed || []);
     out.push(el("div", { style: { margin: "4px 0", fontSize: "12px",
                                   color: leaks.length ? "#d9534f" : "inherit" } },
                 n.verdict_text || ""));
-    if (!n.host_exact) out.push(el("div", { style: small }, n.host_note || ""));
+    if (n.heap && n.heap !== "ok") {
+      out.push(el("div", { style: small }, "C heap not read (" + n.heap + "): nodes are "
+                                           + "judged by RSS"));
+    }
     return out;
   }
 

@@ -33,42 +33,38 @@ growth; the time between nodes and between prompts is a part of its own).
 Its thresholds are the engine's (attribution.Settings: 1 MiB kept per call,
 judged over the last 30 calls once 10 are counted, after 2 warm-up calls).
 
-RSS shows the memory a node keeps only where the allocator gives freed
-memory back: glibc keeps blocks under its mmap threshold, which it raises
-up to 32 MiB as large blocks are freed, and hands them to the next
-allocation, so one node's growth shows in whichever node next makes the
-heap grow. install() therefore fixes glibc's mmap threshold (mallopt
-M_MMAP_THRESHOLD) at the option comfy_mmap_threshold (1 MiB; 0 leaves
-glibc's own): every block of that size or more is then mapped and unmapped
-on its own, and RSS follows it. The cost is a fresh mapping (page faults)
-for each such block instead of reused heap memory.
+Host memory is read twice: RSS, and the C heap's live bytes (glibc's
+mallinfo2, headroom.readings.heap). RSS alone cannot say where growth
+stays: glibc keeps freed blocks (under a threshold it raises up to 32 MiB)
+and hands them to the next allocation, so one node's leak shows as RSS
+growth of whichever node next makes the heap grow; the live bytes grow in
+the node whose allocation stays. The engine names a node by the heap where
+it is read, by RSS where it is not (and the verdict then says so).
 
 One tracker per process (tracker()) keeps its books across prompts:
 rerunning a node, the Smart Memory Manager included, never resets them.
 """
 
-import ctypes
 import functools
 import inspect
 import sys
 import threading
 import time
 
-from .._c import options
 from ..pytorch import vram
-from ..readings import attribution, procfs
+from ..readings import attribution, heap, procfs
 from ..readings.units import fmt_bytes
 from .models import record
 
 #: Prompts kept for the verdict and the panel.
 KEEP_PROMPTS = 200
 _NEEDED = ("dynprompt", "current_item", "prompt_id")
-_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 
 
 def read():
-    """(monotonic seconds, RSS bytes, CUDA bytes allocated or None)."""
-    return time.monotonic(), procfs.rss_bytes(), vram.process_bytes()[0]
+    """(monotonic seconds, RSS bytes, CUDA bytes allocated or None, the C
+    heap's live bytes or None)."""
+    return time.monotonic(), procfs.rss_bytes(), vram.process_bytes()[0], heap.live_bytes()
 
 
 def async_nodes():
@@ -91,28 +87,30 @@ class Tracker:
         self.errors = 0
         self._prompts = []  # finished prompts, oldest first
         self._current = None
-        self.engine = attribution.Tracker(settings, keys=("rss", "vram_allocated"))
+        self.engine = attribution.Tracker(settings, keys=("rss", "heap", "vram_allocated"))
         self._named = set()  # (part, key) already recorded as a leak event
         self._verdict = None  # the Attribution after the last prompt
         self._count = 0  # prompts finished
         self._seen = {}  # node key -> the prompt count when it last ran
-        self.host_exact = False  # glibc's mmap threshold fixed: RSS follows each large block
-        self.host_note = "glibc's mmap threshold left as it is (not installed)"
 
     # --- the engine's side of a node call ---
 
+    def _readings(self, r):
+        if r[3] is None:  # the heap is not read (or no more): RSS alone
+            self.engine.drop("heap")
+        return {"rss": r[1], "vram_allocated": r[2], "heap": r[3]}
+
     def node_enter(self, key, before):
         """Tells the engine a call of node `key` began; returns the call."""
-        return self.engine.enter(key, {"rss": before[1], "vram_allocated": before[2]},
-                                 before[0])
+        return self.engine.enter(key, self._readings(before), before[0])
 
     def node_exit(self, call, after):
-        self.engine.exit(call, {"rss": after[1], "vram_allocated": after[2]}, after[0])
+        self.engine.exit(call, self._readings(after), after[0])
 
     # --- recording (the hooks call these; each is cheap and never raises) ---
 
     def prompt_begin(self, prompt_id):
-        t, rss, alloc = self._read()
+        t, rss, alloc, _ = self._read()
         with self._lock:
             if self._current is not None:
                 self._finish_locked(t, rss, alloc)
@@ -126,7 +124,7 @@ class Tracker:
             cur = self._current
             if cur is None or cur["id"] != str(prompt_id):
                 if cur is not None:
-                    self._finish_locked(*before)
+                    self._finish_locked(*before[:3])
                 cur = self._current = {"id": str(prompt_id), "t0": before[0], "rss0": before[1],
                                        "alloc0": before[2], "nodes": {}, "order": []}
             key = "%s #%s" % (info["class"], info["id"])
@@ -134,19 +132,21 @@ class Tracker:
             if n is None:
                 n = cur["nodes"][key] = {"key": key, "id": info["id"], "class": info["class"],
                                          "display": info["display"], "calls": 0, "seconds": 0.0,
-                                         "rss_change": 0, "alloc_change": None, "cached": True,
-                                         "spans": []}
+                                         "rss_change": 0, "heap_change": None,
+                                         "alloc_change": None, "cached": True, "spans": []}
                 cur["order"].append(key)
             n["calls"] += 1
             n["seconds"] += after[0] - before[0]
             n["rss_change"] += after[1] - before[1]
             if before[2] is not None and after[2] is not None:
                 n["alloc_change"] = (n["alloc_change"] or 0) + after[2] - before[2]
+            if before[3] is not None and after[3] is not None:
+                n["heap_change"] = (n["heap_change"] or 0) + after[3] - before[3]
             n["cached"] = n["cached"] and bool(info["cached"])
             n["spans"].append((before[0], before[1], after[0], after[1]))
 
     def prompt_end(self, prompt_id):
-        t, rss, alloc = self._read()
+        t, rss, alloc, _ = self._read()
         with self._lock:
             if self._current is not None and self._current["id"] == str(prompt_id):
                 self._finish_locked(t, rss, alloc)
@@ -188,7 +188,9 @@ class Tracker:
         """The last finished prompt, or None: id, t0, t1, rss0, rss1 (RSS at
         its start and end), outside_change (RSS change outside every node),
         nodes (key, id, class, display, calls, seconds, rss_change,
-        alloc_change, cached), in the order they first ran."""
+        heap_change (the C heap's live bytes; None where not read),
+        alloc_change (CUDA; None without), cached), in the order they
+        first ran."""
         with self._lock:
             if not self._prompts:
                 return None
@@ -203,13 +205,14 @@ class Tracker:
             return "per-node memory: no prompt finished yet (%s)" % (
                 "hooked" if self.installed else self.why)
         f = fmt_bytes
-        rows = [("node", "ms", "RSS change", "CUDA alloc change")]
+        opt = lambda v: f(v, True) if v is not None else "n/a"
+        rows = [("node", "ms", "RSS change", "C heap change", "CUDA alloc change")]
         for n in p["nodes"]:
             rows.append((n["key"] + (" (cached)" if n["cached"] else ""),
                          "%.1f" % (n["seconds"] * 1e3), f(n["rss_change"], True),
-                         f(n["alloc_change"], True) if n["alloc_change"] is not None else "n/a"))
-        rows.append(("(outside the nodes)", "", f(p["outside_change"], True), ""))
-        w = [max(len(r[i]) for r in rows) for i in range(4)]
+                         opt(n["heap_change"]), opt(n["alloc_change"])))
+        rows.append(("(outside the nodes)", "", f(p["outside_change"], True), "", ""))
+        w = [max(len(r[i]) for r in rows) for i in range(5)]
         lines = ["per-node memory of the last prompt (%s, %.2f s, RSS %s -> %s):" % (
             p["id"], p["t1"] - p["t0"], f(p["rss0"]), f(p["rss1"]))]
         for r in rows:
@@ -247,8 +250,10 @@ class Tracker:
             return ("per-node verdict: not judged (the trend test is libheadroom's, which is "
                     "not loaded)")
         lines = [x["text"] for x in v["leaks"] + v["unattributed"]]
-        if lines and not self.host_exact:
-            lines.append("(RSS may put a node's growth on another: %s)" % self.host_note)
+        if lines and heap.status() != "ok":
+            lines.append("(the C heap is not read: %s; by RSS, growth shows in whichever node "
+                         "next makes the heap grow, which need not be the node that keeps it)"
+                         % heap.status())
         if not lines:
             s = self.engine.settings
             return ("per-node verdict: no leak (no node keeps %s or more per prompt while this "
@@ -264,8 +269,7 @@ class Tracker:
 
     def status(self):
         return {"installed": self.installed, "why": "" if self.installed else self.why,
-                "errors": self.errors, "prompts": self._count, "host_exact": self.host_exact,
-                "host_note": self.host_note}
+                "errors": self.errors, "prompts": self._count, "heap": heap.status()}
 
 
 _tracker = Tracker()
@@ -367,26 +371,9 @@ def _wrap_prompt(fn, tr):
     return prompt
 
 
-def fix_mmap_threshold(nbytes):
-    """Sets glibc's mmap threshold to `nbytes` (mallopt M_MMAP_THRESHOLD),
-    which also ends its dynamic adjustment. Returns "" when set, else why
-    not (not glibc, or mallopt refused)."""
-    try:
-        libc = ctypes.CDLL(None)
-        version = libc.gnu_get_libc_version
-    except (OSError, AttributeError):
-        return "the C library is not glibc"
-    version.restype = ctypes.c_char_p
-    if libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(int(nbytes))) != 1:
-        return "glibc %s refused mallopt(M_MMAP_THRESHOLD, %d)" % (
-            version().decode(), nbytes)
-    return ""
-
-
-def install(execution=None, tr=None, fix_mmap=True):
+def install(execution=None, tr=None):
     """Hooks ComfyUI's execution (the `execution` module, ComfyUI's own by
-    default) for per-node memory, once per process, and with fix_mmap fixes
-    glibc's mmap threshold (see the module's docstring). Returns True when
+    default) for per-node memory, once per process. Returns True when
     hooked; else False and tracker().why says why."""
     tr = tr or _tracker
     ex = execution if execution is not None else sys.modules.get("execution")
@@ -407,28 +394,4 @@ def install(execution=None, tr=None, fix_mmap=True):
             pe.execute = _wrap_prompt(pe.execute, tr)
         tr.installed = True
         tr.why = ""
-        if fix_mmap:
-            _host_attribution(tr)
     return tr.installed
-
-
-def _host_attribution(tr):
-    """Fixes glibc's mmap threshold at the option comfy_mmap_threshold;
-    says in tr.host_note what RSS follows."""
-    try:
-        n = options.process().get("comfy_mmap_threshold")
-    except Exception as e:  # no library: there is no verdict either
-        tr.host_note = "glibc's mmap threshold left as it is (no option table: %s)" % e
-        return
-    if not n:
-        tr.host_note = ("glibc's own mmap threshold left (comfy_mmap_threshold = 0): memory "
-                        "glibc keeps after a node frees it and hands to another node hides "
-                        "where growth stays")
-        return
-    why = fix_mmap_threshold(n)
-    if why:
-        tr.host_note = "glibc's mmap threshold not fixed: %s" % why
-        return
-    tr.host_exact = True
-    tr.host_note = ("RSS follows every block of %s or more (glibc's mmap threshold fixed at "
-                    "comfy_mmap_threshold)" % fmt_bytes(n))
