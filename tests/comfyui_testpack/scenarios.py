@@ -85,9 +85,12 @@ def verdicts(c, graph, prompts, label):
         for k in named:
             first.setdefault(k, i + 1)
         last = nodes.get("last_prompt") or {}
-        per = {n["key"]: round(n["rss_change"] / MIB, 1) for n in last.get("nodes", [])}
+        # Per node of this prompt: (RSS change, C heap change) in MiB.
+        per = {n["key"]: (round(n["rss_change"] / MIB, 1),
+                          None if n.get("heap_change") is None else round(n["heap_change"] / MIB, 1))
+               for n in last.get("nodes", [])}
         rows.append({"prompt": i + 1, "vmrss_mib": round(rss / MIB, 1), "named": named,
-                     "per_node_mib": per})
+                     "rss_heap_mib": per})
         print(json.dumps(rows[-1]), flush=True)
     out = {"scenario": label, "prompts": prompts, "vmrss_start_mib": round(rss0 / MIB, 1),
            "vmrss_end_mib": round(c.vmrss() / MIB, 1), "first_named": first,
