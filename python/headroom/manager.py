@@ -98,8 +98,18 @@ class SmartMemoryManager:
         cfg = self.defaults()
         cfg.update({k: v for k, v in given.items() if v is not None})
         _check(cfg)
+        leak = (cfg["window"], cfg["leak_mib_per_min"], cfg["min_samples"])
+        with self._lock:
+            # The detector keeps its samples unless its own settings change:
+            # configuring again with the same ones (a node run every prompt)
+            # must not start the trend over.
+            if self._detector is not None and self._cfg and leak == (
+                    self._cfg["window"], self._cfg["leak_mib_per_min"],
+                    self._cfg["min_samples"]):
+                self._cfg = cfg
+                return
         detector = detection.LeakDetector(cfg["window"], cfg["leak_mib_per_min"] * _MIB,
-                                      cfg["min_samples"])
+                                          cfg["min_samples"])
         with self._lock:
             old, self._detector = self._detector, detector
             self._cfg = cfg

@@ -216,10 +216,12 @@ def test_register_auxiliary_loads_and_offloads_with_the_parent(fake):
     parent = patcher(fake, 256 * M, "unet")
     enc, proj = fake.FakeModule(32 * M), fake.FakeModule(8 * M)
     aux = comfy.register_auxiliary(parent, "ipadapter", [enc, proj])
-    assert parent.additional_models["ipadapter"] == aux
+    assert comfy.auxiliary_models(parent) == aux
     assert [a.model for a in aux] == [enc, proj]
     assert all(a.load_device == "cpu" and a.offload_device == "offload" for a in aux)
-    comfy.load_with_auxiliary(parent)
+    # A node's own load of the parent alone loads them (ComfyUI's
+    # load_models_gpu takes the models of the parent's patches).
+    fake.mm.load_models_gpu([parent])
     names = sorted(m["name"] for m in comfy.loaded_models())
     assert names == ["ipadapter:FakeModule[0]", "ipadapter:FakeModule[1]", "unet"]
     assert all(m["auxiliary_of"] == "unet" for m in comfy.loaded_models()
@@ -233,6 +235,22 @@ def test_register_auxiliary_loads_and_offloads_with_the_parent(fake):
         comfy.register_auxiliary(parent, "k", ["text"])
     with pytest.raises(comfy.NotAPatcher):
         comfy.register_auxiliary(enc, "k", [proj])
+
+
+def test_auxiliary_models_follow_clones_once_and_a_key_replaces(fake):
+    parent = patcher(fake, 256 * M, "unet")
+    (enc,) = comfy.register_auxiliary(parent, "enc", fake.FakeModule(32 * M))
+    lora = parent.clone()  # what a LoRA or patch node hands on
+    assert comfy.auxiliary_models(lora) == [enc]
+    # The sampler's load: the clone with its additional models.
+    fake.mm.load_models_gpu([lora] + lora.get_nested_additional_models())
+    assert [lm.model for lm in fake.mm.current_loaded_models].count(enc) == 1
+    assert len(fake.mm.current_loaded_models) == 2
+    # A second registration under the same key on the clone replaces it
+    # there, and leaves the parent's as it was.
+    (other,) = comfy.register_auxiliary(lora, "enc", fake.FakeModule(8 * M))
+    assert comfy.auxiliary_models(lora) == [other] and comfy.auxiliary_models(parent) == [enc]
+    assert comfy.auxiliary_models(patcher(fake, M)) == []
 
 
 @pytest.mark.parametrize("after", [True, False])

@@ -6,7 +6,7 @@ ComfyUI), and the same nodes outside ComfyUI."""
 import pytest
 
 from headroom import comfy, manager as mgr
-from headroom.comfy import models as comfy_models
+from headroom.comfy import models as comfy_models, pernode
 
 import comfy_standin
 from test_comfyui import NODES, pack  # noqa: F401  (loads the pack once)
@@ -15,6 +15,7 @@ import sys
 
 routes = sys.modules["headroom_comfyui.routes"]
 M = 1 << 20
+G = 1 << 30
 FREE = "HeadroomFreeMemoryModel"
 
 
@@ -103,6 +104,83 @@ def test_smart_manager_node_installs_the_comfy_action(fake):
     m.stop()
 
 
+def test_smart_manager_node_keeps_its_detector_across_prompts(fake):
+    # Run once per prompt, as a workflow does: the leak detector (and its
+    # samples) survive unless a leak setting changes.
+    settings = dict(enabled=True, interval=60.0, cooldown=30.0, leak_mib_per_min=2.0,
+                    leak_window=600.0)
+    text = call("HeadroomSmartMemoryManager", **settings)["result"][1]
+    m = mgr.manager()
+    det = m._detector
+    m.step()
+    for _ in range(3):
+        text = call("HeadroomSmartMemoryManager", **settings)["result"][1]
+        assert m._detector is det
+    call("HeadroomSmartMemoryManager", **dict(settings, cooldown=10.0))
+    assert m._detector is det and m.status()["settings"]["cooldown"] == 10.0
+    call("HeadroomSmartMemoryManager", **dict(settings, leak_window=300.0))
+    assert m._detector is not det
+    # Its status ends with the per-node verdict the Memory Report shows too.
+    assert text.splitlines()[-1].startswith("per-node verdict: ")
+    report = call("HeadroomMemoryReport", reset=False)["result"][0]
+    assert pernode.tracker().verdict_text() in report and pernode.tracker().verdict_text() \
+        in call("HeadroomSmartMemoryManager", **settings)["result"][1]
+    m.stop()
+
+
+class FakeCLIP:
+    """What a ComfyUI CLIP holds that the node uses: its ModelPatcher."""
+
+    def __init__(self, patcher):
+        self.patcher = patcher
+
+
+def test_free_clip_node_unloads_the_text_encoder(fake):
+    te = loaded(fake, 240 * M, "clip-l")
+    unet = loaded(fake, 64 * M, "unet")
+    clip = FakeCLIP(te)
+    out, text = call("HeadroomFreeMemoryCLIP", clip=clip, mode="balanced", cooldown=0.0,
+                     after=[["cond"]], unique_id="4")
+    assert out is clip and text.startswith("free_memory(balanced, input): 1 model unloaded")
+    assert "unloaded clip-l" in text
+    assert [lm.model for lm in fake.mm.current_loaded_models] == [unet]
+    assert fake.sent[-1] == ("headroom.report", {"node": "4", "text": text})
+    text = call("HeadroomFreeMemoryCLIP", clip=clip, when="after this prompt")[1]
+    assert fake.queue.flags == {"unload_models": True, "free_memory": True}
+    assert "between prompts" in text
+    with pytest.raises(ValueError, match="when must be one of"):
+        call("HeadroomFreeMemoryCLIP", clip=clip, when="later")
+    with pytest.raises(ValueError, match="clip must be a ComfyUI CLIP .* got dict"):
+        call("HeadroomFreeMemoryCLIP", clip={"patcher": te}, mode="balanced", cooldown=0.0)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        call("HeadroomFreeMemoryCLIP", clip=clip, mode="all", cooldown=0.0)
+
+
+def test_free_clip_node_outside_comfyui_says_so():
+    clip = object()
+    out, text = call("HeadroomFreeMemoryCLIP", clip=clip, mode="conservative", cooldown=0.0)
+    assert out is clip and "ComfyUI's model management is absent" in text
+    assert "nothing unloaded" in text
+
+
+def test_wait_node_reads_comfyuis_free_memory(fake):
+    from headroom.comfy import wait
+
+    fake.mm.capacity["cpu"] = 3 * G
+    kept = loaded(fake, 1 * G, "big")  # noqa: F841 (ComfyUI holds models weakly)
+    free, what = wait.free_bytes("compute device")
+    assert free == 2 * G and what == "ComfyUI's free memory on cpu"
+    out, text = call("HeadroomWaitForMemory", value=1, amount="2G", patience=0.0, poll=0.1)
+    assert "(ComfyUI's free memory on cpu): 2.0 GiB free after" in text
+    out, text = call("HeadroomWaitForMemory", value=1, amount="3G", patience=0.0, poll=0.1)
+    assert "only 2.0 GiB free when the patience" in text
+
+
+def test_panel_shows_per_node_memory_and_the_verdict(fake):
+    st = comfy.panel_state(machine=False)
+    assert set(st["nodes"]) >= {"installed", "last_prompt", "verdict", "verdict_text", "heap"}
+
+
 def test_route_unload_refuses_while_a_prompt_runs(fake):
     kept = loaded(fake, 16 * M, "a")  # noqa: F841 (ComfyUI holds models weakly)
     fake.queue.currently_running[0] = (0, "p9", {}, {}, [])
@@ -128,7 +206,8 @@ def test_auxiliary_example_node(fake):
     img = torch.rand(1, 4, 4, 3)
     out = call("HeadroomAuxiliaryExample", model=parent, image=img, strength=1.0)
     m, image, text = out["result"]
-    assert m is not parent and len(m.additional_models["headroom_example"]) == 1
+    assert m is not parent and len(comfy.auxiliary_models(m)) == 1
+    assert comfy.auxiliary_models(parent) == []  # registered on the clone alone
     assert torch.allclose(image[..., 0], img.mean(-1), atol=1e-5)  # strength 1: grey
     assert "ran on cpu" in text and "offload after use" in text
     assert fake.mm.current_loaded_models == []  # offloaded once its output was computed

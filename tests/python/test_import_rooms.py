@@ -80,7 +80,7 @@ names = [headroom.snapshot, headroom.free_memory, headroom.stage, headroom.stage
          headroom.manager.manager, headroom.comfy.free, headroom.comfy.loaded_models,
          headroom.comfy.models_text, headroom.comfy.unload_index,
          headroom.comfy.request_between_prompts, headroom.comfy.register_auxiliary,
-         headroom.comfy.load_with_auxiliary, headroom.comfy.using, headroom.comfy.dynamic_vram,
+         headroom.comfy.auxiliary_models, headroom.comfy.using, headroom.comfy.dynamic_vram,
          headroom.comfy.panel_state, headroom.FreeResult, headroom.MODES]
 assert hr_torch is headroom.torch is sys.modules["headroom.torch"]
 assert headroom.Pool is Pool is headroom.pool.Pool

@@ -8,7 +8,8 @@
 //   end has it) fed by GET /headroom/snapshot every few seconds while it is
 //   open: loaded models with an unload button each, "unload all", this GPU's
 //   and the host's memory, other processes on the GPU, the container's
-//   limit, and recent events. Unloads go to POST /headroom/unload, which the
+//   limit, each node's memory in the last prompt with the per-node leak
+//   verdict, and recent events. Unloads go to POST /headroom/unload, which the
 //   server refuses (409, with the reason) while a prompt runs.
 
 import { app } from "../../scripts/app.js";
@@ -169,6 +170,8 @@ class Panel {
                                            + fmt(cg.usage_bytes) + " used, no limit"));
     }
 
+    out.push(...this.nodes(s.nodes || {}, h, small));
+
     out.push(h("Events"));
     const ev = (s.events || []).slice(-10).reverse();
     if (!ev.length) out.push(el("div", { style: small }, "none yet"));
@@ -177,6 +180,45 @@ class Panel {
       out.push(el("div", { style: small }, t + " [" + e.kind + "] " + e.text));
     }
     this.root.replaceChildren(...out);
+  }
+
+  // Per-node memory of the last prompt and the per-node leak verdict.
+  nodes(n, h, small) {
+    const out = [h("Nodes of the last prompt")];
+    if (!n.installed) {
+      out.push(el("div", { style: small }, "not measured: " + (n.why || "no hook")));
+      return out;
+    }
+    const p = n.last_prompt;
+    if (!p) {
+      out.push(el("div", { style: small }, "no prompt finished yet"));
+    } else {
+      const signed = (b) => (b > 0 ? "+" : b < 0 ? "-" : "") + fmt(Math.abs(b));
+      const cell = { padding: "1px 4px", textAlign: "right", whiteSpace: "nowrap" };
+      const opt = (b) => (b === null || b === undefined ? "n/a" : signed(b));
+      const rows = p.nodes.map((x) => el("tr", {},
+        el("td", { style: { padding: "1px 4px" } }, x.key + (x.cached ? " (cached)" : "")),
+        el("td", { style: cell }, (x.seconds * 1000).toFixed(0) + " ms"),
+        el("td", { style: cell }, signed(x.rss_change)),
+        el("td", { style: cell }, opt(x.heap_change))));
+      rows.push(el("tr", { style: { opacity: 0.7 } },
+        el("td", { style: { padding: "1px 4px" } }, "(outside the nodes)"),
+        el("td", {}, ""), el("td", { style: cell }, signed(p.outside_change)), el("td", {}, "")));
+      out.push(el("div", { style: small }, "RSS " + fmt(p.rss0) + " -> " + fmt(p.rss1) + " in "
+                                           + (p.t1 - p.t0).toFixed(2) + " s"));
+      out.push(el("table", { style: { fontSize: "11px", borderCollapse: "collapse" } },
+        el("tr", { style: { opacity: 0.7 } }, el("th", {}, "node"), el("th", {}, "time"),
+           el("th", {}, "RSS change"), el("th", {}, "C heap change")), ...rows));
+    }
+    const leaks = (n.verdict || []).concat(n.unattributed || []);
+    out.push(el("div", { style: { margin: "4px 0", fontSize: "12px",
+                                  color: leaks.length ? "#d9534f" : "inherit" } },
+                n.verdict_text || ""));
+    if (n.heap && n.heap !== "ok") {
+      out.push(el("div", { style: small }, "C heap not read (" + n.heap + "): nodes are "
+                                           + "judged by RSS"));
+    }
+    return out;
   }
 
   start() {

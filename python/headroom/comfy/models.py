@@ -290,11 +290,13 @@ def running():
 
 def entries_for(mm, patcher):
     """The LoadedModels of `patcher` (itself or a clone sharing its module)
-    and of its auxiliary models."""
+    and of the models ComfyUI loads with it: its additional models and its
+    model patches' models (where register_auxiliary puts auxiliary models)."""
     want = [patcher]
-    nested = getattr(patcher, "get_nested_additional_models", None)
-    if nested is not None:
-        want += list(nested())
+    for attr in ("get_nested_additional_models", "model_patches_models"):
+        more = getattr(patcher, attr, None)
+        if more is not None:
+            want += [m for m in more() if m not in want]
     out = []
     for lm in list(mm.current_loaded_models):
         p = lm.model

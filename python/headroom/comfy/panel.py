@@ -8,6 +8,7 @@ from .._c import lib as _lib
 from ..pytorch import vram
 from ..readings import procfs, snapshot
 from .models import absent_reason, available, dynamic_vram, events, loaded_models, running_prompts
+from .pernode import tracker
 
 
 def panel_state(machine=True):
@@ -16,7 +17,9 @@ def panel_state(machine=True):
     this process (RSS, CUDA allocated/reserved), host memory, and with
     `machine` libheadroom's snapshot reduced to this GPU's devices and the
     processes holding them, the container (cgroup) and its OOM counters;
-    events: what this module and the smart manager recorded."""
+    events: what this module and the smart manager recorded; nodes: each
+    node's memory in the last prompt and the per-node leak verdict
+    (pernode.Tracker.panel)."""
     here = available()
     alloc, reserved = vram.process_bytes()
     out = {"time": time.time(), "comfy": here, "comfy_note": "" if here else absent_reason(),
@@ -54,4 +57,5 @@ def panel_state(machine=True):
     ev.sort(key=lambda e: e["time"])
     out["events"] = ev[-30:]
     out["manager"] = {"running": st["running"], "level": st["level"], "leak": st["leak"]}
+    out["nodes"] = tracker().panel()
     return out

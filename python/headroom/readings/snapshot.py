@@ -170,8 +170,7 @@ def _select(select):
     if not isinstance(filt, str):
         raise ValueError("select's filter must be text (words separated by commas); got %r"
                          % (filt,))
-    _lib.check_int(top, "select's top", 0, 1 << 20)
-    return filt.encode() or None, top
+    return filt.encode() or None, _lib.check_int(top, "select's top", 0, 1 << 20)
 
 
 def snapshot(root=None, what=None, nvml_path=None, pss=False, select=None):

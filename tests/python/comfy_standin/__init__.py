@@ -12,6 +12,7 @@ install(monkeypatch) puts the stand-in modules into sys.modules for one test
 and returns them.
 """
 
+import copy
 import sys
 import types
 import weakref
@@ -47,6 +48,7 @@ def _model_patcher_module(mm):
             self.offload_device = offload_device
             self.size = size
             self.additional_models = {}
+            self.model_options = {"transformer_options": {}}
             self.parent = None
             if not hasattr(model, "model_loaded_weight_memory"):
                 model.model_loaded_weight_memory = 0
@@ -66,6 +68,7 @@ def _model_patcher_module(mm):
         def clone(self):
             n = ModelPatcher(self.model, self.load_device, self.offload_device, self.size)
             n.additional_models = {k: list(v) for k, v in self.additional_models.items()}
+            n.model_options = copy.deepcopy(self.model_options)
             n.parent = self
             return n
 
@@ -87,6 +90,21 @@ def _model_patcher_module(mm):
 
         def get_additional_models(self):
             return [m for ms in self.additional_models.values() for m in ms]
+
+        def model_patches_models(self):
+            # As ComfyUI's: the models() of every patch, replacement patch
+            # and the model function wrapper that has one.
+            to = self.model_options["transformer_options"]
+            out = []
+            for patch_list in to.get("patches", {}).values():
+                out += [m for p in patch_list if hasattr(p, "models") for m in p.models()]
+            for patch_map in to.get("patches_replace", {}).values():
+                out += [m for p in patch_map.values() if hasattr(p, "models")
+                        for m in p.models()]
+            wrap = self.model_options.get("model_function_wrapper")
+            if hasattr(wrap, "models"):
+                out += wrap.models()
+            return out
 
         def get_nested_additional_models(self):
             out, todo = [], self.get_additional_models()
@@ -164,7 +182,12 @@ def _model_management_module():
 
     def load_models_gpu(models, memory_required=0, **kw):
         mm.calls.append(("load_models_gpu", len(models)))
+        todo = []  # ComfyUI takes each model and its patches' models (a set)
         for m in models:
+            for x in [m] + m.model_patches_models():
+                if x not in todo:
+                    todo.append(x)
+        for m in todo:
             lm = LoadedModel(m)
             if lm in mm.current_loaded_models:  # loaded already: now most recently used
                 mm.current_loaded_models.remove(lm)
@@ -224,3 +247,20 @@ def install(monkeypatch, aimdo=False):
         monkeypatch.setitem(sys.modules, name, m)
     return types.SimpleNamespace(mm=mm, mp=mp, queue=queue, server=server, sent=sent,
                                  aimdo=ctl, FakeModule=FakeModule)
+
+
+def execution(sync=False):
+    """A fresh stand-in of ComfyUI's execution module (comfy_standin/execution.py,
+    NOT ComfyUI): its execute a coroutine function, or with sync=True a plain
+    function, as in ComfyUI before its async nodes."""
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "execution.py")
+    spec = importlib.util.spec_from_file_location("execution", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    if sync:
+        mod.execute = mod.execute_sync
+        mod.PromptExecutor.sync = True
+    return mod
