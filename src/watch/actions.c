@@ -182,7 +182,7 @@ static void start_hook(hr_watch_t *w, const char *name, const char *cmd, hr_even
 }
 
 void hr__watch_actions(hr_watch_t *w) {
-  double now = hr__now_mono();
+  double now = hr__watch_mono(w);
   reap_hooks(w, now);
   if (w->mode == HR__MODE_CONSERVATIVE) return;
   hr_event_level_t lv = worst(w);

@@ -10,7 +10,8 @@
  * callback; nothing here writes JSON.
  *
  * The loop (hr_watch_run) only times samples; all state lives in the
- * engine, so tests drive it with hand-built snapshots. */
+ * engine, so tests drive it with hand-built snapshots, and every time it
+ * keeps comes from its clock (clock.c), so tests count in samples. */
 #include "watch/watch_int.h"
 
 #include <math.h>
@@ -29,6 +30,7 @@ int hr_watch_create(const hr_options_t *o, hr_watch_t **out, char *err, size_t e
   hr_watch_t *w = calloc(1, sizeof *w);
   if (!w) return HR_ENOMEM;
   pthread_mutex_init(&w->post_lock, NULL);
+  hr_watch_set_clock(w, NULL);
   w->interval = hr_options_get_double(o, HR_OPTION_interval);
   w->cooldown = hr_options_get_double(o, HR_OPTION_cooldown);
   w->action_timeout = hr_options_get_double(o, HR_OPTION_action_timeout);
@@ -55,6 +57,9 @@ int hr_watch_create(const hr_options_t *o, hr_watch_t **out, char *err, size_t e
   w->leak_cfg.min_rate = (double)hr_options_get_size(o, HR_OPTION_leak_min_rate);
   for (int i = 0; i < 3; i++) w->last_action[i] = -INFINITY;
   w->last_history_error = -INFINITY;
+  /* Not yet: any time the clock gives, 0 included, is a real one. */
+  w->last_flush = w->last_prune = w->proc_read_mono = w->sample_start_mono = NAN;
+  w->last_fresh_time = NAN;
   int rc = 0;
   if (w->ram_warn > w->ram_crit || w->vram_warn > w->vram_crit) {
     rc = hr__err(err, errlen, HR_EINVAL,
@@ -89,7 +94,7 @@ out:
 void hr_watch_destroy(hr_watch_t *w) {
   if (!w) return;
   hr__hook_result_t res[HR__MAX_HOOKS];
-  hr__hooks_reap(&w->hooks, hr__now_mono(), true, res, HR__MAX_HOOKS);
+  hr__hooks_reap(&w->hooks, hr__watch_mono(w), true, res, HR__MAX_HOOKS);
   hr_snapshot_free(w->snap);
   hr_leak_destroy(w->leak);
   hr_probe_destroy(w->probe);
@@ -202,7 +207,7 @@ static double cpu_now(void) {
 
 int hr_watch_feed(hr_watch_t *w, hr_snapshot_t *s) {
   if (!w || !s) return HR_EINVAL;
-  double c0 = cpu_now(), m0 = hr__now_mono();
+  double c0 = cpu_now(), m0 = hr__watch_mono(w);
   hr_snapshot_free(w->snap);
   w->snap = s;
   if (reserve_procs(w, s->n_procs ? s->n_procs : 1) != 0) return HR_ENOMEM;
@@ -218,7 +223,7 @@ int hr_watch_feed(hr_watch_t *w, hr_snapshot_t *s) {
     if (fresh) w->leak_flag[i] = false;
   }
   if (fresh) {
-    if (w->last_fresh_time > 0) w->proc_gap = s->time - w->last_fresh_time;
+    if (!isnan(w->last_fresh_time)) w->proc_gap = s->time - w->last_fresh_time;
     w->last_fresh_time = s->time;
   }
   int rc;
@@ -233,8 +238,8 @@ int hr_watch_feed(hr_watch_t *w, hr_snapshot_t *s) {
   hr__watch_record(w);
   w->cpu_s_last = cpu_now() - c0;
   /* From the sampler's start when the loop took it, else the feed alone. */
-  w->sample_wall_s = hr__now_mono() - (w->sample_start_mono > 0 ? w->sample_start_mono : m0);
-  w->sample_start_mono = 0;
+  w->sample_wall_s = hr__watch_mono(w) - (isnan(w->sample_start_mono) ? m0 : w->sample_start_mono);
+  w->sample_start_mono = NAN;
   sample_event(w);
   /* Last, so the exporter's counters include this sample's events. */
   hr__watch_publish(w);
@@ -261,9 +266,9 @@ void hr_watch_get_view(const hr_watch_t *w, hr_watch_view_t *out) {
 static int default_sampler(void *arg, hr_snapshot_t **out) {
   hr_watch_t *w = arg;
   char err[256] = "";
-  double now = hr__now_mono();
-  bool procs =
-      !w->snap || w->proc_read_mono == 0 || now - w->proc_read_mono >= w->proc_cpu / w->proc_budget;
+  double now = hr__watch_mono(w);
+  bool procs = !w->snap || isnan(w->proc_read_mono) ||
+               now - w->proc_read_mono >= w->proc_cpu / w->proc_budget;
   hr_probe_options_t po = {.root = w->root,
                            .what = HR_PROBE_HOST | HR_PROBE_CGROUP | HR_PROBE_GPUS |
                                    (procs ? HR_PROBE_PROCS : 0u),
@@ -297,41 +302,29 @@ static int default_sampler(void *arg, hr_snapshot_t **out) {
   return 0;
 }
 
-/* Sleeps until the monotonic time `until`, in slices, so a stop request
- * is seen within 50 ms whichever thread the signal went to. */
-static void sleep_until(double until, volatile sig_atomic_t *stop) {
-  for (;;) {
-    double left = until - hr__now_mono();
-    if (left <= 0 || (stop && *stop)) return;
-    if (left > 0.05) left = 0.05;
-    struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)(left * 1e9)};
-    nanosleep(&ts, NULL);
-  }
-}
-
 int hr_watch_run(hr_watch_t *w, volatile sig_atomic_t *stop, uint64_t count) {
   if (!w) return HR_EINVAL;
   hr_watch_sampler_fn sampler = w->sampler ? w->sampler : default_sampler;
   void *arg = w->sampler ? w->sampler_arg : w;
-  double next = hr__now_mono();
+  double next = hr__watch_mono(w);
   for (uint64_t i = 0; (count == 0 || i < count) && !(stop && *stop); i++) {
     hr_snapshot_t *s = NULL;
-    w->sample_start_mono = hr__now_mono();
+    w->sample_start_mono = hr__watch_mono(w);
     int rc = sampler(arg, &s);
     if (rc) {
       w->sample_errors++;
       if (i == 0) return rc;
       char msg[128];
       snprintf(msg, sizeof msg, "sample failed: %s", hr_strerror(rc));
-      if (w->snap) hr__watch_error(w, hr__now_wall(), msg);
+      if (w->snap) hr__watch_error(w, hr__watch_wall(w), msg);
     } else if ((rc = hr_watch_feed(w, s)) != 0) {
       return rc;
     }
     if (count && i + 1 == count) break;
     next += w->interval;
-    double now = hr__now_mono();
+    double now = hr__watch_mono(w);
     if (next < now) next = now; /* a slow sample does not cause a burst */
-    sleep_until(next, stop);
+    hr__watch_sleep_until(w, next, stop);
   }
   hr__watch_deliver_posted(w);
   if (w->history) {
