@@ -81,6 +81,9 @@ int hr_residency_create(const hr_residency_options_t *options, hr_residency_t **
 
 void hr_residency_destroy(hr_residency_t *r) {
   if (!r) return;
+  /* First, and without the registry's lock (the reclaimer takes it): once
+   * the pool has taken its reclaimer back, no allocation reaches r. */
+  if (r->o.pool) hr_pool_remove_reclaimer(r->o.pool, hr_residency_reclaim, r);
   pthread_mutex_destroy(&r->mu);
   free(r->a);
   free(r);

@@ -69,6 +69,33 @@ def test_an_allocation_that_fails_offloads_idle_modules_and_succeeds(torch):
     p.close()
 
 
+def test_a_registry_closed_before_its_pool_is_no_longer_its_reclaimer(torch):
+    p, r = pool_and_registry(torch, 48)
+    a = linear(torch, 16)
+    r.register(a, "a")
+    with r.use(a):
+        pass
+    r.close()  # the last registry on the pool: the pool's callback is taken back
+    before = p.stats()["num_alloc_retries"]
+    with pytest.raises(headroom.HeadroomError):
+        p.alloc(40 * MIB)
+    assert p.stats()["num_alloc_retries"] == before  # no reclaimer was asked
+    # A new registry on the same pool is its reclaimer again: 24 MiB are
+    # free, 28 fit once its idle module is offloaded.
+    r2 = headroom.Registry(pool=p)
+    b = linear(torch, 8)
+    r2.register(b, "b")
+    with r2.use(b):
+        pass
+    x = p.alloc(28 * MIB)
+    assert p.stats()["num_alloc_retries"] == before + 1 and r2.resident() == []
+    p.free(x)
+    r2.close()
+    del a
+    gc.collect()
+    p.close()
+
+
 def test_modules_in_use_are_not_reclaimed_and_the_message_names_tags(torch):
     p, r = pool_and_registry(torch, 48)
     a, b = linear(torch, 16), linear(torch, 16)

@@ -618,8 +618,45 @@ static void test_reclaim_pool(void) {
   CHECK_OK(hr_pool_free(pool, ptr, NULL));
   CHECK_OK(req1(r, big, 0, NULL));
   CHECK(pd.ptr[big] != NULL);
-  hr_pool_destroy(pool);
   hr_residency_destroy(r);
+  hr_pool_destroy(pool);
+  hr_backend_destroy(be);
+}
+
+/* A registry closed before its pool takes its reclaimer back: an allocation
+ * that would have called it fails as it would without a registry, and calls
+ * nothing (under the sanitizers, a call would be a use after free). */
+static void test_registry_ends_before_its_pool(void) {
+  hr_backend_t *be = NULL;
+  hr_pool_t *pool = NULL;
+  hr_residency_t *r = NULL;
+  pooled_t pd = {0};
+  CHECK_OK(hr_backend_create("sim", 0, 1 * GiB, &be));
+  CHECK_OK(hr_pool_create(NULL, be, 0, &pool));
+  pd.pool = pool;
+  hr_residency_options_t o;
+  hr_residency_options_default(NULL, &o);
+  o.backend = be, o.pool = pool, o.reserve_bytes = 0, o.patience_s = 0.2;
+  CHECK_OK(hr_residency_create(&o, &r));
+  hr_asset_desc_t d = {.name = "unet",
+                       .device_bytes = 600ull << 20,
+                       .load = pooled_load,
+                       .offload = pooled_offload,
+                       .arg = &pd};
+  hr_asset_id_t big;
+  CHECK_OK(hr_asset_register(r, &d, &big));
+  CHECK_OK(req1(r, big, 0, NULL));
+  hr_residency_destroy(r);
+  hr_pool_stats_t st = {.size = sizeof st};
+  CHECK_OK(hr_pool_stats(pool, &st));
+  uint64_t retries = st.num_alloc_retries;
+  void *ptr = NULL;
+  CHECK_RC(hr_pool_alloc(pool, 600ull << 20, NULL, &ptr), HR_ENOMEM);
+  CHECK_OK(hr_pool_stats(pool, &st));
+  CHECK_EQ_U64(st.num_alloc_retries, retries); /* no reclaimer was asked */
+  CHECK(pd.ptr[big] != NULL);                  /* the unet stayed where it was */
+  CHECK_OK(hr_pool_free(pool, pd.ptr[big], NULL));
+  hr_pool_destroy(pool);
   hr_backend_destroy(be);
 }
 
@@ -968,6 +1005,7 @@ int main(void) {
   HR_RUN(test_reclaim_direct);
   HR_RUN(test_busy);
   HR_RUN(test_reclaim_pool);
+  HR_RUN(test_registry_ends_before_its_pool);
   HR_RUN(test_threads);
   HR_RUN(test_workflow_bad);
   HR_RUN(test_workflow_repeat);
