@@ -1,6 +1,6 @@
 /* pool internals shared by pool.c (policy), segment.c (segments, granules,
  * block records), index.c (the free-block index), stats.c (statistics,
- * invariants, diagnosis, tags), reclaim.c (the reclaimers) and torch.c
+ * invariants, diagnosis, tags), reclaimers.c (the reclaimers) and torch.c
  * (PyTorch entry points).
  *
  * A segment is a range of device addresses tiled by blocks in address order
@@ -220,7 +220,7 @@ HR_INTERNAL void hr__diagnose_locked(hr_pool_t *p, uint64_t size, void *stream);
 HR_INTERNAL int hr__check_locked(hr_pool_t *p);
 
 /* ---- pool.c -------------------------------------------------------------- */
-/* The reclaimers (reclaim.c). An allocation that would fail walks them:
+/* The reclaimers (reclaimers.c). An allocation that would fail walks them:
  * hr__reclaimer_next_locked() gives the first live one added after the one
  * with id `after` (0: the first), counted busy; hr__reclaimer_call() calls it
  * without the lock; hr__reclaimer_done_locked() ends the call. */
