@@ -4,7 +4,7 @@
  * the host, the cgroup and each GPU; feeds the leak detector; counts idle
  * GPU holders; compares the cgroup's oom_kill counter; picks the processes
  * shown (hr_snapshot_select) and notices watched processes that exited
- * (detect.c); runs actions by mode (actions.c); writes history; emits the
+ * (assess.c); runs actions by mode (actions.c); writes history; emits the
  * sample event; and last hands the exporter its documents (record.c). Each
  * event goes, as a typed value, to its counter, to history and to the
  * callback; nothing here writes JSON.

@@ -1,7 +1,8 @@
 /* Internal parts of watch, shared by its files: the engine's state
- * (struct hr_watch), the detectors (detect.c), the actions with their
+ * (struct hr_watch), what a sample means (assess.c), the actions with their
  * cooldown, the hook runner and drop_caches (actions.c), recording and
- * serving (record.c), and event delivery (watch.c). */
+ * serving (record.c), the broker's events (posted.c), the clock (clock.c),
+ * and event delivery (watch.c). */
 #ifndef HR_WATCH_INT_H
 #define HR_WATCH_INT_H
 
@@ -160,7 +161,7 @@ HR_INTERNAL void hr__watch_sleep_until(const hr_watch_t *w, double until,
 /* Percent of used in total; NaN when either is unknown or total unlimited. */
 HR_INTERNAL double hr__pct_of(uint64_t used, uint64_t total);
 
-/* The detectors (detect.c), in the order hr_watch_feed runs them. Each
+/* What a sample means (assess.c), in the order hr_watch_feed runs them. Each
  * reads w->snap, updates its state and emits its events; those that grow
  * state return 0 or HR_ENOMEM. */
 HR_INTERNAL int hr__watch_levels(hr_watch_t *w);

@@ -1,4 +1,4 @@
-/* The detectors: what one snapshot means, as typed events.
+/* Assessing a sample: what one snapshot means, as typed events.
  *
  * Levels of the host, the cgroup and each GPU (hr_level_update, with
  * hysteresis; an event on change); leaks per process (every non-kernel
