@@ -24,13 +24,8 @@ static char *dup_opt(const hr_options_t *o, hr_option_id_t id) {
   return strdup(hr_options_get_str(o, id));
 }
 
-int hr_watch_create(const hr_options_t *o, hr_watch_t **out, char *err, size_t errlen) {
-  if (!o || !out) return HR_EINVAL;
-  *out = NULL;
-  hr_watch_t *w = calloc(1, sizeof *w);
-  if (!w) return HR_ENOMEM;
-  pthread_mutex_init(&w->post_lock, NULL);
-  hr_watch_set_clock(w, NULL);
+/* The numbers and switches of the options. */
+static void read_settings(hr_watch_t *w, const hr_options_t *o) {
   w->interval = hr_options_get_double(o, HR_OPTION_interval);
   w->cooldown = hr_options_get_double(o, HR_OPTION_cooldown);
   w->action_timeout = hr_options_get_double(o, HR_OPTION_action_timeout);
@@ -55,34 +50,44 @@ int hr_watch_create(const hr_options_t *o, hr_watch_t **out, char *err, size_t e
   w->leak_cfg.window_s = hr_options_get_double(o, HR_OPTION_leak_window);
   w->leak_cfg.min_samples = (size_t)hr_options_get_int(o, HR_OPTION_leak_min_samples);
   w->leak_cfg.min_rate = (double)hr_options_get_size(o, HR_OPTION_leak_min_rate);
-  for (int i = 0; i < 3; i++) w->last_action[i] = -INFINITY;
-  w->last_history_error = -INFINITY;
-  /* Not yet: any time the clock gives, 0 included, is a real one. */
-  w->last_flush = w->last_prune = w->proc_read_mono = w->sample_start_mono = NAN;
-  w->last_fresh_time = NAN;
-  int rc = 0;
-  if (w->ram_warn > w->ram_crit || w->vram_warn > w->vram_crit) {
-    rc = hr__err(err, errlen, HR_EINVAL,
-                 "a warning threshold is above its critical one (ram_warn %g, ram_critical %g, "
-                 "vram_warn %g, vram_critical %g)",
-                 w->ram_warn, w->ram_crit, w->vram_warn, w->vram_crit);
-    goto out;
-  }
+  w->cgroup_pid = (int)hr_options_get_int(o, HR_OPTION_cgroup_pid);
+}
+
+/* The strings of the options, copied. */
+static int read_strings(hr_watch_t *w, const hr_options_t *o) {
   w->filter = dup_opt(o, HR_OPTION_filter);
   w->on_warning = dup_opt(o, HR_OPTION_on_warning);
   w->on_critical = dup_opt(o, HR_OPTION_on_critical);
   w->root = dup_opt(o, HR_OPTION_root);
   w->nvml_path = dup_opt(o, HR_OPTION_nvml_library);
   w->cgroup_path = dup_opt(o, HR_OPTION_cgroup);
-  w->cgroup_pid = (int)hr_options_get_int(o, HR_OPTION_cgroup_pid);
-  if (!w->filter || !w->on_warning || !w->on_critical || !w->root || !w->nvml_path ||
-      !w->cgroup_path) {
-    rc = HR_ENOMEM;
-    goto out;
-  }
-  if ((rc = hr_leak_create(&w->leak_cfg, &w->leak)) != 0) goto out;
-  if ((rc = hr_probe_create(&w->probe)) != 0) goto out;
-out:
+  return w->filter && w->on_warning && w->on_critical && w->root && w->nvml_path && w->cgroup_path
+             ? 0
+             : HR_ENOMEM;
+}
+
+int hr_watch_create(const hr_options_t *o, hr_watch_t **out, char *err, size_t errlen) {
+  if (!o || !out) return HR_EINVAL;
+  *out = NULL;
+  hr_watch_t *w = calloc(1, sizeof *w);
+  if (!w) return HR_ENOMEM;
+  pthread_mutex_init(&w->post_lock, NULL);
+  hr_watch_set_clock(w, NULL);
+  read_settings(w, o);
+  for (int i = 0; i < 3; i++) w->last_action[i] = -INFINITY;
+  w->last_history_error = -INFINITY;
+  /* Not yet: any time the clock gives, 0 included, is a real one. */
+  w->last_flush = w->last_prune = w->proc_read_mono = w->sample_start_mono = NAN;
+  w->last_fresh_time = NAN;
+  int rc = 0;
+  if (w->ram_warn > w->ram_crit || w->vram_warn > w->vram_crit)
+    rc = hr__err(err, errlen, HR_EINVAL,
+                 "a warning threshold is above its critical one (ram_warn %g, ram_critical %g, "
+                 "vram_warn %g, vram_critical %g)",
+                 w->ram_warn, w->ram_crit, w->vram_warn, w->vram_crit);
+  if (rc == 0) rc = read_strings(w, o);
+  if (rc == 0) rc = hr_leak_create(&w->leak_cfg, &w->leak);
+  if (rc == 0) rc = hr_probe_create(&w->probe);
   if (rc) {
     hr_watch_destroy(w);
     return rc;
