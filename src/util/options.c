@@ -180,63 +180,76 @@ static int range_err(const hr_option_info_t *t, const char *value, char *err, si
                  value, t->min, t->max, t->type == HR_OPT_DURATION ? " seconds" : "");
 }
 
-int hr_options_set(hr_options_t *o, const char *name, const char *value, hr_opt_source_t source,
-                   char *err, size_t errlen) {
-  if (!o || !name || !value)
-    return hr__err(err, errlen, HR_EINVAL, "option: missing name or value");
-  int i = find(name);
-  if (i < 0) return hr__err(err, errlen, HR_ENOENT, "unknown option '%s'", name);
-  const hr_option_info_t *t = &table[i];
-  opt_value_t *ov = &o->values[i];
-  if (source < ov->src) return 0;
-  opt_value_t nv = {.src = source};
+/* A whole decimal number, sign allowed. */
+static int parse_int(const char *value, int64_t *out) {
+  char *e;
+  errno = 0;
+  *out = strtoll(value, &e, 10);
+  return e == value || *e || errno ? HR_EINVAL : 0;
+}
+
+/* A number with an optional '%'. */
+static int parse_percent(const char *value, double *out) {
+  const char *e = NULL;
+  int rc = parse_number(value, out, &e);
+  if (!rc && *e == '%') e++;
+  return rc || *e ? HR_EINVAL : 0;
+}
+
+/* Parses `value` as option t's type, within its range, into nv. Returns 0,
+ * or an error with a message that names the option. */
+static int parse_value(const hr_option_info_t *t, const char *value, opt_value_t *nv, char *err,
+                       size_t errlen) {
   int rc = 0;
+  double v = 0; /* the number, for the range check */
   switch (t->type) {
   case HR_OPT_BOOL:
-    rc = hr_parse_bool(value, &nv.v.b);
+    rc = hr_parse_bool(value, &nv->v.b);
     break;
-  case HR_OPT_INT: {
-    char *e;
-    errno = 0;
-    long long v = strtoll(value, &e, 10);
-    if (e == value || *e || errno)
-      rc = HR_EINVAL;
-    else if ((double)v < t->min || (double)v > t->max)
-      return range_err(t, value, err, errlen);
-    nv.v.i = v;
+  case HR_OPT_INT:
+    rc = parse_int(value, &nv->v.i);
+    v = (double)nv->v.i;
     break;
-  }
   case HR_OPT_SIZE:
-    rc = hr_parse_size(value, &nv.v.u);
-    if (!rc && ((double)nv.v.u < t->min || (double)nv.v.u > t->max))
-      return range_err(t, value, err, errlen);
+    rc = hr_parse_size(value, &nv->v.u);
+    v = (double)nv->v.u;
     break;
   case HR_OPT_DURATION:
-  case HR_OPT_PERCENT: {
-    const char *e = NULL;
-    if (t->type == HR_OPT_DURATION) {
-      rc = hr_parse_duration(value, &nv.v.d);
-    } else {
-      rc = parse_number(value, &nv.v.d, &e);
-      if (!rc && *e == '%') e++;
-      if (!rc && *e) rc = HR_EINVAL;
-    }
-    if (!rc && (nv.v.d < t->min || nv.v.d > t->max)) return range_err(t, value, err, errlen);
+    rc = hr_parse_duration(value, &nv->v.d);
+    v = nv->v.d;
     break;
-  }
+  case HR_OPT_PERCENT:
+    rc = parse_percent(value, &nv->v.d);
+    v = nv->v.d;
+    break;
   case HR_OPT_ENUM:
     if (!enum_has(t->choices, value))
       return hr__err(err, errlen, HR_EINVAL, "option %s: '%s' is not one of %s", t->name, value,
                      t->choices);
     /* fall through */
   case HR_OPT_STRING:
-    nv.s = strdup(value);
-    if (!nv.s) return hr__err(err, errlen, HR_ENOMEM, "option %s: out of memory", t->name);
-    break;
+    nv->s = strdup(value);
+    if (!nv->s) return hr__err(err, errlen, HR_ENOMEM, "option %s: out of memory", t->name);
+    return 0;
   }
   if (rc)
     return hr__err(err, errlen, HR_EINVAL, "option %s: '%s' is not %s", t->name, value,
                    type_word(t->type));
+  if (t->type != HR_OPT_BOOL && (v < t->min || v > t->max)) return range_err(t, value, err, errlen);
+  return 0;
+}
+
+int hr_options_set(hr_options_t *o, const char *name, const char *value, hr_opt_source_t source,
+                   char *err, size_t errlen) {
+  if (!o || !name || !value)
+    return hr__err(err, errlen, HR_EINVAL, "option: missing name or value");
+  int i = find(name);
+  if (i < 0) return hr__err(err, errlen, HR_ENOENT, "unknown option '%s'", name);
+  opt_value_t *ov = &o->values[i];
+  if (source < ov->src) return 0;
+  opt_value_t nv = {.src = source};
+  int rc = parse_value(&table[i], value, &nv, err, errlen);
+  if (rc) return rc;
   free(ov->s);
   *ov = nv;
   return 0;
