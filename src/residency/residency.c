@@ -93,34 +93,19 @@ static const char *variant_or_empty(const char *v) {
   return v ? v : "";
 }
 
-int hr_asset_register(hr_residency_t *r, const hr_asset_desc_t *d, hr_asset_id_t *id) {
-  int rc = 0;
-  if (!r || !d || !id || !d->name || !d->name[0] || d->device_bytes == 0 || !d->load || !d->offload)
-    return HR_EINVAL;
-  if (strlen(d->name) >= sizeof r->a->name ||
-      strlen(variant_or_empty(d->variant)) >= sizeof r->a->variant)
-    return HR_ERANGE;
-  pthread_mutex_lock(&r->mu);
-  hr_asset_id_t found;
-  if (hr_asset_find(r, d->name, d->variant, &found) == 0) {
-    rc = HR_EEXIST;
-    goto out;
-  }
-  if (d->parent != HR_ASSET_NONE && !hr__asset_get_locked(r, d->parent)) {
-    rc = HR_ENOENT;
-    goto out;
-  }
-  if (r->n == r->cap) {
-    size_t cap = r->cap ? r->cap * 2 : 16;
-    hr__asset_t *a = realloc(r->a, cap * sizeof *a);
-    if (!a) {
-      rc = HR_ENOMEM;
-      goto out;
-    }
-    r->a = a;
-    r->cap = cap;
-  }
-  hr__asset_t *a = &r->a[r->n];
+/* Room for one more asset. */
+static int reserve_asset_locked(hr_residency_t *r) {
+  if (r->n < r->cap) return 0;
+  size_t cap = r->cap ? r->cap * 2 : 16;
+  hr__asset_t *a = realloc(r->a, cap * sizeof *a);
+  if (!a) return HR_ENOMEM;
+  r->a = a;
+  r->cap = cap;
+  return 0;
+}
+
+/* The new asset a as d describes it. */
+static void asset_init_locked(hr_residency_t *r, hr__asset_t *a, const hr_asset_desc_t *d) {
   memset(a, 0, sizeof *a);
   a->live = true;
   hr__strlcpy(a->name, d->name, sizeof a->name);
@@ -137,9 +122,28 @@ int hr_asset_register(hr_residency_t *r, const hr_asset_desc_t *d, hr_asset_id_t
   a->drop = d->drop;
   a->arg = d->arg;
   a->loaded_at = a->resident ? ++r->clock : 0;
-  *id = (hr_asset_id_t)++r->n;
-  r->st.assets++;
-out:
+}
+
+int hr_asset_register(hr_residency_t *r, const hr_asset_desc_t *d, hr_asset_id_t *id) {
+  if (!r || !d || !id || !d->name || !d->name[0] || d->device_bytes == 0 || !d->load || !d->offload)
+    return HR_EINVAL;
+  if (strlen(d->name) >= sizeof r->a->name ||
+      strlen(variant_or_empty(d->variant)) >= sizeof r->a->variant)
+    return HR_ERANGE;
+  pthread_mutex_lock(&r->mu);
+  hr_asset_id_t found;
+  int rc = 0;
+  if (hr_asset_find(r, d->name, d->variant, &found) == 0)
+    rc = HR_EEXIST;
+  else if (d->parent != HR_ASSET_NONE && !hr__asset_get_locked(r, d->parent))
+    rc = HR_ENOENT;
+  else
+    rc = reserve_asset_locked(r);
+  if (rc == 0) {
+    asset_init_locked(r, &r->a[r->n], d);
+    *id = (hr_asset_id_t)++r->n;
+    r->st.assets++;
+  }
   pthread_mutex_unlock(&r->mu);
   return rc;
 }
