@@ -253,12 +253,7 @@ static size_t v3_stride(const unsigned char *buf, size_t bytes, unsigned n) {
 
 /* Appends one GPU process to s. */
 static int add_gpu_proc(hr_snapshot_t *s, size_t *cap, unsigned gpu, unsigned pid, uint64_t used) {
-  if (s->n_gpu_procs == *cap) {
-    size_t nc = *cap ? *cap * 2 : 16;
-    hr_gpu_proc_t *np = realloc(s->gpu_procs, nc * sizeof *np);
-    if (!np) return HR_ENOMEM;
-    s->gpu_procs = np, *cap = nc;
-  }
+  if (hr__grow(&s->gpu_procs, cap, s->n_gpu_procs, sizeof *s->gpu_procs, 16)) return HR_ENOMEM;
   s->gpu_procs[s->n_gpu_procs++] =
       (hr_gpu_proc_t){.gpu = gpu, .pid = (int)pid, .local_pid = 0, .used_bytes = used};
   return 0;

@@ -385,16 +385,6 @@ typedef struct scan {
   size_t len, cap;
 } scan_t;
 
-/* Room for one more entry. */
-static int scan_reserve(scan_t *sc) {
-  if (sc->len < sc->cap) return 0;
-  size_t ncap = sc->cap ? sc->cap * 2 : 256;
-  hr__pcache_ent_t *na = realloc(sc->arr, ncap * sizeof *na);
-  if (!na) return HR_ENOMEM;
-  sc->arr = na, sc->cap = ncap;
-  return 0;
-}
-
 /* Reads every numbered entry of the open /proc `d` into sc; a malformed one
  * is skipped and counted in *unreadable. */
 static int scan_dir(DIR *d, const char *procdir, proc_read_t *rd, const hr__pcache_t *cache,
@@ -415,7 +405,7 @@ static int scan_dir(DIR *d, const char *procdir, proc_read_t *rd, const hr__pcac
     if (name[0] < '1' || name[0] > '9') continue;
     long pid = strtol(name, &end, 10);
     if (*end || pid <= 0 || pid > INT32_MAX) continue;
-    if (scan_reserve(sc) != 0) return HR_ENOMEM;
+    if (hr__grow(&sc->arr, &sc->cap, sc->len, sizeof *sc->arr, 256)) return HR_ENOMEM;
     rd->name = name;
     rd->pid = (int)pid;
     rd->ino = procfs ? (uint64_t)e->d_ino : 0;

@@ -18,17 +18,11 @@
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 
 const char *hr_action_kind_name(hr_action_kind_t kind) {
-  switch (kind) {
-  case HR_ACTION_LOAD:
-    return "load";
-  case HR_ACTION_LOAD_PARTIAL:
-    return "load-partial";
-  case HR_ACTION_OFFLOAD:
-    return "offload";
-  case HR_ACTION_OFFLOAD_PARTIAL:
-    return "offload-partial";
-  }
-  return "?";
+  static const char *const names[] = {[HR_ACTION_LOAD] = "load",
+                                      [HR_ACTION_LOAD_PARTIAL] = "load-partial",
+                                      [HR_ACTION_OFFLOAD] = "offload",
+                                      [HR_ACTION_OFFLOAD_PARTIAL] = "offload-partial"};
+  return hr__enum_name(names, HR_ARRAY_LEN(names), (int)kind, "?");
 }
 
 void hr_plan_free(hr_plan_t *plan) {
@@ -39,13 +33,7 @@ void hr_plan_free(hr_plan_t *plan) {
 
 static int plan_push(hr_plan_t *p, hr_action_kind_t kind, hr_asset_id_t id, uint64_t bytes,
                      uint64_t after) {
-  if (p->n_actions == p->cap_actions) {
-    size_t cap = p->cap_actions ? p->cap_actions * 2 : 8;
-    hr_action_t *a = realloc(p->actions, cap * sizeof *a);
-    if (!a) return HR_ENOMEM;
-    p->actions = a;
-    p->cap_actions = cap;
-  }
+  if (hr__grow(&p->actions, &p->cap_actions, p->n_actions, sizeof *p->actions, 8)) return HR_ENOMEM;
   p->actions[p->n_actions++] = (hr_action_t){kind, id, bytes, after};
   switch (kind) {
   case HR_ACTION_LOAD:

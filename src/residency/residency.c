@@ -7,17 +7,11 @@
 #include <string.h>
 
 const char *hr_policy_name(hr_policy_t policy) {
-  switch (policy) {
-  case HR_POLICY_AUTO:
-    return "auto";
-  case HR_POLICY_COMFY:
-    return "comfy";
-  case HR_POLICY_LRU:
-    return "lru";
-  case HR_POLICY_LOOKAHEAD:
-    return "lookahead";
-  }
-  return "?";
+  static const char *const names[] = {[HR_POLICY_AUTO] = "auto",
+                                      [HR_POLICY_COMFY] = "comfy",
+                                      [HR_POLICY_LRU] = "lru",
+                                      [HR_POLICY_LOOKAHEAD] = "lookahead"};
+  return hr__enum_name(names, HR_ARRAY_LEN(names), (int)policy, "?");
 }
 
 int hr_policy_parse(const char *s, hr_policy_t *out) {
@@ -93,17 +87,6 @@ static const char *variant_or_empty(const char *v) {
   return v ? v : "";
 }
 
-/* Room for one more asset. */
-static int reserve_asset_locked(hr_residency_t *r) {
-  if (r->n < r->cap) return 0;
-  size_t cap = r->cap ? r->cap * 2 : 16;
-  hr__asset_t *a = realloc(r->a, cap * sizeof *a);
-  if (!a) return HR_ENOMEM;
-  r->a = a;
-  r->cap = cap;
-  return 0;
-}
-
 /* The new asset a as d describes it. */
 static void asset_init_locked(hr_residency_t *r, hr__asset_t *a, const hr_asset_desc_t *d) {
   memset(a, 0, sizeof *a);
@@ -138,7 +121,7 @@ int hr_asset_register(hr_residency_t *r, const hr_asset_desc_t *d, hr_asset_id_t
   else if (d->parent != HR_ASSET_NONE && !hr__asset_get_locked(r, d->parent))
     rc = HR_ENOENT;
   else
-    rc = reserve_asset_locked(r);
+    rc = hr__grow(&r->a, &r->cap, r->n, sizeof *r->a, 16);
   if (rc == 0) {
     asset_init_locked(r, &r->a[r->n], d);
     *id = (hr_asset_id_t)++r->n;

@@ -233,13 +233,7 @@ static int push_seq(parse_ctx_t *c, uint32_t t) {
   if (w->n_seq >= WF_MAX_STEPS)
     return hr__err(c->err, c->errlen, HR_ERANGE, "%s: steps: more than %u steps after repetition",
                    c->src, WF_MAX_STEPS);
-  if (w->n_seq == c->cap_seq) {
-    size_t cap = c->cap_seq ? c->cap_seq * 2 : 64;
-    uint32_t *s = realloc(w->seq, cap * sizeof *s);
-    if (!s) return HR_ENOMEM;
-    w->seq = s;
-    c->cap_seq = cap;
-  }
+  if (hr__grow(&w->seq, &c->cap_seq, w->n_seq, sizeof *w->seq, 64)) return HR_ENOMEM;
   w->seq[w->n_seq++] = t;
   return 0;
 }
@@ -281,13 +275,7 @@ static int parse_block(parse_ctx_t *c, const cJSON *steps, const char *where, in
 /* A new, zeroed step template; NULL when out of memory. */
 static wf_step_t *new_template(parse_ctx_t *c) {
   hr_workflow_t *w = c->w;
-  if (w->n_tmpl == c->cap_tmpl) {
-    size_t cap = c->cap_tmpl ? c->cap_tmpl * 2 : 16;
-    wf_step_t *t = realloc(w->tmpl, cap * sizeof *t);
-    if (!t) return NULL;
-    w->tmpl = t;
-    c->cap_tmpl = cap;
-  }
+  if (hr__grow(&w->tmpl, &c->cap_tmpl, w->n_tmpl, sizeof *w->tmpl, 16)) return NULL;
   wf_step_t *t = &w->tmpl[w->n_tmpl++];
   memset(t, 0, sizeof *t);
   return t;
@@ -506,13 +494,9 @@ static void ahead_free(sim_ahead_t *b) {
 static int ahead_reserve(sim_ahead_t *b, size_t n) {
   if (n <= b->cap) return 0;
   size_t cap = n * 2;
-  hr_asset_id_t *ids = realloc(b->ids, cap * sizeof *ids);
-  if (ids) b->ids = ids;
-  uint32_t *steps = ids ? realloc(b->steps, cap * sizeof *steps) : NULL;
-  if (steps) b->steps = steps;
-  uint64_t *work = steps ? realloc(b->work, cap * sizeof *work) : NULL;
-  if (!work) return HR_ENOMEM;
-  b->work = work;
+  if (hr__resize(&b->ids, cap, sizeof *b->ids) || hr__resize(&b->steps, cap, sizeof *b->steps) ||
+      hr__resize(&b->work, cap, sizeof *b->work))
+    return HR_ENOMEM;
   b->cap = cap;
   return 0;
 }

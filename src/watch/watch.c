@@ -151,17 +151,11 @@ void hr__watch_error(hr_watch_t *w, double t, const char *msg) {
 /* Grows the per-process arrays to hold n processes. */
 static int reserve_procs(hr_watch_t *w, size_t n) {
   if (n <= w->cap_procs) return 0;
-  bool *keep = realloc(w->keep, n * sizeof *keep);
-  if (keep) w->keep = keep;
-  bool *flag = keep ? realloc(w->leak_flag, n * sizeof *flag) : NULL;
-  if (flag) w->leak_flag = flag;
-  size_t *top = flag ? realloc(w->top_idx, n * sizeof *top) : NULL;
-  if (top) w->top_idx = top;
-  size_t *leak = top ? realloc(w->leak_idx, n * sizeof *leak) : NULL;
-  if (leak) w->leak_idx = leak;
-  hr_watch_proc_view_t *v = leak ? realloc(w->top, n * sizeof *v) : NULL;
-  if (!v) return HR_ENOMEM;
-  w->top = v;
+  if (hr__resize(&w->keep, n, sizeof *w->keep) ||
+      hr__resize(&w->leak_flag, n, sizeof *w->leak_flag) ||
+      hr__resize(&w->top_idx, n, sizeof *w->top_idx) ||
+      hr__resize(&w->leak_idx, n, sizeof *w->leak_idx) || hr__resize(&w->top, n, sizeof *w->top))
+    return HR_ENOMEM;
   w->cap_procs = n;
   return 0;
 }
