@@ -68,16 +68,11 @@ static void cu_leave(cuda_t *c, hr_cu_context prev) {
 /* Counts `size` more bytes against the capacity; HR_ENOMEM past it. */
 static int cu_take(hr_backend_t *b, uint64_t size) {
   cuda_t *c = b->priv;
-  uint64_t used = atomic_load(&c->used);
-  do {
-    if (c->capped && (size > b->capacity || used > b->capacity - size)) return HR_ENOMEM;
-  } while (!atomic_compare_exchange_weak(&c->used, &used, used + size));
-  return 0;
+  return hr__backend_take(b, &c->used, c->capped, size);
 }
 
 static void cu_give(hr_backend_t *b, uint64_t size) {
-  cuda_t *c = b->priv;
-  atomic_fetch_sub(&c->used, size);
+  hr__backend_give(&((cuda_t *)b->priv)->used, size);
 }
 
 static int cuda_seg_alloc(hr_backend_t *b, uint64_t size, void *stream, uint64_t *addr) {
