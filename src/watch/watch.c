@@ -20,10 +20,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static char *dup_opt(const hr_options_t *o, hr_option_id_t id) {
-  return strdup(hr_options_get_str(o, id));
-}
-
 /* The numbers and switches of the options. */
 static void read_settings(hr_watch_t *w, const hr_options_t *o) {
   w->interval = hr_options_get_double(o, HR_OPTION_interval);
@@ -55,15 +51,16 @@ static void read_settings(hr_watch_t *w, const hr_options_t *o) {
 
 /* The strings of the options, copied. */
 static int read_strings(hr_watch_t *w, const hr_options_t *o) {
-  w->filter = dup_opt(o, HR_OPTION_filter);
-  w->on_warning = dup_opt(o, HR_OPTION_on_warning);
-  w->on_critical = dup_opt(o, HR_OPTION_on_critical);
-  w->root = dup_opt(o, HR_OPTION_root);
-  w->nvml_path = dup_opt(o, HR_OPTION_nvml_library);
-  w->cgroup_path = dup_opt(o, HR_OPTION_cgroup);
-  return w->filter && w->on_warning && w->on_critical && w->root && w->nvml_path && w->cgroup_path
-             ? 0
-             : HR_ENOMEM;
+  struct {
+    char **to;
+    hr_option_id_t id;
+  } const strings[] = {
+      {&w->filter, HR_OPTION_filter},           {&w->on_warning, HR_OPTION_on_warning},
+      {&w->on_critical, HR_OPTION_on_critical}, {&w->root, HR_OPTION_root},
+      {&w->nvml_path, HR_OPTION_nvml_library},  {&w->cgroup_path, HR_OPTION_cgroup}};
+  for (size_t i = 0; i < HR_ARRAY_LEN(strings); i++)
+    if (!(*strings[i].to = strdup(hr_options_get_str(o, strings[i].id)))) return HR_ENOMEM;
+  return 0;
 }
 
 int hr_watch_create(const hr_options_t *o, hr_watch_t **out, char *err, size_t errlen) {

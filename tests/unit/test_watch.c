@@ -315,16 +315,26 @@ static void test_bad_thresholds(void) {
   hr_options_destroy(o);
 }
 
-static void test_history_while_watching(void) {
+/* A watch made from kv with a history at tmp/name attached; NULL (and
+ * *h NULL) when either cannot be made. */
+static hr_watch_t *make_with_history(rec_t *r, const char *const *kv, const char *name,
+                                     hr_history_t **h) {
   char path[256], err[256];
-  snprintf(path, sizeof path, "%s/w.db", tmp);
+  snprintf(path, sizeof path, "%s/%s", tmp, name);
+  *h = NULL;
+  if (hr_history_open(path, h, err, sizeof err) != 0) return NULL;
+  hr_watch_t *w = make(r, kv);
+  if (w) hr_watch_attach_history(w, *h);
+  return w;
+}
+
+static void test_history_while_watching(void) {
+  char err[256];
   hr_history_t *h;
-  CHECK_OK(hr_history_open(path, &h, err, sizeof err));
   rec_t r;
   const char *const kv[] = {"history_flush", "0", "top", "2", NULL};
-  hr_watch_t *w = make(&r, kv);
+  hr_watch_t *w = make_with_history(&r, kv, "w.db", &h);
   CHECK(w);
-  hr_watch_attach_history(w, h);
   CHECK_OK(hr_watch_feed(w, fake_snapshot(100, 60 * GiB, 1, 3)));
   CHECK_OK(hr_watch_feed(w, fake_snapshot(101, 60 * GiB, 1, 3)));
   hr_history_row_t *rows;
@@ -415,15 +425,11 @@ static void test_loop_after_a_slow_sample(void) {
 /* History is committed every history_flush seconds of the clock, and when
  * the loop ends. */
 static void test_history_flush_by_the_clock(void) {
-  char path[256], err[256];
-  snprintf(path, sizeof path, "%s/flush.db", tmp);
   hr_history_t *h;
-  CHECK_OK(hr_history_open(path, &h, err, sizeof err));
   rec_t r;
   const char *const kv[] = {"history_flush", "10s", "top", "1", NULL};
-  hr_watch_t *w = make(&r, kv);
+  hr_watch_t *w = make_with_history(&r, kv, "flush.db", &h);
   CHECK(w);
-  hr_watch_attach_history(w, h);
   for (int i = 0; i < 9; i++) {
     CHECK_OK(hr_watch_feed(w, fake_snapshot(100 + i, 8 * GiB, 0, 2)));
     fake_clock_advance(&clk, 1);
