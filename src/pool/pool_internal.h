@@ -219,7 +219,7 @@ HR_INTERNAL const char *hr__tag_name(uint16_t id);
 HR_INTERNAL void hr__diagnose_locked(hr_pool_t *p, uint64_t size, void *stream);
 HR_INTERNAL int hr__check_locked(hr_pool_t *p);
 
-/* ---- pool.c -------------------------------------------------------------- */
+/* ---- reclaimers.c --------------------------------------------------------- */
 /* The reclaimers (reclaimers.c). An allocation that would fail walks them:
  * hr__reclaimer_next_locked() gives the first live one added after the one
  * with id `after` (0: the first), counted busy; hr__reclaimer_call() calls it
@@ -228,6 +228,7 @@ HR_INTERNAL bool hr__reclaimer_next_locked(hr_pool_t *p, uint64_t after, hr__rec
 HR_INTERNAL void hr__reclaimer_call(hr_pool_t *p, const hr__reclaimer_t *r, uint64_t needed);
 HR_INTERNAL void hr__reclaimer_done_locked(hr_pool_t *p, uint64_t id);
 
+/* ---- pool.c -------------------------------------------------------------- */
 HR_INTERNAL uint64_t hr__round_size(const hr_pool_config_t *c, uint64_t size);
 
 #endif /* HR_POOL_INTERNAL_H */

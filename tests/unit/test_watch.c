@@ -249,21 +249,24 @@ static void test_actions_balanced(void) {
   fclose(f);
   CHECK_CONTAINS(buf, "\"event\":\"level\"");
   CHECK_CONTAINS(buf, "\"scope\":\"host\",\"level\":\"critical\"");
-  /* Within the cooldown nothing runs again; the finished hook is reaped
-   * at the first sample after it ended. */
-  fake_clock_advance(&clk, 3599);
+  /* The hook is reaped at the first sample after it ended (the clock
+   * stands still, far inside its action_timeout, however long the real
+   * process takes to end). */
   CHECK(feed_until(w, &r, 101, 62 * GiB, HR_EVENT_ACTION, 2));
   CHECK_STR(r.actions, "on_critical started;on_critical done;");
-  /* Past the cooldown it runs again. */
-  fake_clock_advance(&clk, 1);
+  /* Within the cooldown nothing runs again; past it, it does. */
+  fake_clock_advance(&clk, 3599);
   CHECK_OK(hr_watch_feed(w, fake_snapshot(102, 62 * GiB, 0, 2)));
+  CHECK_STR(r.actions, "on_critical started;on_critical done;");
+  fake_clock_advance(&clk, 1);
+  CHECK_OK(hr_watch_feed(w, fake_snapshot(103, 62 * GiB, 0, 2)));
   CHECK_STR(r.actions, "on_critical started;on_critical done;on_critical started;");
   hr_watch_destroy(w);
 }
 
 static void test_action_timeout_and_conservative(void) {
   rec_t r;
-  const char *const kv[] = {"mode", "balanced", "on_warning", "sleep 30", "action_timeout",
+  const char *const kv[] = {"mode", "balanced", "on_warning", "sleep 300", "action_timeout",
                             "0.2s", "cooldown", "0",          NULL};
   hr_watch_t *w = make(&r, kv);
   CHECK(w);
@@ -273,7 +276,7 @@ static void test_action_timeout_and_conservative(void) {
   fake_clock_advance(&clk, 0.1);
   CHECK_OK(hr_watch_feed(w, fake_snapshot(101, 54 * GiB, 0, 2)));
   CHECK_STR(r.actions, "on_warning started;on_warning started;"); /* cooldown 0: again */
-  /* Past it, the first hook (sleep 30) is killed: its result is a timeout
+  /* Past it, the first hook (sleep 300) is killed: its result is a timeout
    * after the clock's 0.4 s, not an exit; the second's 0.3 s are over too. */
   fake_clock_advance(&clk, 0.3);
   CHECK_OK(hr_watch_feed(w, fake_snapshot(102, 54 * GiB, 0, 2)));
