@@ -78,7 +78,7 @@ def test_status_json(odd_process):
 
 
 def get(url):
-    with urllib.request.urlopen(url, timeout=5) as r:
+    with urllib.request.urlopen(url, timeout=30) as r:
         return r.read()
 
 
