@@ -158,7 +158,18 @@ HR_API void hr_pool_set_tag(const char *tag);
  * bytes if possible) by calling hr_pool_free and set *freed. Runs under no
  * pool lock. */
 typedef int (*hr_reclaim_fn)(hr_pool_t *pool, uint64_t needed, uint64_t *freed, void *arg);
+/* Adds a reclaimer; a failing allocation calls them in the order added.
+ * Returns 0, HR_EINVAL, or HR_ENOSPC when 16 are registered. `arg` must stay
+ * valid until hr_pool_remove_reclaimer() or hr_pool_destroy(). */
 HR_API int hr_pool_add_reclaimer(hr_pool_t *pool, hr_reclaim_fn fn, void *arg);
+/* Takes back the reclaimer added with this fn and arg (the last added, when
+ * the pair was added twice). Once it returns, `fn` is not running with `arg`
+ * on any thread and is never called with it again, so `arg` may be freed: it
+ * waits for a call under way on another thread (so the caller must not hold
+ * a lock that `fn` takes). From inside `fn` it may take back that very
+ * reclaimer (its own call then ends as usual); no other. Returns 0,
+ * HR_EINVAL, or HR_ENOENT when no such reclaimer is registered. */
+HR_API int hr_pool_remove_reclaimer(hr_pool_t *pool, hr_reclaim_fn fn, void *arg);
 
 /* The text of the last HR_ENOMEM diagnosis (requested, allocated, reserved,
  * cached but unusable, largest free block, device free/total, top tags). */

@@ -88,10 +88,13 @@ HR_API void hr_residency_options_default(const hr_options_t *table, hr_residency
 /* Creates a registry. With budget_bytes 0 a free memory source is needed
  * (mem_info or backend), else HR_EINVAL. The options are copied. With a
  * pool, the registry registers itself as the pool's reclaimer
- * (hr_residency_reclaim): the pool has no way to unregister one, so destroy
- * the pool before the registry. */
+ * (hr_residency_reclaim) until it is destroyed; the pool must outlive it. */
 HR_API int hr_residency_create(const hr_residency_options_t *options, hr_residency_t **out);
-/* Frees the registry without calling any callback: assets stay where they are. */
+/* Frees the registry without calling any callback: assets stay where they
+ * are. With a pool, first takes the registry's reclaimer back from it
+ * (hr_pool_remove_reclaimer), waiting for a call of it under way on another
+ * thread, so an allocation from the pool never reaches a freed registry. Do
+ * not call it with the registry's lock held, from one of its callbacks. */
 HR_API void hr_residency_destroy(hr_residency_t *r);
 
 typedef struct hr_asset_desc {

@@ -125,6 +125,27 @@ HR_API void hr_watch_destroy(hr_watch_t *w);
 
 HR_API void hr_watch_on_event(hr_watch_t *w, hr_watch_event_fn fn, void *arg);
 HR_API void hr_watch_set_sampler(hr_watch_t *w, hr_watch_sampler_fn fn, void *arg);
+
+/* Where the engine reads the time and how its loop waits. `mono` (seconds
+ * that never go back) times cooldowns, hook deadlines, history flushes and
+ * prunes, the rate limit of error events, the process-reading budget and the
+ * loop's schedule; `wall` (seconds since the epoch) stamps events that have
+ * no snapshot; `sleep_until` waits until mono() reaches `until` or *stop
+ * (which may be NULL) becomes non-zero. A test sets a clock of its own whose
+ * sleep_until only moves its time on, and so drives the engine and the loop
+ * sample by sample, with no real waiting. Snapshot times are the sampler's. */
+typedef struct hr_watch_clock {
+  double (*mono)(void *arg);
+  double (*wall)(void *arg);
+  void (*sleep_until)(void *arg, double until, volatile sig_atomic_t *stop);
+  void *arg;
+} hr_watch_clock_t;
+
+/* Sets the clock (copied). NULL, or a NULL member, is the system's:
+ * CLOCK_MONOTONIC, CLOCK_REALTIME and nanosleep() in 50 ms slices (so a stop
+ * is seen within 50 ms). Set it before the first feed: times already kept
+ * are not converted. */
+HR_API void hr_watch_set_clock(hr_watch_t *w, const hr_watch_clock_t *clock);
 /* The watch does not own these; they must outlive it or be detached (NULL). */
 HR_API void hr_watch_attach_history(hr_watch_t *w, hr_history_t *h);
 HR_API void hr_watch_attach_exporter(hr_watch_t *w, hr_exporter_t *e);

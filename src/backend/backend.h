@@ -14,6 +14,8 @@
 
 #include "util/util.h"
 
+#include <stdatomic.h>
+
 typedef struct hr_backend_ops {
   const char *name; /* "sim", "host", "cuda" */
 
@@ -71,6 +73,22 @@ struct hr_backend {
   uint64_t granularity; /* mapping granule; 0 when the backend cannot map */
   void *priv;           /* the backend's own state */
 };
+
+/* Shared by the backends (backend.c). hr__backend_take counts `size` more
+ * bytes in *used, refusing with HR_ENOMEM what would pass b->capacity when
+ * `capped`; hr__backend_give takes them back; hr__backend_counted_info is a
+ * mem_info of the capacity and those bytes. For a backend that never waits
+ * (its work is done when issued) and keeps one malloc'd struct in priv:
+ * hr__backend_synchronized (synchronize), hr__backend_event_nothing
+ * (event_destroy) and hr__backend_free_priv (destroy). */
+HR_INTERNAL int hr__backend_take(const hr_backend_t *b, _Atomic uint64_t *used, bool capped,
+                                 uint64_t size);
+HR_INTERNAL void hr__backend_give(_Atomic uint64_t *used, uint64_t size);
+HR_INTERNAL void hr__backend_counted_info(const hr_backend_t *b, _Atomic uint64_t *used,
+                                          uint64_t *free_bytes, uint64_t *total_bytes);
+HR_INTERNAL int hr__backend_synchronized(hr_backend_t *b);
+HR_INTERNAL void hr__backend_event_nothing(hr_backend_t *b, uint64_t ev);
+HR_INTERNAL void hr__backend_free_priv(hr_backend_t *b);
 
 /* Constructors, one per backend; each returns 0 or an HR_E* code and fills
  * *out with a backend allocated with malloc. */

@@ -68,16 +68,11 @@ static void cu_leave(cuda_t *c, hr_cu_context prev) {
 /* Counts `size` more bytes against the capacity; HR_ENOMEM past it. */
 static int cu_take(hr_backend_t *b, uint64_t size) {
   cuda_t *c = b->priv;
-  uint64_t used = atomic_load(&c->used);
-  do {
-    if (c->capped && (size > b->capacity || used > b->capacity - size)) return HR_ENOMEM;
-  } while (!atomic_compare_exchange_weak(&c->used, &used, used + size));
-  return 0;
+  return hr__backend_take(b, &c->used, c->capped, size);
 }
 
 static void cu_give(hr_backend_t *b, uint64_t size) {
-  cuda_t *c = b->priv;
-  atomic_fetch_sub(&c->used, size);
+  hr__backend_give(&((cuda_t *)b->priv)->used, size);
 }
 
 static int cuda_seg_alloc(hr_backend_t *b, uint64_t size, void *stream, uint64_t *addr) {
@@ -313,6 +308,20 @@ static uint64_t cuda_granularity(cuda_t *c) {
   return gran < (2u << 20) ? (2u << 20) : gran;
 }
 
+/* Loads the driver and retains the primary context of `device`. */
+static int cuda_open(cuda_t *c, int device) {
+  int rc = cuda_load(c);
+  if (rc) {
+    hr__log(HR_LOG_ERROR, "CUDA driver not found (libcuda.so.1: %s)", dlerror());
+    return rc;
+  }
+  rc = CU_(cuInit(0));
+  if (!rc) rc = CU_(cuDeviceGet(&c->dev, device));
+  if (!rc) rc = CU_(cuDevicePrimaryCtxRetain(&c->ctx, c->dev));
+  if (rc) hr__log(HR_LOG_ERROR, "CUDA device %d cannot be opened (%s)", device, hr_strerror(rc));
+  return rc;
+}
+
 int hr__backend_cuda_create(int device, uint64_t capacity, hr_backend_t **out) {
   hr_backend_t *b = calloc(1, sizeof *b);
   cuda_t *c = calloc(1, sizeof *c);
@@ -322,32 +331,18 @@ int hr__backend_cuda_create(int device, uint64_t capacity, hr_backend_t **out) {
   b->device = device;
   b->capacity = capacity;
   b->priv = c;
-  rc = cuda_load(c);
-  if (rc) {
-    hr__log(HR_LOG_ERROR, "CUDA driver not found (libcuda.so.1: %s)", dlerror());
-    goto out;
-  }
-  rc = CU_(cuInit(0));
-  if (!rc) rc = CU_(cuDeviceGet(&c->dev, device));
-  if (!rc) rc = CU_(cuDevicePrimaryCtxRetain(&c->ctx, c->dev));
-  if (rc) {
-    hr__log(HR_LOG_ERROR, "CUDA device %d cannot be opened (%s)", device, hr_strerror(rc));
-    goto out;
-  }
+  if ((rc = cuda_open(c, device))) goto out;
   c->prop.type = HR_CU_MEM_ALLOCATION_TYPE_PINNED;
   c->prop.location.type = HR_CU_MEM_LOCATION_TYPE_DEVICE;
   c->prop.location.id = c->dev;
   b->granularity = cuda_granularity(c);
   c->capped = capacity != 0;
-  if (!c->capped) {
-    uint64_t f, t;
-    rc = cuda_mem_info(b, &f, &t);
-    if (rc) {
-      hr__log(HR_LOG_ERROR, "CUDA device %d: no memory information (%s)", device, hr_strerror(rc));
-      goto out;
-    }
-    b->capacity = t;
+  uint64_t f = 0, t = 0;
+  if (!c->capped && (rc = cuda_mem_info(b, &f, &t)) != 0) {
+    hr__log(HR_LOG_ERROR, "CUDA device %d: no memory information (%s)", device, hr_strerror(rc));
+    goto out;
   }
+  if (!c->capped) b->capacity = t;
   *out = b;
   return 0;
 out:

@@ -16,17 +16,11 @@ typedef struct host {
 } host_t;
 
 static int host_take(hr_backend_t *b, uint64_t size) {
-  host_t *h = b->priv;
-  uint64_t used = atomic_load(&h->used);
-  do {
-    if (size > b->capacity || used > b->capacity - size) return HR_ENOMEM;
-  } while (!atomic_compare_exchange_weak(&h->used, &used, used + size));
-  return 0;
+  return hr__backend_take(b, &((host_t *)b->priv)->used, true, size);
 }
 
 static void host_give(hr_backend_t *b, uint64_t size) {
-  host_t *h = b->priv;
-  atomic_fetch_sub(&h->used, size);
+  hr__backend_give(&((host_t *)b->priv)->used, size);
 }
 
 static int host_seg_alloc(hr_backend_t *b, uint64_t size, void *stream, uint64_t *addr) {
@@ -47,10 +41,7 @@ static int host_seg_free(hr_backend_t *b, uint64_t addr, uint64_t size) {
 }
 
 static int host_mem_info(hr_backend_t *b, uint64_t *free_bytes, uint64_t *total_bytes) {
-  host_t *h = b->priv;
-  uint64_t used = atomic_load(&h->used);
-  *total_bytes = b->capacity;
-  *free_bytes = used < b->capacity ? b->capacity - used : 0;
+  hr__backend_counted_info(b, &((host_t *)b->priv)->used, free_bytes, total_bytes);
   return 0;
 }
 
@@ -101,16 +92,6 @@ static int host_event_query(hr_backend_t *b, uint64_t ev) {
   return 0;
 }
 
-static void host_event_destroy(hr_backend_t *b, uint64_t ev) {}
-
-static int host_synchronize(hr_backend_t *b) {
-  return 0;
-}
-
-static void host_destroy(hr_backend_t *b) {
-  free(b->priv);
-}
-
 static const hr_backend_ops_t host_ops = {
     .name = "host",
     .seg_alloc = host_seg_alloc,
@@ -122,9 +103,9 @@ static const hr_backend_ops_t host_ops = {
     .unmap = host_unmap,
     .event_record = host_event_record,
     .event_query = host_event_query,
-    .event_destroy = host_event_destroy,
-    .synchronize = host_synchronize,
-    .destroy = host_destroy,
+    .event_destroy = hr__backend_event_nothing,
+    .synchronize = hr__backend_synchronized,
+    .destroy = hr__backend_free_priv,
 };
 
 int hr__backend_host_create(int device, uint64_t capacity, hr_backend_t **out) {

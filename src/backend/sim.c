@@ -24,11 +24,7 @@ static int sim_take(hr_backend_t *b, uint64_t size) {
     atomic_fetch_sub(&s->fail_next, 1);
     return HR_ENOMEM;
   }
-  uint64_t used = atomic_load(&s->used);
-  do {
-    if (size > b->capacity || used > b->capacity - size) return HR_ENOMEM;
-  } while (!atomic_compare_exchange_weak(&s->used, &used, used + size));
-  return 0;
+  return hr__backend_take(b, &s->used, true, size);
 }
 
 static uint64_t sim_va(sim_t *s, uint64_t size, uint64_t align) {
@@ -48,15 +44,12 @@ static int sim_seg_alloc(hr_backend_t *b, uint64_t size, void *stream, uint64_t 
 
 static int sim_seg_free(hr_backend_t *b, uint64_t addr, uint64_t size) {
   sim_t *s = b->priv;
-  atomic_fetch_sub(&s->used, size);
+  hr__backend_give(&s->used, size);
   return 0;
 }
 
 static int sim_mem_info(hr_backend_t *b, uint64_t *free_bytes, uint64_t *total_bytes) {
-  sim_t *s = b->priv;
-  uint64_t used = atomic_load(&s->used);
-  *total_bytes = b->capacity;
-  *free_bytes = used < b->capacity ? b->capacity - used : 0;
+  hr__backend_counted_info(b, &((sim_t *)b->priv)->used, free_bytes, total_bytes);
   return 0;
 }
 
@@ -78,7 +71,7 @@ static int sim_map(hr_backend_t *b, uint64_t addr, uint64_t size, uint64_t *hand
 
 static int sim_unmap(hr_backend_t *b, uint64_t addr, uint64_t size, uint64_t handle) {
   sim_t *s = b->priv;
-  atomic_fetch_sub(&s->used, size);
+  hr__backend_give(&s->used, size);
   return 0;
 }
 
@@ -99,16 +92,6 @@ static int sim_event_query(hr_backend_t *b, uint64_t ev) {
   return ev <= atomic_load(&s->done_seq) ? 0 : HR_EBUSY;
 }
 
-static void sim_event_destroy(hr_backend_t *b, uint64_t ev) {}
-
-static int sim_synchronize(hr_backend_t *b) {
-  return 0;
-}
-
-static void sim_destroy(hr_backend_t *b) {
-  free(b->priv);
-}
-
 static const hr_backend_ops_t sim_ops = {
     .name = "sim",
     .seg_alloc = sim_seg_alloc,
@@ -120,9 +103,9 @@ static const hr_backend_ops_t sim_ops = {
     .unmap = sim_unmap,
     .event_record = sim_event_record,
     .event_query = sim_event_query,
-    .event_destroy = sim_event_destroy,
-    .synchronize = sim_synchronize,
-    .destroy = sim_destroy,
+    .event_destroy = hr__backend_event_nothing,
+    .synchronize = hr__backend_synchronized,
+    .destroy = hr__backend_free_priv,
 };
 
 int hr__backend_sim_create(int device, uint64_t capacity, hr_backend_t **out) {

@@ -115,6 +115,38 @@ static double median_copy(const double *y, size_t n, double *scratch) {
   return median_inplace(scratch, n);
 }
 
+/* The halves test: both halves of the window must be rising, each at a
+ * third of the whole window's slope at least (a load ramp inside a flat
+ * window is not a leak, nor is a plateau after it), and the later half's
+ * level must stand above the earlier half's by a good share of what the
+ * slope predicts (a sawtooth's halves sit at one level). */
+static bool halves_rise(const hr_leak_config_t *cfg, const double *t, const double *y, size_t n,
+                        double slope, double span, double *scratch) {
+  double tmid = t[0] + span / 2;
+  size_t h = 0;
+  while (h < n && t[h] < tmid) h++;
+  if (h < 2 || n - h < 3) return false;
+  double early, late;
+  if (hr_theil_sen(t, y, h, scratch, &early) != 0) return false;
+  if (hr_theil_sen(t + h, y + h, n - h, scratch, &late) != 0) return false;
+  double bar = HR_MAX(cfg->min_rate / 2 / 60, slope / 3);
+  if (early < bar || late < bar) return false;
+  double m1 = median_copy(y, h, scratch), m2 = median_copy(y + h, n - h, scratch);
+  double tm1 = (t[0] + t[h - 1]) / 2, tm2 = (t[h] + t[n - 1]) / 2;
+  return m2 - m1 >= 0.5 * slope * (tm2 - tm1);
+}
+
+/* The growth over the window must stand out of the noise: four times the
+ * median absolute deviation of the residuals around the fitted line. */
+static bool above_noise(const double *t, const double *y, size_t n, double slope, double span,
+                        double *scratch) {
+  for (size_t i = 0; i < n; i++) scratch[i] = y[i] - slope * (t[i] - t[0]);
+  double mid = median_copy(scratch, n, scratch + n);
+  for (size_t i = 0; i < n; i++) scratch[i] = fabs(y[i] - slope * (t[i] - t[0]) - mid);
+  double mad = median_copy(scratch, n, scratch + n);
+  return slope * span >= 4 * mad;
+}
+
 /* hr_leak_evaluate() with the raw sample count apart from the point count
  * (points may average several samples) and caller-owned scratch room for
  * n*(n-1)/2 + n doubles. */
@@ -131,36 +163,11 @@ static int evaluate(const hr_leak_config_t *cfg, const double *t, const double *
   out->slope_per_min = slope * 60;
   if ((rc = hr_mann_kendall(y, n, &s, &z, &p)) != 0) return rc;
   out->z = z, out->p = p, out->confidence = 1 - p;
-
   double alpha = cfg->alpha > 0 ? cfg->alpha : DEFAULT_ALPHA;
   if (n < MIN_POINTS || samples < cfg->min_samples) return 0;
   if (p >= alpha || out->slope_per_min < cfg->min_rate) return 0;
-
-  /* Both halves must be rising, each at a third of the whole window's slope
-   * at least (a load ramp inside a flat window is not a
-   * leak, nor is a plateau after it), and the later half's level must stand
-   * above the earlier half's by a good share of what the slope predicts
-   * (a sawtooth's halves sit at one level). */
-  double tmid = t[0] + out->span_s / 2;
-  size_t h = 0;
-  while (h < n && t[h] < tmid) h++;
-  if (h < 2 || n - h < 3) return 0;
-  double early, late;
-  if (hr_theil_sen(t, y, h, scratch, &early) != 0) return 0;
-  if (hr_theil_sen(t + h, y + h, n - h, scratch, &late) != 0) return 0;
-  double bar = HR_MAX(cfg->min_rate / 2 / 60, slope / 3);
-  if (early < bar || late < bar) return 0;
-  double m1 = median_copy(y, h, scratch), m2 = median_copy(y + h, n - h, scratch);
-  double tm1 = (t[0] + t[h - 1]) / 2, tm2 = (t[h] + t[n - 1]) / 2;
-  if (m2 - m1 < 0.5 * slope * (tm2 - tm1)) return 0;
-  /* The growth over the window must stand out of the noise: four times the
-   * median absolute deviation of the residuals around the fitted line. */
-  for (size_t i = 0; i < n; i++) scratch[i] = y[i] - slope * (t[i] - t[0]);
-  double mid = median_copy(scratch, n, scratch + n);
-  for (size_t i = 0; i < n; i++) scratch[i] = fabs(y[i] - slope * (t[i] - t[0]) - mid);
-  double mad = median_copy(scratch, n, scratch + n);
-  if (slope * out->span_s < 4 * mad) return 0;
-  out->suspected = true;
+  out->suspected = halves_rise(cfg, t, y, n, slope, out->span_s, scratch) &&
+                   above_noise(t, y, n, slope, out->span_s, scratch);
   return 0;
 }
 
@@ -304,30 +311,37 @@ static void series_push(hr_leak_t *d, series_t *s, double t, double y) {
   s->len++;
 }
 
+/* The series of (pid, which) for the process started at `start`, made when
+ * new and started afresh when the pid was reused by a new process (its
+ * history is not this one's); NULL when out of memory. */
+static series_t *series_get(hr_leak_t *d, int pid, uint64_t start, int which) {
+  if ((d->count + 1) * 2 > d->cap && grow(d) != 0) return NULL;
+  size_t i = find_slot(d, pid, which);
+  series_t *s = d->slots[i];
+  if (s && s->start != start) {
+    s->len = s->head = 0;
+    s->flagged = false;
+    s->start = start;
+  }
+  if (s) return s;
+  s = calloc(1, sizeof *s);
+  if (!s || !(s->pts = malloc(d->max_points * sizeof *s->pts))) {
+    series_free(s);
+    return NULL;
+  }
+  s->pid = pid, s->which = which, s->start = start;
+  d->slots[i] = s;
+  d->count++;
+  return s;
+}
+
 int hr_leak_add(hr_leak_t *d, int pid, uint64_t start, int which, double t, uint64_t bytes,
                 hr_leak_result_t *out) {
   if (out) memset(out, 0, sizeof *out), out->p = 1;
   if (!d) return HR_EINVAL;
   if (bytes == HR_UNKNOWN) return 0;
-  if ((d->count + 1) * 2 > d->cap && grow(d) != 0) return HR_ENOMEM;
-  size_t i = find_slot(d, pid, which);
-  series_t *s = d->slots[i];
-  if (s && s->start != start) {
-    /* The pid was reused by a new process: its history is not this one's. */
-    s->len = s->head = 0;
-    s->flagged = false;
-    s->start = start;
-  }
-  if (!s) {
-    s = calloc(1, sizeof *s);
-    if (!s || !(s->pts = malloc(d->max_points * sizeof *s->pts))) {
-      series_free(s);
-      return HR_ENOMEM;
-    }
-    s->pid = pid, s->which = which, s->start = start;
-    d->slots[i] = s;
-    d->count++;
-  }
+  series_t *s = series_get(d, pid, start, which);
+  if (!s) return HR_ENOMEM;
   s->last_t = t;
   series_push(d, s, t, (double)bytes);
 

@@ -9,15 +9,9 @@
 #include <math.h>
 
 const char *hr_level_name(hr_level_t level) {
-  switch (level) {
-  case HR_LEVEL_OK:
-    return "ok";
-  case HR_LEVEL_WARNING:
-    return "warning";
-  case HR_LEVEL_CRITICAL:
-    return "critical";
-  }
-  return "unknown";
+  static const char *const names[] = {
+      [HR_LEVEL_OK] = "ok", [HR_LEVEL_WARNING] = "warning", [HR_LEVEL_CRITICAL] = "critical"};
+  return hr__enum_name(names, HR_ARRAY_LEN(names), (int)level, "unknown");
 }
 
 hr_level_t hr_level_update(hr_level_t cur, double pct, double warn, double crit, double hyst) {

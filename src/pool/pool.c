@@ -280,33 +280,28 @@ static int alloc_locked(hr_pool_t *p, uint64_t requested, void *stream, hr__bloc
 
 int hr_pool_alloc(hr_pool_t *p, uint64_t size, void *stream, void **ptr) {
   hr__block_t *b = NULL;
-  hr__reclaimer_t rec[HR_ARRAY_LEN(p->reclaimers)];
-  size_t nrec;
+  hr__reclaimer_t rec;
   if (!p || !ptr) return HR_EINVAL;
   *ptr = NULL;
   if (!size) return 0;
   if (size > (1ull << 62)) return HR_ENOMEM;
   pthread_mutex_lock(&p->lock);
   int rc = alloc_locked(p, size, stream, &b);
-  nrec = p->nreclaimers;
-  memcpy(rec, p->reclaimers, nrec * sizeof *rec);
-  pthread_mutex_unlock(&p->lock);
   /* Reclaimers free through hr_pool_free, so they run without the lock. */
-  for (size_t i = 0; rc == HR_ENOMEM && i < nrec; i++) {
-    uint64_t freed = 0;
-    rec[i].fn(p, size, &freed, rec[i].arg);
+  for (uint64_t id = 0; rc == HR_ENOMEM && hr__reclaimer_next_locked(p, id, &rec); id = rec.id) {
+    pthread_mutex_unlock(&p->lock);
+    hr__reclaimer_call(p, &rec, size);
     pthread_mutex_lock(&p->lock);
+    hr__reclaimer_done_locked(p, rec.id);
     p->st.num_alloc_retries++;
     rc = alloc_locked(p, size, stream, &b);
-    pthread_mutex_unlock(&p->lock);
   }
   if (rc == HR_ENOMEM) {
-    pthread_mutex_lock(&p->lock);
     p->st.num_ooms++;
     hr__diagnose_locked(p, size, stream);
     hr__log(HR_LOG_WARN, "%s", p->diag);
-    pthread_mutex_unlock(&p->lock);
   }
+  pthread_mutex_unlock(&p->lock);
   if (!rc) *ptr = (void *)(uintptr_t)b->addr;
   return rc;
 }
@@ -400,18 +395,6 @@ int hr_pool_release_cached(hr_pool_t *p) {
   return 0;
 }
 
-int hr_pool_add_reclaimer(hr_pool_t *p, hr_reclaim_fn fn, void *arg) {
-  if (!p || !fn) return HR_EINVAL;
-  int rc = 0;
-  pthread_mutex_lock(&p->lock);
-  if (p->nreclaimers == HR_ARRAY_LEN(p->reclaimers))
-    rc = HR_ENOSPC;
-  else
-    p->reclaimers[p->nreclaimers++] = (hr__reclaimer_t){fn, arg};
-  pthread_mutex_unlock(&p->lock);
-  return rc;
-}
-
 /* ---- life cycle ---------------------------------------------------------- */
 
 int hr_pool_create(const hr_pool_config_t *config, hr_backend_t *backend, int device,
@@ -445,6 +428,7 @@ int hr_pool_create(const hr_pool_config_t *config, hr_backend_t *backend, int de
   p->st.size = sizeof p->st;
   p->st.version = HR_POOL_STATS_VERSION;
   pthread_mutex_init(&p->lock, NULL);
+  pthread_cond_init(&p->reclaim_done, NULL);
   *out = p;
   return 0;
 }
@@ -472,6 +456,7 @@ void hr_pool_destroy(hr_pool_t *p) {
   free(p->table);
   free(p->pending);
   free(p->exts);
+  pthread_cond_destroy(&p->reclaim_done);
   pthread_mutex_destroy(&p->lock);
   free(p);
 }

@@ -1,6 +1,7 @@
 /* pool internals shared by pool.c (policy), segment.c (plain segments,
  * block records), expand.c (expandable segments), index.c (the free-block
- * index), stats.c (statistics, invariants, diagnosis, tags) and torch.c
+ * index), stats.c (statistics, invariants, diagnosis, tags), reclaimers.c
+ * (the reclaimers) and torch.c
  * (PyTorch entry points).
  *
  * A segment is a range of device addresses tiled by blocks in address order
@@ -103,6 +104,9 @@ typedef struct hr__ext_ref {
 typedef struct hr__reclaimer {
   hr_reclaim_fn fn;
   void *arg;
+  uint64_t id;   /* in the order added: an allocation walks them by id */
+  unsigned busy; /* calls under way */
+  bool live;     /* false once hr_pool_remove_reclaimer began taking it back */
 } hr__reclaimer_t;
 
 typedef struct hr__slab {
@@ -137,6 +141,8 @@ struct hr_pool {
 
   hr__reclaimer_t reclaimers[16];
   size_t nreclaimers;
+  uint64_t reclaimer_ids;      /* the last id given */
+  pthread_cond_t reclaim_done; /* a dead reclaimer's last call ended */
 
   uint64_t tick;     /* best-fit searches so far (the GC's clock) */
   int64_t alloc_hwm; /* highest allocated bytes ever (reset_peak leaves it) */
@@ -225,6 +231,15 @@ HR_INTERNAL uint16_t hr__tag_current(void);
 HR_INTERNAL const char *hr__tag_name(uint16_t id);
 HR_INTERNAL void hr__diagnose_locked(hr_pool_t *p, uint64_t size, void *stream);
 HR_INTERNAL int hr__check_locked(hr_pool_t *p);
+
+/* ---- reclaimers.c --------------------------------------------------------- */
+/* The reclaimers (reclaimers.c). An allocation that would fail walks them:
+ * hr__reclaimer_next_locked() gives the first live one added after the one
+ * with id `after` (0: the first), counted busy; hr__reclaimer_call() calls it
+ * without the lock; hr__reclaimer_done_locked() ends the call. */
+HR_INTERNAL bool hr__reclaimer_next_locked(hr_pool_t *p, uint64_t after, hr__reclaimer_t *out);
+HR_INTERNAL void hr__reclaimer_call(hr_pool_t *p, const hr__reclaimer_t *r, uint64_t needed);
+HR_INTERNAL void hr__reclaimer_done_locked(hr_pool_t *p, uint64_t id);
 
 /* ---- pool.c -------------------------------------------------------------- */
 HR_INTERNAL uint64_t hr__round_size(const hr_pool_config_t *c, uint64_t size);

@@ -175,6 +175,30 @@ static void read_v2(hr_cgroup_mem_t *cg, const char *dir, const char *top) {
   cg->has_pressure = len > 0 && hr__pressure_parse(buf, &cg->pressure_some, &cg->pressure_full);
 }
 
+/* memory.stat of a v1 cgroup: the total_ keys include the children, as
+ * memory.usage_in_bytes does (the plain ones stand in where they are
+ * missing); a hierarchical limit under the walked one lowers it. */
+static void read_v1_stat(hr_cgroup_mem_t *cg, const char *dir) {
+  char buf[8192];
+  ssize_t len = read_text(dir, "memory.stat", buf, sizeof buf);
+  uint64_t hier, rss, cache, inact, shmem;
+  hr__kv_t st[] = {{"total_rss", &cg->anon_bytes, 0},
+                   {"total_cache", &cg->file_bytes, 0},
+                   {"total_inactive_file", &cg->inactive_file_bytes, 0},
+                   {"total_shmem", &cg->shmem_bytes, 0},
+                   {"hierarchical_memory_limit", &hier, 0},
+                   {"rss", &rss, 0},
+                   {"cache", &cache, 0},
+                   {"inactive_file", &inact, 0},
+                   {"shmem", &shmem, 0}};
+  hr__kv_scan(len > 0 ? buf : "", ' ', st, HR_ARRAY_LEN(st));
+  if (st[0].rc) cg->anon_bytes = rss;
+  if (st[1].rc) cg->file_bytes = cache;
+  if (st[2].rc) cg->inactive_file_bytes = inact;
+  if (st[3].rc) cg->shmem_bytes = shmem;
+  if (st[4].rc == 0 && hier < HR__LIMIT_HUGE) cg->limit_bytes = HR_MIN(cg->limit_bytes, hier);
+}
+
 static void read_v1(hr_cgroup_mem_t *cg, const char *dir, const char *top) {
   char buf[8192];
   int rc = read_value(dir, "memory.limit_in_bytes", &cg->own_limit_bytes);
@@ -193,25 +217,8 @@ static void read_v1(hr_cgroup_mem_t *cg, const char *dir, const char *top) {
       cg_fail(cg, HR_PROBE_ERROR, "%s/memory.usage_in_bytes: %s", dir,
               hr_strerror(rc ? rc : HR_EPARSE));
   }
-  ssize_t len = read_text(dir, "memory.stat", buf, sizeof buf);
-  uint64_t hier, rss, cache, inact, shmem;
-  /* The total_ keys include the children, as memory.usage_in_bytes does. */
-  hr__kv_t st[] = {{"total_rss", &cg->anon_bytes, 0},
-                   {"total_cache", &cg->file_bytes, 0},
-                   {"total_inactive_file", &cg->inactive_file_bytes, 0},
-                   {"total_shmem", &cg->shmem_bytes, 0},
-                   {"hierarchical_memory_limit", &hier, 0},
-                   {"rss", &rss, 0},
-                   {"cache", &cache, 0},
-                   {"inactive_file", &inact, 0},
-                   {"shmem", &shmem, 0}};
-  hr__kv_scan(len > 0 ? buf : "", ' ', st, HR_ARRAY_LEN(st));
-  if (st[0].rc) cg->anon_bytes = rss;
-  if (st[1].rc) cg->file_bytes = cache;
-  if (st[2].rc) cg->inactive_file_bytes = inact;
-  if (st[3].rc) cg->shmem_bytes = shmem;
-  if (st[4].rc == 0 && hier < HR__LIMIT_HUGE) cg->limit_bytes = HR_MIN(cg->limit_bytes, hier);
-  len = read_text(dir, "memory.oom_control", buf, sizeof buf);
+  read_v1_stat(cg, dir);
+  ssize_t len = read_text(dir, "memory.oom_control", buf, sizeof buf);
   hr__kv_t ev[] = {{"oom_kill", &cg->oom_kill_events, 0}};
   hr__kv_scan(len > 0 ? buf : "", ' ', ev, 1);
   cg->oom_events = HR_UNKNOWN; /* v1 counts kills only */
@@ -267,43 +274,55 @@ static bool under(const char *path, const char *dir, const char **rest) {
   return true;
 }
 
+/* `path` without trailing slashes, in out[1024]; false (with the reason in
+ * cg) when it is too long, not absolute, or has a '..' or '.' part. */
+static bool clean_path(hr_cgroup_mem_t *cg, const char *path, char out[1024]) {
+  size_t len = strlen(path);
+  if (len >= 1024) {
+    cg_fail(cg, HR_PROBE_ERROR, "cgroup path too long");
+    return false;
+  }
+  while (len > 1 && path[len - 1] == '/') len--; /* "dir/" is "dir" */
+  memcpy(out, path, len), out[len] = '\0';
+  if (out[0] != '/' || strstr(out, "/../") || strstr(out, "/./") ||
+      (len >= 3 && strcmp(out + len - 3, "/..") == 0)) {
+    cg_fail(cg, HR_PROBE_ERROR, "cgroup '%.100s': not an absolute path without '..'", out);
+    return false;
+  }
+  return true;
+}
+
+/* A path under the mount point m (`rest` after it): the directory is the
+ * path itself, and the cgroup's path its place in the hierarchy (the mount
+ * shows m->root of it). False when too long. */
+static bool dir_under_mount(hr_cgroup_mem_t *cg, const char *root, const char *path,
+                            const mount_pt_t *m, const char *rest, char *dir, size_t n, char *top,
+                            size_t topn) {
+  int w = snprintf(cg->path, sizeof cg->path, "%s%s", strcmp(m->root, "/") ? m->root : "",
+                   *rest ? rest : (strcmp(m->root, "/") ? "" : "/"));
+  return !hr__path(top, topn, root, m->point) && w >= 0 && (size_t)w < sizeof cg->path &&
+         !hr__path(dir, n, root, path);
+}
+
 /* Resolves a cgroup named by the operator: a directory under a cgroup mount
  * ("/sys/fs/cgroup/kubepods.slice/...") or a hierarchy path as
  * /proc/PID/cgroup shows it ("/kubepods.slice/..."). The v1 memory mount is
  * tried first: on a hybrid machine the unified mount has no memory files.
  * Sets cg->version and cg->path; returns false after cg_fail. */
-static bool named_dir(hr_cgroup_mem_t *cg, const char *root, const char *path, const mount_pt_t *m1,
+static bool named_dir(hr_cgroup_mem_t *cg, const char *root, const char *name, const mount_pt_t *m1,
                       const mount_pt_t *m2, char *dir, size_t n, char *top, size_t topn) {
   const char *rest = NULL;
-  const mount_pt_t *m = NULL;
-  char trimmed[1024];
-  size_t len = strlen(path);
-  if (len >= sizeof trimmed) {
-    cg_fail(cg, HR_PROBE_ERROR, "cgroup path too long");
-    return false;
-  }
-  while (len > 1 && path[len - 1] == '/') len--; /* "dir/" is "dir" */
-  memcpy(trimmed, path, len), trimmed[len] = '\0';
-  path = trimmed;
-  if (path[0] != '/' || strstr(path, "/../") || strstr(path, "/./") ||
-      (strlen(path) >= 3 && strcmp(path + strlen(path) - 3, "/..") == 0)) {
-    cg_fail(cg, HR_PROBE_ERROR, "cgroup '%.100s': not an absolute path without '..'", path);
-    return false;
-  }
-  if (m1->found && under(path, m1->point, &rest))
-    m = m1, cg->version = 1;
-  else if (m2->found && under(path, m2->point, &rest))
-    m = m2, cg->version = 2;
+  char path[1024];
+  if (!clean_path(cg, name, path)) return false;
+  const mount_pt_t *m = m1->found && under(path, m1->point, &rest)   ? m1
+                        : m2->found && under(path, m2->point, &rest) ? m2
+                                                                     : NULL;
+  bool ok;
   if (m) {
-    /* The mount shows m->root of the hierarchy: report the full path. */
-    int w = snprintf(cg->path, sizeof cg->path, "%s%s", strcmp(m->root, "/") ? m->root : "",
-                     *rest ? rest : (strcmp(m->root, "/") ? "" : "/"));
-    if (hr__path(top, topn, root, m->point) || w < 0 || (size_t)w >= sizeof cg->path ||
-        hr__path(dir, n, root, path)) {
-      cg_fail(cg, HR_PROBE_ERROR, "cgroup path too long");
-      return false;
-    }
+    cg->version = m == m1 ? 1 : 2;
+    ok = dir_under_mount(cg, root, path, m, rest, dir, n, top, topn);
   } else {
+    /* A path in the hierarchy: under the mount of the memory cgroup. */
     m = m1->found ? m1 : m2->found ? m2 : NULL;
     if (!m) {
       cg_fail(cg, HR_PROBE_ABSENT, "cgroup: no memory cgroup mounted");
@@ -311,10 +330,11 @@ static bool named_dir(hr_cgroup_mem_t *cg, const char *root, const char *path, c
     }
     cg->version = m == m1 ? 1 : 2;
     hr__strlcpy(cg->path, path, sizeof cg->path);
-    if (cgroup_dir(dir, n, root, m, path, top, topn)) {
-      cg_fail(cg, HR_PROBE_ERROR, "cgroup path too long");
-      return false;
-    }
+    ok = !cgroup_dir(dir, n, root, m, path, top, topn);
+  }
+  if (!ok) {
+    cg_fail(cg, HR_PROBE_ERROR, "cgroup path too long");
+    return false;
   }
   /* A v2 directory without memory.max reads as the unlimited root, so a
    * cgroup that is not there (a pod that went away) must be caught here. */
@@ -346,37 +366,59 @@ static void read_dir(hr_cgroup_mem_t *cg, const char *root, const char *dir, con
   }
 }
 
-void hr__cgroup_read_at(const char *root, const char *named, int pid, hr_cgroup_mem_t *cg) {
-  char path[1024], buf[16384], dir[1200], top[1024];
-  char v1path[512] = "", v2path[512] = "";
-  bool has_v1 = false, has_v2 = false;
+/* Every figure unknown until read. */
+static void cg_reset(hr_cgroup_mem_t *cg) {
   memset(cg, 0, sizeof *cg);
   cg->limit_bytes = cg->own_limit_bytes = cg->high_bytes = HR_UNKNOWN;
   cg->current_bytes = cg->usage_bytes = HR_UNKNOWN;
   cg->anon_bytes = cg->file_bytes = cg->inactive_file_bytes = cg->shmem_bytes = HR_UNKNOWN;
   cg->oom_events = cg->oom_kill_events = HR_UNKNOWN;
+}
+
+/* The cgroup paths of process pid (0: this one) in each hierarchy, from
+ * /proc/PID/cgroup; false after cg_fail. */
+static bool own_paths(hr_cgroup_mem_t *cg, const char *root, int pid, char *v1path, char *v2path,
+                      size_t n, bool *has_v1, bool *has_v2) {
+  char file[64], path[1024], buf[16384];
+  if (pid > 0)
+    snprintf(file, sizeof file, "/proc/%d/cgroup", pid);
+  else
+    snprintf(file, sizeof file, "/proc/self/cgroup");
+  hr__path(path, sizeof path, root, file);
+  ssize_t len = hr__read_file(path, buf, sizeof buf);
+  if (len < 0) {
+    cg_fail(cg, len == HR_EPERM ? HR_PROBE_DENIED : HR_PROBE_ABSENT, "%s: %s", path,
+            hr_strerror((int)len));
+    return false;
+  }
+  parse_proc_cgroup(buf, v1path, v2path, n, has_v1, has_v2);
+  return true;
+}
+
+/* The directory of the cgroup at `path` of hierarchy `version`, under its
+ * mount m; false after cg_fail. */
+static bool own_dir(hr_cgroup_mem_t *cg, const char *root, const mount_pt_t *m, int version,
+                    const char *path, char *dir, size_t n, char *top, size_t topn) {
+  cg->version = version;
+  hr__strlcpy(cg->path, path, sizeof cg->path);
+  if (cgroup_dir(dir, n, root, m, path, top, topn)) {
+    cg_fail(cg, HR_PROBE_ERROR, "cgroup path too long");
+    return false;
+  }
+  return true;
+}
+
+void hr__cgroup_read_at(const char *root, const char *named, int pid, hr_cgroup_mem_t *cg) {
+  char path[1024], buf[16384], dir[1200], top[1024];
+  char v1path[512] = "", v2path[512] = "";
+  bool has_v1 = false, has_v2 = false;
+  cg_reset(cg);
   if (named && !*named) named = NULL;
   if (named && pid > 0) {
     cg_fail(cg, HR_PROBE_ERROR, "cgroup and cgroup_pid are both set: give one");
     return;
   }
-
-  if (!named) {
-    char file[64];
-    if (pid > 0)
-      snprintf(file, sizeof file, "/proc/%d/cgroup", pid);
-    else
-      snprintf(file, sizeof file, "/proc/self/cgroup");
-    hr__path(path, sizeof path, root, file);
-    ssize_t len = hr__read_file(path, buf, sizeof buf);
-    if (len < 0) {
-      cg_fail(cg, len == HR_EPERM ? HR_PROBE_DENIED : HR_PROBE_ABSENT, "%s: %s", path,
-              hr_strerror((int)len));
-      return;
-    }
-    parse_proc_cgroup(buf, v1path, v2path, sizeof v1path, &has_v1, &has_v2);
-  }
-
+  if (!named && !own_paths(cg, root, pid, v1path, v2path, sizeof v1path, &has_v1, &has_v2)) return;
   mount_pt_t m1 = {0}, m2 = {0};
   hr__path(path, sizeof path, root, "/proc/self/mountinfo");
   ssize_t len = hr__read_file(path, buf, sizeof buf);
@@ -385,26 +427,14 @@ void hr__cgroup_read_at(const char *root, const char *named, int pid, hr_cgroup_
     return;
   }
   find_mounts(buf, &m1, &m2);
-
-  if (named) {
-    if (!named_dir(cg, root, named, &m1, &m2, dir, sizeof dir, top, sizeof top)) return;
-  } else if (has_v1 && m1.found) {
-    cg->version = 1;
-    hr__strlcpy(cg->path, v1path, sizeof cg->path);
-    if (cgroup_dir(dir, sizeof dir, root, &m1, v1path, top, sizeof top)) {
-      cg_fail(cg, HR_PROBE_ERROR, "cgroup path too long");
-      return;
-    }
-  } else if (has_v2 && m2.found) {
-    cg->version = 2;
-    hr__strlcpy(cg->path, v2path, sizeof cg->path);
-    if (cgroup_dir(dir, sizeof dir, root, &m2, v2path, top, sizeof top)) {
-      cg_fail(cg, HR_PROBE_ERROR, "cgroup path too long");
-      return;
-    }
-  } else {
-    cg_fail(cg, HR_PROBE_ABSENT, "cgroup: no memory cgroup mounted");
-    return;
-  }
-  read_dir(cg, root, dir, top, &m2, v2path, has_v2);
+  bool ok;
+  if (named)
+    ok = named_dir(cg, root, named, &m1, &m2, dir, sizeof dir, top, sizeof top);
+  else if (has_v1 && m1.found)
+    ok = own_dir(cg, root, &m1, 1, v1path, dir, sizeof dir, top, sizeof top);
+  else if (has_v2 && m2.found)
+    ok = own_dir(cg, root, &m2, 2, v2path, dir, sizeof dir, top, sizeof top);
+  else
+    ok = false, cg_fail(cg, HR_PROBE_ABSENT, "cgroup: no memory cgroup mounted");
+  if (ok) read_dir(cg, root, dir, top, &m2, v2path, has_v2);
 }

@@ -52,6 +52,19 @@ static void close_with(hr__buf_t *b, char c) {
   put(b, "%c", c);
 }
 
+/* Closes a member object or array with c, and the comma after it. */
+static void close_member(hr__buf_t *b, char c) {
+  close_with(b, c);
+  put(b, ",");
+}
+
+/* Opens a part of the snapshot: "key":{"state":..,"message":.., */
+static void open_part(hr__buf_t *b, const char *key, hr_probe_state_t state, const char *message) {
+  put(b, "\"%s\":{", key);
+  kv_str(b, "state", hr_probe_state_name(state));
+  kv_str(b, "message", message);
+}
+
 static void put_pressure(hr__buf_t *b, const char *k, const hr_pressure_t *p) {
   put(b, "\"%s\":{\"avg10\":%.2f,\"avg60\":%.2f,\"avg300\":%.2f,\"total_us\":%" PRIu64 "},", k,
       p->avg10, p->avg60, p->avg300, p->total_us);
@@ -59,9 +72,7 @@ static void put_pressure(hr__buf_t *b, const char *k, const hr_pressure_t *p) {
 
 static void put_host(hr__buf_t *b, const hr_snapshot_t *s) {
   const hr_host_mem_t *h = &s->host;
-  put(b, "\"host\":{");
-  kv_str(b, "state", hr_probe_state_name(s->host_state));
-  kv_str(b, "message", s->host_message);
+  open_part(b, "host", s->host_state, s->host_message);
   kv_size(b, "total_bytes", h->total_bytes);
   kv_size(b, "available_bytes", h->available_bytes);
   kv_size(b, "used_bytes",
@@ -75,14 +86,11 @@ static void put_host(hr__buf_t *b, const hr_snapshot_t *s) {
   kv_size(b, "shmem_bytes", h->shmem_bytes);
   kv_size(b, "swap_total_bytes", h->swap_total_bytes);
   kv_size(b, "swap_free_bytes", h->swap_free_bytes);
-  close_with(b, '}');
-  put(b, ",");
+  close_member(b, '}');
 }
 
 static void put_cgroup(hr__buf_t *b, const hr_cgroup_mem_t *c) {
-  put(b, "\"cgroup\":{");
-  kv_str(b, "state", hr_probe_state_name(c->state));
-  kv_str(b, "message", c->message);
+  open_part(b, "cgroup", c->state, c->message);
   put(b, "\"version\":%d,", c->version);
   kv_str(b, "path", c->path);
   kv_size(b, "limit_bytes", c->limit_bytes);
@@ -100,19 +108,15 @@ static void put_cgroup(hr__buf_t *b, const hr_cgroup_mem_t *c) {
     put(b, "\"pressure\":{");
     put_pressure(b, "some", &c->pressure_some);
     put_pressure(b, "full", &c->pressure_full);
-    close_with(b, '}');
-    put(b, ",");
+    close_member(b, '}');
   } else {
     put(b, "\"pressure\":null,");
   }
-  close_with(b, '}');
-  put(b, ",");
+  close_member(b, '}');
 }
 
 static void put_gpus(hr__buf_t *b, const hr_snapshot_t *s) {
-  put(b, "\"gpu\":{");
-  kv_str(b, "state", hr_probe_state_name(s->gpu_state));
-  kv_str(b, "message", s->gpu_message);
+  open_part(b, "gpu", s->gpu_state, s->gpu_message);
   kv_str(b, "driver_version", s->driver_version);
   put(b, "\"devices\":[");
   for (size_t i = 0; i < s->n_gpus; i++) {
@@ -131,8 +135,7 @@ static void put_gpus(hr__buf_t *b, const hr_snapshot_t *s) {
     kv_int(b, "util_mem_percent", g->util_mem);
     kv_int(b, "temperature_c", g->temperature_c);
     kv_int(b, "power_mw", g->power_mw);
-    close_with(b, '}');
-    put(b, ",");
+    close_member(b, '}');
   }
   close_with(b, ']');
   put(b, ",\"processes\":[");
@@ -140,8 +143,7 @@ static void put_gpus(hr__buf_t *b, const hr_snapshot_t *s) {
     const hr_gpu_proc_t *g = &s->gpu_procs[i];
     put(b, "{\"gpu\":%u,\"pid\":%d,\"local_pid\":%d,", g->gpu, g->pid, g->local_pid);
     kv_size(b, "used_bytes", g->used_bytes);
-    close_with(b, '}');
-    put(b, ",");
+    close_member(b, '}');
   }
   close_with(b, ']');
   put(b, "},");
@@ -163,8 +165,7 @@ static void put_proc(hr__buf_t *b, const hr_proc_t *p) {
   kv_size(b, "swap_bytes", p->swap_bytes);
   kv_size(b, "pss_bytes", p->pss_bytes);
   kv_size(b, "gpu_bytes", p->gpu_bytes);
-  close_with(b, '}');
-  put(b, ",");
+  close_member(b, '}');
 }
 
 /* The snapshot with the processes idx names (every process when idx is

@@ -131,58 +131,76 @@ static void *sym2(void *dl, const char *name, const char *alt) {
 
 /* Opens, resolves and initialises a library. Needs libs_mu. On failure fills
  * s->gpu_state and s->gpu_message and returns NULL. */
+/* Says in the snapshot why NVML cannot be read ("nvml: WHAT", then ": ARG"
+ * when ARG is not NULL); returns NULL. */
+static nvml_lib_t *no_lib(hr_snapshot_t *s, hr_probe_state_t state, const char *what,
+                          const char *arg) {
+  s->gpu_state = state;
+  snprintf(s->gpu_message, sizeof s->gpu_message, "nvml: %s%s%s", what, arg ? ": " : "",
+           arg ? arg : "");
+  return NULL;
+}
+
+/* Opens `path`, or the system's NVML when NULL; NULL when not found. */
+static void *open_lib(const char *path) {
+  if (path) return dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  void *dl = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
+  return dl ? dl : dlopen("libnvidia-ml.so", RTLD_NOW | RTLD_LOCAL);
+}
+
+/* Looks up the functions of the library in nl->dl: the name of a missing
+ * one that every use needs, or NULL (the others may be missing). */
+static const char *load_symbols(nvml_lib_t *nl) {
+  void *dl = nl->dl;
+  LOAD(nl->init, "nvmlInit_v2", "nvmlInit");
+  LOAD(nl->count, "nvmlDeviceGetCount_v2", "nvmlDeviceGetCount");
+  LOAD(nl->handle, "nvmlDeviceGetHandleByIndex_v2", "nvmlDeviceGetHandleByIndex");
+  const char *missing = !nl->init     ? "nvmlInit_v2"
+                        : !nl->count  ? "nvmlDeviceGetCount_v2"
+                        : !nl->handle ? "nvmlDeviceGetHandleByIndex_v2"
+                                      : NULL;
+  if (missing) return missing;
+  LOAD(nl->error_string, "nvmlErrorString", NULL);
+  LOAD(nl->driver_version, "nvmlSystemGetDriverVersion", NULL);
+  LOAD(nl->name, "nvmlDeviceGetName", NULL);
+  LOAD(nl->uuid, "nvmlDeviceGetUUID", NULL);
+  LOAD(nl->pci, "nvmlDeviceGetPciInfo_v3", NULL);
+  LOAD(nl->mem_v2, "nvmlDeviceGetMemoryInfo_v2", NULL);
+  LOAD(nl->mem_v1, "nvmlDeviceGetMemoryInfo", NULL);
+  LOAD(nl->util, "nvmlDeviceGetUtilizationRates", NULL);
+  LOAD(nl->power, "nvmlDeviceGetPowerUsage", NULL);
+  LOAD(nl->temp, "nvmlDeviceGetTemperature", NULL);
+  for (int i = 0; i < 3; i++) LOAD(nl->procs[i], proc_fn_names[i], NULL);
+  return NULL;
+}
+
+/* Loads the library named by key (path, or "" for the system's) into the
+ * next cache entry; NULL, with the reason in s, when it cannot. */
+static nvml_lib_t *lib_load_locked(const char *path, const char *key, hr_snapshot_t *s) {
+  if (n_libs == HR_ARRAY_LEN(libs) || strlen(key) >= sizeof libs[0].key)
+    return no_lib(s, HR_PROBE_ERROR, "too many libraries", NULL);
+  void *dl = open_lib(path);
+  if (!dl) return no_lib(s, HR_PROBE_ABSENT, "library not found", path);
+  nvml_lib_t nl = {.dl = dl};
+  hr__strlcpy(nl.key, key, sizeof nl.key);
+  const char *missing = load_symbols(&nl);
+  if (missing) {
+    /* Not cached: the handle is closed so a fixed library can be loaded. */
+    dlclose(dl);
+    s->gpu_state = HR_PROBE_ERROR;
+    snprintf(s->gpu_message, sizeof s->gpu_message, "nvml: symbol %s missing", missing);
+    return NULL;
+  }
+  libs[n_libs] = nl;
+  return &libs[n_libs++];
+}
+
 static nvml_lib_t *lib_get_locked(const char *path, hr_snapshot_t *s) {
   const char *key = path ? path : "";
   nvml_lib_t *l = NULL;
   for (size_t i = 0; i < n_libs; i++)
     if (strcmp(libs[i].key, key) == 0) l = &libs[i];
-  if (!l) {
-    if (n_libs == HR_ARRAY_LEN(libs) || strlen(key) >= sizeof libs[0].key) {
-      s->gpu_state = HR_PROBE_ERROR;
-      snprintf(s->gpu_message, sizeof s->gpu_message, "nvml: too many libraries");
-      return NULL;
-    }
-    void *dl = path ? dlopen(path, RTLD_NOW | RTLD_LOCAL) : NULL;
-    if (!path) {
-      dl = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
-      if (!dl) dl = dlopen("libnvidia-ml.so", RTLD_NOW | RTLD_LOCAL);
-    }
-    if (!dl) {
-      s->gpu_state = HR_PROBE_ABSENT;
-      snprintf(s->gpu_message, sizeof s->gpu_message, "nvml: library not found%s%s",
-               path ? ": " : "", path ? path : "");
-      return NULL;
-    }
-    nvml_lib_t nl = {.dl = dl};
-    hr__strlcpy(nl.key, key, sizeof nl.key);
-    LOAD(nl.init, "nvmlInit_v2", "nvmlInit");
-    LOAD(nl.count, "nvmlDeviceGetCount_v2", "nvmlDeviceGetCount");
-    LOAD(nl.handle, "nvmlDeviceGetHandleByIndex_v2", "nvmlDeviceGetHandleByIndex");
-    const char *missing = !nl.init     ? "nvmlInit_v2"
-                          : !nl.count  ? "nvmlDeviceGetCount_v2"
-                          : !nl.handle ? "nvmlDeviceGetHandleByIndex_v2"
-                                       : NULL;
-    if (missing) {
-      /* Not cached: the handle is closed so a fixed library can be loaded. */
-      dlclose(dl);
-      s->gpu_state = HR_PROBE_ERROR;
-      snprintf(s->gpu_message, sizeof s->gpu_message, "nvml: symbol %s missing", missing);
-      return NULL;
-    }
-    LOAD(nl.error_string, "nvmlErrorString", NULL);
-    LOAD(nl.driver_version, "nvmlSystemGetDriverVersion", NULL);
-    LOAD(nl.name, "nvmlDeviceGetName", NULL);
-    LOAD(nl.uuid, "nvmlDeviceGetUUID", NULL);
-    LOAD(nl.pci, "nvmlDeviceGetPciInfo_v3", NULL);
-    LOAD(nl.mem_v2, "nvmlDeviceGetMemoryInfo_v2", NULL);
-    LOAD(nl.mem_v1, "nvmlDeviceGetMemoryInfo", NULL);
-    LOAD(nl.util, "nvmlDeviceGetUtilizationRates", NULL);
-    LOAD(nl.power, "nvmlDeviceGetPowerUsage", NULL);
-    LOAD(nl.temp, "nvmlDeviceGetTemperature", NULL);
-    for (int i = 0; i < 3; i++) LOAD(nl.procs[i], proc_fn_names[i], NULL);
-    libs[n_libs] = nl;
-    l = &libs[n_libs++];
-  }
+  if (!l && !(l = lib_load_locked(path, key, s))) return NULL;
   if (!l->inited) {
     nvml_ret_t r = l->init();
     if (r != NVML_SUCCESS) {
@@ -235,12 +253,7 @@ static size_t v3_stride(const unsigned char *buf, size_t bytes, unsigned n) {
 
 /* Appends one GPU process to s. */
 static int add_gpu_proc(hr_snapshot_t *s, size_t *cap, unsigned gpu, unsigned pid, uint64_t used) {
-  if (s->n_gpu_procs == *cap) {
-    size_t nc = *cap ? *cap * 2 : 16;
-    hr_gpu_proc_t *np = realloc(s->gpu_procs, nc * sizeof *np);
-    if (!np) return HR_ENOMEM;
-    s->gpu_procs = np, *cap = nc;
-  }
+  if (hr__grow(&s->gpu_procs, cap, s->n_gpu_procs, sizeof *s->gpu_procs, 16)) return HR_ENOMEM;
   s->gpu_procs[s->n_gpu_procs++] =
       (hr_gpu_proc_t){.gpu = gpu, .pid = (int)pid, .local_pid = 0, .used_bytes = used};
   return 0;
@@ -249,6 +262,44 @@ static int add_gpu_proc(hr_snapshot_t *s, size_t *cap, unsigned gpu, unsigned pi
 /* Reads the compute processes of one device: the newest entry point that
  * answers, with the query-size-then-fetch loop (the list can grow between
  * the two calls, then the driver says INSUFFICIENT_SIZE again). */
+/* Adds the `got` records of call v in buf to the snapshot's GPU processes. */
+static int add_records(const unsigned char *buf, size_t bytes, unsigned got, int v, unsigned gpu,
+                       hr_snapshot_t *s, size_t *cap) {
+  size_t stride = v == 0 ? v3_stride(buf, bytes, got) : proc_stride[v];
+  int rc = 0;
+  for (unsigned i = 0; i < got && rc == 0; i++) {
+    unsigned int pid;
+    unsigned long long used;
+    memcpy(&pid, buf + i * stride + REC_PID, sizeof pid);
+    memcpy(&used, buf + i * stride + REC_USED, sizeof used);
+    rc = add_gpu_proc(s, cap, gpu, pid, used == NVML_VALUE_NOT_AVAILABLE_ULL ? HR_UNKNOWN : used);
+  }
+  return rc;
+}
+
+/* Reads the processes with call v, which said `count` of them; the list may
+ * grow between the calls, so the room grows and the call is tried again.
+ * Gives up quietly (a debug message) when the driver keeps refusing. */
+static int read_procs_with(const nvml_lib_t *l, int v, nvml_device_t dev, unsigned count,
+                           unsigned gpu, hr_snapshot_t *s, size_t *cap) {
+  nvml_ret_t r = NVML_ERROR_INSUFFICIENT_SIZE;
+  for (int tries = 0; tries < 8 && r == NVML_ERROR_INSUFFICIENT_SIZE; tries++) {
+    /* Room for 32-byte records whatever the call, for the wide-v3 drivers. */
+    size_t bytes = (size_t)(count ? count : 1) * 32;
+    unsigned char *buf = malloc(bytes);
+    if (!buf) return HR_ENOMEM;
+    memset(buf, SENTINEL, bytes);
+    unsigned got = count;
+    r = l->procs[v](dev, &got, buf);
+    int rc = r == NVML_SUCCESS ? add_records(buf, bytes, HR_MIN(got, count), v, gpu, s, cap) : 0;
+    free(buf);
+    if (r == NVML_SUCCESS) return rc;
+    count = got > count ? got : count + 1;
+  }
+  hr__log(HR_LOG_DEBUG, "nvml: %s: %s", proc_fn_names[v], errstr(l, r));
+  return 0;
+}
+
 static int read_procs(const nvml_lib_t *l, nvml_device_t dev, unsigned gpu, hr_snapshot_t *s,
                       size_t *cap) {
   for (int v = 0; v < 3; v++) {
@@ -261,35 +312,7 @@ static int read_procs(const nvml_lib_t *l, nvml_device_t dev, unsigned gpu, hr_s
       hr__log(HR_LOG_DEBUG, "nvml: %s: %s", proc_fn_names[v], errstr(l, r));
       return 0;
     }
-    for (int tries = 0; tries < 8; tries++) {
-      /* Room for 32-byte records whatever the call, for the wide-v3 drivers. */
-      size_t bytes = (size_t)(count ? count : 1) * 32;
-      unsigned char *buf = malloc(bytes);
-      if (!buf) return HR_ENOMEM;
-      memset(buf, SENTINEL, bytes);
-      unsigned got = count;
-      r = l->procs[v](dev, &got, buf);
-      if (r == NVML_SUCCESS) {
-        if (got > count) got = count;
-        size_t stride = v == 0 ? v3_stride(buf, bytes, got) : proc_stride[v];
-        int rc = 0;
-        for (unsigned i = 0; i < got && rc == 0; i++) {
-          unsigned int pid;
-          unsigned long long used;
-          memcpy(&pid, buf + i * stride + REC_PID, sizeof pid);
-          memcpy(&used, buf + i * stride + REC_USED, sizeof used);
-          rc = add_gpu_proc(s, cap, gpu, pid,
-                            used == NVML_VALUE_NOT_AVAILABLE_ULL ? HR_UNKNOWN : used);
-        }
-        free(buf);
-        return rc;
-      }
-      free(buf);
-      if (r != NVML_ERROR_INSUFFICIENT_SIZE) break;
-      count = got > count ? got : count + 1;
-    }
-    hr__log(HR_LOG_DEBUG, "nvml: %s: %s", proc_fn_names[v], errstr(l, r));
-    return 0;
+    return read_procs_with(l, v, dev, count, gpu, s, cap);
   }
   return 0;
 }

@@ -379,34 +379,16 @@ void hr__pcache_clear(hr__pcache_t *c) {
   memset(c, 0, sizeof *c);
 }
 
-int hr__procs_read(hr__pcache_t *cache, const char *root, bool pss, hr_proc_t **procs, size_t *n,
-                   size_t *unreadable) {
-  char procdir[4096];
-  hr__pcache_ent_t *arr = NULL;
-  size_t len = 0, cap = 0, hint = 0;
-  int rc = 0;
-  *procs = NULL;
-  *n = *unreadable = 0;
-  long page = sysconf(_SC_PAGESIZE);
-  if (page <= 0) page = 4096;
-  if (hr__path(procdir, sizeof procdir, root, "/proc")) return HR_ERANGE;
-  if (cache && (!cache->root || strcmp(cache->root, root) != 0)) {
-    /* Another tree: nothing cached applies. */
-    hr__pcache_clear(cache);
-    if (!(cache->root = strdup(root))) return HR_ENOMEM;
-  }
-  if (cache) arr = cache->spare, cap = cache->cap_spare, cache->spare = NULL;
-  char *buf = malloc(HR__PROC_BUF);
-  DIR *d = buf ? opendir(procdir) : NULL;
-  if (!buf) {
-    free(arr);
-    return HR_ENOMEM;
-  }
-  if (!d) {
-    free(arr);
-    free(buf);
-    return HR_ENOENT;
-  }
+/* The entries one read collects, in the cache's spare array when it has one. */
+typedef struct scan {
+  hr__pcache_ent_t *arr;
+  size_t len, cap;
+} scan_t;
+
+/* Reads every numbered entry of the open /proc `d` into sc; a malformed one
+ * is skipped and counted in *unreadable. */
+static int scan_dir(DIR *d, const char *procdir, proc_read_t *rd, const hr__pcache_t *cache,
+                    scan_t *sc, size_t *unreadable) {
   /* On procfs, readdir's d_ino of /proc/PID is the inode of the pid's
    * dentry, made when the dentry is and invalidated when the process is
    * reaped (before its pid can be reused): the same d_ino as last time is
@@ -415,8 +397,7 @@ int hr__procs_read(hr__pcache_t *cache, const char *root, bool pss, hr_proc_t **
    * fixture tree is not procfs, and is always checked through stat. */
   struct statfs sfs;
   bool procfs = fstatfs(dirfd(d), &sfs) == 0 && sfs.f_type == PROC_SUPER_MAGIC_;
-  proc_read_t rd = {
-      .procfd = dirfd(d), .pss = pss, .page = page, .buf = buf, .bufsz = HR__PROC_BUF};
+  size_t hint = 0;
   struct dirent *e;
   while ((e = readdir(d)) != NULL) {
     const char *name = e->d_name;
@@ -424,53 +405,74 @@ int hr__procs_read(hr__pcache_t *cache, const char *root, bool pss, hr_proc_t **
     if (name[0] < '1' || name[0] > '9') continue;
     long pid = strtol(name, &end, 10);
     if (*end || pid <= 0 || pid > INT32_MAX) continue;
-    if (len == cap) {
-      size_t ncap = cap ? cap * 2 : 256;
-      hr__pcache_ent_t *na = realloc(arr, ncap * sizeof *na);
-      if (!na) {
-        rc = HR_ENOMEM;
-        goto out;
-      }
-      arr = na, cap = ncap;
-    }
-    rd.name = name;
-    rd.pid = (int)pid;
-    rd.ino = procfs ? (uint64_t)e->d_ino : 0;
-    rd.old = lookup(cache, (int)pid, &hint);
-    int r = read_proc(&rd, &arr[len]);
+    if (hr__grow(&sc->arr, &sc->cap, sc->len, sizeof *sc->arr, 256)) return HR_ENOMEM;
+    rd->name = name;
+    rd->pid = (int)pid;
+    rd->ino = procfs ? (uint64_t)e->d_ino : 0;
+    rd->old = lookup(cache, (int)pid, &hint);
+    int r = read_proc(rd, &sc->arr[sc->len]);
     if (r == 0)
-      len++;
+      sc->len++;
     else if (r == HR_EPARSE) {
       (*unreadable)++;
       hr__log(HR_LOG_DEBUG, "%s/%ld/stat is malformed; process skipped", procdir, pid);
     }
   }
   /* /proc lists pids in order; a fixture tree on disk does not. */
-  for (size_t i = 1; i < len; i++) {
-    if (arr[i - 1].p.pid > arr[i].p.pid) {
-      qsort(arr, len, sizeof *arr, cmp_ent);
+  for (size_t i = 1; i < sc->len; i++) {
+    if (sc->arr[i - 1].p.pid > sc->arr[i].p.pid) {
+      qsort(sc->arr, sc->len, sizeof *sc->arr, cmp_ent);
       break;
     }
   }
-  hr_proc_t *out = malloc((len ? len : 1) * sizeof *out);
-  if (!out) {
-    rc = HR_ENOMEM;
-    goto out;
+  return 0;
+}
+
+/* Readies the cache for `root`: another tree's entries do not apply. */
+static int cache_for_root(hr__pcache_t *cache, const char *root) {
+  if (!cache || (cache->root && strcmp(cache->root, root) == 0)) return 0;
+  hr__pcache_clear(cache);
+  return (cache->root = strdup(root)) ? 0 : HR_ENOMEM;
+}
+
+/* The entries of a successful read become the cache (processes gone since
+ * the last read drop out with the old array, which is kept for the next
+ * read's entries so a steady table allocates nothing). */
+static void cache_keep(hr__pcache_t *cache, int rc, scan_t *sc) {
+  if (!cache || rc) {
+    free(sc->arr);
+    return;
   }
-  for (size_t i = 0; i < len; i++) out[i] = arr[i].p;
-  *procs = out;
-  *n = len;
-out:
-  closedir(d);
+  cache->spare = cache->ents, cache->cap_spare = cache->cap;
+  cache->ents = sc->arr, cache->n = sc->len, cache->cap = sc->cap;
+}
+
+int hr__procs_read(hr__pcache_t *cache, const char *root, bool pss, hr_proc_t **procs, size_t *n,
+                   size_t *unreadable) {
+  char procdir[4096];
+  scan_t sc = {0};
+  *procs = NULL;
+  *n = *unreadable = 0;
+  long page = sysconf(_SC_PAGESIZE);
+  if (hr__path(procdir, sizeof procdir, root, "/proc")) return HR_ERANGE;
+  int rc = cache_for_root(cache, root);
+  if (rc) return rc;
+  if (cache) sc.arr = cache->spare, sc.cap = cache->cap_spare, cache->spare = NULL;
+  char *buf = malloc(HR__PROC_BUF);
+  DIR *d = buf ? opendir(procdir) : NULL;
+  rc = !buf ? HR_ENOMEM : !d ? HR_ENOENT : 0;
+  proc_read_t rd = {.procfd = d ? dirfd(d) : -1,
+                    .pss = pss,
+                    .page = page > 0 ? page : 4096,
+                    .buf = buf,
+                    .bufsz = HR__PROC_BUF};
+  if (rc == 0) rc = scan_dir(d, procdir, &rd, cache, &sc, unreadable);
+  hr_proc_t *out = rc ? NULL : malloc((sc.len ? sc.len : 1) * sizeof *out);
+  if (rc == 0 && !out) rc = HR_ENOMEM;
+  for (size_t i = 0; out && i < sc.len; i++) out[i] = sc.arr[i].p;
+  if (out) *procs = out, *n = sc.len;
+  if (d) closedir(d);
   free(buf);
-  if (cache && !rc) {
-    /* The entries of this read become the cache (processes gone since the
-     * last read drop out with the old array, which is kept for the next
-     * read's entries so a steady table allocates nothing). */
-    cache->spare = cache->ents, cache->cap_spare = cache->cap;
-    cache->ents = arr, cache->n = len, cache->cap = cap;
-  } else {
-    free(arr);
-  }
+  cache_keep(cache, rc, &sc);
   return rc;
 }

@@ -8,9 +8,11 @@
 #include <string.h>
 
 const char *hr_probe_state_name(hr_probe_state_t state) {
-  static const char *const names[] = {
-      [HR_PROBE_OK] = "ok", [HR_PROBE_ABSENT] = "absent", [HR_PROBE_DENIED] = "denied"};
-  return (unsigned)state < HR_ARRAY_LEN(names) ? names[state] : "error";
+  static const char *const names[] = {[HR_PROBE_OK] = "ok",
+                                      [HR_PROBE_ABSENT] = "absent",
+                                      [HR_PROBE_DENIED] = "denied",
+                                      [HR_PROBE_ERROR] = "error"};
+  return hr__enum_name(names, HR_ARRAY_LEN(names), (int)state, "error");
 }
 
 static int cmp_pid_key(const void *key, const void *elem) {

@@ -20,17 +20,11 @@
 #endif
 
 const char *hr_action_kind_name(hr_action_kind_t kind) {
-  switch (kind) {
-  case HR_ACTION_LOAD:
-    return "load";
-  case HR_ACTION_LOAD_PARTIAL:
-    return "load-partial";
-  case HR_ACTION_OFFLOAD:
-    return "offload";
-  case HR_ACTION_OFFLOAD_PARTIAL:
-    return "offload-partial";
-  }
-  return "?";
+  static const char *const names[] = {[HR_ACTION_LOAD] = "load",
+                                      [HR_ACTION_LOAD_PARTIAL] = "load-partial",
+                                      [HR_ACTION_OFFLOAD] = "offload",
+                                      [HR_ACTION_OFFLOAD_PARTIAL] = "offload-partial"};
+  return hr__enum_name(names, HR_ARRAY_LEN(names), (int)kind, "?");
 }
 
 void hr_plan_free(hr_plan_t *plan) {
@@ -41,13 +35,7 @@ void hr_plan_free(hr_plan_t *plan) {
 
 static int plan_push(hr_plan_t *p, hr_action_kind_t kind, hr_asset_id_t id, uint64_t bytes,
                      uint64_t after) {
-  if (p->n_actions == p->cap_actions) {
-    size_t cap = p->cap_actions ? p->cap_actions * 2 : 8;
-    hr_action_t *a = realloc(p->actions, cap * sizeof *a);
-    if (!a) return HR_ENOMEM;
-    p->actions = a;
-    p->cap_actions = cap;
-  }
+  if (hr__grow(&p->actions, &p->cap_actions, p->n_actions, sizeof *p->actions, 8)) return HR_ENOMEM;
   p->actions[p->n_actions++] = (hr_action_t){kind, id, bytes, after};
   switch (kind) {
   case HR_ACTION_LOAD:
@@ -430,45 +418,9 @@ static int execute_locked(hr_residency_t *r, uint64_t working, hr_plan_t *p) {
   return 0;
 }
 
-/* hr_residency_require, and with `busy` the set's groups marked busy on
- * success, in the same hold of the lock. */
-static int require(hr_residency_t *r, const hr_asset_id_t *ids, size_t n, uint64_t working_bytes,
-                   const hr_lookahead_t *la, hr_plan_t *plan, bool busy) {
-  hr_plan_t local = {0};
-  hr_plan_t *p = plan ? plan : &local;
-  int rc;
-  /* A plan holds the previous result or zeroes: reusing one is fine. */
-  hr_plan_free(p);
-  if (!r || (!ids && n)) return HR_EINVAL;
-  pthread_mutex_lock(&r->mu);
-  p->policy = hr__policy_resolve(r->o.policy, la);
-  if ((rc = mark_required_locked(r, ids, n, p)) != 0) goto out;
-  totals_t t;
-  if ((rc = hr__capacity_locked(r, &t.cap)) != 0) {
-    snprintf(p->message, sizeof p->message, "cannot read the device's free memory: %s",
-             hr_strerror(rc));
-    goto out;
-  }
-  p->capacity_bytes = t.cap;
-  totals_locked(r, working_bytes, &t);
-  if (t.fixed > t.cap && !shrink_partial_locked(r, &t)) {
-    /* Shrinking touched only targets: put them back for the suggestions. */
-    mark_required_locked(r, ids, n, p);
-    totals_locked(r, working_bytes, &t);
-    refuse_locked(r, working_bytes, &t, p);
-    r->st.refusals++;
-    rc = HR_ENOSPC;
-    goto out;
-  }
-  if (t.fixed + t.evictable > t.cap) {
-    if (p->policy == HR_POLICY_LOOKAHEAD) hr__policy_next_use_locked(r, la);
-    if ((rc = choose_victims_locked(r, p->policy, t.fixed + t.evictable - t.cap, false, la,
-                                    working_bytes, t.cap)) != 0)
-      goto out;
-  }
-  r->in_require++;
-  rc = execute_locked(r, working_bytes, p);
-  r->in_require--;
+/* Marks the assets of this require active, and counts a use of each when
+ * it succeeded (rc 0); with `busy`, marks them busy too. */
+static void note_uses_locked(hr_residency_t *r, int rc, bool busy) {
   uint64_t now = ++r->clock;
   for (size_t i = 0; i < r->n; i++) {
     hr__asset_t *a = &r->a[i];
@@ -480,8 +432,57 @@ static int require(hr_residency_t *r, const hr_asset_id_t *ids, size_t n, uint64
       if (busy) a->busy = true;
     }
   }
+}
+
+/* Decides what must move for the marked assets and the working bytes to
+ * fit, and moves it. HR_ENOSPC, with suggestions in p, when they cannot. */
+static int require_locked(hr_residency_t *r, const hr_asset_id_t *ids, size_t n,
+                          uint64_t working_bytes, const hr_lookahead_t *la, hr_plan_t *p,
+                          bool busy) {
+  totals_t t;
+  int rc = hr__capacity_locked(r, &t.cap);
+  if (rc) {
+    snprintf(p->message, sizeof p->message, "cannot read the device's free memory: %s",
+             hr_strerror(rc));
+    return rc;
+  }
+  p->capacity_bytes = t.cap;
+  totals_locked(r, working_bytes, &t);
+  if (t.fixed > t.cap && !shrink_partial_locked(r, &t)) {
+    /* Shrinking touched only targets: put them back for the suggestions. */
+    mark_required_locked(r, ids, n, p);
+    totals_locked(r, working_bytes, &t);
+    refuse_locked(r, working_bytes, &t, p);
+    r->st.refusals++;
+    return HR_ENOSPC;
+  }
+  if (t.fixed + t.evictable > t.cap) {
+    if (p->policy == HR_POLICY_LOOKAHEAD) hr__policy_next_use_locked(r, la);
+    if ((rc = choose_victims_locked(r, p->policy, t.fixed + t.evictable - t.cap, false, la,
+                                    working_bytes, t.cap)) != 0)
+      return rc;
+  }
+  r->in_require++;
+  rc = execute_locked(r, working_bytes, p);
+  r->in_require--;
+  note_uses_locked(r, rc, busy);
   p->used_bytes = hr__resident_total_locked(r) + working_bytes;
-out:
+  return rc;
+}
+
+/* hr_residency_require, and with `busy` the set's groups marked busy on
+ * success, in the same hold of the lock. */
+static int require(hr_residency_t *r, const hr_asset_id_t *ids, size_t n, uint64_t working_bytes,
+                   const hr_lookahead_t *la, hr_plan_t *plan, bool busy) {
+  hr_plan_t local = {0};
+  hr_plan_t *p = plan ? plan : &local;
+  /* A plan holds the previous result or zeroes: reusing one is fine. */
+  hr_plan_free(p);
+  if (!r || (!ids && n)) return HR_EINVAL;
+  pthread_mutex_lock(&r->mu);
+  p->policy = hr__policy_resolve(r->o.policy, la);
+  int rc = mark_required_locked(r, ids, n, p);
+  if (rc == 0) rc = require_locked(r, ids, n, working_bytes, la, p, busy);
   pthread_mutex_unlock(&r->mu);
   if (p == &local) hr_plan_free(&local);
   return rc;

@@ -7,17 +7,11 @@
 #include <string.h>
 
 const char *hr_policy_name(hr_policy_t policy) {
-  switch (policy) {
-  case HR_POLICY_AUTO:
-    return "auto";
-  case HR_POLICY_COMFY:
-    return "comfy";
-  case HR_POLICY_LRU:
-    return "lru";
-  case HR_POLICY_LOOKAHEAD:
-    return "lookahead";
-  }
-  return "?";
+  static const char *const names[] = {[HR_POLICY_AUTO] = "auto",
+                                      [HR_POLICY_COMFY] = "comfy",
+                                      [HR_POLICY_LRU] = "lru",
+                                      [HR_POLICY_LOOKAHEAD] = "lookahead"};
+  return hr__enum_name(names, HR_ARRAY_LEN(names), (int)policy, "?");
 }
 
 int hr_policy_parse(const char *s, hr_policy_t *out) {
@@ -81,6 +75,9 @@ int hr_residency_create(const hr_residency_options_t *options, hr_residency_t **
 
 void hr_residency_destroy(hr_residency_t *r) {
   if (!r) return;
+  /* First, and without the registry's lock (the reclaimer takes it): once
+   * the pool has taken its reclaimer back, no allocation reaches r. */
+  if (r->o.pool) hr_pool_remove_reclaimer(r->o.pool, hr_residency_reclaim, r);
   pthread_mutex_destroy(&r->mu);
   free(r->a);
   free(r);
@@ -90,34 +87,8 @@ static const char *variant_or_empty(const char *v) {
   return v ? v : "";
 }
 
-int hr_asset_register(hr_residency_t *r, const hr_asset_desc_t *d, hr_asset_id_t *id) {
-  int rc = 0;
-  if (!r || !d || !id || !d->name || !d->name[0] || d->device_bytes == 0 || !d->load || !d->offload)
-    return HR_EINVAL;
-  if (strlen(d->name) >= sizeof r->a->name ||
-      strlen(variant_or_empty(d->variant)) >= sizeof r->a->variant)
-    return HR_ERANGE;
-  pthread_mutex_lock(&r->mu);
-  hr_asset_id_t found;
-  if (hr_asset_find(r, d->name, d->variant, &found) == 0) {
-    rc = HR_EEXIST;
-    goto out;
-  }
-  if (d->parent != HR_ASSET_NONE && !hr__asset_get_locked(r, d->parent)) {
-    rc = HR_ENOENT;
-    goto out;
-  }
-  if (r->n == r->cap) {
-    size_t cap = r->cap ? r->cap * 2 : 16;
-    hr__asset_t *a = realloc(r->a, cap * sizeof *a);
-    if (!a) {
-      rc = HR_ENOMEM;
-      goto out;
-    }
-    r->a = a;
-    r->cap = cap;
-  }
-  hr__asset_t *a = &r->a[r->n];
+/* The new asset a as d describes it. */
+static void asset_init_locked(hr_residency_t *r, hr__asset_t *a, const hr_asset_desc_t *d) {
   memset(a, 0, sizeof *a);
   a->live = true;
   hr__strlcpy(a->name, d->name, sizeof a->name);
@@ -134,41 +105,62 @@ int hr_asset_register(hr_residency_t *r, const hr_asset_desc_t *d, hr_asset_id_t
   a->drop = d->drop;
   a->arg = d->arg;
   a->loaded_at = a->resident ? ++r->clock : 0;
-  *id = (hr_asset_id_t)++r->n;
-  r->st.assets++;
-out:
+}
+
+int hr_asset_register(hr_residency_t *r, const hr_asset_desc_t *d, hr_asset_id_t *id) {
+  if (!r || !d || !id || !d->name || !d->name[0] || d->device_bytes == 0 || !d->load || !d->offload)
+    return HR_EINVAL;
+  if (strlen(d->name) >= sizeof r->a->name ||
+      strlen(variant_or_empty(d->variant)) >= sizeof r->a->variant)
+    return HR_ERANGE;
+  pthread_mutex_lock(&r->mu);
+  hr_asset_id_t found;
+  int rc = 0;
+  if (hr_asset_find(r, d->name, d->variant, &found) == 0)
+    rc = HR_EEXIST;
+  else if (d->parent != HR_ASSET_NONE && !hr__asset_get_locked(r, d->parent))
+    rc = HR_ENOENT;
+  else
+    rc = hr__grow(&r->a, &r->cap, r->n, sizeof *r->a, 16);
+  if (rc == 0) {
+    asset_init_locked(r, &r->a[r->n], d);
+    *id = (hr_asset_id_t)++r->n;
+    r->st.assets++;
+  }
   pthread_mutex_unlock(&r->mu);
   return rc;
 }
 
-int hr_asset_unregister(hr_residency_t *r, hr_asset_id_t id) {
-  int rc = 0;
+/* Runs fn on asset id under the registry's lock: the one way the calls on
+ * one asset find it. HR_EINVAL without a registry, HR_ENOENT for an id
+ * that names no live asset. */
+typedef void (*asset_fn)(hr_residency_t *r, hr_asset_id_t id, hr__asset_t *a, void *arg);
+static int with_asset(hr_residency_t *r, hr_asset_id_t id, asset_fn fn, void *arg) {
   if (!r) return HR_EINVAL;
   pthread_mutex_lock(&r->mu);
   hr__asset_t *a = hr__asset_get_locked(r, id);
-  if (!a) {
-    rc = HR_ENOENT;
-    goto out;
-  }
+  if (a) fn(r, id, a, arg);
+  pthread_mutex_unlock(&r->mu);
+  return a ? 0 : HR_ENOENT;
+}
+
+static void unregister_locked(hr_residency_t *r, hr_asset_id_t id, hr__asset_t *a, void *arg) {
+  (void)arg;
   if (a->drop) a->drop(id, a->arg);
   a->live = false;
   a->resident = 0;
   for (size_t i = 0; i < r->n; i++)
     if (r->a[i].live && r->a[i].parent == id) r->a[i].parent = HR_ASSET_NONE;
   r->st.assets--;
-out:
-  pthread_mutex_unlock(&r->mu);
-  return rc;
 }
 
-int hr_asset_touch(hr_residency_t *r, hr_asset_id_t id) {
-  int rc = 0;
-  if (!r) return HR_EINVAL;
-  pthread_mutex_lock(&r->mu);
-  if (!hr__asset_get_locked(r, id)) {
-    rc = HR_ENOENT;
-    goto out;
-  }
+int hr_asset_unregister(hr_residency_t *r, hr_asset_id_t id) {
+  return with_asset(r, id, unregister_locked, NULL);
+}
+
+/* Counts a use of every live asset of id's group, now. */
+static void touch_locked(hr_residency_t *r, hr_asset_id_t id, hr__asset_t *a, void *arg) {
+  (void)a, (void)arg;
   hr_asset_id_t root = hr__group_root_locked(r, id);
   uint64_t now = ++r->clock;
   for (size_t i = 0; i < r->n; i++) {
@@ -177,29 +169,27 @@ int hr_asset_touch(hr_residency_t *r, hr_asset_id_t id) {
       r->a[i].last_use = now;
     }
   }
-out:
-  pthread_mutex_unlock(&r->mu);
-  return rc;
+}
+
+int hr_asset_touch(hr_residency_t *r, hr_asset_id_t id) {
+  return with_asset(r, id, touch_locked, NULL);
+}
+
+/* Marks every live asset of id's group busy or not (*arg, a bool). */
+static void busy_locked(hr_residency_t *r, hr_asset_id_t id, hr__asset_t *a, void *arg) {
+  (void)a;
+  bool busy = *(const bool *)arg;
+  hr_asset_id_t root = hr__group_root_locked(r, id);
+  for (size_t i = 0; i < r->n; i++) {
+    hr__asset_t *g = &r->a[i];
+    if (!g->live || hr__group_root_locked(r, (hr_asset_id_t)(i + 1)) != root) continue;
+    g->busy = busy;
+    if (!busy) g->active = false;
+  }
 }
 
 int hr_asset_set_busy(hr_residency_t *r, hr_asset_id_t id, bool busy) {
-  int rc = 0;
-  if (!r) return HR_EINVAL;
-  pthread_mutex_lock(&r->mu);
-  if (!hr__asset_get_locked(r, id)) {
-    rc = HR_ENOENT;
-    goto out;
-  }
-  hr_asset_id_t root = hr__group_root_locked(r, id);
-  for (size_t i = 0; i < r->n; i++) {
-    hr__asset_t *a = &r->a[i];
-    if (!a->live || hr__group_root_locked(r, (hr_asset_id_t)(i + 1)) != root) continue;
-    a->busy = busy;
-    if (!busy) a->active = false;
-  }
-out:
-  pthread_mutex_unlock(&r->mu);
-  return rc;
+  return with_asset(r, id, busy_locked, &busy);
 }
 
 int hr_asset_find(hr_residency_t *r, const char *name, const char *variant, hr_asset_id_t *id) {
@@ -218,15 +208,9 @@ int hr_asset_find(hr_residency_t *r, const char *name, const char *variant, hr_a
   return rc;
 }
 
-int hr_asset_info(hr_residency_t *r, hr_asset_id_t id, hr_asset_info_t *out) {
-  int rc = 0;
-  if (!r || !out) return HR_EINVAL;
-  pthread_mutex_lock(&r->mu);
-  hr__asset_t *a = hr__asset_get_locked(r, id);
-  if (!a) {
-    rc = HR_ENOENT;
-    goto out;
-  }
+/* Fills the hr_asset_info_t at arg from asset a. */
+static void info_locked(hr_residency_t *r, hr_asset_id_t id, hr__asset_t *a, void *arg) {
+  hr_asset_info_t *out = arg;
   memset(out, 0, sizeof *out);
   out->id = id;
   out->parent = a->parent;
@@ -241,9 +225,10 @@ int hr_asset_info(hr_residency_t *r, hr_asset_id_t id, hr_asset_info_t *out) {
   out->priority = a->priority;
   out->uses = a->uses;
   out->last_use = a->last_use;
-out:
-  pthread_mutex_unlock(&r->mu);
-  return rc;
+}
+
+int hr_asset_info(hr_residency_t *r, hr_asset_id_t id, hr_asset_info_t *out) {
+  return out ? with_asset(r, id, info_locked, out) : HR_EINVAL;
 }
 
 int hr_residency_stats(hr_residency_t *r, hr_residency_stats_t *out) {

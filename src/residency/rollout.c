@@ -66,6 +66,53 @@ static int ro_build(ro_t *o, hr_residency_t *r, const hr_lookahead_t *la, uint64
 }
 
 /* Bytes loaded over the window starting from resident bytes `start`. */
+/* The assets that may leave after step s (resident, not needed by it, not
+ * pinned) in o->order: furthest next use first, the larger first on a
+ * tie. Returns how many. */
+static size_t ro_candidates(ro_t *o, size_t s) {
+  hr__asset_t *a = o->r->a;
+  size_t n = o->n, m = 0;
+  const bool *nd = &o->need[s * n];
+  for (size_t i = 0; i < n; i++) {
+    if (nd[i] || a[i].pinned || o->res[i] == 0) continue;
+    o->next[i] = UINT64_MAX;
+    for (size_t j = s + 1; j < o->steps; j++)
+      if (o->need[j * n + i]) {
+        o->next[i] = j;
+        break;
+      }
+    size_t p = m++;
+    while (p > 0 &&
+           (o->next[o->order[p - 1]] < o->next[i] ||
+            (o->next[o->order[p - 1]] == o->next[i] && o->res[o->order[p - 1]] < o->res[i])))
+      o->order[p] = o->order[p - 1], p--;
+    o->order[p] = i;
+  }
+  return m;
+}
+
+/* Cuts `over` bytes from the first of the m candidates (partial ones only
+ * as far as needed), then puts back every cut the others make unneeded. */
+static void ro_evict(ro_t *o, size_t m, uint64_t over) {
+  hr__asset_t *a = o->r->a;
+  uint64_t left = over, freed = 0;
+  size_t chosen = 0;
+  uint64_t cut[RO_MAX_CANDIDATES * 8];
+  for (; chosen < m && left > 0 && chosen < HR_ARRAY_LEN(cut); chosen++) {
+    size_t i = o->order[chosen];
+    cut[chosen] = a[i].partial ? HR_MIN(o->res[i], left) : o->res[i];
+    freed += cut[chosen];
+    left -= HR_MIN(cut[chosen], left);
+  }
+  for (size_t k = chosen; k-- > 0;) {
+    if (freed - cut[k] >= over) {
+      freed -= cut[k];
+      cut[k] = 0;
+    }
+  }
+  for (size_t k = 0; k < chosen; k++) o->res[o->order[k]] -= cut[k];
+}
+
 static uint64_t ro_play(ro_t *o, const uint64_t *start) {
   hr__asset_t *a = o->r->a;
   size_t n = o->n;
@@ -81,39 +128,7 @@ static uint64_t ro_play(ro_t *o, const uint64_t *start) {
       }
       used += o->res[i];
     }
-    if (used <= o->cap) continue;
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++) {
-      if (nd[i] || a[i].pinned || o->res[i] == 0) continue;
-      o->next[i] = UINT64_MAX;
-      for (size_t j = s + 1; j < o->steps; j++)
-        if (o->need[j * n + i]) {
-          o->next[i] = j;
-          break;
-        }
-      size_t p = m++;
-      while (p > 0 &&
-             (o->next[o->order[p - 1]] < o->next[i] ||
-              (o->next[o->order[p - 1]] == o->next[i] && o->res[o->order[p - 1]] < o->res[i])))
-        o->order[p] = o->order[p - 1], p--;
-      o->order[p] = i;
-    }
-    uint64_t left = used - o->cap, freed = 0;
-    size_t chosen = 0;
-    uint64_t cut[RO_MAX_CANDIDATES * 8];
-    for (; chosen < m && left > 0 && chosen < HR_ARRAY_LEN(cut); chosen++) {
-      size_t i = o->order[chosen];
-      cut[chosen] = a[i].partial ? HR_MIN(o->res[i], left) : o->res[i];
-      freed += cut[chosen];
-      left -= HR_MIN(cut[chosen], left);
-    }
-    for (size_t k = chosen; k-- > 0;) {
-      if (freed - cut[k] >= used - o->cap) {
-        freed -= cut[k];
-        cut[k] = 0;
-      }
-    }
-    for (size_t k = 0; k < chosen; k++) o->res[o->order[k]] -= cut[k];
+    if (used > o->cap) ro_evict(o, ro_candidates(o, s), used - o->cap);
   }
   return cost;
 }

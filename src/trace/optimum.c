@@ -84,13 +84,54 @@ static void free_view(steps_view_t *v) {
   free(v->cap);
 }
 
+/* Asset i's resident bytes `held` above what step k requires: the next
+ * step after k that requires all of them (T + 1 when none), and in *floor
+ * the most any step requires until then (step k's included). */
+static size_t next_full_use(const steps_view_t *v, size_t i, size_t k, uint64_t held,
+                            uint64_t *floor) {
+  size_t n = v->n_assets;
+  *floor = v->req[k * n + i];
+  for (size_t j = k + 1; j < v->n_steps; j++) {
+    uint64_t amt = v->req[j * n + i];
+    if (amt >= held) return j;
+    *floor = HR_MAX(*floor, amt);
+  }
+  return v->n_steps + 1;
+}
+
+/* Cuts `excess` resident bytes after step k. An asset's resident bytes are
+ * a prefix (loads fill it, offloads cut its top), and step j requests the
+ * prefix of its required amount. The top segment of asset i, above every
+ * amount requested before its next full-height request nu, is next
+ * requested at nu: cut the segment with the furthest nu, and repeat. */
+static void evict_furthest(const steps_view_t *v, size_t k, uint64_t *res, uint64_t excess) {
+  size_t n = v->n_assets;
+  const uint64_t *rq = &v->req[k * n];
+  while (excess > 0) {
+    size_t best = n, best_nu = 0;
+    uint64_t best_floor = 0;
+    for (size_t i = 0; i < n; i++) {
+      if (res[i] <= rq[i]) continue;
+      uint64_t floor_b;
+      size_t nu = next_full_use(v, i, k, res[i], &floor_b);
+      if (best == n || nu > best_nu) best = i, best_nu = nu, best_floor = floor_b;
+    }
+    HR_ASSERT(best < n);
+    if (best == n) break;
+    uint64_t cut = HR_MIN(res[best] - best_floor, excess);
+    res[best] -= cut;
+    excess -= cut;
+  }
+  HR_ASSERT(excess == 0);
+}
+
 /* Furthest-next-use per byte on the relaxed problem. */
 static int lower_bound(const hr_workflow_t *w, const steps_view_t *v, uint64_t *bytes) {
-  size_t n = v->n_assets, T = v->n_steps;
+  size_t n = v->n_assets;
   uint64_t *res = calloc(n + 1, sizeof *res);
   uint64_t cost = 0;
   if (!res) return HR_ENOMEM;
-  for (size_t k = 0; k < T; k++) {
+  for (size_t k = 0; k < v->n_steps; k++) {
     const uint64_t *rq = &v->req[k * n];
     uint64_t used = 0;
     for (size_t i = 0; i < n; i++) {
@@ -100,41 +141,37 @@ static int lower_bound(const hr_workflow_t *w, const steps_view_t *v, uint64_t *
       }
       used += res[i];
     }
-    if (used <= v->cap[k]) continue;
-    /* An asset's resident bytes are a prefix (loads fill it, offloads cut
-     * its top), and step j requests the prefix of its required amount. The
-     * top segment of asset i, above every amount requested before its next
-     * full-height request nu, is next requested at nu: cut the segment with
-     * the furthest nu, and repeat. */
-    uint64_t excess = used - v->cap[k];
-    while (excess > 0) {
-      size_t best = n, best_nu = 0;
-      uint64_t best_floor = 0;
-      for (size_t i = 0; i < n; i++) {
-        if (res[i] <= rq[i]) continue;
-        size_t nu = T + 1;
-        uint64_t floor_b = rq[i];
-        for (size_t j = k + 1; j < T; j++) {
-          uint64_t amt = v->req[j * n + i];
-          if (amt >= res[i]) {
-            nu = j;
-            break;
-          }
-          floor_b = HR_MAX(floor_b, amt);
-        }
-        if (best == n || nu > best_nu) best = i, best_nu = nu, best_floor = floor_b;
-      }
-      HR_ASSERT(best < n);
-      if (best == n) break;
-      uint64_t cut = HR_MIN(res[best] - best_floor, excess);
-      res[best] -= cut;
-      excess -= cut;
-    }
-    HR_ASSERT(excess == 0);
+    if (used > v->cap[k]) evict_furthest(v, k, res, used - v->cap[k]);
   }
   free(res);
   *bytes = cost;
   return 0;
+}
+
+/* One step of the search: from every reachable set in dp to the sets that
+ * hold step k's required set within its capacity, in nx. Adds the states
+ * and subsets looked at to *work. */
+static void exact_step(const steps_view_t *v, size_t k, const uint64_t *size, uint64_t pinned,
+                       const uint64_t *dp, uint64_t *nx, uint64_t *work) {
+  size_t n = v->n_assets, S = (size_t)1 << n;
+  uint64_t R = 0;
+  for (size_t i = 0; i < n; i++)
+    if (v->req[k * n + i]) R |= 1ull << i;
+  for (size_t m = 0; m < S; m++) nx[m] = UINT64_MAX;
+  for (size_t s = 0; s < S; s++) {
+    if (dp[s] == UINT64_MAX) continue;
+    uint64_t must = R | (s & pinned);
+    if (size[must] > v->cap[k]) continue;
+    uint64_t c = dp[s] + size[R & ~(uint64_t)s];
+    uint64_t opt = s & ~must;
+    /* Every subset of the optional assets, including none. */
+    for (uint64_t sub = opt;; sub = (sub - 1) & opt) {
+      uint64_t t = must | sub;
+      if (size[t] <= v->cap[k] && c < nx[t]) nx[t] = c;
+      (*work)++;
+      if (sub == 0) break;
+    }
+  }
 }
 
 /* Dynamic programming over resident sets for whole assets. The work (a
@@ -149,55 +186,24 @@ static int exact(const hr_workflow_t *w, const steps_view_t *v, uint64_t *bytes)
   uint64_t work = (uint64_t)v->n_steps * S;
   uint64_t *size = malloc(S * sizeof *size), *dp = malloc(S * sizeof *dp),
            *nx = malloc(S * sizeof *nx);
-  uint64_t pinned = 0;
-  int rc = 0;
-  if (!size || !dp || !nx) {
-    rc = HR_ENOMEM;
-    goto out;
-  }
-  size[0] = 0;
-  for (size_t m = 1; m < S; m++) {
-    size_t low = (size_t)__builtin_ctzll(m);
-    size[m] = size[m & (m - 1)] + w->assets[low].bytes;
+  uint64_t pinned = 0, best = UINT64_MAX;
+  int rc = size && dp && nx ? 0 : HR_ENOMEM;
+  for (size_t m = 0; rc == 0 && m < S; m++) {
+    /* The bytes of each set, from the set without its lowest asset. */
+    size[m] = m ? size[m & (m - 1)] + w->assets[__builtin_ctzll(m)].bytes : 0;
+    dp[m] = m ? UINT64_MAX : 0;
   }
   for (size_t i = 0; i < n; i++)
     if (w->assets[i].pinned) pinned |= 1ull << i;
-  for (size_t m = 0; m < S; m++) dp[m] = UINT64_MAX;
-  dp[0] = 0;
-  for (size_t k = 0; k < v->n_steps; k++) {
-    uint64_t R = 0;
-    for (size_t i = 0; i < n; i++)
-      if (v->req[k * n + i]) R |= 1ull << i;
-    for (size_t m = 0; m < S; m++) nx[m] = UINT64_MAX;
-    for (size_t s = 0; s < S; s++) {
-      if (dp[s] == UINT64_MAX) continue;
-      uint64_t must = R | (s & pinned);
-      if (size[must] > v->cap[k]) continue;
-      uint64_t c = dp[s] + size[R & ~(uint64_t)s];
-      uint64_t opt = s & ~must;
-      /* Every subset of the optional assets, including none. */
-      for (uint64_t sub = opt;; sub = (sub - 1) & opt) {
-        uint64_t t = must | sub;
-        if (size[t] <= v->cap[k] && c < nx[t]) nx[t] = c;
-        work++;
-        if (sub == 0) break;
-      }
-    }
-    if (work > HR_OPTIMUM_MAX_WORK) {
-      rc = HR_ERANGE;
-      goto out;
-    }
+  for (size_t k = 0; rc == 0 && k < v->n_steps; k++) {
+    exact_step(v, k, size, pinned, dp, nx, &work);
+    if (work > HR_OPTIMUM_MAX_WORK) rc = HR_ERANGE;
     uint64_t *tmp = dp;
-    dp = nx;
-    nx = tmp;
+    dp = nx, nx = tmp;
   }
-  uint64_t best = UINT64_MAX;
-  for (size_t m = 0; m < S; m++) best = HR_MIN(best, dp[m]);
-  if (best == UINT64_MAX)
-    rc = HR_ENOSPC; /* pinned assets left no room */
-  else
-    *bytes = best;
-out:
+  for (size_t m = 0; rc == 0 && m < S; m++) best = HR_MIN(best, dp[m]);
+  if (rc == 0 && best == UINT64_MAX) rc = HR_ENOSPC; /* pinned assets left no room */
+  if (rc == 0) *bytes = best;
   free(size), free(dp), free(nx);
   return rc;
 }

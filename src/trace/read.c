@@ -52,6 +52,48 @@ static int fail(hr_trace_reader_t *r, char *err, size_t errlen, int code, const 
   return hr__err(err, errlen, code, "%s:%" PRIu64 ": %s", r->path, r->line, msg);
 }
 
+/* Moves the unread tail to the front of the buffer and reads more after
+ * it; at the end of the file sets eof. Returns 0 or fails. */
+static int refill(hr_trace_reader_t *r, char *err, size_t errlen) {
+  size_t avail = r->end - r->start;
+  if (avail > HR_TRACE_MAX_LINE) {
+    r->line++;
+    return fail(r, err, errlen, HR_EPARSE, "line longer than %d bytes", HR_TRACE_MAX_LINE);
+  }
+  memmove(r->buf, r->buf + r->start, avail);
+  r->start = 0;
+  r->end = avail;
+  size_t got = fread(r->buf + r->end, 1, BUF_SIZE - r->end, r->f);
+  r->end += got;
+  if (got == 0) {
+    if (ferror(r->f)) return fail(r, err, errlen, HR_EIO, "read error: %s", strerror(errno));
+    r->eof = true;
+  }
+  return 0;
+}
+
+/* Hands out the line at r->start, `len` bytes, ending at `nl` (NULL: the
+ * file ended without a newline), terminated in place. */
+static char *take_line(hr_trace_reader_t *r, size_t len, const char *nl, int *rc, char *err,
+                       size_t errlen) {
+  char *p = r->buf + r->start;
+  r->line++;
+  if (len > HR_TRACE_MAX_LINE) {
+    *rc = fail(r, err, errlen, HR_EPARSE, "line longer than %d bytes", HR_TRACE_MAX_LINE);
+    return NULL;
+  }
+  if (!nl) {
+    /* Every line of a trace ends with a newline; one that does not was cut. */
+    *rc = fail(r, err, errlen, HR_EPARSE, "truncated: the last line has no newline");
+    return NULL;
+  }
+  p[len] = '\0';
+  if (len > 0 && p[len - 1] == '\r') p[len - 1] = '\0';
+  r->start += len + 1;
+  r->done_bytes += len + 1;
+  return p;
+}
+
 /* Hands out the next line (without its newline, terminated in place) or NULL
  * at the end of the file. A line longer than HR_TRACE_MAX_LINE is an error;
  * *rc says so. */
@@ -66,42 +108,9 @@ static char *next_line(hr_trace_reader_t *r, int *rc, char *err, size_t errlen) 
     char *p = r->buf + r->start;
     size_t avail = r->end - r->start;
     char *nl = memchr(p, '\n', avail);
-    if (nl || (r->eof && avail > 0)) {
-      size_t len = nl ? (size_t)(nl - p) : avail;
-      r->line++;
-      if (len > HR_TRACE_MAX_LINE) {
-        *rc = fail(r, err, errlen, HR_EPARSE, "line longer than %d bytes", HR_TRACE_MAX_LINE);
-        return NULL;
-      }
-      if (!nl) {
-        /* Every line of a trace ends with a newline; one that does not was cut. */
-        *rc = fail(r, err, errlen, HR_EPARSE, "truncated: the last line has no newline");
-        return NULL;
-      }
-      p[len] = '\0';
-      if (len > 0 && p[len - 1] == '\r') p[len - 1] = '\0';
-      r->start += len + 1;
-      r->done_bytes += len + 1;
-      return p;
-    }
-    if (r->eof) return NULL;
-    if (avail > HR_TRACE_MAX_LINE) {
-      r->line++;
-      *rc = fail(r, err, errlen, HR_EPARSE, "line longer than %d bytes", HR_TRACE_MAX_LINE);
-      return NULL;
-    }
-    memmove(r->buf, p, avail);
-    r->start = 0;
-    r->end = avail;
-    size_t got = fread(r->buf + r->end, 1, BUF_SIZE - r->end, r->f);
-    r->end += got;
-    if (got == 0) {
-      if (ferror(r->f)) {
-        *rc = fail(r, err, errlen, HR_EIO, "read error: %s", strerror(errno));
-        return NULL;
-      }
-      r->eof = true;
-    }
+    if (nl || (r->eof && avail > 0))
+      return take_line(r, nl ? (size_t)(nl - p) : avail, nl, rc, err, errlen);
+    if (r->eof || (*rc = refill(r, err, errlen)) != 0) return NULL;
   }
 }
 
@@ -126,13 +135,41 @@ static bool field_u64(char **s, uint64_t *out) {
   return true;
 }
 
+/* Sets the device line's `key` to v; `have` gets bit 1, 2 or 4 for slots,
+ * initial and ops, which every device line needs. */
+static int device_key(hr_trace_reader_t *r, hr_trace_device_t *d, const char *key, uint64_t v,
+                      unsigned *have, char *err, size_t errlen) {
+  if (strcmp(key, "slots") == 0) {
+    if (v > UINT32_MAX) return fail(r, err, errlen, HR_EPARSE, "device: too many slots");
+    d->slots = v, *have |= 1;
+  } else if (strcmp(key, "initial") == 0)
+    d->initial = v, *have |= 2;
+  else if (strcmp(key, "ops") == 0)
+    d->ops = v, *have |= 4;
+  else if (strcmp(key, "pytorch_reserved_start") == 0)
+    d->pytorch_reserved_start = v;
+  else if (strcmp(key, "pytorch_peak_reserved") == 0)
+    d->pytorch_peak_reserved = v, d->has_pytorch = true;
+  else if (strcmp(key, "pytorch_peak_live") == 0)
+    d->pytorch_peak_live = v;
+  else if (strcmp(key, "pytorch_ooms") == 0)
+    d->pytorch_ooms = v;
+  else if (strcmp(key, "pytorch_expandable") == 0)
+    d->pytorch_expandable = v != 0;
+  else if (strcmp(key, "duration_us") == 0 && r->version >= 2)
+    d->duration_us = v, d->has_times = true;
+  /* Other keys belong to later versions of the format; they are skipped. */
+  return 0;
+}
+
 static int parse_device(hr_trace_reader_t *r, char *s, char *err, size_t errlen) {
   hr_trace_device_t d = {0};
   uint64_t v;
+  int rc;
   if (!field_u64(&s, &v) || v > 1024)
     return fail(r, err, errlen, HR_EPARSE, "device: expected a device number (0-1024)");
   d.device = (int)v;
-  unsigned have = 0; /* bits: slots, initial, ops */
+  unsigned have = 0;
   while (*s) {
     char *eq = strchr(s, '=');
     char *sp = strchr(s, ' ');
@@ -143,26 +180,7 @@ static int parse_device(hr_trace_reader_t *r, char *s, char *err, size_t errlen)
     s = eq + 1;
     if (!field_u64(&s, &v))
       return fail(r, err, errlen, HR_EPARSE, "device: '%s' needs an unsigned integer", key);
-    if (strcmp(key, "slots") == 0) {
-      if (v > UINT32_MAX) return fail(r, err, errlen, HR_EPARSE, "device: too many slots");
-      d.slots = v, have |= 1;
-    } else if (strcmp(key, "initial") == 0)
-      d.initial = v, have |= 2;
-    else if (strcmp(key, "ops") == 0)
-      d.ops = v, have |= 4;
-    else if (strcmp(key, "pytorch_reserved_start") == 0)
-      d.pytorch_reserved_start = v;
-    else if (strcmp(key, "pytorch_peak_reserved") == 0)
-      d.pytorch_peak_reserved = v, d.has_pytorch = true;
-    else if (strcmp(key, "pytorch_peak_live") == 0)
-      d.pytorch_peak_live = v;
-    else if (strcmp(key, "pytorch_ooms") == 0)
-      d.pytorch_ooms = v;
-    else if (strcmp(key, "pytorch_expandable") == 0)
-      d.pytorch_expandable = v != 0;
-    else if (strcmp(key, "duration_us") == 0 && r->version >= 2)
-      d.duration_us = v, d.has_times = true;
-    /* Other keys belong to later versions of the format; they are skipped. */
+    if ((rc = device_key(r, &d, key, v, &have, err, errlen))) return rc;
   }
   if (have != 7) return fail(r, err, errlen, HR_EPARSE, "device: needs slots=, initial= and ops=");
   r->dev = d;
@@ -252,6 +270,39 @@ static int parse_size_stream(hr_trace_reader_t *r, char **s, hr_trace_event_t *e
   return 0;
 }
 
+/* An L (live at the start) or A (allocation) line: slot, size, stream. */
+static int parse_alloc(hr_trace_reader_t *r, char kind, char *s, hr_trace_event_t *ev, char *err,
+                       size_t errlen) {
+  int rc;
+  ev->op = kind == 'A' ? HR_TRACE_ALLOC : HR_TRACE_LIVE;
+  if (kind == 'L' && r->seen_event)
+    return fail(r, err, errlen, HR_EPARSE, "L line after the section's first event");
+  if ((rc = parse_slot(r, &s, ev, err, errlen)) ||
+      (rc = parse_size_stream(r, &s, ev, err, errlen)) || (rc = check_dense(r, ev, err, errlen)))
+    return rc;
+  if (kind == 'A')
+    r->n_ops++, r->seen_event = true;
+  else
+    r->n_initial++;
+  return 0;
+}
+
+/* An R line: a signed change of PyTorch's reserved bytes. */
+static int parse_reserved(hr_trace_reader_t *r, char *s, hr_trace_event_t *ev, char *err,
+                          size_t errlen) {
+  ev->op = HR_TRACE_RESERVED;
+  bool neg = *s == '-';
+  if (*s != '+' && *s != '-')
+    return fail(r, err, errlen, HR_EPARSE, "R needs a signed change (+N or -N)");
+  s++;
+  uint64_t v;
+  if (!field_u64(&s, &v) || *s || v > INT64_MAX)
+    return fail(r, err, errlen, HR_EPARSE, "R needs a signed change (+N or -N)");
+  ev->delta = neg ? -(int64_t)v : (int64_t)v;
+  r->seen_event = true;
+  return 0;
+}
+
 /* Parses one event line of a device section (the record letter is s[0]).
  * Returns 1 for a T line, which is no event of its own. */
 static int parse_event(hr_trace_reader_t *r, char *s, hr_trace_event_t *ev, char *err,
@@ -270,36 +321,15 @@ static int parse_event(hr_trace_reader_t *r, char *s, hr_trace_event_t *ev, char
   switch (kind) {
   case 'A':
   case 'L':
-    ev->op = kind == 'A' ? HR_TRACE_ALLOC : HR_TRACE_LIVE;
-    if (kind == 'L' && r->seen_event)
-      return fail(r, err, errlen, HR_EPARSE, "L line after the section's first event");
-    if ((rc = parse_slot(r, &s, ev, err, errlen)) ||
-        (rc = parse_size_stream(r, &s, ev, err, errlen)) || (rc = check_dense(r, ev, err, errlen)))
-      return rc;
-    if (kind == 'A')
-      r->n_ops++, r->seen_event = true;
-    else
-      r->n_initial++;
-    return 0;
+    return parse_alloc(r, kind, s, ev, err, errlen);
   case 'F':
     ev->op = HR_TRACE_FREE;
     if ((rc = parse_slot(r, &s, ev, err, errlen))) return rc;
     if (*s) return fail(r, err, errlen, HR_EPARSE, "unexpected '%.40s' after the slot", s);
     r->n_ops++, r->seen_event = true;
     return 0;
-  case 'R': {
-    ev->op = HR_TRACE_RESERVED;
-    bool neg = *s == '-';
-    if (*s != '+' && *s != '-')
-      return fail(r, err, errlen, HR_EPARSE, "R needs a signed change (+N or -N)");
-    s++;
-    uint64_t v;
-    if (!field_u64(&s, &v) || *s || v > INT64_MAX)
-      return fail(r, err, errlen, HR_EPARSE, "R needs a signed change (+N or -N)");
-    ev->delta = neg ? -(int64_t)v : (int64_t)v;
-    r->seen_event = true;
-    return 0;
-  }
+  case 'R':
+    return parse_reserved(r, s, ev, err, errlen);
   case 'O':
     ev->op = HR_TRACE_OOM;
     r->seen_event = true;
@@ -309,6 +339,34 @@ static int parse_event(hr_trace_reader_t *r, char *s, hr_trace_event_t *ev, char
   }
 unknown:
   return fail(r, err, errlen, HR_EPARSE, "unknown record '%.40s'", line);
+}
+
+/* A header line (source, alloc_conf) is noted; false for any other line. */
+static bool header_line(hr_trace_reader_t *r, const char *s) {
+  if (strncmp(s, "source ", 7) == 0)
+    hr__strlcpy(r->source, s + 7, sizeof r->source);
+  else if (strncmp(s, "alloc_conf ", 11) == 0)
+    hr__strlcpy(r->alloc_conf, strcmp(s + 11, "-") == 0 ? "" : s + 11, sizeof r->alloc_conf);
+  else
+    return false;
+  return true;
+}
+
+/* The `end` line: the last section is checked, and nothing but comments may
+ * follow (anything else means two traces were joined or the file was
+ * damaged; say so rather than ignore it). */
+static int parse_end(hr_trace_reader_t *r, hr_trace_event_t *ev, char *err, size_t errlen) {
+  int rc = close_device(r, err, errlen);
+  if (rc) return rc;
+  char *extra;
+  while ((extra = next_line(r, &rc, err, errlen)) != NULL)
+    if (extra[0] != '\0' && extra[0] != '#')
+      return fail(r, err, errlen, HR_EPARSE, "'%.40s' after the 'end' line", extra);
+  if (rc) return rc;
+  r->done = true;
+  memset(ev, 0, sizeof *ev);
+  ev->op = HR_TRACE_END;
+  return 0;
 }
 
 int hr_trace_next(hr_trace_reader_t *r, hr_trace_event_t *ev, char *err, size_t errlen) {
@@ -338,99 +396,73 @@ int hr_trace_next(hr_trace_reader_t *r, hr_trace_event_t *ev, char *err, size_t 
       ev->op = HR_TRACE_DEVICE;
       return 0;
     }
-    if (strcmp(s, "end") == 0) {
-      if ((rc = close_device(r, err, errlen))) return rc;
-      /* Anything but comments after `end` means two traces were joined or the
-       * file was damaged; say so rather than ignore it. */
-      char *extra;
-      while ((extra = next_line(r, &rc, err, errlen)) != NULL)
-        if (extra[0] != '\0' && extra[0] != '#')
-          return fail(r, err, errlen, HR_EPARSE, "'%.40s' after the 'end' line", extra);
-      if (rc) return rc;
-      r->done = true;
-      memset(ev, 0, sizeof *ev);
-      ev->op = HR_TRACE_END;
-      return 0;
-    }
-    if (!r->in_device && strncmp(s, "source ", 7) == 0) {
-      hr__strlcpy(r->source, s + 7, sizeof r->source);
-      continue;
-    }
-    if (!r->in_device && strncmp(s, "alloc_conf ", 11) == 0) {
-      hr__strlcpy(r->alloc_conf, strcmp(s + 11, "-") == 0 ? "" : s + 11, sizeof r->alloc_conf);
-      continue;
-    }
+    if (strcmp(s, "end") == 0) return parse_end(r, ev, err, errlen);
+    if (!r->in_device && header_line(r, s)) continue;
     return fail(r, err, errlen, HR_EPARSE, "unknown record '%.40s'", s);
   }
 }
 
+/* The first line: "headroom-trace VERSION", a version this reader knows. */
+static int parse_magic(hr_trace_reader_t *r, char *err, size_t errlen) {
+  int rc;
+  char *s = next_line(r, &rc, err, errlen);
+  if (rc) return rc;
+  if (!s) return fail(r, err, errlen, HR_EPARSE, "empty file: not a headroom trace");
+  if (strncmp(s, "headroom-trace ", 15) != 0)
+    return fail(r, err, errlen, HR_EPARSE,
+                "not a headroom trace (it starts with '%.30s'; import snapshots with "
+                "'python3 -m headroom.trace import')",
+                s);
+  uint64_t version;
+  char *v = s + 15;
+  if (!field_u64(&v, &version) || *v)
+    return fail(r, err, errlen, HR_EPARSE, "bad version '%.30s'", s + 15);
+  if (version < 1 || version > HR_TRACE_VERSION)
+    return fail(r, err, errlen, HR_EVERSION,
+                "format version %" PRIu64 ", this reader knows 1 to %d", version, HR_TRACE_VERSION);
+  r->version = version;
+  return 0;
+}
+
+/* Reads the file's header lines now, so that source and alloc_conf are known
+ * before the first event; the first other line waits in `pending` (NULL at
+ * the end of the file: hr_trace_next reports the truncation). */
+static int parse_header(hr_trace_reader_t *r, char *err, size_t errlen) {
+  int rc;
+  char *s;
+  while ((s = next_line(r, &rc, err, errlen)) != NULL)
+    if (s[0] != '\0' && s[0] != '#' && !header_line(r, s)) break;
+  r->pending = s;
+  return rc;
+}
+
 int hr_trace_open(const char *path, hr_trace_reader_t **out, char *err, size_t errlen) {
   int rc = 0;
+  *out = NULL;
   hr_trace_reader_t *r = calloc(1, sizeof *r);
   if (!r) return hr__err(err, errlen, HR_ENOMEM, "out of memory");
   hr__strlcpy(r->path, path, sizeof r->path);
   r->buf = malloc(BUF_SIZE);
+  r->f = r->buf ? fopen(path, "rb") : NULL;
   if (!r->buf) {
     rc = hr__err(err, errlen, HR_ENOMEM, "out of memory");
-    goto out;
-  }
-  r->f = fopen(path, "rb");
-  if (!r->f) {
+  } else if (!r->f) {
     int e = errno;
     rc = hr__err(err, errlen,
                  e == ENOENT   ? HR_ENOENT
                  : e == EACCES ? HR_EPERM
                                : HR_EIO,
                  "%s: cannot open: %s", path, strerror(e));
-    goto out;
   }
   struct stat st;
-  if (fstat(fileno(r->f), &st) == 0) r->total_bytes = (uint64_t)st.st_size;
-  char *s = next_line(r, &rc, err, errlen);
-  if (rc) goto out;
-  if (!s) {
-    rc = fail(r, err, errlen, HR_EPARSE, "empty file: not a headroom trace");
-    goto out;
-  }
-  if (strncmp(s, "headroom-trace ", 15) != 0) {
-    rc = fail(r, err, errlen, HR_EPARSE,
-              "not a headroom trace (it starts with '%.30s'; import snapshots with "
-              "'python3 -m headroom.trace import')",
-              s);
-    goto out;
-  }
-  uint64_t version;
-  char *v = s + 15;
-  if (!field_u64(&v, &version) || *v) {
-    rc = fail(r, err, errlen, HR_EPARSE, "bad version '%.30s'", s + 15);
-    goto out;
-  }
-  if (version < 1 || version > HR_TRACE_VERSION) {
-    rc = fail(r, err, errlen, HR_EVERSION, "format version %" PRIu64 ", this reader knows 1 to %d",
-              version, HR_TRACE_VERSION);
-    goto out;
-  }
-  r->version = version;
-  /* Read the file's header lines now, so that source and alloc_conf are known
-   * before the first event; the first other line waits in `pending`. */
-  while ((s = next_line(r, &rc, err, errlen)) != NULL) {
-    if (s[0] == '\0' || s[0] == '#') continue;
-    if (strncmp(s, "source ", 7) == 0)
-      hr__strlcpy(r->source, s + 7, sizeof r->source);
-    else if (strncmp(s, "alloc_conf ", 11) == 0)
-      hr__strlcpy(r->alloc_conf, strcmp(s + 11, "-") == 0 ? "" : s + 11, sizeof r->alloc_conf);
-    else
-      break;
-  }
-  if (rc) goto out;
-  r->pending = s; /* NULL at the end of the file: hr_trace_next reports the truncation */
-out:
+  if (rc == 0 && fstat(fileno(r->f), &st) == 0) r->total_bytes = (uint64_t)st.st_size;
+  if (rc == 0 && (rc = parse_magic(r, err, errlen)) == 0) rc = parse_header(r, err, errlen);
   if (rc) {
     hr_trace_close(r);
-    r = NULL;
+    return rc;
   }
   *out = r;
-  return rc;
+  return 0;
 }
 
 void hr_trace_close(hr_trace_reader_t *r) {

@@ -128,14 +128,11 @@ static int section_finish(section_t *s, char *err, size_t errlen) {
   return 0;
 }
 
-static int section_start(section_t *s, const hr_trace_device_t *d, const char *alloc_conf,
-                         const hr_replay_opts_t *o, char *err, size_t errlen) {
-  hr_pool_config_t cfg;
-  int rc = config_for(o->conf, alloc_conf, &cfg, err, errlen);
-  if (rc) return rc;
-  memset(s->res, 0, sizeof *s->res);
-  memset(s->hist, 0, sizeof *s->hist);
-  hr_replay_result_t *res = s->res;
+/* The section's result before any event: the device line's figures and
+ * the capacity its backend gets. */
+static void section_result(hr_replay_result_t *res, const hr_trace_device_t *d,
+                           const hr_replay_opts_t *o) {
+  memset(res, 0, sizeof *res);
   res->device = d->device;
   res->has_pytorch = d->has_pytorch;
   res->has_times = d->has_times;
@@ -154,6 +151,15 @@ static int section_start(section_t *s, const hr_trace_device_t *d, const char *a
   res->capacity = o->capacity                                  ? o->capacity
                   : d->has_pytorch && d->pytorch_peak_reserved ? d->pytorch_peak_reserved
                                                                : HR_REPLAY_DEFAULT_CAPACITY;
+}
+
+static int section_start(section_t *s, const hr_trace_device_t *d, const char *alloc_conf,
+                         const hr_replay_opts_t *o, char *err, size_t errlen) {
+  hr_pool_config_t cfg;
+  int rc = config_for(o->conf, alloc_conf, &cfg, err, errlen);
+  if (rc) return rc;
+  memset(s->hist, 0, sizeof *s->hist);
+  section_result(s->res, d, o);
   s->index = s->live = s->peak_live = 0;
   s->pytorch_reserved = d->pytorch_reserved_start;
   /* The slot array starts small and doubles as slots appear (the reader
@@ -163,7 +169,7 @@ static int section_start(section_t *s, const hr_trace_device_t *d, const char *a
   s->slots = calloc(s->n_slots, sizeof *s->slots);
   if (!s->slots) return hr__err(err, errlen, HR_ENOMEM, "out of memory");
   const char *kind = o->backend ? o->backend : "sim";
-  if ((rc = hr_backend_create(kind, d->device, res->capacity, &s->backend)) != 0)
+  if ((rc = hr_backend_create(kind, d->device, s->res->capacity, &s->backend)) != 0)
     return hr__err(err, errlen, rc, "backend '%s' for device %d: %s", kind, d->device,
                    hr_strerror(rc));
   if ((rc = hr_pool_create(&cfg, s->backend, d->device, &s->pool)) != 0)
@@ -264,67 +270,80 @@ static void sample(section_t *s, const hr_replay_opts_t *o, const hr_trace_devic
   o->sample(d->device, &pt, o->sample_arg);
 }
 
+/* One event of an open section. */
+static int replay_event(section_t *s, const hr_trace_event_t *ev, uint64_t line, const char *path,
+                        char *err, size_t errlen) {
+  int rc = 0;
+  switch (ev->op) {
+  case HR_TRACE_LIVE:
+  case HR_TRACE_ALLOC:
+    rc = do_alloc(s, ev, line, path, err, errlen);
+    s->index++, s->res->events++;
+    break;
+  case HR_TRACE_FREE:
+    rc = do_free(s, ev, line, path, err, errlen);
+    s->index++, s->res->events++;
+    break;
+  case HR_TRACE_RESERVED:
+    rc = reserved_change(s, ev, line, path, err, errlen);
+    break;
+  default: /* PyTorch's own OOMs are in the device header already */
+    break;
+  }
+  return rc;
+}
+
+/* Hands the progress callback the reader's place. */
+static void progress(const hr_replay_opts_t *o, const hr_trace_reader_t *r) {
+  uint64_t done, total;
+  hr_trace_progress(r, &done, &total);
+  o->progress(done, total, o->progress_arg);
+}
+
+/* Replays every section of the open trace; a section's result goes to
+ * res[*n] while *n < max, and is measured but not kept after. */
+static int replay_sections(hr_trace_reader_t *r, const char *path, const hr_replay_opts_t *o,
+                           section_t *s, hr_replay_result_t *res, size_t max, size_t *n, char *err,
+                           size_t errlen) {
+  hr_trace_event_t ev;
+  uint64_t since_progress = 0;
+  int rc;
+  for (;;) {
+    if ((rc = hr_trace_next(r, &ev, err, errlen)) != 0) return rc;
+    if (ev.op == HR_TRACE_DEVICE || ev.op == HR_TRACE_END) {
+      if (s->pool) {
+        if ((rc = section_finish(s, err, errlen)) != 0) return rc;
+        section_end(s);
+        (*n)++;
+      }
+      if (ev.op == HR_TRACE_END) return 0;
+      s->res = *n < max ? &res[*n] : &s->scratch;
+      if ((rc = section_start(s, hr_trace_device(r), hr_trace_alloc_conf(r), o, err, errlen)))
+        return rc;
+      continue;
+    }
+    if ((rc = replay_event(s, &ev, hr_trace_line(r), path, err, errlen))) return rc;
+    /* The chart starts where the recorded window does, after the L lines. */
+    if (o->sample && ev.op != HR_TRACE_LIVE) sample(s, o, hr_trace_device(r), ev.time_us);
+    if (o->progress && ++since_progress == 65536) {
+      since_progress = 0;
+      progress(o, r);
+    }
+  }
+}
+
 int hr_replay_file(const char *path, const hr_replay_opts_t *opts, hr_replay_result_t *res,
                    size_t max, size_t *n, char *err, size_t errlen) {
   static const hr_replay_opts_t no_opts;
   const hr_replay_opts_t *o = opts ? opts : &no_opts;
   hr_trace_reader_t *r = NULL;
   section_t s = {0};
-  hr_trace_event_t ev;
-  uint64_t since_progress = 0, done, total;
-  int rc;
-  bool open_section = false;
-
   *n = 0;
   s.hist = malloc(sizeof *s.hist);
   if (!s.hist) return hr__err(err, errlen, HR_ENOMEM, "out of memory");
-  if ((rc = hr_trace_open(path, &r, err, errlen)) != 0) goto out;
-  for (;;) {
-    if ((rc = hr_trace_next(r, &ev, err, errlen)) != 0) goto out;
-    if (ev.op == HR_TRACE_DEVICE || ev.op == HR_TRACE_END) {
-      if (open_section) {
-        if ((rc = section_finish(&s, err, errlen)) != 0) goto out;
-        section_end(&s);
-        open_section = false;
-        (*n)++;
-      }
-      if (ev.op == HR_TRACE_END) break;
-      s.res = *n < max ? &res[*n] : &s.scratch;
-      if ((rc = section_start(&s, hr_trace_device(r), hr_trace_alloc_conf(r), o, err, errlen)))
-        goto out;
-      open_section = true;
-      continue;
-    }
-    switch (ev.op) {
-    case HR_TRACE_LIVE:
-    case HR_TRACE_ALLOC:
-      rc = do_alloc(&s, &ev, hr_trace_line(r), path, err, errlen);
-      s.index++, s.res->events++;
-      break;
-    case HR_TRACE_FREE:
-      rc = do_free(&s, &ev, hr_trace_line(r), path, err, errlen);
-      s.index++, s.res->events++;
-      break;
-    case HR_TRACE_RESERVED:
-      rc = reserved_change(&s, &ev, hr_trace_line(r), path, err, errlen);
-      break;
-    default: /* PyTorch's own OOMs are in the device header already */
-      break;
-    }
-    if (rc) goto out;
-    /* The chart starts where the recorded window does, after the L lines. */
-    if (o->sample && ev.op != HR_TRACE_LIVE) sample(&s, o, hr_trace_device(r), ev.time_us);
-    if (o->progress && ++since_progress == 65536) {
-      since_progress = 0;
-      hr_trace_progress(r, &done, &total);
-      o->progress(done, total, o->progress_arg);
-    }
-  }
-  if (o->progress) {
-    hr_trace_progress(r, &done, &total);
-    o->progress(done, total, o->progress_arg);
-  }
-out:
+  int rc = hr_trace_open(path, &r, err, errlen);
+  if (rc == 0) rc = replay_sections(r, path, o, &s, res, max, n, err, errlen);
+  if (rc == 0 && o->progress) progress(o, r);
   section_end(&s);
   free(s.hist);
   hr_trace_close(r);

@@ -136,6 +136,76 @@ static int check_keys(parse_ctx_t *c, const cJSON *obj, const char *where,
   return 0;
 }
 
+/* The name and variant of asset i, which no asset before it may have. */
+static int asset_name(parse_ctx_t *c, const cJSON *o, size_t i, wf_asset_t *a) {
+  char where[96];
+  int rc;
+  snprintf(where, sizeof where, "assets[%zu].name", i);
+  if ((rc = get_string(c, cJSON_GetObjectItemCaseSensitive(o, "name"), where, a->name,
+                       sizeof a->name)))
+    return rc;
+  if (strchr(a->name, ':'))
+    return hr__err(c->err, c->errlen, HR_EPARSE, "%s: %s: a name cannot contain ':'", c->src,
+                   where);
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "variant");
+  snprintf(where, sizeof where, "assets[%zu].variant", i);
+  if (v && !cJSON_IsNull(v) && (rc = get_string(c, v, where, a->variant, sizeof a->variant)))
+    return rc;
+  for (size_t j = 0; j < i; j++)
+    if (strcmp(c->w->assets[j].name, a->name) == 0 &&
+        strcmp(c->w->assets[j].variant, a->variant) == 0)
+      return hr__err(c->err, c->errlen, HR_EPARSE, "%s: assets[%zu]: '%s%s%s' is listed twice",
+                     c->src, i, a->name, a->variant[0] ? ":" : "", a->variant);
+  return 0;
+}
+
+/* bytes (more than 0) and host_bytes (bytes when absent) of asset i. */
+static int asset_sizes(parse_ctx_t *c, const cJSON *o, size_t i, wf_asset_t *a) {
+  char where[96];
+  int rc;
+  snprintf(where, sizeof where, "assets[%zu].bytes", i);
+  if ((rc = get_size(c, cJSON_GetObjectItemCaseSensitive(o, "bytes"), where, &a->bytes))) return rc;
+  if (a->bytes == 0)
+    return hr__err(c->err, c->errlen, HR_ERANGE, "%s: %s: must be more than 0", c->src, where);
+  a->host_bytes = a->bytes;
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "host_bytes");
+  snprintf(where, sizeof where, "assets[%zu].host_bytes", i);
+  return v ? get_size(c, v, where, &a->host_bytes) : 0;
+}
+
+/* group (an asset listed before, or null), pinned, partial and priority of
+ * asset i. */
+static int asset_options(parse_ctx_t *c, const cJSON *o, size_t i, wf_asset_t *a) {
+  char where[96];
+  int rc;
+  a->parent = -1;
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "group");
+  if (v && !cJSON_IsNull(v)) {
+    uint32_t p;
+    snprintf(where, sizeof where, "assets[%zu].group", i);
+    if (!cJSON_IsString(v))
+      return hr__err(c->err, c->errlen, HR_EPARSE, "%s: %s: expected an asset name or null", c->src,
+                     where);
+    if ((rc = resolve(c, v->valuestring, where, i, &p))) return rc;
+    a->parent = (int)p;
+  }
+  snprintf(where, sizeof where, "assets[%zu].pinned", i);
+  if ((rc = get_bool(c, cJSON_GetObjectItemCaseSensitive(o, "pinned"), where, &a->pinned)))
+    return rc;
+  snprintf(where, sizeof where, "assets[%zu].partial", i);
+  if ((rc = get_bool(c, cJSON_GetObjectItemCaseSensitive(o, "partial"), where, &a->partial)))
+    return rc;
+  if ((v = cJSON_GetObjectItemCaseSensitive(o, "priority"))) {
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) ||
+        fabs(v->valuedouble) > 1000000)
+      return hr__err(c->err, c->errlen, HR_EPARSE,
+                     "%s: assets[%zu].priority: expected a whole number in [-1000000, 1000000]",
+                     c->src, i);
+    a->priority = (int)v->valuedouble;
+  }
+  return 0;
+}
+
 static int parse_assets(parse_ctx_t *c, const cJSON *arr) {
   static const char *const keys[] = {"name",   "variant", "bytes",    "host_bytes", "group",
                                      "pinned", "partial", "priority", "comment",    NULL};
@@ -152,57 +222,9 @@ static int parse_assets(parse_ctx_t *c, const cJSON *arr) {
     snprintf(where, sizeof where, "assets[%zu]", i);
     if (!cJSON_IsObject(o))
       return hr__err(c->err, c->errlen, HR_EPARSE, "%s: %s: expected an object", c->src, where);
-    if ((rc = check_keys(c, o, where, keys))) return rc;
-    snprintf(where, sizeof where, "assets[%zu].name", i);
-    if ((rc = get_string(c, cJSON_GetObjectItemCaseSensitive(o, "name"), where, a->name,
-                         sizeof a->name)))
+    if ((rc = check_keys(c, o, where, keys)) || (rc = asset_name(c, o, i, a)) ||
+        (rc = asset_sizes(c, o, i, a)) || (rc = asset_options(c, o, i, a)))
       return rc;
-    if (strchr(a->name, ':'))
-      return hr__err(c->err, c->errlen, HR_EPARSE, "%s: %s: a name cannot contain ':'", c->src,
-                     where);
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "variant");
-    snprintf(where, sizeof where, "assets[%zu].variant", i);
-    if (v && !cJSON_IsNull(v) && (rc = get_string(c, v, where, a->variant, sizeof a->variant)))
-      return rc;
-    for (size_t j = 0; j < i; j++)
-      if (strcmp(w->assets[j].name, a->name) == 0 && strcmp(w->assets[j].variant, a->variant) == 0)
-        return hr__err(c->err, c->errlen, HR_EPARSE, "%s: assets[%zu]: '%s%s%s' is listed twice",
-                       c->src, i, a->name, a->variant[0] ? ":" : "", a->variant);
-    snprintf(where, sizeof where, "assets[%zu].bytes", i);
-    if ((rc = get_size(c, cJSON_GetObjectItemCaseSensitive(o, "bytes"), where, &a->bytes)))
-      return rc;
-    if (a->bytes == 0)
-      return hr__err(c->err, c->errlen, HR_ERANGE, "%s: %s: must be more than 0", c->src, where);
-    a->host_bytes = a->bytes;
-    if ((v = cJSON_GetObjectItemCaseSensitive(o, "host_bytes"))) {
-      snprintf(where, sizeof where, "assets[%zu].host_bytes", i);
-      if ((rc = get_size(c, v, where, &a->host_bytes))) return rc;
-    }
-    a->parent = -1;
-    v = cJSON_GetObjectItemCaseSensitive(o, "group");
-    if (v && !cJSON_IsNull(v)) {
-      uint32_t p;
-      snprintf(where, sizeof where, "assets[%zu].group", i);
-      if (!cJSON_IsString(v))
-        return hr__err(c->err, c->errlen, HR_EPARSE, "%s: %s: expected an asset name or null",
-                       c->src, where);
-      if ((rc = resolve(c, v->valuestring, where, i, &p))) return rc;
-      a->parent = (int)p;
-    }
-    snprintf(where, sizeof where, "assets[%zu].pinned", i);
-    if ((rc = get_bool(c, cJSON_GetObjectItemCaseSensitive(o, "pinned"), where, &a->pinned)))
-      return rc;
-    snprintf(where, sizeof where, "assets[%zu].partial", i);
-    if ((rc = get_bool(c, cJSON_GetObjectItemCaseSensitive(o, "partial"), where, &a->partial)))
-      return rc;
-    if ((v = cJSON_GetObjectItemCaseSensitive(o, "priority"))) {
-      if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) ||
-          fabs(v->valuedouble) > 1000000)
-        return hr__err(c->err, c->errlen, HR_EPARSE,
-                       "%s: assets[%zu].priority: expected a whole number in [-1000000, 1000000]",
-                       c->src, i);
-      a->priority = (int)v->valuedouble;
-    }
     w->n_assets++;
   }
   return 0;
@@ -213,13 +235,7 @@ static int push_seq(parse_ctx_t *c, uint32_t t) {
   if (w->n_seq >= WF_MAX_STEPS)
     return hr__err(c->err, c->errlen, HR_ERANGE, "%s: steps: more than %u steps after repetition",
                    c->src, WF_MAX_STEPS);
-  if (w->n_seq == c->cap_seq) {
-    size_t cap = c->cap_seq ? c->cap_seq * 2 : 64;
-    uint32_t *s = realloc(w->seq, cap * sizeof *s);
-    if (!s) return HR_ENOMEM;
-    w->seq = s;
-    c->cap_seq = cap;
-  }
+  if (hr__grow(&w->seq, &c->cap_seq, w->n_seq, sizeof *w->seq, 64)) return HR_ENOMEM;
   w->seq[w->n_seq++] = t;
   return 0;
 }
@@ -239,13 +255,79 @@ static int get_repeat(parse_ctx_t *c, const cJSON *o, const char *where, uint64_
   return 0;
 }
 
+/* A block of steps, its sequence repeated `rep` times as a whole. */
+static int parse_block(parse_ctx_t *c, const cJSON *steps, const char *where, int depth,
+                       uint64_t rep) {
+  hr_workflow_t *w = c->w;
+  char sub[160];
+  int rc;
+  size_t start = w->n_seq;
+  if (depth >= WF_MAX_DEPTH)
+    return hr__err(c->err, c->errlen, HR_ERANGE, "%s: %s: blocks nested deeper than %d", c->src,
+                   where, WF_MAX_DEPTH);
+  snprintf(sub, sizeof sub, "%s.steps", where);
+  if ((rc = parse_steps(c, steps, sub, depth + 1))) return rc;
+  size_t len = w->n_seq - start;
+  for (uint64_t k = 1; k < rep; k++)
+    for (size_t j = 0; j < len; j++)
+      if ((rc = push_seq(c, w->seq[start + j]))) return rc;
+  return 0;
+}
+
+/* A new, zeroed step template; NULL when out of memory. */
+static wf_step_t *new_template(parse_ctx_t *c) {
+  hr_workflow_t *w = c->w;
+  if (hr__grow(&w->tmpl, &c->cap_tmpl, w->n_tmpl, sizeof *w->tmpl, 16)) return NULL;
+  wf_step_t *t = &w->tmpl[w->n_tmpl++];
+  memset(t, 0, sizeof *t);
+  return t;
+}
+
+/* The assets a template uses: a non-empty array of asset names. */
+static int parse_use(parse_ctx_t *c, const cJSON *use, const char *where, wf_step_t *t) {
+  char sub[160];
+  int rc;
+  if (!cJSON_IsArray(use) || cJSON_GetArraySize(use) == 0)
+    return hr__err(c->err, c->errlen, HR_EPARSE, "%s: %s.use: expected a non-empty array of names",
+                   c->src, where);
+  t->use = calloc((size_t)cJSON_GetArraySize(use), sizeof *t->use);
+  if (!t->use) return HR_ENOMEM;
+  for (const cJSON *u = use->child; u; u = u->next) {
+    snprintf(sub, sizeof sub, "%s.use[%zu]", where, t->n_use);
+    if (!cJSON_IsString(u))
+      return hr__err(c->err, c->errlen, HR_EPARSE, "%s: %s: expected an asset name", c->src, sub);
+    if ((rc = resolve(c, u->valuestring, sub, c->w->n_assets, &t->use[t->n_use]))) return rc;
+    t->n_use++;
+  }
+  return 0;
+}
+
+/* A template (name, working bytes, use), added to the sequence `rep` times. */
+static int parse_template(parse_ctx_t *c, const cJSON *o, const cJSON *use, const char *where,
+                          uint64_t rep) {
+  char sub[160];
+  int rc;
+  wf_step_t *t = new_template(c);
+  if (!t) return HR_ENOMEM;
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "name");
+  snprintf(sub, sizeof sub, "%s.name", where);
+  if (v && (rc = get_string(c, v, sub, t->name, sizeof t->name))) return rc;
+  if (!v) snprintf(t->name, sizeof t->name, "%s", where);
+  if ((v = cJSON_GetObjectItemCaseSensitive(o, "working_bytes"))) {
+    snprintf(sub, sizeof sub, "%s.working_bytes", where);
+    if ((rc = get_size(c, v, sub, &t->working))) return rc;
+  }
+  if ((rc = parse_use(c, use, where, t))) return rc;
+  for (uint64_t k = 0; k < rep; k++)
+    if ((rc = push_seq(c, (uint32_t)(c->w->n_tmpl - 1)))) return rc;
+  return 0;
+}
+
 /* One step: a template (use, working bytes) added `repeat` times, or a block
  * of steps repeated as a whole. */
 static int parse_step(parse_ctx_t *c, const cJSON *o, const char *where, int depth) {
   static const char *const keys[] = {"name",    "use", "working_bytes", "repeat", "steps",
                                      "comment", NULL};
-  hr_workflow_t *w = c->w;
-  char sub[160];
   uint64_t rep;
   int rc;
   if (!cJSON_IsObject(o))
@@ -256,52 +338,7 @@ static int parse_step(parse_ctx_t *c, const cJSON *o, const char *where, int dep
   if (!!use == !!steps)
     return hr__err(c->err, c->errlen, HR_EPARSE, "%s: %s: a step has either \"use\" or \"steps\"",
                    c->src, where);
-  if (steps) {
-    size_t start = w->n_seq;
-    if (depth >= WF_MAX_DEPTH)
-      return hr__err(c->err, c->errlen, HR_ERANGE, "%s: %s: blocks nested deeper than %d", c->src,
-                     where, WF_MAX_DEPTH);
-    snprintf(sub, sizeof sub, "%s.steps", where);
-    if ((rc = parse_steps(c, steps, sub, depth + 1))) return rc;
-    size_t len = w->n_seq - start;
-    for (uint64_t k = 1; k < rep; k++)
-      for (size_t j = 0; j < len; j++)
-        if ((rc = push_seq(c, w->seq[start + j]))) return rc;
-    return 0;
-  }
-  if (w->n_tmpl == c->cap_tmpl) {
-    size_t cap = c->cap_tmpl ? c->cap_tmpl * 2 : 16;
-    wf_step_t *t = realloc(w->tmpl, cap * sizeof *t);
-    if (!t) return HR_ENOMEM;
-    w->tmpl = t;
-    c->cap_tmpl = cap;
-  }
-  wf_step_t *t = &w->tmpl[w->n_tmpl];
-  memset(t, 0, sizeof *t);
-  w->n_tmpl++;
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "name");
-  snprintf(sub, sizeof sub, "%s.name", where);
-  if (v && (rc = get_string(c, v, sub, t->name, sizeof t->name))) return rc;
-  if (!v) snprintf(t->name, sizeof t->name, "%s", where);
-  if ((v = cJSON_GetObjectItemCaseSensitive(o, "working_bytes"))) {
-    snprintf(sub, sizeof sub, "%s.working_bytes", where);
-    if ((rc = get_size(c, v, sub, &t->working))) return rc;
-  }
-  if (!cJSON_IsArray(use) || cJSON_GetArraySize(use) == 0)
-    return hr__err(c->err, c->errlen, HR_EPARSE, "%s: %s.use: expected a non-empty array of names",
-                   c->src, where);
-  t->use = calloc((size_t)cJSON_GetArraySize(use), sizeof *t->use);
-  if (!t->use) return HR_ENOMEM;
-  for (const cJSON *u = use->child; u; u = u->next) {
-    snprintf(sub, sizeof sub, "%s.use[%zu]", where, t->n_use);
-    if (!cJSON_IsString(u))
-      return hr__err(c->err, c->errlen, HR_EPARSE, "%s: %s: expected an asset name", c->src, sub);
-    if ((rc = resolve(c, u->valuestring, sub, w->n_assets, &t->use[t->n_use]))) return rc;
-    t->n_use++;
-  }
-  for (uint64_t k = 0; k < rep; k++)
-    if ((rc = push_seq(c, (uint32_t)(w->n_tmpl - 1)))) return rc;
-  return 0;
+  return steps ? parse_block(c, steps, where, depth, rep) : parse_template(c, o, use, where, rep);
 }
 
 static int parse_steps(parse_ctx_t *c, const cJSON *arr, const char *path, int depth) {
@@ -329,43 +366,44 @@ static void line_col(const char *text, const char *pos, int *line, int *col) {
   }
 }
 
-int hr_workflow_parse(const char *text, size_t len, const char *source, hr_workflow_t **out,
-                      char *err, size_t errlen) {
+/* The message of a JSON syntax error at `end` (or cJSON's error pointer). */
+static int syntax_error(const char *text, size_t len, const char *end, const char *src, char *err,
+                        size_t errlen) {
+  int line, col;
+  const char *at = end ? end : cJSON_GetErrorPtr();
+  if (!at || at < text || at > text + len) at = text + len;
+  line_col(text, at, &line, &col);
+  return hr__err(err, errlen, HR_EPARSE, "%s:%d:%d: JSON syntax error%s", src, line, col,
+                 at >= text + len ? " (unexpected end of input)" : "");
+}
+
+/* The top level: sizes, then the assets, then the steps that use them. */
+static int parse_root(parse_ctx_t *c, const cJSON *root) {
   static const char *const keys[] = {"name",   "description", "budget_bytes", "reserve_bytes",
                                      "assets", "steps",       "comment",      NULL};
+  int rc;
+  if (!cJSON_IsObject(root))
+    return hr__err(c->err, c->errlen, HR_EPARSE, "%s: the top level must be an object", c->src);
+  if ((rc = check_keys(c, root, "top level", keys))) return rc;
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "budget_bytes");
+  if (v && (rc = get_size(c, v, "budget_bytes", &c->w->budget_bytes))) return rc;
+  if ((v = cJSON_GetObjectItemCaseSensitive(root, "reserve_bytes")) &&
+      (rc = get_size(c, v, "reserve_bytes", &c->w->reserve_bytes)))
+    return rc;
+  if ((rc = parse_assets(c, cJSON_GetObjectItemCaseSensitive(root, "assets")))) return rc;
+  return parse_steps(c, cJSON_GetObjectItemCaseSensitive(root, "steps"), "steps", 0);
+}
+
+int hr_workflow_parse(const char *text, size_t len, const char *source, hr_workflow_t **out,
+                      char *err, size_t errlen) {
   parse_ctx_t c = {.src = source ? source : "workflow", .err = err, .errlen = errlen};
-  cJSON *root = NULL;
   const char *end = NULL;
-  int rc = 0;
   if (!text || !out) return HR_EINVAL;
   *out = NULL;
-  root = cJSON_ParseWithLengthOpts(text, len, &end, false);
-  if (!root) {
-    int line, col;
-    const char *at = end ? end : cJSON_GetErrorPtr();
-    if (!at || at < text || at > text + len) at = text + len;
-    line_col(text, at, &line, &col);
-    return hr__err(err, errlen, HR_EPARSE, "%s:%d:%d: JSON syntax error%s", c.src, line, col,
-                   at >= text + len ? " (unexpected end of input)" : "");
-  }
+  cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, false);
+  if (!root) return syntax_error(text, len, end, c.src, err, errlen);
   c.w = calloc(1, sizeof *c.w);
-  if (!c.w) {
-    rc = HR_ENOMEM;
-    goto out;
-  }
-  if (!cJSON_IsObject(root)) {
-    rc = hr__err(err, errlen, HR_EPARSE, "%s: the top level must be an object", c.src);
-    goto out;
-  }
-  if ((rc = check_keys(&c, root, "top level", keys))) goto out;
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "budget_bytes");
-  if (v && (rc = get_size(&c, v, "budget_bytes", &c.w->budget_bytes))) goto out;
-  if ((v = cJSON_GetObjectItemCaseSensitive(root, "reserve_bytes")) &&
-      (rc = get_size(&c, v, "reserve_bytes", &c.w->reserve_bytes)))
-    goto out;
-  if ((rc = parse_assets(&c, cJSON_GetObjectItemCaseSensitive(root, "assets")))) goto out;
-  if ((rc = parse_steps(&c, cJSON_GetObjectItemCaseSensitive(root, "steps"), "steps", 0))) goto out;
-out:
+  int rc = c.w ? parse_root(&c, root) : HR_ENOMEM;
   cJSON_Delete(root);
   if (rc)
     hr_workflow_destroy(c.w);
@@ -374,13 +412,33 @@ out:
   return rc;
 }
 
+/* Reads all of f (64 MiB at most) into a malloc'd *buf. */
+static int read_all(FILE *f, const char *path, char **buf, size_t *len, char *err, size_t errlen) {
+  size_t cap = 0;
+  *buf = NULL, *len = 0;
+  for (;;) {
+    if (*len + 4096 > cap) {
+      if (cap >= (64u << 20))
+        return hr__err(err, errlen, HR_ERANGE, "%s: larger than 64 MiB", path);
+      cap = cap ? cap * 2 : 65536;
+      char *b = realloc(*buf, cap);
+      if (!b) return HR_ENOMEM;
+      *buf = b;
+    }
+    size_t got = fread(*buf + *len, 1, cap - *len, f);
+    *len += got;
+    if (got == 0) break;
+  }
+  if (ferror(f)) return hr__err(err, errlen, HR_EIO, "%s: read error", path);
+  return 0;
+}
+
 int hr_workflow_load(const char *path, hr_workflow_t **out, char *err, size_t errlen) {
-  FILE *f = NULL;
   char *buf = NULL;
-  size_t len = 0, cap = 0;
-  int rc = 0;
+  size_t len = 0;
   if (!path || !out) return HR_EINVAL;
-  if (!(f = fopen(path, "rb"))) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
     int e = errno;
     return hr__err(err, errlen,
                    e == ENOENT   ? HR_ENOENT
@@ -388,30 +446,8 @@ int hr_workflow_load(const char *path, hr_workflow_t **out, char *err, size_t er
                                  : HR_EIO,
                    "%s: %s", path, strerror(e));
   }
-  for (;;) {
-    if (len + 4096 > cap) {
-      if (cap >= (64u << 20)) {
-        rc = hr__err(err, errlen, HR_ERANGE, "%s: larger than 64 MiB", path);
-        goto out;
-      }
-      cap = cap ? cap * 2 : 65536;
-      char *b = realloc(buf, cap);
-      if (!b) {
-        rc = HR_ENOMEM;
-        goto out;
-      }
-      buf = b;
-    }
-    size_t got = fread(buf + len, 1, cap - len, f);
-    len += got;
-    if (got == 0) break;
-  }
-  if (ferror(f)) {
-    rc = hr__err(err, errlen, HR_EIO, "%s: read error", path);
-    goto out;
-  }
-  rc = hr_workflow_parse(buf, len, path, out, err, errlen);
-out:
+  int rc = read_all(f, path, &buf, &len, err, errlen);
+  if (rc == 0) rc = hr_workflow_parse(buf, len, path, out, err, errlen);
   free(buf);
   fclose(f);
   return rc;
@@ -444,38 +480,52 @@ static int sim_offload(hr_asset_id_t id, uint64_t bytes, uint64_t *freed, void *
 /* Steps of upcoming uses the lookahead policy is shown. */
 #define SIM_WINDOW 1024
 
-int hr_workflow_simulate(const hr_workflow_t *w, hr_policy_t policy, uint64_t budget_bytes,
-                         hr_sim_step_fn fn, void *arg, hr_sim_result_t *out) {
-  hr_residency_t *r = NULL;
-  hr_residency_options_t o;
-  sim_t s = {.w = w};
-  hr_asset_id_t *ids = NULL, *la_ids = NULL;
-  uint32_t *la_steps = NULL;
-  uint64_t *la_work = NULL;
-  size_t max_use = 0, la_cap = 0;
-  hr_plan_t plan;
-  int rc = 0;
-  memset(&plan, 0, sizeof plan);
-  if (!w || !out || (unsigned)policy > HR_POLICY_LOOKAHEAD) return HR_EINVAL;
-  memset(out, 0, sizeof *out);
-  hr_residency_options_default(NULL, &o);
-  o.budget_bytes = budget_bytes ? budget_bytes : w->budget_bytes;
-  o.reserve_bytes = w->reserve_bytes;
-  o.policy = policy;
-  if (o.budget_bytes == 0) return HR_EINVAL;
-  /* The simulator knows every upcoming use, so auto means lookahead. */
-  out->policy = policy == HR_POLICY_AUTO ? HR_POLICY_LOOKAHEAD : policy;
-  out->budget_bytes = o.budget_bytes;
-  out->steps = w->n_seq;
-  for (size_t i = 0; i < w->n_tmpl; i++) max_use = HR_MAX(max_use, w->tmpl[i].n_use);
-  s.resident = calloc(w->n_assets, sizeof *s.resident);
-  ids = calloc(max_use ? max_use : 1, sizeof *ids);
-  if (!s.resident || !ids) {
-    rc = HR_ENOMEM;
-    goto out;
+/* The lookahead handed to each require: the uses of the next SIM_WINDOW
+ * steps, in arrays grown as needed. */
+typedef struct sim_ahead {
+  hr_asset_id_t *ids;
+  uint32_t *steps;
+  uint64_t *work;
+  size_t cap;
+} sim_ahead_t;
+
+static void ahead_free(sim_ahead_t *b) {
+  free(b->ids), free(b->steps), free(b->work);
+}
+
+static int ahead_reserve(sim_ahead_t *b, size_t n) {
+  if (n <= b->cap) return 0;
+  size_t cap = n * 2;
+  if (hr__resize(&b->ids, cap, sizeof *b->ids) || hr__resize(&b->steps, cap, sizeof *b->steps) ||
+      hr__resize(&b->work, cap, sizeof *b->work))
+    return HR_ENOMEM;
+  b->cap = cap;
+  return 0;
+}
+
+/* The uses of the steps after step k, as the lookahead of its require. */
+static int ahead_fill(const hr_workflow_t *w, size_t k, sim_ahead_t *b, hr_lookahead_t *la) {
+  size_t n = 0;
+  for (size_t d = 1; d <= SIM_WINDOW && k + d < w->n_seq; d++) {
+    const wf_step_t *u = &w->tmpl[w->seq[k + d]];
+    if (ahead_reserve(b, n + u->n_use) != 0) return HR_ENOMEM;
+    for (size_t j = 0; j < u->n_use; j++) {
+      b->ids[n] = u->use[j] + 1;
+      b->work[n] = u->working;
+      b->steps[n++] = (uint32_t)d;
+    }
   }
-  if ((rc = hr_residency_create(&o, &r))) goto out;
-  for (size_t i = 0; i < w->n_assets; i++) {
+  *la = (hr_lookahead_t){b->ids, b->steps, n, b->work};
+  return 0;
+}
+
+/* A registry with the budget, holding every asset of the workflow (asset i
+ * as id i + 1), whose callbacks only count bytes in s. */
+static int sim_registry(const hr_workflow_t *w, const hr_residency_options_t *o, sim_t *s,
+                        hr_residency_t **out) {
+  hr_residency_t *r = NULL;
+  int rc = hr_residency_create(o, &r);
+  for (size_t i = 0; rc == 0 && i < w->n_assets; i++) {
     const wf_asset_t *a = &w->assets[i];
     hr_asset_desc_t d = {.name = a->name,
                          .variant = a->variant,
@@ -487,75 +537,85 @@ int hr_workflow_simulate(const hr_workflow_t *w, hr_policy_t policy, uint64_t bu
                          .priority = a->priority,
                          .load = sim_load,
                          .offload = sim_offload,
-                         .arg = &s};
+                         .arg = s};
     hr_asset_id_t id;
-    if ((rc = hr_asset_register(r, &d, &id))) goto out;
-    HR_ASSERT(id == i + 1);
+    rc = hr_asset_register(r, &d, &id);
+    HR_ASSERT(rc || id == i + 1);
   }
+  if (rc) {
+    hr_residency_destroy(r);
+    return rc;
+  }
+  *out = r;
+  return 0;
+}
+
+/* Adds one step's plan to the totals; `src` is its require's result. */
+static void sim_count(hr_sim_result_t *out, const hr_plan_t *plan, int src) {
+  out->bytes_moved += plan->bytes_loaded;
+  out->bytes_offloaded += plan->bytes_offloaded;
+  out->loads += plan->loads;
+  out->partial_loads += plan->partial_loads;
+  out->offloads += plan->offloads;
+  out->partial_offloads += plan->partial_offloads;
+  if (src == 0)
+    out->peak_device_bytes = HR_MAX(out->peak_device_bytes, plan->used_bytes);
+  else
+    out->failed_steps++;
+}
+
+/* Requires each step in order; an out-of-room step (HR_ENOSPC) is counted
+ * and the run goes on, another error ends it. */
+static int sim_steps(const hr_workflow_t *w, hr_residency_t *r, hr_sim_step_fn fn, void *arg,
+                     hr_sim_result_t *out) {
+  size_t max_use = 1;
+  for (size_t i = 0; i < w->n_tmpl; i++) max_use = HR_MAX(max_use, w->tmpl[i].n_use);
+  hr_asset_id_t *ids = calloc(max_use, sizeof *ids);
+  sim_ahead_t ahead = {0};
+  hr_plan_t plan;
+  memset(&plan, 0, sizeof plan);
+  int rc = ids ? 0 : HR_ENOMEM;
   bool use_la = out->policy == HR_POLICY_LOOKAHEAD;
-  for (size_t k = 0; k < w->n_seq; k++) {
+  for (size_t k = 0; rc == 0 && k < w->n_seq; k++) {
     const wf_step_t *t = &w->tmpl[w->seq[k]];
     hr_lookahead_t la = {0};
     for (size_t j = 0; j < t->n_use; j++) ids[j] = t->use[j] + 1;
-    if (use_la) {
-      size_t n = 0;
-      for (size_t d = 1; d <= SIM_WINDOW && k + d < w->n_seq; d++) {
-        const wf_step_t *u = &w->tmpl[w->seq[k + d]];
-        if (n + u->n_use > la_cap) {
-          size_t cap = (n + u->n_use) * 2;
-          hr_asset_id_t *a = realloc(la_ids, cap * sizeof *a);
-          if (!a) {
-            rc = HR_ENOMEM;
-            goto out;
-          }
-          la_ids = a;
-          uint32_t *b = realloc(la_steps, cap * sizeof *b);
-          if (!b) {
-            rc = HR_ENOMEM;
-            goto out;
-          }
-          la_steps = b;
-          uint64_t *c = realloc(la_work, cap * sizeof *c);
-          if (!c) {
-            rc = HR_ENOMEM;
-            goto out;
-          }
-          la_work = c;
-          la_cap = cap;
-        }
-        for (size_t j = 0; j < u->n_use; j++) {
-          la_ids[n] = u->use[j] + 1;
-          la_work[n] = u->working;
-          la_steps[n++] = (uint32_t)d;
-        }
-      }
-      la = (hr_lookahead_t){la_ids, la_steps, n, la_work};
-    }
+    if (use_la && (rc = ahead_fill(w, k, &ahead, &la)) != 0) break;
     int src = hr_residency_require(r, ids, t->n_use, t->working, use_la ? &la : NULL, &plan);
     if (src != 0 && src != HR_ENOSPC) {
       rc = src;
-      goto out;
+      break;
     }
-    out->bytes_moved += plan.bytes_loaded;
-    out->bytes_offloaded += plan.bytes_offloaded;
-    out->loads += plan.loads;
-    out->partial_loads += plan.partial_loads;
-    out->offloads += plan.offloads;
-    out->partial_offloads += plan.partial_offloads;
-    if (src == 0)
-      out->peak_device_bytes = HR_MAX(out->peak_device_bytes, plan.used_bytes);
-    else
-      out->failed_steps++;
+    sim_count(out, &plan, src);
     if (fn) fn(k, t->name, src, &plan, r, arg);
     hr_plan_free(&plan);
   }
-out:
   hr_plan_free(&plan);
+  ahead_free(&ahead);
+  free(ids);
+  return rc;
+}
+
+int hr_workflow_simulate(const hr_workflow_t *w, hr_policy_t policy, uint64_t budget_bytes,
+                         hr_sim_step_fn fn, void *arg, hr_sim_result_t *out) {
+  hr_residency_t *r = NULL;
+  hr_residency_options_t o;
+  sim_t s = {.w = w};
+  if (!w || !out || (unsigned)policy > HR_POLICY_LOOKAHEAD) return HR_EINVAL;
+  memset(out, 0, sizeof *out);
+  hr_residency_options_default(NULL, &o);
+  o.budget_bytes = budget_bytes ? budget_bytes : w->budget_bytes;
+  o.reserve_bytes = w->reserve_bytes;
+  o.policy = policy;
+  if (o.budget_bytes == 0) return HR_EINVAL;
+  /* The simulator knows every upcoming use, so auto means lookahead. */
+  out->policy = policy == HR_POLICY_AUTO ? HR_POLICY_LOOKAHEAD : policy;
+  out->budget_bytes = o.budget_bytes;
+  out->steps = w->n_seq;
+  s.resident = calloc(w->n_assets, sizeof *s.resident);
+  int rc = s.resident ? sim_registry(w, &o, &s, &r) : HR_ENOMEM;
+  if (rc == 0) rc = sim_steps(w, r, fn, arg, out);
   hr_residency_destroy(r);
   free(s.resident);
-  free(ids);
-  free(la_ids);
-  free(la_steps);
-  free(la_work);
   return rc;
 }

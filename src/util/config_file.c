@@ -21,6 +21,29 @@
 #define HR_CONFIG_MAX_BYTES (1024 * 1024)
 #define HR_CONFIG_MAX_LINE  16384
 
+/* True when st is /dev/null, the usual way to say "no config file"
+ * (ssh -F /dev/null): an empty file, whatever device node names it. */
+static bool is_dev_null(const struct stat *st) {
+  struct stat null_st;
+  return S_ISCHR(st->st_mode) && stat("/dev/null", &null_st) == 0 && S_ISCHR(null_st.st_mode) &&
+         st->st_rdev == null_st.st_rdev;
+}
+
+/* Reads the open fd to its end into buf (HR_CONFIG_MAX_BYTES + 2 bytes);
+ * *n past HR_CONFIG_MAX_BYTES means the file is too big (one byte over the
+ * cap tells a file that grew since fstat). */
+static int read_capped(int fd, const char *path, char *buf, size_t *n, char *err, size_t errlen) {
+  *n = 0;
+  while (*n <= HR_CONFIG_MAX_BYTES) {
+    ssize_t r = read(fd, buf + *n, HR_CONFIG_MAX_BYTES + 1 - *n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return hr__err(err, errlen, HR_EIO, "%s: %s", path, strerror(errno));
+    if (r == 0) break;
+    *n += (size_t)r;
+  }
+  return 0;
+}
+
 /* Reads the regular file at `path` whole into a NUL-terminated buffer the
  * caller frees; *len excludes the terminator. */
 static int slurp(const char *path, char **out, size_t *len, char *err, size_t errlen) {
@@ -33,46 +56,23 @@ static int slurp(const char *path, char **out, size_t *len, char *err, size_t er
   char *buf = NULL;
   size_t n = 0;
   struct stat st;
-  if (fstat(fd, &st) != 0) {
+  if (fstat(fd, &st) != 0)
     rc = hr__err(err, errlen, HR_EIO, "%s: %s", path, strerror(errno));
-    goto out;
-  }
-  /* /dev/null is the usual way to say "no config file" (ssh -F /dev/null):
-   * an empty file, whatever device node names it. */
-  struct stat null_st;
-  bool is_null = S_ISCHR(st.st_mode) && stat("/dev/null", &null_st) == 0 &&
-                 S_ISCHR(null_st.st_mode) && st.st_rdev == null_st.st_rdev;
-  if (!S_ISREG(st.st_mode) && !is_null) {
+  else if (!S_ISREG(st.st_mode) && !is_dev_null(&st))
     /* HR_EIO, as for a file that cannot be read: the system file's chain
      * skips such a file with a warning, an explicit one fails. */
     rc = hr__err(err, errlen, HR_EIO, "%s: not a regular file", path);
-    goto out;
-  }
-  if (st.st_size > HR_CONFIG_MAX_BYTES) goto too_big;
-  /* One byte over the cap tells a file that grew since fstat. */
-  buf = malloc(HR_CONFIG_MAX_BYTES + 2);
-  if (!buf) {
+  else if (st.st_size <= HR_CONFIG_MAX_BYTES && !(buf = malloc(HR_CONFIG_MAX_BYTES + 2)))
     rc = hr__err(err, errlen, HR_ENOMEM, "%s: out of memory", path);
-    goto out;
+  else if (buf)
+    rc = read_capped(fd, path, buf, &n, err, errlen);
+  if (rc == 0 && (!buf || n > HR_CONFIG_MAX_BYTES))
+    rc = hr__err(err, errlen, HR_ERANGE, "%s: larger than %d bytes; not a config file", path,
+                 HR_CONFIG_MAX_BYTES);
+  if (rc == 0) {
+    buf[n] = '\0';
+    *out = buf, *len = n, buf = NULL;
   }
-  while (n <= HR_CONFIG_MAX_BYTES) {
-    ssize_t r = read(fd, buf + n, HR_CONFIG_MAX_BYTES + 1 - n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) {
-      rc = hr__err(err, errlen, HR_EIO, "%s: %s", path, strerror(errno));
-      goto out;
-    }
-    if (r == 0) break;
-    n += (size_t)r;
-  }
-  if (n > HR_CONFIG_MAX_BYTES) goto too_big;
-  buf[n] = '\0';
-  *out = buf, *len = n, buf = NULL;
-  goto out;
-too_big:
-  rc = hr__err(err, errlen, HR_ERANGE, "%s: larger than %d bytes; not a config file", path,
-               HR_CONFIG_MAX_BYTES);
-out:
   free(buf);
   close(fd);
   return rc;
@@ -121,45 +121,36 @@ static int parse_line(char *s, char **name, char **value, const char **why) {
   return 0;
 }
 
+/* Applies one line (NUL-terminated, `ll` bytes before it) of the file. */
+static int load_line(hr_options_t *o, const char *path, int lineno, char *line, size_t ll,
+                     char *err, size_t errlen) {
+  char msg[512], *name, *value;
+  const char *why = NULL;
+  if (memchr(line, '\0', ll))
+    return hr__err(err, errlen, HR_EPARSE, "%s:%d: a NUL byte; not a text file", path, lineno);
+  if (ll > HR_CONFIG_MAX_LINE)
+    return hr__err(err, errlen, HR_EPARSE, "%s:%d: line longer than %d bytes", path, lineno,
+                   HR_CONFIG_MAX_LINE);
+  line[ll] = '\0';
+  int rc = parse_line(line, &name, &value, &why);
+  if (rc) return hr__err(err, errlen, rc, "%s:%d: %s", path, lineno, why);
+  if (name && (rc = hr_options_set(o, name, value, HR_SRC_FILE, msg, sizeof msg)) != 0)
+    return hr__err(err, errlen, rc, "%s:%d: %s", path, lineno, msg);
+  return 0;
+}
+
 int hr_options_load_file(hr_options_t *o, const char *path, char *err, size_t errlen) {
   if (!o || !path) return HR_EINVAL;
-  char *text = NULL, msg[512];
+  char *text = NULL;
   size_t len = 0;
   int rc = slurp(path, &text, &len, err, errlen);
-  if (rc) return rc;
   int lineno = 0;
-  for (char *line = text; line < text + len;) {
-    lineno++;
+  for (char *line = text; rc == 0 && line < text + len;) {
     char *nl = memchr(line, '\n', (size_t)(text + len - line));
     char *stop = nl ? nl : text + len;
-    size_t ll = (size_t)(stop - line);
-    const char *why = NULL;
-    if (memchr(line, '\0', ll)) {
-      why = "a NUL byte; not a text file";
-      rc = HR_EPARSE;
-    } else if (ll > HR_CONFIG_MAX_LINE) {
-      rc = hr__err(err, errlen, HR_EPARSE, "%s:%d: line longer than %d bytes", path, lineno,
-                   HR_CONFIG_MAX_LINE);
-      goto out;
-    } else {
-      *stop = '\0';
-      char *name, *value;
-      rc = parse_line(line, &name, &value, &why);
-      if (rc == 0 && name) {
-        rc = hr_options_set(o, name, value, HR_SRC_FILE, msg, sizeof msg);
-        if (rc) {
-          hr__err(err, errlen, rc, "%s:%d: %s", path, lineno, msg);
-          goto out;
-        }
-      }
-    }
-    if (rc) {
-      hr__err(err, errlen, rc, "%s:%d: %s", path, lineno, why);
-      goto out;
-    }
+    rc = load_line(o, path, ++lineno, line, (size_t)(stop - line), err, errlen);
     line = stop + 1;
   }
-out:
   free(text);
   return rc;
 }

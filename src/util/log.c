@@ -22,17 +22,11 @@ void hr_set_log(hr_log_fn fn, void *arg, hr_log_level_t min_level) {
 }
 
 const char *hr_log_level_name(hr_log_level_t level) {
-  switch (level) {
-  case HR_LOG_DEBUG:
-    return "debug";
-  case HR_LOG_INFO:
-    return "info";
-  case HR_LOG_WARN:
-    return "warn";
-  case HR_LOG_ERROR:
-    return "error";
-  }
-  return "?";
+  static const char *const names[] = {[HR_LOG_DEBUG] = "debug",
+                                      [HR_LOG_INFO] = "info",
+                                      [HR_LOG_WARN] = "warn",
+                                      [HR_LOG_ERROR] = "error"};
+  return hr__enum_name(names, HR_ARRAY_LEN(names), (int)level, "?");
 }
 
 bool hr__log_enabled(hr_log_level_t level) {

@@ -140,23 +140,14 @@ int hr_parse_duration(const char *s, double *out) {
 }
 
 static const char *type_word(hr_opt_type_t t) {
-  switch (t) {
-  case HR_OPT_BOOL:
-    return "a boolean (true/false, yes/no, on/off, 1/0)";
-  case HR_OPT_INT:
-    return "an integer";
-  case HR_OPT_SIZE:
-    return "a size (bytes, or with K/M/G/T)";
-  case HR_OPT_DURATION:
-    return "a duration (with ms/s/m/h/d)";
-  case HR_OPT_PERCENT:
-    return "a percentage";
-  case HR_OPT_STRING:
-    return "a string";
-  case HR_OPT_ENUM:
-    return "one of";
-  }
-  return "?";
+  static const char *const words[] = {[HR_OPT_BOOL] = "a boolean (true/false, yes/no, on/off, 1/0)",
+                                      [HR_OPT_INT] = "an integer",
+                                      [HR_OPT_SIZE] = "a size (bytes, or with K/M/G/T)",
+                                      [HR_OPT_DURATION] = "a duration (with ms/s/m/h/d)",
+                                      [HR_OPT_PERCENT] = "a percentage",
+                                      [HR_OPT_STRING] = "a string",
+                                      [HR_OPT_ENUM] = "one of"};
+  return hr__enum_name(words, HR_ARRAY_LEN(words), (int)t, "?");
 }
 
 /* True when `s` is one of the '|'-separated choices. */

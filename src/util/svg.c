@@ -4,53 +4,55 @@
 
 #include <string.h>
 
+/* The entity of an XML special character, or NULL. */
+static const char *entity(unsigned char c) {
+  switch (c) {
+  case '&':
+    return "&amp;";
+  case '<':
+    return "&lt;";
+  case '>':
+    return "&gt;";
+  case '"':
+    return "&quot;";
+  case '\'':
+    return "&apos;";
+  default:
+    return NULL;
+  }
+}
+
+/* Writes the UTF-8 sequence at c, or U+FFFD for a malformed one and for
+ * U+FFFE and U+FFFF (valid UTF-8 but not XML characters); returns the bytes
+ * taken. */
+static size_t put_utf8(hr__buf_t *b, const unsigned char *c) {
+  size_t n = hr__utf8_len(c);
+  bool nonchar = n == 3 && c[0] == 0xef && c[1] == 0xbf && c[2] >= 0xbe;
+  if (n == 0 || nonchar)
+    hr__buf_puts(b, "\xef\xbf\xbd");
+  else
+    hr__buf_put(b, (const char *)c, n);
+  return n ? n : 1;
+}
+
 void hr__svg_escape(hr__buf_t *b, const char *s) {
   if (!s) return;
   const unsigned char *c = (const unsigned char *)s;
   while (*c) {
     size_t run = 0;
-    while (c[run] >= 0x20 && c[run] < 0x80 && !strchr("&<>\"'", c[run])) run++;
+    while (c[run] >= 0x20 && c[run] < 0x80 && !entity(c[run])) run++;
     if (run) {
       hr__buf_put(b, (const char *)c, run);
       c += run;
-      continue;
+    } else if (entity(*c)) {
+      hr__buf_puts(b, entity(*c++));
+    } else if (*c == '\t' || *c == '\n' || *c == '\r') {
+      hr__buf_put(b, (const char *)c++, 1);
+    } else if (*c >= 0x80) {
+      c += put_utf8(b, c);
+    } else {
+      c++; /* other control characters: XML 1.0 has no way to write them */
     }
-    switch (*c) {
-    case '&':
-      hr__buf_puts(b, "&amp;");
-      break;
-    case '<':
-      hr__buf_puts(b, "&lt;");
-      break;
-    case '>':
-      hr__buf_puts(b, "&gt;");
-      break;
-    case '"':
-      hr__buf_puts(b, "&quot;");
-      break;
-    case '\'':
-      hr__buf_puts(b, "&apos;");
-      break;
-    case '\t':
-    case '\n':
-    case '\r':
-      hr__buf_put(b, (const char *)c, 1);
-      break;
-    default:
-      if (*c >= 0x80) {
-        size_t n = hr__utf8_len(c);
-        /* U+FFFE and U+FFFF are valid UTF-8 but not XML characters. */
-        bool nonchar = n == 3 && c[0] == 0xef && c[1] == 0xbf && c[2] >= 0xbe;
-        if (n == 0 || nonchar)
-          hr__buf_puts(b, "\xef\xbf\xbd");
-        else
-          hr__buf_put(b, (const char *)c, n);
-        c += n ? n : 1;
-        continue;
-      }
-      break; /* other control characters: XML 1.0 has no way to write them */
-    }
-    c++;
   }
 }
 

@@ -61,6 +61,18 @@ HR_INTERNAL int hr__options_load_files(hr_options_t *o, const char *system, cons
                                        char *err, size_t errlen);
 HR_INTERNAL const char *hr__options_system_path(void);
 
+/* Arrays (table.c). hr__resize reallocates the array whose pointer is at
+ * `arr` (a T **) to n elements of `size` bytes; hr__grow makes room for one
+ * more after n elements when *cap is full, doubling *cap (from `first`).
+ * Either leaves the array and *cap as they were when out of memory and
+ * returns HR_ENOMEM, else 0. */
+HR_INTERNAL int hr__resize(void *arr, size_t n, size_t size);
+HR_INTERNAL int hr__grow(void *arr, size_t *cap, size_t n, size_t size, size_t first);
+/* names[v], from a table of n names indexed by enum value; `unknown` when v
+ * is out of the table or has no name there. */
+HR_INTERNAL const char *hr__enum_name(const char *const *names, size_t n, int v,
+                                      const char *unknown);
+
 /* Monotonic and wall clocks in seconds. */
 HR_INTERNAL double hr__now_mono(void);
 HR_INTERNAL double hr__now_wall(void);

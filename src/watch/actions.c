@@ -182,7 +182,7 @@ static void start_hook(hr_watch_t *w, const char *name, const char *cmd, hr_even
 }
 
 void hr__watch_actions(hr_watch_t *w) {
-  double now = hr__now_mono();
+  double now = hr__watch_mono(w);
   reap_hooks(w, now);
   const hr_cleanup_mode_t *mode = w->cleanup;
   if (!mode->hooks && !mode->drop_caches) return;

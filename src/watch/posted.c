@@ -55,6 +55,6 @@ void hr__watch_deliver_posted(hr_watch_t *w) {
     char m[128];
     snprintf(m, sizeof m, "%llu events from the broker were dropped: more than %d waited",
              (unsigned long long)dropped, HR_WATCH_POSTED_MAX);
-    hr__watch_error(w, hr__now_wall(), m);
+    hr__watch_error(w, hr__watch_wall(w), m);
   }
 }

@@ -11,13 +11,14 @@
 #include "export/export.h"
 #include "watch/watch_int.h"
 
+#include <math.h>
 #include <stdlib.h>
-#include <unistd.h>
 #include <string.h>
+#include <unistd.h>
 
 static void history_error(hr_watch_t *w, const char *msg) {
   /* One message a minute at most: a full disk fails every sample. */
-  double now = hr__now_mono();
+  double now = hr__watch_mono(w);
   if (now - w->last_history_error < 60) return;
   w->last_history_error = now;
   char m[600];
@@ -28,18 +29,18 @@ static void history_error(hr_watch_t *w, const char *msg) {
 void hr__watch_record(hr_watch_t *w) {
   if (!w->history) return;
   char err[512];
-  double now = hr__now_mono();
+  double now = hr__watch_mono(w);
   /* The processes shown; a carried-over process table is not a new
    * measurement. */
   hr_snapshot_t view = *w->snap;
   view.n_selected = w->sample_fresh ? w->n_top : 0;
   if (hr_history_add_snapshot(w->history, &view, err, sizeof err) != 0) history_error(w, err);
-  if (w->last_prune == 0 || now - w->last_prune >= 3600) {
+  if (isnan(w->last_prune) || now - w->last_prune >= 3600) {
     w->last_prune = now;
     if (hr_history_prune(w->history, w->snap->time - w->retain, err, sizeof err) != 0)
       history_error(w, err);
   }
-  if (w->last_flush == 0) w->last_flush = now;
+  if (isnan(w->last_flush)) w->last_flush = now;
   if (now - w->last_flush >= w->history_flush) {
     w->last_flush = now;
     if (hr_history_flush(w->history, err, sizeof err) != 0) history_error(w, err);

@@ -4,13 +4,14 @@
  * the host, the cgroup and each GPU; feeds the leak detector; counts idle
  * GPU holders; compares the cgroup's oom_kill counter; takes the processes
  * shown from the snapshot's selection and notices watched processes that exited
- * (detect.c); runs actions by mode (actions.c); writes history; emits the
+ * (assess.c); runs actions by mode (actions.c); writes history; emits the
  * sample event; and last hands the exporter its documents (record.c). Each
  * event goes, as a typed value, to its counter, to history and to the
  * callback; nothing here writes JSON.
  *
  * The loop (hr_watch_run) only times samples; all state lives in the
- * engine, so tests drive it with hand-built snapshots. */
+ * engine, so tests drive it with hand-built snapshots, and every time it
+ * keeps comes from its clock (clock.c), so tests count in samples. */
 #include "watch/watch_int.h"
 
 #include <math.h>
@@ -19,23 +20,14 @@
 #include <time.h>
 #include <unistd.h>
 
-static char *dup_opt(const hr_options_t *o, hr_option_id_t id) {
-  return strdup(hr_options_get_str(o, id));
-}
-
-int hr_watch_create(const hr_options_t *o, hr_watch_t **out, char *err, size_t errlen) {
-  if (!o || !out) return HR_EINVAL;
-  *out = NULL;
-  hr_watch_t *w = calloc(1, sizeof *w);
-  if (!w) return HR_ENOMEM;
-  pthread_mutex_init(&w->post_lock, NULL);
+/* The numbers and switches of the options. */
+static void read_settings(hr_watch_t *w, const hr_options_t *o) {
   w->interval = hr_options_get_double(o, HR_OPTION_interval);
   w->cooldown = hr_options_get_double(o, HR_OPTION_cooldown);
   w->action_timeout = hr_options_get_double(o, HR_OPTION_action_timeout);
   w->history_flush = hr_options_get_double(o, HR_OPTION_history_flush);
   w->retain = hr_options_get_double(o, HR_OPTION_retain);
-  const char *mode = hr_options_get_str(o, HR_OPTION_mode);
-  w->cleanup = hr_cleanup_mode(mode);
+  w->cleanup = hr_cleanup_mode(hr_options_get_str(o, HR_OPTION_mode));
   w->ram_warn = hr_options_get_double(o, HR_OPTION_ram_warn);
   w->ram_crit = hr_options_get_double(o, HR_OPTION_ram_critical);
   w->vram_warn = hr_options_get_double(o, HR_OPTION_vram_warn);
@@ -51,35 +43,48 @@ int hr_watch_create(const hr_options_t *o, hr_watch_t **out, char *err, size_t e
   w->leak_cfg.window_s = hr_options_get_double(o, HR_OPTION_leak_window);
   w->leak_cfg.min_samples = (size_t)hr_options_get_int(o, HR_OPTION_leak_min_samples);
   w->leak_cfg.min_rate = (double)hr_options_get_size(o, HR_OPTION_leak_min_rate);
+  w->cgroup_pid = (int)hr_options_get_int(o, HR_OPTION_cgroup_pid);
+}
+
+/* The strings of the options, copied. */
+static int read_strings(hr_watch_t *w, const hr_options_t *o) {
+  struct {
+    char **to;
+    hr_option_id_t id;
+  } const strings[] = {
+      {&w->filter, HR_OPTION_filter},           {&w->on_warning, HR_OPTION_on_warning},
+      {&w->on_critical, HR_OPTION_on_critical}, {&w->root, HR_OPTION_root},
+      {&w->nvml_path, HR_OPTION_nvml_library},  {&w->cgroup_path, HR_OPTION_cgroup}};
+  for (size_t i = 0; i < HR_ARRAY_LEN(strings); i++)
+    if (!(*strings[i].to = strdup(hr_options_get_str(o, strings[i].id)))) return HR_ENOMEM;
+  return 0;
+}
+
+int hr_watch_create(const hr_options_t *o, hr_watch_t **out, char *err, size_t errlen) {
+  if (!o || !out) return HR_EINVAL;
+  *out = NULL;
+  hr_watch_t *w = calloc(1, sizeof *w);
+  if (!w) return HR_ENOMEM;
+  pthread_mutex_init(&w->post_lock, NULL);
+  hr_watch_set_clock(w, NULL);
+  read_settings(w, o);
   for (int i = 0; i < 3; i++) w->last_action[i] = -INFINITY;
   w->last_history_error = -INFINITY;
+  /* Not yet: any time the clock gives, 0 included, is a real one. */
+  w->last_flush = w->last_prune = w->proc_read_mono = w->sample_start_mono = NAN;
+  w->last_fresh_time = NAN;
   int rc = 0;
-  if (!w->cleanup) {
-    rc = hr__err(err, errlen, HR_EINVAL, "mode %s: no such cleanup mode", mode);
-    goto out;
-  }
-  if (w->ram_warn > w->ram_crit || w->vram_warn > w->vram_crit) {
+  if (!w->cleanup)
+    rc = hr__err(err, errlen, HR_EINVAL, "mode %s: no such cleanup mode",
+                 hr_options_get_str(o, HR_OPTION_mode));
+  else if (w->ram_warn > w->ram_crit || w->vram_warn > w->vram_crit)
     rc = hr__err(err, errlen, HR_EINVAL,
                  "a warning threshold is above its critical one (ram_warn %g, ram_critical %g, "
                  "vram_warn %g, vram_critical %g)",
                  w->ram_warn, w->ram_crit, w->vram_warn, w->vram_crit);
-    goto out;
-  }
-  w->filter = dup_opt(o, HR_OPTION_filter);
-  w->on_warning = dup_opt(o, HR_OPTION_on_warning);
-  w->on_critical = dup_opt(o, HR_OPTION_on_critical);
-  w->root = dup_opt(o, HR_OPTION_root);
-  w->nvml_path = dup_opt(o, HR_OPTION_nvml_library);
-  w->cgroup_path = dup_opt(o, HR_OPTION_cgroup);
-  w->cgroup_pid = (int)hr_options_get_int(o, HR_OPTION_cgroup_pid);
-  if (!w->filter || !w->on_warning || !w->on_critical || !w->root || !w->nvml_path ||
-      !w->cgroup_path) {
-    rc = HR_ENOMEM;
-    goto out;
-  }
-  if ((rc = hr_leak_create(&w->leak_cfg, &w->leak)) != 0) goto out;
-  if ((rc = hr_probe_create(&w->probe)) != 0) goto out;
-out:
+  if (rc == 0) rc = read_strings(w, o);
+  if (rc == 0) rc = hr_leak_create(&w->leak_cfg, &w->leak);
+  if (rc == 0) rc = hr_probe_create(&w->probe);
   if (rc) {
     hr_watch_destroy(w);
     return rc;
@@ -91,7 +96,7 @@ out:
 void hr_watch_destroy(hr_watch_t *w) {
   if (!w) return;
   hr__hook_result_t res[HR__MAX_HOOKS];
-  hr__hooks_reap(&w->hooks, hr__now_mono(), true, res, HR__MAX_HOOKS);
+  hr__hooks_reap(&w->hooks, hr__watch_mono(w), true, res, HR__MAX_HOOKS);
   hr_snapshot_free(w->snap);
   hr_leak_destroy(w->leak);
   hr_probe_destroy(w->probe);
@@ -149,15 +154,10 @@ static size_t selection_top(const hr_watch_t *w) {
 /* Grows the per-process arrays to hold n processes. */
 static int reserve_procs(hr_watch_t *w, size_t n) {
   if (n <= w->cap_procs) return 0;
-  bool *keep = realloc(w->keep, n * sizeof *keep);
-  if (keep) w->keep = keep;
-  bool *flag = keep ? realloc(w->leak_flag, n * sizeof *flag) : NULL;
-  if (flag) w->leak_flag = flag;
-  size_t *leak = flag ? realloc(w->leak_idx, n * sizeof *leak) : NULL;
-  if (leak) w->leak_idx = leak;
-  hr_watch_proc_view_t *v = leak ? realloc(w->top, n * sizeof *v) : NULL;
-  if (!v) return HR_ENOMEM;
-  w->top = v;
+  if (hr__resize(&w->keep, n, sizeof *w->keep) ||
+      hr__resize(&w->leak_flag, n, sizeof *w->leak_flag) ||
+      hr__resize(&w->leak_idx, n, sizeof *w->leak_idx) || hr__resize(&w->top, n, sizeof *w->top))
+    return HR_ENOMEM;
   w->cap_procs = n;
   return 0;
 }
@@ -207,7 +207,7 @@ static double cpu_now(void) {
 
 int hr_watch_feed(hr_watch_t *w, hr_snapshot_t *s) {
   if (!w || !s) return HR_EINVAL;
-  double c0 = cpu_now(), m0 = hr__now_mono();
+  double c0 = cpu_now(), m0 = hr__watch_mono(w);
   hr_snapshot_free(w->snap);
   w->snap = s;
   if (reserve_procs(w, s->n_procs ? s->n_procs : 1) != 0) return HR_ENOMEM;
@@ -226,7 +226,7 @@ int hr_watch_feed(hr_watch_t *w, hr_snapshot_t *s) {
     if (fresh) w->leak_flag[i] = false;
   }
   if (fresh) {
-    if (w->last_fresh_time > 0) w->proc_gap = s->time - w->last_fresh_time;
+    if (!isnan(w->last_fresh_time)) w->proc_gap = s->time - w->last_fresh_time;
     w->last_fresh_time = s->time;
   }
   int rc;
@@ -241,8 +241,8 @@ int hr_watch_feed(hr_watch_t *w, hr_snapshot_t *s) {
   hr__watch_record(w);
   w->cpu_s_last = cpu_now() - c0;
   /* From the sampler's start when the loop took it, else the feed alone. */
-  w->sample_wall_s = hr__now_mono() - (w->sample_start_mono > 0 ? w->sample_start_mono : m0);
-  w->sample_start_mono = 0;
+  w->sample_wall_s = hr__watch_mono(w) - (isnan(w->sample_start_mono) ? m0 : w->sample_start_mono);
+  w->sample_start_mono = NAN;
   sample_event(w);
   /* Last, so the exporter's counters include this sample's events. */
   hr__watch_publish(w);
@@ -284,9 +284,9 @@ static int carry_procs(hr_snapshot_t *s, const hr_snapshot_t *last) {
 static int default_sampler(void *arg, hr_snapshot_t **out) {
   hr_watch_t *w = arg;
   char err[256] = "";
-  double now = hr__now_mono();
-  bool procs =
-      !w->snap || w->proc_read_mono == 0 || now - w->proc_read_mono >= w->proc_cpu / w->proc_budget;
+  double now = hr__watch_mono(w);
+  bool procs = !w->snap || isnan(w->proc_read_mono) ||
+               now - w->proc_read_mono >= w->proc_cpu / w->proc_budget;
   hr_probe_options_t po = {.root = w->root,
                            .what = HR_PROBE_HOST | HR_PROBE_CGROUP | HR_PROBE_GPUS |
                                    (procs ? HR_PROBE_PROCS : 0u),
@@ -317,41 +317,29 @@ static int default_sampler(void *arg, hr_snapshot_t **out) {
   return 0;
 }
 
-/* Sleeps until the monotonic time `until`, in slices, so a stop request
- * is seen within 50 ms whichever thread the signal went to. */
-static void sleep_until(double until, volatile sig_atomic_t *stop) {
-  for (;;) {
-    double left = until - hr__now_mono();
-    if (left <= 0 || (stop && *stop)) return;
-    if (left > 0.05) left = 0.05;
-    struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)(left * 1e9)};
-    nanosleep(&ts, NULL);
-  }
-}
-
 int hr_watch_run(hr_watch_t *w, volatile sig_atomic_t *stop, uint64_t count) {
   if (!w) return HR_EINVAL;
   hr_watch_sampler_fn sampler = w->sampler ? w->sampler : default_sampler;
   void *arg = w->sampler ? w->sampler_arg : w;
-  double next = hr__now_mono();
+  double next = hr__watch_mono(w);
   for (uint64_t i = 0; (count == 0 || i < count) && !(stop && *stop); i++) {
     hr_snapshot_t *s = NULL;
-    w->sample_start_mono = hr__now_mono();
+    w->sample_start_mono = hr__watch_mono(w);
     int rc = sampler(arg, &s);
     if (rc) {
       w->sample_errors++;
       if (i == 0) return rc;
       char msg[128];
       snprintf(msg, sizeof msg, "sample failed: %s", hr_strerror(rc));
-      if (w->snap) hr__watch_error(w, hr__now_wall(), msg);
+      if (w->snap) hr__watch_error(w, hr__watch_wall(w), msg);
     } else if ((rc = hr_watch_feed(w, s)) != 0) {
       return rc;
     }
     if (count && i + 1 == count) break;
     next += w->interval;
-    double now = hr__now_mono();
+    double now = hr__watch_mono(w);
     if (next < now) next = now; /* a slow sample does not cause a burst */
-    sleep_until(next, stop);
+    hr__watch_sleep_until(w, next, stop);
   }
   hr__watch_deliver_posted(w);
   if (w->history) {

@@ -1,7 +1,8 @@
 /* Internal parts of watch, shared by its files: the engine's state
- * (struct hr_watch), the detectors (detect.c), the actions with their
+ * (struct hr_watch), what a sample means (assess.c), the actions with their
  * cooldown, the hook runner and drop_caches (actions.c), recording and
- * serving (record.c), and event delivery (watch.c). */
+ * serving (record.c), the broker's events (posted.c), the clock (clock.c),
+ * and event delivery (watch.c). */
 #ifndef HR_WATCH_INT_H
 #define HR_WATCH_INT_H
 
@@ -82,6 +83,7 @@ struct hr_watch {
   void *on_event_arg;
   hr_watch_sampler_fn sampler;
   void *sampler_arg;
+  hr_watch_clock_t clock; /* every member set: the system's where not given */
   hr_history_t *history;
   hr_exporter_t *exporter;
 
@@ -108,11 +110,12 @@ struct hr_watch {
   uint64_t events_total[HR_EVENT_KINDS_];
   double last_action[3]; /* on_warning, on_critical, drop_caches */
   hr__hooks_t hooks;
-  double last_flush, last_prune, last_history_error;
+  double last_flush, last_prune; /* NaN: not yet */
+  double last_history_error;
   double cpu_s_last;
   double sample_wall_s;     /* wall time of the last sample: the sampler and the feed */
   uint64_t sample_errors;   /* samples the sampler failed to take */
-  double sample_start_mono; /* when the loop called the sampler; 0 when fed directly */
+  double sample_start_mono; /* when the loop called the sampler; NaN when fed directly */
   size_t metrics_top;       /* processes without GPU memory in /metrics */
   /* Process reading (the default sampler): through the probe context a known
    * process costs about 8 us of CPU (35 us when first seen); should a large
@@ -122,9 +125,9 @@ struct hr_watch {
   bool procs_stale;       /* the next snapshot's processes were carried over */
   bool sample_fresh;      /* the current snapshot's processes were read */
   double proc_cpu;        /* CPU seconds of the last snapshot with processes */
-  double proc_read_mono;  /* when it was taken */
+  double proc_read_mono;  /* when it was taken (NaN: never) */
   double proc_gap;        /* seconds between the last two process reads */
-  double last_fresh_time; /* snapshot time of the last process read */
+  double last_fresh_time; /* snapshot time of the last process read (NaN: none) */
 
   /* Events other threads posted (the broker's), delivered at the next
    * sample on the watch's thread (posted.c), and where the exporter reads
@@ -152,11 +155,17 @@ static inline size_t hr__selected_top(const hr_snapshot_t *s, size_t top) {
   size_t others = s->n_selected - s->n_selected_gpu;
   return s->n_selected_gpu + (others < top ? others : top);
 }
+/* The engine's clock (hr_watch_set_clock): monotonic and wall seconds. */
+HR_INTERNAL double hr__watch_mono(const hr_watch_t *w);
+HR_INTERNAL double hr__watch_wall(const hr_watch_t *w);
+/* Waits until hr__watch_mono() reaches `until` or *stop is set. */
+HR_INTERNAL void hr__watch_sleep_until(const hr_watch_t *w, double until,
+                                       volatile sig_atomic_t *stop);
 
 /* Percent of used in total; NaN when either is unknown or total unlimited. */
 HR_INTERNAL double hr__pct_of(uint64_t used, uint64_t total);
 
-/* The detectors (detect.c), in the order hr_watch_feed runs them. Each
+/* What a sample means (assess.c), in the order hr_watch_feed runs them. Each
  * reads w->snap, updates its state and emits its events; those that grow
  * state return 0 or HR_ENOMEM. */
 HR_INTERNAL int hr__watch_levels(hr_watch_t *w);

@@ -59,22 +59,27 @@ int main(int argc, char **argv) {
   }
   const char *mode = argv[1];
   double a = strtod(argv[2], NULL), b = argc > 3 ? strtod(argv[3], NULL) : 0;
-  double t0 = now(), owed = 0;
+  double t0 = now(), taken = 0;
+  long tooth = 0;
+  size_t held = 0;
   if (strcmp(mode, "stable") == 0) take((size_t)a);
   for (bool stepped = false; now() - t0 < 600;) {
     double t = now() - t0;
     if (strcmp(mode, "leak") == 0) {
-      /* Carry the fraction over so the rate is exact on average. */
-      owed += a * TICK_S;
-      size_t page = (size_t)sysconf(_SC_PAGESIZE), n = (size_t)owed / page * page;
+      /* What the elapsed time owes, whole pages: the rate holds in wall
+       * time even when a loaded machine runs this process late. */
+      size_t page = (size_t)sysconf(_SC_PAGESIZE), n = (size_t)(a * t - taken) / page * page;
       take(n);
-      owed -= (double)n;
+      taken += (double)n;
     } else if (strcmp(mode, "sawtooth") == 0) {
-      double phase = t - b * (double)(long)(t / b);
-      if (phase < TICK_S * 1.5 && n_chunks > 0)
-        free_all();
-      else
-        take((size_t)(a * TICK_S / b));
+      /* Each period starts from nothing and holds what its elapsed part
+       * owes: the teeth keep their height and period in wall time even
+       * when a loaded machine runs this process late. */
+      long period = (long)(t / b);
+      if (period != tooth) free_all(), held = 0, tooth = period;
+      size_t page = (size_t)sysconf(_SC_PAGESIZE);
+      size_t want = (size_t)(a * (t - b * (double)period) / b) / page * page;
+      if (want > held) take(want - held), held = want;
     } else if (strcmp(mode, "step") == 0) {
       if (!stepped && t >= b) take((size_t)a), stepped = true;
     } else if (strcmp(mode, "stable") != 0) {

@@ -159,7 +159,7 @@ class Agent:
         self.proc.stdout.close()
 
 
-def wait_for(pred, timeout=10, step=0.05):
+def wait_for(pred, timeout=60, step=0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         v = pred()

@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -77,8 +78,17 @@ def test_status_json(odd_process):
 
 
 def get(url):
-    with urllib.request.urlopen(url, timeout=5) as r:
+    with urllib.request.urlopen(url, timeout=30) as r:
         return r.read()
+
+
+def wait_for(pred, seconds=120):
+    """Waits until pred() is true; the deadline is far past the usual time,
+    so a loaded machine only makes it slower. Returns pred()'s last value."""
+    deadline = time.monotonic() + seconds
+    while not pred() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return pred()
 
 
 def test_watch_exporter_and_history(odd_process, tmp_path):
@@ -86,22 +96,32 @@ def test_watch_exporter_and_history(odd_process, tmp_path):
     cli = cli_or_skip()
     db = str(tmp_path / "history.db")
     port = free_port()
-    w = subprocess.Popen([cli, "watch", "--json", "--interval", "100ms", "--count", "40",
+    # Runs until the stand-in's exit is seen (6000 samples bound it, ten
+    # minutes, should the test fail), then ends on SIGTERM, history committed.
+    w = subprocess.Popen([cli, "watch", "--json", "--interval", "100ms", "--count", "6000",
                           "--filter", mark, "--db", db, "--listen", "127.0.0.1:%d" % port,
                           "--history-flush", "1s"], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
+    lines = []
+
+    def read():
+        for line in w.stdout:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
         snap = None
-        deadline = time.time() + 30
-        while time.time() < deadline and w.poll() is None:
+
+        def shown():
+            nonlocal snap
             try:
                 snap = strict(get("http://127.0.0.1:%d/api/snapshot" % port))
-                if named(snap["processes"], p.pid):
-                    break
+                return bool(named(snap["processes"], p.pid))
             except (urllib.error.URLError, ConnectionError):
-                pass
-            time.sleep(0.05)
-        assert snap is not None, "the exporter never answered"
+                return w.poll() is not None
+
+        assert wait_for(shown), "the exporter never showed the stand-in"
         mine = named(snap["processes"], p.pid)
         assert len(mine) == 1 and mine[0]["name"] == SHOWN
         metrics = get("http://127.0.0.1:%d/metrics" % port).decode("utf-8")
@@ -109,16 +129,24 @@ def test_watch_exporter_and_history(odd_process, tmp_path):
         assert 'headroom_process_group_rss_bytes{comm="%s",' % SHOWN in metrics
         # The stand-in exits while watched: an exit event names it.
         p.stdin.close()
-        p.wait(timeout=10)
-        out, err = w.communicate(timeout=60)
+        p.wait(timeout=60)
+        def exited():
+            return w.poll() is not None or any(
+                b'"event":"exit"' in l and strict(l).get("pid") == p.pid for l in list(lines))
+
+        assert wait_for(exited)
+        w.terminate()
+        w.wait(timeout=60)
+        reader.join(timeout=60)
+        err = w.stderr.read()
     finally:
         if w.poll() is None:
             w.kill()
             w.wait()
     assert w.returncode == 0, err
-    events = [strict(line) for line in out.splitlines()]
+    events = [strict(line) for line in lines]
     samples = [e for e in events if e["event"] == "sample"]
-    assert len(samples) == 40
+    assert samples
     tops = [t for s in samples for t in named(s["top"], p.pid)]
     assert tops and all(t["name"] == SHOWN for t in tops)
     exits = [e for e in events if e["event"] == "exit" and e["pid"] == p.pid]

@@ -43,6 +43,16 @@ def pool_and_registry(torch, capacity_mib):
     return p, headroom.Registry(pool=p)
 
 
+def loaded(torch, r, mib, name):
+    """A module of `mib` MiB registered as `name` and used once: on the
+    device, idle."""
+    m = linear(torch, mib)
+    r.register(m, name)
+    with r.use(m):
+        pass
+    return m
+
+
 def allocated(p):
     return p.stats()["allocated_bytes.all.current"]
 
@@ -66,6 +76,27 @@ def test_an_allocation_that_fails_offloads_idle_modules_and_succeeds(torch):
     with r.use(a):  # and it loads again
         assert r._place.on_device(a.weight) and torch.equal(a.weight, want)
     r.close()
+    p.close()
+
+
+def test_a_registry_closed_before_its_pool_is_no_longer_its_reclaimer(torch):
+    p, r = pool_and_registry(torch, 48)
+    a = loaded(torch, r, 16, "a")
+    r.close()  # the last registry on the pool: the pool's callback is taken back
+    before = p.stats()["num_alloc_retries"]
+    with pytest.raises(headroom.HeadroomError):
+        p.alloc(40 * MIB)
+    assert p.stats()["num_alloc_retries"] == before  # no reclaimer was asked
+    # A new registry on the same pool is its reclaimer again: 24 MiB are
+    # free, 28 fit once its idle module is offloaded.
+    r2 = headroom.Registry(pool=p)
+    loaded(torch, r2, 8, "b")
+    x = p.alloc(28 * MIB)
+    assert p.stats()["num_alloc_retries"] == before + 1 and r2.resident() == []
+    p.free(x)
+    r2.close()
+    del a
+    gc.collect()
     p.close()
 
 
@@ -120,10 +151,7 @@ def test_two_registries_on_one_pool_both_give_back(torch):
 
 def test_an_offload_held_back_by_a_global_names_it(torch):
     p, r = pool_and_registry(torch, 64)
-    m = linear(torch, 16)
-    r.register(m, "ip_adapter")
-    with r.use(m):
-        pass
+    m = loaded(torch, r, 16, "ip_adapter")
     KEPT.append(m.weight.detach())  # shares the storage in the pool
     with pytest.warns(headroom.MemoryNotReturnedWarning, match="offloading ip_adapter moved "
                       "16.0 MiB to the host but gave back only 0 B") as rec:
@@ -141,10 +169,7 @@ def test_an_offload_held_back_by_a_global_names_it(torch):
 
 def test_an_offload_held_back_by_a_cycle_collects_it(torch):
     p, r = pool_and_registry(torch, 64)
-    m = linear(torch, 16)
-    r.register(m, "clip_vision")
-    with r.use(m):
-        pass
+    m = loaded(torch, r, 16, "clip_vision")
     enabled = gc.isenabled()
     gc.disable()  # so that the cycle lives until the report's own collection
     try:

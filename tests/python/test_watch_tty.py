@@ -6,7 +6,8 @@ Checked: no line wider than 80 columns and no more than 24 lines even with
 with status 0; SIGTERM ends it too; and either way the terminal is given back
 in its own mode (icanon and echo on, as `stty -a` shows after watch ends).
 Skips, saying why, when tmux is not installed (scripts/install-deps
-installs it)."""
+installs it). Every wait is for what the screen shows, with a deadline far
+past its usual time: a loaded machine only makes it slower."""
 
 import os
 import re
@@ -37,7 +38,7 @@ class Tmux:
     def keys(self, k):
         self.run("send-keys", "-t", "0", k)
 
-    def wait(self, pred, seconds=15):
+    def wait(self, pred, seconds=120):
         deadline = time.time() + seconds
         while time.time() < deadline:
             s = self.screen()

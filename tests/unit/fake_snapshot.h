@@ -77,11 +77,4 @@ static inline int fake_gpu_proc(hr_snapshot_t *s, size_t i, unsigned gpu, uint64
   return 0;
 }
 
-/* Monotonic seconds. */
-static inline double hr_test_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 #endif /* HR_FAKE_SNAPSHOT_H */

@@ -606,44 +606,55 @@ static int pooled_offload(hr_asset_id_t id, uint64_t bytes, uint64_t *freed, voi
   return rc;
 }
 
+/* A 1 GiB sim device, a pool on it, and a registry whose reclaimer the
+ * pool calls, holding a 600 MiB "unet" (id big) whose bytes are pool
+ * blocks; d describes it, for more assets like it. */
+typedef struct pooled_registry {
+  hr_backend_t *be;
+  hr_pool_t *pool;
+  hr_residency_t *r;
+  pooled_t pd;
+  hr_asset_desc_t d;
+  hr_asset_id_t big;
+} pooled_registry_t;
+
+static int pooled_registry(pooled_registry_t *f) {
+  memset(f, 0, sizeof *f);
+  int rc = hr_backend_create("sim", 0, 1 * GiB, &f->be);
+  if (rc || (rc = hr_pool_create(NULL, f->be, 0, &f->pool)) != 0) return rc;
+  f->pd.pool = f->pool;
+  hr_residency_options_t o;
+  hr_residency_options_default(NULL, &o);
+  o.backend = f->be, o.pool = f->pool, o.reserve_bytes = 0, o.patience_s = 0.2;
+  if ((rc = hr_residency_create(&o, &f->r)) != 0) return rc;
+  f->d = (hr_asset_desc_t){.name = "unet",
+                           .device_bytes = 600ull << 20,
+                           .load = pooled_load,
+                           .offload = pooled_offload,
+                           .arg = &f->pd};
+  return hr_asset_register(f->r, &f->d, &f->big);
+}
+
 /* An allocation that would fail succeeds once the pool's reclaimer (the
  * registry) has offloaded an idle asset; the asset in use stays. */
 static void test_reclaim_pool(void) {
-  hr_backend_t *be = NULL;
-  hr_pool_t *pool = NULL;
-  hr_residency_t *r = NULL;
-  pooled_t pd = {0};
-  hr_pool_config_t cfg;
-  hr_pool_config_default(&cfg);
-  CHECK_OK(hr_backend_create("sim", 0, 1 * GiB, &be));
-  CHECK_OK(hr_pool_create(&cfg, be, 0, &pool));
-  pd.pool = pool;
-  hr_residency_options_t o;
-  hr_residency_options_default(NULL, &o);
-  o.backend = be;
-  o.pool = pool;
-  o.reserve_bytes = 0;
-  o.patience_s = 0.2;
-  CHECK_OK(hr_residency_create(&o, &r));
-  hr_asset_desc_t d = {.name = "unet",
-                       .device_bytes = 600ull << 20,
-                       .load = pooled_load,
-                       .offload = pooled_offload,
-                       .arg = &pd};
-  hr_asset_id_t big, small;
-  CHECK_OK(hr_asset_register(r, &d, &big));
-  d.name = "vae";
-  d.device_bytes = 100ull << 20;
-  CHECK_OK(hr_asset_register(r, &d, &small));
+  pooled_registry_t f;
+  CHECK_OK(pooled_registry(&f));
+  hr_residency_t *r = f.r;
+  hr_pool_t *pool = f.pool;
+  hr_asset_id_t big = f.big, small;
+  f.d.name = "vae";
+  f.d.device_bytes = 100ull << 20;
+  CHECK_OK(hr_asset_register(r, &f.d, &small));
   CHECK_OK(req1(r, big, 0, NULL));
-  CHECK(pd.ptr[big] != NULL);
+  CHECK(f.pd.ptr[big] != NULL);
   CHECK_OK(req1(r, small, 0, NULL)); /* the vae is in use now, the unet idle */
   void *ptr = NULL;
   CHECK_OK(hr_pool_alloc(pool, 500ull << 20, NULL, &ptr));
   CHECK(ptr != NULL);
   CHECK_EQ_U64(resident(r, big), 0);
   CHECK_EQ_U64(resident(r, small), 100ull << 20);
-  CHECK(pd.ptr[small] != NULL);
+  CHECK(f.pd.ptr[small] != NULL);
   hr_residency_stats_t st;
   CHECK_OK(hr_residency_stats(r, &st));
   CHECK_EQ_U64(st.reclaims, 1);
@@ -651,15 +662,38 @@ static void test_reclaim_pool(void) {
   /* With nothing idle left, the allocation fails as it would without us. */
   void *ptr2 = NULL;
   CHECK_RC(hr_pool_alloc(pool, 600ull << 20, NULL, &ptr2), HR_ENOMEM);
-  CHECK(pd.ptr[small] != NULL);
+  CHECK(f.pd.ptr[small] != NULL);
   /* The budget counts the pool's idle cache: freeing the block caches it
    * (reserved, not allocated), and requiring the unet reuses that room. */
   CHECK_OK(hr_pool_free(pool, ptr, NULL));
   CHECK_OK(req1(r, big, 0, NULL));
-  CHECK(pd.ptr[big] != NULL);
-  hr_pool_destroy(pool);
+  CHECK(f.pd.ptr[big] != NULL);
   hr_residency_destroy(r);
-  hr_backend_destroy(be);
+  hr_pool_destroy(pool);
+  hr_backend_destroy(f.be);
+}
+
+/* A registry closed before its pool takes its reclaimer back: an allocation
+ * that would have called it fails as it would without a registry, and calls
+ * nothing (under the sanitizers, a call would be a use after free). */
+static void test_registry_ends_before_its_pool(void) {
+  pooled_registry_t f;
+  CHECK_OK(pooled_registry(&f));
+  hr_pool_t *pool = f.pool;
+  void **unet = &f.pd.ptr[f.big];
+  CHECK_OK(req1(f.r, f.big, 0, NULL));
+  hr_residency_destroy(f.r);
+  hr_pool_stats_t st = {.size = sizeof st};
+  CHECK_OK(hr_pool_stats(pool, &st));
+  uint64_t retries = st.num_alloc_retries;
+  void *ptr = NULL;
+  CHECK_RC(hr_pool_alloc(pool, 600ull << 20, NULL, &ptr), HR_ENOMEM);
+  CHECK_OK(hr_pool_stats(pool, &st));
+  CHECK_EQ_U64(st.num_alloc_retries, retries); /* no reclaimer was asked */
+  CHECK(*unet != NULL);                        /* the unet stayed where it was */
+  CHECK_OK(hr_pool_free(pool, *unet, NULL));
+  hr_pool_destroy(pool);
+  hr_backend_destroy(f.be);
 }
 
 /* Threads requiring, touching, estimating and reclaiming at once: every
@@ -1008,6 +1042,7 @@ int main(void) {
   HR_RUN(test_busy);
   HR_RUN(test_use);
   HR_RUN(test_reclaim_pool);
+  HR_RUN(test_registry_ends_before_its_pool);
   HR_RUN(test_threads);
   HR_RUN(test_workflow_bad);
   HR_RUN(test_workflow_repeat);

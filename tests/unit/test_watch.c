@@ -1,23 +1,31 @@
-/* The watch engine driven with hand-built snapshots: level events with
- * hysteresis, idle hogs, cgroup OOM kills, exits of watched processes, a
- * leak event with pid and slope, actions by mode (a real hook command that
- * gets HEADROOM_EVENT, its timeout, the cooldown, conservative mode running
- * nothing), history written while monitoring, and a history failure that
- * does not stop monitoring. Also the loop with a sampler and --once style
- * counts. */
+/* The watch engine driven with hand-built snapshots and a clock the test
+ * moves (fake_clock.h): level events with hysteresis, idle hogs, cgroup OOM
+ * kills, exits of watched processes, a leak event with pid and slope,
+ * actions by mode (a real hook command that gets HEADROOM_EVENT, its
+ * timeout, the cooldown, conservative mode running nothing), history written
+ * while monitoring, flushed by the clock, and a history failure that does
+ * not stop monitoring. Also the loop with a sampler: its count, its schedule
+ * and stop. Every time the engine keeps is the test's clock's, so the
+ * assertions count samples and clock seconds, never wall seconds. */
 #include "hr_test.h"
 
+#include "fake_clock.h"
 #include "fake_snapshot.h"
 #include "store/store.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <unistd.h>
 
 typedef struct rec {
   int n[HR_EVENT_KINDS_];
   char last[HR_EVENT_KINDS_][2048];
+  char actions[2048]; /* "action result;" of every action event, in order */
   int bad_json;
 } rec_t;
+
+/* The clock of the watch make() made last. */
+static fake_clock_t clk;
 
 static void on_event(const hr_watch_event_t *e, void *arg) {
   rec_t *r = arg;
@@ -29,6 +37,13 @@ static void on_event(const hr_watch_event_t *e, void *arg) {
     return;
   }
   snprintf(r->last[e->kind], sizeof r->last[0], "%s", text);
+  if (e->kind == HR_EVENT_ACTION) {
+    size_t at = strlen(r->actions);
+    bool timeout = strcmp(e->action.result, "timeout") == 0;
+    snprintf(r->actions + at, sizeof r->actions - at, "%s %s%s%s%s;", e->action.action,
+             e->action.result, timeout ? " (" : "", timeout ? e->action.detail : "",
+             timeout ? ")" : "");
+  }
   cJSON *j = cJSON_ParseWithOpts(text, NULL, true);
   free(text);
   if (!j || !cJSON_IsString(cJSON_GetObjectItem(j, "event")) ||
@@ -52,7 +67,11 @@ static hr_watch_t *make(rec_t *r, const char *const *kv) {
   if (hr_watch_create(o, &w, err, sizeof err) != 0) fprintf(stderr, "%s\n", err);
   hr_options_destroy(o);
   memset(r, 0, sizeof *r);
-  if (w) hr_watch_on_event(w, on_event, r);
+  if (w) {
+    hr_watch_on_event(w, on_event, r);
+    hr_watch_clock_t c = fake_clock(&clk);
+    hr_watch_set_clock(w, &c);
+  }
   return w;
 }
 
@@ -185,12 +204,27 @@ static void test_leak_event(void) {
 
 static char tmp[128];
 
-static bool wait_file(const char *path, double secs) {
-  for (double t = 0; t < secs; t += 0.02) {
-    if (access(path, F_OK) == 0) return true;
+/* Real processes take real time: these wait on a condition, with a
+ * deadline long enough for a loaded machine, and never judge the time. */
+static bool wait_file(const char *path) {
+  double deadline = hr_test_now() + 60;
+  while (access(path, F_OK) != 0) {
+    if (hr_test_now() > deadline) return false;
     usleep(20000);
   }
-  return false;
+  return true;
+}
+
+/* Feeds the same snapshot until `kind` has been seen `n` times. */
+static bool feed_until(hr_watch_t *w, rec_t *r, double t, uint64_t used, hr_event_kind_t kind,
+                       int n) {
+  double deadline = hr_test_now() + 60;
+  while (r->n[kind] < n) {
+    if (hr_test_now() > deadline || hr_watch_feed(w, fake_snapshot(t, used, 0, 2)) != 0)
+      return false;
+    if (r->n[kind] < n) usleep(20000);
+  }
+  return true;
 }
 
 static void test_actions_balanced(void) {
@@ -206,7 +240,7 @@ static void test_actions_balanced(void) {
   CHECK_OK(hr_watch_feed(w, s));
   CHECK_EQ_INT(r.n[HR_EVENT_ACTION], 1);
   CHECK_CONTAINS(r.last[HR_EVENT_ACTION], "\"action\":\"on_critical\",\"result\":\"started\"");
-  CHECK(wait_file(out, 10));
+  CHECK(wait_file(out));
   FILE *f = fopen(out, "r");
   CHECK(f);
   char buf[1024] = "";
@@ -215,30 +249,42 @@ static void test_actions_balanced(void) {
   fclose(f);
   CHECK_CONTAINS(buf, "\"event\":\"level\"");
   CHECK_CONTAINS(buf, "\"scope\":\"host\",\"level\":\"critical\"");
-  /* Within the cooldown nothing runs again; the finished hook is reaped. */
-  usleep(200000);
-  s = fake_snapshot(101, 62 * GiB, 0, 2);
-  CHECK_OK(hr_watch_feed(w, s));
-  CHECK_EQ_INT(r.n[HR_EVENT_ACTION], 2);
-  CHECK_CONTAINS(r.last[HR_EVENT_ACTION], "\"result\":\"done\"");
+  /* The hook is reaped at the first sample after it ended (the clock
+   * stands still, far inside its action_timeout, however long the real
+   * process takes to end). */
+  CHECK(feed_until(w, &r, 101, 62 * GiB, HR_EVENT_ACTION, 2));
+  CHECK_STR(r.actions, "on_critical started;on_critical done;");
+  /* Within the cooldown nothing runs again; past it, it does. */
+  fake_clock_advance(&clk, 3599);
+  CHECK_OK(hr_watch_feed(w, fake_snapshot(102, 62 * GiB, 0, 2)));
+  CHECK_STR(r.actions, "on_critical started;on_critical done;");
+  fake_clock_advance(&clk, 1);
+  CHECK_OK(hr_watch_feed(w, fake_snapshot(103, 62 * GiB, 0, 2)));
+  CHECK_STR(r.actions, "on_critical started;on_critical done;on_critical started;");
   hr_watch_destroy(w);
 }
 
 static void test_action_timeout_and_conservative(void) {
   rec_t r;
-  const char *const kv[] = {"mode", "balanced", "on_warning", "sleep 30", "action_timeout",
+  const char *const kv[] = {"mode", "balanced", "on_warning", "sleep 300", "action_timeout",
                             "0.2s", "cooldown", "0",          NULL};
   hr_watch_t *w = make(&r, kv);
   CHECK(w);
   hr_snapshot_t *s = fake_snapshot(100, 54 * GiB, 0, 2); /* 84%: warning */
   CHECK_OK(hr_watch_feed(w, s));
-  usleep(400000);
-  s = fake_snapshot(101, 54 * GiB, 0, 2);
-  double t0 = hr_test_now();
-  CHECK_OK(hr_watch_feed(w, s));
-  CHECK(hr_test_now() - t0 < 2); /* killed, not waited for */
-  CHECK_CONTAINS(r.last[HR_EVENT_ACTION], "\"action\":\"on_warning\"");
-  CHECK_EQ_INT(r.n[HR_EVENT_ACTION], 3); /* started, timeout, started again */
+  /* Within its timeout the hook is left running. */
+  fake_clock_advance(&clk, 0.1);
+  CHECK_OK(hr_watch_feed(w, fake_snapshot(101, 54 * GiB, 0, 2)));
+  CHECK_STR(r.actions, "on_warning started;on_warning started;"); /* cooldown 0: again */
+  /* Past it, the first hook (sleep 300) is killed: its result is a timeout
+   * after the clock's 0.4 s, not an exit; the second's 0.3 s are over too. */
+  fake_clock_advance(&clk, 0.3);
+  CHECK_OK(hr_watch_feed(w, fake_snapshot(102, 54 * GiB, 0, 2)));
+  CHECK_STR(r.actions, "on_warning started;on_warning started;"
+                       "on_warning timeout (killed after 0.4 s (action_timeout));"
+                       "on_warning timeout (killed after 0.3 s (action_timeout));"
+                       "on_warning started;");
+  CHECK_EQ_INT(r.n[HR_EVENT_ACTION], 5);
   hr_watch_destroy(w);
 
   const char *const kv2[] = {"mode", "conservative", "on_warning", "true", NULL};
@@ -272,16 +318,26 @@ static void test_bad_thresholds(void) {
   hr_options_destroy(o);
 }
 
-static void test_history_while_watching(void) {
+/* A watch made from kv with a history at tmp/name attached; NULL (and
+ * *h NULL) when either cannot be made. */
+static hr_watch_t *make_with_history(rec_t *r, const char *const *kv, const char *name,
+                                     hr_history_t **h) {
   char path[256], err[256];
-  snprintf(path, sizeof path, "%s/w.db", tmp);
+  snprintf(path, sizeof path, "%s/%s", tmp, name);
+  *h = NULL;
+  if (hr_history_open(path, h, err, sizeof err) != 0) return NULL;
+  hr_watch_t *w = make(r, kv);
+  if (w) hr_watch_attach_history(w, *h);
+  return w;
+}
+
+static void test_history_while_watching(void) {
+  char err[256];
   hr_history_t *h;
-  CHECK_OK(hr_history_open(path, &h, err, sizeof err));
   rec_t r;
   const char *const kv[] = {"history_flush", "0", "top", "2", NULL};
-  hr_watch_t *w = make(&r, kv);
+  hr_watch_t *w = make_with_history(&r, kv, "w.db", &h);
   CHECK(w);
-  hr_watch_attach_history(w, h);
   CHECK_OK(hr_watch_feed(w, fake_snapshot(100, 60 * GiB, 1, 3)));
   CHECK_OK(hr_watch_feed(w, fake_snapshot(101, 60 * GiB, 1, 3)));
   hr_history_row_t *rows;
@@ -298,6 +354,13 @@ static void test_history_while_watching(void) {
   CHECK_EQ_INT(r.n[HR_EVENT_SAMPLE], 102);
   CHECK_EQ_INT(r.n[HR_EVENT_ERROR], 1); /* rate-limited, not one per sample */
   CHECK_CONTAINS(r.last[HR_EVENT_ERROR], "monitoring goes on");
+  /* One a minute: 59 s on, still one; a minute on, the next. */
+  fake_clock_advance(&clk, 59);
+  CHECK_OK(hr_watch_feed(w, fake_snapshot(202, 60 * GiB, 1, 3)));
+  CHECK_EQ_INT(r.n[HR_EVENT_ERROR], 1);
+  fake_clock_advance(&clk, 1);
+  CHECK_OK(hr_watch_feed(w, fake_snapshot(203, 60 * GiB, 1, 3)));
+  CHECK_EQ_INT(r.n[HR_EVENT_ERROR], 2);
   hr_watch_destroy(w);
   hr_history_close(h);
 }
@@ -356,12 +419,17 @@ static void test_shows_the_snapshots_selection(void) {
   hr_history_close(h);
 }
 
+/* A sampler that takes `cost` seconds of the clock: `slow` on its
+ * `slow_at`-th call, else `cost`; it notes the clock at each call. */
 typedef struct seq {
-  int i;
+  int i, slow_at;
+  double cost, slow, at[16];
 } seq_t;
 
 static int sampler(void *arg, hr_snapshot_t **out) {
   seq_t *q = arg;
+  if (q->i < 16) q->at[q->i] = clk.mono;
+  fake_clock_advance(&clk, q->i == q->slow_at ? q->slow : q->cost);
   *out = fake_snapshot(200 + q->i++, 10 * GiB, 0, 2);
   return *out ? 0 : HR_ENOMEM;
 }
@@ -371,17 +439,71 @@ static void test_loop_count_and_stop(void) {
   const char *const kv[] = {"interval", "20ms", NULL};
   hr_watch_t *w = make(&r, kv);
   CHECK(w);
-  seq_t q = {0};
+  seq_t q = {.slow_at = -1};
   hr_watch_set_sampler(w, sampler, &q);
-  double t0 = hr_test_now();
   CHECK_OK(hr_watch_run(w, NULL, 5));
-  double dt = hr_test_now() - t0;
   CHECK_EQ_INT(r.n[HR_EVENT_SAMPLE], 5);
-  CHECK_MSG(dt >= 0.07 && dt < 2, "5 samples at 20 ms took %.3f s", dt);
+  /* Four waits of one interval between five samples, none after the last. */
+  CHECK_EQ_INT(clk.sleeps, 4);
+  CHECK_NEAR(clk.slept, 0.08, 1e-9);
+  for (int i = 0; i < 5; i++) CHECK_NEAR(q.at[i], 0.02 * i, 1e-9);
   volatile sig_atomic_t stop = 1;
   CHECK_OK(hr_watch_run(w, &stop, 0));
   CHECK_EQ_INT(r.n[HR_EVENT_SAMPLE], 5);
   hr_watch_destroy(w);
+}
+
+/* A sample that takes longer than the interval is followed by the next at
+ * once, and then the interval again: the loop does not make up for it with
+ * a burst. The sample's duration (from the sampler's start) is on /metrics. */
+static void test_loop_after_a_slow_sample(void) {
+  rec_t r;
+  const char *const kv[] = {"interval", "20ms", NULL};
+  hr_watch_t *w = make(&r, kv);
+  CHECK(w);
+  seq_t q = {.slow_at = 1, .cost = 0.005, .slow = 0.1};
+  hr_watch_set_sampler(w, sampler, &q);
+  CHECK_OK(hr_watch_run(w, NULL, 5));
+  static const double want[] = {0, 0.02, 0.12, 0.14, 0.16};
+  for (int i = 0; i < 5; i++)
+    CHECK_MSG(fabs(q.at[i] - want[i]) < 1e-9, "sample %d at %.3f s", i, q.at[i]);
+  char *m = NULL;
+  CHECK_OK(hr_watch_metrics(w, &m));
+  CHECK_CONTAINS(m, "headroom_sample_duration_seconds 0.005000\n");
+  free(m);
+  q.slow_at = q.i;
+  CHECK_OK(hr_watch_run(w, NULL, 1));
+  CHECK_OK(hr_watch_metrics(w, &m));
+  CHECK_CONTAINS(m, "headroom_sample_duration_seconds 0.100000\n");
+  free(m);
+  hr_watch_destroy(w);
+}
+
+/* History is committed every history_flush seconds of the clock, and when
+ * the loop ends. */
+static void test_history_flush_by_the_clock(void) {
+  hr_history_t *h;
+  rec_t r;
+  const char *const kv[] = {"history_flush", "10s", "top", "1", NULL};
+  hr_watch_t *w = make_with_history(&r, kv, "flush.db", &h);
+  CHECK(w);
+  for (int i = 0; i < 9; i++) {
+    CHECK_OK(hr_watch_feed(w, fake_snapshot(100 + i, 8 * GiB, 0, 2)));
+    fake_clock_advance(&clk, 1);
+  }
+  CHECK(hr_history_pending(h) > 0);
+  fake_clock_advance(&clk, 1); /* 10 s after the first sample */
+  CHECK_OK(hr_watch_feed(w, fake_snapshot(110, 8 * GiB, 0, 2)));
+  CHECK_EQ_U64(hr_history_pending(h), 0);
+  CHECK_OK(hr_watch_feed(w, fake_snapshot(111, 8 * GiB, 0, 2)));
+  CHECK(hr_history_pending(h) > 0);
+  seq_t q = {.slow_at = -1};
+  hr_watch_set_sampler(w, sampler, &q);
+  CHECK_OK(hr_watch_run(w, NULL, 1));
+  CHECK_EQ_U64(hr_history_pending(h), 0);
+  CHECK_EQ_INT(r.n[HR_EVENT_ERROR], 0);
+  hr_watch_destroy(w);
+  hr_history_close(h);
 }
 
 int main(void) {
@@ -398,6 +520,8 @@ int main(void) {
   HR_RUN(test_history_while_watching);
   HR_RUN(test_shows_the_snapshots_selection);
   HR_RUN(test_loop_count_and_stop);
+  HR_RUN(test_loop_after_a_slow_sample);
+  HR_RUN(test_history_flush_by_the_clock);
   int rc = hr_test_finish("test_watch");
   char cmd[256];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);

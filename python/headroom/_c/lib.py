@@ -546,6 +546,7 @@ _PARTS = [
     ("hr_residency_reclaim", _i, [("pool", _vp), ("needed", _u64), ("freed", _P(_u64)),
                                   ("registry", _vp)]),
     ("hr_pool_add_reclaimer", _i, [("pool", _vp), ("fn", RECLAIM_FN), ("arg", _vp)]),
+    ("hr_pool_remove_reclaimer", _i, [("pool", _vp), ("fn", RECLAIM_FN), ("arg", _vp)]),
     ("hr_pool_set_tag", None, [("tag", _c.c_char_p)]),
 ]
 

@@ -7,10 +7,11 @@ and tags for the pools' allocations.
 
 A pool calls its reclaimers, under no pool lock, when an allocation would
 fail after its cache is released. One C callback per process (kept alive
-for the life of the process, since a pool cannot unregister one) is added
-once per pool; it runs release_idle() over the registries attached to that
-pool until the bytes needed came back. A closed registry leaves the list; a
-closed Pool's address may be reused by the next pool, which then gets the
+for the life of the process) is added once per pool; it runs release_idle()
+over the registries attached to that pool until the bytes needed came back.
+A closed registry leaves the list, and the last one to leave an open Pool
+takes the callback back from it (hr_pool_remove_reclaimer); a closed Pool's
+address may be reused by the next pool, which then gets the
 callback again.
 """
 
@@ -150,7 +151,18 @@ def tag(name):
 
 
 def detach(reg):
-    """Takes a closing registry off every pool's list."""
+    """Takes a closing registry off every pool's list; an open Pool left
+    without registries gets the callback taken back."""
+    idle = []
     with _reclaim_lock:
-        for _owner, regs in _reclaim_targets.values():
+        for handle, (owner, regs) in list(_reclaim_targets.items()):
             regs.discard(reg)
+            pool = owner() if owner else None
+            if pool is not None and pool._pool and not regs:
+                idle.append(handle)
+                del _reclaim_targets[handle]
+    # Outside the lock: the removal waits for a call under way, which takes it.
+    lib = _lib.load() if idle else None
+    for handle in idle:
+        if hasattr(lib, "hr_pool_remove_reclaimer"):
+            lib.hr_pool_remove_reclaimer(handle, _RECLAIM_CB, None)

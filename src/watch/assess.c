@@ -1,4 +1,4 @@
-/* The detectors: what one snapshot means, as typed events.
+/* Assessing a sample: what one snapshot means, as typed events.
  *
  * Levels of the host, the cgroup and each GPU (hr_level_update, with
  * hysteresis; an event on change); leaks per process (every non-kernel
@@ -106,12 +106,7 @@ int hr__watch_leaks(hr_watch_t *w) {
 static hr__idle_entry_t *idle_entry(hr_watch_t *w, int pid, unsigned gpu) {
   for (size_t k = 0; k < w->n_idle; k++)
     if (w->idle[k].pid == pid && w->idle[k].gpu == gpu) return &w->idle[k];
-  if (w->n_idle == w->cap_idle) {
-    size_t nc = w->cap_idle ? w->cap_idle * 2 : 16;
-    hr__idle_entry_t *n = realloc(w->idle, nc * sizeof *n);
-    if (!n) return NULL;
-    w->idle = n, w->cap_idle = nc;
-  }
+  if (hr__grow(&w->idle, &w->cap_idle, w->n_idle, sizeof *w->idle, 16)) return NULL;
   hr__idle_entry_t *e = &w->idle[w->n_idle++];
   memset(e, 0, sizeof *e);
   e->pid = pid, e->gpu = gpu;
@@ -190,12 +185,8 @@ int hr__watch_exits(hr_watch_t *w) {
     const hr_proc_t *p = &s->procs[i];
     bool watch = filtered ? w->keep[i] && !p->kernel_thread : p->gpu_bytes > 0 || w->leak_flag[i];
     if (!watch || p->state == 'Z') continue;
-    if (w->n_watched == w->cap_watched) {
-      size_t nc = w->cap_watched ? w->cap_watched * 2 : 64;
-      hr__watched_t *n = realloc(w->watched, nc * sizeof *n);
-      if (!n) return HR_ENOMEM;
-      w->watched = n, w->cap_watched = nc;
-    }
+    if (hr__grow(&w->watched, &w->cap_watched, w->n_watched, sizeof *w->watched, 64))
+      return HR_ENOMEM;
     hr__watched_t *x = &w->watched[w->n_watched++];
     x->pid = p->pid, x->start = p->start_ticks;
     hr__strlcpy(x->name, p->name, sizeof x->name);
