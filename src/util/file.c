@@ -31,7 +31,7 @@ static bool is_dev_null(const struct stat *st) {
 static int check_kind(const char *path, const struct stat *st, unsigned flags, char *err,
                       size_t errlen) {
   if (S_ISREG(st->st_mode) || ((flags & HR__OPEN_DEV_NULL) && is_dev_null(st))) return 0;
-  return hr__err(err, errlen, HR_EIO, "%s: %s, not a regular file", path, file_kind(st->st_mode));
+  return hr__err(err, errlen, HR_EIO, "%s: not a regular file (%s)", path, file_kind(st->st_mode));
 }
 
 static int errno_code(int e) {

@@ -55,8 +55,8 @@ HR_INTERNAL ssize_t hr__read_file(const char *path, char *buf, size_t n);
  * HR__OPEN_DEV_NULL, /dev/null is taken as an empty file. *fd gets the
  * descriptor (O_CLOEXEC), *size (may be NULL) the file's size. Returns 0,
  * HR_ENOENT (no such file), HR_EPERM (no permission) or HR_EIO (not a regular
- * file, or the system's error), with "PATH: why" in err ("PATH: a FIFO, not a
- * regular file"). The one way every reader of a user's path opens it. */
+ * file, or the system's error), with "PATH: why" in err ("PATH: not a
+ * regular file (a FIFO)"). The one way every reader of a user's path opens it. */
 #define HR__OPEN_DEV_NULL 1u
 HR_INTERNAL int hr__open_regular(const char *path, unsigned flags, int *fd, uint64_t *size,
                                  char *err, size_t errlen);

@@ -295,8 +295,9 @@ static void test_open_regular(void) {
   char dir[] = "/tmp/hr-test-regular-XXXXXX", p[5][256], link[5][256], err[512];
   CHECK(mkdtemp(dir));
   static const char *const names[] = {"file", "fifo", "sock", "dir", "zero"};
-  static const char *const kinds[] = {NULL, "a FIFO, not a regular file", "a socket, not",
-                                      "a directory, not", "a character device, not"};
+  static const char *const kinds[] = {
+      NULL, "not a regular file (a FIFO)", "not a regular file (a socket)",
+      "not a regular file (a directory)", "not a regular file (a character device)"};
   for (int i = 0; i < 5; i++) {
     snprintf(p[i], sizeof p[i], "%s/%s", dir, names[i]);
     snprintf(link[i], sizeof link[i], "%s/link-%s", dir, names[i]);
