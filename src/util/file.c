@@ -72,7 +72,9 @@ int hr__check_regular(const char *path, char *err, size_t errlen) {
 
 ssize_t hr__read_file(const char *path, char *buf, size_t n) {
   if (n == 0) return HR_EINVAL;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  /* O_NONBLOCK: a FIFO in a fixture tree (--root) opens at once and reads as
+   * empty or HR_EIO; /proc and /sys files ignore the flag. */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) {
     if (errno == EACCES || errno == EPERM) return HR_EPERM;
     if (errno == ENOENT || errno == ENOTDIR || errno == ESRCH) return HR_ENOENT;

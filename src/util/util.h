@@ -43,7 +43,9 @@ HR_INTERNAL char *hr__strlcpy(char *dst, const char *src, size_t n);
 HR_INTERNAL const char *hr__size_text(char *buf, size_t n, uint64_t bytes);
 
 /* Reads a whole (small) file into buf, terminated; returns the length, or a
- * negative HR_E* code: HR_ENOENT, HR_EPERM, HR_EIO. Truncates at n-1 bytes. */
+ * negative HR_E* code: HR_ENOENT, HR_EPERM, HR_EIO. Truncates at n-1 bytes.
+ * For /proc and /sys (under a root): never waits, so a FIFO there is read as
+ * empty (or HR_EIO while a writer holds it) rather than hanging. */
 HR_INTERNAL ssize_t hr__read_file(const char *path, char *buf, size_t n);
 
 /* Opens the file at `path` for reading, refusing what is not a regular file
