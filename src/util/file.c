@@ -63,6 +63,18 @@ int hr__open_regular(const char *path, unsigned flags, int *fd, uint64_t *size, 
   return 0;
 }
 
+int hr__fopen_regular(const char *path, FILE **f, char *err, size_t errlen) {
+  int fd;
+  *f = NULL;
+  int rc = hr__open_regular(path, 0, &fd, NULL, err, errlen);
+  if (rc) return rc;
+  if (!(*f = fdopen(fd, "rb"))) {
+    rc = hr__err(err, errlen, HR_ENOMEM, "%s: %s", path, strerror(errno));
+    close(fd);
+  }
+  return rc;
+}
+
 int hr__check_regular(const char *path, char *err, size_t errlen) {
   int fd;
   int rc = hr__open_regular(path, 0, &fd, NULL, err, errlen);

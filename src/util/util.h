@@ -62,6 +62,8 @@ HR_INTERNAL ssize_t hr__read_file(const char *path, char *buf, size_t n);
 #define HR__OPEN_DEV_NULL 1u
 HR_INTERNAL int hr__open_regular(const char *path, unsigned flags, int *fd, uint64_t *size,
                                  char *err, size_t errlen);
+/* hr__open_regular() as a stdio stream opened "rb" (*f NULL on failure). */
+HR_INTERNAL int hr__fopen_regular(const char *path, FILE **f, char *err, size_t errlen);
 /* hr__open_regular() for a path that another opener reads (dlopen, SQLite):
  * checks it and closes it again. Same returns and messages. */
 HR_INTERNAL int hr__check_regular(const char *path, char *err, size_t errlen);

@@ -321,6 +321,12 @@ static void test_open_regular(void) {
       CHECK(fd >= 0 && !(fcntl(fd, F_GETFL) & O_NONBLOCK) && (fcntl(fd, F_GETFD) & FD_CLOEXEC));
       close(fd);
       CHECK_OK(hr__check_regular(path, err, sizeof err));
+      FILE *fp = NULL;
+      char got[8] = "";
+      CHECK_OK(hr__fopen_regular(path, &fp, err, sizeof err));
+      CHECK(fp && fgets(got, sizeof got, fp));
+      CHECK_STR(got, "12345");
+      fclose(fp);
       continue;
     }
     CHECK_RC(rc, HR_EIO);
@@ -328,6 +334,9 @@ static void test_open_regular(void) {
     CHECK_CONTAINS(err, path);
     CHECK_CONTAINS(err, kinds[i % 5]);
     CHECK_RC(hr__check_regular(path, err, sizeof err), HR_EIO);
+    FILE *fp = (FILE *)1;
+    CHECK_RC(hr__fopen_regular(path, &fp, err, sizeof err), HR_EIO);
+    CHECK(fp == NULL);
   }
   /* The /proc reader does not wait on a FIFO either (a fixture tree under
    * --root): empty without a writer, an error with a silent one. */
