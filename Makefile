@@ -1,8 +1,9 @@
 # Thin wrapper over CMake. Each build type has its own folder under build/.
 #   make run       install what is missing, build, run headroom watch (its
 #                  embedded defaults; Ctrl-C ends it)
-#   make test      install, build, run every test (debug, address+undefined
-#                  sanitizers, thread sanitizer on threaded tests, pytest)
+#   make test      install, build, run every test (debug, with a few seconds
+#                  of each fuzz harness, address+undefined sanitizers, thread
+#                  sanitizer on threaded tests, pytest)
 #   make bench     build Release and write bench/results/*.md
 #   make sanitize  the sanitizer builds and their tests only
 #   make format    clang-format every C file in place
@@ -24,7 +25,7 @@ deps:
 build/release/Makefile: CMakeLists.txt
 	$(CMAKE) -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DHR_WERROR=ON
 build/debug/Makefile: CMakeLists.txt
-	$(CMAKE) -S . -B build/debug -DCMAKE_BUILD_TYPE=Debug -DHR_WERROR=ON
+	$(CMAKE) -S . -B build/debug -DCMAKE_BUILD_TYPE=Debug -DHR_WERROR=ON -DHR_FUZZ=ON
 build/asan/Makefile: CMakeLists.txt
 	$(CMAKE) -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DHR_WERROR=ON \
 	  -DHR_SANITIZE=address,undefined

@@ -102,8 +102,10 @@ typedef void (*hr_replay_progress_fn)(uint64_t done, uint64_t total, void *arg);
 
 typedef struct hr_replay_opts {
   /* "default" (headroom's default), "pytorch" (PyTorch's policy with the
-   * alloc_conf the trace was recorded with), or a PYTORCH_CUDA_ALLOC_CONF
-   * string for hr_pool_config_parse(). NULL means "default". */
+   * alloc_conf the trace was recorded with), "pytorch-expandable" (the same
+   * with expandable_segments:True: PyTorch's expandable segments), or a
+   * PYTORCH_CUDA_ALLOC_CONF string for hr_pool_config_parse(). NULL means
+   * "default". */
   const char *conf;
   const char *backend; /* "sim" (NULL) or "host" */
   uint64_t capacity;   /* 0: PyTorch's recorded peak reserved of each device, else 1 TiB */

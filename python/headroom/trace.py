@@ -47,8 +47,9 @@ import io
 import os
 import pickle
 import reprlib
-import stat
 import sys
+
+from ._files import NotRegularFile, open_regular
 
 try:
     import resource
@@ -106,25 +107,22 @@ class _NoGlobalsUnpickler(pickle.Unpickler):
                          "snapshot has none, and nothing in it was run" % (pid,))
 
 
-def _open_regular(path, **kw):
+def _open_regular(path, mode, **kw):
     """Opens `path` for reading if it is a regular file of at most
-    MAX_INPUT_BYTES (a FIFO is opened without blocking, then refused).
-    Keyword arguments go to os.fdopen. Raises TraceError."""
+    MAX_INPUT_BYTES (a FIFO or a device is refused before it is opened).
+    `mode` and keyword arguments go to open(). Raises TraceError."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        f = open_regular(path, mode, **kw)
+    except NotRegularFile as e:
+        raise TraceError("%s: %s" % (path, e)) from None
     except OSError as e:
         raise TraceError("%s: cannot read: %s" % (path, e.strerror or e)) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise TraceError("%s: not a regular file" % path)
-        if st.st_size > MAX_INPUT_BYTES:
-            raise TraceError("%s: %d bytes, more than the %d this importer reads"
-                             % (path, st.st_size, MAX_INPUT_BYTES))
-        return os.fdopen(fd, **kw)
-    except BaseException:
-        os.close(fd)
-        raise
+    size = os.fstat(f.fileno()).st_size
+    if size > MAX_INPUT_BYTES:
+        f.close()
+        raise TraceError("%s: %d bytes, more than the %d this importer reads"
+                         % (path, size, MAX_INPUT_BYTES))
+    return f
 
 
 def read_input(path):
@@ -132,7 +130,7 @@ def read_input(path):
     /dev/zero or a FIFO is refused rather than read until memory runs out).
     Raises TraceError."""
     try:
-        with _open_regular(path, mode="rb") as f:
+        with _open_regular(path, "rb") as f:
             data = f.read(MAX_INPUT_BYTES + 1)
     except OSError as e:
         raise TraceError("%s: cannot read: %s" % (path, e.strerror or e)) from None
@@ -481,7 +479,7 @@ def from_rmm_csv(path):
     """Reads an RMM logging_resource_adaptor CSV (Thread,Time,Action,Pointer,
     Size,Stream; extra columns are ignored). One device (0): the log does not
     say which. Returns (header, [DeviceTrace])."""
-    f = _open_regular(path, mode="r", newline="", encoding="utf-8")
+    f = _open_regular(path, "r", newline="", encoding="utf-8")
     with f:
         reader = csv.reader(f)
         try:
@@ -655,7 +653,7 @@ def _is_csv(path):
     if path.lower().endswith(".csv"):
         return True
     try:
-        with _open_regular(path, mode="rb") as f:
+        with _open_regular(path, "rb") as f:
             return f.read(6) == b"Thread"
     except (OSError, TraceError):
         return False

@@ -10,8 +10,10 @@
  *
  * headroom's default differs in one place: segments are expandable (one
  * address reservation per stream and pool, mapped in 2 MiB granules, up to
- * 8 of them per backend call) and compact, so the pool unmaps granules
- * nobody uses before it maps new ones.
+ * 16 of them per backend call, growing by 20 to 40 MiB at least) and
+ * compact: before reserved memory would pass the most memory ever
+ * allocated (plus one growth step) the pool unmaps free extents elsewhere
+ * (expand.c).
  *
  * On a miss the order is: the GC (by age, above garbage_collection_threshold),
  * a new segment, releasing oversize cached blocks, releasing every cached
@@ -74,10 +76,6 @@ static void process_events_locked(hr_pool_t *p) {
 
 /* ---- blocks -------------------------------------------------------------- */
 
-static bool mergeable(const hr__block_t *n) {
-  return n && n->in_tree;
-}
-
 /* Returns a block no longer in use to its index, merged with free
  * neighbours. */
 static void free_block_locked(hr_pool_t *p, hr__block_t *b) {
@@ -86,24 +84,7 @@ static void free_block_locked(hr_pool_t *p, hr__block_t *b) {
   b->nuses = b->cap_uses = 0;
   hr__stat_add(&p->st.active_bytes, -(int64_t)b->size);
   hr__stat_add(&p->st.active, -1);
-  hr__block_t *n = b->prev;
-  if (mergeable(n)) {
-    hr__free_remove_locked(p, n);
-    n->size += b->size;
-    n->next = b->next;
-    if (b->next) b->next->prev = n;
-    hr__block_put_locked(p, b);
-    b = n;
-  }
-  n = b->next;
-  if (mergeable(n)) {
-    hr__free_remove_locked(p, n);
-    b->size += n->size;
-    b->next = n->next;
-    if (n->next) n->next->prev = b;
-    hr__block_put_locked(p, n);
-  }
-  hr__free_insert_locked(p, b);
+  hr__free_merge_locked(p, b);
 }
 
 static bool should_split(const hr_pool_t *p, const hr__block_t *b, uint64_t size) {
@@ -112,13 +93,32 @@ static bool should_split(const hr_pool_t *p, const hr__block_t *b, uint64_t size
   return size < p->cfg.max_split_size && rest > HR__SMALL_SIZE;
 }
 
+/* The size a free block of an expandable segment can grow to: itself and
+ * the unmapped block after it. */
+static uint64_t growable_size(const hr__block_t *b) {
+  return b->size + (b->next && b->next->unmapped ? b->next->size : 0);
+}
+
+/* PyTorch's best fit in expandable segments counts a block by the size it
+ * can grow to, so it passes over a block that borders unmapped space for a
+ * larger one that does not, keeping the end of a segment for growth. */
+static hr__block_t *skip_growable(const hr__bins_t *x, hr__block_t *b) {
+  for (hr__block_t *n = hr__index_next(x, b); n && growable_size(n) < growable_size(b);
+       n = hr__index_next(x, n))
+    b = n;
+  return b;
+}
+
 /* The best cached block for (stream, size) under PyTorch's rules, or NULL. */
 static hr__block_t *get_free_block_locked(hr_pool_t *p, uint64_t size, void *stream, bool small) {
   p->tick++;
   hr__bins_t *x = hr__index_find(p, stream, small);
   hr__block_t *b = x ? hr__index_best(x, size) : NULL;
   if (!b) return NULL;
-  if (!b->seg->expandable) {
+  if (b->seg->expandable && p->cfg.pytorch_compat) b = skip_growable(x, b);
+  /* PyTorch applies this to expandable segments too; headroom's default,
+   * whose segments hold no oversize blocks of their own, does not. */
+  if (!b->seg->expandable || p->cfg.pytorch_compat) {
     uint64_t msz = p->cfg.max_split_size;
     /* An oversize block serves neither small requests nor much smaller
      * large ones: splitting it is what fragments memory. */
@@ -137,29 +137,8 @@ static int take_block_locked(hr_pool_t *p, hr__block_t *b, uint64_t size, uint64
     if (!rest) goto fail;
     rest->addr = b->addr + size;
     rest->size = b->size - size;
-    rest->seg = b->seg;
-    rest->stream = b->stream;
-    rest->prev = b;
-    rest->next = b->next;
-    if (b->next) b->next->prev = rest;
-    b->next = rest;
+    hr__block_link_after(b, rest);
     b->size = size;
-  }
-  if (b->seg->expandable) {
-    /* The mark counts this block, so compacting never waits for the next. */
-    int64_t cur = p->st.allocated_bytes.current + (int64_t)b->size;
-    if (cur > p->alloc_hwm) p->alloc_hwm = cur;
-    int rc = hr__gran_take_locked(p, b);
-    if (rc) {
-      if (rest) {
-        b->size += rest->size;
-        b->next = rest->next;
-        if (rest->next) rest->next->prev = b;
-        hr__block_put_locked(p, rest);
-      }
-      hr__free_insert_locked(p, b);
-      return rc;
-    }
   }
   hr__table_insert_locked(p, b); /* room was made by alloc_locked */
   if (rest) hr__free_insert_locked(p, rest);
@@ -168,6 +147,7 @@ static int take_block_locked(hr_pool_t *p, hr__block_t *b, uint64_t size, uint64
   b->tag = hr__tag_current();
   p->tag_live[b->tag] += b->size;
   hr__stat_add(&p->st.allocated_bytes, (int64_t)b->size);
+  if (p->st.allocated_bytes.current > p->alloc_hwm) p->alloc_hwm = p->st.allocated_bytes.current;
   hr__stat_add(&p->st.requested_bytes, (int64_t)requested);
   hr__stat_add(&p->st.allocation, 1);
   hr__stat_add(&p->st.active_bytes, (int64_t)b->size);
@@ -180,8 +160,9 @@ fail:
 
 /* ---- releasing cache ----------------------------------------------------- */
 
+/* A segment's only block, free (expandable: unmapped, nothing mapped). */
 static bool whole_free_segment(const hr__block_t *b) {
-  return b->in_tree && !b->prev && !b->next;
+  return (b->seg->expandable ? b->unmapped : b->in_tree) && !b->prev && !b->next;
 }
 
 /* Frees cached oversize blocks (above max_split_size) of `stream`: the
@@ -217,11 +198,11 @@ static uint64_t release_cached_locked(hr_pool_t *p) {
     be->ops->synchronize(be);
     process_events_locked(p);
   }
+  hr__expand_release_locked(p);
   for (hr__segment_t *s = p->segs, *n; s; s = n) {
     n = s->next;
     if (whole_free_segment(s->first)) hr__segment_free_locked(p, s);
   }
-  hr__gran_release_all_locked(p, NULL);
   return before - (uint64_t)p->st.reserved_bytes.current;
 }
 
@@ -251,8 +232,9 @@ static void garbage_collect_locked(hr_pool_t *p) {
       hr__segment_free_locked(p, s);
     }
   }
-  /* Expandable segments keep no ages per granule: unmap free ones. */
-  if (freed < target) hr__gran_release_all_locked(p, NULL);
+  /* Expandable segments keep no ages per extent: unmap free ones (PyTorch's
+   * collector leaves expandable segments alone). */
+  if (freed < target && !p->cfg.pytorch_compat) hr__expand_release_locked(p);
 }
 
 /* ---- allocation ---------------------------------------------------------- */
@@ -267,14 +249,14 @@ static int try_alloc_locked(hr_pool_t *p, uint64_t size, uint64_t requested, voi
     hr__segment_t *s;
     if (gc) garbage_collect_locked(p);
     if (p->cfg.expandable_segments) {
-      if (hr__segment_find_expandable_locked(p, stream, small)) return HR_ENOMEM;
-      rc = hr__segment_new_expandable_locked(p, stream, small, &s);
+      rc = hr__expand_grow_locked(p, size, stream, small, &b);
+      if (rc) return rc;
     } else {
       rc = hr__segment_new_locked(p, segment_size(size), stream, small, &s);
+      if (rc) return rc;
+      b = get_free_block_locked(p, size, stream, small);
+      if (!b) return HR_ENOMEM;
     }
-    if (rc) return rc;
-    b = get_free_block_locked(p, size, stream, small);
-    if (!b) return HR_ENOMEM;
   }
   rc = take_block_locked(p, b, size, requested);
   if (!rc) *out = b;
@@ -400,7 +382,6 @@ int hr_pool_free(hr_pool_t *p, void *ptr, void *stream) {
   hr__stat_add(&p->st.allocated_bytes, -(int64_t)b->size);
   hr__stat_add(&p->st.requested_bytes, -(int64_t)b->requested);
   hr__stat_add(&p->st.allocation, -1);
-  if (b->seg->expandable) hr__gran_drop_locked(p, b);
   if (b->nuses)
     defer_free_locked(p, b);
   else
@@ -480,29 +461,17 @@ void hr_pool_destroy(hr_pool_t *p) {
       n = b->next;
       free(b->uses);
     }
-    if (s->expandable) {
-      /* Stop at the last mapped extent: the reservation can be far larger
-       * than what was ever mapped (a replay without a recorded peak), and a
-       * walk over all of it took seconds per stream. */
-      uint64_t left = s->mapped;
-      for (uint64_t g = 0; g < s->ngran && left; g++)
-        if (hr__gran_is_mapped(s, g) && s->ext_head[g] == g) {
-          be->ops->unmap(be, s->base + g * s->gran, s->ext_len[g] * s->gran, s->handle[g]);
-          left -= s->ext_len[g] * s->gran;
-          g += s->ext_len[g] - 1;
-        }
-      be->ops->va_release(be, s->base, s->size);
-      hr__seg_maps_free(s);
-    } else {
+    if (s->expandable)
+      hr__expand_destroy_locked(p, s);
+    else
       be->ops->seg_free(be, s->base, s->size);
-    }
     free(s);
   }
   hr__slabs_free(p);
   hr__index_free_all(p);
   free(p->table);
   free(p->pending);
-  free(p->freeg);
+  free(p->exts);
   pthread_mutex_destroy(&p->lock);
   free(p);
 }

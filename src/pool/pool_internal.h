@@ -1,13 +1,15 @@
-/* pool internals shared by pool.c (policy), segment.c (segments, granules,
- * block records), index.c (the free-block index), stats.c (statistics,
- * invariants, diagnosis, tags) and torch.c (PyTorch entry points).
+/* pool internals shared by pool.c (policy), segment.c (plain segments,
+ * block records), expand.c (expandable segments), index.c (the free-block
+ * index), stats.c (statistics, invariants, diagnosis, tags) and torch.c
+ * (PyTorch entry points).
  *
  * A segment is a range of device addresses tiled by blocks in address order
  * (prev/next). A plain segment is all backed by memory; an expandable one is
- * a reservation of address space whose granules are mapped only while some
- * allocated block touches them (or until the cache is released). Free
- * blocks sit in an index per stream and pool (small or large), in size
- * bins ordered by (size, address), so the best fit is a short search.
+ * a reservation of address space of which only some granules are mapped:
+ * its blocks are allocated, free and mapped, or unmapped (free, granule
+ * aligned, nothing of it mapped), as in PyTorch's expandable segments. Free
+ * mapped blocks sit in an index per stream and pool (small or large), in
+ * size bins ordered by (size, address), so the best fit is a short search.
  * Allocated blocks are found by address in an open-addressing table. Block
  * records come from a slab, so the hot path calls no heap allocator. */
 #ifndef HR_POOL_INTERNAL_H
@@ -24,9 +26,14 @@
 #define HR__MIN_LARGE   (10ull << 20) /* requests from here get their own segment */
 #define HR__ROUND_LARGE (2ull << 20)  /* rounding of such segments */
 #define HR__MAX_TAGS    256
-#define HR__VA_FACTOR   4   /* address reserved per expandable segment / allowed */
+#define HR__VA_FACTOR   4   /* address reserved per expandable segment / allowed (default) */
 #define HR__NBINS       256 /* size bins of the free index, 8 per power of two */
-#define HR__MAX_EXTENT  8   /* most granules one map call covers (default policy) */
+#define HR__MAX_EXTENT  16  /* most granules one map call covers (default policy) */
+/* Least an expandable segment grows by (default): 1/HR__GROW_SHARE of the
+ * most memory ever allocated, within [HR__GROW_STEP_MIN, HR__GROW_STEP_MAX]. */
+#define HR__GROW_SHARE    64
+#define HR__GROW_STEP_MIN (20ull << 20)
+#define HR__GROW_STEP_MAX (40ull << 20)
 
 typedef struct hr__segment hr__segment_t;
 typedef struct hr__block hr__block_t;
@@ -40,6 +47,7 @@ struct hr__block {
   hr__block_t *left, *right; /* free-index links; `left` chains the slab's free list */
   uint32_t prio;
   bool allocated, in_tree, split_counted;
+  bool unmapped; /* expandable segments: free, and none of its granules mapped */
   uint16_t tag;
   uint32_t event_count; /* events still pending before the block is free */
   uint64_t free_tick;   /* pool->tick when freed: its age for the GC */
@@ -56,23 +64,19 @@ struct hr__segment {
   hr__bins_t *bins;           /* where its free blocks are indexed */
   /* expandable only */
   uint64_t gran; /* granule size */
-  uint64_t page; /* mapping unit, a multiple of gran */
+  uint64_t page; /* mapping unit, a multiple of gran: unmapped blocks are aligned to it */
   uint64_t ngran;
-  /* A granule inside an allocated block (not at its ends) belongs to that
-   * block alone: a bit says so. Granules at the ends of blocks may be
-   * shared: a count says by how many. Free means neither. */
-  uint32_t *used;      /* allocated blocks that start or end in the granule */
-  uint64_t *busy_bm;   /* bitmap: granule inside an allocated block */
   uint64_t *mapped_bm; /* bitmap: granule mapped */
-  uint64_t *queued_bm; /* bitmap: granule named by an entry of the pool's queue */
   /* Granules are mapped in extents: runs mapped by one backend call over
    * one allocation, which can only be unmapped whole (cuMemUnmap takes the
    * exact range cuMemMap mapped). Each mapped granule names its extent's
    * first granule; the first holds the length and the handle. */
-  uint32_t *ext_head; /* first granule of the extent of each mapped granule */
-  uint32_t *ext_len;  /* at an extent's first granule: its granules */
-  uint64_t *handle;   /* at an extent's first granule: the backend handle */
-  uint64_t mapped;    /* bytes mapped */
+  uint32_t *ext_head;        /* first granule of the extent of each mapped granule */
+  uint32_t *ext_len;         /* at an extent's first granule: its granules */
+  uint64_t *handle;          /* at an extent's first granule: the backend handle */
+  hr__block_t **unmapped_at; /* at the first granule of each unmapped block: that block */
+  uint64_t first_hole;       /* no granule below it is unmapped (a lower bound) */
+  uint64_t mapped;           /* bytes mapped */
 };
 
 /* The free blocks of one stream in one pool (small or large). */
@@ -89,11 +93,12 @@ typedef struct hr__pending {
   hr__block_t *block;
 } hr__pending_t;
 
-/* Granules [g, end] of a segment that may have become free while mapped. */
-typedef struct hr__gref {
-  hr__segment_t *seg;
-  uint64_t g, end;
-} hr__gref_t;
+/* An extent that compaction may unmap: granules [head, head + len) of the
+ * free block `b`. */
+typedef struct hr__ext_ref {
+  hr__block_t *b;
+  uint32_t head, len;
+} hr__ext_ref_t;
 
 typedef struct hr__reclaimer {
   hr_reclaim_fn fn;
@@ -127,8 +132,8 @@ struct hr_pool {
   hr__pending_t *pending;
   size_t npending, cap_pending;
 
-  hr__gref_t *freeg; /* granules that became free while mapped */
-  size_t nfreeg, cap_freeg;
+  hr__ext_ref_t *exts; /* compaction's scratch list of unmappable extents */
+  size_t cap_exts;
 
   hr__reclaimer_t reclaimers[16];
   size_t nreclaimers;
@@ -169,38 +174,46 @@ HR_INTERNAL void hr__table_remove_locked(hr_pool_t *p, hr__block_t *b);
 /* Puts a free block into its index / takes it out, keeping stats. */
 HR_INTERNAL void hr__free_insert_locked(hr_pool_t *p, hr__block_t *b);
 HR_INTERNAL void hr__free_remove_locked(hr_pool_t *p, hr__block_t *b);
+/* Indexes the free mapped block b (not indexed yet), merged first with
+ * free mapped neighbours; returns the merged block (the lowest of them). */
+HR_INTERNAL hr__block_t *hr__free_merge_locked(hr_pool_t *p, hr__block_t *b);
+/* Makes sure `n` block records can be taken without calling malloc. */
+HR_INTERNAL int hr__block_reserve_locked(hr_pool_t *p, size_t n);
+/* Links the new block n into its segment's list right after b. */
+HR_INTERNAL void hr__block_link_after(hr__block_t *b, hr__block_t *n);
+/* Unlinks n, the block after b, and gives b its bytes. */
+HR_INTERNAL void hr__block_absorb_next_locked(hr_pool_t *p, hr__block_t *b);
 
+HR_INTERNAL void hr__segment_link(hr_pool_t *p, hr__segment_t *s);
 HR_INTERNAL int hr__segment_new_locked(hr_pool_t *p, uint64_t size, void *stream, bool small,
                                        hr__segment_t **out);
-HR_INTERNAL int hr__segment_new_expandable_locked(hr_pool_t *p, void *stream, bool small,
-                                                  hr__segment_t **out);
-/* Gives a segment back to the backend; its one block must be free. */
+/* Gives a segment back to the backend; its one block must be free (or,
+ * expandable, unmapped). */
 HR_INTERNAL void hr__segment_free_locked(hr_pool_t *p, hr__segment_t *s);
-HR_INTERNAL hr__segment_t *hr__segment_find_expandable_locked(hr_pool_t *p, void *stream,
-                                                              bool small);
 
+/* ---- expand.c: expandable segments --------------------------------------- */
 static inline bool hr__gran_is_mapped(const hr__segment_t *s, uint64_t g) {
   return (s->mapped_bm[g / 64] >> (g % 64)) & 1;
-}
-
-static inline bool hr__gran_is_free(const hr__segment_t *s, uint64_t g) {
-  return !s->used[g] && !((s->busy_bm[g / 64] >> (g % 64)) & 1);
 }
 
 /* Expandable segments: the granules [first, last] of a byte range. */
 HR_INTERNAL void hr__gran_range(const hr__segment_t *s, uint64_t addr, uint64_t size,
                                 uint64_t *first, uint64_t *last);
-/* Counts an allocated block on its granules and maps those not mapped,
- * first unmapping free granules elsewhere when the configuration says so.
- * On failure nothing changed. */
-HR_INTERNAL int hr__gran_take_locked(hr_pool_t *p, hr__block_t *b);
-/* Uncounts a block that is no longer allocated. */
-HR_INTERNAL void hr__gran_drop_locked(hr_pool_t *p, hr__block_t *b);
-/* Unmaps every mapped granule that no allocated block touches. Returns the
- * bytes unmapped. */
-HR_INTERNAL uint64_t hr__gran_release_all_locked(hr_pool_t *p, hr__segment_t *only);
-/* Frees an expandable segment's per-granule arrays (not the segment). */
-HR_INTERNAL void hr__seg_maps_free(hr__segment_t *s);
+/* A free mapped block of at least `size` bytes for (stream, small), made
+ * by mapping unmapped blocks of an expandable segment (a new segment when
+ * no segment has room), at the lowest address where free and unmapped
+ * blocks in a row hold `size`. Compacts first when the policy says so.
+ * Call it when no free mapped block fits. Returns 0 and the block (still
+ * indexed), HR_ENOMEM, or HR_EDEVICE. */
+HR_INTERNAL int hr__expand_grow_locked(hr_pool_t *p, uint64_t size, void *stream, bool small,
+                                       hr__block_t **out);
+/* Unmaps every extent that lies inside one free block of an expandable
+ * segment (after one synchronize). Returns the bytes unmapped. */
+HR_INTERNAL uint64_t hr__expand_release_locked(hr_pool_t *p);
+/* Unmaps every extent (uncounted) and releases the reservation and the
+ * per-granule arrays of s (not s itself); for hr_pool_destroy and
+ * hr__segment_free_locked. */
+HR_INTERNAL void hr__expand_destroy_locked(hr_pool_t *p, hr__segment_t *s);
 
 /* ---- stats.c ------------------------------------------------------------- */
 static inline void hr__stat_add(hr_stat_t *s, int64_t d) {

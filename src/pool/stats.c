@@ -3,9 +3,10 @@
  * Statistics are kept incrementally by the policy (pool.c, segment.c);
  * hr_pool_check recomputes every one of them from the blocks and compares,
  * along with the structure: blocks tile their segments, free blocks are
- * coalesced and indexed, allocated ones are in the address table, granule
- * counts match. Tags are interned process-wide (at most 255 names; the
- * rest share "(other)"), and each pool keeps live bytes per tag. */
+ * coalesced and indexed, allocated ones are in the address table, and in
+ * expandable segments mapped blocks touch only mapped granules, unmapped
+ * ones none, and extents tile what is mapped. Tags are interned process-wide (at most 255 names;
+ * the rest share "(other)"), and each pool keeps live bytes per tag. */
 #include "pool/pool_internal.h"
 
 #include <inttypes.h>
@@ -79,72 +80,74 @@ int hr_pool_reset_peak(hr_pool_t *p) {
 /* Counts the set bits of bm in [a, b]. */
 static uint64_t bm_ones(const uint64_t *bm, uint64_t a, uint64_t b) {
   uint64_t n = 0;
-  for (uint64_t g = a; g <= b; g++) n += (bm[g / 64] >> (g % 64)) & 1;
+  for (uint64_t w = a / 64; w <= b / 64; w++) {
+    uint64_t m = ~0ull;
+    if (w == a / 64) m &= ~0ull << (a % 64);
+    if (w == b / 64) m &= ~0ull >> (63 - b % 64);
+    n += (uint64_t)__builtin_popcountll(bm[w] & m);
+  }
   return n;
 }
 
-static int check_expandable(hr__segment_t *s) {
-  uint64_t mapped = 0, n = 0;
-  int rc = 0;
-  /* Only the granules up to the last mapped or used one can hold anything;
-   * past them every bitmap word must be zero. */
-  for (uint64_t w = 0; w < (s->ngran + 63) / 64; w++)
-    if (s->mapped_bm[w] | s->busy_bm[w]) n = (w + 1) * 64;
-  for (hr__block_t *b = s->first; b; b = b->next)
-    if (b->allocated) {
-      uint64_t g0, g1;
-      hr__gran_range(s, b->addr, b->size, &g0, &g1);
-      if (g1 + 1 > n) n = g1 + 1;
-    }
-  for (uint64_t g = n; g < s->ngran; g++)
-    if (s->used[g]) FAIL_("granule %" PRIu64 " past the last block counts %u", g, s->used[g]);
-  if (n > s->ngran) n = s->ngran;
-  uint32_t *ends = calloc(n ? n : 1, sizeof *ends);
-  uint8_t *inner = calloc(n ? n : 1, 1);
-  if (!ends || !inner) {
-    rc = HR_ENOMEM;
-    goto out;
+/* A block of an expandable segment: an unmapped one is free, aligned to
+ * the page, wholly unmapped, recorded at its first granule and not beside
+ * another unmapped one; any other has every granule it touches mapped. */
+static int check_expandable_block(const hr__segment_t *s, const hr__block_t *b) {
+  uint64_t g0, g1;
+  hr__gran_range(s, b->addr, b->size, &g0, &g1);
+  if (!b->unmapped) {
+    if (bm_ones(s->mapped_bm, g0, g1) != g1 - g0 + 1)
+      FAIL_("block %#" PRIx64 " touches unmapped granules", b->addr);
+    return 0;
   }
-  for (hr__block_t *b = s->first; b; b = b->next) {
-    if (!b->allocated) continue;
-    uint64_t g0, g1;
-    hr__gran_range(s, b->addr, b->size, &g0, &g1);
-    ends[g0]++;
-    if (g1 != g0) ends[g1]++;
-    for (uint64_t g = g0 + 1; g < g1; g++) inner[g]++;
+  if (b->allocated || b->in_tree || b->event_count)
+    FAIL_("unmapped block %#" PRIx64 " is in use or indexed", b->addr);
+  if ((b->addr - s->base) % s->page || b->size % s->page)
+    FAIL_("unmapped block %#" PRIx64 " is not aligned to its page", b->addr);
+  if (bm_ones(s->mapped_bm, g0, g1))
+    FAIL_("unmapped block %#" PRIx64 " has mapped granules", b->addr);
+  if (s->unmapped_at[g0] != b) FAIL_("unmapped block %#" PRIx64 " not recorded", b->addr);
+  if (b->next && b->next->unmapped)
+    FAIL_("unmapped blocks %#" PRIx64 " and its next not merged", b->addr);
+  return 0;
+}
+
+/* Every mapped granule lies in one extent, all of it mapped, and the
+ * segment's count of mapped bytes and unmapped blocks agree with them.
+ * Only granules up to the start of the last block are read: past it lies
+ * the last block alone (a reservation can be far larger than what was ever
+ * mapped, and a walk over all of it after every operation took seconds). */
+static int check_extents(const hr__segment_t *s, const hr__block_t *last,
+                         uint64_t unmapped_blocks) {
+  uint64_t mapped = 0, recorded = 0, g0, g1;
+  hr__gran_range(s, last->addr, last->size, &g0, &g1);
+  uint64_t n = last->unmapped ? g0 + 1 : g1 + 1;
+  for (uint64_t g = 0; g < n; g++) {
+    recorded += s->unmapped_at[g] != NULL;
+    if (!hr__gran_is_mapped(s, g)) continue;
+    mapped += s->gran;
+    uint64_t h = s->ext_head[g];
+    if (h > g || !s->ext_len[h] || g >= h + s->ext_len[h] || s->ext_head[h] != h ||
+        (g == h && bm_ones(s->mapped_bm, h, h + s->ext_len[h] - 1) != s->ext_len[h]))
+      FAIL_("granule %" PRIu64 " outside its extent %" PRIu64, g, h);
   }
-  for (uint64_t g = 0; g < n && !rc; g++) {
-    bool busy = (s->busy_bm[g / 64] >> (g % 64)) & 1;
-    if (ends[g] != s->used[g] || inner[g] > 1 || (inner[g] && ends[g]) || busy != (inner[g] == 1)) {
-      hr__log(HR_LOG_ERROR,
-              "pool check: granule %" PRIu64 " counts %u ends and %d inside, blocks say %u and %u",
-              g, s->used[g], busy, ends[g], inner[g]);
-      rc = HR_ESTATE;
-    }
-    if ((ends[g] || inner[g]) && !hr__gran_is_mapped(s, g)) {
-      hr__log(HR_LOG_ERROR, "pool check: granule %" PRIu64 " in use but not mapped", g);
-      rc = HR_ESTATE;
-    }
-    if (hr__gran_is_mapped(s, g)) {
-      mapped += s->gran;
-      /* Every mapped granule lies in one extent, all of it mapped. */
-      uint64_t h = s->ext_head[g];
-      if (h > g || !s->ext_len[h] || g >= h + s->ext_len[h] || s->ext_head[h] != h ||
-          (g == h && bm_ones(s->mapped_bm, h, h + s->ext_len[h] - 1) != s->ext_len[h])) {
-        hr__log(HR_LOG_ERROR, "pool check: granule %" PRIu64 " outside its extent %" PRIu64, g, h);
-        rc = HR_ESTATE;
-      }
-    }
+  if (mapped != s->mapped)
+    FAIL_("segment maps %" PRIu64 ", granules say %" PRIu64, s->mapped, mapped);
+  if (recorded != unmapped_blocks)
+    FAIL_("segment records %" PRIu64 " unmapped blocks, holds %" PRIu64, recorded, unmapped_blocks);
+  return 0;
+}
+
+static int check_expandable(const hr__segment_t *s) {
+  uint64_t unmapped = 0;
+  const hr__block_t *last = s->first;
+  for (const hr__block_t *b = s->first; b; b = b->next) {
+    int rc = check_expandable_block(s, b);
+    if (rc) return rc;
+    unmapped += b->unmapped;
+    last = b;
   }
-  if (!rc && mapped != s->mapped) {
-    hr__log(HR_LOG_ERROR, "pool check: segment maps %" PRIu64 ", granules say %" PRIu64, s->mapped,
-            mapped);
-    rc = HR_ESTATE;
-  }
-out:
-  free(ends);
-  free(inner);
-  return rc;
+  return check_extents(s, last, unmapped);
 }
 
 int hr__check_locked(hr_pool_t *p) {
@@ -163,19 +166,21 @@ int hr__check_locked(hr_pool_t *p) {
         FAIL_("block %#" PRIx64 " points elsewhere", b->addr);
       if (b->next && b->next->prev != b) FAIL_("block %#" PRIx64 ": broken links", b->addr);
       if (!b->size || b->size % HR__MIN_BLOCK) FAIL_("block %#" PRIx64 ": bad size", b->addr);
+      if (b->unmapped && !s->expandable)
+        FAIL_("block %#" PRIx64 ": unmapped in a plain segment", b->addr);
       end += b->size;
-      bool is_free = !b->allocated && !b->event_count;
+      bool is_free = !b->allocated && !b->event_count && !b->unmapped;
       if (b->allocated) {
         alloc_b += (int64_t)b->size, req_b += (int64_t)b->requested, nalloc++;
         tags[b->tag] += b->size;
         if (hr__table_find_locked(p, b->addr) != b)
           FAIL_("block %#" PRIx64 " not in table", b->addr);
       }
-      if (!is_free) active_b += (int64_t)b->size, nactive++;
+      if (!is_free && !b->unmapped) active_b += (int64_t)b->size, nactive++;
       if (is_free != b->in_tree) FAIL_("block %#" PRIx64 ": free but not indexed", b->addr);
       if (is_free) {
         nfree++;
-        if (b->next && !b->next->allocated && !b->next->event_count)
+        if (b->next && b->next->in_tree)
           FAIL_("blocks %#" PRIx64 " and its next are free but not merged", b->addr);
         if (b->split_counted) split_b += (int64_t)b->size, nsplit++;
       }
@@ -259,23 +264,13 @@ int hr_pool_segments(hr_pool_t *p, hr_segment_visit_fn visit, void *arg) {
 
 /* ---- diagnosis ----------------------------------------------------------- */
 
-/* The largest free block that is backed by memory. */
+/* The largest free block that is backed by memory (unmapped blocks are
+ * address space, not memory, and are not indexed). */
 static uint64_t largest_free_locked(hr_pool_t *p) {
   uint64_t best = 0;
   for (hr__segment_t *s = p->segs; s; s = s->next)
-    for (hr__block_t *b = s->first; b; b = b->next) {
-      if (!b->in_tree) continue;
-      uint64_t sz = b->size;
-      if (s->expandable) {
-        /* Count only the mapped run at the block's start. */
-        uint64_t g0, g1, run = 0;
-        hr__gran_range(s, b->addr, b->size, &g0, &g1);
-        for (uint64_t g = g0; g <= g1 && hr__gran_is_mapped(s, g); g++) run++;
-        uint64_t end = s->base + (g0 + run) * s->gran;
-        sz = run ? HR_MIN(b->addr + b->size, end) - b->addr : 0;
-      }
-      if (sz > best) best = sz;
-    }
+    for (hr__block_t *b = s->first; b; b = b->next)
+      if (b->in_tree && b->size > best) best = b->size;
   return best;
 }
 

@@ -15,7 +15,9 @@
 #include <time.h>
 
 /* Messages are cut at the end of their buffer by design. */
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wformat-truncation"
+#endif
 
 const char *hr_action_kind_name(hr_action_kind_t kind) {
   switch (kind) {

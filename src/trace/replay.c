@@ -66,10 +66,14 @@ typedef struct slot {
 } slot_t;
 
 /* PyTorch's policy with the settings the trace was recorded with: the pool's
- * "pytorch" preset amended by the trace's PYTORCH_CUDA_ALLOC_CONF. */
-static int config_pytorch(const char *alloc_conf, hr_pool_config_t *out, char *err, size_t errlen) {
-  char conf[HR_TRACE_MAX_LINE + 16];
-  snprintf(conf, sizeof conf, "pytorch%s%s", *alloc_conf ? "," : "", alloc_conf);
+ * "pytorch" preset amended by the trace's PYTORCH_CUDA_ALLOC_CONF, and for
+ * "pytorch-expandable" by expandable_segments:True after it (PyTorch's
+ * expandable segments, whatever the trace was recorded with). */
+static int config_pytorch(const char *alloc_conf, bool expandable, hr_pool_config_t *out, char *err,
+                          size_t errlen) {
+  char conf[HR_TRACE_MAX_LINE + 64];
+  snprintf(conf, sizeof conf, "pytorch%s%s%s", *alloc_conf ? "," : "", alloc_conf,
+           expandable ? ",expandable_segments:True" : "");
   return hr_pool_config_parse(conf, out, err, errlen);
 }
 
@@ -79,7 +83,9 @@ static int config_for(const char *conf, const char *alloc_conf, hr_pool_config_t
     hr_pool_config_default(out);
     return 0;
   }
-  if (strcmp(conf, "pytorch") == 0) return config_pytorch(alloc_conf, out, err, errlen);
+  if (strcmp(conf, "pytorch") == 0) return config_pytorch(alloc_conf, false, out, err, errlen);
+  if (strcmp(conf, "pytorch-expandable") == 0)
+    return config_pytorch(alloc_conf, true, out, err, errlen);
   return hr_pool_config_parse(conf, out, err, errlen);
 }
 

@@ -15,7 +15,9 @@
 #include <string.h>
 
 /* Places in messages are cut at the end of their buffer by design. */
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wformat-truncation"
+#endif
 
 #define WF_MAX_STEPS 1000000u /* after repetition */
 #define WF_MAX_DEPTH 8        /* nested step blocks */

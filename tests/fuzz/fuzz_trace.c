@@ -3,6 +3,7 @@
  * sim backend with a 1 GiB capacity, so huge sizes fail as OOMs quickly;
  * the sanitizers decide what counts as a crash. See README.md. */
 #include <headroom/headroom.h>
+#include <headroom/trace.h>
 
 #include <stdint.h>
 #include <stdio.h>

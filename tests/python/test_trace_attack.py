@@ -135,7 +135,28 @@ def test_not_a_regular_file(tmp_path):
     fifo = tmp_path / "fifo.csv"
     os.mkfifo(fifo)
     r = _import(fifo, tmp_path / "out.hrt", timeout=20)
-    assert r.returncode == 1 and "not a regular file" in r.stderr, r.stderr
+    assert r.returncode == 1 and "not a regular file (a FIFO)" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("name", ["fifo.pickle", "fifo.csv", "fifo"])
+def test_a_fifo_is_refused_before_anything_is_read(tmp_path, name):
+    """A writer holds the FIFO open with a whole input inside, so a reader
+    that opened it would read instead of waiting: the bytes must still be
+    there after the refusal, whichever way the input's kind is guessed."""
+    fifo = tmp_path / name
+    os.mkfifo(fifo)
+    fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+    try:
+        content = b"Thread,Time,Action,Pointer,Size,Stream\n" if "csv" in name else _dumps({})
+        os.write(fd, content)
+        with pytest.raises(trace.TraceError, match=r"not a regular file \(a FIFO\)"):
+            trace.import_file(str(fifo))
+        assert trace.main(["sizes", str(fifo)]) == 1
+        assert os.read(fd, 1000) == content
+    finally:
+        os.close(fd)
+    with pytest.raises(trace.TraceError, match=r"not a regular file \(a character device\)"):
+        trace.import_file("/dev/null")
 
 
 def test_oversized_input(tmp_path, monkeypatch):

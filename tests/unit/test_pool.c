@@ -1,54 +1,13 @@
 /* The pool's rules, one test each, on the sim backend: rounding, pool
  * choice, split, coalesce, max_split_size, GC, streams and events, the
- * memory fraction, the reclaimer order, expandable and compact segments,
- * statistics, tags and the out-of-memory diagnosis. hr_pool_check runs
+ * memory fraction, the reclaimer order, statistics, tags and the
+ * out-of-memory diagnosis (expandable segments: test_pool_expand.c). hr_pool_check runs
  * after the interesting steps. */
-#include "hr_test.h"
-#include "backend/backend.h"
-#include "pool/pool_internal.h"
-
-#define MiB (1ull << 20)
-#define GiB (1ull << 30)
-
-static hr_backend_t *be;
-static hr_pool_t *pool;
+#include "pool_sim.h"
 
 static char logbuf[4096];
 static void log_capture(hr_log_level_t lvl, const char *msg, void *arg) {
   hr__strlcpy(logbuf, msg, sizeof logbuf);
-}
-
-/* A pool on a fresh sim backend; `conf` in PYTORCH_CUDA_ALLOC_CONF syntax. */
-static int mk(const char *conf, uint64_t capacity) {
-  hr_pool_config_t c;
-  char err[256];
-  int rc = hr_pool_config_parse(conf, &c, err, sizeof err);
-  if (rc) {
-    fprintf(stderr, "config: %s\n", err);
-    return rc;
-  }
-  rc = hr_backend_create("sim", 0, capacity, &be);
-  if (!rc) rc = hr_pool_create(&c, be, 0, &pool);
-  return rc;
-}
-
-static void rm(void) {
-  hr_pool_destroy(pool);
-  hr_backend_destroy(be);
-  pool = NULL;
-  be = NULL;
-}
-
-static hr_pool_stats_t stats(void) {
-  hr_pool_stats_t s = {.size = sizeof s};
-  hr_pool_stats(pool, &s);
-  return s;
-}
-
-static void *A(uint64_t size, void *stream) {
-  void *p = NULL;
-  int rc = hr_pool_alloc(pool, size, stream, &p);
-  return rc ? NULL : p;
 }
 
 static void test_rounding(void) {
@@ -372,130 +331,6 @@ static void test_oom_diagnosis(void) {
   rm();
 }
 
-static int count_segs(const hr_segment_info_t *s, const hr_block_info_t *b, size_t n, void *arg) {
-  uint64_t *acc = arg;
-  acc[0]++;
-  acc[1] += s->mapped;
-  for (size_t i = 0; i < n; i++) acc[2] += b[i].allocated ? b[i].size : 0;
-  return 0;
-}
-
-static void test_expandable_compact(void) {
-  CHECK_OK(mk("default", 4 * GiB));
-  void *a = A(30 * MiB, NULL), *b = A(30 * MiB, NULL), *c = A(30 * MiB, NULL);
-  CHECK(a && b && c);
-  CHECK_EQ_U64((uint64_t)(uintptr_t)b, (uint64_t)(uintptr_t)a + 30 * MiB); /* one segment */
-  hr_pool_stats_t s = stats();
-  CHECK_EQ_U64(s.reserved_bytes.current, 90 * MiB);
-  CHECK_OK(hr_pool_free(pool, b, NULL));
-  /* A request that fits no hole grows the segment, but first unmaps the
-   * free granules of b: reserved stays at live rounded to granules. */
-  void *d = A(40 * MiB, NULL);
-  CHECK(d);
-  s = stats();
-  CHECK_EQ_U64(s.reserved_bytes.current, 100 * MiB);
-  CHECK_EQ_U64(s.allocated_bytes.current, 100 * MiB);
-  CHECK_OK(hr_pool_check(pool));
-  /* b's hole is reused (mapped again) by a request that fits it. */
-  void *e = A(30 * MiB, NULL);
-  CHECK(e == b);
-  CHECK_OK(hr_pool_check(pool));
-  uint64_t acc[3] = {0};
-  CHECK_OK(hr_pool_segments(pool, count_segs, acc));
-  CHECK_EQ_U64(acc[0], 1);
-  CHECK_EQ_U64(acc[1], 130 * MiB);
-  CHECK_EQ_U64(acc[2], 130 * MiB);
-  hr_pool_free(pool, a, NULL);
-  hr_pool_free(pool, c, NULL);
-  hr_pool_free(pool, d, NULL);
-  hr_pool_free(pool, e, NULL);
-  CHECK_OK(hr_pool_release_cached(pool));
-  s = stats();
-  CHECK_EQ_U64(s.reserved_bytes.current, 0);
-  CHECK_EQ_U64(s.segment.current, 0);
-  CHECK_OK(hr_pool_check(pool));
-  rm();
-  /* PyTorch-like expandable segments map the large pool 20 MiB at a time
-   * and keep what they mapped until the cache is released. */
-  CHECK_OK(mk("pytorch,expandable_segments:True", 4 * GiB));
-  a = A(30 * MiB, NULL);
-  CHECK(a);
-  CHECK_EQ_U64(stats().reserved_bytes.current, 40 * MiB);
-  CHECK_OK(hr_pool_free(pool, a, NULL));
-  CHECK_EQ_U64(stats().reserved_bytes.current, 40 * MiB);
-  CHECK_OK(hr_pool_release_cached(pool));
-  CHECK_EQ_U64(stats().reserved_bytes.current, 0);
-  CHECK_OK(hr_pool_check(pool));
-  rm();
-}
-
-/* Granules are mapped in extents of up to HR__MAX_EXTENT (8) by one
- * backend call each, and an extent is unmapped whole, only once no block
- * touches any of its granules. */
-static void test_map_extents(void) {
-  CHECK_OK(mk("default", 4 * GiB));
-  void *a = A(30 * MiB, NULL); /* granules 0-14: extents of 8 and 7 */
-  hr_pool_stats_t s = stats();
-  CHECK_EQ_U64(s.num_device_alloc, 2);
-  CHECK_EQ_U64(s.reserved_bytes.current, 30 * MiB);
-  void *b = A(4 * MiB, NULL); /* granules 15-16: one extent */
-  CHECK(a && b);
-  CHECK_EQ_U64(stats().num_device_alloc, 3);
-  CHECK_OK(hr_pool_free(pool, a, NULL));
-  /* 40 MiB fits no hole: compaction unmaps a's two extents (two calls),
-   * then granules 17-36 are mapped as 8 + 8 + 4 (three calls). */
-  void *c = A(40 * MiB, NULL);
-  CHECK(c);
-  s = stats();
-  CHECK_EQ_U64(s.num_device_alloc, 6);
-  CHECK_EQ_U64(s.num_device_free, 2);
-  CHECK_EQ_U64(s.reserved_bytes.current, 44 * MiB);
-  CHECK_OK(hr_pool_check(pool));
-  /* d maps granules 0-7 as one extent; once d is freed, e reuses granule 0. */
-  void *d = A(16 * MiB, NULL);
-  CHECK(d == a);
-  CHECK_EQ_U64(stats().num_device_alloc, 7);
-  CHECK_OK(hr_pool_free(pool, d, NULL));
-  void *e = A(2 * MiB, NULL);
-  CHECK(e == a);
-  s = stats();
-  CHECK_EQ_U64(s.num_device_alloc, 7);
-  CHECK_EQ_U64(s.reserved_bytes.current, 60 * MiB);
-  /* g needs 20 new granules and compaction would unmap 7 free ones of d's
-   * extent, but e still uses its first granule: the extent stays, and
-   * reserved passes allocated (86 MiB) by those 14 MiB. */
-  void *g = A(40 * MiB, NULL);
-  CHECK(g);
-  s = stats();
-  CHECK_EQ_U64(s.num_device_alloc, 10);
-  CHECK_EQ_U64(s.num_device_free, 2);
-  CHECK_EQ_U64(s.allocated_bytes.current, 86 * MiB);
-  CHECK_EQ_U64(s.reserved_bytes.current, 100 * MiB);
-  CHECK_OK(hr_pool_check(pool));
-  /* Once e is gone the whole extent goes in one call. */
-  CHECK_OK(hr_pool_free(pool, e, NULL));
-  CHECK_OK(hr_pool_release_cached(pool));
-  s = stats();
-  CHECK_EQ_U64(s.num_device_free, 3);
-  CHECK_EQ_U64(s.reserved_bytes.current, 84 * MiB);
-  CHECK_OK(hr_pool_check(pool));
-  rm();
-  /* The PyTorch-like policy maps its large pool one 20 MiB page per call. */
-  CHECK_OK(mk("pytorch,expandable_segments:True", 4 * GiB));
-  a = A(30 * MiB, NULL);
-  CHECK(a);
-  s = stats();
-  CHECK_EQ_U64(s.num_device_alloc, 2);
-  CHECK_EQ_U64(s.reserved_bytes.current, 40 * MiB);
-  CHECK_OK(hr_pool_release_cached(pool));
-  CHECK_EQ_U64(stats().num_device_free, 0); /* a still holds both pages */
-  CHECK_OK(hr_pool_free(pool, a, NULL));
-  CHECK_OK(hr_pool_release_cached(pool));
-  CHECK_EQ_U64(stats().num_device_free, 2);
-  CHECK_OK(hr_pool_check(pool));
-  rm();
-}
-
 static void test_peak_and_reset(void) {
   CHECK_OK(mk("pytorch", 4 * GiB));
   void *a = A(100 * MiB, NULL);
@@ -599,8 +434,6 @@ int main(void) {
   HR_RUN(test_fraction_limit);
   HR_RUN(test_reclaimer_order);
   HR_RUN(test_oom_diagnosis);
-  HR_RUN(test_expandable_compact);
-  HR_RUN(test_map_extents);
   HR_RUN(test_peak_and_reset);
   HR_RUN(test_tags);
   HR_RUN(test_torch_entry_points);

@@ -180,10 +180,11 @@ static void test_stress_host(void) {
 /* A tight capacity makes the out-of-memory path (release, retry, fail)
  * part of the random walk. */
 static void test_stress_tight(void) {
-  uint64_t per = total_ops() / 4 / 3;
+  uint64_t per = total_ops() / 4 / 4;
   stress("sim", "pytorch", 160 * MiB, per, 64 * MiB);
   if (!hr_t_cur_failed) stress("sim", "default", 160 * MiB, per, 64 * MiB);
   if (!hr_t_cur_failed) stress("sim", "pytorch,max_split_size_mb:24", 160 * MiB, per, 64 * MiB);
+  if (!hr_t_cur_failed) stress("sim", "pytorch,expandable_segments:True", 160 * MiB, per, 64 * MiB);
 }
 
 int main(void) {

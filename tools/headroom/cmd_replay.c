@@ -48,8 +48,9 @@ static const hr_cli_opt_t replay_opts[] = {
     {"conf", HR_CLI_LIST, HR_CLI_AT(replay_args_t, confs), .meta = "CONF", .deflt = "default",
      .max = MAX_CONFS,
      .help = "'default' (headroom's default), 'pytorch' (PyTorch's policy with the settings the "
-             "trace was recorded with), or a PYTORCH_CUDA_ALLOC_CONF string; repeat to compare "
-             "side by side"},
+             "trace was recorded with), 'pytorch-expandable' (the same with "
+             "expandable_segments:True: 2 MiB or 20 MiB pages mapped into a growing segment), or "
+             "a PYTORCH_CUDA_ALLOC_CONF string; repeat to compare side by side"},
     {"capacity", HR_CLI_SIZE, HR_CLI_AT(replay_args_t, capacity), .meta = "BYTES", .min = 1,
      .max = 1125899906842624.0,
      .help = "device memory for the replay, K/M/G suffixes (default: PyTorch's recorded peak "

@@ -14,16 +14,26 @@ Every struct here mirrors one of the library's; STRUCTS maps the C name to
 the ctypes class, and tests/python/test_abi.py compares each size and field
 offset with the library's own table (hr_abi_structs), so a change on one side
 that the other does not follow fails a test instead of corrupting memory.
-Every function is declared once, with the names of its parameters: load()
-returns a Library whose functions check each integer argument against its C
-type's range and raise ValueError naming the parameter, instead of letting
-ctypes wrap 2**64 + 100 to 100. Functions from parts of the library that are
-not in every build are declared only when the library exports them; callers
-ask with ``has()``.
+Every function is declared once, with the names of its parameters. Functions
+from parts of the library that are not in every build are declared only when
+the library exports them; callers ask with ``has()``.
+
+Every integer that crosses into C passes one check, check_int(), chosen by
+the C type it lands in (to_c), instead of ctypes keeping the low bits (2**64
++ 100 would be 100): a function's argument (Function, from the
+prototypes here), a struct's field (Struct, the base of every struct here;
+positional and keyword construction and assignment alike), a value stored
+through a pointer a callback was given (store) and an array's element
+(array). Integer types take what has __index__ (int, numpy integers), within
+the type's range; pointers (void *: addresses, streams, handles) take None,
+a ctypes object, or an address in [0, 2**64 - 1]; a char * takes no number at
+all. A bool, a float or anything else is a TypeError, a number out of range a
+ValueError, each naming the parameter or field and the range.
 """
 
 import ctypes
 import ctypes.util
+import operator
 import os
 import threading
 
@@ -34,42 +44,152 @@ API_VERSION = (0, 1)
 _c = ctypes
 _P = ctypes.POINTER
 
+# ---- the one check of every integer that crosses into C ----
+
+# ctypes' integer type codes; lower case is signed.
+_INT_CODES = "bBhHiIlLqQ"
+_ADDRESS = (0, (1 << (8 * _c.sizeof(_c.c_void_p))) - 1)
+
+
+def int_range(ctype):
+    """(low, high) of a ctypes integer type, or None for any other type."""
+    code = getattr(ctype, "_type_", None)
+    if not isinstance(code, str) or code not in _INT_CODES:
+        return None
+    bits = 8 * _c.sizeof(ctype)
+    if code.islower():
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+def _is_number(value):
+    """True for what would reach C as a number: a bool, a float, or what has
+    __index__ (int, numpy integers)."""
+    return isinstance(value, (bool, float)) or hasattr(type(value), "__index__")
+
+
+def check_int(value, name, low, high):
+    """Returns `value` as an int when it is an integer (an int, or anything
+    with __index__ but a bool: numpy integers) in [low, high]; else raises
+    TypeError (not an integer) or ValueError (out of range), naming `name`
+    and the range."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError("%s must be an integer in [%d, %d]; got %r"
+                        % (name, low, high, value)) from None
+    if not low <= v <= high:
+        raise ValueError("%s must be an integer in [%d, %d]; got %d" % (name, low, high, v))
+    return v
+
+
+def checked(ctype):
+    """True when to_c() has something to check for C type `ctype`."""
+    return int_range(ctype) is not None or ctype in (_c.c_void_p, _c.c_char_p)
+
+
+def to_c(ctype, value, name, where=None):
+    """`value` as ctypes should receive it for C type `ctype`: an integer
+    type's value range-checked (check_int), a pointer (void *) as None, a
+    ctypes object, bytes or an address in [0, 2**64 - 1], a char * never as a
+    number; any other type's value unchanged. `where` (a function or struct
+    name) begins the message."""
+    label = "%s: %s" % (where, name) if where else name
+    r = int_range(ctype)
+    if r is not None:
+        if isinstance(value, ctype):  # already a C value of that type
+            return value
+        return check_int(value, label, *r)
+    if ctype is _c.c_void_p:
+        if value is None or isinstance(value, (bytes, _c._SimpleCData, _c.Array,
+                                               _c._Pointer)):
+            return value
+        if _is_number(value):
+            return check_int(value, label + " (an address)", *_ADDRESS)
+        return value  # byref() and the like: ctypes judges them
+    if ctype is _c.c_char_p and _is_number(value):
+        raise TypeError("%s must be bytes or None, not a number; got %r" % (label, value))
+    return value
+
+
+class Struct(_c.Structure):
+    """The base of every struct here: each integer or pointer field passes
+    to_c() when it is set, whether by the constructor (positional or
+    keyword) or by assignment."""
+
+    def __setattr__(self, name, value):
+        ctype = _field_types(type(self)).get(name)
+        if ctype is not None:
+            value = to_c(ctype, value, name, type(self).__name__)
+        super().__setattr__(name, value)
+
+
+_FIELD_TYPES = {}
+
+
+def _field_types(cls):
+    """{field: C type} of the checked fields of struct class `cls`, cached."""
+    types = _FIELD_TYPES.get(cls)
+    if types is None:
+        types = {}
+        for klass in reversed(cls.__mro__):
+            for f in klass.__dict__.get("_fields_", ()):
+                if checked(f[1]):
+                    types[f[0]] = f[1]
+        _FIELD_TYPES[cls] = types
+    return types
+
+
+def store(pointer, value, name):
+    """pointer[0] = value, checked against the pointed-to type first: what a
+    callback hands back through a pointer C gave it (sizes it writes)."""
+    pointer[0] = to_c(pointer._type_, value, name)
+
+
+def array(ctype, values, name):
+    """A ctypes array of `ctype` holding `values`, each checked (name[i])."""
+    return (ctype * len(values))(*[to_c(ctype, v, "%s[%d]" % (name, i))
+                                   for i, v in enumerate(values)])
+
+
 # ---- structs: each mirrors the library's struct of the name in STRUCTS ----
 
 
-class AbiField(_c.Structure):
+class AbiField(Struct):
     _fields_ = [("name", _c.c_char_p), ("offset", _c.c_size_t), ("size", _c.c_size_t),
                 ("align", _c.c_size_t)]
 
 
-class AbiStruct(_c.Structure):
+class AbiStruct(Struct):
     _fields_ = [("name", _c.c_char_p), ("size", _c.c_size_t), ("align", _c.c_size_t),
                 ("fields", _P(AbiField)), ("n_fields", _c.c_size_t)]
 
 
-class OptionInfo(_c.Structure):
+class OptionInfo(Struct):
     _fields_ = [("name", _c.c_char_p), ("env", _c.c_char_p), ("type", _c.c_int),
                 ("deflt", _c.c_char_p), ("min", _c.c_double), ("max", _c.c_double),
                 ("choices", _c.c_char_p), ("help", _c.c_char_p)]
 
 
-class ProbeOptions(_c.Structure):
+class ProbeOptions(Struct):
     _fields_ = [("root", _c.c_char_p), ("what", _c.c_uint), ("nvml_path", _c.c_char_p),
                 ("err", _c.c_char_p), ("errlen", _c.c_size_t), ("cgroup", _c.c_char_p),
                 ("cgroup_pid", _c.c_int), ("filter", _c.c_char_p), ("top", _c.c_size_t)]
 
 
-class Stat(_c.Structure):
+class Stat(Struct):
     _fields_ = [("current", _c.c_int64), ("peak", _c.c_int64), ("total", _c.c_uint64)]
 
 
-class LeakConfig(_c.Structure):
+class LeakConfig(Struct):
     _fields_ = [("window_s", _c.c_double), ("min_samples", _c.c_size_t),
                 ("min_rate", _c.c_double), ("alpha", _c.c_double),
                 ("max_points", _c.c_size_t)]
 
 
-class LeakResult(_c.Structure):
+class LeakResult(Struct):
     _fields_ = [("suspected", _c.c_bool), ("n", _c.c_size_t), ("span_s", _c.c_double),
                 ("slope_per_min", _c.c_double), ("z", _c.c_double), ("p", _c.c_double),
                 ("confidence", _c.c_double), ("raised", _c.c_bool)]
@@ -84,21 +204,21 @@ MEMINFO_FN = _c.CFUNCTYPE(_c.c_int, _c.c_void_p, _P(_c.c_uint64), _P(_c.c_uint64
 RECLAIM_FN = _c.CFUNCTYPE(_c.c_int, _c.c_void_p, _c.c_uint64, _P(_c.c_uint64), _c.c_void_p)
 
 
-class CleanupMode(_c.Structure):
+class CleanupMode(Struct):
     _fields_ = [("name", _c.c_char_p), ("summary", _c.c_char_p), ("caches", _c.c_bool),
                 ("collect", _c.c_bool), ("idle_modules", _c.c_bool), ("models", _c.c_bool),
                 ("hooks", _c.c_bool), ("drop_caches", _c.c_bool), ("max_passes", _c.c_uint32),
                 ("min_pass_bytes", _c.c_uint64)]
 
 
-class ResidencyOptions(_c.Structure):
+class ResidencyOptions(Struct):
     _fields_ = [("budget_bytes", _c.c_uint64), ("reserve_bytes", _c.c_uint64),
                 ("patience_s", _c.c_double), ("poll_interval_s", _c.c_double),
                 ("policy", _c.c_int), ("mem_info", MEMINFO_FN), ("mem_info_arg", _c.c_void_p),
                 ("backend", _c.c_void_p), ("pool", _c.c_void_p)]
 
 
-class AssetDesc(_c.Structure):
+class AssetDesc(Struct):
     _fields_ = [("name", _c.c_char_p), ("variant", _c.c_char_p), ("device_bytes", _c.c_uint64),
                 ("host_bytes", _c.c_uint64), ("parent", _c.c_uint32), ("pinned", _c.c_bool),
                 ("partial", _c.c_bool), ("priority", _c.c_int), ("resident_bytes", _c.c_uint64),
@@ -106,7 +226,7 @@ class AssetDesc(_c.Structure):
                 ("arg", _c.c_void_p)]
 
 
-class AssetInfo(_c.Structure):
+class AssetInfo(Struct):
     _fields_ = [("id", _c.c_uint32), ("parent", _c.c_uint32), ("group", _c.c_uint32),
                 ("name", _c.c_char * 128), ("variant", _c.c_char * 32),
                 ("device_bytes", _c.c_uint64), ("host_bytes", _c.c_uint64),
@@ -114,12 +234,12 @@ class AssetInfo(_c.Structure):
                 ("priority", _c.c_int), ("uses", _c.c_uint64), ("last_use", _c.c_uint64)]
 
 
-class Action(_c.Structure):
+class Action(Struct):
     _fields_ = [("kind", _c.c_int), ("id", _c.c_uint32), ("bytes", _c.c_uint64),
                 ("resident_after", _c.c_uint64)]
 
 
-class Suggestion(_c.Structure):
+class Suggestion(Struct):
     _fields_ = [("kind", _c.c_int), ("id", _c.c_uint32), ("alt", _c.c_uint32),
                 ("bytes", _c.c_uint64), ("text", _c.c_char * 256)]
 
@@ -128,7 +248,7 @@ class Suggestion(_c.Structure):
 PLAN_MAX_SUGGESTIONS = 8
 
 
-class Plan(_c.Structure):
+class Plan(Struct):
     _fields_ = [("policy", _c.c_int), ("actions", _P(Action)),
                 ("n_actions", _c.c_size_t), ("cap_actions", _c.c_size_t),
                 ("bytes_loaded", _c.c_uint64), ("bytes_offloaded", _c.c_uint64),
@@ -140,12 +260,12 @@ class Plan(_c.Structure):
                 ("n_suggestions", _c.c_size_t), ("message", _c.c_char * 512)]
 
 
-class Lookahead(_c.Structure):
+class Lookahead(Struct):
     _fields_ = [("ids", _P(_c.c_uint32)), ("steps", _P(_c.c_uint32)), ("n", _c.c_size_t),
                 ("working", _P(_c.c_uint64))]
 
 
-class ResidencyStats(_c.Structure):
+class ResidencyStats(Struct):
     _fields_ = [(n, _c.c_uint64) for n in (
         "capacity_bytes", "resident_bytes", "bytes_loaded", "bytes_offloaded", "loads",
         "offloads", "refusals", "timeouts", "reclaims")] + [("assets", _c.c_size_t)]
@@ -159,7 +279,7 @@ _pool_stats_type = None
 def _make_pool_stats(stat_names):
     """hr_pool_stats_t, whose {current, peak, total} triples are named by the
     library's own list (the HR_POOL_STATS X-macro), not retyped here."""
-    class PoolStats(_c.Structure):
+    class PoolStats(Struct):
         _fields_ = ([("size", _c.c_uint32), ("version", _c.c_uint32)]
                     + [(n, Stat) for n in stat_names]
                     + [("num_alloc_retries", _c.c_uint64), ("num_ooms", _c.c_uint64),
@@ -206,23 +326,6 @@ def library_layout():
     return out
 
 
-# ---- integer arguments ----
-
-# ctypes' integer type codes; lower case is signed.
-_INT_CODES = "bBhHiIlLqQ"
-
-
-def int_range(ctype):
-    """(low, high) of a ctypes integer type, or None for any other type."""
-    code = getattr(ctype, "_type_", None)
-    if not isinstance(code, str) or code not in _INT_CODES:
-        return None
-    bits = 8 * _c.sizeof(ctype)
-    if code.islower():
-        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    return 0, (1 << bits) - 1
-
-
 class Handle:
     """What every owner of a library handle shares: a `with` block closes it,
     and so does garbage collection. Subclasses give close(), which must be
@@ -242,52 +345,32 @@ class Handle:
             pass
 
 
-def check_int(value, name, low, high):
-    """Returns `value` when it is an int in [low, high]; else raises
-    ValueError (TypeError for a non-integer) naming `name` and the range."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError("%s must be an integer in [%d, %d]; got %r" % (name, low, high, value))
-    if not low <= value <= high:
-        raise ValueError("%s must be an integer in [%d, %d]; got %d" % (name, low, high, value))
-    return value
-
-
 def make(cls, **values):
-    """An instance of struct `cls` with `values` set, each integer checked
-    against its field's C type first (ValueError naming the field): a struct
-    field, like an argument, would otherwise keep only the low bits."""
-    types = dict((f[0], f[1]) for f in cls._fields_)
-    obj = cls()
-    for name, v in values.items():
-        r = int_range(types[name])
-        if r is not None and isinstance(v, int):
-            check_int(v, name, *r)
-        setattr(obj, name, v)
-    return obj
+    """An instance of struct `cls` with `values` set (each checked as
+    Struct says)."""
+    return cls(**values)
 
 
 class Function:
-    """A library function whose integer arguments are checked against their C
-    types before ctypes converts them (ctypes keeps only the low bits)."""
+    """A library function whose integer and pointer arguments pass to_c()
+    before ctypes converts them (ctypes keeps only the low bits)."""
 
-    __slots__ = ("fn", "name", "_checks")
+    __slots__ = ("fn", "name", "nargs", "_checks")
 
     def __init__(self, fn, name, params):
         self.fn = fn
         self.name = name
-        checks = []
-        for i, (pname, ptype) in enumerate(params):
-            r = int_range(ptype)
-            if r is not None:
-                checks.append((i, pname, r[0], r[1]))
-        self._checks = tuple(checks)
+        self.nargs = len(params)
+        self._checks = tuple((i, pname, ptype) for i, (pname, ptype) in enumerate(params)
+                             if checked(ptype))
 
     def __call__(self, *args):
-        for i, pname, low, high in self._checks:
-            v = args[i]
-            if v.__class__ is int and not low <= v <= high:
-                raise ValueError("%s: %s must be an integer in [%d, %d]; got %d"
-                                 % (self.name, pname, low, high, v))
+        if len(args) != self.nargs:
+            raise TypeError("%s takes %d arguments (%d given)" % (self.name, self.nargs,
+                                                                  len(args)))
+        args = list(args)
+        for i, pname, ptype in self._checks:
+            args[i] = to_c(ptype, args[i], pname, self.name)
         return self.fn(*args)
 
     def __repr__(self):
@@ -296,8 +379,8 @@ class Function:
 
 class Library:
     """The loaded library: one attribute per declared function (a Function
-    when it has integer parameters to check, else the ctypes function), plus
-    `cdll` (the ctypes.CDLL) and `path`."""
+    when it has integer or pointer parameters to check, else the ctypes
+    function), plus `cdll` (the ctypes.CDLL) and `path`."""
 
     def __init__(self, cdll, path):
         self.cdll = cdll
@@ -310,21 +393,22 @@ _libc = None
 
 
 def libc():
-    """The process's C library with free() and malloc_trim() declared (None
-    for malloc_trim where the libc has none). Looked up in the process's
-    global namespace, not in libc by name, so that `free` is the one the
-    library's malloc pairs with when an allocator is interposed (a sanitizer,
-    jemalloc through LD_PRELOAD)."""
+    """The process's C library, as a Library with free() and malloc_trim()
+    declared (no malloc_trim where the libc has none). Looked up in the
+    process's global namespace, not in libc by name, so that `free` is the
+    one the library's malloc pairs with when an allocator is interposed (a
+    sanitizer, jemalloc through LD_PRELOAD)."""
     global _libc
     if _libc is None:
         c = ctypes.CDLL(None)
-        c.free.argtypes = [_c.c_void_p]
-        c.free.restype = None
-        trim = getattr(c, "malloc_trim", None)
-        if trim is not None:
-            trim.argtypes = [_c.c_size_t]
-            trim.restype = _c.c_int
-        _libc = c
+        out = Library(c, None)
+        for name, res, params in (("free", None, [("ptr", _c.c_void_p)]),
+                                  ("malloc_trim", _c.c_int, [("pad", _c.c_size_t)])):
+            fn = getattr(c, name, None)
+            if fn is not None:
+                fn.restype, fn.argtypes = res, [t for _, t in params]
+                setattr(out, name, Function(fn, name, params))
+        _libc = out
     return _libc
 
 
@@ -442,8 +526,8 @@ def _declare(cdll, path):
             fn.restype = res
             fn.argtypes = [t for _, t in params]
             wrapped = Function(fn, name, params)
-            # A function without integer parameters has nothing to check: it
-            # is called directly, at no cost over ctypes.
+            # A function without integer or pointer parameters has nothing
+            # to check: it is called directly, at no cost over ctypes.
             setattr(lib, name, wrapped if wrapped._checks else fn)
     if _pool_stats_type is None:
         n = _c.c_size_t()

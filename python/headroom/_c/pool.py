@@ -16,7 +16,6 @@ from . import lib as _lib
 
 STATS_VERSION = _lib.POOL_STATS_VERSION
 BACKENDS = ("sim", "host", "cuda")
-_U64 = (0, (1 << 64) - 1)
 #: Devices hr_torch_pool() is asked about.
 MAX_DEVICES = 64
 
@@ -121,8 +120,6 @@ class Pool(_lib.Handle):
     def __init__(self, backend="sim", capacity=1 << 30, conf=None, device=0):
         if backend not in BACKENDS:
             raise ValueError("backend must be one of %s; got %r" % (", ".join(BACKENDS), backend))
-        _lib.check_int(capacity, "capacity", *_U64)
-        _lib.check_int(device, "device", *_lib.int_range(ctypes.c_int))
         self._pool = self._backend = None
         self._lib = lib()
         cfg = parse_config(conf) if conf is not None else None
@@ -155,7 +152,6 @@ class Pool(_lib.Handle):
     def alloc(self, size, stream=None):
         """Allocates `size` bytes; returns the address. HeadroomError
         HR_ENOMEM carries the pool's diagnosis."""
-        _lib.check_int(size, "size", *_U64)
         ptr = ctypes.c_void_p()
         rc = self._lib.hr_pool_alloc(self._h(), size, stream, ctypes.byref(ptr))
         if rc < 0:
@@ -164,6 +160,7 @@ class Pool(_lib.Handle):
         return ptr.value or 0
 
     def free(self, ptr, stream=None):
+        """Frees the block at address `ptr` (as alloc() returned it)."""
         _lib.check(self._lib.hr_pool_free(self._h(), ptr, stream), "hr_pool_free(%#x)" % ptr)
 
     def release_cached(self):

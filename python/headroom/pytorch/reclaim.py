@@ -72,9 +72,9 @@ def _reclaim(pool, needed, freed, arg):
             entry = _reclaim_targets.get(pool or 0)
             regs = list(entry[1]) if entry else []
         got = release_idle(needed, regs)
+        _lib.store(freed, got, "freed")  # checked before it is written
     except Exception:  # noqa: BLE001
         got = 0
-    freed[0] = got
     return 0 if got else _ENOSPC
 
 

@@ -244,7 +244,8 @@ class Registry(_lib.Handle):
                 else:
                     # PyTorch's cache is free memory to the next PyTorch allocation.
                     f += t.cuda.memory_reserved(d) - t.cuda.memory_allocated(d)
-            free[0], total[0] = f, tot
+            _lib.store(free, f, "free")
+            _lib.store(total, tot, "total")
             return 0
         except Exception as e:  # reported after the C call returns
             self._error = e
@@ -309,7 +310,7 @@ class Registry(_lib.Handle):
                 placement.move_unit(u, self._place.to_device)
                 u.on = True
                 have += u.nbytes
-            loaded[0] = min(have, a.nbytes) if a.partial else a.nbytes
+            _lib.store(loaded, min(have, a.nbytes) if a.partial else a.nbytes, "loaded")
             return 0
         except Exception as e:
             self._error = e
@@ -323,7 +324,7 @@ class Registry(_lib.Handle):
         a = self._assets[aid]
         freed[0] = 0
         try:
-            freed[0] = self._offload_units(a, to_free)
+            _lib.store(freed, self._offload_units(a, to_free), "freed")
             return 0
         except Exception as e:
             self._error = e
@@ -614,7 +615,8 @@ class Registry(_lib.Handle):
                 steps.append(k)
                 work.append(w)
         n = len(ids)
-        keep = ((_c.c_uint32 * n)(*ids), (_c.c_uint32 * n)(*steps), (_c.c_uint64 * n)(*work))
+        keep = (_lib.array(_c.c_uint32, ids, "ids"), _lib.array(_c.c_uint32, steps, "steps"),
+                _lib.array(_c.c_uint64, work, "working_bytes"))
         la = _lib.Lookahead(_c.cast(keep[0], _c.POINTER(_c.c_uint32)),
                             _c.cast(keep[1], _c.POINTER(_c.c_uint32)), n,
                             _c.cast(keep[2], _c.POINTER(_c.c_uint64)))
@@ -631,7 +633,7 @@ class Registry(_lib.Handle):
             h = self._handle()
             aids = [self._aid(m) for m in modules]
             la, _keep = self._lookahead(upcoming, working_bytes)
-            arr = (_c.c_uint32 * len(aids))(*aids)
+            arr = _lib.array(_c.c_uint32, aids, "ids")
             plan = _lib.Plan()
             self._error = None
             rc = self._lib.hr_residency_require(h, arr, len(aids), working_bytes,
