@@ -73,6 +73,18 @@ typedef struct hr_leak_result {
 HR_API int hr_leak_evaluate(const hr_leak_config_t *cfg, const double *t, const double *y, size_t n,
                             hr_leak_result_t *out);
 
+/* Evaluates a recorded series (times in seconds, values in bytes, time
+ * order; samples whose time or value is not finite are skipped) as the
+ * detector would at its last sample had it been fed every one: samples closer
+ * together than window_s / max_points averaged into one point, points older
+ * than window_s dropped, then the tests of hr_leak_evaluate(), min_samples
+ * counting samples rather than points. It keeps no alarm state (raised is
+ * false; suspected says whether the tests hold at the end). Any number of
+ * samples: the tests run on max_points points at most. Returns 0, HR_EINVAL
+ * or HR_ENOMEM. */
+HR_API int hr_leak_evaluate_samples(const hr_leak_config_t *cfg, const double *t, const double *y,
+                                    size_t n, hr_leak_result_t *out);
+
 typedef struct hr_leak hr_leak_t;
 
 /* Series per (pid, start time, series number); a pid that comes back with

@@ -28,19 +28,42 @@ extern "C" {
 typedef struct hr_history hr_history_t;
 
 /* The schema version this library writes; older files are migrated. */
-#define HR_HISTORY_SCHEMA 4
+#define HR_HISTORY_SCHEMA 5
 
 /* Opens or creates the database at `path` (WAL mode), creating its folder,
  * and migrates an older schema. A path that cannot be written is HR_EPERM or
- * HR_EIO with the path and SQLite's reason in err. A newer schema than this
- * library knows is HR_EVERSION. */
+ * HR_EIO with the path and SQLite's reason in err; one that is there and is
+ * not a regular file (a FIFO, a directory, a device) is HR_EIO. A newer
+ * schema than this library knows is HR_EVERSION. */
 HR_API int hr_history_open(const char *path, hr_history_t **out, char *err, size_t errlen);
+/* Opens the existing database at `path` to read it only: no file is
+ * created, migrated or written (the write functions answer HR_EPERM), so it
+ * needs read access alone, and a watch that writes the file meanwhile is
+ * read up to its last commit. A file at an older schema (3 or later) is read
+ * as it is, what it did not keep reading as not known. A missing file is
+ * HR_ENOENT, one that is not a regular file HR_EIO, a schema older than 3
+ * (it needs a migration) or newer than this library's HR_EVERSION, each
+ * with the path and the reason in err. */
+HR_API int hr_history_open_readonly(const char *path, hr_history_t **out, char *err, size_t errlen);
 /* Commits what is pending and closes. */
 HR_API void hr_history_close(hr_history_t *h);
 
 /* The default path: $XDG_STATE_HOME/headroom/history.db, else
  * ~/.local/state/headroom/history.db. */
 HR_API int hr_history_default_path(char *buf, size_t n);
+
+/* The level thresholds in force (percent of a total or limit; NaN: not
+ * known), kept with each scope sample from schema 5 on, so that what is
+ * drawn later is what watch ran with. */
+typedef struct hr_history_thresholds {
+  double ram_warn, ram_critical;   /* the host's and the cgroup's */
+  double vram_warn, vram_critical; /* each GPU's */
+} hr_history_thresholds_t;
+
+/* Sets the thresholds written with the samples queued from now on (none
+ * until set: the watch sets its own when history is attached). Returns 0 or
+ * HR_EINVAL. */
+HR_API int hr_history_set_thresholds(hr_history_t *h, const hr_history_thresholds_t *t);
 
 /* Queues a sample: host, cgroup, each GPU, and the snapshot's selected
  * processes (s->selected: GPU holders, then the largest by RSS; none when
@@ -69,6 +92,9 @@ typedef struct hr_history_row {
   int pid;
   char name[64];
   uint64_t used_bytes, total_bytes; /* proc: used = rss, total = gpu bytes */
+  /* A scope's warning and critical thresholds in force when it was recorded
+   * (percent; NaN: a process, or not recorded: schema 4 and older). */
+  double warn_pct, critical_pct;
 } hr_history_row_t;
 
 /* An event read back: the typed event, and its time, kind (as a name),
@@ -146,7 +172,8 @@ typedef struct hr_watch_clock {
  * is seen within 50 ms). Set it before the first feed: times already kept
  * are not converted. */
 HR_API void hr_watch_set_clock(hr_watch_t *w, const hr_watch_clock_t *clock);
-/* The watch does not own these; they must outlive it or be detached (NULL). */
+/* The watch does not own these; they must outlive it or be detached (NULL).
+ * Attaching history sets its thresholds to the watch's. */
 HR_API void hr_watch_attach_history(hr_watch_t *w, hr_history_t *h);
 HR_API void hr_watch_attach_exporter(hr_watch_t *w, hr_exporter_t *e);
 

@@ -60,8 +60,10 @@ _headroom() {
     watch:--on-warning | watch:--on-critical | watch:--cooldown | watch:--action-timeout | \
     watch:--proc-budget | watch:--listen | watch:--metrics-top | watch:--retain | \
     watch:--history-flush | watch:--budget | watch:--count | history:--since | \
-    replay:--conf | replay:--capacity | plan:--budget | doctor:--listen | \
-    reserve:--device | reserve:--timeout | reserve:--lease | reserve:--priority)
+    history:--ram-warn | history:--ram-critical | history:--vram-warn | history:--vram-critical | \
+    history:--hysteresis | history:--leak-min-rate | history:--leak-min-samples | replay:--conf | \
+    replay:--capacity | plan:--budget | doctor:--listen | reserve:--device | \
+    reserve:--timeout | reserve:--lease | reserve:--priority)
     COMPREPLY=()
     return
     ;;
@@ -97,7 +99,7 @@ _headroom() {
     opts='--interval --filter --top --mode --ram-warn --ram-critical --vram-warn --vram-critical --hysteresis --leak-window --leak-min-rate --leak-min-samples --idle-share --idle-util --idle-samples --on-warning --on-critical --cooldown --action-timeout --allow-drop-caches --proc-budget --listen --metrics-top --db --retain --history-flush --budget --json --once --count --help'
     ;;
   history)
-    opts='--since --pid --json --svg --db --help'
+    opts='--since --pid --json --svg --db --ram-warn --ram-critical --vram-warn --vram-critical --hysteresis --leak-min-rate --leak-min-samples --help'
     ;;
   replay)
     opts='--conf --capacity --backend --json --svg --help'

@@ -28,12 +28,20 @@ def kind_of(mode):
     return "not a regular file"
 
 
+def check_regular(path):
+    """Raises NotRegularFile when `path` is there and is not a regular file
+    (symbolic links followed), OSError when it cannot be looked at; for a
+    path that another opener reads (ctypes.CDLL: dlopen would wait on a
+    FIFO)."""
+    _check_mode(os.stat(path).st_mode)
+
+
 def open_regular(path, mode="rb", **kw):
     """Opens `path` for reading when it is a regular file (symbolic links
     followed); returns the file object (builtin open() on the descriptor, with
     `mode` and `kw`). Raises NotRegularFile (a ValueError) saying what it is
     instead, OSError when it cannot be opened."""
-    _check_mode(os.stat(path).st_mode)
+    check_regular(path)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     try:
         _check_mode(os.fstat(fd).st_mode)

@@ -393,3 +393,26 @@ void hr_leak_prune(hr_leak_t *d, double before) {
   }
   free(old);
 }
+
+int hr_leak_evaluate_samples(const hr_leak_config_t *cfg, const double *t, const double *y,
+                             size_t n, hr_leak_result_t *out) {
+  if (!cfg || !t || !y || !out) return HR_EINVAL;
+  memset(out, 0, sizeof *out);
+  out->p = 1;
+  hr_leak_t *d = NULL;
+  series_t s = {0};
+  int rc = hr_leak_create(cfg, &d);
+  if (rc) return rc;
+  if (!(s.pts = malloc(d->max_points * sizeof *s.pts))) {
+    rc = HR_ENOMEM;
+    goto out;
+  }
+  for (size_t i = 0; i < n; i++)
+    if (isfinite(t[i]) && isfinite(y[i])) series_push(d, &s, t[i], y[i]);
+  size_t samples, m = series_unpack(d, &s, &samples);
+  rc = evaluate(&d->cfg, d->t, d->y, m, samples, d->scratch, out);
+out:
+  free(s.pts);
+  hr_leak_destroy(d);
+  return rc;
+}

@@ -56,6 +56,11 @@ void hr__columns_names(const hr__columns_t *c, hr__buf_t *b, bool params) {
   for (size_t j = 0; j < c->n; j++) hr__buf_printf(b, ",%s", params ? "?" : c->name[j]);
 }
 
+void hr__columns_select(const hr__columns_t *c, int version, hr__buf_t *b) {
+  for (size_t j = 0; j < c->n; j++)
+    hr__buf_printf(b, ",%s", c->col[j]->since <= version ? c->name[j] : "NULL");
+}
+
 void hr__columns_added(const hr__columns_t *c, int version, hr__buf_t *b) {
   for (size_t j = 0; j < c->n; j++)
     if (c->col[j]->since == version)

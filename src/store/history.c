@@ -13,7 +13,15 @@
  * each event's typed payload in columns of its own (one per field of the
  * event field lists, named like its JSON key: columns.c) instead of the JSON
  * text, which it converts once and drops; version 4 adds the columns of the
- * broker's events. Which columns a version adds is each field's `since`.
+ * broker's events; version 5 keeps with each scope sample the warning and
+ * critical thresholds in force (percent), so a picture drawn later shows
+ * the ones watch ran with. Which event columns a version adds is each
+ * field's `since`.
+ *
+ * A file opened read-only (hr_history_open_readonly) is never migrated nor
+ * written: it is read at its own schema (3 or later), a column it does not
+ * have reading as NULL, so a reader needs no write access and never changes
+ * a file that an older watch may still be writing.
  *
  * The processes of a sample are the ones the probe selected, so history
  * records what status, watch and the exporter show. */
@@ -25,14 +33,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 struct hr_history {
   sqlite3 *db;
   char path[1024];
-  bool in_tx;
+  bool in_tx, readonly;
+  int version; /* the file's schema: HR_HISTORY_SCHEMA, or older when read-only */
   size_t pending;
   sqlite3_stmt *ins_sample, *ins_proc, *ins_event;
   hr__columns_t cols;
+  hr_history_thresholds_t thr; /* written with each scope sample */
 };
 
 /* The schema at version 1, kept to test migrations from it. */
@@ -60,6 +71,9 @@ static void migration_sql(const hr_history_t *h, int v, hr__buf_t *b) {
                     " gpu_bytes INTEGER);"
                     "CREATE INDEX proc_samples_time ON proc_samples(time);"
                     "CREATE INDEX proc_samples_pid ON proc_samples(pid, time);");
+  if (v == 4)
+    hr__buf_puts(b, "ALTER TABLE samples ADD COLUMN warn_pct REAL;"
+                    "ALTER TABLE samples ADD COLUMN critical_pct REAL;");
   hr__columns_added(&h->cols, v + 1, b);
   if (v == 2) {
     hr__columns_from_json(&h->cols, b);
@@ -133,20 +147,32 @@ static int migrate_step(hr_history_t *h, int v, char *err, size_t errlen) {
   return r;
 }
 
-static int migrate(hr_history_t *h, char *err, size_t errlen) {
+/* Reads the file's schema version into h->version; returns SQLite's code. */
+static int read_version(hr_history_t *h) {
   sqlite3_stmt *st = NULL;
-  int version = 0, rc = sqlite3_prepare_v2(h->db, "PRAGMA user_version", -1, &st, NULL);
-  if (rc != SQLITE_OK) return db_err(h, rc, err, errlen, "open");
-  if ((rc = sqlite3_step(st)) == SQLITE_ROW) version = sqlite3_column_int(st, 0);
+  int rc = sqlite3_prepare_v2(h->db, "PRAGMA user_version", -1, &st, NULL);
+  if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    h->version = sqlite3_column_int(st, 0);
+    rc = SQLITE_OK;
+  }
   sqlite3_finalize(st);
-  if (rc != SQLITE_ROW) return db_err(h, rc, err, errlen, "open");
-  if (version > HR_HISTORY_SCHEMA)
-    return hr__err(err, errlen, HR_EVERSION,
-                   "history: %s: schema version %d is newer than this headroom (%d)", h->path,
-                   version, HR_HISTORY_SCHEMA);
-  for (int v = version; v < HR_HISTORY_SCHEMA; v++) {
+  return rc;
+}
+
+static int newer(const hr_history_t *h, char *err, size_t errlen) {
+  return hr__err(err, errlen, HR_EVERSION,
+                 "history: %s: schema version %d is newer than this headroom (%d)", h->path,
+                 h->version, HR_HISTORY_SCHEMA);
+}
+
+static int migrate(hr_history_t *h, char *err, size_t errlen) {
+  int rc = read_version(h);
+  if (rc != SQLITE_OK) return db_err(h, rc, err, errlen, "open");
+  if (h->version > HR_HISTORY_SCHEMA) return newer(h, err, errlen);
+  for (int v = h->version; v < HR_HISTORY_SCHEMA; v++) {
     if ((rc = migrate_step(h, v, err, errlen)) != 0) return rc;
     if (v > 0) hr__log(HR_LOG_INFO, "history: %s: schema %d -> %d", h->path, v, v + 1);
+    h->version = v + 1;
   }
   return 0;
 }
@@ -160,8 +186,10 @@ static int prepare(hr_history_t *h, char *err, size_t errlen) {
   hr__columns_names(&h->cols, &ev, true);
   hr__buf_puts(&ev, ")");
   if (ev.failed) return HR_ENOMEM;
-  int src =
-      sqlite3_prepare_v2(h->db, "INSERT INTO samples VALUES(?,?,?,?)", -1, &h->ins_sample, NULL);
+  int src = sqlite3_prepare_v2(h->db,
+                               "INSERT INTO samples(time,scope,used_bytes,total_bytes,warn_pct,"
+                               "critical_pct) VALUES(?,?,?,?,?,?)",
+                               -1, &h->ins_sample, NULL);
   if (src == SQLITE_OK)
     src = sqlite3_prepare_v2(h->db, "INSERT INTO proc_samples VALUES(?,?,?,?,?,?,?)", -1,
                              &h->ins_proc, NULL);
@@ -188,15 +216,33 @@ static int open_db(hr_history_t *h, bool *wal, char *err, size_t errlen) {
   return hr__history_exec(h, "PRAGMA synchronous=NORMAL", err, errlen);
 }
 
+/* Refuses a path that is there and is not a regular file (SQLite would wait
+ * on a FIFO's first read): HR_EIO, with the reason. A missing file is
+ * HR_ENOENT, err untouched. */
+static int check_file(const char *path, char *err, size_t errlen) {
+  char why[1100];
+  int rc = hr__check_regular(path, why, sizeof why);
+  return rc == 0 || rc == HR_ENOENT ? rc : hr__err(err, errlen, rc, "history: %s", why);
+}
+
+/* A new handle for `path`, its thresholds not known yet. */
+static hr_history_t *handle_new(const char *path) {
+  hr_history_t *h = calloc(1, sizeof *h);
+  if (!h) return NULL;
+  hr__strlcpy(h->path, path, sizeof h->path);
+  hr__columns_init(&h->cols);
+  h->thr = (hr_history_thresholds_t){NAN, NAN, NAN, NAN};
+  return h;
+}
+
 int hr_history_open(const char *path, hr_history_t **out, char *err, size_t errlen) {
   if (!path || !*path || !out) return hr__err(err, errlen, HR_EINVAL, "history: no path");
   *out = NULL;
-  hr_history_t *h = calloc(1, sizeof *h);
+  hr_history_t *h = handle_new(path);
   if (!h) return HR_ENOMEM;
-  hr__strlcpy(h->path, path, sizeof h->path);
-  hr__columns_init(&h->cols);
   bool wal = false;
   int rc = make_parents(path, err, errlen);
+  if (rc == 0 && (rc = check_file(path, err, errlen)) == HR_ENOENT) rc = 0;
   if (rc == 0) rc = open_db(h, &wal, err, errlen);
   if (rc == 0) rc = migrate(h, err, errlen);
   if (rc == 0 && (!wal || sqlite3_db_readonly(h->db, "main") == 1))
@@ -205,6 +251,79 @@ int hr_history_open(const char *path, hr_history_t **out, char *err, size_t errl
   if (rc) hr_history_close(h), h = NULL;
   *out = h;
   return rc;
+}
+
+/* "file:PATH?immutable=1", PATH percent-encoded. */
+static int immutable_uri(const char *path, char *out, size_t n) {
+  size_t k = (size_t)snprintf(out, n, "file:");
+  for (const unsigned char *p = (const unsigned char *)path; *p && k + 4 < n; p++) {
+    if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+        strchr("/._-~", *p))
+      out[k++] = (char)*p;
+    else
+      k += (size_t)snprintf(out + k, n - k, "%%%02X", *p);
+  }
+  int w = snprintf(out + k, n - k, "?immutable=1");
+  return w < 0 || (size_t)w >= n - k ? HR_ERANGE : 0;
+}
+
+/* Opens the file read-only and reads its schema version, creating no file.
+ * A watch holds its database open in WAL mode, with a -wal and a -shm file
+ * beside it for as long as it runs; the last connection to close
+ * checkpoints everything into the main file and removes both. So with a
+ * -wal file there, the file is opened as SQLite reads a live WAL database
+ * (through the -shm file, up to the last commit); without one, everything
+ * is in the main file, which is read as immutable: no lock, no -shm, no -wal
+ * made (a plain read-only open would make them, or fail in a folder the
+ * reader cannot write). */
+static int open_readonly(hr_history_t *h, char *err, size_t errlen) {
+  char wal[1100], uri[3200];
+  snprintf(wal, sizeof wal, "%s-wal", h->path);
+  bool live = access(wal, F_OK) == 0 || errno != ENOENT;
+  int src = live ? SQLITE_OK : immutable_uri(h->path, uri, sizeof uri);
+  if (src != SQLITE_OK)
+    return hr__err(err, errlen, HR_ERANGE, "history: %s: path too long", h->path);
+  src = sqlite3_open_v2(live ? h->path : uri, &h->db,
+                        SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | (live ? 0 : SQLITE_OPEN_URI),
+                        NULL);
+  if (src == SQLITE_OK) sqlite3_busy_timeout(h->db, 2000), src = read_version(h);
+  return src == SQLITE_OK ? 0 : db_err(h, src, err, errlen, "open");
+}
+
+/* The schemas a read-only handle reads: 3 (typed event columns) or later. */
+static int check_readable(const hr_history_t *h, char *err, size_t errlen) {
+  if (h->version > HR_HISTORY_SCHEMA) return newer(h, err, errlen);
+  if (h->version == 0)
+    return hr__err(err, errlen, HR_EPARSE, "history: %s: not a headroom history (no schema)",
+                   h->path);
+  if (h->version < 3)
+    return hr__err(err, errlen, HR_EVERSION,
+                   "history: %s: schema version %d is read once migrated, which needs write "
+                   "access: run 'headroom watch --db %s' once",
+                   h->path, h->version, h->path);
+  return 0;
+}
+
+int hr_history_open_readonly(const char *path, hr_history_t **out, char *err, size_t errlen) {
+  if (!path || !*path || !out) return hr__err(err, errlen, HR_EINVAL, "history: no path");
+  *out = NULL;
+  int rc = check_file(path, err, errlen);
+  if (rc == HR_ENOENT) return hr__err(err, errlen, HR_ENOENT, "history: %s: no such file", path);
+  if (rc) return rc;
+  hr_history_t *h = handle_new(path);
+  if (!h) return HR_ENOMEM;
+  h->readonly = true;
+  rc = open_readonly(h, err, errlen);
+  if (rc == 0) rc = check_readable(h, err, errlen);
+  if (rc) hr_history_close(h), h = NULL;
+  *out = h;
+  return rc;
+}
+
+int hr_history_set_thresholds(hr_history_t *h, const hr_history_thresholds_t *t) {
+  if (!h || !t) return HR_EINVAL;
+  h->thr = *t;
+  return 0;
 }
 
 void hr_history_close(hr_history_t *h) {
@@ -222,6 +341,8 @@ size_t hr_history_pending(const hr_history_t *h) {
 }
 
 static int begin(hr_history_t *h, char *err, size_t errlen) {
+  if (h->readonly)
+    return hr__err(err, errlen, HR_EPERM, "history: %s: opened for reading only", h->path);
   if (h->in_tx) return 0;
   int rc = sqlite3_exec(h->db, "BEGIN", NULL, NULL, NULL);
   if (rc != SQLITE_OK) return db_err(h, rc, err, errlen, "write");
@@ -243,12 +364,19 @@ static int64_t i64(uint64_t v) {
   return v == HR_UNKNOWN || v > INT64_MAX ? -1 : (int64_t)v;
 }
 
+/* One scope's sample with the thresholds in force for it (the GPUs' or the
+ * host's and cgroup's; NULL when not known). */
 static int add_scope(hr_history_t *h, double t, const char *scope, uint64_t used, uint64_t total,
                      char *err, size_t errlen) {
+  bool gpu = strncmp(scope, "gpu", 3) == 0;
+  double warn = gpu ? h->thr.vram_warn : h->thr.ram_warn;
+  double crit = gpu ? h->thr.vram_critical : h->thr.ram_critical;
   sqlite3_bind_double(h->ins_sample, 1, t);
   sqlite3_bind_text(h->ins_sample, 2, scope, -1, SQLITE_TRANSIENT);
   sqlite3_bind_int64(h->ins_sample, 3, i64(used));
   sqlite3_bind_int64(h->ins_sample, 4, i64(total));
+  if (isfinite(warn)) sqlite3_bind_double(h->ins_sample, 5, warn);
+  if (isfinite(crit)) sqlite3_bind_double(h->ins_sample, 6, crit);
   return step_insert(h, h->ins_sample, err, errlen);
 }
 
@@ -388,6 +516,8 @@ static void fill_row(const hr_history_t *h, sqlite3_stmt *st, void *elem) {
   hr__strlcpy(r->name, text(st, 3), sizeof r->name);
   r->used_bytes = u64(st, 4);
   r->total_bytes = u64(st, 5);
+  r->warn_pct = sqlite3_column_type(st, 6) == SQLITE_NULL ? NAN : sqlite3_column_double(st, 6);
+  r->critical_pct = sqlite3_column_type(st, 7) == SQLITE_NULL ? NAN : sqlite3_column_double(st, 7);
 }
 
 static void fill_event(const hr_history_t *h, sqlite3_stmt *st, void *elem) {
@@ -427,24 +557,29 @@ int hr_history_query(hr_history_t *h, double since, int pid, hr_history_row_t **
                      size_t errlen) {
   if (!h || !rows || !n_rows || !events || !n_events) return HR_EINVAL;
   *rows = NULL, *events = NULL, *n_rows = *n_events = 0;
-  const char *q_rows = pid > 0 ? "SELECT time,'proc',pid,name,rss_bytes,gpu_bytes FROM proc_samples"
-                                 " WHERE time >= ?1 AND pid = ?2 ORDER BY time"
-                               : "SELECT time,scope,0,scope,used_bytes,total_bytes FROM samples"
-                                 " WHERE time >= ?1 UNION ALL"
-                                 " SELECT time,'proc',pid,name,rss_bytes,gpu_bytes FROM"
-                                 " proc_samples WHERE time >= ?1 ORDER BY 1";
-  hr__buf_t q = {0};
+  hr__buf_t r = {0}, q = {0};
+  if (pid > 0)
+    hr__buf_puts(&r, "SELECT time,'proc',pid,name,rss_bytes,gpu_bytes,NULL,NULL FROM proc_samples"
+                     " WHERE time >= ?1 AND pid = ?2 ORDER BY time");
+  else
+    hr__buf_printf(&r,
+                   "SELECT time,scope,0,scope,used_bytes,total_bytes,%s FROM samples"
+                   " WHERE time >= ?1 UNION ALL"
+                   " SELECT time,'proc',pid,name,rss_bytes,gpu_bytes,NULL,NULL FROM"
+                   " proc_samples WHERE time >= ?1 ORDER BY 1",
+                   h->version >= 5 ? "warn_pct,critical_pct" : "NULL,NULL");
   hr__buf_puts(&q, "SELECT " EV_BASE);
-  hr__columns_names(&h->cols, &q, false);
+  hr__columns_select(&h->cols, h->version, &q);
   hr__buf_printf(&q, " FROM events WHERE time >= ?1%s ORDER BY time",
                  pid > 0 ? " AND pid = ?2" : "");
-  int rc = q.failed ? HR_ENOMEM
-                    : select_into(h, q_rows, since, pid, (void **)rows, n_rows, sizeof **rows,
-                                  fill_row, err, errlen);
+  int rc = q.failed || r.failed ? HR_ENOMEM
+                                : select_into(h, r.s, since, pid, (void **)rows, n_rows,
+                                              sizeof **rows, fill_row, err, errlen);
   if (rc == 0)
     rc = select_into(h, q.s, since, pid, (void **)events, n_events, sizeof **events, fill_event,
                      err, errlen);
   hr__buf_free(&q);
+  hr__buf_free(&r);
   if (rc) {
     hr_history_free_rows(*rows, *events, *n_events);
     *rows = NULL, *events = NULL, *n_rows = *n_events = 0;

@@ -35,6 +35,10 @@ HR_INTERNAL void hr__columns_init(hr__columns_t *c);
 /* Appends ",name" for each column (",?" with params), to follow
  * "time,kind,pid,name" in an INSERT or a SELECT. */
 HR_INTERNAL void hr__columns_names(const hr__columns_t *c, hr__buf_t *b, bool params);
+/* Appends ",name" for each column a file at schema `version` (3 or later)
+ * has and ",NULL" for each it does not, to follow "time,kind,pid,name" in a
+ * SELECT that reads an older file without migrating it. */
+HR_INTERNAL void hr__columns_select(const hr__columns_t *c, int version, hr__buf_t *b);
 /* Appends an ALTER TABLE ... ADD COLUMN for each column schema `version`
  * added. */
 HR_INTERNAL void hr__columns_added(const hr__columns_t *c, int version, hr__buf_t *b);

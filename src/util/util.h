@@ -43,8 +43,30 @@ HR_INTERNAL char *hr__strlcpy(char *dst, const char *src, size_t n);
 HR_INTERNAL const char *hr__size_text(char *buf, size_t n, uint64_t bytes);
 
 /* Reads a whole (small) file into buf, terminated; returns the length, or a
- * negative HR_E* code: HR_ENOENT, HR_EPERM, HR_EIO. Truncates at n-1 bytes. */
+ * negative HR_E* code: HR_ENOENT, HR_EPERM, HR_EIO. Truncates at n-1 bytes.
+ * For /proc and /sys (under a root): never waits, so a FIFO there is read as
+ * empty (or HR_EIO while a writer holds it) rather than hanging. */
 HR_INTERNAL ssize_t hr__read_file(const char *path, char *buf, size_t n);
+
+/* Opens the file at `path` for reading, refusing what is not a regular file
+ * before a byte is read: a FIFO, a directory, a device or a socket (a
+ * symbolic link to one included) would hang a reader or feed it without end.
+ * The file is looked at with stat() first, so no device is even opened; then
+ * opened without waiting (O_NONBLOCK, cleared once fstat() agrees it is a
+ * regular file: a FIFO swapped in between is refused too). With
+ * HR__OPEN_DEV_NULL, /dev/null is taken as an empty file. *fd gets the
+ * descriptor (O_CLOEXEC), *size (may be NULL) the file's size. Returns 0,
+ * HR_ENOENT (no such file), HR_EPERM (no permission) or HR_EIO (not a regular
+ * file, or the system's error), with "PATH: why" in err ("PATH: not a
+ * regular file (a FIFO)"). The one way every reader of a user's path opens it. */
+#define HR__OPEN_DEV_NULL 1u
+HR_INTERNAL int hr__open_regular(const char *path, unsigned flags, int *fd, uint64_t *size,
+                                 char *err, size_t errlen);
+/* hr__open_regular() as a stdio stream opened "rb" (*f NULL on failure). */
+HR_INTERNAL int hr__fopen_regular(const char *path, FILE **f, char *err, size_t errlen);
+/* hr__open_regular() for a path that another opener reads (dlopen, SQLite):
+ * checks it and closes it again. Same returns and messages. */
+HR_INTERNAL int hr__check_regular(const char *path, char *err, size_t errlen);
 
 /* Joins root and an absolute path ("/proc/meminfo") into out. */
 HR_INTERNAL int hr__path(char *out, size_t n, const char *root, const char *path);

@@ -117,6 +117,8 @@ void hr_watch_set_sampler(hr_watch_t *w, hr_watch_sampler_fn fn, void *arg) {
 }
 void hr_watch_attach_history(hr_watch_t *w, hr_history_t *h) {
   w->history = h;
+  hr_history_thresholds_t t = {w->ram_warn, w->ram_crit, w->vram_warn, w->vram_crit};
+  if (h) hr_history_set_thresholds(h, &t);
 }
 void hr_watch_attach_exporter(hr_watch_t *w, hr_exporter_t *e) {
   w->exporter = e;

@@ -109,5 +109,6 @@ def test_history_svg_escapes_process_names(tmp_path):
     assert "%d %s" % (kids[0].pid, SPECIAL) in t
     assert "%d x\ufffd\ufffdy<" % kids[1].pid in t
     assert "%d GPU" % kids[0].pid in t and "GPU memory" in t  # the second axis
-    assert "gpu0 warning 5%" in t and "gpu0 critical 95%" in t  # the thresholds
+    # The thresholds watch ran with, recorded with the samples.
+    assert "gpu0 warning 5% (recorded)" in t and "gpu0 critical 95% (recorded)" in t
     assert any(x.startswith("level") for x in t)  # the event markers

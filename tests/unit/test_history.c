@@ -1,16 +1,20 @@
 /* History store: round trip, a real kill -9 of a writing child process (at
  * most the open batch lost, PRAGMA integrity_check clean), retention,
  * migration from schema version 1, a schema-4 file written before the
- * columns came from the field lists read as it was, a newer schema refused,
- * unwritable paths and a full "disk" as clear errors that leave the store
- * usable. */
+ * columns came from the field lists read as it was, then migrated to 5 (the
+ * thresholds kept with the samples), a newer schema refused, unwritable
+ * paths and a full "disk" as clear errors that leave the store usable, and
+ * read-only opening: nothing created or changed, a live writer read up to
+ * its last commit, what is not a regular file refused without waiting. */
 #include "hr_test.h"
 
 #include "fake_events.h"
 #include "store/store.h"
 
+#include <math.h>
 #include <signal.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -411,7 +415,8 @@ static void test_broker_events(void) {
   hr_history_free_rows(rows, ev, ne);
   hr_history_close(h);
 
-  /* Back to schema 3: the broker's columns gone, one old row kept. */
+  /* Back to schema 3: the broker's columns and the samples' thresholds gone,
+   * one old row kept. */
   sqlite3 *db;
   CHECK(sqlite3_open(path, &db) == SQLITE_OK);
   static const char *const cols[] = {"broker",         "uid",       "device", "priority", "bytes",
@@ -423,6 +428,8 @@ static void test_broker_events(void) {
     CHECK(sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK);
   }
   CHECK(sqlite3_exec(db,
+                     "ALTER TABLE samples DROP COLUMN warn_pct;"
+                     "ALTER TABLE samples DROP COLUMN critical_pct;"
                      "INSERT INTO events(time,kind,pid,name,message) VALUES(1,'error',0,'','old');"
                      "PRAGMA user_version = 3",
                      NULL, NULL, NULL) == SQLITE_OK);
@@ -436,7 +443,7 @@ static void test_broker_events(void) {
   CHECK_EQ_U64(ev[1].event.broker.released_bytes, 200ULL << 20);
   hr_history_free_rows(rows, ev, ne);
   hr_history_close(h);
-  CHECK_EQ_INT(scalar(path, "PRAGMA user_version"), 4);
+  CHECK_EQ_INT(scalar(path, "PRAGMA user_version"), HR_HISTORY_SCHEMA);
 }
 
 /* The events table's columns as "name type,name type,..." in their order. */
@@ -473,8 +480,8 @@ static void check_lines(const hr_history_event_t *ev, size_t ne, char **lines, s
 }
 
 /* A schema-4 file that headroom wrote before its columns came from the
- * field lists (tests/fixtures/events/history-v4.sql) opens without a
- * migration and reads back as it did then (history-v4-read.txt, what
+ * field lists (tests/fixtures/events/history-v4.sql) opens (its events'
+ * columns unchanged by the migration to 5) and reads back as it did then (history-v4-read.txt, what
  * `history --json` wrote); the same events written now read back the same,
  * and a new file has the very columns of the old one. */
 static void test_v4_file(void) {
@@ -523,6 +530,207 @@ static void test_v4_file(void) {
   fake_lines_free(lines, n_lines);
 }
 
+/* The whole file at `path` into a malloc'd buffer; *n its size. */
+static char *slurp(const char *path, size_t *n) {
+  FILE *f = fopen(path, "rb");
+  char *buf = f ? malloc(1 << 22) : NULL;
+  *n = buf ? fread(buf, 1, 1 << 22, f) : 0;
+  if (f) fclose(f);
+  return buf;
+}
+
+static bool exists(const char *path, const char *suffix) {
+  char p[600];
+  snprintf(p, sizeof p, "%s%s", path, suffix);
+  return access(p, F_OK) == 0;
+}
+
+/* Loads the schema-4 fixture into a new file at `path`. */
+static bool load_v4(const char *path) {
+  char src[1024];
+  size_t n = 0;
+  char **sql = fake_lines(hr_test_src(src, sizeof src, "tests/fixtures/events/history-v4.sql"), &n);
+  sqlite3 *db;
+  bool ok = sql && sqlite3_open(path, &db) == SQLITE_OK;
+  for (size_t i = 0; ok && i < n; i++) ok = sqlite3_exec(db, sql[i], NULL, NULL, NULL) == 0;
+  if (sql) sqlite3_close(db), fake_lines_free(sql, n);
+  return ok;
+}
+
+/* The thresholds set on a handle go with each scope sample, the GPUs' and
+ * the host's apart; processes and samples queued before have none. */
+static void test_thresholds_recorded(void) {
+  char path[512], err[512];
+  hr_history_t *h;
+  CHECK_OK(hr_history_open(db_path(path, sizeof path, "thr.db"), &h, err, sizeof err));
+  fake_t f;
+  fake_init(&f, 10, 0, 1);
+  CHECK_OK(hr_history_add_snapshot(h, &f.s, err, sizeof err));
+  hr_history_thresholds_t t = {7, 9, 85.5, 95};
+  CHECK_OK(hr_history_set_thresholds(h, &t));
+  CHECK_RC(hr_history_set_thresholds(h, NULL), HR_EINVAL);
+  fake_init(&f, 11, 0, 1);
+  CHECK_OK(hr_history_add_snapshot(h, &f.s, err, sizeof err));
+  CHECK_OK(hr_history_flush(h, err, sizeof err));
+  hr_history_row_t *rows;
+  hr_history_event_t *ev;
+  size_t nr, ne, seen = 0;
+  CHECK_OK(hr_history_query(h, 0, 0, &rows, &nr, &ev, &ne, err, sizeof err));
+  for (size_t i = 0; i < nr; i++) {
+    const hr_history_row_t *r = &rows[i];
+    bool later = r->time > 10.5, gpu = strcmp(r->scope, "gpu0") == 0;
+    if (strcmp(r->scope, "proc") == 0 || !later) {
+      CHECK_MSG(isnan(r->warn_pct) && isnan(r->critical_pct), "%s at %g has thresholds", r->scope,
+                r->time);
+      continue;
+    }
+    CHECK_NEAR(r->warn_pct, gpu ? 85.5 : 7, 1e-12);
+    CHECK_NEAR(r->critical_pct, gpu ? 95 : 9, 1e-12);
+    seen++;
+  }
+  CHECK_EQ_U64(seen, 2);
+  hr_history_free_rows(rows, ev, ne);
+  hr_history_close(h);
+}
+
+/* The schema-4 fixture read-only: read at its own schema (no thresholds),
+ * nothing written, created or migrated; then opened for writing: migrated
+ * to 5 in place, its old samples kept without thresholds, new ones with. */
+static void test_v4_readonly_then_migrated(void) {
+  setenv("TZ", "UTC", 1);
+  tzset();
+  char path[512], err[512];
+  CHECK(load_v4(db_path(path, sizeof path, "v4-ro.db")));
+  size_t n0, n1;
+  char *before = slurp(path, &n0);
+  hr_history_t *h;
+  hr_history_row_t *rows;
+  hr_history_event_t *ev;
+  size_t nr, ne;
+  CHECK_OK(hr_history_open_readonly(path, &h, err, sizeof err));
+  CHECK_OK(hr_history_query(h, 0, 0, &rows, &nr, &ev, &ne, err, sizeof err));
+  CHECK_EQ_U64(nr, 4);
+  CHECK(isnan(rows[0].warn_pct) && isnan(rows[0].critical_pct));
+  char src[1024];
+  size_t n_lines = 0;
+  char **lines = fake_lines(
+      hr_test_src(src, sizeof src, "tests/fixtures/events/history-v4-read.txt"), &n_lines);
+  CHECK(lines && n_lines == 2 * ne && ne > 5);
+  for (size_t i = 0; lines && i < ne && ev[i].event.kind != HR_EVENT_BROKER; i++) {
+    char *json = NULL;
+    CHECK_OK(hr_event_json(&ev[i].event, &json));
+    CHECK_STR(json, lines[2 * i]);
+    free(json);
+  }
+  fake_lines_free(lines, n_lines);
+  hr_history_free_rows(rows, ev, ne);
+  fake_t f;
+  fake_init(&f, 20, 0, 1);
+  CHECK_RC(hr_history_add_snapshot(h, &f.s, err, sizeof err), HR_EPERM);
+  CHECK_CONTAINS(err, "reading only");
+  hr_watch_event_t ex = {.kind = HR_EVENT_EXIT, .time = 20, .pid = 1};
+  CHECK_RC(hr_history_add_event(h, &ex, err, sizeof err), HR_EPERM);
+  CHECK_RC(hr_history_prune(h, 1e12, err, sizeof err), HR_EPERM);
+  CHECK_OK(hr_history_flush(h, err, sizeof err));
+  hr_history_close(h);
+  char *after = slurp(path, &n1);
+  CHECK(before && after && n0 == n1 && memcmp(before, after, n0) == 0);
+  free(before), free(after);
+  CHECK(!exists(path, "-wal") && !exists(path, "-shm"));
+  CHECK_EQ_INT(scalar(path, "PRAGMA user_version"), 4);
+
+  CHECK_OK(hr_history_open(path, &h, err, sizeof err));
+  hr_history_thresholds_t t = {70, 80, 90, 97};
+  CHECK_OK(hr_history_set_thresholds(h, &t));
+  CHECK_OK(hr_history_add_snapshot(h, &f.s, err, sizeof err));
+  CHECK_OK(hr_history_flush(h, err, sizeof err));
+  hr_history_close(h);
+  CHECK_EQ_INT(scalar(path, "PRAGMA user_version"), 5);
+  CHECK(integrity_ok(path));
+  CHECK_EQ_INT(scalar(path, "SELECT count(*) FROM samples WHERE warn_pct IS NULL"), 2);
+  CHECK_EQ_INT(scalar(path, "SELECT count(*) FROM samples WHERE time = 20 AND scope = 'host'"
+                            " AND warn_pct = 70 AND critical_pct = 80"),
+               1);
+  CHECK_OK(hr_history_open_readonly(path, &h, err, sizeof err));
+  CHECK_OK(hr_history_query(h, 0, 0, &rows, &nr, &ev, &ne, err, sizeof err));
+  CHECK_EQ_U64(nr, 4 + 2 + 2); /* the new sample: host, gpu0 and two processes */
+  int scopes = 0;
+  for (size_t i = 0; i < nr; i++) {
+    bool gpu = strcmp(rows[i].scope, "gpu0") == 0, host = strcmp(rows[i].scope, "host") == 0;
+    if (rows[i].time != 20 || !(gpu || host)) {
+      CHECK(isnan(rows[i].warn_pct) && isnan(rows[i].critical_pct));
+      continue;
+    }
+    scopes++;
+    CHECK_NEAR(rows[i].warn_pct, gpu ? 90 : 70, 1e-9);
+    CHECK_NEAR(rows[i].critical_pct, gpu ? 97 : 80, 1e-9);
+  }
+  CHECK_EQ_INT(scopes, 2);
+  hr_history_free_rows(rows, ev, ne);
+  hr_history_close(h);
+}
+
+/* Read-only opening of a file a writer holds open: what it committed is
+ * read, what it has not is not, and nothing is written. A missing file is
+ * HR_ENOENT and stays missing; a FIFO, a directory and /dev/zero are
+ * refused at once (a FIFO opened as SQLite opens it would wait for ever);
+ * schemas that need a migration, or are newer, are refused with the reason. */
+static void test_readonly_open(void) {
+  char path[512], err[512];
+  hr_history_t *w, *r;
+  CHECK_OK(hr_history_open(db_path(path, sizeof path, "ro-live.db"), &w, err, sizeof err));
+  fake_t f;
+  fake_init(&f, 30, 0, 1);
+  CHECK_OK(hr_history_add_snapshot(w, &f.s, err, sizeof err));
+  CHECK_OK(hr_history_flush(w, err, sizeof err));
+  fake_init(&f, 31, 0, 1);
+  CHECK_OK(hr_history_add_snapshot(w, &f.s, err, sizeof err)); /* not committed */
+  CHECK(exists(path, "-wal"));
+  CHECK_OK(hr_history_open_readonly(path, &r, err, sizeof err));
+  hr_history_row_t *rows;
+  hr_history_event_t *ev;
+  size_t nr, ne;
+  CHECK_OK(hr_history_query(r, 0, 0, &rows, &nr, &ev, &ne, err, sizeof err));
+  CHECK_EQ_U64(nr, 4); /* host, gpu0, two processes of the committed sample */
+  hr_history_free_rows(rows, ev, ne);
+  hr_history_close(r);
+  hr_history_close(w);
+  CHECK(!exists(path, "-wal"));
+
+  char missing[512], fifo[512];
+  db_path(missing, sizeof missing, "ro-missing.db");
+  CHECK_RC(hr_history_open_readonly(missing, &r, err, sizeof err), HR_ENOENT);
+  CHECK(r == NULL && !exists(missing, ""));
+  CHECK_CONTAINS(err, "ro-missing.db");
+  CHECK(mkfifo(db_path(fifo, sizeof fifo, "ro.fifo"), 0600) == 0);
+  static const char *const what[] = {"a FIFO", "a directory", "a character device"};
+  const char *const paths[] = {fifo, dir, "/dev/zero"};
+  for (int i = 0; i < 3; i++) {
+    CHECK_RC(hr_history_open_readonly(paths[i], &r, err, sizeof err), HR_EIO);
+    CHECK_CONTAINS(err, what[i]);
+    CHECK_RC(hr_history_open(paths[i], &r, err, sizeof err), HR_EIO);
+    CHECK_CONTAINS(err, "not a regular file");
+  }
+  static const struct {
+    int version, rc;
+    const char *says;
+  } old[] = {{0, HR_EPARSE, "not a headroom history"},
+             {2, HR_EVERSION, "needs write access"},
+             {99, HR_EVERSION, "newer"}};
+  for (size_t i = 0; i < sizeof old / sizeof old[0]; i++) {
+    char p[512], name[32], sql[64];
+    snprintf(name, sizeof name, "ro-v%d.db", old[i].version);
+    sqlite3 *db;
+    CHECK(sqlite3_open(db_path(p, sizeof p, name), &db) == SQLITE_OK);
+    snprintf(sql, sizeof sql, "CREATE TABLE x(a); PRAGMA user_version = %d", old[i].version);
+    CHECK(sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+    CHECK_RC(hr_history_open_readonly(p, &r, err, sizeof err), old[i].rc);
+    CHECK_CONTAINS(err, old[i].says);
+    CHECK_EQ_INT(scalar(p, "PRAGMA user_version"), old[i].version);
+  }
+}
+
 int main(void) {
   snprintf(dir, sizeof dir, "/tmp/hr-test-history-XXXXXX");
   if (!mkdtemp(dir)) return 1;
@@ -536,6 +744,9 @@ int main(void) {
   HR_RUN(test_default_path);
   HR_RUN(test_broker_events);
   HR_RUN(test_v4_file);
+  HR_RUN(test_thresholds_recorded);
+  HR_RUN(test_v4_readonly_then_migrated);
+  HR_RUN(test_readonly_open);
   int rc = hr_test_finish("test_history");
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

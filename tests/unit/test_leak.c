@@ -199,6 +199,52 @@ static void test_many_series_and_merging(void) {
   hr_leak_destroy(d);
 }
 
+/* A whole recorded series judged at once, as history judges a process:
+ * 3,600 samples (an hour at 1 Hz) go through at most max_points points; a
+ * steady leak is found with its rate, a one-off load, a wave and noise are
+ * not (with no rate bar to hide behind); too few samples say nothing; the
+ * window drops what is older. */
+static void test_evaluate_samples(void) {
+  enum { N = 3600 };
+  static double t[N], y[N];
+  static const struct {
+    series_fn f;
+    bool leak;
+  } cases[] = {{linear_leak, true}, {step_plateau, false},  {ramp_plateau, false},
+               {sawtooth, false},   {slow_sawtooth, false}, {noisy_stable, false},
+               {flat, false}};
+  hr_leak_config_t c = {.window_s = N + 1, .min_samples = 30, .min_rate = 1};
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    for (int i = 0; i < N; i++) t[i] = 5000.0 + i, y[i] = cases[k].f(i);
+    hr_leak_result_t r;
+    CHECK_OK(hr_leak_evaluate_samples(&c, t, y, N, &r));
+    CHECK_MSG(r.suspected == cases[k].leak, "case %zu: suspected %d", k, r.suspected);
+    CHECK(r.n <= 120 && r.n >= 100 && !r.raised);
+    if (cases[k].leak) CHECK_NEAR(r.slope_per_min, 5 * MB, 0.05 * MB);
+  }
+  /* Unknown values are skipped, not read as zero. */
+  for (int i = 0; i < N; i++) t[i] = i, y[i] = i % 7 == 3 ? NAN : linear_leak(i);
+  hr_leak_result_t r;
+  CHECK_OK(hr_leak_evaluate_samples(&c, t, y, N, &r));
+  CHECK(r.suspected);
+  /* min_samples counts samples: 29 two minutes apart (29 points) are too
+   * few, 30 are enough. */
+  for (int i = 0; i < 30; i++) t[i] = 120.0 * i, y[i] = linear_leak(120.0 * i);
+  CHECK_OK(hr_leak_evaluate_samples(&c, t, y, 29, &r));
+  CHECK(!r.suspected && r.n == 29);
+  CHECK_OK(hr_leak_evaluate_samples(&c, t, y, 30, &r));
+  CHECK(r.suspected);
+  for (int i = 0; i < N; i++) t[i] = i;
+  /* A window of 10 minutes sees only the flat end of a leak that stopped. */
+  for (int i = 0; i < N; i++) y[i] = i < N / 2 ? linear_leak(i) : linear_leak(N / 2);
+  c.window_s = 600;
+  CHECK_OK(hr_leak_evaluate_samples(&c, t, y, N, &r));
+  CHECK(!r.suspected && r.span_s <= 600);
+  CHECK_RC(hr_leak_evaluate_samples(NULL, t, y, N, &r), HR_EINVAL);
+  c.window_s = 0;
+  CHECK_RC(hr_leak_evaluate_samples(&c, t, y, N, &r), HR_EINVAL);
+}
+
 int main(void) {
   rng = hr_test_seed();
   HR_RUN(test_mann_kendall_known);
@@ -211,5 +257,6 @@ int main(void) {
   HR_RUN(test_too_few_samples);
   HR_RUN(test_pid_reuse);
   HR_RUN(test_many_series_and_merging);
+  HR_RUN(test_evaluate_samples);
   return hr_test_finish("test_leak");
 }

@@ -2,6 +2,10 @@
 #include "hr_test.h"
 #include "util/util.h"
 
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 static void test_errors(void) {
@@ -274,6 +278,90 @@ static void test_read_file(void) {
   CHECK_RC(hr__parse_u64("12x", &v, &end), HR_EPARSE);
 }
 
+/* Binds a Unix socket at `path` (left bound: the test removes the path). */
+static int bind_socket(const char *path) {
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  hr__strlcpy(a.sun_path, path, sizeof a.sun_path);
+  if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0) return -1;
+  return fd;
+}
+
+/* Everything that is not a regular file is refused before it is read, and
+ * a symbolic link to it too; a regular file opens blocking, with its size.
+ * A FIFO without a writer would block a plain open() or read(): this test
+ * ends only because neither happens. */
+static void test_open_regular(void) {
+  char dir[] = "/tmp/hr-test-regular-XXXXXX", p[5][256], link[5][256], err[512];
+  CHECK(mkdtemp(dir));
+  static const char *const names[] = {"file", "fifo", "sock", "dir", "zero"};
+  static const char *const kinds[] = {
+      NULL, "not a regular file (a FIFO)", "not a regular file (a socket)",
+      "not a regular file (a directory)", "not a regular file (a character device)"};
+  for (int i = 0; i < 5; i++) {
+    snprintf(p[i], sizeof p[i], "%s/%s", dir, names[i]);
+    snprintf(link[i], sizeof link[i], "%s/link-%s", dir, names[i]);
+  }
+  snprintf(p[4], sizeof p[4], "/dev/zero");
+  FILE *f = fopen(p[0], "w");
+  CHECK(f && fputs("12345", f) >= 0 && fclose(f) == 0);
+  CHECK(mkfifo(p[1], 0600) == 0);
+  int sock = bind_socket(p[2]);
+  CHECK(sock >= 0);
+  CHECK(mkdir(p[3], 0700) == 0);
+  for (int i = 0; i < 5; i++) CHECK(symlink(p[i], link[i]) == 0);
+  for (int i = 0; i < 10; i++) {
+    const char *path = i < 5 ? p[i] : link[i - 5];
+    int fd = -2;
+    uint64_t size = 0;
+    int rc = hr__open_regular(path, 0, &fd, &size, err, sizeof err);
+    if (i % 5 == 0) {
+      CHECK_OK(rc);
+      CHECK_EQ_U64(size, 5);
+      CHECK(fd >= 0 && !(fcntl(fd, F_GETFL) & O_NONBLOCK) && (fcntl(fd, F_GETFD) & FD_CLOEXEC));
+      close(fd);
+      CHECK_OK(hr__check_regular(path, err, sizeof err));
+      FILE *fp = NULL;
+      char got[8] = "";
+      CHECK_OK(hr__fopen_regular(path, &fp, err, sizeof err));
+      CHECK(fp && fgets(got, sizeof got, fp));
+      CHECK_STR(got, "12345");
+      fclose(fp);
+      continue;
+    }
+    CHECK_RC(rc, HR_EIO);
+    CHECK_EQ_INT(fd, -1);
+    CHECK_CONTAINS(err, path);
+    CHECK_CONTAINS(err, kinds[i % 5]);
+    CHECK_RC(hr__check_regular(path, err, sizeof err), HR_EIO);
+    FILE *fp = (FILE *)1;
+    CHECK_RC(hr__fopen_regular(path, &fp, err, sizeof err), HR_EIO);
+    CHECK(fp == NULL);
+  }
+  /* The /proc reader does not wait on a FIFO either (a fixture tree under
+   * --root): empty without a writer, an error with a silent one. */
+  char buf[64];
+  CHECK_EQ_INT(hr__read_file(p[1], buf, sizeof buf), 0);
+  int wfd = open(p[1], O_RDWR | O_NONBLOCK);
+  CHECK(wfd >= 0);
+  CHECK_EQ_INT(hr__read_file(p[1], buf, sizeof buf), HR_EIO);
+  close(wfd);
+  CHECK_EQ_INT(hr__read_file("/dev/zero", buf, sizeof buf), sizeof buf - 1);
+  int fd;
+  CHECK_RC(hr__open_regular("/dev/null", 0, &fd, NULL, err, sizeof err), HR_EIO);
+  CHECK_OK(hr__open_regular("/dev/null", HR__OPEN_DEV_NULL, &fd, NULL, err, sizeof err));
+  close(fd);
+  CHECK_RC(hr__open_regular("/dev/zero", HR__OPEN_DEV_NULL, &fd, NULL, err, sizeof err), HR_EIO);
+  char missing[300];
+  snprintf(missing, sizeof missing, "%s/none", dir);
+  CHECK_RC(hr__open_regular(missing, 0, &fd, NULL, err, sizeof err), HR_ENOENT);
+  CHECK_CONTAINS(err, "No such file");
+  CHECK_RC(hr__open_regular("", 0, &fd, NULL, err, sizeof err), HR_EINVAL);
+  close(sock);
+  for (int i = 0; i < 5; i++) unlink(link[i]);
+  unlink(p[0]), unlink(p[1]), unlink(p[2]), rmdir(p[3]), rmdir(dir);
+}
+
 /* The one JSON string writer: whatever bytes a name holds, the result is
  * valid JSON (checked here byte for byte; tests/python parses it strictly). */
 static void test_json_string(void) {
@@ -327,5 +415,6 @@ int main(void) {
   HR_RUN(test_json_string);
   HR_RUN(test_log);
   HR_RUN(test_read_file);
+  HR_RUN(test_open_regular);
   return hr_test_finish("test_util");
 }

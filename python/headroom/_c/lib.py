@@ -37,6 +37,8 @@ import operator
 import os
 import threading
 
+from .._files import NotRegularFile, check_regular
+
 #: The library version this package is written against. The library must have
 #: the same major version and, before 1.0, the same minor version too.
 API_VERSION = (0, 1)
@@ -687,6 +689,21 @@ def load():
         return _lib
 
 
+def _not_a_file(path):
+    """Why the library at `path` is not loaded: it is there and is not a
+    regular file (dlopen would wait on a FIFO for ever); None when it is one,
+    is missing (CDLL says so), or is a bare name the loader searches for."""
+    if os.sep not in path:
+        return None
+    try:
+        check_regular(path)
+    except NotRegularFile as e:
+        return str(e)
+    except OSError:
+        return None
+    return None
+
+
 def _search():
     """Returns (library, path) from the first candidate that loads; raises
     LibraryNotFoundError listing every place tried, or VersionMismatchError."""
@@ -694,6 +711,12 @@ def _search():
     for path, explicit in _candidates():
         if not explicit and os.sep in path and not os.path.exists(path):
             tried.append("%s (no such file)" % path)
+            continue
+        why = _not_a_file(path)
+        if why and explicit:
+            raise LibraryNotFoundError("libheadroom: HEADROOM_LIB=%s: %s" % (path, why))
+        if why:
+            tried.append("%s (%s)" % (path, why))
             continue
         try:
             cdll = ctypes.CDLL(path)
