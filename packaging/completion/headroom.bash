@@ -33,7 +33,8 @@ _headroom() {
     return
     ;;
   :--config | watch:--db | history:--svg | history:--db | \
-    replay:--svg | doctor:--db | broker:--socket | reserve:--socket)
+    replay:--svg | doctor:--db | broker:--socket | reserve:--db | \
+    reserve:--socket)
     COMPREPLY=($(compgen -f -- "$cur"))
     return
     ;;
@@ -61,7 +62,8 @@ _headroom() {
     watch:--proc-budget | watch:--listen | watch:--metrics-top | watch:--retain | \
     watch:--history-flush | watch:--budget | watch:--count | history:--since | \
     replay:--conf | replay:--capacity | plan:--budget | doctor:--listen | \
-    reserve:--device | reserve:--timeout | reserve:--lease | reserve:--priority)
+    reserve:--device | reserve:--timeout | reserve:--lease | reserve:--priority | \
+    reserve:--margin | reserve:--first-run)
     COMPREPLY=()
     return
     ;;
@@ -109,10 +111,10 @@ _headroom() {
     opts='--json --listen --db --help'
     ;;
   broker)
-    opts='--socket --json --help'
+    opts='--socket --json --schema --help'
     ;;
   reserve)
-    opts='--device --timeout --lease --priority --socket --json --help'
+    opts='--device --timeout --lease --priority --margin --first-run --db --socket --json --help'
     ;;
   *)
     opts=--help

@@ -150,7 +150,8 @@ def test_garbage_false_pid_and_bad_versions_get_an_error_line(broker):
                        (b'{"v":1,"op":"fly"}\n', "unknown op"),
                        (b'{"v":1,"op":"hello","pid":1,"name":"liar"}\n',
                         "is not the connecting process"),
-                       (b'{"v":1,"op":"reserve","bytes":-5}\n', "positive number"),
+                       (b'{"v":1,"op":"reserve","bytes":-5}\n', '"bytes" must be a whole number'),
+                       (b'{"v":1,"op":"reserve","bytes":1.5}\n', '"bytes" must be a whole number'),
                        (b"x" * 70000, "line longer than 65536 bytes")]:
         s = sock(broker)
         s.sendall(bad)
