@@ -132,6 +132,19 @@ static int lease_cmp(const void *x, const void *y) {
   return a->bytes != b->bytes ? (a->bytes > b->bytes ? -1 : 1) : 0;
 }
 
+/* Adds x (of `size` bytes) to the list `arr` of at most `max`, kept in
+ * cmp's order: when the list is full, x takes the last place if it comes
+ * before it. */
+static void keep_first(void *arr, size_t *n, size_t max, size_t size, const void *x,
+                       int (*cmp)(const void *, const void *)) {
+  char *a = arr;
+  if (*n < max)
+    memcpy(a + (*n)++ * size, x, size);
+  else if (cmp(x, a + (*n - 1) * size) < 0)
+    memcpy(a + (*n - 1) * size, x, size);
+  qsort(a, *n, size, cmp);
+}
+
 /* The holders on q's resource, those holding most first, the first
  * HR_BROKER_REFUSAL_LIST of them (the total counts all); the same for the
  * leases. Written as words too, for the event. */
@@ -148,12 +161,7 @@ static void refusal_lists(hr_broker_t *b, const hr__breq_t *q, hr__bm_refused_t 
     hr__strlcpy(x.name, h->name, sizeof x.name);
     hr__strlcpy(x.why, why_text(q, h, r->name), sizeof x.why);
     m->holders_total++;
-    /* Keep the largest: the list is full, so the smallest makes room. */
-    if (m->n_holders < HR_BROKER_REFUSAL_LIST)
-      m->holders[m->n_holders++] = x;
-    else if (x.held_bytes > m->holders[m->n_holders - 1].held_bytes)
-      m->holders[m->n_holders - 1] = x;
-    qsort(m->holders, m->n_holders, sizeof *m->holders, holder_cmp);
+    keep_first(m->holders, &m->n_holders, HR_BROKER_REFUSAL_LIST, sizeof x, &x, holder_cmp);
   }
   for (size_t i = 0; i < b->n_leases; i++) {
     const hr__blease_t *l = &b->leases[i];
@@ -161,11 +169,7 @@ static void refusal_lists(hr_broker_t *b, const hr__breq_t *q, hr__bm_refused_t 
     hr__blease_ref_t x = {.lease = l->id, .pid = l->pid, .bytes = l->bytes};
     hr__strlcpy(x.name, l->name, sizeof x.name);
     m->leases_total++;
-    if (m->n_leases < HR_BROKER_REFUSAL_LIST)
-      m->leases[m->n_leases++] = x;
-    else if (x.bytes > m->leases[m->n_leases - 1].bytes)
-      m->leases[m->n_leases - 1] = x;
-    qsort(m->leases, m->n_leases, sizeof *m->leases, lease_cmp);
+    keep_first(m->leases, &m->n_leases, HR_BROKER_REFUSAL_LIST, sizeof x, &x, lease_cmp);
   }
 }
 

@@ -26,7 +26,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 
@@ -38,6 +37,8 @@ LIB = os.environ.get("HEADROOM_LIB") or os.path.join(REPO, "build", "release",
 COMFY_PY = os.environ.get("COMFY_PYTHON", "/work/ext/comfy-venv/bin/python")
 MiB = 1 << 20
 sys.path.insert(0, os.path.join(REPO, "python"))
+sys.path.insert(0, os.path.join(REPO, "tests", "python"))
+from broker_fixtures import Broker  # noqa: E402
 from headroom import agent  # noqa: E402
 
 failures = []
@@ -112,27 +113,17 @@ class Comfy:
         self.log.close()
 
 
-class Watch:
-    def __init__(self, env, budget):
-        self.proc = subprocess.Popen([CLI, "watch", "--json", "--listen", "none", "--db", "none",
-                                      "--interval", "1s", "--budget", budget], env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.lines = []
-        threading.Thread(target=self._read, daemon=True).start()
+def since(watch, mark, kind):
+    """The broker's events of `kind` after line `mark` of watch's output."""
+    return [e for e in watch.lines[mark:] if e.get("event") == "broker_" + kind]
 
-    def _read(self):
-        for line in self.proc.stdout:
-            try:
-                self.lines.append(json.loads(line))
-            except ValueError:
-                pass
 
-    def events(self, kind, since=0):
-        return [e for e in self.lines[since:] if e.get("event") == "broker_" + kind]
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
+def start_broker(env, used, warn="100", critical="100"):
+    """A watch with its broker, its budget 300 MiB over what is used."""
+    e = {k: env[k] for k in ("HEADROOM_BROKER_SOCKET", "XDG_CONFIG_HOME")}
+    e.update(HEADROOM_BROKER_TIMEOUT="5s", HEADROOM_PATIENCE="5s", HEADROOM_RAM_WARN=warn,
+             HEADROOM_RAM_CRITICAL=critical)
+    return Broker(budget="host=%dM" % ((used + 300 * MiB) // MiB), env=e)
 
 
 def clients(path):
@@ -145,6 +136,7 @@ def reserve(env, nbytes, timeout="30s"):
                         "--json", "--", "true"], env=env, capture_output=True, text=True,
                        timeout=120)
     took = time.monotonic() - t0
+    time.sleep(1.5)  # the watch writes the broker's events at its next sample
     first = r.stderr.splitlines()[0] if r.stderr else "{}"
     try:
         answer = json.loads(first)
@@ -171,10 +163,7 @@ def main():
         check(wait(lambda: a.running() and not b.running()
                    and http(pb, "/history"), 180, 1), "A runs a prompt, B is idle")
         time.sleep(3)
-        used = rss(a.proc.pid) + rss(b.proc.pid)
-        budget = used + 300 * MiB
-        watch = Watch(env, "host=%dM" % (budget // MiB))
-        check(wait(lambda: os.path.exists(sock), 30), "the broker listens")
+        watch = start_broker(env, rss(a.proc.pid) + rss(b.proc.pid))
         check(wait(lambda: len(clients(sock)) == 2 and all(
             c["releasable_bytes"]["host"] >= 512 * MiB for c in clients(sock).values()), 60, 0.5),
             "both register and offer their 512 MiB model")
@@ -188,7 +177,7 @@ def main():
         rc, ans, took, err = reserve(env, free0 + 400 * MiB)
         check(rc == 0 and ans.get("op") == "granted", "granted (%s)" % err.strip()[:200])
         check(took <= 5 + 2, "within broker_timeout + 2 s: %.2f s" % took)
-        asks = watch.events("ask", mark)
+        asks = since(watch, mark, "ask")
         check([e["pid"] for e in asks] == [b.proc.pid],
               "only the idle one was asked: %s" % [(e["name"], e["pid"]) for e in asks])
         check(ans.get("released_bytes", 0) >= 400 * MiB,
@@ -208,7 +197,7 @@ def main():
         mark = len(watch.lines)
         rc, ans, took, err = reserve(env, free1 + 400 * MiB, timeout="20s")
         check(rc == 75 and ans.get("op") == "refused", "refused: %s" % ans.get("reason"))
-        check([e["pid"] for e in watch.events("ask", mark)] == [a.proc.pid], "A was asked")
+        check([e["pid"] for e in since(watch, mark, "ask")] == [a.proc.pid], "A was asked")
         said = [(e["event"][7:], e.get("released_bytes"), round(e.get("latency_s", 0), 2))
                 for e in watch.lines[mark:] if e.get("pid") == a.proc.pid
                 and e.get("event") in ("broker_answer", "broker_no_answer", "broker_cancel")]
@@ -224,6 +213,15 @@ def main():
         b.prompt("b2", 512, 0)
         check(wait(lambda: clients(sock)[b.proc.pid]["releasable_bytes"]["host"] >= 512 * MiB
                    and not b.running(), 120, 0.5), "B loaded a model again")
+        # A broker again with 300 MiB free, pressure at 85 % (caches: none
+        # offered) and 95 % (models): the lease of the coming grant would
+        # bring use over 95 % if it counted before it is used.
+        watch.stop()
+        time.sleep(2)
+        watch = start_broker(env, rss(a.proc.pid) + rss(b.proc.pid), "85", "95")
+        check(wait(lambda: len(clients(sock)) == 2 and all(
+            c["releasable_bytes"]["host"] >= 512 * MiB and not c["busy"]
+            for c in clients(sock).values()), 60, 0.5), "both register again, idle")
         time.sleep(2)
         before = {p: c["releasable_bytes"]["host"] for p, c in clients(sock).items()}
         free2 = agent.status(sock)["resources"][0]["free_bytes"]
@@ -231,9 +229,9 @@ def main():
         rc, ans, took, err = reserve(env, free2 + 400 * MiB)
         check(rc == 0 and ans.get("op") == "granted", "granted in %.2f s" % took)
         time.sleep(6)  # several pressure looks
-        asks = watch.events("ask", mark)
+        asks = since(watch, mark, "ask")
         check(len(asks) == 1, "exactly one was asked: %s" % [e["name"] for e in asks])
-        check(watch.events("pressure", mark) == [], "no pressure ask after the grant")
+        check(since(watch, mark, "pressure") == [], "no pressure ask after the grant")
         after = {p: c["releasable_bytes"]["host"] for p, c in clients(sock).items()}
         fell = {p: (before[p] - after[p]) // MiB for p in before if after[p] < before[p]}
         check(len(fell) == 1 and list(fell.values())[0] == 512,
