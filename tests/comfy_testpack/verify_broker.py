@@ -118,11 +118,11 @@ def since(watch, mark, kind):
     return [e for e in watch.lines[mark:] if e.get("event") == "broker_" + kind]
 
 
-def start_broker(env, used, warn="100", critical="100"):
+def start_broker(env, used, warn="100", critical="100", adapters=""):
     """A watch with its broker, its budget 300 MiB over what is used."""
     e = {k: env[k] for k in ("HEADROOM_BROKER_SOCKET", "XDG_CONFIG_HOME")}
     e.update(HEADROOM_BROKER_TIMEOUT="5s", HEADROOM_PATIENCE="5s", HEADROOM_RAM_WARN=warn,
-             HEADROOM_RAM_CRITICAL=critical)
+             HEADROOM_RAM_CRITICAL=critical, HEADROOM_BROKER_ADAPTERS=adapters)
     return Broker(budget="host=%dM" % ((used + 300 * MiB) // MiB), env=e)
 
 
@@ -163,7 +163,12 @@ def main():
         check(wait(lambda: a.running() and not b.running()
                    and http(pb, "/history"), 180, 1), "A runs a prompt, B is idle")
         time.sleep(3)
-        watch = start_broker(env, rss(a.proc.pid) + rss(b.proc.pid))
+        # A's own API too, through the comfyui adapter: its GET /queue says
+        # whether a prompt runs (it is asked only after every size known).
+        watch = start_broker(env, rss(a.proc.pid) + rss(b.proc.pid),
+                             adapters="comfyui@host=http://127.0.0.1:%d" % pa)
+        check(wait(lambda: agent.status(sock)["adapters"][0]["busy"], 10, 0.5),
+              "the comfyui adapter reads A's GET /queue: busy")
         check(wait(lambda: len(clients(sock)) == 2 and all(
             c["releasable_bytes"]["host"] >= 512 * MiB for c in clients(sock).values()), 60, 0.5),
             "both register and offer their 512 MiB model")
@@ -186,9 +191,16 @@ def main():
         time.sleep(2)
         check(clients(sock)[a.proc.pid]["releasable_bytes"]["host"] >= 512 * MiB,
               "A still holds its model after its prompt")
+        check(not agent.status(sock)["adapters"][0]["busy"], "the comfyui adapter: idle now")
 
         print("2. a reservation only the busy one could serve, refused: its flags go back",
               flush=True)
+        # Without the adapter now: ComfyUI's POST /free flags cannot be taken
+        # back over HTTP (docs/broker.md), and it would be the last one asked.
+        watch.stop()
+        time.sleep(2)
+        watch = start_broker(env, rss(a.proc.pid) + rss(b.proc.pid) - 300 * MiB)
+        check(wait(lambda: len(clients(sock)) == 2, 60, 0.5), "both register again")
         a.prompt("a2", 512, 40)
         check(wait(lambda: a.running() and clients(sock)[a.proc.pid]["busy"], 120, 0.5),
               "A runs a prompt again")
