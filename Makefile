@@ -8,7 +8,8 @@
 #   make sanitize  the sanitizer builds and their tests only
 #   make format    clang-format every C file in place
 #   make packaging write the files the CLI's tables describe: the example
-#                  config, the man page, bash completion (tests keep them equal)
+#                  config, the man page, bash completion, and the broker's
+#                  protocol schema (tests keep them equal)
 MAKEFLAGS += --no-print-directory
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE ?= cmake
@@ -101,6 +102,7 @@ packaging: build
 	./build/release/headroom config --example > packaging/headroom.conf.example
 	./build/release/headroom __man > packaging/man/headroom.1
 	./build/release/headroom __completion > packaging/completion/headroom.bash
+	./build/release/headroom broker --schema > docs/broker-protocol.schema.json
 
 tidy: build/debug/Makefile
 	clang-tidy -p build/debug $$(git ls-files 'src/*.c' 'tools/*.c')

@@ -85,6 +85,13 @@ HR_API void hr_broker_get_counters(hr_broker_t *b, hr_broker_counters_t *out);
 /* The path the broker listens on. */
 HR_API const char *hr_broker_path(const hr_broker_t *b);
 
+/* The JSON Schema (draft 2020-12) of every message of the protocol's
+ * version HR_BROKER_PROTOCOL, both ways, written from the table the broker
+ * encodes and decodes with (docs/broker-protocol.schema.json is this
+ * text). *out is malloc'd; the caller frees it. Returns 0, HR_EINVAL or
+ * HR_ENOMEM. */
+HR_API int hr_broker_protocol_schema(char **out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -49,7 +49,9 @@ HR_API hr_event_kind_t hr_event_kind_from_name(const char *name);
   X(HR_BROKER_EV_NO_ANSWER, "no_answer")           /* no answer before the deadline */             \
   X(HR_BROKER_EV_ADAPTER_FAILED, "adapter_failed") /* an adapter's HTTP call failed (status) */    \
   X(HR_BROKER_EV_LEASE_END, "lease_end")           /* a lease ended (message: why) */              \
-  X(HR_BROKER_EV_PRESSURE, "pressure")             /* warning or critical use: releases asked */
+  X(HR_BROKER_EV_PRESSURE, "pressure")             /* warning or critical use: releases asked */   \
+  X(HR_BROKER_EV_RUN, "run")                       /* a lease's command runs (message: it) */      \
+  X(HR_BROKER_EV_CANCEL, "cancel")                 /* an ask withdrawn: its reservation ended */
 
 typedef enum hr_broker_event_kind {
 #define HR_BROKER_EV_ENUM_(name, text) name,

@@ -70,6 +70,9 @@
   X(broker_group, HR_OPT_STRING, "", 0, 0, NULL,                                                   \
     "group that may use the broker socket (mode 0660); empty: its owner only (0600)")              \
   X(broker_max_conns, HR_OPT_INT, "32", 1, 100000, NULL, "broker connections one user may hold")   \
+  X(broker_max_leases, HR_OPT_INT, "64", 1, 100000, NULL, "broker leases one connection may hold") \
+  X(broker_max_queued, HR_OPT_INT, "16", 1, 100000, NULL,                                          \
+    "broker reservations one connection may have waiting")                                         \
   X(broker_timeout, HR_OPT_DURATION, "5s", 0.01, 600, NULL,                                        \
     "time a broker client or adapter has to answer a release request")                             \
   X(broker_adapters, HR_OPT_STRING, "", 0, 0, NULL,                                                \

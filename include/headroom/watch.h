@@ -107,9 +107,9 @@ typedef struct hr_history_event {
   hr_watch_event_t event;
 } hr_history_event_t;
 
-/* Reads samples (pid 0: every scope and process; pid > 0: only that process)
- * and events from `since` on. Arrays are malloc'd; free them with
- * hr_history_free_rows(). */
+/* Reads samples (pid 0: every scope and process; pid > 0: only that process;
+ * pid < 0: none, and every process's events) and events from `since` on.
+ * Arrays are malloc'd; free them with hr_history_free_rows(). */
 HR_API int hr_history_query(hr_history_t *h, double since, int pid, hr_history_row_t **rows,
                             size_t *n_rows, hr_history_event_t **events, size_t *n_events,
                             char *err, size_t errlen);

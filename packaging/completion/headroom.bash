@@ -33,7 +33,8 @@ _headroom() {
     return
     ;;
   :--config | watch:--db | history:--svg | history:--db | \
-    replay:--svg | doctor:--db | broker:--socket | reserve:--socket)
+    replay:--svg | doctor:--db | broker:--socket | reserve:--db | \
+    reserve:--socket)
     COMPREPLY=($(compgen -f -- "$cur"))
     return
     ;;
@@ -111,10 +112,10 @@ _headroom() {
     opts='--json --listen --db --help'
     ;;
   broker)
-    opts='--socket --json --help'
+    opts='--socket --json --schema --help'
     ;;
   reserve)
-    opts='--device --timeout --lease --priority --socket --json --help'
+    opts='--device --timeout --lease --priority --margin --first-run --db --socket --json --help'
     ;;
   *)
     opts=--help

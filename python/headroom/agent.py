@@ -12,20 +12,36 @@ JSON lines, spoken here in pure Python: the agent needs no C library.
   process's caches (headroom.free's release_caches(), the caches step of
   every cleanup mode, when PyTorch holds cached blocks on that device),
   then calling ``registry.release(nbytes)``, replying with the bytes that
-  came back.
+  came back. A callback that raises is logged (logger "headroom.agent"),
+  the others are still asked, and the answer carries the error, which the
+  broker shows for this client (``headroom broker``).
 - ``with reserve(8 << 30, device=0, timeout=60):`` asks the broker for room
   before a big load; the lease ends when the block ends (or the process
-  exits). A refusal raises ``Refused`` naming who holds what.
+  exits). A refusal raises ``Refused`` naming who holds what. Sizes are
+  whole bytes: an int (a float is a TypeError).
+
+A cache is ``add_cache(name, size_fn, release_fn, device)``: ``size_fn()``
+returns the bytes it holds now (an int); ``release_fn(nbytes)`` drops what
+it can, at least nbytes if it can (``release_fn()`` when it takes no
+argument). Its return value is not used: what came back is size_fn()
+before less after.
 
 A registry is any object with ``releasable_bytes() -> int`` and
-``release(nbytes) -> int`` (headroom.Registry has both). One that also has
-``offer_items()`` (a list of offer items, each with its device) and
-``release_device(device, nbytes)`` is offered item by item and asked per
-device: ComfyUI's loaded models (headroom.comfy.broker_client.ComfyModels).
+``release(nbytes) -> int`` (headroom.Registry has both; it returns the
+bytes that came back, measured). One that also has ``offer_items()`` (a
+list of offer items, each with its device) and ``release_device(device,
+nbytes)`` is offered item by item and asked per device: ComfyUI's loaded
+models (headroom.comfy.broker_client.ComfyModels). Optional: ``busy()``,
+true while it is at work (the broker then asks idle clients first), and
+``withdraw()``, called when a release asked earlier is no longer wanted
+(its reservation was granted or refused), to take back what it set up and
+has not done yet.
 """
 
 import contextlib
+import inspect
 import json
+import logging
 import os
 import socket
 import sys
@@ -35,6 +51,7 @@ import time
 from . import free as _free
 
 PROTOCOL = 1
+_log = logging.getLogger("headroom.agent")
 
 __all__ = ["Agent", "BrokerError", "Refused", "connect", "reserve", "socket_path", "status"]
 
@@ -82,6 +99,26 @@ def _device_name(device):
     if isinstance(device, str) and device.startswith("cuda"):
         return "gpu%s" % (device.split(":")[1] if ":" in device else "0")
     return str(device)
+
+
+def _whole_bytes(name, v, minimum=0):
+    """v as a whole byte count: an int (not a bool, not a float)."""
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError("%s must be a whole number of bytes (an int); got %r" % (name, v))
+    if v < minimum or v >= 1 << 63:
+        raise ValueError("%s must be in [%d, 2**63); got %d" % (name, minimum, v))
+    return v
+
+
+def _takes_argument(fn):
+    """True when fn can be called with one positional argument."""
+    try:
+        inspect.signature(fn).bind(0)
+        return True
+    except TypeError:
+        return False
+    except ValueError:  # a builtin without a signature: try with one
+        return True
 
 
 def _open(path):
@@ -158,6 +195,7 @@ class Agent:
         self._stop = threading.Event()
         self.released_total = 0
         self.requests = 0
+        self.last_error = None  # the last release callback that raised, in words
         if registry is not None:
             self.add_registry(registry, device)
         self._sock = _open(path)
@@ -173,8 +211,14 @@ class Agent:
         self._thread.start()
 
     def add_cache(self, name, size_fn, release_fn, device="host"):
-        """A cache the process can drop at no cost: size_fn() -> bytes held,
-        release_fn() empties it."""
+        """A cache the process can drop at no cost. size_fn() returns the
+        bytes it holds now; release_fn(nbytes) drops what it can, at least
+        nbytes if it can (release_fn() when it takes no argument); its
+        return value is not used: what came back is size_fn() before less
+        after. A release_fn that raises is logged and reported to the
+        broker; the other caches and registries are still asked."""
+        if not callable(size_fn) or not callable(release_fn):
+            raise TypeError("add_cache needs size_fn() and release_fn(nbytes) callables")
         with self._lock:
             self._caches.append((name, _device_name(device), size_fn, release_fn))
 
@@ -188,49 +232,122 @@ class Agent:
             self._registries.append((registry, _device_name(device or "host")))
 
     def _items(self):
+        """The offer: every cache and registry item with bytes to give back
+        (a size callback that raises is logged and left out)."""
         items = []
         with self._lock:
             caches, regs = list(self._caches), list(self._registries)
         for name, dev, size_fn, _ in caches:
-            items.append({"name": name, "device": dev, "kind": "cache", "bytes": int(size_fn())})
+            try:
+                items.append({"name": name, "device": dev, "kind": "cache",
+                              "bytes": int(size_fn())})
+            except Exception:
+                _log.error("size_fn of cache %s raised", name, exc_info=True)
         for name, dev, size in _torch_caches():
             items.append({"name": name, "device": dev, "kind": "cache", "bytes": int(size)})
         for i, (reg, dev) in enumerate(regs):
-            if callable(getattr(reg, "offer_items", None)):
-                items.extend(reg.offer_items())
-                continue
-            b = int(reg.releasable_bytes())
-            items.append({"name": "%s%d" % (type(reg).__name__, i), "device": dev,
-                          "kind": "model", "bytes": b, "reload_bytes": b,
-                          "idle_s": float(getattr(reg, "idle_seconds", 0) or 0)})
+            try:
+                if callable(getattr(reg, "offer_items", None)):
+                    items.extend(reg.offer_items())
+                    continue
+                b = int(reg.releasable_bytes())
+                items.append({"name": "%s%d" % (type(reg).__name__, i), "device": dev,
+                              "kind": "model", "bytes": b, "reload_bytes": b,
+                              "idle_s": float(getattr(reg, "idle_seconds", 0) or 0)})
+            except Exception:
+                _log.error("the offer of %s raised", type(reg).__name__, exc_info=True)
         return [x for x in items if x["bytes"] > 0][:64]  # the protocol's limit
 
+    def _busy(self):
+        """True while a registry says it is at work."""
+        with self._lock:
+            regs = [r for r, _ in self._registries]
+        for reg in regs:
+            try:
+                if callable(getattr(reg, "busy", None)) and reg.busy():
+                    return True
+            except Exception:  # a registry that cannot tell is not busy
+                _log.debug("busy() of %s raised", type(reg).__name__, exc_info=True)
+        return False
+
+    def _offer(self):
+        msg = {"op": "offer", "items": self._items()}
+        if self._busy():
+            msg["busy"] = True
+        return msg
+
     def _send_offer(self):
-        self._io.send({"op": "offer", "items": self._items()})
+        self._io.send(self._offer())
+
+    def _release(self, device, nbytes):
+        """(bytes that came back, the errors of the callbacks that raised)."""
+        freed, errors = 0, []
+
+        def failed(what, e):
+            _log.error("release on %s: %s raised", device, what, exc_info=True)
+            errors.append("%s: %s: %s" % (what, type(e).__name__, e))
+
+        with self._lock:
+            caches, regs = list(self._caches), list(self._registries)
+        for name, dev, size_fn, release_fn in caches:
+            if dev != device or freed >= nbytes:
+                continue
+            try:
+                before = int(size_fn())
+                if _takes_argument(release_fn):
+                    release_fn(nbytes - freed)
+                else:
+                    release_fn()
+                freed += max(0, before - int(size_fn()))
+            except Exception as e:
+                failed("cache %s" % name, e)
+        try:
+            if freed < nbytes and any(dev == device and size for _, dev, size in _torch_caches()):
+                # The process's caches, as every cleanup mode releases them;
+                # what came back on this device, by PyTorch's (or the pools')
+                # counters.
+                back = _free.release_caches([])
+                freed += back.get(int(device[3:]), 0)
+        except Exception as e:
+            failed("the process's caches", e)
+        for reg, dev in regs:
+            try:
+                if callable(getattr(reg, "release_device", None)):
+                    if freed < nbytes:
+                        freed += int(reg.release_device(device, nbytes - freed) or 0)
+                elif dev == device and freed < nbytes:
+                    freed += int(reg.release(nbytes - freed) or 0)
+            except Exception as e:
+                failed("%s.release" % type(reg).__name__, e)
+        return freed, errors
 
     def release(self, device, nbytes):
         """Gives back at least nbytes on device if it can: caches first, then
-        registries. Returns the bytes that came back (as reported)."""
-        freed = 0
+        registries. Returns the bytes that came back, measured (a callback
+        that raised is logged and left out)."""
+        return self._release(device, nbytes)[0]
+
+    def _withdraw(self):
+        """A release asked earlier is no longer wanted: registries take back
+        what they set up for it and have not done yet."""
         with self._lock:
-            caches, regs = list(self._caches), list(self._registries)
-        for _, dev, size_fn, release_fn in caches:
-            if dev == device and freed < nbytes:
-                before = int(size_fn())
-                release_fn()
-                freed += max(0, before - int(size_fn()))
-        if freed < nbytes and any(dev == device and size for _, dev, size in _torch_caches()):
-            # The process's caches, as every cleanup mode releases them; what
-            # came back on this device, by PyTorch's (or the pools') counters.
-            back = _free.release_caches([])
-            freed += back.get(int(device[3:]), 0)
-        for reg, dev in regs:
-            if callable(getattr(reg, "release_device", None)):
-                if freed < nbytes:
-                    freed += int(reg.release_device(device, nbytes - freed) or 0)
-            elif dev == device and freed < nbytes:
-                freed += int(reg.release(nbytes - freed) or 0)
-        return freed
+            regs = [r for r, _ in self._registries]
+        for reg in regs:
+            if callable(getattr(reg, "withdraw", None)):
+                try:
+                    reg.withdraw()
+                except Exception:
+                    _log.error("withdraw() of %s raised", type(reg).__name__, exc_info=True)
+
+    def _answer(self, msg):
+        self.requests += 1
+        got, errors = self._release(msg.get("device", "host"), int(msg.get("bytes", 0)))
+        self.released_total += got
+        answer = {"op": "released", "id": msg["id"], "bytes": int(got)}
+        if errors:
+            self.last_error = "; ".join(errors)
+            answer["error"] = self.last_error[:255]
+        self._io.send(answer)
 
     def _run(self):
         last_offer = None
@@ -238,18 +355,14 @@ class Agent:
             try:
                 msg = self._io.read(timeout=self.interval)
                 if msg and msg.get("op") == "release":
-                    self.requests += 1
-                    try:
-                        got = self.release(msg.get("device", "host"), int(msg.get("bytes", 0)))
-                    except Exception:  # a failing release still gets an answer
-                        got = 0
-                    self.released_total += got
-                    self._io.send({"op": "released", "id": msg["id"], "bytes": got})
+                    self._answer(msg)
                     last_offer = None
-                items = self._items()
-                if items != last_offer:
-                    self._io.send({"op": "offer", "items": items})
-                    last_offer = items
+                elif msg and msg.get("op") == "cancel":
+                    self._withdraw()
+                offer = self._offer()
+                if offer != last_offer:
+                    self._io.send(offer)
+                    last_offer = offer
             except (BrokerError, OSError, ValueError):
                 break  # the broker went away or spoke nonsense: unregistered
 
@@ -272,14 +385,18 @@ def connect(priority=0, registry=None, name=None, path=None, interval=1.0, devic
 
 @contextlib.contextmanager
 def reserve(nbytes, device=0, timeout=60, priority=0, lease=0, path=None):
-    """Holds a lease of nbytes on device (a GPU index, or "host") for the
-    block; waits up to timeout seconds while others release. Yields the
-    broker's "granted" answer; raises Refused or BrokerError."""
+    """Holds a lease of nbytes (whole bytes: an int; a float is a
+    TypeError) on device (a GPU index, or "host") for the block; waits up to
+    timeout seconds while others release. Yields the broker's "granted"
+    answer; raises Refused or BrokerError."""
+    _whole_bytes("nbytes", nbytes, minimum=1)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError("priority must be an int; got %r" % (priority,))
     s = _open(path)
     io = _Lines(s)
     try:
-        io.send({"op": "reserve", "id": 1, "bytes": int(nbytes), "device": _device_name(device),
-                 "timeout": float(timeout), "lease": float(lease), "priority": int(priority)})
+        io.send({"op": "reserve", "id": 1, "bytes": nbytes, "device": _device_name(device),
+                 "timeout": float(timeout), "lease": float(lease), "priority": priority})
         reply = io.read(timeout=float(timeout) + 10)
         if reply is None:
             raise BrokerError("no answer from the broker within %gs" % (float(timeout) + 10))

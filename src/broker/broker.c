@@ -1,7 +1,9 @@
 /* The broker's life: reading its options, making the socket (a directory
- * of the user's own, 0700; the socket 0600, or 0660 with a configured
- * group), refusing to steal the socket of a live broker, starting the loop's
- * thread, and stopping it (every connection closed, so every lease ends). */
+ * of the user's own, 0700, and the socket 0600; with a configured group,
+ * the directory 0750 and the socket 0660, both the group's, after checking
+ * that the group can reach the directory at all), refusing to steal the
+ * socket of a live broker, starting the loop's thread, and stopping it
+ * (every connection closed, so every lease ends). */
 #include "broker/broker_int.h"
 
 #include <errno.h>
@@ -14,21 +16,71 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-/* Makes the socket's directory (one level) with mode 0700 when it is missing. */
-static int make_dir(const char *path, char *err, size_t n) {
+static double system_clock(void *arg) {
+  (void)arg;
+  return hr__now_mono();
+}
+
+double hr__broker_now(const hr_broker_t *b) {
+  return b->clock ? b->clock(b->clock_arg) : hr__now_mono();
+}
+
+/* The group named (or numbered) by broker_group in *gid; -1 when none is
+ * set. */
+static int group_id(const char *group, long *gid, char *err, size_t n) {
+  *gid = -1;
+  if (!*group) return 0;
+  struct group *g = getgrnam(group);
+  char *end = NULL;
+  *gid = g ? (long)g->gr_gid : strtol(group, &end, 10);
+  if ((!g && (*end || end == group)) || *gid < 0)
+    return hr__err(err, n, HR_EINVAL, "broker_group: no group '%s'", group);
+  return 0;
+}
+
+/* Members of gid can pass through every directory above `dir` (each
+ * searchable by its group when it is gid's, or by others). */
+static int group_reaches(const char *dir, long gid, const char *group, char *err, size_t n) {
+  char p[256];
+  hr__strlcpy(p, dir, sizeof p);
+  for (char *slash = strrchr(p, '/'); slash && slash != p; slash = strrchr(p, '/')) {
+    *slash = '\0';
+    struct stat st;
+    if (stat(p, &st) != 0) continue;
+    bool ok = (st.st_mode & S_IXOTH) || ((long)st.st_gid == gid && (st.st_mode & S_IXGRP));
+    if (!ok)
+      return hr__err(err, n, HR_EINVAL,
+                     "broker_group: members of group '%s' cannot enter %s (mode %03o): set "
+                     "broker_socket to a path under a directory they can reach, such as "
+                     "/run/headroom/broker.sock",
+                     group, p, (unsigned)(st.st_mode & 0777));
+  }
+  return 0;
+}
+
+/* Makes the socket's directory (one level) when it is missing: 0700, or
+ * 0750 and the group's with broker_group (an existing one of this user is
+ * given to the group too). */
+static int make_dir(const char *path, long gid, const char *group, char *err, size_t n) {
   char dir[256];
   hr__strlcpy(dir, path, sizeof dir);
   char *slash = strrchr(dir, '/');
   if (!slash || slash == dir) return 0;
   *slash = '\0';
-  if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+  if (mkdir(dir, gid >= 0 ? 0750 : 0700) != 0 && errno != EEXIST)
     return hr__err(err, n, HR_EIO, "broker: cannot make %s: %s", dir, strerror(errno));
-  return 0;
+  if (gid < 0) return 0;
+  struct stat st;
+  if (stat(dir, &st) == 0 && st.st_uid == geteuid() &&
+      (chown(dir, (uid_t)-1, (gid_t)gid) != 0 || chmod(dir, (st.st_mode & 0777) | 0750) != 0))
+    return hr__err(err, n, HR_EINVAL, "broker_group: cannot give %s to group '%s': %s", dir, group,
+                   strerror(errno));
+  return group_reaches(dir, gid, group, err, n);
 }
 
 /* Binds `path`; a socket file that a live broker answers on is HR_EBUSY, a
  * stale one (nobody listening) is replaced. */
-static int bind_socket(hr_broker_t *b, const char *group, char *err, size_t n) {
+static int bind_socket(hr_broker_t *b, long gid, const char *group, char *err, size_t n) {
   struct sockaddr_un sa = {.sun_family = AF_UNIX};
   hr__strlcpy(sa.sun_path, b->path, sizeof sa.sun_path);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -63,12 +115,8 @@ static int bind_socket(hr_broker_t *b, const char *group, char *err, size_t n) {
     unlink(tmp);
     return hr__err(err, n, HR_EIO, "broker: cannot listen on %s: %s", b->path, strerror(e));
   }
-  if (*group) {
-    struct group *g = getgrnam(group);
-    char *end;
-    long gid = g ? (long)g->gr_gid : strtol(group, &end, 10);
-    if ((!g && *end) || gid < 0 || chown(tmp, (uid_t)-1, (gid_t)gid) != 0 ||
-        chmod(tmp, 0660) != 0) {
+  if (gid >= 0) {
+    if (chown(tmp, (uid_t)-1, (gid_t)gid) != 0 || chmod(tmp, 0660) != 0) {
       close(fd);
       unlink(tmp);
       return hr__err(err, n, HR_EINVAL, "broker_group: cannot give %s to group '%s'", b->path,
@@ -101,6 +149,8 @@ static int configure(hr_broker_t *b, const hr_options_t *o, char *err, size_t n)
   b->warn[1] = hr_options_get_double(o, HR_OPTION_vram_warn) / 100;
   b->critical[1] = hr_options_get_double(o, HR_OPTION_vram_critical) / 100;
   b->max_conns = (size_t)hr_options_get_int(o, HR_OPTION_broker_max_conns);
+  b->max_leases = (size_t)hr_options_get_int(o, HR_OPTION_broker_max_leases);
+  b->max_queued = (size_t)hr_options_get_int(o, HR_OPTION_broker_max_queued);
   b->adapter_priority = (int)hr_options_get_int(o, HR_OPTION_broker_adapter_priority);
   int rc = hr__broker_parse_budget(b, hr_options_get_str(o, HR_OPTION_budget), err, n);
   if (rc == 0)
@@ -108,16 +158,53 @@ static int configure(hr_broker_t *b, const hr_options_t *o, char *err, size_t n)
   return rc;
 }
 
-int hr_broker_start(const hr_options_t *o, hr_broker_event_fn fn, void *arg, hr_broker_t **out,
-                    char *err, size_t errlen) {
-  int rc;
-  if (!o || !out) return HR_EINVAL;
+int hr__broker_new(const hr_options_t *o, hr_broker_event_fn fn, void *arg, hr_broker_t **out,
+                   char *err, size_t n) {
   *out = NULL;
   hr_broker_t *b = calloc(1, sizeof *b);
   if (!b) return HR_ENOMEM;
   b->listen_fd = b->wake[0] = b->wake[1] = -1;
   b->fn = fn, b->fn_arg = arg;
+  b->clock = system_clock;
   pthread_mutex_init(&b->lock, NULL);
+  int rc = configure(b, o, err, n);
+  if (rc) {
+    hr__broker_free_state(b);
+    return rc;
+  }
+  *out = b;
+  return 0;
+}
+
+void hr__broker_free_state(hr_broker_t *b) {
+  for (size_t i = 0; i < b->n_conns; i++) {
+    if (b->conns[i]->fd >= 0) close(b->conns[i]->fd);
+    free(b->conns[i]->rbuf);
+    hr__buf_free(&b->conns[i]->wbuf);
+    free(b->conns[i]);
+  }
+  for (size_t i = 0; i < b->n_adapters; i++) hr__adapter_close(&b->adapters[i]);
+  while (b->queue) {
+    hr__breq_t *q = b->queue;
+    b->queue = q->next;
+    free(q);
+  }
+  free(b->conns);
+  free(b->leases);
+  pthread_mutex_destroy(&b->lock);
+  free(b);
+}
+
+int hr_broker_start(const hr_options_t *o, hr_broker_event_fn fn, void *arg, hr_broker_t **out,
+                    char *err, size_t errlen) {
+  int rc;
+  hr_broker_t *b = NULL;
+  if (!o || !out) return HR_EINVAL;
+  *out = NULL;
+  const char *group = hr_options_get_str(o, HR_OPTION_broker_group);
+  long gid;
+  if ((rc = group_id(group, &gid, err, errlen)) != 0) return rc;
+  if ((rc = hr__broker_new(o, fn, arg, &b, err, errlen)) != 0) return rc;
   if ((rc = hr_broker_socket_path(o, b->path, sizeof b->path)) != 0) {
     hr__err(err, errlen, rc,
             rc == HR_ERANGE ? "broker: the socket path is longer than 103 bytes"
@@ -125,11 +212,9 @@ int hr_broker_start(const hr_options_t *o, hr_broker_event_fn fn, void *arg, hr_
                               "XDG_RUNTIME_DIR is set nor the user root)");
     goto fail;
   }
-  if ((rc = configure(b, o, err, errlen)) != 0) goto fail;
   hr__broker_read(b);
-  if ((rc = make_dir(b->path, err, errlen)) != 0) goto fail;
-  if ((rc = bind_socket(b, hr_options_get_str(o, HR_OPTION_broker_group), err, errlen)) != 0)
-    goto fail;
+  if ((rc = make_dir(b->path, gid, group, err, errlen)) != 0) goto fail;
+  if ((rc = bind_socket(b, gid, group, err, errlen)) != 0) goto fail;
   if (pipe2(b->wake, O_CLOEXEC) != 0) {
     rc = hr__err(err, errlen, HR_EIO, "broker: pipe: %s", strerror(errno));
     goto fail;
@@ -160,15 +245,7 @@ void hr_broker_stop(hr_broker_t *b) {
   }
   for (int i = 0; i < 2; i++)
     if (b->wake[i] >= 0) close(b->wake[i]);
-  while (b->queue) {
-    hr__breq_t *q = b->queue;
-    b->queue = q->next;
-    free(q);
-  }
-  free(b->conns);
-  free(b->leases);
-  pthread_mutex_destroy(&b->lock);
-  free(b);
+  hr__broker_free_state(b);
 }
 
 void hr_broker_get_counters(hr_broker_t *b, hr_broker_counters_t *out) {
@@ -179,4 +256,11 @@ void hr_broker_get_counters(hr_broker_t *b, hr_broker_counters_t *out) {
 
 const char *hr_broker_path(const hr_broker_t *b) {
   return b->path;
+}
+
+int hr_broker_protocol_schema(char **out) {
+  if (!out) return HR_EINVAL;
+  hr__buf_t o = {0};
+  hr__bproto_schema(&o);
+  return hr__buf_finish(&o, out);
 }

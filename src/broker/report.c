@@ -1,10 +1,12 @@
 /* What the broker reports: its events, handed to the caller as the watch's
  * typed events (who records them in history and writes them with the one
  * JSON and text writer), the counters the exporter reads, and the status
- * object that `headroom broker` shows, written here, once, through the one
- * JSON string writer. */
+ * message that `headroom broker` shows, gathered here and written by the
+ * protocol's one encoder. Its lists are bounded whatever a client makes the
+ * broker hold: the first clients, the largest leases, and the totals. */
 #include "broker/broker_int.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,136 +55,101 @@ void hr__broker_count_grant_locked(hr_broker_t *b, double latency_s) {
     if (latency_s <= bounds[i]) b->counters.grant_latency_le[i]++;
 }
 
-static void put_u64(hr__buf_t *o, const char *key, uint64_t v) {
-  if (v == HR_UNLIMITED || v == HR_UNKNOWN)
-    hr__buf_printf(o, ",\"%s\":null", key);
-  else
-    hr__buf_printf(o, ",\"%s\":%llu", key, (unsigned long long)v);
-}
-
-/* ,"key":"value" through the one JSON string writer. */
-static void put_str(hr__buf_t *o, const char *key, const char *v) {
-  hr__buf_printf(o, ",\"%s\":", key);
-  hr__buf_json_str(o, v);
-}
-
-static void status_resources(hr_broker_t *b, hr__buf_t *o) {
-  hr__buf_puts(o, ",\"resources\":[");
-  for (size_t i = 0; i < b->n_res; i++) {
-    const hr__bres_t *r = &b->res[i];
-    hr__buf_printf(o, "%s{\"device\":", i ? "," : "");
-    hr__buf_json_str(o, r->name);
-    put_u64(o, "budget_bytes", r->budget);
-    put_u64(o, "capacity_bytes", r->capacity);
-    put_u64(o, "physical_free_bytes", r->phys_free);
-    hr__buf_printf(o, ",\"clients_bytes\":%llu,\"leased_bytes\":%llu,\"free_bytes\":%llu}",
-                   (unsigned long long)r->clients_used, (unsigned long long)r->leased,
-                   (unsigned long long)hr__broker_free(r));
-  }
-  hr__buf_puts(o, "]");
-}
-
-/* One client: who, its items, what it could release on each resource. */
-static void status_client(hr_broker_t *b, const hr__bconn_t *c, hr__buf_t *o) {
-  hr__buf_printf(o, "{\"client\":%llu,\"pid\":%d,\"uid\":%u", (unsigned long long)c->id, c->pid,
-                 c->uid);
-  put_str(o, "name", c->name);
-  hr__buf_printf(o, ",\"priority\":%d,\"items\":[", c->priority);
-  for (size_t k = 0; k < c->n_items; k++) {
-    const hr__bitem_t *x = &c->items[k];
-    hr__buf_puts(o, k ? ",{\"name\":" : "{\"name\":");
-    hr__buf_json_str(o, x->name);
-    put_str(o, "device", x->device);
-    hr__buf_printf(o, ",\"kind\":\"%s\",\"bytes\":%llu,\"reload_bytes\":%llu,\"idle_s\":%.1f}",
-                   x->cache ? "cache" : "model", (unsigned long long)x->bytes,
-                   (unsigned long long)x->reload_bytes, x->idle_s);
-  }
-  hr__buf_puts(o, "],\"releasable_bytes\":{");
+static void status_client(hr_broker_t *b, const hr__bconn_t *c, hr__bs_client_t *x) {
+  *x = (hr__bs_client_t){.client = c->id,
+                         .pid = c->pid,
+                         .uid = c->uid,
+                         .priority = c->priority,
+                         .busy = c->busy || (c->strike_at > 0 &&
+                                             hr__broker_now(b) - c->strike_at < HR_BROKER_STRIKE_S),
+                         .items = c->items,
+                         .n_items = c->n_items};
+  hr__strlcpy(x->name, c->name, sizeof x->name);
+  hr__strlcpy(x->last_error, c->last_error, sizeof x->last_error);
   for (size_t r = 0; r < b->n_res; r++) {
-    hr__buf_printf(o, "%s", r ? "," : "");
-    hr__buf_json_str(o, b->res[r].name);
-    hr__buf_printf(o, ":%llu", (unsigned long long)hr__broker_releasable(c, b->res[r].name));
+    hr__strlcpy(x->releasable[r].key, b->res[r].name, sizeof x->releasable[r].key);
+    x->releasable[r].v = hr__broker_releasable(c, b->res[r].name);
   }
-  hr__buf_puts(o, "}}");
+  x->n_releasable = b->n_res;
 }
 
-static void status_adapters(hr_broker_t *b, hr__buf_t *o) {
-  hr__buf_puts(o, ",\"adapters\":[");
-  for (size_t i = 0; i < b->n_adapters; i++) {
-    const hr__badapter_t *a = &b->adapters[i];
-    hr__buf_puts(o, i ? ",{\"name\":" : "{\"name\":");
-    hr__buf_json_str(o, a->name);
-    put_str(o, "kind", a->kind);
-    put_str(o, "device", a->device);
-    hr__buf_printf(o, ",\"priority\":%d,\"asleep\":%s,\"known_bytes\":%llu}", b->adapter_priority,
-                   a->asleep ? "true" : "false", (unsigned long long)a->used);
-  }
-  hr__buf_puts(o, "]");
+static void status_adapter(hr_broker_t *b, const hr__badapter_t *a, hr__bs_adapter_t *x) {
+  *x = (hr__bs_adapter_t){.priority = b->adapter_priority,
+                          .asleep = a->asleep,
+                          .busy = a->busy || (a->strike_at > 0 && hr__broker_now(b) - a->strike_at <
+                                                                      HR_BROKER_STRIKE_S),
+                          .known_bytes = a->used};
+  hr__strlcpy(x->name, a->name, sizeof x->name);
+  hr__strlcpy(x->kind, a->ops->kind, sizeof x->kind);
+  hr__strlcpy(x->device, a->device, sizeof x->device);
+  hr__strlcpy(x->last_error, a->last_error, sizeof x->last_error);
 }
 
-static void status_leases(hr_broker_t *b, hr__buf_t *o) {
-  hr__buf_puts(o, ",\"leases\":[");
-  double now = hr__now_mono();
-  for (size_t i = 0; i < b->n_leases; i++) {
+static int lease_cmp(const void *x, const void *y) {
+  const hr__bs_lease_t *a = x, *b = y;
+  if (a->bytes != b->bytes) return a->bytes > b->bytes ? -1 : 1;
+  return a->lease < b->lease ? -1 : a->lease > b->lease;
+}
+
+/* Every lease, largest first; the status shows the first ones. */
+static hr__bs_lease_t *status_leases(hr_broker_t *b) {
+  hr__bs_lease_t *ls = calloc(b->n_leases + 1, sizeof *ls);
+  double now = hr__broker_now(b);
+  for (size_t i = 0; ls && i < b->n_leases; i++) {
     const hr__blease_t *l = &b->leases[i];
-    hr__buf_printf(o, "%s{\"lease\":%llu,\"pid\":%d,\"uid\":%u", i ? "," : "",
-                   (unsigned long long)l->id, l->pid, l->uid);
-    put_str(o, "name", l->name);
-    put_str(o, "device", b->res[l->res].name);
-    hr__buf_printf(o, ",\"bytes\":%llu", (unsigned long long)l->bytes);
-    if (l->expires > 0)
-      hr__buf_printf(o, ",\"expires_in_s\":%.1f}", l->expires - now);
-    else
-      hr__buf_puts(o, ",\"expires_in_s\":null}");
+    ls[i] = (hr__bs_lease_t){.lease = l->id,
+                             .pid = l->pid,
+                             .uid = l->uid,
+                             .bytes = l->bytes,
+                             .consumed_bytes = l->consumed,
+                             .expires_in_s = l->expires > 0 ? l->expires - now : NAN};
+    hr__strlcpy(ls[i].name, l->name, sizeof ls[i].name);
+    hr__strlcpy(ls[i].device, b->res[l->res].name, sizeof ls[i].device);
   }
-  hr__buf_puts(o, "]");
+  if (ls) qsort(ls, b->n_leases, sizeof *ls, lease_cmp);
+  return ls;
 }
 
-/* The counters, named as in hr_broker_counters_t. */
-static void status_counters(hr_broker_t *b, hr__buf_t *o) {
-  hr_broker_counters_t k;
-  hr_broker_get_counters(b, &k);
-  const struct {
-    const char *name;
-    uint64_t v;
-  } c[] = {{"connections", k.connections},
-           {"refused_peers", k.refused_peers},
-           {"protocol_errors", k.protocol_errors},
-           {"registrations", k.registrations},
-           {"reservations", k.reservations},
-           {"granted", k.granted},
-           {"refused", k.refused},
-           {"asks", k.asks},
-           {"answers", k.answers},
-           {"no_answers", k.no_answers},
-           {"adapter_failures", k.adapter_failures},
-           {"released_bytes", k.released_bytes},
-           {"pressure_asks", k.pressure_asks}};
-  hr__buf_puts(o, ",\"counters\":{");
-  for (size_t i = 0; i < HR_ARRAY_LEN(c); i++)
-    hr__buf_printf(o, "%s\"%s\":%llu", i ? "," : "", c[i].name, (unsigned long long)c[i].v);
-  hr__buf_printf(o, ",\"grant_latency_s_total\":%.6f}", k.grant_latency_s_total);
-}
-
-/* {"v":1,"op":"status","resources":[...],"clients":[...],"leases":[...],...}:
- * what `headroom broker` shows. Reads the resources afresh. */
+/* The status message, bounded: the first HR_BROKER_STATUS_CLIENTS clients
+ * and the HR_BROKER_STATUS_LEASES largest leases, with the totals. Reads
+ * the resources afresh. */
 void hr__broker_status_json(hr_broker_t *b, hr__buf_t *o) {
   hr__broker_read(b);
-  hr__buf_puts(o, "{\"v\":1,\"op\":\"status\"");
-  put_str(o, "socket", b->path);
-  status_resources(b, o);
-  hr__buf_puts(o, ",\"clients\":[");
-  bool first = true;
-  for (size_t i = 0; i < b->n_conns; i++) {
-    if (!b->conns[i]->registered || b->conns[i]->closing) continue;
-    if (!first) hr__buf_puts(o, ",");
-    first = false;
-    status_client(b, b->conns[i], o);
+  hr__bm_status_t *m = calloc(1, sizeof *m);
+  hr__bs_client_t *cs = calloc(HR_BROKER_STATUS_CLIENTS, sizeof *cs);
+  hr__bs_adapter_t as[HR_BROKER_MAX_ADAPTER];
+  hr__bs_lease_t *ls = status_leases(b);
+  if (!m || !cs || !ls) {
+    o->failed = true;
+    goto out;
   }
-  hr__buf_puts(o, "]");
-  status_adapters(b, o);
-  status_leases(b, o);
-  hr__buf_printf(o, ",\"pending\":%zu", b->queue ? (size_t)1 : (size_t)0);
-  status_counters(b, o);
-  hr__buf_puts(o, "}");
+  hr__strlcpy(m->socket, b->path, sizeof m->socket);
+  for (size_t i = 0; i < b->n_res; i++) {
+    const hr__bres_t *r = &b->res[i];
+    m->resources[i] = (hr__bs_res_t){.budget_bytes = r->budget,
+                                     .capacity_bytes = r->capacity,
+                                     .physical_free_bytes = r->phys_free,
+                                     .clients_bytes = r->clients_used,
+                                     .leased_bytes = r->leased,
+                                     .free_bytes = hr__broker_free(r)};
+    hr__strlcpy(m->resources[i].device, r->name, sizeof m->resources[i].device);
+  }
+  m->n_resources = b->n_res;
+  for (size_t i = 0; i < b->n_conns; i++) {
+    const hr__bconn_t *c = b->conns[i];
+    if (!c->registered || c->closing) continue;
+    if (m->n_clients < HR_BROKER_STATUS_CLIENTS) status_client(b, c, &cs[m->n_clients++]);
+    m->clients_total++;
+  }
+  for (size_t i = 0; i < b->n_adapters; i++) status_adapter(b, &b->adapters[i], &as[i]);
+  m->clients = cs, m->adapters = as, m->n_adapters = b->n_adapters, m->leases = ls;
+  m->n_leases = HR_MIN(b->n_leases, (size_t)HR_BROKER_STATUS_LEASES);
+  m->leases_total = b->n_leases;
+  m->pending = b->n_queue;
+  hr_broker_get_counters(b, &m->counters);
+  hr__bproto_encode(o, HR__BOP_STATUS, m);
+out:
+  free(m);
+  free(cs);
+  free(ls);
 }

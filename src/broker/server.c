@@ -1,9 +1,13 @@
-/* The broker's socket and loop: one thread polls the listening socket, a
- * wake pipe and every connection (never a thread per client), reads JSON
- * lines, checks who is speaking through SO_PEERCRED, and hands requests to
- * reserve.c. A client that sends garbage, lies about its pid or belongs to
+/* The broker's socket and loop, the actor's side that faces clients: one
+ * thread polls the listening socket, a wake pipe, every connection and every
+ * adapter's exchange (never a thread per client, never a blocking call),
+ * reads JSON lines, decodes them through the one protocol codec (proto.c),
+ * checks who is speaking through SO_PEERCRED, and hands requests to the
+ * engine. A client that sends garbage, lies about its pid or belongs to
  * another user gets one error line and is closed; the others are not
- * affected. Each user may hold broker_max_conns connections. */
+ * affected. Each user may hold broker_max_conns connections. Out of file
+ * descriptors, the listening socket rests (10 ms, doubling up to 1 s)
+ * instead of waking the loop for a connection it cannot take. */
 #include "broker/broker_int.h"
 
 #include <cjson/cJSON.h>
@@ -39,7 +43,7 @@ int hr_broker_socket_path(const hr_options_t *o, char *buf, size_t n) {
 
 /* Writes what the connection's buffer holds, as far as the socket takes it. */
 static void flush(hr__bconn_t *c) {
-  while (c->woff < c->wbuf.len) {
+  while (c->fd >= 0 && c->woff < c->wbuf.len) {
     ssize_t w = send(c->fd, c->wbuf.s + c->woff, c->wbuf.len - c->woff, MSG_NOSIGNAL);
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) break;
@@ -50,15 +54,15 @@ static void flush(hr__bconn_t *c) {
   if (c->wbuf.failed || c->wbuf.len - c->woff > HR_BROKER_WBUF_MAX) c->closing = true;
 }
 
-void hr__broker_send(hr_broker_t *b, hr__bconn_t *c, const char *line) {
+void hr__broker_send(hr_broker_t *b, hr__bconn_t *c, hr__bop_t op, const void *msg) {
   (void)b;
   if (c->closing) return;
-  hr__buf_puts(&c->wbuf, line);
+  hr__bproto_encode(&c->wbuf, op, msg);
   hr__buf_put(&c->wbuf, "\n", 1);
   flush(c);
 }
 
-/* Sends {"v":1,"op":"error","error":msg} and closes the connection. */
+/* Sends an error line and closes the connection. */
 static void fail_conn(hr_broker_t *b, hr__bconn_t *c, hr_broker_event_kind_t kind,
                       const char *msg) {
   hr_watch_event_t e = {
@@ -69,18 +73,23 @@ static void fail_conn(hr_broker_t *b, hr__bconn_t *c, hr_broker_event_kind_t kin
                    kind == HR_BROKER_EV_PROTOCOL_ERROR ? &b->counters.protocol_errors
                                                        : &b->counters.refused_peers,
                    1);
-  hr__buf_t o = {0};
-  hr__buf_puts(&o, "{\"v\":1,\"op\":\"error\",\"error\":");
-  hr__buf_json_str(&o, msg);
-  hr__buf_puts(&o, "}");
-  if (!o.failed) hr__broker_send(b, c, o.s);
-  hr__buf_free(&o);
+  hr__bm_error_t m = {0};
+  hr__strlcpy(m.error, msg, sizeof m.error);
+  hr__broker_send(b, c, HR__BOP_ERROR, &m);
   c->closing = true;
 }
 
 hr__bconn_t *hr__broker_conn(hr_broker_t *b, uint64_t id) {
   for (size_t i = 0; i < b->n_conns; i++)
     if (b->conns[i]->id == id && !b->conns[i]->closing) return b->conns[i];
+  return NULL;
+}
+
+hr__bconn_t *hr__broker_client_of(hr_broker_t *b, int peer_pid) {
+  for (size_t i = 0; i < b->n_conns; i++) {
+    hr__bconn_t *c = b->conns[i];
+    if (c->registered && !c->closing && c->peer_pid == peer_pid) return c;
+  }
   return NULL;
 }
 
@@ -104,39 +113,17 @@ static bool pid_is_peer(hr_broker_t *b, int peer, int pid) {
   return false;
 }
 
-static const char *jstr(const cJSON *j, const char *k, const char *dflt) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
-  return cJSON_IsString(v) ? v->valuestring : dflt;
-}
-
-/* A number member that must be a non-negative integer below 2^63; -1 when
- * missing, -2 when malformed. */
-static double jnum(const cJSON *j, const char *k) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
-  if (!v) return -1;
-  if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble < 0 ||
-      v->valuedouble > 9.2e18)
-    return -2;
-  return v->valuedouble;
-}
-
-static int do_hello(hr_broker_t *b, hr__bconn_t *c, const cJSON *j, char *err, size_t n) {
-  double pid = jnum(j, "pid");
-  const cJSON *prio = cJSON_GetObjectItemCaseSensitive(j, "priority");
+static int do_hello(hr_broker_t *b, hr__bconn_t *c, const hr__bm_hello_t *m, char *err, size_t n) {
   if (c->registered) return hr__err(err, n, HR_ESTATE, "hello: already registered");
-  if (pid < 1 || pid > 4194304 || pid != floor(pid))
-    return hr__err(err, n, HR_EINVAL, "hello: \"pid\" must be a process id");
-  if (prio && (!cJSON_IsNumber(prio) || fabs(prio->valuedouble) > 1e6))
-    return hr__err(err, n, HR_EINVAL, "hello: \"priority\" must be a number in [-1e6, 1e6]");
-  if (!pid_is_peer(b, c->peer_pid, (int)pid))
+  if (!pid_is_peer(b, c->peer_pid, (int)m->pid))
     return hr__err(err, n, HR_EPERM,
                    "hello: pid %d is not the connecting process (pid %d) nor its pid in its "
                    "namespace: a client registers only itself",
-                   (int)pid, c->peer_pid);
+                   (int)m->pid, c->peer_pid);
   c->registered = true;
-  c->pid = (int)pid;
-  c->priority = prio ? (int)prio->valuedouble : 0;
-  hr__strlcpy(c->name, jstr(j, "name", "?"), sizeof c->name);
+  c->pid = (int)m->pid;
+  c->priority = (int)m->priority;
+  hr__strlcpy(c->name, m->name, sizeof c->name);
   b->last_read = 0; /* its memory counts from the next reading on */
   hr__broker_count(b, &b->counters.registrations, 1);
   hr_watch_event_t e = {.broker.what = HR_BROKER_EV_REGISTER,
@@ -144,107 +131,75 @@ static int do_hello(hr_broker_t *b, hr__bconn_t *c, const cJSON *j, char *err, s
                         .broker.uid = c->uid,
                         .broker.priority = c->priority};
   hr__broker_emit(b, &e, c->name, NULL);
-  hr__buf_t o = {0};
-  hr__buf_printf(&o, "{\"v\":1,\"op\":\"welcome\",\"client\":%llu,\"pid\":%d}",
-                 (unsigned long long)c->id, c->pid);
-  if (!o.failed) hr__broker_send(b, c, o.s);
-  hr__buf_free(&o);
+  hr__bm_welcome_t w = {.client = c->id, .pid = c->pid};
+  hr__broker_send(b, c, HR__BOP_WELCOME, &w);
   return 0;
 }
 
-static int do_offer(hr_broker_t *b, hr__bconn_t *c, const cJSON *j, char *err, size_t n) {
-  const cJSON *items = cJSON_GetObjectItemCaseSensitive(j, "items"), *it;
+static int do_offer(hr_broker_t *b, hr__bconn_t *c, const hr__bm_offer_t *m, char *err, size_t n) {
   if (!c->registered) return hr__err(err, n, HR_ESTATE, "offer: send hello first");
-  if (!cJSON_IsArray(items)) return hr__err(err, n, HR_EINVAL, "offer: \"items\" must be a list");
-  if (cJSON_GetArraySize(items) > HR_BROKER_MAX_ITEMS)
-    return hr__err(err, n, HR_ERANGE, "offer: at most %d items", HR_BROKER_MAX_ITEMS);
-  size_t k = 0;
-  cJSON_ArrayForEach(it, items) {
-    hr__bitem_t *x = &c->items[k];
-    double bytes = jnum(it, "bytes"), reload = jnum(it, "reload_bytes"), idle = jnum(it, "idle_s");
-    const char *kind = jstr(it, "kind", "");
-    if (!cJSON_IsObject(it) || bytes < 0 || reload == -2 || idle == -2 ||
-        (strcmp(kind, "cache") && strcmp(kind, "model")))
-      return hr__err(err, n, HR_EINVAL,
-                     "offer: each item needs \"kind\" (cache or model) and \"bytes\" >= 0");
-    const char *dev = jstr(it, "device", "host");
-    if (hr__broker_res_find(b, dev) < 0)
-      return hr__err(err, n, HR_EINVAL, "offer: unknown device '%.16s'", dev);
-    hr__strlcpy(x->device, dev, sizeof x->device);
-    hr__strlcpy(x->name, jstr(it, "name", kind), sizeof x->name);
-    x->cache = strcmp(kind, "cache") == 0;
-    x->bytes = (uint64_t)bytes;
-    x->reload_bytes = reload > 0 ? (uint64_t)reload : (x->cache ? 0 : x->bytes);
-    x->idle_s = idle > 0 ? idle : 0;
-    k++;
-  }
-  c->n_items = k;
+  for (size_t k = 0; k < m->n_items; k++)
+    if (hr__broker_res_find(b, m->items[k].device) < 0)
+      return hr__err(err, n, HR_EINVAL, "offer: items[%zu]: unknown device '%s'", k,
+                     m->items[k].device);
+  memcpy(c->items, m->items, m->n_items * sizeof *c->items);
+  for (size_t k = 0; k < m->n_items; k++)
+    if (c->items[k].reload_bytes == 0 && strcmp(c->items[k].kind, "model") == 0)
+      c->items[k].reload_bytes = c->items[k].bytes;
+  c->n_items = m->n_items;
+  c->busy = m->busy;
   return 0;
 }
 
-static int do_reserve(hr_broker_t *b, hr__bconn_t *c, const cJSON *j, char *err, size_t n) {
-  double id = jnum(j, "id"), bytes = jnum(j, "bytes"), timeout = jnum(j, "timeout");
-  double lease = jnum(j, "lease");
-  const cJSON *prio = cJSON_GetObjectItemCaseSensitive(j, "priority");
-  const char *dev = jstr(j, "device", "host");
-  if (bytes < 1) return hr__err(err, n, HR_EINVAL, "reserve: \"bytes\" must be a positive number");
-  if (id == -2 || timeout == -2 || lease == -2)
-    return hr__err(err, n, HR_EINVAL, "reserve: \"id\", \"timeout\", \"lease\" must be >= 0");
-  if (prio && (!cJSON_IsNumber(prio) || fabs(prio->valuedouble) > 1e6))
-    return hr__err(err, n, HR_EINVAL, "reserve: \"priority\" must be a number in [-1e6, 1e6]");
-  if (hr__broker_res_find(b, dev) < 0)
-    return hr__err(err, n, HR_EINVAL, "reserve: unknown device '%.16s'", dev);
-  int p = prio ? (int)prio->valuedouble : c->registered ? c->priority : 0;
-  hr__broker_reserve(b, c, id > 0 ? (uint64_t)id : 0, dev, (uint64_t)bytes,
-                     timeout >= 0 ? timeout : 30, lease > 0 ? lease : 0, p);
-  return 0;
-}
-
-static int do_line(hr_broker_t *b, hr__bconn_t *c, const char *line, char *err, size_t n) {
-  int rc = 0;
-  cJSON *j = cJSON_Parse(line);
-  if (!cJSON_IsObject(j)) {
-    rc = hr__err(err, n, HR_EPARSE, "not a JSON object: one object per line is expected");
-    goto out;
-  }
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "v");
-  if (!cJSON_IsNumber(v) || v->valuedouble != HR_BROKER_PROTOCOL) {
-    rc = hr__err(err, n, HR_EVERSION, "protocol version %s: this broker speaks \"v\": %d",
-                 cJSON_IsNumber(v) ? "not supported" : "missing", HR_BROKER_PROTOCOL);
-    goto out;
-  }
-  const char *op = jstr(j, "op", "");
-  if (strcmp(op, "hello") == 0)
-    rc = do_hello(b, c, j, err, n);
-  else if (strcmp(op, "offer") == 0)
-    rc = do_offer(b, c, j, err, n);
-  else if (strcmp(op, "reserve") == 0)
-    rc = do_reserve(b, c, j, err, n);
-  else if (strcmp(op, "released") == 0) {
-    double id = jnum(j, "id"), bytes = jnum(j, "bytes");
-    if (id < 0 || bytes < 0)
-      rc = hr__err(err, n, HR_EINVAL, "released: \"id\" and \"bytes\" must be numbers >= 0");
-    else
-      hr__broker_answer(b, c, (uint64_t)id, (uint64_t)bytes);
-  } else if (strcmp(op, "unreserve") == 0) {
-    double lease = jnum(j, "lease");
-    if (lease < 1)
-      rc = hr__err(err, n, HR_EINVAL, "unreserve: \"lease\" must be a lease id");
-    else
-      rc = hr__broker_unreserve(b, c, (uint64_t)lease, err, n);
-  } else if (strcmp(op, "status") == 0) {
+/* Does what a decoded message asks; returns 0, or an error that closes c. */
+static int dispatch(hr_broker_t *b, hr__bconn_t *c, const hr__bmsg_t *m, char *err, size_t n) {
+  switch (m->op) {
+  case HR__BOP_HELLO:
+    return do_hello(b, c, &m->u.hello, err, n);
+  case HR__BOP_OFFER:
+    return do_offer(b, c, &m->u.offer, err, n);
+  case HR__BOP_RESERVE:
+    if (hr__broker_res_find(b, m->u.reserve.device) < 0)
+      return hr__err(err, n, HR_EINVAL, "reserve: unknown device '%s'", m->u.reserve.device);
+    hr__broker_reserve(b, c, &m->u.reserve,
+                       m->present & hr__bproto_bit(HR__BOP_RESERVE, "priority"));
+    return 0;
+  case HR__BOP_RELEASED:
+    hr__broker_answer(b, c, m->u.released.id, m->u.released.bytes, m->u.released.error);
+    return 0;
+  case HR__BOP_UNRESERVE:
+    return hr__broker_unreserve(b, c, m->u.unreserve.lease, err, n);
+  case HR__BOP_RUNNING:
+    return hr__broker_running(b, c, &m->u.running, err, n);
+  case HR__BOP_STATUS_ASK: {
     hr__buf_t o = {0};
     hr__broker_status_json(b, &o);
-    if (!o.failed) hr__broker_send(b, c, o.s);
+    if (!o.failed && !c->closing) {
+      hr__buf_put(&c->wbuf, o.s, o.len);
+      hr__buf_put(&c->wbuf, "\n", 1);
+      flush(c);
+    }
     hr__buf_free(&o);
-  } else
-    rc = hr__err(err, n, HR_EINVAL,
-                 "unknown op '%.32s' (hello, offer, released, reserve, "
-                 "unreserve, status)",
-                 op);
-out:
-  cJSON_Delete(j);
-  return rc;
+    return 0;
+  }
+  default:
+    return hr__err(err, n, HR_EINVAL, "not a client's message");
+  }
+}
+
+void hr__broker_on_line(hr_broker_t *b, hr__bconn_t *c, const char *line, size_t len) {
+  char err[300];
+  hr__bmsg_t *m = malloc(sizeof *m);
+  if (!m) {
+    fail_conn(b, c, HR_BROKER_EV_PROTOCOL_ERROR, "out of memory");
+    return;
+  }
+  int rc = memchr(line, '\0', len) ? hr__err(err, sizeof err, HR_EPARSE, "a NUL byte inside a line")
+                                   : hr__bproto_decode(line, len, m, err, sizeof err);
+  if (rc == 0) rc = dispatch(b, c, m, err, sizeof err);
+  free(m);
+  if (rc)
+    fail_conn(b, c, rc == HR_EPERM ? HR_BROKER_EV_REFUSED_PEER : HR_BROKER_EV_PROTOCOL_ERROR, err);
 }
 
 static void read_conn(hr_broker_t *b, hr__bconn_t *c) {
@@ -259,14 +214,7 @@ static void read_conn(hr_broker_t *b, hr__bconn_t *c) {
   for (size_t i = c->rlen - (size_t)r; i < c->rlen && !c->closing; i++) {
     if (c->rbuf[i] != '\n') continue;
     c->rbuf[i] = '\0';
-    char err[300];
-    if (memchr(c->rbuf + start, '\0', i - start))
-      fail_conn(b, c, HR_BROKER_EV_PROTOCOL_ERROR, "a NUL byte inside a line");
-    else if (i > start && do_line(b, c, c->rbuf + start, err, sizeof err) != 0)
-      fail_conn(b, c,
-                strstr(err, "is not the connecting") ? HR_BROKER_EV_REFUSED_PEER
-                                                     : HR_BROKER_EV_PROTOCOL_ERROR,
-                err);
+    if (i > start) hr__broker_on_line(b, c, c->rbuf + start, i - start);
     start = i + 1;
   }
   if (c->closing) return;
@@ -276,57 +224,75 @@ static void read_conn(hr_broker_t *b, hr__bconn_t *c) {
     fail_conn(b, c, HR_BROKER_EV_PROTOCOL_ERROR, "line longer than 65536 bytes");
 }
 
-static void accept_conn(hr_broker_t *b) {
-  int fd = accept4(b->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-  if (fd < 0) return;
-  struct ucred cr;
-  socklen_t len = sizeof cr;
+hr__bconn_t *hr__broker_add_conn(hr_broker_t *b, int fd, int pid, uint32_t uid, uint32_t gid) {
   hr__bconn_t *c = calloc(1, sizeof *c);
-  if (!c || !(c->rbuf = malloc(HR_BROKER_LINE_MAX)) ||
-      getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) != 0) {
-    if (c) free(c->rbuf);
-    free(c);
-    close(fd);
-    return;
-  }
-  c->fd = fd;
-  c->peer_pid = cr.pid;
-  c->uid = cr.uid;
-  c->gid = cr.gid;
-  c->id = ++b->next_id;
-  size_t mine = 0;
-  for (size_t i = 0; i < b->n_conns; i++) mine += b->conns[i]->uid == cr.uid;
+  if (!c || !(c->rbuf = malloc(HR_BROKER_LINE_MAX))) goto fail;
   if (b->n_conns == b->cap_conns) {
     size_t cap = b->cap_conns ? b->cap_conns * 2 : 16;
     hr__bconn_t **nc = realloc(b->conns, cap * sizeof *nc);
-    if (!nc) {
-      free(c->rbuf), free(c), close(fd);
-      return;
-    }
+    if (!nc) goto fail;
     b->conns = nc, b->cap_conns = cap;
   }
+  *c = (hr__bconn_t){.fd = fd, .peer_pid = pid, .uid = uid, .gid = gid, .rbuf = c->rbuf};
+  c->id = ++b->next_id;
+  size_t mine = 0;
+  for (size_t i = 0; i < b->n_conns; i++) mine += b->conns[i]->uid == uid;
   b->conns[b->n_conns++] = c;
   hr__broker_count(b, &b->counters.connections, 1);
   char msg[200];
-  if (cr.uid != geteuid() && cr.uid != 0 && !b->group_set) {
+  if (uid != geteuid() && uid != 0 && !b->group_set) {
     snprintf(msg, sizeof msg,
              "permission denied: uid %u is not the broker's user (uid %u) and no "
              "broker_group is configured",
-             cr.uid, geteuid());
+             uid, geteuid());
     fail_conn(b, c, HR_BROKER_EV_REFUSED_PEER, msg);
   } else if (mine >= b->max_conns) {
-    snprintf(msg, sizeof msg, "too many connections: uid %u holds %zu (broker_max_conns)", cr.uid,
+    snprintf(msg, sizeof msg, "too many connections: uid %u holds %zu (broker_max_conns)", uid,
              mine);
     fail_conn(b, c, HR_BROKER_EV_REFUSED_PEER, msg);
   }
+  return c;
+fail:
+  if (c) free(c->rbuf);
+  free(c);
+  return NULL;
+}
+
+/* Out of descriptors (or memory) the listening socket stays readable: it
+ * rests, 10 ms doubling to 1 s, said once per rest as a refused_peer event. */
+static void accept_rest(hr_broker_t *b, int e) {
+  b->accept_backoff = HR_MIN(1.0, HR_MAX(0.01, b->accept_backoff * 2));
+  b->accept_paused = hr__broker_now(b) + b->accept_backoff;
+  hr_watch_event_t ev = {.broker.what = HR_BROKER_EV_REFUSED_PEER};
+  snprintf(ev.broker.message, sizeof ev.broker.message,
+           "cannot accept a connection: %s; not accepting for %gs", strerror(e), b->accept_backoff);
+  hr__broker_emit(b, &ev, NULL, NULL);
+  hr__broker_count(b, &b->counters.refused_peers, 1);
+}
+
+static void accept_conn(hr_broker_t *b) {
+  int fd = accept4(b->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (fd < 0) {
+    if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+      accept_rest(b, errno);
+    return;
+  }
+  b->accept_backoff = 0;
+  struct ucred cr;
+  socklen_t len = sizeof cr;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) != 0 ||
+      !hr__broker_add_conn(b, fd, cr.pid, cr.uid, cr.gid))
+    close(fd);
 }
 
 /* Frees closed connections, ending what they held. Every connection is
  * still in place while what they held ends (the counters walk the list),
  * then the closed ones are freed and the list compacted. */
-static void reap(hr_broker_t *b) {
+void hr__broker_reap(hr_broker_t *b) {
+  bool any = false;
   for (size_t i = 0; i < b->n_conns; i++)
-    if (b->conns[i]->closing) hr__broker_conn_gone(b, b->conns[i]);
+    if (b->conns[i]->closing) hr__broker_conn_gone(b, b->conns[i]), any = true;
+  if (!any) return;
   size_t k = 0;
   for (size_t i = 0; i < b->n_conns; i++) {
     hr__bconn_t *c = b->conns[i];
@@ -334,7 +300,7 @@ static void reap(hr_broker_t *b) {
       b->conns[k++] = c;
       continue;
     }
-    close(c->fd);
+    if (c->fd >= 0) close(c->fd);
     free(c->rbuf);
     hr__buf_free(&c->wbuf);
     free(c);
@@ -342,42 +308,58 @@ static void reap(hr_broker_t *b) {
   b->n_conns = k;
 }
 
+/* The poll set: the wake pipe, the listening socket (unless it rests),
+ * each connection, each adapter's exchange. */
+static size_t poll_set(hr_broker_t *b, struct pollfd *pf) {
+  pf[0] = (struct pollfd){.fd = b->wake[0], .events = POLLIN};
+  pf[1] = (struct pollfd){.fd = hr__broker_now(b) >= b->accept_paused ? b->listen_fd : -1,
+                          .events = POLLIN};
+  size_t n = 2;
+  for (size_t i = 0; i < b->n_conns; i++) {
+    const hr__bconn_t *c = b->conns[i];
+    pf[n++] = (struct pollfd){.fd = c->fd,
+                              .events = (short)(POLLIN | (c->wbuf.len > c->woff ? POLLOUT : 0))};
+  }
+  for (size_t i = 0; i < b->n_adapters; i++) {
+    short ev = hr__adapter_events(&b->adapters[i]);
+    pf[n++] = (struct pollfd){.fd = ev ? b->adapters[i].http.fd : -1, .events = ev};
+  }
+  return n;
+}
+
 void *hr__broker_loop(void *arg) {
   hr_broker_t *b = arg;
   struct pollfd *pf = NULL;
   size_t cap = 0;
   for (;;) {
-    if (cap < b->n_conns + 2) {
-      cap = (b->n_conns + 2) * 2;
+    if (cap < b->n_conns + b->n_adapters + 2) {
+      cap = (b->n_conns + b->n_adapters + 2) * 2;
       struct pollfd *np = realloc(pf, cap * sizeof *np);
       if (!np) break;
       pf = np;
     }
-    pf[0] = (struct pollfd){.fd = b->wake[0], .events = POLLIN};
-    pf[1] = (struct pollfd){.fd = b->listen_fd, .events = POLLIN};
-    size_t n = b->n_conns;
-    for (size_t i = 0; i < n; i++)
-      pf[i + 2] = (struct pollfd){
-          .fd = b->conns[i]->fd,
-          .events = (short)(POLLIN | (b->conns[i]->wbuf.len > b->conns[i]->woff ? POLLOUT : 0))};
-    double wait = hr__broker_next_deadline(b) - hr__now_mono();
+    size_t n_conns = b->n_conns, n = poll_set(b, pf);
+    double wait = hr__broker_next_deadline(b) - hr__broker_now(b);
     int ms = wait <= 0 ? 0 : wait > 1 ? 1000 : (int)ceil(wait * 1000);
-    int r = poll(pf, n + 2, ms);
+    int r = poll(pf, n, ms);
     if (r < 0 && errno != EINTR) break;
     if (pf[0].revents) break;
     if (r > 0) {
-      for (size_t i = 0; i < n; i++) {
+      for (size_t i = 0; i < n_conns; i++) {
         hr__bconn_t *c = b->conns[i];
         if (pf[i + 2].revents & POLLOUT) flush(c);
         if (pf[i + 2].revents & (POLLIN | POLLHUP | POLLERR)) read_conn(b, c);
       }
+      for (size_t i = 0; i < b->n_adapters; i++)
+        if (pf[2 + n_conns + i].revents)
+          hr__adapter_io(b, &b->adapters[i], pf[2 + n_conns + i].revents);
       if (pf[1].revents & POLLIN) accept_conn(b);
     }
     hr__broker_tick(b);
-    reap(b);
+    hr__broker_reap(b);
   }
   free(pf);
   for (size_t i = 0; i < b->n_conns; i++) b->conns[i]->closing = true;
-  reap(b);
+  hr__broker_reap(b);
   return NULL;
 }

@@ -34,7 +34,7 @@ class Broker:
     """`headroom watch` with its broker on a private socket; its JSON lines
     (broker events among them) are collected in `lines`."""
 
-    def __init__(self, budget="host=1G", env=None, args=()):
+    def __init__(self, budget="host=1G", env=None, args=(), preexec=None):
         self.dir = tempfile.mkdtemp(prefix="hr-broker-", dir="/tmp")
         os.chmod(self.dir, 0o755)
         self.path = os.path.join(self.dir, "broker.sock")
@@ -44,17 +44,20 @@ class Broker:
                   "HEADROOM_RAM_WARN": "100", "HEADROOM_RAM_CRITICAL": "100",
                   "HEADROOM_LOG_LEVEL": "warn"})
         e.update(env or {})
+        self.path = e["HEADROOM_BROKER_SOCKET"]  # one of the test's own, if it gave one
         self.env = e
         cmd = [cli_path(), "watch", "--json", "--listen", "none", "--db", "none",
                "--interval", "1s"] + (["--budget", budget] if budget else []) + list(args)
         self.proc = subprocess.Popen(cmd, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
+                                     text=True, preexec_fn=preexec)
         self.lines = []
         self._t = threading.Thread(target=self._read, daemon=True)
         self._t.start()
         deadline = time.monotonic() + 20
         while not os.path.exists(self.path):
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                if self.proc.poll() is None:
+                    self.proc.kill()
                 raise RuntimeError("the broker did not start: %s" % self.proc.stderr.read())
             time.sleep(0.02)
 

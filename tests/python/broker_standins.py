@@ -5,7 +5,7 @@ by its own process (so the memory a stand-in gives back shows in its /proc):
            (models held as real memory, unloaded on keep_alive 0)
   vllm     GET /is_sleeping, POST /sleep?level=1, POST /wake_up (sleep mode;
            the "weights" held as real memory, dropped by sleep)
-  comfyui  POST /free {"unload_models":..., "free_memory":...}
+  comfyui  GET /queue (nothing running), POST /free {"unload_models":..., "free_memory":...}
 
 They follow the documented requests and answers of Ollama, vLLM's sleep
 mode and ComfyUI; they are not those programs. Each request is appended to
@@ -65,6 +65,8 @@ def main():
                     for i, (n, m) in enumerate(models.items())]})
             if kind == "vllm" and self.path == "/is_sleeping":
                 return self.answer(200, {"is_sleeping": state["asleep"]})
+            if kind == "comfyui" and self.path == "/queue":
+                return self.answer(200, {"queue_running": [], "queue_pending": []})
             self.answer(404, {"error": "not found"})
 
         def do_POST(self):

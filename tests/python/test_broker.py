@@ -9,6 +9,7 @@ import json
 import os
 import resource
 import socket
+import subprocess
 import sys
 import time
 
@@ -150,7 +151,8 @@ def test_garbage_false_pid_and_bad_versions_get_an_error_line(broker):
                        (b'{"v":1,"op":"fly"}\n', "unknown op"),
                        (b'{"v":1,"op":"hello","pid":1,"name":"liar"}\n',
                         "is not the connecting process"),
-                       (b'{"v":1,"op":"reserve","bytes":-5}\n', "positive number"),
+                       (b'{"v":1,"op":"reserve","bytes":-5}\n', '"bytes" must be a whole number'),
+                       (b'{"v":1,"op":"reserve","bytes":1.5}\n', '"bytes" must be a whole number'),
                        (b"x" * 70000, "line longer than 65536 bytes")]:
         s = sock(broker)
         s.sendall(bad)
@@ -311,3 +313,121 @@ def test_pressure_asks_for_caches_at_a_warning():
     finally:
         a.stop()
         b.stop()
+
+
+def test_add_cache_contract(broker, caplog):
+    """release_fn(nbytes) gets what is still wanted (release_fn() when it
+    takes no argument); what came back is size_fn() before less after,
+    whatever it returns; one that raises is logged and the others are still
+    asked."""
+    import logging
+    from headroom import agent
+    a = agent.connect(name="contract", path=broker.path, interval=0.05)
+    try:
+        seen = []
+        held = {"arg": 10 * MiB, "noarg": 5 * MiB}
+
+        def with_arg(n):
+            seen.append(n)
+            held["arg"] -= 4 * MiB
+            return 10 ** 12  # a lie: not what is reported
+
+        def without_arg():
+            seen.append(None)
+            held["noarg"] = 0
+
+        def raising(n):
+            raise OSError("device busy")
+
+        a.add_cache("arg", lambda: held["arg"], with_arg)
+        a.add_cache("raising", lambda: 7 * MiB, raising)
+        a.add_cache("noarg", lambda: held["noarg"], without_arg)
+        with caplog.at_level(logging.ERROR, logger="headroom.agent"):
+            got, errors = a._release("host", 8 * MiB)
+        assert seen == [8 * MiB, None]  # 4 came back from the first: 4 more wanted after
+        assert got == 4 * MiB + 5 * MiB
+        assert errors == ["cache raising: OSError: device busy"]
+        assert "cache raising raised" in caplog.text
+        assert a.release("host", 1) == 4 * MiB  # the public form: bytes only
+        with pytest.raises(TypeError):
+            a.add_cache("bad", 5, raising)
+    finally:
+        a.close()
+
+
+def test_out_of_descriptors_the_broker_rests():
+    """With too few descriptors to accept more, the listening socket rests
+    instead of waking the loop: the broker thread stays near idle, says so
+    once per rest, and keeps serving the connections it has."""
+    import resource as res
+
+    def few_fds():
+        res.setrlimit(res.RLIMIT_NOFILE, (24, 24))
+    b = Broker(budget="host=1G", preexec=few_fds, env={"HEADROOM_BROKER_MAX_CONNS": "1000"})
+    socks = []
+    try:
+        keep = sock(b)
+        send(keep, {"v": 1, "op": "status"})
+        assert line(keep)["op"] == "status"
+        for _ in range(60):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(b.path)  # queued in the backlog even when not accepted
+            socks.append(s)
+        assert wait_for(lambda: [e for e in b.events("refused_peer")
+                                 if "cannot accept a connection" in e["message"]])
+        tid = [t for t in os.listdir("/proc/%d/task" % b.proc.pid)
+               if open("/proc/%d/task/%s/comm" % (b.proc.pid, t)).read().strip() == "hr-broker"]
+        stat = "/proc/%d/task/%s/stat" % (b.proc.pid, tid[0])
+
+        def cpu():
+            f = open(stat).read().rsplit(")", 1)[1].split()
+            return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+        c0 = cpu()
+        time.sleep(2)
+        # A loop woken by the readable socket it cannot accept from would
+        # take what CPU it gets (a second or so here); resting, next to none.
+        assert cpu() - c0 < 0.3
+        send(keep, {"v": 1, "op": "status"})
+        assert line(keep)["op"] == "status"
+    finally:
+        for s in socks:
+            s.close()
+        b.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_a_configured_group_gets_a_directory_it_can_reach(tmp_path):
+    """broker_group: the socket's directory is the group's (0750), and a
+    directory above it the group cannot enter is a clear error."""
+    import pathlib
+    import tempfile
+    top = pathlib.Path(tempfile.mkdtemp(prefix="hr-group-", dir="/tmp"))
+    os.chmod(str(top), 0o755)
+    path = str(top / "run" / "broker.sock")
+    b = Broker(budget="host=1G", env={"HEADROOM_BROKER_GROUP": "65534",
+                                      "HEADROOM_BROKER_SOCKET": path})
+    try:
+        assert wait_for(lambda: os.path.exists(path))
+        st = os.stat(os.path.dirname(path))
+        assert oct(st.st_mode & 0o777) == "0o750" and st.st_gid == 65534
+        pid = os.fork()
+        if pid == 0:
+            os.setgid(65534)
+            os.setuid(65534)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(10)
+            s.connect(path)
+            s.sendall(b'{"v":1,"op":"status"}\n')
+            os._exit(0 if b'"op":"status"' in s.recv(65536) else 1)
+        assert os.waitpid(pid, 0)[1] == 0
+    finally:
+        b.stop()
+    closed = top / "closed"
+    closed.mkdir(mode=0o700)
+    e = dict(os.environ, HEADROOM_BROKER_GROUP="65534",
+             HEADROOM_BROKER_SOCKET=str(closed / "run" / "broker.sock"),
+             XDG_CONFIG_HOME=str(tmp_path))
+    r = subprocess.run([cli_path(), "watch", "--once", "--json", "--listen", "none", "--db",
+                        "none"], env=e, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "members of group '65534' cannot enter %s (mode 700)" % closed in r.stderr

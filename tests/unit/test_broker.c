@@ -172,11 +172,11 @@ static void test_release_then_grant(void) {
   double id = num(j, "id"), asked = num(j, "bytes");
   cJSON_Delete(j);
   CHECK(asked >= 48e6 && asked <= 64e6); /* its share of the need, not the whole cache */
+  say(c1, "{\"v\":1,\"op\":\"released\",\"id\":%.0f,\"bytes\":%.0f}", id, free0 - 16e6);
   say(c1, "{\"v\":1,\"op\":\"unreserve\",\"lease\":%.0f}", lease);
   j = hear(c1);
   CHECK_STR(op_of(j), "unreserved");
   cJSON_Delete(j);
-  say(c1, "{\"v\":1,\"op\":\"released\",\"id\":%.0f,\"bytes\":%.0f}", id, free0 - 16e6);
   j = hear(c2);
   CHECK_STR(op_of(j), "granted");
   CHECK_EQ_INT(num(j, "id"), 9);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 int hr_cli_broker_connect(hr_cli_t *cli) {
@@ -45,45 +46,66 @@ int hr_cli_broker_send(int fd, const char *line) {
 }
 
 /* Reads one line (without its newline) into a malloc'd string, waiting at
- * most timeout seconds (< 0: forever). NULL on EOF, timeout or error. Reads a
- * byte at a time: a line is short and the rest of the stream stays unread. */
+ * most timeout seconds in all (< 0: forever). NULL on EOF, timeout or error,
+ * or past 16 MiB. It peeks before it reads, so the rest of the stream stays
+ * unread, and reads what it peeked at in one go: a long line costs a few
+ * calls, not one a byte. */
 char *hr_cli_broker_read(int fd, double timeout) {
-  size_t n = 0, cap = 4096;
-  char *s = malloc(cap);
-  while (s) {
+  size_t n = 0, cap = 0;
+  char *s = NULL, chunk[65536];
+  struct timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double left =
+        timeout - (double)(t1.tv_sec - t0.tv_sec) - (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
     struct pollfd p = {.fd = fd, .events = POLLIN};
-    int r = poll(&p, 1, timeout < 0 ? -1 : (int)(timeout * 1000));
+    int r = timeout >= 0 && left <= 0 ? 0 : poll(&p, 1, timeout < 0 ? -1 : (int)(left * 1000) + 1);
     if (r < 0 && errno == EINTR) continue;
-    char c;
-    if (r != 1 || recv(fd, &c, 1, 0) != 1) break;
-    if (c == '\n') {
-      s[n] = '\0';
+    ssize_t got = r == 1 ? recv(fd, chunk, sizeof chunk, MSG_PEEK) : -1;
+    if (got <= 0) break;
+    char *nl = memchr(chunk, '\n', (size_t)got);
+    size_t take = nl ? (size_t)(nl - chunk) + 1 : (size_t)got;
+    if (n + take + 1 > cap) {
+      size_t nc = cap * 2 > n + take + 1 ? cap * 2 : n + take + 1;
+      char *ns = nc <= (1u << 24) ? realloc(s, nc) : NULL;
+      if (!ns) break;
+      s = ns, cap = nc;
+    }
+    if (recv(fd, s + n, take, 0) != (ssize_t)take) break;
+    n += take;
+    if (nl) {
+      s[n - 1] = '\0';
       return s;
     }
-    if (n + 1 == cap) {
-      char *ns = cap < (1u << 24) ? realloc(s, cap *= 2) : NULL;
-      if (!ns) break;
-      s = ns;
-    }
-    s[n++] = c;
   }
   free(s);
   return NULL;
 }
 
 typedef struct broker_args {
-  bool json;
+  bool json, schema;
 } broker_args_t;
 
 static const hr_cli_opt_t broker_opts[] = {
     HR_CLI_OPTION_AS("socket", broker_socket, "PATH", HR_CLI_COMPLETE_FILE),
     {"json", HR_CLI_FLAG, HR_CLI_AT(broker_args_t, json),
      .help = "the broker's status object as it is"},
+    {"schema", HR_CLI_FLAG, HR_CLI_AT(broker_args_t, schema),
+     .help = "print the JSON Schema of the broker's protocol (every message, both ways) and exit"},
 };
 
 static const char *sz(char *buf, size_t n, const cJSON *v) {
   if (!cJSON_IsNumber(v)) return snprintf(buf, n, "-"), buf;
   return hr_size_text(buf, n, (uint64_t)v->valuedouble);
+}
+
+/* "and N more" when a bounded list left some out. */
+static void more(const cJSON *j, const char *list, const char *total, const char *what) {
+  double n = cJSON_GetNumberValue(cJSON_GetObjectItem(j, total)) -
+             cJSON_GetArraySize(cJSON_GetObjectItem(j, list));
+  if (n > 0) printf("%8s and %.0f more %s\n", "", n, what);
 }
 
 static void show(const cJSON *j) {
@@ -98,30 +120,48 @@ static void show(const cJSON *j) {
            sz(c, sizeof c, cJSON_GetObjectItem(x, "leased_bytes")),
            sz(d, sizeof d, cJSON_GetObjectItem(x, "free_bytes")));
   }
-  printf("\n%8s %-20s %8s  %s\n", "PID", "CLIENT", "PRIORITY", "RELEASABLE");
+  printf("\n%8s %-20s %8s %-5s %s\n", "PID", "CLIENT", "PRIORITY", "STATE", "RELEASABLE");
   cJSON_ArrayForEach(x, cJSON_GetObjectItem(j, "clients")) {
-    printf("%8d %-20.20s %8d ", cJSON_GetObjectItem(x, "pid")->valueint,
+    printf("%8d %-20.20s %8d %-5s", cJSON_GetObjectItem(x, "pid")->valueint,
            cJSON_GetObjectItem(x, "name")->valuestring,
-           cJSON_GetObjectItem(x, "priority")->valueint);
+           cJSON_GetObjectItem(x, "priority")->valueint,
+           cJSON_IsTrue(cJSON_GetObjectItem(x, "busy")) ? "busy" : "idle");
     cJSON_ArrayForEach(k, cJSON_GetObjectItem(x, "releasable_bytes"))
         printf(" %s %s", k->string, sz(a, sizeof a, k));
-    printf("\n");
+    const char *e = cJSON_GetStringValue(cJSON_GetObjectItem(x, "last_error"));
+    printf("%s%s\n", e ? "  last release failed: " : "", e ? e : "");
   }
-  cJSON_ArrayForEach(x, cJSON_GetObjectItem(j, "adapters")) printf(
-      "%8s %-20.20s %8d  %s%s\n", "-", cJSON_GetObjectItem(x, "name")->valuestring,
-      cJSON_GetObjectItem(x, "priority")->valueint, cJSON_GetObjectItem(x, "device")->valuestring,
-      cJSON_IsTrue(cJSON_GetObjectItem(x, "asleep")) ? " (asleep)" : "");
+  more(j, "clients", "clients_total", "clients");
+  cJSON_ArrayForEach(x, cJSON_GetObjectItem(j, "adapters")) {
+    const char *e = cJSON_GetStringValue(cJSON_GetObjectItem(x, "last_error"));
+    printf("%8s %-20.20s %8d %-5s %s%s%s%s\n", "-", cJSON_GetObjectItem(x, "name")->valuestring,
+           cJSON_GetObjectItem(x, "priority")->valueint,
+           cJSON_IsTrue(cJSON_GetObjectItem(x, "busy")) ? "busy" : "idle",
+           cJSON_GetObjectItem(x, "device")->valuestring,
+           cJSON_IsTrue(cJSON_GetObjectItem(x, "asleep")) ? " (asleep)" : "",
+           e ? "  last call failed: " : "", e ? e : "");
+  }
   printf("\n%8s %8s %-20s %-8s %10s\n", "LEASE", "PID", "HOLDER", "DEVICE", "BYTES");
   cJSON_ArrayForEach(x, cJSON_GetObjectItem(j, "leases"))
       printf("%8.0f %8d %-20.20s %-8s %10s\n", cJSON_GetObjectItem(x, "lease")->valuedouble,
              cJSON_GetObjectItem(x, "pid")->valueint, cJSON_GetObjectItem(x, "name")->valuestring,
              cJSON_GetObjectItem(x, "device")->valuestring,
              sz(a, sizeof a, cJSON_GetObjectItem(x, "bytes")));
+  more(j, "leases", "leases_total", "leases");
+  printf("\n%.0f reservation(s) waiting\n",
+         cJSON_GetNumberValue(cJSON_GetObjectItem(j, "pending")));
 }
 
 static int broker_run(hr_cli_t *cli, const void *args, int argc, char **argv) {
   const broker_args_t *a = args;
   (void)argc, (void)argv;
+  if (a->schema) {
+    char *schema = NULL;
+    if (hr_broker_protocol_schema(&schema) != 0) return hr_cli_error("out of memory"), 1;
+    fputs(schema, stdout);
+    free(schema);
+    return 0;
+  }
   int fd = hr_cli_broker_connect(cli);
   if (fd < 0) return 1;
   char *line = hr_cli_broker_send(fd, "{\"v\":1,\"op\":\"status\"}") == 0

@@ -17,7 +17,12 @@ bridge, never behind ComfyUI's back:
   once when idle; the broker then waits for the memory to show as free.
 - a prompt runs: the flags ComfyUI's POST /free sets (unload_models and
   free_memory), which the worker acts on after the prompt; the agent waits
-  up to ``wait_s`` for the models to go and reports what went.
+  up to ``wait_s`` for the models to go and reports what went. While a
+  prompt runs, the offer says ComfyUI is busy (``busy()``), so the broker
+  asks idle clients first; and when the reservation ends (granted or
+  refused) before the worker acted, the broker's cancel makes
+  ``withdraw()`` take the flags back, so models are not unloaded after the
+  prompt for a reservation that no longer needs it.
 
 The reply is the fall of the loaded models' bytes on the device, as ComfyUI
 counts them (loaded_size()), before and after.
@@ -55,6 +60,7 @@ class ComfyModels:
         self.wait_s = wait_s
         self._last_used = {}  # model key -> monotonic time it was last seen most recent
         self.last_result = None
+        self._flags_set = False  # set between-prompts flags for a release not yet acted on
 
     @staticmethod
     def _key(m):
@@ -95,6 +101,28 @@ class ComfyModels:
     def releasable_bytes(self):
         return sum(x["bytes"] for x in self.offer_items())
 
+    def busy(self):
+        """True while ComfyUI runs a prompt: its models are in use."""
+        return bool(comfy.running_prompts())
+
+    def withdraw(self):
+        """Takes back the between-prompts flags a release set while a prompt
+        ran, when the worker has not acted on them yet (they are still set):
+        the reservation they were for ended. Returns True when some were
+        taken back."""
+        if not self._flags_set:
+            return False
+        self._flags_set = False
+        q = comfy.prompt_queue()
+        if q is None or not hasattr(q, "mutex") or not isinstance(getattr(q, "flags", None), dict):
+            return False
+        with q.mutex:
+            taken = [k for k in ("unload_models", "free_memory") if q.flags.pop(k, None)]
+        if taken:
+            comfy.record("free", "took back ComfyUI's between-prompts flags (%s): the "
+                         "reservation they were for ended" % ", ".join(taken))
+        return bool(taken)
+
     def release(self, nbytes):
         return self.release_device("host", nbytes)
 
@@ -125,10 +153,14 @@ class ComfyModels:
         if comfy.running_prompts():
             before = self._loaded_on(device)
             comfy.request_between_prompts(unload_models=True, free_memory=True)
+            self._flags_set = True
             deadline = time.monotonic() + self.wait_s
             while time.monotonic() < deadline and self._loaded_on(device) >= before and before:
                 time.sleep(0.05)
-            return max(0, before - self._loaded_on(device))
+            got = max(0, before - self._loaded_on(device))
+            if got:
+                self._flags_set = False  # the worker acted on them
+            return got
         before = self._loaded_on(device)
         stay = self._stay_put(device)
         if stay:

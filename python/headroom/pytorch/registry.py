@@ -34,11 +34,14 @@ MemoryNotReturnedWarning and in ``last_holders``.
 """
 
 import ctypes
+import gc
 import threading
 import warnings
 
 from .._c import lib as _lib
 from .._c.pool import Pool, read_stats
+from ..free import malloc_trim
+from ..readings import procfs
 from ..readings.units import fmt_bytes
 from . import allocator, holders, placement, reclaim
 from .reclaim import attach_torch_pools, registries, tag  # noqa: F401  (the API)
@@ -245,6 +248,7 @@ class Registry(_lib.Handle):
         self._plan = _lib.Plan()
         self._plan_ref = _c.byref(self._plan)
         self.last_holders = None
+        self._dropping = False  # release() on host memory: offloads drop modules with a loader
         opts = _lib.ResidencyOptions()
         self._lib.hr_residency_options_default(None, _c.byref(opts))
         opts.budget_bytes = budget_bytes or 0
@@ -370,6 +374,9 @@ class Registry(_lib.Handle):
         a = self._assets[aid]
         freed[0] = 0
         try:
+            if self._dropping and a.loader is not None:
+                _lib.store(freed, self._drop_module(a), "freed")
+                return 0
             _lib.store(freed, self._offload_units(a, to_free), "freed")
             return 0
         except Exception as e:
@@ -426,6 +433,18 @@ class Registry(_lib.Handle):
 
     def _on_drop(self, aid, arg):
         pass
+
+    def _drop_module(self, a):
+        """Lets go of a module that has a loader (release() on host memory):
+        its tensors go with its last reference, and the next use loads it
+        again. Returns the bytes it was registered with (what C books)."""
+        for hk in a.hooks:
+            hk.remove()
+        a.hooks = []
+        if a.module is not None:
+            self._ids.pop(id(a.module), None)
+        a.module, a.units = None, None
+        return a.nbytes
 
     # ---- the API ----
 
@@ -574,23 +593,47 @@ class Registry(_lib.Handle):
                 out.append((aid, inf.resident_bytes))
         return out
 
+    def _on_host(self):
+        """True when the modules live in the process's own host memory (the
+        CPU, no pool): moving them elsewhere there gives nothing back, so
+        release() drops those that have a loader instead. (A pool's memory
+        is the registry's device: offloading out of it frees pool memory.)"""
+        return self.device.type == "cpu" and self.pool is None
+
+    def _reading(self):
+        """What release() measures before and after: the process's resident
+        bytes on the host, the device's (or the pool's) allocated bytes
+        otherwise (None when not measurable)."""
+        return procfs.rss_bytes() if self._on_host() else self._place.allocated()
+
     def releasable_bytes(self):
-        """Bytes the idle registered modules could give back on this device
-        now: resident, unpinned, not inside a use() block."""
+        """Bytes the idle registered modules could give back now: resident,
+        unpinned, not inside a use() block; on the CPU without a pool only
+        those registered with a loader (release() drops them, the next use
+        loads them again), since moving a module within the host frees
+        nothing."""
         with self._lock:
             self._handle()
-            return sum(b for _, b in self._idle_aids())
+            host = self._on_host()
+            return sum(b for aid, b in self._idle_aids()
+                       if not host or self._assets[aid].loader is not None)
 
     offloadable_bytes = releasable_bytes  # the earlier name
 
     def release(self, nbytes):
-        """Offloads idle modules, least valuable first under the policy (lru
-        for lookahead: there is no upcoming sequence here), until `nbytes`
-        are freed; returns the bytes actually freed (0 when nothing is idle).
-        The step that headroom.free_memory() runs on every open registry
-        (aggressive mode, or target "all" or "amount"), and what the pool's
-        reclaimer and the broker agent call; to free what the whole process
-        can, call headroom.free_memory()."""
+        """Gives back at least `nbytes` if it can: offloads idle modules to
+        the host (from a CUDA device or a pool), or on the CPU without a
+        pool drops the idle modules that have a loader (loaded again on next
+        use; the others stay), least valuable first under the policy (lru
+        for lookahead: there is no upcoming sequence here). Returns the
+        bytes that actually came back, measured before and after (the
+        process's resident memory on the CPU, after a collection and
+        malloc_trim; the device's or the pool's allocated bytes otherwise),
+        never the bytes booked: 0 when nothing was idle or nothing came
+        back. The step that headroom.free_memory() runs on
+        every open registry (aggressive mode, or target "all" or "amount"),
+        and what the broker agent calls; to free what the whole process can,
+        call headroom.free_memory()."""
         _check_bytes("nbytes", nbytes)
         with self._lock:
             h = self._handle()
@@ -598,13 +641,36 @@ class Registry(_lib.Handle):
                 return 0
             if self._idle_later:
                 self._settle(h)
+            host = self._on_host()
+            if host:  # what was garbage already is not this release's doing
+                gc.collect()
+                malloc_trim()
+            before = self._reading()
+            # On the host, modules without a loader are held busy meanwhile,
+            # so that the policy passes them over.
+            held = [aid for aid, _ in self._idle_aids()
+                    if self._assets[aid].loader is None] if host else []
             freed = _c.c_uint64()
             self._error = None
-            rc = self._lib.hr_residency_reclaim(None, nbytes, _c.byref(freed), h)
+            self._dropping = host
+            try:
+                for aid in held:
+                    self._lib.hr_asset_set_busy(h, aid, True)
+                rc = self._lib.hr_residency_reclaim(None, nbytes, _c.byref(freed), h)
+            finally:
+                self._dropping = False
+                for aid in held:
+                    self._lib.hr_asset_set_busy(h, aid, False)
             self._raise_callback_error("release")
             if rc < 0 and rc != _ENOSPC:
                 _lib.check(rc, "release")
-            return freed.value
+            if host and freed.value:
+                gc.collect()
+                malloc_trim()
+            after = self._reading()
+            if before is None or after is None:
+                return freed.value
+            return max(0, before - after)
 
     def offload(self, *modules):
         """Offloads the modules now (whole), pinned or not; returns the bytes
