@@ -164,7 +164,8 @@ typedef struct hr_probe_options {
  * file; HR_EPARSE, HR_ERANGE: MemTotal or MemFree missing, malformed or over
  * 64 bits) or on HR_ENOMEM, with the reason in opts->err. Thread-safe: holds
  * no global state besides the NVML libraries, each loaded and initialised
- * once per path and kept for the life of the process. */
+ * once per path and kept for the life of the process (a path that failed to
+ * load is tried again at most once a minute: see hr_probe_retry_gpus). */
 HR_API int hr_snapshot_take(const hr_probe_options_t *opts, hr_snapshot_t **out);
 HR_API void hr_snapshot_free(hr_snapshot_t *s);
 
@@ -211,6 +212,13 @@ HR_API size_t hr_probe_cached(const hr_probe_t *ctx);
  * Returns 0, HR_ENOENT (gone), HR_EPERM (another user's process), HR_EIO,
  * HR_EPARSE (no Pss line: a kernel thread or a malformed file), HR_ERANGE. */
 HR_API int hr_proc_read_pss(const char *root, int pid, uint64_t *pss_bytes);
+
+/* Makes the next snapshot try to load NVML again where a load failed (no
+ * library, a symbol missing, nvmlInit failing). A failed load is otherwise
+ * remembered and tried again at most once a minute, so that a host without
+ * the driver does not search the library path on every sample. Thread-safe
+ * and async-signal-safe: `headroom watch` calls it on SIGHUP. */
+HR_API void hr_probe_retry_gpus(void);
 
 /* Returns "ok", "absent", "denied" or "error"; a static string. */
 HR_API const char *hr_probe_state_name(hr_probe_state_t state);

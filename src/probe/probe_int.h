@@ -96,6 +96,18 @@ HR_INTERNAL void hr__proc_parse_status(const char *text, hr_proc_t *p);
  * lost GPU is a state, not a failure: returns 0, or HR_ENOMEM. */
 HR_INTERNAL int hr__nvml_read(const char *path, hr_snapshot_t *s);
 
+/* The memo of failed NVML loads (nvml_memo.c), keyed by the path asked for
+ * (NULL: the default search); both need the NVML libraries' lock.
+ * hr__nvml_memo_hit_locked() fills s's GPU state and message and returns
+ * true when the library failed less than HR__NVML_RETRY_S ago and no retry
+ * was asked for since; hr__nvml_memo_note_locked() records the outcome of a
+ * load (loaded, or the failure in s), logging a failure once. */
+HR_INTERNAL bool hr__nvml_memo_hit_locked(const char *path, hr_snapshot_t *s);
+HR_INTERNAL void hr__nvml_memo_note_locked(const char *path, const hr_snapshot_t *s, bool loaded);
+/* The memo's clock (tests); NULL restores hr__now_mono. */
+HR_INTERNAL void hr__nvml_memo_clock(double (*now)(void));
+#define HR__NVML_RETRY_S 60.0
+
 /* The value that cgroup v1 writes for "no limit" is LONG_MAX rounded down to
  * a page; anything at or above 2^62 is taken as unlimited, which also keeps
  * huge values clear of the HR_UNKNOWN and HR_UNLIMITED sentinels. */
