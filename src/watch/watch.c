@@ -16,11 +16,22 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
 static char *dup_opt(const hr_options_t *o, hr_option_id_t id) {
   return strdup(hr_options_get_str(o, id));
+}
+
+/* How many statm files the sampler's context keeps open: half of what
+ * RLIMIT_NOFILE allows, the other half left to history, the exporter, the
+ * broker and hooks, and at most 65536. */
+static size_t held_files(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
+  rlim_t half = rl.rlim_cur == RLIM_INFINITY ? 65536 : rl.rlim_cur / 2;
+  return half > 65536 ? 65536 : (size_t)half;
 }
 
 int hr_watch_create(const hr_options_t *o, hr_watch_t **out, char *err, size_t errlen) {
@@ -79,6 +90,7 @@ int hr_watch_create(const hr_options_t *o, hr_watch_t **out, char *err, size_t e
   }
   if ((rc = hr_leak_create(&w->leak_cfg, &w->leak)) != 0) goto out;
   if ((rc = hr_probe_create(&w->probe)) != 0) goto out;
+  hr_probe_hold_files(w->probe, held_files());
 out:
   if (rc) {
     hr_watch_destroy(w);
@@ -184,6 +196,18 @@ static void build_views(hr_watch_t *w) {
     if (w->leak_flag[i]) w->leak_idx[w->n_leaks++] = i;
 }
 
+/* Leak suspects outside the selection were read briefly (HR_PROBE_BRIEF):
+ * the rest of each, such as the container and pod that label its /metrics
+ * series, is read now, through the sampler's context. */
+static int complete_suspects(hr_watch_t *w) {
+  hr_snapshot_t *s = w->snap;
+  size_t n = 0;
+  for (size_t i = 0; i < s->n_procs; i++)
+    if (w->leak_flag[i] && s->procs[i].brief) w->leak_idx[n++] = i;
+  hr_probe_options_t po = {.root = w->root};
+  return n ? hr_probe_complete(w->probe, &po, s, w->leak_idx, n) : 0;
+}
+
 /* ---- the sample --------------------------------------------------------- */
 
 static void sample_event(hr_watch_t *w) {
@@ -232,6 +256,7 @@ int hr_watch_feed(hr_watch_t *w, hr_snapshot_t *s) {
   int rc;
   if ((rc = hr__watch_levels(w)) != 0) return rc;
   if (fresh && (rc = hr__watch_leaks(w)) != 0) return rc;
+  if (fresh && (rc = complete_suspects(w)) != 0) return rc;
   if ((rc = hr__watch_idle(w)) != 0) return rc;
   hr__watch_oom(w);
   build_views(w);
@@ -289,7 +314,7 @@ static int default_sampler(void *arg, hr_snapshot_t **out) {
       !w->snap || w->proc_read_mono == 0 || now - w->proc_read_mono >= w->proc_cpu / w->proc_budget;
   hr_probe_options_t po = {.root = w->root,
                            .what = HR_PROBE_HOST | HR_PROBE_CGROUP | HR_PROBE_GPUS |
-                                   (procs ? HR_PROBE_PROCS : 0u),
+                                   HR_PROBE_BRIEF | (procs ? HR_PROBE_PROCS : 0u),
                            .nvml_path = *w->nvml_path ? w->nvml_path : NULL,
                            .err = err,
                            .errlen = sizeof err,
