@@ -333,10 +333,15 @@ int hr__proc_read(hr__proc_read_t *r, hr__pcache_ent_t *e) {
   bool by_ino;
   int rc = identify(r, e, &by_ino);
   if (rc) return rc;
-  if (r->brief && *r->filter && !read_for_filter(r, e)) return 0; /* not wanted: not read */
-  if (e->pf_kthread || (by_ino && e->p.state == 'Z'))
+  bool over = r->cache && r->cache->n_held > r->cache->max_held;
+  if (r->brief && *r->filter && !read_for_filter(r, e)) {
+    if (over) hr__proc_release(r->cache, e); /* a lowered limit */
+    return 0;                                /* not wanted: not read */
+  }
+  if (e->pf_kthread || (by_ino && e->p.state == 'Z')) {
     no_memory(e);
-  else if ((r->cache || r->brief) && (rc = read_memory(r, e)) != 0)
+    hr__proc_release(r->cache, e); /* a zombie's statm is never read again */
+  } else if ((r->cache || r->brief) && (rc = read_memory(r, e)) != 0)
     return rc; /* without a context a full read has status for memory */
   if (!r->brief) return hr__proc_complete(r, e);
   complete_if_current(r, e);

@@ -5,6 +5,7 @@
  * hr_snapshot_take() on the shipped fixtures, and on the live machine, where
  * statm's RssAnon must equal status's for a child that sits still. */
 #include "hr_test.h"
+#include "fake_proc.h"
 #include "probe/probe_int.h"
 
 #include <signal.h>
@@ -16,88 +17,6 @@
 
 #define KIB 1024ull
 #define MIB (1024ull * 1024)
-
-static char tree[] = "/tmp/hr-test-probe-cache-XXXXXX";
-
-static void put(const char *rel, const char *text, size_t len) {
-  char path[512];
-  snprintf(path, sizeof path, "%s/%s", tree, rel);
-  FILE *f = fopen(path, "w");
-  if (!f) {
-    CHECK(!"cannot write a fixture file");
-    return;
-  }
-  fwrite(text, 1, len, f);
-  fclose(f);
-}
-
-static void put_str(const char *rel, const char *text) {
-  put(rel, text, strlen(text));
-}
-
-/* Writes process `pid` with start time `start`, the command line `cmd` (one
- * argument per space: written NUL-separated), RSS as anon + file KiB and
- * swap KiB in status, and statm agreeing with it unless statm is false. */
-static void put_proc(int pid, uint64_t start, const char *cmd, unsigned anon_kb, unsigned file_kb,
-                     unsigned swap_kb, bool statm) {
-  char rel[128], text[1024];
-  snprintf(rel, sizeof rel, "%s/proc/%d", tree, pid);
-  mkdir(rel, 0755);
-  snprintf(rel, sizeof rel, "proc/%d/stat", pid);
-  snprintf(text, sizeof text,
-           "%d (w%d) S 1 %d %d 0 -1 4194560 0 0 0 0 1 1 0 0 20 0 1 0 %llu 100000 10 "
-           "18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n",
-           pid, pid, pid, pid, (unsigned long long)start);
-  put_str(rel, text);
-  snprintf(rel, sizeof rel, "proc/%d/status", pid);
-  snprintf(text, sizeof text,
-           "Name:\tw%d\nPid:\t%d\nPPid:\t1\nUid:\t1000\t1000\t1000\t1000\nNSpid:\t%d\n"
-           "VmRSS:\t%u kB\nRssAnon:\t%u kB\nRssFile:\t%u kB\nRssShmem:\t0 kB\nVmSwap:\t%u kB\n",
-           pid, pid, pid, anon_kb + file_kb, anon_kb, file_kb, swap_kb);
-  put_str(rel, text);
-  snprintf(rel, sizeof rel, "proc/%d/statm", pid);
-  char path[512];
-  snprintf(path, sizeof path, "%s/%s", tree, rel);
-  if (statm) {
-    snprintf(text, sizeof text, "5000 %u %u 1 0 2000 0\n", (anon_kb + file_kb) / 4, file_kb / 4);
-    put_str(rel, text);
-  } else {
-    unlink(path);
-  }
-  snprintf(rel, sizeof rel, "proc/%d/cmdline", pid);
-  size_t n = strlen(cmd);
-  char args[256];
-  memcpy(args, cmd, n + 1);
-  for (size_t i = 0; i < n; i++)
-    if (args[i] == ' ') args[i] = '\0';
-  put(rel, args, n + 1);
-  snprintf(rel, sizeof rel, "proc/%d/cgroup", pid);
-  put_str(rel, "0::/user.slice\n");
-}
-
-static void remove_proc(int pid) {
-  char cmd[600];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s/proc/%d'", tree, pid);
-  CHECK(system(cmd) == 0);
-}
-
-static void make_tree(void) {
-  char path[512];
-  CHECK(mkdtemp(tree) != NULL);
-  snprintf(path, sizeof path, "%s/proc", tree);
-  mkdir(path, 0755);
-  snprintf(path, sizeof path, "%s/proc/self", tree);
-  mkdir(path, 0755);
-  put_str("proc/meminfo", "MemTotal: 1000000 kB\nMemFree: 500000 kB\nMemAvailable: 600000 kB\n");
-  put_str("proc/self/cgroup", "0::/\n");
-  put_str("proc/self/mountinfo", "");
-}
-
-static void drop_tree(void) {
-  char cmd[600];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tree);
-  CHECK(system(cmd) == 0);
-}
 
 static hr_snapshot_t *snap(hr_probe_t *ctx) {
   hr_probe_options_t o = {.root = tree, .what = HR_PROBE_HOST | HR_PROBE_PROCS};
