@@ -5,13 +5,16 @@
  * The attempts are counted outside the probe's own books: a stand-in file
  * that is no library is watched with inotify (each dlopen opens it once),
  * and the stand-in NVML counts its nvmlInit_v2 calls. The memo's clock is
- * a fake one the tests move, so nothing waits for a minute to pass. */
+ * a fake one the tests move, so nothing waits for a minute to pass; the
+ * last test sends SIGHUP to a real `headroom watch`. */
 #include "hr_test.h"
 #include "probe/probe_int.h"
 
 #include <dlfcn.h>
+#include <signal.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static double fake_time = 1000;
@@ -173,6 +176,58 @@ static void test_failed_init_retried_then_loaded(void) {
   unlink(lib);
 }
 
+/* Reads lines from f until `n` sample lines have come; returns how many did. */
+static int samples(FILE *f, int n) {
+  static const char head[] = "{\"event\":\"sample\"";
+  char line[65536];
+  int got = 0;
+  while (got < n && fgets(line, sizeof line, f)) got += strncmp(line, head, sizeof head - 1) == 0;
+  return got;
+}
+
+/* `headroom watch` writing JSON (a service, a pipe) loads NVML again on
+ * SIGHUP, at once, and goes on; without it the failure is remembered. */
+static void test_watch_sighup_retries(void) {
+  const char *cli = getenv("HR_CLI");
+  if (!cli) SKIP("HR_CLI is not set (run under CTest)");
+  char lib[128];
+  snprintf(lib, sizeof lib, "%s/libnvidia-ml-hup.so.1", tmpdir);
+  FILE *lf = fopen(lib, "w");
+  CHECK(lf);
+  fputs("not a shared library either\n", lf);
+  fclose(lf);
+  int ino = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  CHECK(ino >= 0 && inotify_add_watch(ino, lib, IN_OPEN) >= 0);
+  int out[2];
+  CHECK(pipe(out) == 0);
+  pid_t kid = fork();
+  if (kid == 0) {
+    dup2(out[1], 1);
+    close(out[0]), close(out[1]);
+    setenv("HEADROOM_NVML_LIBRARY", lib, 1);
+    execl(cli, cli, "watch", "--json", "--interval", "0.1s", "--count", "40", "--db", "none",
+          "--listen", "none", (char *)NULL);
+    _exit(127);
+  }
+  close(out[1]);
+  FILE *f = fdopen(out[0], "r");
+  CHECK(f);
+  CHECK_EQ_INT(samples(f, 5), 5);
+  int before = opens(ino);
+  kill(kid, SIGHUP);
+  CHECK_EQ_INT(samples(f, 5), 5); /* still running */
+  int after = opens(ino);
+  kill(kid, SIGTERM);
+  int st = 0;
+  waitpid(kid, &st, 0);
+  fclose(f);
+  close(ino);
+  unlink(lib);
+  CHECK_EQ_INT(before, 1); /* five samples, one load */
+  CHECK_EQ_INT(after, 1);  /* the retry SIGHUP asked for */
+  CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
 int main(void) {
   snprintf(tmpdir, sizeof tmpdir, "/tmp/hr-test-memo-XXXXXX");
   if (!mkdtemp(tmpdir)) {
@@ -183,6 +238,7 @@ int main(void) {
   HR_RUN(test_missing_library_opened_once_a_minute);
   HR_RUN(test_failed_init_retried_then_loaded);
   hr__nvml_memo_clock(NULL);
+  HR_RUN(test_watch_sighup_retries);
   /* A failed check leaves its file behind. */
   char path[128];
   snprintf(path, sizeof path, "%s/libnvidia-ml.so.1", tmpdir);
