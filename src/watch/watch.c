@@ -323,13 +323,16 @@ static int default_sampler(void *arg, hr_snapshot_t **out) {
                            .filter = w->filter,
                            .top = selection_top(w)};
   double c0 = cpu_now();
+  /* The context's first read identifies every process (stat for each): a
+   * cost paid once, not the pace of the reads after it. */
+  bool first = hr_probe_cached(w->probe) == 0;
   int rc = hr_probe_snapshot(w->probe, &po, out);
   if (rc) {
     if (*err) hr__log(HR_LOG_ERROR, "%s", err);
     return rc;
   }
   if (procs) {
-    w->proc_cpu = cpu_now() - c0;
+    w->proc_cpu = first ? 0 : cpu_now() - c0;
     w->proc_read_mono = now;
     return 0;
   }
