@@ -591,4 +591,6 @@ HR_CLI_COMMAND(
     .notes = "Every option also comes from the config file and HEADROOM_<NAME> variables (see "
              "'headroom config'); none turns --listen or --db off. An outside process cannot "
              "free another process's GPU memory or heap: hooks and the Python layer let "
-             "processes free their own (docs/freeing-memory.md).");
+             "processes free their own (docs/freeing-memory.md). Without a live view (--json, "
+             "a pipe, a service), SIGHUP loads NVML again where loading failed, which is "
+             "otherwise tried at most once a minute.");
