@@ -212,9 +212,12 @@ static int scan_dir(DIR *d, const char *procdir, hr__proc_read_t *rd, scan_t *sc
     rd->ino = rd->procfs ? (uint64_t)e->d_ino : 0;
     rd->old = lookup(rd->cache, (int)pid, &hint);
     int r = hr__proc_read(rd, &sc->arr[sc->len]);
-    if (r == 0)
+    if (r == 0) {
       sc->len++;
-    else if (r == HR_EPARSE) {
+      continue;
+    }
+    hr__proc_release(rd->cache, &sc->arr[sc->len]); /* a file it took over */
+    if (r == HR_EPARSE) {
       (*unreadable)++;
       hr__log(HR_LOG_DEBUG, "%s/%ld: malformed stat or statm; process skipped", procdir, pid);
     }
