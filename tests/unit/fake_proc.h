@@ -1,7 +1,8 @@
 /* A fixture tree of processes for the probe and watch tests: /proc/meminfo,
  * /proc/self/{cgroup,mountinfo}, and processes with stat, status, statm,
- * cmdline and cgroup as the kernel writes them, changed between snapshots.
- * Include after hr_test.h; a test file has one tree at a time. */
+ * cmdline and cgroup as the kernel writes them, changed between snapshots;
+ * and what the live tests read of real processes. Include after hr_test.h
+ * and probe/probe_int.h; a test file has one tree at a time. */
 #ifndef HR_FAKE_PROC_H
 #define HR_FAKE_PROC_H
 
@@ -92,6 +93,56 @@ static inline void drop_tree(void) {
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tree);
   CHECK(system(cmd) == 0);
+}
+
+/* Two readings of one process agree on every field. */
+static inline void same_proc(const hr_proc_t *x, const hr_proc_t *y) {
+  CHECK(x && y);
+  CHECK_EQ_INT(x->pid, y->pid);
+  CHECK_EQ_INT(x->brief, y->brief);
+  CHECK_EQ_INT(x->ppid, y->ppid);
+  CHECK_EQ_INT(x->nspid, y->nspid);
+  CHECK_EQ_U64(x->uid, y->uid);
+  CHECK_EQ_U64(x->start_ticks, y->start_ticks);
+  CHECK_EQ_INT(x->state, y->state);
+  CHECK_EQ_INT(x->kernel_thread, y->kernel_thread);
+  CHECK_STR(x->name, y->name);
+  CHECK_STR(x->cmdline, y->cmdline);
+  CHECK_STR(x->container_id, y->container_id);
+  CHECK_STR(x->pod_uid, y->pod_uid);
+  CHECK_EQ_U64(x->rss_bytes, y->rss_bytes);
+  CHECK_EQ_U64(x->rss_anon_bytes, y->rss_anon_bytes);
+  CHECK_EQ_U64(x->rss_file_bytes, y->rss_file_bytes);
+  CHECK_EQ_U64(x->rss_shmem_bytes, y->rss_shmem_bytes);
+  CHECK_EQ_U64(x->swap_bytes, y->swap_bytes);
+  CHECK_EQ_U64(x->pss_bytes, y->pss_bytes);
+  CHECK_EQ_U64(x->gpu_bytes, y->gpu_bytes);
+}
+
+/* A key of /proc/PID/status in bytes ("VmRSS"), as the kernel says it. */
+static inline uint64_t status_bytes(int pid, const char *key) {
+  char path[64], buf[8192];
+  snprintf(path, sizeof path, "/proc/%d/status", pid);
+  if (hr__read_file(path, buf, sizeof buf) < 0) return HR_UNKNOWN;
+  uint64_t v = HR_UNKNOWN;
+  hr__kv_t k = {key, &v, 0};
+  hr__kv_scan(buf, ':', &k, 1);
+  return v;
+}
+
+/* Waits until the killed, unreaped child `pid` is a zombie; returns its
+ * state ('Z', or what it was at the deadline, far past the usual time on a
+ * loaded machine). */
+static inline char wait_zombie(int pid) {
+  char st = 0;
+  for (int i = 0; i < 6000 && st != 'Z'; i++) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    const char *paren = hr__read_file(path, buf, sizeof buf) > 0 ? strrchr(buf, ')') : NULL;
+    st = paren ? paren[2] : 0;
+    if (st != 'Z') usleep(10000);
+  }
+  return st;
 }
 
 #endif /* HR_FAKE_PROC_H */

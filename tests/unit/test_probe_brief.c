@@ -8,8 +8,8 @@
  * that holds statm files is checked against /proc/PID/status of real
  * children, and against /proc/self/fd for the files it holds and closes. */
 #include "hr_test.h"
-#include "fake_proc.h"
 #include "probe/probe_int.h"
+#include "fake_proc.h"
 
 #include <dirent.h>
 #include <signal.h>
@@ -108,32 +108,12 @@ static const hr_proc_t *find(const hr_snapshot_t *s, int pid) {
   return s ? hr_snapshot_proc(s, pid) : NULL;
 }
 
-/* A process read in full equals the full read's, field by field. */
-static void same_proc(const hr_proc_t *x, const hr_proc_t *y) {
-  CHECK(x && y);
-  CHECK(!x->brief && !y->brief);
-  CHECK_EQ_INT(x->pid, y->pid);
-  CHECK_EQ_INT(x->ppid, y->ppid);
-  CHECK_EQ_INT(x->nspid, y->nspid);
-  CHECK_EQ_U64(x->uid, y->uid);
-  CHECK_EQ_U64(x->start_ticks, y->start_ticks);
-  CHECK_EQ_INT(x->state, y->state);
-  CHECK_STR(x->name, y->name);
-  CHECK_STR(x->cmdline, y->cmdline);
-  CHECK_STR(x->container_id, y->container_id);
-  CHECK_EQ_U64(x->rss_bytes, y->rss_bytes);
-  CHECK_EQ_U64(x->rss_anon_bytes, y->rss_anon_bytes);
-  CHECK_EQ_U64(x->rss_file_bytes, y->rss_file_bytes);
-  CHECK_EQ_U64(x->swap_bytes, y->swap_bytes);
-  CHECK_EQ_U64(x->gpu_bytes, y->gpu_bytes);
-}
-
 static void same_selection(const hr_snapshot_t *a, const hr_snapshot_t *b) {
   CHECK_EQ_U64(a->n_selected, b->n_selected);
   CHECK_EQ_U64(a->n_selected_gpu, b->n_selected_gpu);
   for (size_t k = 0; k < a->n_selected && k < b->n_selected; k++) {
     const hr_proc_t *x = &a->procs[a->selected[k]], *y = &b->procs[b->selected[k]];
-    CHECK_EQ_INT(x->pid, y->pid);
+    CHECK(!x->brief); /* read in full, as the full read has it */
     same_proc(x, y);
   }
 }
@@ -228,6 +208,17 @@ static void test_brief_filter(void) {
 
 /* ---- through a context (watch) ------------------------------------------- */
 
+/* A full read (its opens not counted), then a snapshot through ctx, whose
+ * opens are counted into o; the selections must agree. */
+static void step(hr_probe_t *ctx, opens_t *o, hr_snapshot_t **s, hr_snapshot_t **full) {
+  *full = take(NULL, 0, 2, NULL);
+  opens_take(o);
+  *s = take(ctx, HR_PROBE_BRIEF, 2, NULL);
+  opens_take(o);
+  CHECK(*s && *full);
+  same_selection(*s, *full);
+}
+
 static void test_context_reads_statm_alone(void) {
   hr_probe_t *ctx = NULL;
   CHECK_OK(hr_probe_create(&ctx));
@@ -238,12 +229,8 @@ static void test_context_reads_statm_alone(void) {
   /* Nothing moved: statm for everyone (and stat: a fixture tree is not
    * procfs, where a known inode spares it); the rows shown are complete
    * from what the context kept. */
-  hr_snapshot_t *full = take(NULL, 0, 2, NULL);
-  opens_take(&o); /* the full read's opens are not counted */
-  hr_snapshot_t *s = take(ctx, HR_PROBE_BRIEF, 2, NULL);
-  opens_take(&o);
-  CHECK(s && full);
-  same_selection(s, full);
+  hr_snapshot_t *s = NULL, *full = NULL;
+  step(ctx, &o, &s, &full);
   for (int i = 0; i < N_PROCS; i++) {
     CHECK_EQ_INT(o.n[i][F_STATM], 1);
     CHECK_MSG(o.n[i][F_STATUS] + o.n[i][F_CMDLINE] + o.n[i][F_CGROUP] == 0, "pid %d: %d %d %d",
@@ -254,12 +241,7 @@ static void test_context_reads_statm_alone(void) {
    * unshown one's: nothing but statm, which has it. */
   put_proc(P(11), 1000 + 11, "worker run", 15000, 400, 32, true);
   put_proc(P(4), 1000 + 4, "worker run", 5500, 400, 8, true);
-  full = take(NULL, 0, 2, NULL);
-  opens_take(&o);
-  s = take(ctx, HR_PROBE_BRIEF, 2, NULL);
-  opens_take(&o);
-  CHECK(s && full);
-  same_selection(s, full);
+  step(ctx, &o, &s, &full);
   CHECK_EQ_INT(o.n[11][F_STATUS], 1);
   CHECK_EQ_INT(o.n[11][F_CMDLINE] + o.n[11][F_CGROUP], 0);
   CHECK_EQ_INT(o.n[4][F_STATUS], 0);
@@ -268,12 +250,7 @@ static void test_context_reads_statm_alone(void) {
   hr_snapshot_free(s), hr_snapshot_free(full);
   /* A process shown for the first time is read in full, once. */
   put_proc(P(0), 1000, "worker run", 20000, 400, 8, true);
-  full = take(NULL, 0, 2, NULL);
-  opens_take(&o);
-  s = take(ctx, HR_PROBE_BRIEF, 2, NULL);
-  opens_take(&o);
-  CHECK(s && full);
-  same_selection(s, full);
+  step(ctx, &o, &s, &full);
   CHECK_EQ_INT(o.n[0][F_STATUS] + o.n[0][F_CMDLINE] + o.n[0][F_CGROUP], 3);
   /* P(10), shown before and unchanged, stays complete from what was kept. */
   CHECK(!find(s, P(0))->brief && !find(s, P(10))->brief);
@@ -359,16 +336,6 @@ static int held_links(int pid) {
   return n;
 }
 
-static uint64_t status_bytes(int pid, const char *key) {
-  char path[64], buf[8192];
-  snprintf(path, sizeof path, "/proc/%d/status", pid);
-  if (hr__read_file(path, buf, sizeof buf) < 0) return HR_UNKNOWN;
-  uint64_t v = HR_UNKNOWN;
-  hr__kv_t k = {key, &v, 0};
-  hr__kv_scan(buf, ':', &k, 1);
-  return v;
-}
-
 /* A child holding `mib` MiB of anonymous memory, then sitting still. */
 static pid_t child(size_t mib, int ready) {
   pid_t kid = fork();
@@ -432,14 +399,7 @@ static void test_live_held_files(void) {
   hr_snapshot_free(s);
   /* Killed, not reaped: a zombie, no memory, its state read at once. */
   kill(kids[1], SIGKILL);
-  char st = 0;
-  for (int i = 0; i < 6000 && st != 'Z'; i++) {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)kids[1]);
-    const char *paren = hr__read_file(path, buf, sizeof buf) > 0 ? strrchr(buf, ')') : NULL;
-    st = paren ? paren[2] : 0;
-    if (st != 'Z') usleep(10000);
-  }
+  CHECK_EQ_INT(wait_zombie(kids[1]), 'Z');
   s = live(ctx);
   const hr_proc_t *z = find(s, kids[1]);
   CHECK(z);

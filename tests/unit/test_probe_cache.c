@@ -5,8 +5,8 @@
  * hr_snapshot_take() on the shipped fixtures, and on the live machine, where
  * statm's RssAnon must equal status's for a child that sits still. */
 #include "hr_test.h"
-#include "fake_proc.h"
 #include "probe/probe_int.h"
+#include "fake_proc.h"
 
 #include <signal.h>
 #include <sys/mman.h>
@@ -175,26 +175,7 @@ static void test_memory_freshness(void) {
 static void same_procs(const hr_snapshot_t *a, const hr_snapshot_t *b) {
   CHECK_EQ_U64(a->n_procs, b->n_procs);
   CHECK_EQ_U64(a->n_procs_unreadable, b->n_procs_unreadable);
-  for (size_t i = 0; i < a->n_procs && i < b->n_procs; i++) {
-    const hr_proc_t *x = &a->procs[i], *y = &b->procs[i];
-    CHECK_EQ_INT(x->pid, y->pid);
-    CHECK_EQ_INT(x->ppid, y->ppid);
-    CHECK_EQ_INT(x->nspid, y->nspid);
-    CHECK_EQ_U64(x->uid, y->uid);
-    CHECK_EQ_U64(x->start_ticks, y->start_ticks);
-    CHECK_EQ_INT(x->state, y->state);
-    CHECK_EQ_INT(x->kernel_thread, y->kernel_thread);
-    CHECK_STR(x->name, y->name);
-    CHECK_STR(x->cmdline, y->cmdline);
-    CHECK_STR(x->container_id, y->container_id);
-    CHECK_EQ_U64(x->rss_bytes, y->rss_bytes);
-    CHECK_EQ_U64(x->rss_anon_bytes, y->rss_anon_bytes);
-    CHECK_EQ_U64(x->rss_file_bytes, y->rss_file_bytes);
-    CHECK_EQ_U64(x->rss_shmem_bytes, y->rss_shmem_bytes);
-    CHECK_EQ_U64(x->swap_bytes, y->swap_bytes);
-    CHECK_EQ_U64(x->pss_bytes, y->pss_bytes);
-    CHECK_EQ_U64(x->gpu_bytes, y->gpu_bytes);
-  }
+  for (size_t i = 0; i < a->n_procs && i < b->n_procs; i++) same_proc(&a->procs[i], &b->procs[i]);
 }
 
 static void test_matches_full_read(void) {
@@ -221,16 +202,6 @@ static void test_matches_full_read(void) {
 }
 
 /* ---- the live machine ----------------------------------------------------- */
-
-static uint64_t status_bytes(int pid, const char *key) {
-  char path[64], buf[8192];
-  snprintf(path, sizeof path, "/proc/%d/status", pid);
-  if (hr__read_file(path, buf, sizeof buf) < 0) return HR_UNKNOWN;
-  uint64_t v = HR_UNKNOWN;
-  hr__kv_t k = {key, &v, 0};
-  hr__kv_scan(buf, ':', &k, 1);
-  return v;
-}
 
 static void test_live_statm_is_status(void) {
   int fds[2], go[2];
@@ -285,15 +256,7 @@ static void test_live_statm_is_status(void) {
   /* Killed but not reaped: a zombie frees its memory, so its state is read
    * at once even where the inode is unchanged. */
   kill(kid, SIGKILL);
-  char st = 0;
-  for (int i = 0; i < 200 && st != 'Z'; i++) {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)kid);
-    const char *close_paren = hr__read_file(path, buf, sizeof buf) > 0 ? strrchr(buf, ')') : NULL;
-    st = close_paren ? close_paren[2] : 0;
-    if (st != 'Z') usleep(10000);
-  }
-  CHECK_EQ_INT(st, 'Z');
+  CHECK_EQ_INT(wait_zombie(kid), 'Z');
   hr_snapshot_t *z = NULL;
   CHECK_OK(hr_probe_snapshot(ctx, &o, &z));
   const hr_proc_t *zp = NULL;

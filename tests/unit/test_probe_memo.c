@@ -67,16 +67,23 @@ static int opens(int fd) {
   return n;
 }
 
-static void test_missing_library_opened_once_a_minute(void) {
-  char lib[128], msg[160];
-  snprintf(lib, sizeof lib, "%s/libnvidia-ml.so.1", tmpdir);
+/* Writes a stand-in that is no library at `lib` (under tmpdir) and returns
+ * an inotify descriptor that reports each open of it, or -1. */
+static int standin(char *lib, size_t n, const char *name) {
+  snprintf(lib, n, "%s/%s", tmpdir, name);
   FILE *f = fopen(lib, "w");
-  CHECK(f);
+  if (!f) return -1;
   fputs("not a shared library\n", f);
   fclose(f);
   int ino = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (ino >= 0 && inotify_add_watch(ino, lib, IN_OPEN) < 0) close(ino), ino = -1;
+  return ino;
+}
+
+static void test_missing_library_opened_once_a_minute(void) {
+  char lib[128], msg[160];
+  int ino = standin(lib, sizeof lib, "libnvidia-ml.so.1");
   CHECK(ino >= 0);
-  CHECK(inotify_add_watch(ino, lib, IN_OPEN) >= 0);
   log_count_t lc = {.match = lib};
   hr_set_log(count_log, &lc, HR_LOG_DEBUG);
   hr_probe_state_t st;
@@ -191,13 +198,8 @@ static void test_watch_sighup_retries(void) {
   const char *cli = getenv("HR_CLI");
   if (!cli) SKIP("HR_CLI is not set (run under CTest)");
   char lib[128];
-  snprintf(lib, sizeof lib, "%s/libnvidia-ml-hup.so.1", tmpdir);
-  FILE *lf = fopen(lib, "w");
-  CHECK(lf);
-  fputs("not a shared library either\n", lf);
-  fclose(lf);
-  int ino = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-  CHECK(ino >= 0 && inotify_add_watch(ino, lib, IN_OPEN) >= 0);
+  int ino = standin(lib, sizeof lib, "libnvidia-ml-hup.so.1");
+  CHECK(ino >= 0);
   int out[2];
   CHECK(pipe(out) == 0);
   pid_t kid = fork();
