@@ -102,7 +102,7 @@ typedef struct hr__proc_read {
   uint64_t ino;          /* its directory's inode on procfs; 0 elsewhere */
   hr__pcache_ent_t *old; /* what the cache holds for pid, or NULL */
   char path[32];         /* "PID/" and then a file name */
-  char *file;            /* where the file name goes in path */
+  char *file;            /* where the file name goes in path; NULL: not made yet */
 } hr__proc_read_t;
 
 /* Reads the process r->pid into *e (proc_read.c): briefly with r->brief, or
@@ -110,8 +110,8 @@ typedef struct hr__proc_read {
  * same start time elsewhere), taking over its held statm file. Returns 0,
  * HR_ENOENT (gone: skip) or HR_EPARSE (malformed stat: skip and count). */
 HR_INTERNAL int hr__proc_read(hr__proc_read_t *r, hr__pcache_ent_t *e);
-/* Reads the rest of a brief e (r->pid is e's); returns 0, HR_ENOENT or
- * HR_EPARSE (e then stays brief). */
+/* Reads the rest of a brief e (r->pid is e's; r->file NULL, or set for that
+ * pid); returns 0, HR_ENOENT or HR_EPARSE (e then stays brief). */
 HR_INTERNAL int hr__proc_complete(hr__proc_read_t *r, hr__pcache_ent_t *e);
 /* Closes e's held statm file, if any, counting it off c (NULL: none). */
 HR_INTERNAL void hr__proc_release(hr__pcache_t *c, hr__pcache_ent_t *e);

@@ -61,9 +61,17 @@ static ssize_t read_whole(int fd, char *buf, size_t n) {
   return (ssize_t)len;
 }
 
+/* Points r->path at the process's directory ("PID/"), when a file is
+ * first opened: a process read through its held statm opens none. */
+static void at_pid(hr__proc_read_t *r) {
+  int n = snprintf(r->path, sizeof r->path, "%d/", r->pid);
+  r->file = r->path + (n > 0 ? n : 0);
+}
+
 /* Opens the process's file `f` ("PID/f" under procfd: opening the pid's
  * directory too would cost a second path walk); the fd or a negative HR_E*. */
 static int open_pid_file(hr__proc_read_t *r, const char *f) {
+  if (!r->file) at_pid(r);
   size_t room = sizeof r->path - (size_t)(r->file - r->path);
   hr__strlcpy(r->file, f, room);
   int fd = openat(r->procfd, r->path, O_RDONLY | O_CLOEXEC);
@@ -321,15 +329,9 @@ static int identify(hr__proc_read_t *r, hr__pcache_ent_t *e, bool *by_ino) {
   return rc;
 }
 
-/* Points r->path at the process's directory ("PID/"). */
-static void at_pid(hr__proc_read_t *r) {
-  int n = snprintf(r->path, sizeof r->path, "%d/", r->pid);
-  r->file = r->path + (n > 0 ? n : 0);
-}
-
 int hr__proc_read(hr__proc_read_t *r, hr__pcache_ent_t *e) {
   ent_init(r, e);
-  at_pid(r);
+  r->file = NULL;
   bool by_ino;
   int rc = identify(r, e, &by_ino);
   if (rc) return rc;
@@ -351,7 +353,6 @@ int hr__proc_read(hr__proc_read_t *r, hr__pcache_ent_t *e) {
 /* ---- completing --------------------------------------------------------- */
 
 int hr__proc_complete(hr__proc_read_t *r, hr__pcache_ent_t *e) {
-  at_pid(r);
   int rc = stat_due(e) ? read_stat(r, e) : 0;
   if (rc) return rc;
   if (status_due(e) || e->p.rss_bytes == HR_UNKNOWN) { /* no memory read yet: a filtered-out one */

@@ -320,7 +320,7 @@ int hr__procs_complete(hr__pcache_t *cache, const char *root, bool pss, hr_proc_
     hr_proc_t *p = &procs[idx[k]];
     if (!p->brief) continue;
     hr__pcache_ent_t tmp, *e = entry_for(cache, p, &hint, &tmp);
-    rd.pid = p->pid;
+    rd.pid = p->pid, rd.file = NULL;
     uint64_t gpu = p->gpu_bytes;
     int r = hr__proc_complete(&rd, e);
     if (r == HR_EPARSE) (*unreadable)++;
