@@ -64,6 +64,14 @@ typedef struct hr_proc {
   bool kernel_thread;
   char name[64];     /* comm */
   char cmdline[512]; /* arguments joined by spaces, truncated */
+  /* Read briefly (HR_PROBE_BRIEF): a process outside the selection. It has
+   * its pid, rss_bytes and rss_anon_bytes (statm), gpu_bytes, and the
+   * fields of stat where a probe context read them (ppid, state, name,
+   * start_ticks, kernel_thread); with a filter, the name and the command
+   * line as far as matching needed them (a process the filter does not
+   * match has no memory read: HR_UNKNOWN). Every other size is HR_UNKNOWN,
+   * other fields zero or empty; hr_probe_complete() reads the rest. */
+  bool brief;
   uint64_t rss_bytes, rss_anon_bytes, rss_file_bytes, rss_shmem_bytes, swap_bytes;
   uint64_t pss_bytes;    /* HR_UNKNOWN when smaps_rollup is not readable */
   uint64_t gpu_bytes;    /* summed over GPUs; 0 when none or unknown */
@@ -130,6 +138,10 @@ enum {
   HR_PROBE_GPUS = 1u << 3,
   HR_PROBE_PSS = 1u << 4, /* smaps_rollup per process: slower */
   HR_PROBE_ALL = 0x1f,
+  /* Not a part but a way to read the processes: every process briefly (see
+   * hr_proc_t's brief), then in full only the selected ones and the GPU
+   * holders. Without it every process is read in full. */
+  HR_PROBE_BRIEF = 1u << 5,
 };
 
 typedef struct hr_probe_options {
@@ -164,7 +176,8 @@ typedef struct hr_probe_options {
  * file; HR_EPARSE, HR_ERANGE: MemTotal or MemFree missing, malformed or over
  * 64 bits) or on HR_ENOMEM, with the reason in opts->err. Thread-safe: holds
  * no global state besides the NVML libraries, each loaded and initialised
- * once per path and kept for the life of the process. */
+ * once per path and kept for the life of the process (a path that failed to
+ * load is tried again at most once a minute: see hr_probe_retry_gpus). */
 HR_API int hr_snapshot_take(const hr_probe_options_t *opts, hr_snapshot_t **out);
 HR_API void hr_snapshot_free(hr_snapshot_t *s);
 
@@ -181,30 +194,33 @@ HR_API int hr_host_mem_read(const char *root, bool pressure, hr_host_mem_t *out,
 
 /* A probe context: for a caller that takes snapshots again and again (watch),
  * it remembers each process from one snapshot to the next, keyed by (pid,
- * start time), so a process that was already seen costs one or two small
- * reads (statm; stat) instead of four larger ones. What each snapshot taken
- * through a context holds:
+ * start time), so a process that was already seen costs one small read
+ * (statm) instead of four larger ones. What each snapshot taken through a
+ * context holds:
  *   - fresh every snapshot: pid, rss_bytes and rss_anon_bytes (statm's
  *     resident and resident minus shared: the same counters status shows as
  *     VmRSS and RssAnon), pss_bytes (with HR_PROBE_PSS), gpu_bytes, which
  *     processes exist, and every non-process part (host, cgroup, GPUs);
- *   - fresh whenever resident or shared pages moved, and otherwise at most
- *     16 snapshots old: ppid, state, name (comm), rss_file_bytes,
- *     rss_shmem_bytes, swap_bytes. On the host's procfs a known process
- *     whose /proc/PID inode and memory are unchanged is read through statm
- *     alone (the inode is replaced when a process is reaped, before its pid
- *     can be reused); elsewhere (a fixture tree) stat is read every snapshot
- *     and ppid, state and name are fresh. A process turning zombie frees its
- *     memory, so its state is read at once;
- *   - read once per process lifetime, when (pid, start time) is first seen:
- *     uid, nspid, cmdline and container_id (a process that changes its
- *     command line or its uid afterwards keeps the first ones; a new process
- *     on a reused pid has another start time and is read afresh);
- * Where statm cannot be read, status is read every snapshot. The context
- * holds only the processes of its last snapshot (bounded by the process
- * table), and is emptied when a snapshot names another root. A context is
- * not thread-safe: one per thread; different contexts are independent.
- * hr_probe_create returns 0, HR_EINVAL or HR_ENOMEM. */
+ *   - read when the process is first seen, when its resident memory falls
+ *     to zero (a zombie) or its code size changes (an exec), and otherwise
+ *     at most 16 snapshots old: ppid, state, name (comm). On the host's
+ *     procfs a known process is recognised by its /proc/PID inode (replaced
+ *     when a process is reaped, before its pid can be reused); elsewhere (a
+ *     fixture tree) stat is read every snapshot and these are fresh;
+ *   - for a process read in full: rss_file_bytes, rss_shmem_bytes and
+ *     swap_bytes from status, read again whenever statm's resident or
+ *     shared pages moved since, and otherwise at most 16 snapshots old;
+ *   - read once per process lifetime, when it is first read in full: uid,
+ *     nspid, cmdline and container_id (a process that changes its command
+ *     line or its uid afterwards keeps the first ones; a new process on a
+ *     reused pid has another start time and is read afresh).
+ * Kernel threads and zombies the context knows are not read again (they
+ * have no memory). Where statm cannot be read, status is read every
+ * snapshot. The context holds only the processes of its last snapshot
+ * (bounded by the process table), and is emptied when a snapshot names
+ * another root. A context is not thread-safe: one per thread; different
+ * contexts are independent. hr_probe_create returns 0, HR_EINVAL or
+ * HR_ENOMEM. */
 typedef struct hr_probe hr_probe_t;
 HR_API int hr_probe_create(hr_probe_t **out);
 HR_API void hr_probe_destroy(hr_probe_t *ctx);
@@ -215,6 +231,29 @@ HR_API int hr_probe_snapshot(hr_probe_t *ctx, const hr_probe_options_t *opts, hr
  * processes. */
 HR_API size_t hr_probe_cached(const hr_probe_t *ctx);
 
+/* Lets ctx keep up to `max` statm files open from one snapshot to the next
+ * (0, the default: none; existing ones past the new limit close at the next
+ * snapshot). Reading an open /proc file again costs about a quarter of
+ * opening it, so a watcher of a large process table reads it several times
+ * cheaper; the price is one descriptor and about 4 KiB of kernel memory (the
+ * file's buffer) per process. An open file never reads another process: it
+ * fails once its process is reaped. Only procfs files are kept. The caller
+ * leaves room under RLIMIT_NOFILE for its other descriptors (watch keeps
+ * half of its limit). */
+HR_API void hr_probe_hold_files(hr_probe_t *ctx, size_t max);
+/* How many statm files ctx holds open now. */
+HR_API size_t hr_probe_held(const hr_probe_t *ctx);
+
+/* Reads in full the processes of s at the indexes idx[0..n) that are brief
+ * (s taken with HR_PROBE_BRIEF, which completes the selection and the GPU
+ * holders itself: this is for others a caller records, such as watch's
+ * leak suspects). Reads under opts->root (NULL: "/"), with smaps_rollup
+ * when opts->what has HR_PROBE_PSS, through ctx when s was taken through
+ * it (NULL: without a context). A process that exited since stays brief.
+ * Returns 0 or HR_EINVAL (an index out of range). */
+HR_API int hr_probe_complete(hr_probe_t *ctx, const hr_probe_options_t *opts, hr_snapshot_t *s,
+                             const size_t *idx, size_t n);
+
 /* Reads one process's PSS from root/proc/PID/smaps_rollup into *pss_bytes
  * (HR_UNKNOWN on failure). smaps_rollup walks the process's page tables, so
  * it costs milliseconds for a large process: a caller that shows a few
@@ -223,12 +262,20 @@ HR_API size_t hr_probe_cached(const hr_probe_t *ctx);
  * HR_EPARSE (no Pss line: a kernel thread or a malformed file), HR_ERANGE. */
 HR_API int hr_proc_read_pss(const char *root, int pid, uint64_t *pss_bytes);
 
+/* Makes the next snapshot try to load NVML again where a load failed (no
+ * library, a symbol missing, nvmlInit failing). A failed load is otherwise
+ * remembered and tried again at most once a minute, so that a host without
+ * the driver does not search the library path on every sample. Thread-safe
+ * and async-signal-safe: `headroom watch` calls it on SIGHUP. */
+HR_API void hr_probe_retry_gpus(void);
+
 /* Returns "ok", "absent", "denied" or "error"; a static string. */
 HR_API const char *hr_probe_state_name(hr_probe_state_t state);
 
 /* Writes the snapshot as one JSON object (the schema is docs/status-schema.json)
  * into a malloc'd string the caller frees. Sizes are bytes in keys ending in
- * _bytes; an unknown size is null, an unset limit is the string "max".
+ * _bytes; an unknown size is null, an unset limit is the string "max". The
+ * processes are those read in full (every one, unless HR_PROBE_BRIEF).
  * Returns 0, HR_EINVAL or HR_ENOMEM. */
 HR_API int hr_snapshot_json(const hr_snapshot_t *s, char **out);
 /* The same object with only the selected processes under "processes", in

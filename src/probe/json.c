@@ -177,7 +177,10 @@ static int snapshot_json(const hr_snapshot_t *s, const size_t *idx, size_t n, ch
   put_cgroup(&b, &s->cgroup);
   put_gpus(&b, s);
   put(&b, "\"processes\":[");
-  for (size_t i = 0; i < n; i++) put_proc(&b, &s->procs[idx ? idx[i] : i]);
+  for (size_t i = 0; i < n; i++) {
+    const hr_proc_t *p = &s->procs[idx ? idx[i] : i];
+    if (!p->brief) put_proc(&b, p); /* a brief process lacks most fields */
+  }
   close_with(&b, ']');
   put(&b, ",\"processes_unreadable\":%zu}", s->n_procs_unreadable);
   return hr__buf_finish(&b, out);

@@ -5,7 +5,8 @@
  * Each library (by the path asked for, or the default search) is opened and
  * initialised once and kept for the life of the process: nvmlInit costs tens
  * of milliseconds on a real driver, too much to pay on every sample. A load
- * that fails is not cached, so a driver installed later is found.
+ * that fails is not cached, so a driver installed later is found, but it is
+ * remembered (nvml_memo.c): tried again at most once a minute.
  *
  * Newer entry points are tried first and older ones are the fallback:
  * nvmlDeviceGetMemoryInfo_v2 (which also gives reserved memory) then
@@ -368,7 +369,11 @@ int hr__nvml_read(const char *path, hr_snapshot_t *s) {
   s->gpu_state = HR_PROBE_OK;
   s->gpu_message[0] = s->driver_version[0] = '\0';
   pthread_mutex_lock(&libs_mu);
-  nvml_lib_t *l = lib_get_locked(path, s);
+  nvml_lib_t *l = NULL;
+  if (!hr__nvml_memo_hit_locked(path, s)) {
+    l = lib_get_locked(path, s);
+    hr__nvml_memo_note_locked(path, s, l != NULL);
+  }
   pthread_mutex_unlock(&libs_mu);
   if (!l) return 0;
 

@@ -17,8 +17,19 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
+
+/* How many statm files the sampler's context keeps open: half of what
+ * RLIMIT_NOFILE allows, the other half left to history, the exporter, the
+ * broker and hooks, and at most 65536. */
+static size_t held_files(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
+  rlim_t half = rl.rlim_cur == RLIM_INFINITY ? 65536 : rl.rlim_cur / 2;
+  return half > 65536 ? 65536 : (size_t)half;
+}
 
 /* The numbers and switches of the options. */
 static void read_settings(hr_watch_t *w, const hr_options_t *o) {
@@ -85,6 +96,7 @@ int hr_watch_create(const hr_options_t *o, hr_watch_t **out, char *err, size_t e
   if (rc == 0) rc = read_strings(w, o);
   if (rc == 0) rc = hr_leak_create(&w->leak_cfg, &w->leak);
   if (rc == 0) rc = hr_probe_create(&w->probe);
+  if (rc == 0) hr_probe_hold_files(w->probe, held_files());
   if (rc) {
     hr_watch_destroy(w);
     return rc;
@@ -186,6 +198,18 @@ static void build_views(hr_watch_t *w) {
     if (w->leak_flag[i]) w->leak_idx[w->n_leaks++] = i;
 }
 
+/* Leak suspects outside the selection were read briefly (HR_PROBE_BRIEF):
+ * the rest of each, such as the container and pod that label its /metrics
+ * series, is read now, through the sampler's context. */
+static int complete_suspects(hr_watch_t *w) {
+  hr_snapshot_t *s = w->snap;
+  size_t n = 0;
+  for (size_t i = 0; i < s->n_procs; i++)
+    if (w->leak_flag[i] && s->procs[i].brief) w->leak_idx[n++] = i;
+  hr_probe_options_t po = {.root = w->root};
+  return n ? hr_probe_complete(w->probe, &po, s, w->leak_idx, n) : 0;
+}
+
 /* ---- the sample --------------------------------------------------------- */
 
 static void sample_event(hr_watch_t *w) {
@@ -234,6 +258,7 @@ int hr_watch_feed(hr_watch_t *w, hr_snapshot_t *s) {
   int rc;
   if ((rc = hr__watch_levels(w)) != 0) return rc;
   if (fresh && (rc = hr__watch_leaks(w)) != 0) return rc;
+  if (fresh && (rc = complete_suspects(w)) != 0) return rc;
   if ((rc = hr__watch_idle(w)) != 0) return rc;
   hr__watch_oom(w);
   build_views(w);
@@ -291,7 +316,7 @@ static int default_sampler(void *arg, hr_snapshot_t **out) {
                now - w->proc_read_mono >= w->proc_cpu / w->proc_budget;
   hr_probe_options_t po = {.root = w->root,
                            .what = HR_PROBE_HOST | HR_PROBE_CGROUP | HR_PROBE_GPUS |
-                                   (procs ? HR_PROBE_PROCS : 0u),
+                                   HR_PROBE_BRIEF | (procs ? HR_PROBE_PROCS : 0u),
                            .nvml_path = *w->nvml_path ? w->nvml_path : NULL,
                            .err = err,
                            .errlen = sizeof err,
@@ -300,13 +325,16 @@ static int default_sampler(void *arg, hr_snapshot_t **out) {
                            .filter = w->filter,
                            .top = selection_top(w)};
   double c0 = cpu_now();
+  /* The context's first read identifies every process (stat for each): a
+   * cost paid once, not the pace of the reads after it. */
+  bool first = hr_probe_cached(w->probe) == 0;
   int rc = hr_probe_snapshot(w->probe, &po, out);
   if (rc) {
     if (*err) hr__log(HR_LOG_ERROR, "%s", err);
     return rc;
   }
   if (procs) {
-    w->proc_cpu = cpu_now() - c0;
+    w->proc_cpu = first ? 0 : cpu_now() - c0;
     w->proc_read_mono = now;
     return 0;
   }

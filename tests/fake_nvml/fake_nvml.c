@@ -16,7 +16,8 @@
  *   FAKE_NVML_GROW   processes that appear on GPU 0 between calls (tests the
  *                    query-size-then-fetch loop); fake_nvml_reset() restarts
  *   FAKE_NVML_LOST   index of a device whose memory query says "GPU is lost"
- *   FAKE_NVML_INIT   the code nvmlInit_v2 returns (default 0) */
+ *   FAKE_NVML_INIT   the code nvmlInit_v2 returns (default 0)
+ * and fake_nvml_init_calls() says how often nvmlInit_v2 was called. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,10 +85,18 @@ static unsigned long long used_of(unsigned gpu) {
   return sum;
 }
 
+/* How often nvmlInit_v2 was called, so a test can tell a retried load from
+ * a remembered failure. */
+static int init_calls;
+EXPORT int fake_nvml_init_calls(void) {
+  return init_calls;
+}
+
 EXPORT ret_t nvmlInit_v2(void) {
   /* Handles are set up here, once, so that threads asking for them later
    * only read. */
   for (unsigned i = 0; i < 16; i++) devs[i].index = i;
+  init_calls++;
   return (ret_t)env_uint("FAKE_NVML_INIT", 0);
 }
 EXPORT ret_t nvmlShutdown(void) {

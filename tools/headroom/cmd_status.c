@@ -179,8 +179,9 @@ static int status_run(hr_cli_t *cli, const void *args, int argc, char **argv) {
   const status_args_t *a = args;
   char err[512] = "";
   (void)argc, (void)argv;
-  hr_probe_options_t po =
-      hr_cli_probe_options(cli, HR_PROBE_ALL & ~(unsigned)HR_PROBE_PSS, err, sizeof err);
+  /* Every process ranked by its statm; the rest read for the rows shown. */
+  hr_probe_options_t po = hr_cli_probe_options(
+      cli, (HR_PROBE_ALL & ~(unsigned)HR_PROBE_PSS) | HR_PROBE_BRIEF, err, sizeof err);
   po.filter = hr_options_get_str(cli->opts, HR_OPTION_filter);
   po.top = (size_t)hr_options_get_int(cli->opts, HR_OPTION_top);
   hr_snapshot_t *s = NULL;

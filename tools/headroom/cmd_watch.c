@@ -9,8 +9,9 @@
  * is restored however watch ends: q, SIGINT, SIGTERM and SIGHUP all end the
  * loop, and the restore runs after it and at exit. Otherwise, or with
  * --json, it writes one JSON object per line per event and a sample line
- * per interval. Every end is clean: history is committed, the exporter
- * stopped, hooks killed. */
+ * per interval, and SIGHUP makes it load NVML again where loading failed
+ * (otherwise tried at most once a minute). Every end is clean: history is
+ * committed, the exporter stopped, hooks killed. */
 #include "cli.h"
 
 #include <inttypes.h>
@@ -22,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
@@ -69,6 +71,13 @@ static volatile sig_atomic_t stop_flag;
 static void on_signal(int sig) {
   (void)sig;
   stop_flag = 1;
+}
+
+/* SIGHUP without a live view (a service, a pipe): load NVML again at the
+ * next sample where it failed (a driver installed or loaded since). */
+static void on_hup(int sig) {
+  (void)sig;
+  hr_probe_retry_gpus();
 }
 
 #define N_RECENT 8
@@ -459,13 +468,14 @@ static int open_exporter(const hr_cli_t *cli, view_state_t *v, hr_exporter_t **e
  * screen with the key thread unless the output is JSON or one sample.
  * Returns hr_watch_run's result. */
 static int run_loop(hr_watch_t *w, view_state_t *v, uint64_t count) {
-  struct sigaction sa = {.sa_handler = on_signal};
+  struct sigaction sa = {.sa_handler = on_signal}, hup = {.sa_handler = on_hup};
+  v->clear = !v->json && count != 1;
   sigemptyset(&sa.sa_mask);
+  sigemptyset(&hup.sa_mask);
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGHUP, &sa, NULL);
+  sigaction(SIGHUP, v->clear ? &sa : &hup, NULL); /* a terminal hanging up ends the view */
   signal(SIGPIPE, SIG_IGN);
-  v->clear = !v->json && count != 1;
   pthread_t keys;
   bool have_keys = false;
   if (v->clear) {
@@ -493,6 +503,18 @@ static void print_summary(hr_watch_t *w) {
          vw.events_total[HR_EVENT_LEAK]);
 }
 
+/* Raises the soft limit on open files to the hard one (at most 131072):
+ * watch keeps a statm file open per process (half the limit), and it waits
+ * with poll and epoll, never select, so descriptors past 1024 are safe. */
+static void raise_nofile(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+  rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > 131072 ? 131072 : rl.rlim_max;
+  if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= want) return;
+  rl.rlim_cur = want;
+  setrlimit(RLIMIT_NOFILE, &rl);
+}
+
 static int watch_run(hr_cli_t *cli, const void *args, int argc, char **argv) {
   const watch_args_t *a = args;
   uint64_t count = a->once ? 1 : (uint64_t)a->count;
@@ -508,6 +530,7 @@ static int watch_run(hr_cli_t *cli, const void *args, int argc, char **argv) {
                     .sort = SORT_GPU,
                     .leak_min_rate =
                         (double)hr_options_get_size(cli->opts, HR_OPTION_leak_min_rate)};
+  raise_nofile();
   if (hr_watch_create(cli->opts, &v.w, err, sizeof err) != 0) {
     hr_cli_error("watch: %s", err);
     return 2;
@@ -568,4 +591,6 @@ HR_CLI_COMMAND(
     .notes = "Every option also comes from the config file and HEADROOM_<NAME> variables (see "
              "'headroom config'); none turns --listen or --db off. An outside process cannot "
              "free another process's GPU memory or heap: hooks and the Python layer let "
-             "processes free their own (docs/freeing-memory.md).");
+             "processes free their own (docs/freeing-memory.md). Without a live view (--json, "
+             "a pipe, a service), SIGHUP loads NVML again where loading failed, which is "
+             "otherwise tried at most once a minute.");
