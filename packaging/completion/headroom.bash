@@ -64,7 +64,8 @@ _headroom() {
     history:--ram-warn | history:--ram-critical | history:--vram-warn | history:--vram-critical | \
     history:--hysteresis | history:--leak-min-rate | history:--leak-min-samples | replay:--conf | \
     replay:--capacity | plan:--budget | doctor:--listen | reserve:--device | \
-    reserve:--timeout | reserve:--lease | reserve:--priority)
+    reserve:--timeout | reserve:--lease | reserve:--priority | reserve:--margin | \
+    reserve:--first-run)
     COMPREPLY=()
     return
     ;;
