@@ -573,9 +573,9 @@ int hr_history_query(hr_history_t *h, double since, int pid, hr_history_row_t **
   hr__buf_printf(&q, " FROM events WHERE time >= ?1%s ORDER BY time",
                  pid > 0 ? " AND pid = ?2" : "");
   int rc = q.failed || r.failed ? HR_ENOMEM
-           : pid < 0             ? 0 /* events alone */
-                                 : select_into(h, r.s, since, pid, (void **)rows, n_rows,
-                                               sizeof **rows, fill_row, err, errlen);
+           : pid < 0            ? 0 /* events alone */
+                     : select_into(h, r.s, since, pid, (void **)rows, n_rows, sizeof **rows,
+                                   fill_row, err, errlen);
   if (rc == 0)
     rc = select_into(h, q.s, since, pid, (void **)events, n_events, sizeof **events, fill_event,
                      err, errlen);
