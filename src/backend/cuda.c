@@ -272,6 +272,13 @@ static int cuda_load(cuda_t *c) {
   const hr_options_t *o;
   (void)hr_options_process(&o, NULL, 0); /* a bad option elsewhere leaves this one's default */
   const char *lib = hr_options_get_str(o, HR_OPTION_libcuda);
+  char why[256];
+  if (lib && strchr(lib, '/') && hr__check_regular(lib, why, sizeof why) == HR_EIO) {
+    /* dlopen of a FIFO waits for a writer for ever; a missing file is
+     * dlopen's to report. */
+    hr__log(HR_LOG_ERROR, "libcuda refused: %s", why);
+    return HR_ENODRIVER;
+  }
   c->lib = dlopen(lib && *lib ? lib : "libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
   if (!c->lib) return HR_ENODRIVER;
     /* dlsym gives an object pointer; memcpy turns it into a function pointer

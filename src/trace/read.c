@@ -443,17 +443,10 @@ int hr_trace_open(const char *path, hr_trace_reader_t **out, char *err, size_t e
   if (!r) return hr__err(err, errlen, HR_ENOMEM, "out of memory");
   hr__strlcpy(r->path, path, sizeof r->path);
   r->buf = malloc(BUF_SIZE);
-  r->f = r->buf ? fopen(path, "rb") : NULL;
-  if (!r->buf) {
+  if (!r->buf)
     rc = hr__err(err, errlen, HR_ENOMEM, "out of memory");
-  } else if (!r->f) {
-    int e = errno;
-    rc = hr__err(err, errlen,
-                 e == ENOENT   ? HR_ENOENT
-                 : e == EACCES ? HR_EPERM
-                               : HR_EIO,
-                 "%s: cannot open: %s", path, strerror(e));
-  }
+  else
+    rc = hr__fopen_regular(path, &r->f, err, errlen);
   struct stat st;
   if (rc == 0 && fstat(fileno(r->f), &st) == 0) r->total_bytes = (uint64_t)st.st_size;
   if (rc == 0 && (rc = parse_magic(r, err, errlen)) == 0) rc = parse_header(r, err, errlen);

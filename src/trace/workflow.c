@@ -437,16 +437,10 @@ int hr_workflow_load(const char *path, hr_workflow_t **out, char *err, size_t er
   char *buf = NULL;
   size_t len = 0;
   if (!path || !out) return HR_EINVAL;
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    int e = errno;
-    return hr__err(err, errlen,
-                   e == ENOENT   ? HR_ENOENT
-                   : e == EACCES ? HR_EPERM
-                                 : HR_EIO,
-                   "%s: %s", path, strerror(e));
-  }
-  int rc = read_all(f, path, &buf, &len, err, errlen);
+  FILE *f;
+  int rc = hr__fopen_regular(path, &f, err, errlen);
+  if (rc) return rc;
+  rc = read_all(f, path, &buf, &len, err, errlen);
   if (rc == 0) rc = hr_workflow_parse(buf, len, path, out, err, errlen);
   free(buf);
   fclose(f);
