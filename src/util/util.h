@@ -83,7 +83,7 @@ HR_INTERNAL int hr__options_load_files(hr_options_t *o, const char *system, cons
                                        char *err, size_t errlen);
 HR_INTERNAL const char *hr__options_system_path(void);
 
-/* Arrays (table.c). hr__resize reallocates the array whose pointer is at
+/* Arrays (array.c). hr__resize reallocates the array whose pointer is at
  * `arr` (a T **) to n elements of `size` bytes; hr__grow makes room for one
  * more after n elements when *cap is full, doubling *cap (from `first`).
  * Either leaves the array and *cap as they were when out of memory and
