@@ -150,8 +150,7 @@ static const char *type_word(hr_opt_type_t t) {
   return hr__enum_name(words, HR_ARRAY_LEN(words), (int)t, "?");
 }
 
-/* True when `s` is one of the '|'-separated choices. */
-static bool enum_has(const char *choices, const char *s) {
+bool hr__choices_has(const char *choices, const char *s) {
   size_t n = strlen(s);
   for (const char *c = choices; *c;) {
     const char *bar = strchr(c, '|');
@@ -213,7 +212,7 @@ static int parse_value(const hr_option_info_t *t, const char *label, const char 
                      type_word(t->type));
     break;
   case HR_OPT_ENUM:
-    if (!enum_has(t->choices, value))
+    if (!hr__choices_has(t->choices, value))
       return hr__err(err, errlen, HR_EINVAL, "%s: '%s' is not one of %s", label, value, t->choices);
     break;
   case HR_OPT_STRING:
