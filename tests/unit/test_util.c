@@ -47,6 +47,17 @@ static void test_parse_size(void) {
   CHECK_RC(hr_parse_size("12Q", &v), HR_EINVAL);
   CHECK_RC(hr_parse_size("abc", &v), HR_EINVAL);
   CHECK_RC(hr_parse_size("99999999999999999999999", &v), HR_EINVAL);
+  /* The unit's spellings: a prefix in either case, "i" and "B" after it. */
+  CHECK_OK(hr_parse_size("3kIb ", &v));
+  CHECK_EQ_U64(v, 3072);
+  CHECK_OK(hr_parse_size("2B", &v));
+  CHECK_EQ_U64(v, 2);
+  CHECK_OK(hr_parse_size("16384T", &v));
+  CHECK_EQ_U64(v, 1ull << 54);
+  CHECK_RC(hr_parse_size("1i", &v), HR_EINVAL);
+  CHECK_RC(hr_parse_size("1KK", &v), HR_EINVAL);
+  CHECK_RC(hr_parse_size("1 K", &v), HR_EINVAL);
+  CHECK_RC(hr_parse_size("16777216T", &v), HR_EINVAL);
 }
 
 static void test_parse_duration_bool(void) {
@@ -62,6 +73,14 @@ static void test_parse_duration_bool(void) {
   CHECK_NEAR(d, 7 * 86400, 1e-6);
   CHECK_RC(hr_parse_duration("5 minutes", &d), HR_EINVAL);
   CHECK_RC(hr_parse_duration("nan", &d), HR_EINVAL);
+  CHECK_OK(hr_parse_duration("20us", &d));
+  CHECK_NEAR(d, 20e-6, 1e-15);
+  CHECK_OK(hr_parse_duration("2h ", &d));
+  CHECK_NEAR(d, 7200, 1e-9);
+  CHECK_OK(hr_parse_duration("3s", &d));
+  CHECK_NEAR(d, 3, 1e-12);
+  CHECK_RC(hr_parse_duration("1M", &d), HR_EINVAL);
+  CHECK_RC(hr_parse_duration("1mss", &d), HR_EINVAL);
   const char *yes[] = {"1", "true", "YES", "on"}, *no[] = {"0", "False", "no", "OFF"};
   for (int i = 0; i < 4; i++) {
     CHECK_OK(hr_parse_bool(yes[i], &b));
