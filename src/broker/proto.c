@@ -372,17 +372,6 @@ static int number(const cJSON *v, const field_t *f, bool whole, double *out, con
   return 0;
 }
 
-static bool choice_ok(const char *choices, const char *s) {
-  size_t len = strlen(s);
-  for (const char *c = choices; *c;) {
-    const char *bar = strchr(c, '|');
-    size_t cl = bar ? (size_t)(bar - c) : strlen(c);
-    if (cl == len && strncmp(c, s, len) == 0) return true;
-    c += cl + (bar != NULL);
-  }
-  return false;
-}
-
 static int decode_shape(const cJSON *obj, const shape_t *s, char *base, uint32_t *present,
                         const char *where, char *err, size_t n);
 
@@ -427,7 +416,7 @@ static int decode_field(const cJSON *v, const field_t *f, char *base, const char
     if (!cJSON_IsString(v)) return bad(err, n, where, f, "a string");
     if (strlen(v->valuestring) >= f->size && !(f->flags & F_TRUNC))
       return bad(err, n, where, f, "a string of at most %zu bytes", f->size - 1);
-    if (f->choices && !choice_ok(f->choices, v->valuestring))
+    if (f->choices && !hr__choices_has(f->choices, v->valuestring))
       return bad(err, n, where, f, "one of %s", f->choices);
     hr__strlcpy(p, v->valuestring, f->size);
     return 0;

@@ -97,11 +97,17 @@ static hr__block_t *leftmost(hr__block_t *t) {
   return t;
 }
 
-hr__block_t *hr__index_best(const hr__bins_t *x, uint64_t size) {
+/* The first block of x, in (size, address) order, that comes after the key
+ * (size, addr) when `after`, else the first of at least `size` bytes: the
+ * lower bound in the key's own bin, else the smallest block of the next
+ * non-empty bin. NULL when none. Inline, so that each caller's constant
+ * `after` leaves it the one comparison it needs on the allocation path. */
+static inline hr__block_t *first_from(const hr__bins_t *x, uint64_t size, uint64_t addr,
+                                      bool after) {
   unsigned i = bin_of(size);
   hr__block_t *t = x->bin[i], *best = NULL;
   while (t) {
-    if (size <= t->size) {
+    if (after ? key_cmp(size, addr, t) < 0 : size <= t->size) {
       best = t;
       t = t->left;
     } else {
@@ -113,20 +119,12 @@ hr__block_t *hr__index_best(const hr__bins_t *x, uint64_t size) {
   return i < HR__NBINS ? leftmost(x->bin[i]) : NULL;
 }
 
+hr__block_t *hr__index_best(const hr__bins_t *x, uint64_t size) {
+  return first_from(x, size, 0, false);
+}
+
 hr__block_t *hr__index_next(const hr__bins_t *x, const hr__block_t *b) {
-  unsigned i = bin_of(b->size);
-  hr__block_t *t = x->bin[i], *best = NULL;
-  while (t) {
-    if (blk_cmp(b, t) < 0) {
-      best = t;
-      t = t->left;
-    } else {
-      t = t->right;
-    }
-  }
-  if (best) return best;
-  i = next_bin(x, i);
-  return i < HR__NBINS ? leftmost(x->bin[i]) : NULL;
+  return first_from(x, b->size, b->addr, true);
 }
 
 hr__bins_t *hr__index_find(hr_pool_t *p, void *stream, bool small) {

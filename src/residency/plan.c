@@ -33,24 +33,23 @@ void hr_plan_free(hr_plan_t *plan) {
   memset(plan, 0, sizeof *plan);
 }
 
+/* Counts one move of `bytes` in the totals of its direction. */
+static void tally(uint64_t *bytes_moved, uint32_t *moves, uint32_t *partial_moves, uint64_t bytes,
+                  bool partial) {
+  *bytes_moved += bytes;
+  (*moves)++;
+  *partial_moves += partial;
+}
+
 static int plan_push(hr_plan_t *p, hr_action_kind_t kind, hr_asset_id_t id, uint64_t bytes,
                      uint64_t after) {
   if (hr__grow(&p->actions, &p->cap_actions, p->n_actions, sizeof *p->actions, 8)) return HR_ENOMEM;
   p->actions[p->n_actions++] = (hr_action_t){kind, id, bytes, after};
-  switch (kind) {
-  case HR_ACTION_LOAD:
-  case HR_ACTION_LOAD_PARTIAL:
-    p->bytes_loaded += bytes;
-    p->loads++;
-    p->partial_loads += kind == HR_ACTION_LOAD_PARTIAL;
-    break;
-  case HR_ACTION_OFFLOAD:
-  case HR_ACTION_OFFLOAD_PARTIAL:
-    p->bytes_offloaded += bytes;
-    p->offloads++;
-    p->partial_offloads += kind == HR_ACTION_OFFLOAD_PARTIAL;
-    break;
-  }
+  bool partial = kind == HR_ACTION_LOAD_PARTIAL || kind == HR_ACTION_OFFLOAD_PARTIAL;
+  if (kind == HR_ACTION_LOAD || kind == HR_ACTION_LOAD_PARTIAL)
+    tally(&p->bytes_loaded, &p->loads, &p->partial_loads, bytes, partial);
+  else
+    tally(&p->bytes_offloaded, &p->offloads, &p->partial_offloads, bytes, partial);
   return 0;
 }
 

@@ -87,19 +87,22 @@ static const char *variant_or_empty(const char *v) {
   return v ? v : "";
 }
 
+/* The members an asset keeps as its description gives them and its info
+ * shows them back, named alike in hr_asset_desc_t, hr__asset_t and
+ * hr_asset_info_t: a member added to the three is added here, and copied
+ * both ways. */
+#define DESCRIBED(X) X(device_bytes) X(host_bytes) X(parent) X(pinned) X(partial) X(priority)
+
 /* The new asset a as d describes it. */
 static void asset_init_locked(hr_residency_t *r, hr__asset_t *a, const hr_asset_desc_t *d) {
   memset(a, 0, sizeof *a);
   a->live = true;
   hr__strlcpy(a->name, d->name, sizeof a->name);
   hr__strlcpy(a->variant, variant_or_empty(d->variant), sizeof a->variant);
-  a->device_bytes = d->device_bytes;
-  a->host_bytes = d->host_bytes;
+#define FROM_DESC_(m) a->m = d->m;
+  DESCRIBED(FROM_DESC_)
+#undef FROM_DESC_
   a->resident = HR_MIN(d->resident_bytes, d->device_bytes);
-  a->parent = d->parent;
-  a->pinned = d->pinned;
-  a->partial = d->partial;
-  a->priority = d->priority;
   a->load = d->load;
   a->offload = d->offload;
   a->drop = d->drop;
@@ -213,16 +216,13 @@ static void info_locked(hr_residency_t *r, hr_asset_id_t id, hr__asset_t *a, voi
   hr_asset_info_t *out = arg;
   memset(out, 0, sizeof *out);
   out->id = id;
-  out->parent = a->parent;
   out->group = hr__group_root_locked(r, id);
   hr__strlcpy(out->name, a->name, sizeof out->name);
   hr__strlcpy(out->variant, a->variant, sizeof out->variant);
-  out->device_bytes = a->device_bytes;
-  out->host_bytes = a->host_bytes;
+#define TO_INFO_(m) out->m = a->m;
+  DESCRIBED(TO_INFO_)
+#undef TO_INFO_
   out->resident_bytes = a->resident;
-  out->pinned = a->pinned;
-  out->partial = a->partial;
-  out->priority = a->priority;
   out->uses = a->uses;
   out->last_use = a->last_use;
 }

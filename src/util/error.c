@@ -1,35 +1,34 @@
 /* Error codes: the HR_ERRORS X-macro in headroom.h gives the enum; this file
- * gives its text and names from the same list. */
+ * gives its text and names from the same list, as one table of rows. */
 #include "util/util.h"
 
 #include <string.h>
 
+/* Every code with its name and text, from the one list; HR_OK first. */
+static const struct err_row {
+  int code;
+  const char *name, *text;
+} rows[] = {{HR_OK, "HR_OK", "success"},
+#define HR_ERR_ROW_(name, value, text) {name, #name, text},
+            HR_ERRORS(HR_ERR_ROW_)
+#undef HR_ERR_ROW_
+};
+
+/* The row of `code`, or NULL for a code not in the list. */
+static const struct err_row *err_row(int code) {
+  for (size_t i = 0; i < HR_ARRAY_LEN(rows); i++)
+    if (rows[i].code == code) return &rows[i];
+  return NULL;
+}
+
 const char *hr_strerror(int code) {
-  switch (code) {
-  case HR_OK:
-    return "success";
-#define HR_ERR_TEXT_(name, value, text)                                                            \
-  case name:                                                                                       \
-    return text;
-    HR_ERRORS(HR_ERR_TEXT_)
-#undef HR_ERR_TEXT_
-  default:
-    return "unknown error";
-  }
+  const struct err_row *r = err_row(code);
+  return r ? r->text : "unknown error";
 }
 
 const char *hr_err_name(int code) {
-  switch (code) {
-  case HR_OK:
-    return "HR_OK";
-#define HR_ERR_NAME_(name, value, text)                                                            \
-  case name:                                                                                       \
-    return #name;
-    HR_ERRORS(HR_ERR_NAME_)
-#undef HR_ERR_NAME_
-  default:
-    return "HR_E?";
-  }
+  const struct err_row *r = err_row(code);
+  return r ? r->name : "HR_E?";
 }
 
 const char *hr_version(void) {

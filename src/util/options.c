@@ -85,58 +85,60 @@ static int parse_number(const char *s, double *out, const char **end) {
   return 0;
 }
 
-int hr_parse_size(const char *s, uint64_t *out) {
+/* Reads a size unit at *e (K, M, G or T in either case, an optional "i",
+ * then an optional "B"), moving *e past it. Returns its factor, 1 for none. */
+static double size_unit(const char **e) {
+  static const char prefixes[] = "KMGT";
+  const char *p = **e ? strchr(prefixes, toupper((unsigned char)**e)) : NULL;
+  double mult = 1;
+  if (p) {
+    for (const char *q = prefixes; q <= p; q++) mult *= 1024;
+    (*e)++;
+    if (**e == 'i' || **e == 'I') (*e)++;
+  }
+  if (**e == 'B' || **e == 'b') (*e)++;
+  return mult;
+}
+
+/* Reads a duration unit at *e (ms, us, s, m, h or d), moving *e past it.
+ * Returns its length in seconds, 1 for none. */
+static double duration_unit(const char **e) {
+  static const struct {
+    const char *suffix;
+    double seconds;
+  } units[] = {{"ms", 1e-3}, {"us", 1e-6}, {"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400}};
+  for (size_t i = 0; i < HR_ARRAY_LEN(units); i++) {
+    size_t len = strlen(units[i].suffix);
+    if (strncmp(*e, units[i].suffix, len) == 0) {
+      *e += len;
+      return units[i].seconds;
+    }
+  }
+  return 1;
+}
+
+/* Parses a number, the unit that unit() reads after it (its factor) and
+ * white space to the end: the one grammar of sizes and durations. */
+static int parse_scaled(const char *s, double (*unit)(const char **e), double *out) {
   double v;
   const char *e;
   if (parse_number(s, &v, &e)) return HR_EINVAL;
-  double mult = 1;
-  switch (toupper((unsigned char)*e)) {
-  case 'K':
-    mult = 1024.0, e++;
-    break;
-  case 'M':
-    mult = 1024.0 * 1024, e++;
-    break;
-  case 'G':
-    mult = 1024.0 * 1024 * 1024, e++;
-    break;
-  case 'T':
-    mult = 1024.0 * 1024 * 1024 * 1024, e++;
-    break;
-  default:
-    break;
-  }
-  if (mult > 1 && (*e == 'i' || *e == 'I')) e++;
-  if (*e == 'B' || *e == 'b') e++;
+  double mult = unit(&e);
   while (isspace((unsigned char)*e)) e++;
   if (*e != '\0') return HR_EINVAL;
-  double bytes = v * mult;
-  if (bytes >= 18446744073709551616.0) return HR_EINVAL;
+  *out = v * mult;
+  return 0;
+}
+
+int hr_parse_size(const char *s, uint64_t *out) {
+  double bytes;
+  if (parse_scaled(s, size_unit, &bytes) || bytes >= 18446744073709551616.0) return HR_EINVAL;
   *out = (uint64_t)bytes;
   return 0;
 }
 
 int hr_parse_duration(const char *s, double *out) {
-  double v;
-  const char *e;
-  if (parse_number(s, &v, &e)) return HR_EINVAL;
-  double mult = 1;
-  if (strncmp(e, "ms", 2) == 0)
-    mult = 1e-3, e += 2;
-  else if (strncmp(e, "us", 2) == 0)
-    mult = 1e-6, e += 2;
-  else if (*e == 's')
-    e++;
-  else if (*e == 'm')
-    mult = 60, e++;
-  else if (*e == 'h')
-    mult = 3600, e++;
-  else if (*e == 'd')
-    mult = 86400, e++;
-  while (isspace((unsigned char)*e)) e++;
-  if (*e != '\0') return HR_EINVAL;
-  *out = v * mult;
-  return 0;
+  return parse_scaled(s, duration_unit, out);
 }
 
 static const char *type_word(hr_opt_type_t t) {
@@ -150,8 +152,7 @@ static const char *type_word(hr_opt_type_t t) {
   return hr__enum_name(words, HR_ARRAY_LEN(words), (int)t, "?");
 }
 
-/* True when `s` is one of the '|'-separated choices. */
-static bool enum_has(const char *choices, const char *s) {
+bool hr__choices_has(const char *choices, const char *s) {
   size_t n = strlen(s);
   for (const char *c = choices; *c;) {
     const char *bar = strchr(c, '|');
@@ -213,7 +214,7 @@ static int parse_value(const hr_option_info_t *t, const char *label, const char 
                      type_word(t->type));
     break;
   case HR_OPT_ENUM:
-    if (!enum_has(t->choices, value))
+    if (!hr__choices_has(t->choices, value))
       return hr__err(err, errlen, HR_EINVAL, "%s: '%s' is not one of %s", label, value, t->choices);
     break;
   case HR_OPT_STRING:

@@ -82,8 +82,11 @@ HR_INTERNAL int hr__parse_u64(const char *s, uint64_t *out, const char **end);
 HR_INTERNAL int hr__options_load_files(hr_options_t *o, const char *system, const char *path,
                                        char *err, size_t errlen);
 HR_INTERNAL const char *hr__options_system_path(void);
+/* Whether `s` is one of `choices`, a '|'-separated list ("cache|model"), as
+ * an enum option's row and a protocol field give them. */
+HR_INTERNAL bool hr__choices_has(const char *choices, const char *s);
 
-/* Arrays (table.c). hr__resize reallocates the array whose pointer is at
+/* Arrays (array.c). hr__resize reallocates the array whose pointer is at
  * `arr` (a T **) to n elements of `size` bytes; hr__grow makes room for one
  * more after n elements when *cap is full, doubling *cap (from `first`).
  * Either leaves the array and *cap as they were when out of memory and

@@ -29,24 +29,30 @@ static void test_version(void) {
 }
 
 static void test_parse_size(void) {
-  uint64_t v;
-  CHECK_OK(hr_parse_size("0", &v));
-  CHECK_EQ_U64(v, 0);
-  CHECK_OK(hr_parse_size("512", &v));
-  CHECK_EQ_U64(v, 512);
-  CHECK_OK(hr_parse_size("4K", &v));
-  CHECK_EQ_U64(v, 4096);
-  CHECK_OK(hr_parse_size("400M", &v));
-  CHECK_EQ_U64(v, 400ull << 20);
-  CHECK_OK(hr_parse_size("1.5GiB", &v));
-  CHECK_EQ_U64(v, 3ull << 29);
-  CHECK_OK(hr_parse_size("2t", &v));
-  CHECK_EQ_U64(v, 2ull << 40);
-  CHECK_RC(hr_parse_size("", &v), HR_EINVAL);
-  CHECK_RC(hr_parse_size("-1", &v), HR_EINVAL);
-  CHECK_RC(hr_parse_size("12Q", &v), HR_EINVAL);
-  CHECK_RC(hr_parse_size("abc", &v), HR_EINVAL);
-  CHECK_RC(hr_parse_size("99999999999999999999999", &v), HR_EINVAL);
+  static const struct {
+    const char *s;
+    uint64_t want;
+  } ok[] = {{"0", 0},
+            {"512", 512},
+            {"4K", 4096},
+            {"400M", 400ull << 20},
+            {"1.5GiB", 3ull << 29},
+            {"2t", 2ull << 40},
+            /* The unit's spellings: a prefix in either case, "i" and "B" after it. */
+            {"3kIb ", 3072},
+            {"2B", 2},
+            {"16384T", 1ull << 54}};
+  static const char *const bad[] = {"",   "-1",  "12Q", "abc",      "99999999999999999999999",
+                                    "1i", "1KK", "1 K", "16777216T"};
+  uint64_t v = 0;
+  for (size_t i = 0; i < HR_ARRAY_LEN(ok); i++) {
+    int rc = hr_parse_size(ok[i].s, &v);
+    CHECK_MSG(rc == 0 && v == ok[i].want, "hr_parse_size(\"%s\"): %d, %" PRIu64 ", want %" PRIu64,
+              ok[i].s, rc, v, ok[i].want);
+  }
+  for (size_t i = 0; i < HR_ARRAY_LEN(bad); i++)
+    CHECK_MSG(hr_parse_size(bad[i], &v) == HR_EINVAL, "hr_parse_size(\"%s\") is not refused",
+              bad[i]);
 }
 
 static void test_parse_duration_bool(void) {
@@ -62,6 +68,14 @@ static void test_parse_duration_bool(void) {
   CHECK_NEAR(d, 7 * 86400, 1e-6);
   CHECK_RC(hr_parse_duration("5 minutes", &d), HR_EINVAL);
   CHECK_RC(hr_parse_duration("nan", &d), HR_EINVAL);
+  CHECK_OK(hr_parse_duration("20us", &d));
+  CHECK_NEAR(d, 20e-6, 1e-15);
+  CHECK_OK(hr_parse_duration("2h ", &d));
+  CHECK_NEAR(d, 7200, 1e-9);
+  CHECK_OK(hr_parse_duration("3s", &d));
+  CHECK_NEAR(d, 3, 1e-12);
+  CHECK_RC(hr_parse_duration("1M", &d), HR_EINVAL);
+  CHECK_RC(hr_parse_duration("1mss", &d), HR_EINVAL);
   const char *yes[] = {"1", "true", "YES", "on"}, *no[] = {"0", "False", "no", "OFF"};
   for (int i = 0; i < 4; i++) {
     CHECK_OK(hr_parse_bool(yes[i], &b));
