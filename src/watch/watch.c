@@ -362,6 +362,9 @@ int hr_watch_run(hr_watch_t *w, volatile sig_atomic_t *stop, uint64_t count) {
       char msg[128];
       snprintf(msg, sizeof msg, "sample failed: %s", hr_strerror(rc));
       if (w->snap) hr__watch_error(w, hr__watch_wall(w), msg);
+      /* The broker's events still go out: it may be the one that took the
+       * descriptors the sample needed, and says so. */
+      hr__watch_deliver_posted(w);
     } else if ((rc = hr_watch_feed(w, s)) != 0) {
       return rc;
     }

@@ -188,36 +188,53 @@ def test_a_closed_registry_raises_and_numbers_are_range_checked(torch):
     r.close()
 
 
+def loaded(r, torch, name, mib, **kw):
+    """Registers a loader of a Linear of `mib` MiB as `name`: on the CPU a
+    registry gives memory back by dropping such a module (release())."""
+    r.register(lambda: linear(torch, mib), name, estimated_bytes=mib * MIB, **kw)
+
+
+def released(r):
+    """release() of everything idle: the bytes it measured coming back and
+    the names it dropped."""
+    before = set(r.resident())
+    got = r.release(1 << 40)
+    return got, before - set(r.resident())
+
+
 def test_nested_and_grouped_use_keep_the_c_registrys_books(torch):
     """use() makes the module's group busy in the C registry while any of the
     group's modules is inside a use() block, and idle when the last block
     ends; every use counts in the C registry's books as a require does."""
     r = headroom.Registry(device="cpu", budget_bytes=64 * MIB, policy="lru")
-    a, b, child = linear(torch, 8), linear(torch, 8), linear(torch, 4)
-    r.register(a, "a")
-    r.register(b, "b")
-    r.register(child, "child", group=a)
-    with r.use(b):
+    loaded(r, torch, "a", 8)
+    loaded(r, torch, "b", 8)
+    loaded(r, torch, "child", 4, group="a")
+    with r.use("b"):
         pass
-    with r.use(a):
-        with r.use(child):
-            with r.use(a):
-                assert r.info(a)["busy"] and r.info(child)["busy"]
-            assert r.release(1 << 40) == 8 * MIB  # b only: a's group is in a block
+    with r.use("a"):
+        with r.use("child"):
+            with r.use("a"):
+                assert r.info("a")["busy"] and r.info("child")["busy"]
+            got, dropped = released(r)
+            assert dropped == {"b"} and got > 0  # b only: a's group is in a block
             assert sorted(r.resident()) == ["a", "child"]
-        assert r.release(1 << 40) == 0  # a's block is still open
-    assert not r.info(a)["busy"]
-    assert r.release(1 << 40) == 12 * MIB and r.resident() == []
-    uses = r.info(a)["uses"]
+        assert released(r) == (0, set())  # a's block is still open
+    assert not r.info("a")["busy"]
+    got, dropped = released(r)
+    assert dropped == {"a", "child"} and got > 0 and r.resident() == []
+    uses = r.info("a")["uses"]
     for _ in range(5):
-        with r.use(child):
+        with r.use("child"):
             pass
-    assert r.info(a)["uses"] == uses + 5 and r.info(child)["uses"] == r.info(a)["uses"]
+    assert r.info("a")["uses"] == uses + 5 and r.info("child")["uses"] == r.info("a")["uses"]
     # The parent unregistered inside its member's block: the block still ends
     # cleanly and the member becomes idle on its own.
-    with r.use(child):
-        r.unregister(a)
-    assert r.info(child)["group"] == "child" and r.release(1 << 40) == 4 * MIB
+    with r.use("child"):
+        r.unregister("a")
+    assert r.info("child")["group"] == "child"
+    got, dropped = released(r)
+    assert dropped == {"child"} and got > 0
     r.close()
 
 
@@ -227,27 +244,27 @@ def test_a_loop_calls_the_library_once_a_step(torch):
     into it, before anything there could act on the mark: a use() of the
     same module keeps it busy, anything else marks it idle first."""
     r = headroom.Registry(device="cpu", budget_bytes=64 * MIB, policy="lru")
-    m, other = linear(torch, 2), linear(torch, 4)
-    r.register(m, "m")
-    r.register(other, "other")
+    loaded(r, torch, "m", 2)
+    loaded(r, torch, "other", 4)
     calls = []
     for name in ("_c_use", "_c_busy", "_c_require"):
         real = getattr(r, name)
         setattr(r, name, lambda *a, _n=name, _f=real: calls.append((_n,) + a[1:]) or _f(*a))
-    with r.use(m) as plan:
+    with r.use("m") as plan:
         assert plan.actions == [("load", "m", 2 * MIB)] and plan.bytes_loaded == 2 * MIB
     for _ in range(3):
-        with r.use(m) as plan:
+        with r.use("m") as plan:
             assert plan.actions == [] and plan.used_bytes == 2 * MIB
     assert [c[0] for c in calls] == ["_c_use"] * 4
     calls.clear()
-    with r.use(other):  # another set: m's group is marked idle first
+    with r.use("other"):  # another set: m's group is marked idle first
         pass
     assert [c[0] for c in calls] == ["_c_busy", "_c_use"] and calls[0][1:] == (1, False)
     calls.clear()
-    assert r.release(1 << 40) == 6 * MIB  # both idle: the mark of other's block settles first
+    got, dropped = released(r)  # both idle: the mark of other's block settles first
+    assert dropped == {"m", "other"} and got > 0
     assert calls == [("_c_busy", 2, False)]
-    u = r.use(m)
+    u = r.use("m")
     with u:
         with pytest.raises(RuntimeError, match="already open"):
             u.__enter__()
@@ -263,29 +280,28 @@ def test_an_ended_block_is_idle_to_every_caller(torch):
     import threading
 
     r = headroom.Registry(device="cpu", budget_bytes=16 * MIB, policy="lru")
-    a, b, c = linear(torch, 8), linear(torch, 8), linear(torch, 8)
-    for m, k in ((a, "a"), (b, "b"), (c, "c")):
-        r.register(m, k)
-    with r.use(a):
+    for k in ("a", "b", "c"):
+        loaded(r, torch, k, 8)
+    with r.use("a"):
         pass
     got = []
-    t = threading.Thread(target=lambda: got.append(r.release(1 << 40)))
+    t = threading.Thread(target=lambda: got.append(released(r)))
     t.start()
     t.join()
-    assert got == [8 * MIB] and r.resident() == []
-    with r.use(a):
+    assert got[0][1] == {"a"} and got[0][0] > 0 and r.resident() == []
+    with r.use("a"):
         pass
-    with r.use(b):
+    with r.use("b"):
         pass
-    r.require(c, working_bytes=8 * MIB)  # needs a and b gone: neither is busy any more
+    r.require("c", working_bytes=8 * MIB)  # needs a and b gone: neither is busy any more
     assert r.resident() == ["c"]
-    with r.use(c):
+    with r.use("c"):
         pass
-    assert r.offload(c) == 8 * MIB
-    with r.use(a):
+    assert r.offload("c") == 8 * MIB
+    with r.use("a"):
         pass
-    r.unregister(a)
-    with r.use(b):  # nothing about a is left to settle
+    r.unregister("a")
+    with r.use("b"):  # nothing about a is left to settle
         pass
     assert r.stats()["assets"] == 2
     r.close()

@@ -664,7 +664,9 @@ class Registry(_lib.Handle):
             self._raise_callback_error("release")
             if rc < 0 and rc != _ENOSPC:
                 _lib.check(rc, "release")
-            if host and freed.value:
+            if not freed.value:
+                return 0  # nothing was given back: what moved meanwhile is not this call's
+            if host:
                 gc.collect()
                 malloc_trim()
             after = self._reading()
