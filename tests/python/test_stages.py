@@ -2,9 +2,12 @@
 only when asked. What the verdicts say about real loops is in
 test_verdicts.py, the engine on exact numbers in test_attribution.py."""
 
+import json
+
 import pytest
 
 import headroom
+from conftest import run_python
 from headroom import stages
 
 MIB = 1 << 20
@@ -93,16 +96,28 @@ def test_configure_sets_the_thresholds():
 
 
 def test_a_real_stage_reads_this_process(libpath):
+    """In a process of its own: RSS and the C heap are the whole process's,
+    and the threads earlier tests left in this one (a manager, an agent)
+    would move them meanwhile."""
     library_or_skip()
-    kept = []
-    for _ in range(3):
-        with headroom.stage("grow"):
-            # Over glibc's largest mmap threshold (32 MiB): fresh pages, never
-            # memory the heap already had.
-            b = bytearray(40 * MIB)
-            b[::4096] = b"\x01" * len(b[::4096])
-            kept.append(b)
-    r = stages.summary()[0]
+    code = """
+import json
+import headroom
+from headroom import stages
+MIB = 1 << 20
+kept = []
+for _ in range(3):
+    with headroom.stage("grow"):
+        # Over glibc's largest mmap threshold (32 MiB): fresh pages, never
+        # memory the heap already had.
+        b = bytearray(40 * MIB)
+        b[::4096] = b"\\x01" * len(b[::4096])
+        kept.append(b)
+print(json.dumps(stages.summary()[0]))
+"""
+    p = run_python(code, env={"HEADROOM_LIB": libpath})
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout.strip().splitlines()[-1])
     assert r["name"] == "grow" and r["calls"] == 3
     assert r["rss_inside"] >= 39 * MIB  # written pages are resident
     if r["heap_inside"] is not None:  # glibc: the live heap grew by the blocks

@@ -350,6 +350,23 @@ static pid_t child(size_t mib, int ready) {
   return kid;
 }
 
+/* Waits until the child sleeps (in pause()) with the same VmRSS on two
+ * reads 10 ms apart: it signals ready just before pause(), and on a loaded
+ * machine (or under a sanitizer) may still fault pages in after. A deadline
+ * far past its usual time, not a timing. */
+static void settle(pid_t kid) {
+  uint64_t last = 0;
+  for (int i = 0; i < 6000; i++) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)kid);
+    const char *paren = hr__read_file(path, buf, sizeof buf) > 0 ? strrchr(buf, ')') : NULL;
+    uint64_t rss = status_bytes(kid, "VmRSS");
+    if (paren && paren[2] == 'S' && rss == last) return;
+    last = rss;
+    usleep(10000);
+  }
+}
+
 static hr_snapshot_t *live(hr_probe_t *ctx) {
   hr_probe_options_t o = {.root = "/",
                           .what = HR_PROBE_HOST | HR_PROBE_PROCS | HR_PROBE_BRIEF,
@@ -380,6 +397,7 @@ static void test_live_held_files(void) {
   char c;
   for (int k = 0; k < 3; k++) kids[k] = child(mib[k], ready[1]);
   for (int k = 0; k < 3; k++) CHECK(read(ready[0], &c, 1) == 1);
+  for (int k = 0; k < 3; k++) settle(kids[k]);
   hr_probe_t *ctx = NULL;
   CHECK_OK(hr_probe_create(&ctx));
   hr_probe_hold_files(ctx, 100000);
