@@ -103,8 +103,9 @@ static void enter(hr_exporter_t *e, hr__conn_t *k, hr__conn_state_t s) {
 static void cut(hr_exporter_t *e, hr__conn_t *k, hr__drop_t why) {
   enter(e, k, HR__CONN_CUT);
   e->cut_pending++;
-  shutdown(k->fd, SHUT_RDWR);
+  /* Counted first: whoever sees the connection end may read the counter. */
   atomic_fetch_add_explicit(&e->dropped[why], 1, memory_order_relaxed);
+  shutdown(k->fd, SHUT_RDWR);
 }
 
 /* Connections that count against capacity: open and not cut. */
