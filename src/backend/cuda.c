@@ -273,9 +273,7 @@ static int cuda_load(cuda_t *c) {
   (void)hr_options_process(&o, NULL, 0); /* a bad option elsewhere leaves this one's default */
   const char *lib = hr_options_get_str(o, HR_OPTION_libcuda);
   char why[256];
-  if (lib && strchr(lib, '/') && hr__check_regular(lib, why, sizeof why) == HR_EIO) {
-    /* dlopen of a FIFO waits for a writer for ever; a missing file is
-     * dlopen's to report. */
+  if (hr__check_library(lib, why, sizeof why) != 0) {
     hr__log(HR_LOG_ERROR, "libcuda refused: %s", why);
     return HR_ENODRIVER;
   }

@@ -183,7 +183,7 @@ static nvml_lib_t *lib_load_locked(const char *path, const char *key, hr_snapsho
   /* A file named by a path is read only when it is a regular file: dlopen
    * of a FIFO waits for a writer for ever. (A missing one is "not found".) */
   char why[sizeof s->gpu_message - sizeof "nvml: library refused: "];
-  if (path && strchr(path, '/') && hr__check_regular(path, why, sizeof why) == HR_EIO)
+  if (hr__check_library(path, why, sizeof why) != 0)
     return no_lib(s, HR_PROBE_ERROR, "library refused", why);
   void *dl = open_lib(path);
   if (!dl) return no_lib(s, HR_PROBE_ABSENT, "library not found", path);

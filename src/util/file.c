@@ -82,6 +82,12 @@ int hr__check_regular(const char *path, char *err, size_t errlen) {
   return rc;
 }
 
+int hr__check_library(const char *path, char *err, size_t errlen) {
+  if (!path || !strchr(path, '/')) return 0;
+  int rc = hr__check_regular(path, err, errlen);
+  return rc == HR_EIO ? rc : 0;
+}
+
 ssize_t hr__read_file(const char *path, char *buf, size_t n) {
   if (n == 0) return HR_EINVAL;
   /* O_NONBLOCK: a FIFO in a fixture tree (--root) opens at once and reads as

@@ -67,6 +67,11 @@ HR_INTERNAL int hr__fopen_regular(const char *path, FILE **f, char *err, size_t 
 /* hr__open_regular() for a path that another opener reads (dlopen, SQLite):
  * checks it and closes it again. Same returns and messages. */
 HR_INTERNAL int hr__check_regular(const char *path, char *err, size_t errlen);
+/* A library path before dlopen (which waits for ever on a FIFO): one with a
+ * slash that is there but is not a regular file is HR_EIO with the reason in
+ * err; a bare name (dlopen searches for it) or a missing file is 0, left for
+ * dlopen to report. */
+HR_INTERNAL int hr__check_library(const char *path, char *err, size_t errlen);
 
 /* Joins root and an absolute path ("/proc/meminfo") into out. */
 HR_INTERNAL int hr__path(char *out, size_t n, const char *root, const char *path);

@@ -75,3 +75,14 @@ def run_step(script, out, *args, env=None, timeout=120):
                         str(out)] + list(args), env=env, capture_output=True, text=True,
                        timeout=timeout)
     return r, (r.stdout.strip().splitlines() or [""])[-1]
+
+
+@pytest.fixture
+def broker():
+    """A real `headroom broker` (tests/python/broker_fixtures.py) with a
+    budget of 1 GiB of host memory, stopped after the test."""
+    from broker_fixtures import Broker
+
+    b = Broker(budget="host=1G")
+    yield b
+    b.stop()

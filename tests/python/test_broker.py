@@ -22,13 +22,6 @@ pytestmark = pytest.mark.skipif(not os.path.exists(cli_path()),
                                 reason="headroom CLI not built (set HEADROOM_CLI)")
 
 
-@pytest.fixture
-def broker():
-    b = Broker(budget="host=1G")
-    yield b
-    b.stop()
-
-
 def offered(b, pid, nbytes):
     """True once the broker shows pid offering nbytes on the host."""
     for c in b.status()["clients"]:

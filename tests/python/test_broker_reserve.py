@@ -24,13 +24,6 @@ pytestmark = pytest.mark.skipif(not os.path.exists(cli_path()),
                                 reason="headroom CLI not built (set HEADROOM_CLI)")
 
 
-@pytest.fixture
-def broker():
-    b = Broker(budget="host=1G")
-    yield b
-    b.stop()
-
-
 def test_whole_bytes_only(broker):
     for size in ("1.5", "0.3K", "12Q", "0", "1e-3"):
         r = broker.cli("reserve", size, "--device", "host", "--", "true")

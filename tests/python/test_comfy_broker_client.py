@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import comfy_standin  # noqa: E402
-from broker_fixtures import MiB, Broker, cli_path, wait_for  # noqa: E402
+from broker_fixtures import MiB, cli_path, wait_for  # noqa: E402
 
 from headroom import agent, comfy  # noqa: E402
 from headroom.comfy import broker_client, models as comfy_models  # noqa: E402
@@ -30,13 +30,6 @@ def fake(monkeypatch):
     with comfy_models._events_lock:
         del comfy_models._events[:]
     return comfy_standin.install(monkeypatch)
-
-
-@pytest.fixture
-def broker():
-    b = Broker(budget="host=1G")
-    yield b
-    b.stop()
 
 
 class CacheSet:

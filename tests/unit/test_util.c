@@ -348,6 +348,8 @@ static void test_open_regular(void) {
     CHECK_CONTAINS(err, path);
     CHECK_CONTAINS(err, kinds[i % 5]);
     CHECK_RC(hr__check_regular(path, err, sizeof err), HR_EIO);
+    CHECK_RC(hr__check_library(path, err, sizeof err), HR_EIO);
+    CHECK_CONTAINS(err, kinds[i % 5]);
     FILE *fp = (FILE *)1;
     CHECK_RC(hr__fopen_regular(path, &fp, err, sizeof err), HR_EIO);
     CHECK(fp == NULL);
@@ -368,6 +370,12 @@ static void test_open_regular(void) {
   CHECK_RC(hr__open_regular("/dev/zero", HR__OPEN_DEV_NULL, &fd, NULL, err, sizeof err), HR_EIO);
   char missing[300];
   snprintf(missing, sizeof missing, "%s/none", dir);
+  /* A library: a bare name is dlopen's to search, a missing file dlopen's
+   * to report, a regular file is read. */
+  CHECK_OK(hr__check_library("libnvidia-ml.so.1", err, sizeof err));
+  CHECK_OK(hr__check_library(missing, err, sizeof err));
+  CHECK_OK(hr__check_library(p[0], err, sizeof err));
+  CHECK_OK(hr__check_library(NULL, err, sizeof err));
   CHECK_RC(hr__open_regular(missing, 0, &fd, NULL, err, sizeof err), HR_ENOENT);
   CHECK_CONTAINS(err, "No such file");
   CHECK_RC(hr__open_regular("", 0, &fd, NULL, err, sizeof err), HR_EINVAL);
